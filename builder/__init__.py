@@ -1,0 +1,3 @@
+"""cleanset: clean-licensed image datasets as WebDataset shards with provenance."""
+
+__version__ = "0.1.0"

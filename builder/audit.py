@@ -1,0 +1,165 @@
+"""`cleanset verify`: re-read everything and check that shards, provenance, manifest, ledger
+and policy all tell the same story. Each disagreement is one line naming what and where."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from builder.errors import UserError
+from builder.ledger import Ledger
+from builder.shards import file_sha256, read_shard_members, shard_name
+
+
+def verify(out: Path) -> tuple[list[str], int]:
+    """Return (problems, samples checked)."""
+    ledger_path = out / "ledger.sqlite"
+    if not ledger_path.exists():
+        raise UserError(f"{out}: no ledger.sqlite here; is this a cleanset output directory?")
+    ledger = Ledger(ledger_path)
+    try:
+        return _verify(out, ledger)
+    finally:
+        ledger.close()
+
+
+def _verify(out: Path, ledger: Ledger) -> tuple[list[str], int]:
+    problems: list[str] = []
+    samples = {r["key"]: dict(r) for r in ledger.iter_samples()}
+    policies = {b.build: json.loads(b.policy) for b in ledger.builds()}
+    unfinished = [b.build for b in ledger.builds() if b.finished_at is None]
+    if unfinished:
+        problems.append(f"build {unfinished[-1]} is unfinished; run `cleanset build` to resume it")
+
+    # 1. every shard, every member, against its provenance and the ledger
+    seen: dict[str, int] = {}
+    shard_rows = {s.shard: s for s in ledger.shards()}
+    shards_dir = out / "shards"
+    files = sorted(p for p in shards_dir.glob("*.tar")) if shards_dir.exists() else []
+    for path in files:
+        number = int(path.name.split(".")[0]) if path.name.split(".")[0].isdigit() else -1
+        row = shard_rows.get(number)
+        if row is None:
+            problems.append(f"{path.name}: shard not in the ledger")
+            continue
+        if row.complete and row.sha256 and file_sha256(path) != row.sha256:
+            problems.append(f"{path.name}: file sha256 differs from the one recorded when written")
+        try:
+            members = read_shard_members(path)
+        except Exception as exc:  # noqa: BLE001 - a broken tar is a finding, not a crash
+            problems.append(f"{path.name}: unreadable tar: {exc}")
+            continue
+        by_key: dict[str, dict[str, bytes]] = defaultdict(dict)
+        for name, data in members:
+            key, _, ext = name.partition(".")
+            by_key[key][ext] = data
+        for key, parts in by_key.items():
+            seen[key] = number
+            problems.extend(_check_sample(path.name, key, parts, samples.get(key), number,
+                                          policies))
+    for number, row in shard_rows.items():
+        if row.complete and not (shards_dir / shard_name(number)).exists():
+            problems.append(f"{shard_name(number)}: in the ledger but the file is missing")
+    for key in samples:
+        if key not in seen:
+            problems.append(f"{key}: in the ledger but in no shard")
+
+    # 2. the manifest against the ledger
+    problems.extend(_check_manifest(out / "manifest.parquet", samples))
+
+    # 3. the ledger's own accounting: inputs == accepted + rejected (+ removed)
+    problems.extend(_check_accounting(ledger, samples))
+    return problems, len(seen)
+
+
+def _check_sample(shard: str, key: str, parts: dict[str, bytes], row: dict[str, Any] | None,
+                  number: int, policies: dict[int, dict[str, Any]]) -> list[str]:
+    where = f"{shard}:{key}"
+    if row is None:
+        return [f"{where}: sample not in the ledger"]
+    out: list[str] = []
+    if row["shard"] != number:
+        out.append(f"{where}: ledger says shard {row['shard']}")
+    if "json" not in parts:
+        return out + [f"{where}: no provenance (.json) member"]
+    try:
+        prov = json.loads(parts["json"])
+    except ValueError:
+        return out + [f"{where}: provenance .json is not valid JSON"]
+    image = parts.get(row["ext"])
+    if image is None:
+        return out + [f"{where}: no image member .{row['ext']}"]
+    digest = hashlib.sha256(image).hexdigest()
+    if digest != prov.get("sha256"):
+        out.append(f"{where}: image sha256 {digest[:16]}… differs from provenance "
+                   f"{str(prov.get('sha256'))[:16]}…")
+    if digest != row["sha256"]:
+        out.append(f"{where}: image sha256 differs from the ledger/manifest")
+    if len(image) != prov.get("bytes"):
+        out.append(f"{where}: image is {len(image)} bytes, provenance says {prov.get('bytes')}")
+    spdx = (prov.get("license") or {}).get("spdx")
+    if spdx != row["license"]:
+        out.append(f"{where}: provenance licence {spdx} differs from the ledger {row['license']}")
+    policy = policies.get(row["build"], {})
+    if not _admitted(spdx, policy):
+        out.append(f"{where}: licence {spdx} is not admitted by policy "
+                   f"{policy.get('name', '?')} recorded for build {row['build']}")
+    return out
+
+
+def _admitted(spdx: str | None, policy: dict[str, Any]) -> bool:
+    if not spdx:
+        return False
+    from builder.licensing import Policy, is_admitted
+
+    return bool(is_admitted(spdx, Policy.from_json(policy)))
+
+
+def _check_manifest(path: Path, samples: dict[str, dict[str, Any]]) -> list[str]:
+    if not path.exists():
+        return ["manifest.parquet is missing"]
+    table = pq.read_table(path, columns=["key", "sha256", "license", "shard"])
+    keys = table.column("key").to_pylist()
+    out: list[str] = []
+    if len(keys) != len(set(keys)):
+        out.append("manifest.parquet lists a key twice")
+    rows = dict(zip(keys, zip(table.column("sha256").to_pylist(),
+                              table.column("license").to_pylist(),
+                              table.column("shard").to_pylist(), strict=True), strict=True))
+    for key in sorted(set(samples) - set(rows)):
+        out.append(f"{key}: in the ledger but not in manifest.parquet")
+    for key in sorted(set(rows) - set(samples)):
+        out.append(f"{key}: in manifest.parquet but not in the ledger")
+    for key, (sha, lic, shard) in rows.items():
+        s = samples.get(key)
+        if s is None:
+            continue
+        if sha != s["sha256"] or lic != s["license"] or shard != f"shards/{shard_name(s['shard'])}":
+            out.append(f"{key}: manifest.parquet row disagrees with the ledger")
+    return out
+
+
+def _check_accounting(ledger: Ledger, samples: dict[str, dict[str, Any]]) -> list[str]:
+    out: list[str] = []
+    for b in ledger.builds():
+        n = ledger.db.execute("SELECT COUNT(*) FROM candidates WHERE build = ?",
+                              (b.build,)).fetchone()[0]
+        if n != b.next_seq:
+            out.append(f"build {b.build}: {b.next_seq} candidates considered but {n} ledger rows")
+    accepted = {r[0] for r in ledger.db.execute(
+        "SELECT key FROM candidates WHERE status = 'accepted'")}
+    for key in sorted(accepted - set(samples)):
+        out.append(f"{key}: accepted in the ledger but has no sample record")
+    for key in sorted(set(samples) - accepted):
+        out.append(f"{key}: sample without an accepted candidate row")
+    bad = ledger.db.execute(
+        "SELECT COUNT(*) FROM candidates WHERE status = 'rejected' AND reason IS NULL"
+    ).fetchone()[0]
+    if bad:
+        out.append(f"{bad} rejected candidates have no reason")
+    return out

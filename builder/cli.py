@@ -1,0 +1,115 @@
+"""The `cleanset` command line: build, verify, lookup, takedown, report, licenses."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from builder import __version__
+from builder.errors import UserError
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = _ArgumentParser(prog="cleanset", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"cleanset {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log per-stage details")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_ArgumentParser)
+
+    p = sub.add_parser("build", help="build (or resume) a dataset from a recipe")
+    p.add_argument("recipe", type=Path, help="recipe .toml file")
+    p.add_argument("--out", type=Path, help="output directory (default: [dataset] output)")
+    p.add_argument("--limit", type=_positive_int, help="consider at most N candidates")
+    p.add_argument("--workers", type=_positive_int, help="concurrent fetch/check workers")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("verify", help="re-read every shard and check it against its records")
+    p.add_argument("dir", type=Path)
+    p.set_defaults(func=cmd_verify)
+
+    _add_optional_commands(sub)
+    return parser
+
+
+def _add_optional_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Commands whose modules may be absent in a partial checkout register themselves."""
+    import importlib
+
+    for module_name in ("builder.licensing_cli",):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        module.add_parser(sub)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from builder.pipeline import BuildOptions, build
+    from builder.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe)
+    out = args.out or recipe.default_output()
+    options = BuildOptions(out=out, limit=args.limit, workers=args.workers,
+                           progress=False if args.no_progress else None)
+    summary = build(recipe, options)
+    for line in summary.lines():
+        print(line)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from builder.audit import verify
+
+    problems, checked = verify(args.dir)
+    for problem in problems:
+        print(f"PROBLEM {problem}")
+    if problems:
+        print(f"verify: {len(problems)} problem(s) in {args.dir}")
+        return 1
+    print(f"verify: OK: {checked} samples in {args.dir} match their provenance, manifest, "
+          "ledger and policy")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        return int(args.func(args))
+    except UserError as exc:
+        print(f"cleanset: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("cleanset: interrupted; run the same command again to resume.", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        # Disk full, permissions changed mid-build...: nothing committed is lost; say what broke.
+        print(f"cleanset: fatal: {exc}. Everything committed so far is kept; fix the cause and "
+              "run the same command again to resume.", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

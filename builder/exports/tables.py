@@ -1,0 +1,88 @@
+"""`manifest.parquet` (one row per sample) and `candidates.parquet` (the ledger, exported)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from builder.ledger import Ledger
+from builder.shards import shard_name
+
+MANIFEST_SCHEMA = pa.schema([
+    ("key", pa.string()),
+    ("shard", pa.string()),
+    ("sha256", pa.string()),
+    ("sha1", pa.string()),
+    ("pdq", pa.string()),
+    ("pdq_quality", pa.int32()),
+    ("phash", pa.string()),
+    ("license", pa.string()),
+    ("license_url", pa.string()),
+    ("source", pa.string()),
+    ("source_id", pa.string()),
+    ("file_url", pa.string()),
+    ("landing_url", pa.string()),
+    ("creator", pa.string()),
+    ("title", pa.string()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("mime", pa.string()),
+    ("ext", pa.string()),
+    ("bytes", pa.int64()),
+    ("build", pa.int32()),
+])
+
+CANDIDATES_SCHEMA = pa.schema([
+    ("candidate_id", pa.string()),
+    ("build", pa.int32()),
+    ("seq", pa.int64()),
+    ("source", pa.string()),
+    ("url", pa.string()),
+    ("status", pa.string()),
+    ("reason", pa.string()),
+    ("detail", pa.string()),
+    ("key", pa.string()),
+    ("license", pa.string()),
+    ("decided_at", pa.string()),
+])
+
+BATCH = 10_000
+
+
+def _write_atomically(path: Path, schema: pa.Schema, rows_iter) -> int:  # type: ignore[no-untyped-def]
+    tmp = path.with_name(path.name + ".tmp")
+    count = 0
+    with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+        batch: list[dict] = []
+        for row in rows_iter:
+            batch.append(row)
+            if len(batch) >= BATCH:
+                writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+                count += len(batch)
+                batch = []
+        if batch or count == 0:
+            writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+            count += len(batch)
+    os.replace(tmp, path)
+    return count
+
+
+def write_manifest(ledger: Ledger, path: Path) -> int:
+    def rows():  # type: ignore[no-untyped-def]
+        for r in ledger.iter_samples():
+            row = {name: r[name] for name in MANIFEST_SCHEMA.names if name != "shard"}
+            row["shard"] = f"shards/{shard_name(r['shard'])}"
+            yield row
+
+    return _write_atomically(path, MANIFEST_SCHEMA, rows())
+
+
+def write_candidates(ledger: Ledger, path: Path) -> int:
+    def rows():  # type: ignore[no-untyped-def]
+        for r in ledger.iter_candidates():
+            yield {name: r[name] for name in CANDIDATES_SCHEMA.names}
+
+    return _write_atomically(path, CANDIDATES_SCHEMA, rows())

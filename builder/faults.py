@@ -1,0 +1,25 @@
+"""Deterministic crash injection for the crash-safety tests: a real SIGKILL at a named point.
+
+`CLEANSET_CRASH_AT="point:n"` kills this process (kill -9, no cleanup, no flush) the n-th time
+execution reaches `point`. Unset in normal use; reading one environment variable is the only cost.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections import Counter
+
+_SPEC = os.environ.get("CLEANSET_CRASH_AT", "")
+_counts: Counter[str] = Counter()
+
+
+def crash_point(point: str) -> None:
+    if not _SPEC:
+        return
+    name, _, nth = _SPEC.partition(":")
+    if name != point:
+        return
+    _counts[point] += 1
+    if _counts[point] == int(nth or 1):
+        os.kill(os.getpid(), signal.SIGKILL)

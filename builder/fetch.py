@@ -1,0 +1,667 @@
+"""Polite, safe HTTP: the only module that talks to the network.
+
+One `Fetcher` per build, shared by every worker thread. For each request it
+
+- refuses anything but http/https, and any host that resolves to a private, loopback,
+  link-local, multicast, reserved or unspecified address (IPv4 and IPv6, including
+  IPv4-mapped, 6to4, Teredo and NAT64 forms). The check runs on the addresses a new
+  connection actually dials, so DNS rebinding between a check and the connect is moot;
+  redirects are followed by hand so every hop is checked again;
+- holds at most `per_host_connections` requests per host at once, and spaces request
+  starts per host by `1 / per_host_rps` seconds when that is set;
+- retries 429/502/503/504 and dropped connections with exponential backoff, honouring
+  `Retry-After` up to `max_retry_after_s` (a longer demand is a refusal, not a wait);
+- streams bodies in chunks and stops at `max_bytes + 1`, so an oversized body is never
+  held whole; a per-attempt wall deadline stops a server that drips bytes forever.
+
+Failures are values: `fetch` and `get_text` return a `Rejection` (http_error, timeout,
+too_large) with a detail a person can act on; `get_json` raises `FetchError` because API
+sources have no candidate to reject yet.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import random
+import socket
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
+
+import urllib3
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    DecodeError,
+    HTTPError,
+    NameResolutionError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+    SSLError,
+)
+from urllib3.util.connection import allowed_gai_family
+
+from builder.recipe import FetchConfig
+from builder.records import Reason, Rejection
+
+log = logging.getLogger(__name__)
+
+CHUNK = 64 * 1024
+MAX_REDIRECTS = 10
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+# An error page is only read for its status; never pull a large one.
+ERROR_BODY_CAP = 64 * 1024
+# Each attempt (connect to last body byte) must finish within this many read timeouts:
+# generous for a 50 MB image on a slow link, but a server dripping a byte per
+# timeout_s can no longer hold a worker thread indefinitely.
+DEADLINE_FACTOR = 6
+# Backoff doubles per attempt but never exceeds this, whatever `retries` is.
+MAX_BACKOFF_S = 60.0
+JSON_ATTEMPTS = 2  # a truncated or garbled API page is retried once, then it is an error
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+class FetchError(Exception):
+    """An API request failed for good (after retries): `reason` says how, the message why."""
+
+    def __init__(self, reason: Reason, message: str, *, url: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.url = url
+
+
+class BlockedAddressError(Exception):
+    """A host resolved to an address the SSRF guard refuses (not an OSError on purpose:
+    urllib3 must not wrap it as a connection error or retry it)."""
+
+
+@dataclass(frozen=True)
+class Response:
+    url: str  # final URL after redirects
+    status: int
+    headers: tuple[tuple[str, str], ...]  # lower-cased names, in order received
+    data: bytes
+    retrieved_at: str  # UTC ISO-8601 with 'Z', second precision
+
+    def header(self, name: str) -> str | None:
+        """All values of a header joined by ', ' (RFC 9110 field combination), or None."""
+        values = self.header_all(name)
+        return ", ".join(values) if values else None
+
+    def header_all(self, name: str) -> list[str]:
+        name = name.lower()
+        return [v for k, v in self.headers if k == name]
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def text(self) -> str:
+        """The body as text, by the Content-Type charset (UTF-8 when absent or unknown)."""
+        charset = "utf-8"
+        for part in (self.header("content-type") or "").split(";")[1:]:
+            key, _, value = part.strip().partition("=")
+            if key.lower() == "charset" and value:
+                charset = value.strip("\"' ")
+        try:
+            return self.data.decode(charset, errors="replace")
+        except LookupError:
+            return self.data.decode("utf-8", errors="replace")
+
+
+# --- the SSRF guard ---------------------------------------------------------------------
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def blocked_kind(ip: Address) -> str | None:
+    """Why `ip` must not be dialled ('loopback', 'private', ...), or None when it is public."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        # Addresses that carry an IPv4 address inside are judged by that address too.
+        if ip.ipv4_mapped is not None:  # ::ffff:a.b.c.d is a.b.c.d on the wire
+            return blocked_kind(ip.ipv4_mapped)
+        embedded = ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if embedded is None and ip in _NAT64:
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if embedded is not None and (kind := blocked_kind(embedded)):
+            return kind
+    for kind in ("loopback", "unspecified", "link_local", "multicast", "private", "reserved"):
+        if getattr(ip, f"is_{kind}"):
+            return kind.replace("_", "-")
+    if isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local:
+        return "site-local"
+    if not ip.is_global:  # e.g. 100.64.0.0/10, carrier-grade NAT
+        return "non-global"
+    return None
+
+
+def _refusal(host: str, ip: Address, kind: str) -> str:
+    return (
+        f"refused private address {ip} ({kind}) for host {host}; "
+        "set [fetch] allow_private_addresses = true only for local test servers"
+    )
+
+
+class _Guard:
+    def __init__(self, trusted_hosts: Iterable[str]) -> None:
+        self.trusted = frozenset(h.lower().strip("[]") for h in trusted_hosts)
+
+    def check_literal(self, host: str) -> str | None:
+        """Refuse an IP-literal host before any connection is made."""
+        if host in self.trusted:
+            return None
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return None  # a name: checked when a connection resolves it
+        kind = blocked_kind(ip)
+        return _refusal(host, ip, kind) if kind else None
+
+    def vet(self, host: str, infos: list[Any]) -> None:
+        if host.lower().strip("[]") in self.trusted:
+            return
+        for info in infos:
+            ip = ipaddress.ip_address(info[4][0].split("%")[0])
+            if kind := blocked_kind(ip):
+                raise BlockedAddressError(_refusal(host, ip, kind))
+
+
+class _Deadline:
+    """One attempt's wall deadline; `expired` is set by the watchdog thread."""
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+        self.expired = False
+
+
+class _Current(threading.local):
+    deadline: _Deadline | None = None
+
+
+# Which deadline the worker thread's running attempt has, for the connection below.
+_current = _Current()
+
+
+def _hang_up(sock: socket.socket, deadline: _Deadline) -> None:
+    deadline.expired = True
+    with suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked recv in the worker thread
+
+
+class _ConnectionMixin:
+    """Our connection: vets addresses before dialling, and bounds the header phase.
+
+    Resolving, vetting every address, then dialling only the vetted ones (no second
+    lookup) makes DNS rebinding between the check and the connect impossible. Reading
+    the status line and headers is bounded by the attempt's wall deadline too: a server
+    dripping one header byte per read timeout would otherwise hold a thread for hours.
+    """
+
+    guard: _Guard | None
+    host: str
+    port: int
+    timeout: Any
+    source_address: tuple[str, int] | None
+    socket_options: Any
+    sock: socket.socket | None
+
+    def _new_conn(self) -> socket.socket:
+        if self.guard is None:
+            return super()._new_conn()  # type: ignore[misc]
+        name = self.host.strip("[]").rstrip(".")
+        try:
+            infos = socket.getaddrinfo(name, self.port, allowed_gai_family(), socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise NameResolutionError(self.host, self, exc) from exc  # type: ignore[arg-type]
+        self.guard.vet(self.host, infos)
+        error: OSError | None = None
+        for family, socktype, proto, _, address in infos:
+            sock = socket.socket(family, socktype, proto)
+            try:
+                for option in self.socket_options or ():
+                    sock.setsockopt(*option)
+                if isinstance(self.timeout, int | float):
+                    sock.settimeout(self.timeout)
+                if self.source_address:
+                    sock.bind(self.source_address)
+                sock.connect(address)
+                return sock
+            except OSError as exc:
+                sock.close()
+                error = exc
+        if isinstance(error, TimeoutError):
+            raise ConnectTimeoutError(self, f"connect to {self.host} timed out ({self.timeout}s)")
+        raise NewConnectionError(self, f"failed to connect to {self.host}: {error}")  # type: ignore[arg-type]
+
+    def getresponse(self) -> Any:
+        deadline = _current.deadline
+        sock = self.sock
+        if deadline is None or sock is None:
+            return super().getresponse()  # type: ignore[misc]
+        wait = max(0.0, deadline.at - time.monotonic())
+        timer = threading.Timer(wait, _hang_up, (sock, deadline))
+        timer.daemon = True
+        timer.start()
+        try:
+            return super().getresponse()  # type: ignore[misc]
+        finally:
+            timer.cancel()
+
+
+def _pool_classes(guard: _Guard | None) -> dict[str, type[HTTPConnectionPool]]:
+    attrs = {"guard": guard}
+    http = type("CleansetHTTPConnection", (_ConnectionMixin, HTTPConnection), attrs)
+    https = type("CleansetHTTPSConnection", (_ConnectionMixin, HTTPSConnection), attrs)
+    return {
+        "http": type("CleansetHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http}),
+        "https": type("CleansetHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": https}),
+    }
+
+
+# --- per-host politeness ------------------------------------------------------------------
+
+
+class HostGate:
+    """Per-host concurrency cap and start-to-start spacing, shared by all worker threads.
+
+    Entries for hosts nobody is using are dropped, so a table of a million hosts does not
+    keep a million semaphores alive. `clock` and `sleep` are injectable for tests.
+    """
+
+    def __init__(
+        self,
+        connections: int,
+        rps: float | None,
+        *,
+        clock: Any = time.monotonic,
+        sleep: Any = time.sleep,
+    ) -> None:
+        self._connections = connections
+        self._interval = 1.0 / rps if rps else 0.0
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._slots: dict[str, list[Any]] = {}  # host -> [semaphore, users]
+        self._next_start: dict[str, float] = {}
+
+    @contextmanager
+    def slot(self, host: str) -> Iterator[None]:
+        with self._lock:
+            entry = self._slots.setdefault(host, [threading.Semaphore(self._connections), 0])
+            entry[1] += 1
+        try:
+            with entry[0]:
+                self._pace(host)
+                yield
+        finally:
+            with self._lock:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self._slots[host]
+                    if self._next_start.get(host, 0.0) <= self._clock():
+                        self._next_start.pop(host, None)
+
+    def _pace(self, host: str) -> None:
+        if not self._interval:
+            return
+        with self._lock:
+            now = self._clock()
+            start = max(now, self._next_start.get(host, now))
+            self._next_start[host] = start + self._interval
+        if start > now:
+            self._sleep(start - now)  # rate limiting: wait for this request's start slot
+
+
+# --- retry timing ----------------------------------------------------------------------------
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), or None."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def backoff_delay(attempt: int, base: float) -> float:
+    """Exponential backoff with jitter: base * 2**attempt, scaled by [0.5, 1) so that
+    many workers that failed together do not retry in lock-step."""
+    delay = min(MAX_BACKOFF_S, base * (2**attempt))
+    return delay * (0.5 + random.random() / 2)
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- the fetcher ---------------------------------------------------------------------------------
+
+
+class _Retryable(Exception):
+    def __init__(self, rejection: Rejection) -> None:
+        super().__init__(rejection.detail)
+        self.rejection = rejection
+
+
+class _Final(_Retryable):
+    pass
+
+
+def _fail(reason: Reason, detail: str, *, retry: bool = False) -> _Retryable:
+    return (_Retryable if retry else _Final)(Rejection(reason, detail))
+
+
+def _check_url(url: str) -> str | None:
+    """Why `url` cannot be fetched at all, or None."""
+    if any(ord(c) < 33 or ord(c) == 127 for c in url):
+        return f"bad URL {url!r}: contains whitespace or control characters"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        return f"bad URL {url!r}: {exc}"
+    if parts.scheme.lower() not in ("http", "https"):
+        return f"bad URL {url!r}: scheme {parts.scheme or '(none)'!r} is not http or https"
+    if not parts.hostname:
+        return f"bad URL {url!r}: no host"
+    return None
+
+
+class Fetcher:
+    """Thread-safe HTTP client for a whole build; call `close()` when done.
+
+    `trusted_hosts` names hosts (as written in URLs) exempt from the private-address
+    guard, e.g. an internal mirror, while every other host stays guarded.
+    """
+
+    def __init__(self, config: FetchConfig, *, trusted_hosts: Iterable[str] = ()) -> None:
+        self._config = config
+        self._timeout = urllib3.Timeout(connect=config.timeout_s, read=config.timeout_s)
+        self._deadline_s = config.timeout_s * DEADLINE_FACTOR
+        self._guard = None if config.allow_private_addresses else _Guard(trusted_hosts)
+        self._gate = HostGate(config.per_host_connections, config.per_host_rps)
+        self._pool = urllib3.PoolManager(
+            num_pools=max(32, 2 * config.workers),
+            maxsize=config.per_host_connections,
+            block=False,
+            headers={"User-Agent": config.user_agent},
+            retries=False,
+            timeout=self._timeout,
+        )
+        self._pool.pool_classes_by_scheme = _pool_classes(self._guard)
+
+    # public API -------------------------------------------------------------------------
+
+    def fetch(self, url: str, *, max_bytes: int | None = None) -> Response | Rejection:
+        """Download an image. Any final status other than 2xx is an http_error Rejection."""
+        cap = self._config.max_bytes if max_bytes is None else max_bytes
+        result = self._request(url, cap, {})
+        if isinstance(result, Response) and not result.ok:
+            return Rejection(Reason.HTTP_ERROR, f"HTTP {result.status} from {result.url}")
+        return result
+
+    def get_text(self, url: str, *, max_bytes: int = 1_000_000) -> Response | Rejection:
+        """Fetch a small policy file (robots.txt, tdmrep.json, ai.txt).
+
+        Unlike `fetch`, any final HTTP status comes back as a Response, because the
+        status is the answer there (RFC 9309: 4xx means no rules, 5xx means disallow);
+        callers check `.status` / `.ok`. Transport failures are still Rejections.
+        """
+        return self._request(url, max_bytes, {})
+
+    def get_json(
+        self,
+        url: str,
+        params: dict[str, str] | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        """GET an API page and parse its JSON; raises FetchError on final failure.
+
+        `params` are appended to any query the URL already has. Malformed JSON is retried
+        once (a proxy can cut a page short) and then raised as http_error.
+        """
+        full = _with_params(url, params)
+        sent = {"Accept": "application/json", "Accept-Encoding": "gzip, deflate"}
+        sent.update(headers or {})
+        problem = ""
+        for attempt in range(JSON_ATTEMPTS):
+            result = self._request(full, self._config.max_bytes, sent)
+            if isinstance(result, Rejection):
+                raise FetchError(result.reason, f"{full}: {result.detail}", url=full)
+            if not result.ok:
+                raise FetchError(Reason.HTTP_ERROR, f"{full}: HTTP {result.status}", url=full)
+            try:
+                return json.loads(result.data)
+            except ValueError as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+                log.info("malformed JSON from %s (attempt %d): %s", full, attempt + 1, problem)
+                if attempt + 1 < JSON_ATTEMPTS:
+                    time.sleep(backoff_delay(attempt, self._config.backoff_s))
+        raise FetchError(
+            Reason.HTTP_ERROR,
+            f"{full}: malformed JSON after {JSON_ATTEMPTS} attempts ({problem})",
+            url=full,
+        )
+
+    def close(self) -> None:
+        self._pool.clear()
+
+    def __enter__(self) -> Fetcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # redirects, retries, one attempt ----------------------------------------------------
+
+    def _request(self, url: str, cap: int, headers: dict[str, str]) -> Response | Rejection:
+        """Follow redirects by hand so every hop passes the URL and address checks."""
+        seen = {url}
+        current = url
+        for _ in range(MAX_REDIRECTS + 1):
+            result = self._with_retries(current, cap, headers)
+            location = result.header("location") if isinstance(result, Response) else None
+            if not isinstance(result, Response) or result.status not in REDIRECT_STATUSES:
+                return result
+            if not location:
+                return Rejection(
+                    Reason.HTTP_ERROR, f"HTTP {result.status} without Location from {current}"
+                )
+            target = urljoin(current, location.strip())
+            if target in seen:
+                return Rejection(Reason.HTTP_ERROR, f"redirect loop: {current} -> {target}")
+            seen.add(target)
+            current = target
+        return Rejection(Reason.HTTP_ERROR, f"too many redirects (>{MAX_REDIRECTS}) from {url}")
+
+    def _with_retries(self, url: str, cap: int, headers: dict[str, str]) -> Response | Rejection:
+        problem = _check_url(url)
+        host = (urlsplit(url).hostname or "") if problem is None else ""
+        if problem is None and self._guard is not None:
+            problem = self._guard.check_literal(host)
+        if problem is not None:
+            return Rejection(Reason.HTTP_ERROR, problem)
+        config = self._config
+        last: Response | Rejection = Rejection(Reason.HTTP_ERROR, f"no attempt made for {url}")
+        for attempt in range(config.retries + 1):
+            delay = backoff_delay(attempt, config.backoff_s)
+            try:
+                last = self._attempt(url, host, cap, headers)
+            except _Final as exc:
+                return exc.rejection
+            except _Retryable as exc:
+                last = exc.rejection
+            else:
+                if last.status not in RETRY_STATUSES:
+                    return last
+                wait = parse_retry_after(last.header("retry-after"))
+                if wait is not None and wait > config.max_retry_after_s:
+                    return Rejection(
+                        Reason.HTTP_ERROR,
+                        f"HTTP {last.status} from {url} asks Retry-After {wait:.0f}s, more than "
+                        f"max_retry_after_s = {config.max_retry_after_s:g}",
+                    )
+                delay = max(delay, wait or 0.0)
+            if attempt < config.retries:
+                log.debug("retrying %s in %.2fs after %s", url, delay, _describe(last))
+                time.sleep(delay)  # backoff between attempts, not a test wait
+        if isinstance(last, Rejection):
+            detail = f"{last.detail} (after {config.retries + 1} attempts)"
+            return Rejection(last.reason, detail)
+        return last
+
+    def _attempt(self, url: str, host: str, cap: int, headers: dict[str, str]) -> Response:
+        with self._gate.slot(host):
+            deadline = _Deadline(time.monotonic() + self._deadline_s)
+            _current.deadline = deadline
+            try:
+                response = self._open(url, headers)
+            except _Retryable:
+                if deadline.expired:
+                    raise _fail(Reason.TIMEOUT, self._late(url, "headers")) from None
+                raise
+            finally:
+                _current.deadline = None
+            if deadline.expired:  # cut off mid-headers: what arrived is not a response
+                response.close()
+                response.release_conn()
+                raise _fail(Reason.TIMEOUT, self._late(url, "headers"))
+            try:
+                return self._read(response, url, cap, deadline.at)
+            finally:
+                response.release_conn()
+
+    def _late(self, url: str, part: str) -> str:
+        return f"{part} from {url} not complete within the {self._deadline_s:g}s deadline"
+
+    def _open(self, url: str, headers: dict[str, str]) -> urllib3.BaseHTTPResponse:
+        try:
+            return self._pool.request(
+                "GET",
+                url,
+                headers={"User-Agent": self._config.user_agent, **headers},
+                preload_content=False,
+                redirect=False,
+                retries=False,
+                timeout=self._timeout,
+            )
+        except BlockedAddressError as exc:
+            raise _fail(Reason.HTTP_ERROR, str(exc)) from None
+        # urllib3 derives NewConnectionError from ConnectTimeoutError: most specific first.
+        except NameResolutionError:
+            raise _fail(Reason.HTTP_ERROR, f"cannot resolve host of {url}") from None
+        except NewConnectionError as exc:
+            detail = f"connection error for {url}: {_short(exc)}"
+            raise _fail(Reason.HTTP_ERROR, detail, retry=True) from None
+        except ConnectTimeoutError:
+            raise _fail(Reason.TIMEOUT, f"connect timeout for {url}", retry=True) from None
+        except ReadTimeoutError:
+            raise _fail(
+                Reason.TIMEOUT, f"no response within {self._config.timeout_s:g}s from {url}"
+            ) from None
+        except SSLError as exc:
+            raise _fail(Reason.HTTP_ERROR, f"TLS error for {url}: {exc}") from None
+        except ProtocolError as exc:
+            raise _fail(
+                Reason.HTTP_ERROR, f"connection error for {url}: {_short(exc)}", retry=True
+            ) from None
+        except (HTTPError, ValueError) as exc:  # LocationParseError and friends
+            raise _fail(Reason.HTTP_ERROR, f"bad request for {url}: {_short(exc)}") from None
+
+    def _read(
+        self, response: urllib3.BaseHTTPResponse, url: str, cap: int, deadline: float
+    ) -> Response:
+        status = response.status
+        headers = tuple((k.lower(), v) for k, v in response.headers.iteritems())
+        body_wanted = 200 <= status < 300
+        limit = cap if body_wanted else ERROR_BODY_CAP
+        length = response.headers.get("content-length", "")
+        if body_wanted and length.strip().isdigit() and int(length) > cap:
+            response.close()
+            raise _fail(Reason.TOO_LARGE, f"Content-Length {int(length)} over the {cap}-byte cap")
+        data = self._read_body(response, url, limit, deadline, truncate=not body_wanted)
+        return Response(url=url, status=status, headers=headers, data=data, retrieved_at=_now_iso())
+
+    def _read_body(
+        self,
+        response: urllib3.BaseHTTPResponse,
+        url: str,
+        limit: int,
+        deadline: float,
+        *,
+        truncate: bool,
+    ) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            while True:
+                if time.monotonic() > deadline:
+                    response.close()
+                    raise _fail(Reason.TIMEOUT, self._late(url, "body"))
+                # read1 returns what has arrived (at most the amount asked): it never
+                # blocks to fill a chunk, and never reads past limit + 1.
+                chunk = response.read1(min(CHUNK, limit + 1 - size))
+                if not chunk:
+                    return b"".join(chunks)
+                size += len(chunk)
+                chunks.append(chunk)
+                if size > limit:
+                    response.close()
+                    if truncate:
+                        return b"".join(chunks)[:limit]
+                    chunks.clear()
+                    raise _fail(
+                        Reason.TOO_LARGE,
+                        f"body from {url} over the {limit}-byte cap (stopped reading at {size})",
+                    )
+        except ReadTimeoutError:
+            response.close()
+            raise _fail(
+                Reason.TIMEOUT, f"body from {url} stalled for {self._config.timeout_s:g}s"
+            ) from None
+        except (ProtocolError, DecodeError, SSLError) as exc:
+            response.close()
+            raise _fail(
+                Reason.HTTP_ERROR, f"body from {url} broken: {_short(exc)}", retry=True
+            ) from None
+
+
+def _with_params(url: str, params: dict[str, str] | None) -> str:
+    if not params:
+        return url
+    parts = urlsplit(url)
+    extra = urlencode(list(params.items()))
+    query = f"{parts.query}&{extra}" if parts.query else extra
+    return urlunsplit(parts._replace(query=query))
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _describe(result: Response | Rejection) -> str:
+    if isinstance(result, Response):
+        return f"HTTP {result.status}"
+    return f"{result.reason}: {result.detail}"

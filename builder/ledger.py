@@ -1,0 +1,295 @@
+"""The ledger: SQLite working state of an output directory, one row per candidate ever considered.
+
+It is the auditor's record (why each candidate is in or out) and the build's memory (where a
+resumed build continues, which shard is open, which hashes are already admitted). Writes are
+batched into one transaction per pipeline window; the pipeline commits only after the shard
+bytes those rows describe are durable.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = "1"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS builds (
+    build          INTEGER PRIMARY KEY,
+    recipe_sha256  TEXT NOT NULL,
+    recipe_path    TEXT NOT NULL,
+    dataset_name   TEXT NOT NULL,
+    policy         TEXT NOT NULL,      -- JSON of the policy as decided
+    tool_version   TEXT NOT NULL,
+    started_at     TEXT NOT NULL,
+    finished_at    TEXT,
+    exhausted      INTEGER NOT NULL DEFAULT 0,   -- every source was read to its end
+    next_seq       INTEGER NOT NULL DEFAULT 0,   -- candidates decided so far in this build
+    source_index   INTEGER NOT NULL DEFAULT 0,   -- which [[sources]] entry the next candidate comes from
+    source_resume  TEXT                          -- that source's resume state (JSON), null = from the start
+);
+CREATE TABLE IF NOT EXISTS candidates (
+    build         INTEGER NOT NULL,
+    seq           INTEGER NOT NULL,
+    candidate_id  TEXT NOT NULL,
+    source        TEXT NOT NULL,
+    url           TEXT NOT NULL,
+    status        TEXT NOT NULL CHECK (status IN ('accepted', 'rejected', 'removed')),
+    reason        TEXT,
+    detail        TEXT,
+    key           TEXT,
+    license       TEXT,
+    decided_at    TEXT NOT NULL,
+    PRIMARY KEY (build, seq)
+);
+CREATE INDEX IF NOT EXISTS candidates_key ON candidates(key);
+CREATE TABLE IF NOT EXISTS samples (
+    key          TEXT PRIMARY KEY,
+    shard        INTEGER NOT NULL,
+    build        INTEGER NOT NULL,
+    seq          INTEGER NOT NULL,
+    sha256       TEXT NOT NULL,
+    sha1         TEXT NOT NULL,
+    pdq          TEXT,
+    pdq_quality  INTEGER,
+    phash        TEXT,
+    license      TEXT NOT NULL,
+    license_url  TEXT,
+    source       TEXT NOT NULL,
+    source_id    TEXT NOT NULL,
+    file_url     TEXT,
+    landing_url  TEXT,
+    creator      TEXT,
+    title        TEXT,
+    width        INTEGER NOT NULL,
+    height       INTEGER NOT NULL,
+    mime         TEXT NOT NULL,
+    ext          TEXT NOT NULL,
+    bytes        INTEGER NOT NULL,
+    provenance   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS samples_sha256 ON samples(sha256);
+CREATE INDEX IF NOT EXISTS samples_shard ON samples(shard);
+CREATE TABLE IF NOT EXISTS shards (
+    shard      INTEGER PRIMARY KEY,
+    build      INTEGER NOT NULL,
+    samples    INTEGER NOT NULL DEFAULT 0,
+    data_end   INTEGER NOT NULL DEFAULT 0,   -- byte offset after the last committed member
+    complete   INTEGER NOT NULL DEFAULT 0,
+    size       INTEGER,
+    sha256     TEXT
+);
+"""
+
+
+@dataclass(frozen=True)
+class BuildRow:
+    build: int
+    recipe_sha256: str
+    recipe_path: str
+    dataset_name: str
+    policy: str
+    tool_version: str
+    started_at: str
+    finished_at: str | None
+    exhausted: bool
+    next_seq: int
+    source_index: int
+    source_resume: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class ShardRow:
+    shard: int
+    build: int
+    samples: int
+    data_end: int
+    complete: bool
+    size: int | None
+    sha256: str | None
+
+
+class Ledger:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per window.
+        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(SCHEMA)
+        self.db.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
+        )
+        self._in_tx = False
+
+    def close(self) -> None:
+        if self._in_tx:
+            self.rollback()
+        self.db.close()
+
+    # -- transactions -------------------------------------------------------------------
+    def begin(self) -> None:
+        if not self._in_tx:
+            self.db.execute("BEGIN IMMEDIATE")
+            self._in_tx = True
+
+    def commit(self) -> None:
+        if self._in_tx:
+            self.db.execute("COMMIT")
+            self._in_tx = False
+
+    def rollback(self) -> None:
+        if self._in_tx:
+            self.db.execute("ROLLBACK")
+            self._in_tx = False
+
+    # -- meta ---------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute(
+            "INSERT INTO meta(key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    # -- builds -------------------------------------------------------------------------
+    def latest_build(self) -> BuildRow | None:
+        row = self.db.execute("SELECT * FROM builds ORDER BY build DESC LIMIT 1").fetchone()
+        return _build_row(row) if row else None
+
+    def builds(self) -> list[BuildRow]:
+        return [_build_row(r) for r in self.db.execute("SELECT * FROM builds ORDER BY build")]
+
+    def build(self, build: int) -> BuildRow | None:
+        row = self.db.execute("SELECT * FROM builds WHERE build = ?", (build,)).fetchone()
+        return _build_row(row) if row else None
+
+    def start_build(self, *, recipe_sha256: str, recipe_path: str, dataset_name: str,
+                    policy: dict[str, Any], tool_version: str, started_at: str) -> BuildRow:
+        self.begin()
+        cur = self.db.execute(
+            "INSERT INTO builds(recipe_sha256, recipe_path, dataset_name, policy, tool_version,"
+            " started_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (recipe_sha256, recipe_path, dataset_name, json.dumps(policy, sort_keys=True),
+             tool_version, started_at),
+        )
+        self.commit()
+        build = self.build(int(cur.lastrowid or 0))
+        assert build is not None
+        return build
+
+    def advance(self, build: int, *, next_seq: int, source_index: int,
+                source_resume: dict[str, Any] | None) -> None:
+        self.db.execute(
+            "UPDATE builds SET next_seq = ?, source_index = ?, source_resume = ? WHERE build = ?",
+            (next_seq, source_index,
+             None if source_resume is None else json.dumps(source_resume, sort_keys=True), build),
+        )
+
+    def finish_build(self, build: int, *, finished_at: str, exhausted: bool) -> None:
+        self.db.execute(
+            "UPDATE builds SET finished_at = ?, exhausted = ? WHERE build = ?",
+            (finished_at, int(exhausted), build),
+        )
+
+    def reopen_build(self, build: int) -> None:
+        self.db.execute("UPDATE builds SET finished_at = NULL WHERE build = ?", (build,))
+
+    # -- candidates ---------------------------------------------------------------------
+    def record_candidate(self, *, build: int, seq: int, candidate_id: str, source: str, url: str,
+                         status: str, reason: str | None, detail: str | None, key: str | None,
+                         license: str | None, decided_at: str) -> None:
+        self.db.execute(
+            "INSERT INTO candidates(build, seq, candidate_id, source, url, status, reason, detail,"
+            " key, license, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (build, seq, candidate_id, source, url, status, reason, detail, key, license,
+             decided_at),
+        )
+
+    def candidate_counts(self) -> dict[str, int]:
+        return dict(self.db.execute("SELECT status, COUNT(*) FROM candidates GROUP BY status"))
+
+    def reason_counts(self, build: int | None = None) -> dict[str, int]:
+        sql = "SELECT reason, COUNT(*) FROM candidates WHERE status = 'rejected'"
+        args: tuple[Any, ...] = ()
+        if build is not None:
+            sql += " AND build = ?"
+            args = (build,)
+        return dict(self.db.execute(sql + " GROUP BY reason ORDER BY reason", args))
+
+    def iter_candidates(self) -> Iterator[sqlite3.Row]:
+        cur = self.db.cursor()
+        cur.row_factory = sqlite3.Row
+        yield from cur.execute("SELECT * FROM candidates ORDER BY build, seq")
+
+    # -- samples ------------------------------------------------------------------------
+    def add_sample(self, row: dict[str, Any]) -> None:
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        self.db.execute(f"INSERT INTO samples({cols}) VALUES ({marks})", tuple(row.values()))
+
+    def key_for_sha256(self, sha256: str) -> str | None:
+        row = self.db.execute(
+            "SELECT key FROM samples WHERE sha256 = ? ORDER BY key LIMIT 1", (sha256,)
+        ).fetchone()
+        return row[0] if row else None
+
+    def sample_count(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM samples").fetchone()[0])
+
+    def iter_samples(self, where: str = "", args: Iterable[Any] = ()) -> Iterator[sqlite3.Row]:
+        cur = self.db.cursor()
+        cur.row_factory = sqlite3.Row
+        yield from cur.execute(f"SELECT * FROM samples {where} ORDER BY key", tuple(args))
+
+    # -- shards -------------------------------------------------------------------------
+    def open_shard(self) -> ShardRow | None:
+        row = self.db.execute(
+            "SELECT * FROM shards WHERE complete = 0 ORDER BY shard DESC LIMIT 1"
+        ).fetchone()
+        return _shard_row(row) if row else None
+
+    def last_shard(self) -> ShardRow | None:
+        row = self.db.execute("SELECT * FROM shards ORDER BY shard DESC LIMIT 1").fetchone()
+        return _shard_row(row) if row else None
+
+    def shards(self) -> list[ShardRow]:
+        return [_shard_row(r) for r in self.db.execute("SELECT * FROM shards ORDER BY shard")]
+
+    def upsert_shard(self, *, shard: int, build: int, samples: int, data_end: int,
+                     complete: bool, size: int | None = None, sha256: str | None = None) -> None:
+        self.db.execute(
+            "INSERT INTO shards(shard, build, samples, data_end, complete, size, sha256)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(shard) DO UPDATE SET"
+            " samples = excluded.samples, data_end = excluded.data_end,"
+            " complete = excluded.complete, size = excluded.size, sha256 = excluded.sha256",
+            (shard, build, samples, data_end, int(complete), size, sha256),
+        )
+
+
+def _build_row(row: tuple[Any, ...]) -> BuildRow:
+    (build, sha, path, name, policy, version, started, finished, exhausted, next_seq, src_index,
+     src_resume) = row
+    return BuildRow(
+        build=build, recipe_sha256=sha, recipe_path=path, dataset_name=name, policy=policy,
+        tool_version=version, started_at=started, finished_at=finished, exhausted=bool(exhausted),
+        next_seq=next_seq, source_index=src_index,
+        source_resume=json.loads(src_resume) if src_resume else None,
+    )
+
+
+def _shard_row(row: tuple[Any, ...]) -> ShardRow:
+    shard, build, samples, data_end, complete, size, sha = row
+    return ShardRow(shard=shard, build=build, samples=samples, data_end=data_end,
+                    complete=bool(complete), size=size, sha256=sha)

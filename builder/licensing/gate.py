@@ -1,0 +1,171 @@
+"""The licence gate: a candidate's evidence + a policy -> LicenseDecision or Rejection.
+
+Runs on metadata only, before any download, and never touches the network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from license_expression import AND, OR, ExpressionError, LicenseSymbol, LicenseWithExceptionSymbol
+
+from builder.licensing.catalogue import Catalogue, LicenseInfo, load_catalogue
+from builder.licensing.normalise import _VERSION_RE, clean, is_empty, normalise, parse_expression
+from builder.licensing.policy import Policy, refusal, why_not
+from builder.records import Evidence, LicenseDecision, Reason, Rejection
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One evidence field read as a licence claim; `spdx` is None when unrecognised."""
+
+    field: str
+    value: str
+    text: str  # what was normalised (Openverse pairs are joined)
+    spdx: str | None
+
+    def quote(self) -> str:
+        return f"{self.field}={self.text!r}"
+
+
+def read_claims(evidence: tuple[Evidence, ...], cat: Catalogue | None = None) -> list[Claim]:
+    """The claims among the evidence: informational fields and empty values are skipped."""
+    cat = cat or load_catalogue()
+    by_field = {e.field.lower(): str(e.value) for e in evidence}
+    claims = []
+    for ev in evidence:
+        value = str(ev.value)
+        spec = cat.field_spec(ev.field)
+        if spec.informational or is_empty(value):
+            continue
+        key = " ".join(clean(value).lower().split())
+        text = value
+        if spec.pair:
+            paired = by_field.get(spec.pair.lower())
+            has_version = any(_VERSION_RE.match(t) for t in key.split())
+            if paired and not is_empty(paired) and not has_version:
+                text = f"{clean(value)} {clean(paired)}"
+        head = key.split(" ")[0] if key else key
+        if key in spec.values or (spec.pair and head in spec.values):
+            spdx: str | None = spec.values.get(key) or spec.values[head]
+        elif spec.exclusive:
+            spdx = None
+        else:
+            spdx = normalise(spec.prefix + text if spec.prefix else text, cat)
+        claims.append(Claim(ev.field, value, text, spdx))
+    return claims
+
+
+def decide(evidence: tuple[Evidence, ...], policy: Policy,
+           catalogue: Catalogue | None = None) -> LicenseDecision | Rejection:
+    """Every claim must be recognised and agree; then the policy admits it or says why not.
+
+    Strict on purpose: one recognised and one unrecognised claim is `license_unrecognized`
+    (we cannot tell that the unreadable one does not restrict the work)."""
+    cat = catalogue or load_catalogue()
+    claims = read_claims(evidence, cat)
+    if not claims:
+        seen = sorted({e.field for e in evidence})
+        where = f" (only informational fields: {', '.join(seen)})" if seen else ""
+        return Rejection(Reason.LICENSE_MISSING, f"no licence claim in the metadata{where}")
+    unknown = [c for c in claims if c.spdx is None]
+    if unknown:
+        others = [c.quote() for c in claims if c.spdx is not None]
+        detail = f"{unknown[0].quote()} names no licence in the catalogue"
+        if others:
+            detail += f" (alongside {', '.join(others)}; every claim must be recognised)"
+        return Rejection(Reason.LICENSE_UNRECOGNIZED, detail)
+    first = claims[0]
+    for other in claims[1:]:
+        if other.spdx != first.spdx:
+            return Rejection(Reason.LICENSE_CONFLICT,
+                             f"{first.quote()} means {first.spdx} but {other.quote()} "
+                             f"means {other.spdx}")
+    assert first.spdx is not None
+    expr = first.spdx
+    verdict = cat.remember(("admit", expr, policy), lambda: _admit(expr, policy, cat))
+    if isinstance(verdict, Rejection):
+        return verdict
+    return replace(verdict, evidence=tuple(evidence))
+
+
+def _admit(expr: str, policy: Policy, cat: Catalogue) -> LicenseDecision | Rejection:
+    """The verdict for one normalised expression (evidence is filled in by the caller)."""
+    try:
+        tree = parse_expression(expr)
+    except ExpressionError:
+        return Rejection(Reason.LICENSE_UNRECOGNIZED, f"{expr!r} is not a valid expression")
+    options = list(tree.args) if isinstance(tree, OR) else [tree]
+    admitted = [o for o in options if _admitted(o, policy, cat)]
+    if not admitted:
+        return Rejection(Reason.LICENSE_NOT_ALLOWED, _why(options, expr, policy, cat))
+    best = max(admitted, key=lambda o: _permissiveness(o, cat))  # max keeps the first of ties
+    return _decision(best, policy, cat, chosen_from=expr if len(options) > 1 else None)
+
+
+def is_admitted(spdx_id: str, policy: Policy, catalogue: Catalogue | None = None) -> bool:
+    """Whether a recorded licence (id or expression) passes the policy; for `verify`."""
+    cat = catalogue or load_catalogue()
+    try:
+        return _admitted(parse_expression(spdx_id), policy, cat)
+    except (ExpressionError, AttributeError, TypeError):
+        return False
+
+
+def _admitted(node: object, policy: Policy, cat: Catalogue) -> bool:
+    if isinstance(node, LicenseWithExceptionSymbol):
+        node = node.license_symbol
+    if isinstance(node, LicenseSymbol):
+        info = cat.entries.get(node.key)
+        return info is not None and why_not(info, policy) is None
+    if isinstance(node, AND):
+        return all(_admitted(a, policy, cat) for a in node.args)
+    if isinstance(node, OR):
+        return any(_admitted(a, policy, cat) for a in node.args)
+    return False
+
+
+def _why(options: list[object], expr: str, policy: Policy, cat: Catalogue) -> str:
+    if len(options) == 1 and len(_infos(options[0], cat)) == 1:
+        reason = why_not(_infos(options[0], cat)[0], policy)
+        if reason:
+            return reason
+    parts = []
+    for info in dict.fromkeys(i for o in options for i in _infos(o, cat)):
+        reason = refusal(info, policy)
+        if reason:
+            parts.append(f"{info.id}: {reason}")
+    admits = ", ".join(policy.families) or "no families"
+    return f"{expr} is not admitted by policy {policy.name} (admits {admits}): " + "; ".join(parts)
+
+
+def _infos(node: object, cat: Catalogue) -> list[LicenseInfo]:
+    if isinstance(node, LicenseWithExceptionSymbol):
+        node = node.license_symbol
+    if isinstance(node, LicenseSymbol):
+        info = cat.entries.get(node.key)
+        return [info] if info else []
+    return [i for arg in getattr(node, "args", ()) for i in _infos(arg, cat)]
+
+
+def _permissiveness(node: object, cat: Catalogue) -> tuple[bool, bool, bool, bool]:
+    infos = _infos(node, cat)
+    return (all(i.commercial for i in infos), all(i.derivatives for i in infos),
+            not any(i.share_alike for i in infos), not any(i.attribution_required for i in infos))
+
+
+def _decision(node: object, policy: Policy, cat: Catalogue,
+              chosen_from: str | None) -> LicenseDecision:
+    infos = _infos(node, cat)
+    spdx = str(node.render("{symbol.key}")) if hasattr(node, "render") else str(node)
+    if len(infos) == 1:
+        url, name = infos[0].url, infos[0].name
+        if isinstance(node, LicenseWithExceptionSymbol):
+            name = f"{name} with {node.exception_symbol.key}"
+    else:
+        url, name = None, " AND ".join(i.name for i in infos)
+    return LicenseDecision(
+        spdx=spdx, url=url, name=name,
+        attribution_required=any(i.attribution_required for i in infos),
+        share_alike=any(i.share_alike for i in infos),
+        evidence=(), policy=policy.name, chosen_from=chosen_from)

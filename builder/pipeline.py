@@ -1,0 +1,428 @@
+"""The build, top to bottom:
+
+    recipe -> sources -> candidates -> [licence gate -> fetch -> image check]   (any thread)
+           -> [exact dedup -> key -> shard -> ledger]                           (in source order)
+
+The per-candidate stages run concurrently; their outcomes are taken back strictly in the
+order the sources yielded the candidates, so keys, dedup winners and shard contents never
+depend on timing. Every `commit_every` decisions the open shard is fsynced, then the ledger
+transaction recording those decisions commits: a crash loses at most the uncommitted window,
+which the resumed build redoes identically.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import Counter, deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from builder import __version__, clock
+from builder.errors import UserError
+from builder.exports.papers import write_papers
+from builder.faults import crash_point
+from builder.ledger import BuildRow, Ledger
+from builder.lock import OutputLock
+from builder.provenance import BuildStamp, dumps, make_provenance
+from builder.recipe import Recipe, SourceSpec
+from builder.records import Candidate, Checked, Reason, Rejection
+from builder.shards import OpenShard, shard_path, temp_path
+from builder.sources import source_module
+from builder.sources.base import SourceContext
+from builder.stages import StageSpec, fetch_stage, image_check, licence_gate, run_stages
+
+log = logging.getLogger("cleanset.build")
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    out: Path
+    limit: int | None = None
+    workers: int | None = None
+    progress: bool | None = None  # None: a bar only on a terminal
+    # Decisions per ledger transaction (and fsync of the open shard); the env var lets the
+    # crash tests put many commits into a small build.
+    commit_every: int = field(
+        default_factory=lambda: int(os.environ.get("CLEANSET_COMMIT_EVERY", "256")))
+
+
+@dataclass
+class BuildSummary:
+    out: Path
+    build: int
+    status: str
+    considered: int = 0
+    accepted: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    bytes: int = 0
+    seconds: float = 0.0
+    shards_written: int = 0
+    total_samples: int = 0
+    total_shards: int = 0
+
+    @property
+    def images_per_s(self) -> float:
+        return self.accepted / self.seconds if self.seconds > 0 else 0.0
+
+    def lines(self) -> list[str]:
+        rejected = sum(self.rejected.values())
+        out = [
+            f"cleanset build {self.status}: {self.considered} candidates, {self.accepted} accepted, "
+            f"{rejected} rejected, {self.shards_written} shards written, "
+            f"{self.bytes / 1e6:.1f} MB, {self.seconds:.1f} s, {self.images_per_s:.1f} images/s",
+        ]
+        for reason, n in sorted(self.rejected.items()):
+            out.append(f"  rejected {reason}: {n}")
+        out.append(f"  dataset: {self.total_samples} samples in {self.total_shards} shards "
+                   f"at {self.out}")
+        return out
+
+
+@dataclass
+class _Cursor:
+    """Where the next candidate comes from: the ledger's resume point for this build."""
+
+    seq: int
+    source_index: int
+    source_resume: dict[str, Any] | None
+
+
+def build(recipe: Recipe, options: BuildOptions) -> BuildSummary:
+    out = options.out
+    _prepare_output(out)
+    with OutputLock(out):
+        ledger = Ledger(out / "ledger.sqlite")
+        try:
+            return _build_locked(recipe, options, ledger)
+        finally:
+            ledger.close()
+
+
+def _build_locked(recipe: Recipe, options: BuildOptions, ledger: Ledger) -> BuildSummary:
+    from builder.licensing import load_policy
+
+    policy = load_policy(recipe.policy.use, jurisdiction=recipe.policy.jurisdiction,
+                         base_dir=recipe.base_dir)
+    row = _start_or_resume(ledger, recipe, policy.to_json(), options.limit)
+    started = time.monotonic()
+    if row is None:
+        latest = ledger.latest_build()
+        assert latest is not None
+        summary = BuildSummary(out=options.out, build=latest.build, status="already complete")
+    else:
+        run = _Run(recipe, options, ledger, row, policy)
+        summary = run.execute()
+    write_papers(ledger, options.out)
+    summary.seconds = time.monotonic() - started
+    summary.total_samples = ledger.sample_count()
+    summary.total_shards = len(ledger.shards())
+    return summary
+
+
+def _prepare_output(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a directory. Choose a directory.")
+    try:
+        (out / "shards").mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except PermissionError:
+        raise UserError(
+            f"--out {out}: not writable by this user. Fix its permissions or choose another."
+        ) from None
+    except OSError as exc:
+        raise UserError(f"--out {out}: cannot be used: {exc.strerror or exc}.") from None
+
+
+def _start_or_resume(ledger: Ledger, recipe: Recipe, policy: dict[str, Any],
+                     limit: int | None) -> BuildRow | None:
+    """The build to work on, or None when this recipe's build has nothing left to do."""
+    latest = ledger.latest_build()
+    if latest is not None and latest.recipe_sha256 == recipe.sha256:
+        if latest.exhausted:
+            return None
+        if limit is not None and latest.next_seq >= limit and latest.finished_at is not None:
+            return None
+        return latest
+    if latest is not None and latest.finished_at is None:
+        raise UserError(
+            f"{ledger.path.parent}: holds an unfinished build of another recipe "
+            f"({latest.recipe_path}, sha256 {latest.recipe_sha256[:12]}). Finish it by running "
+            "that recipe again, or build this one into another --out."
+        )
+    return ledger.start_build(
+        recipe_sha256=recipe.sha256, recipe_path=str(recipe.file),
+        dataset_name=recipe.dataset.name, policy=policy, tool_version=__version__,
+        started_at=clock.wall_iso(),
+    )
+
+
+def open_source(spec: SourceSpec, context: SourceContext) -> Any:
+    module = source_module(spec.kind, file=str(context.recipe_file), where="sources")
+    return module.SOURCE(spec.name, spec.config, context)
+
+
+def enumerate_candidates(recipe: Recipe, start: _Cursor
+                         ) -> Iterator[tuple[int, Candidate, dict[str, Any]]]:
+    """(source index, candidate, resume state after it), from the cursor on, in recipe order."""
+    from builder.fetch import Fetcher  # noqa: F401 - sources may need it; fail early if broken
+
+    context = SourceContext(recipe_file=recipe.file, base_dir=recipe.base_dir, fetch=recipe.fetch)
+    for index, spec in enumerate(recipe.sources):
+        if index < start.source_index:
+            continue
+        resume = start.source_resume if index == start.source_index else None
+        # Sources that cannot resume natively are re-read and skipped to where we were.
+        skip = int(resume.get("__skip__", 0)) if resume else 0
+        native = None if (resume is None or "__skip__" in resume) else resume
+        consumed = skip
+        source = open_source(spec, context)
+        for position, cand in enumerate(source.candidates(native)):
+            if position < skip:
+                continue
+            consumed += 1
+            state = cand.resume if cand.resume is not None else {"__skip__": consumed}
+            yield index, cand, state
+
+
+class _Run:
+    def __init__(self, recipe: Recipe, options: BuildOptions, ledger: Ledger, row: BuildRow,
+                 policy: Any) -> None:
+        from builder.fetch import Fetcher
+
+        self.recipe = recipe
+        self.options = options
+        self.ledger = ledger
+        self.row = row
+        self.out = options.out
+        self.shards_dir = options.out / "shards"
+        self.per_shard = recipe.dataset.samples_per_shard
+        self.image_ext = None if recipe.dataset.image_ext == "by-format" else recipe.dataset.image_ext
+        self.stamp = BuildStamp(build=row.build, recipe_sha256=recipe.sha256,
+                                policy=policy.name, dataset=recipe.dataset.name)
+        self.fetcher = Fetcher(recipe.fetch)
+        self.stages = [
+            StageSpec("licence", partial(licence_gate, policy=policy),
+                      Reason.LICENSE_UNRECOGNIZED),
+            StageSpec("fetch", partial(fetch_stage, fetcher=self.fetcher,
+                                       max_bytes=recipe.fetch.max_bytes), Reason.HTTP_ERROR),
+            StageSpec("image", partial(image_check, config=recipe.image), Reason.CORRUPT_IMAGE),
+        ]
+        self.cursor = _Cursor(row.next_seq, row.source_index, row.source_resume)
+        self.next_key = int(ledger.get_meta("next_key") or 0)
+        self.shard: OpenShard | None = None
+        self.since_commit = 0
+        self.current_seq = self.cursor.seq
+        self.summary = BuildSummary(out=options.out, build=row.build, status="finished")
+
+    # -- the loop -----------------------------------------------------------------------
+    def execute(self) -> BuildSummary:
+        self._clean_orphans()
+        self._reopen_shard()
+        workers = self.options.workers or self.recipe.fetch.workers
+        max_inflight = max(4 * workers, 64)
+        limit = self.options.limit
+        exhausted = True
+        bar = tqdm(desc="cleanset", unit=" cand", disable=self._progress_off(), total=limit,
+                   initial=self.cursor.seq if limit else 0, dynamic_ncols=True)
+        self.bar = bar
+        self.ledger.begin()
+        inflight: deque[tuple[int, int, Candidate, dict[str, Any], Future[Any]]] = deque()
+        try:
+            with ThreadPoolExecutor(workers, thread_name_prefix="stage") as pool:
+                seq = self.cursor.seq
+                for index, cand, state in enumerate_candidates(self.recipe, self.cursor):
+                    if limit is not None and seq >= limit:
+                        exhausted = False
+                        break
+                    future = pool.submit(run_stages, cand, self.stages)
+                    inflight.append((seq, index, cand, state, future))
+                    seq += 1
+                    while inflight and (len(inflight) >= max_inflight or inflight[0][4].done()):
+                        self._decide(*inflight.popleft())
+                while inflight:
+                    self._decide(*inflight.popleft())
+            self._finish(exhausted)
+        except BaseException:
+            for *_, future in inflight:
+                future.cancel()
+            self.ledger.rollback()
+            if self.shard is not None:
+                self.shard.abandon()
+            raise
+        finally:
+            bar.close()
+            self.fetcher.close()
+        self.summary.status = "finished" if exhausted else f"stopped at --limit {limit}"
+        return self.summary
+
+    def _progress_off(self) -> bool | None:
+        if self.options.progress is None:
+            return None  # tqdm decides: off when not a terminal
+        return not self.options.progress
+
+    # -- one decision, in source order --------------------------------------------------
+    def _decide(self, seq: int, index: int, cand: Candidate, state: dict[str, Any],
+                future: Future[Any]) -> None:
+        outcome = future.result()
+        crash_point("decide")
+        self.current_seq = seq
+        if isinstance(outcome, Checked):
+            outcome = self._admit(outcome)
+        if isinstance(outcome, Rejection):
+            self._record(seq, cand, "rejected", outcome.reason.value, outcome.detail, None, None)
+            self.summary.rejected[outcome.reason.value] += 1
+        else:
+            key, spdx = outcome
+            self._record(seq, cand, "accepted", None, None, key, spdx)
+            self.summary.accepted += 1
+        self.summary.considered += 1
+        self.cursor = _Cursor(seq + 1, index, state)
+        self.since_commit += 1
+        if self.summary.considered % 16 == 0 or self.since_commit == 1:
+            self.bar.set_postfix(accepted=self.summary.accepted,
+                                 rejected=sum(self.summary.rejected.values()), refresh=False)
+        self.bar.update(1)
+        if self.since_commit >= self.options.commit_every:
+            self._commit()
+
+    def _admit(self, checked: Checked) -> tuple[str, str] | Rejection:
+        image = checked.image
+        if self.recipe.dedup.exact:
+            winner = self.ledger.key_for_sha256(image.sha256)
+            if winner is not None:
+                return Rejection(Reason.DUPLICATE_EXACT, f"same sha256 as {winner}")
+        key = f"{self.next_key:010d}"
+        self.next_key += 1
+        self._write_sample(key, checked)
+        return key, checked.fetched.licensed.license.spdx
+
+    def _write_sample(self, key: str, checked: Checked) -> None:
+        if self.shard is None:
+            last = self.ledger.last_shard()
+            number = 0 if last is None else last.shard + 1
+            self.shard = OpenShard(self.shards_dir, number)
+            self.ledger.upsert_shard(shard=number, build=self.row.build, samples=0, data_end=0,
+                                     complete=False)
+        provenance = make_provenance(key, checked, self.stamp)
+        ext = self.image_ext or checked.image.ext
+        caption = checked.fetched.licensed.candidate.caption or ""
+        # Every sample has the same three members: readers infer a schema from the first few.
+        members = {ext: checked.fetched.data, "json": dumps(provenance),
+                   "txt": caption.encode("utf-8")}
+        self.shard.write(key, members)
+        self.summary.bytes += len(checked.fetched.data)
+        self.ledger.add_sample(_sample_row(key, self.shard.shard, self.row.build,
+                                           self.current_seq, checked, provenance, ext))
+        if self.shard.samples >= self.per_shard:
+            self._close_shard()
+
+    def _close_shard(self) -> None:
+        assert self.shard is not None
+        shard = self.shard
+        data_end = shard.data_end
+        crash_point("before_shard_rename")
+        _, size, sha = shard.finalize()
+        crash_point("after_shard_rename")
+        self.ledger.upsert_shard(shard=shard.shard, build=self.row.build, samples=shard.samples,
+                                 data_end=data_end, complete=True, size=size, sha256=sha)
+        self.summary.shards_written += 1
+        self.shard = None
+
+    def _record(self, seq: int, cand: Candidate, status: str, reason: str | None,
+                detail: str | None, key: str | None, spdx: str | None) -> None:
+        self.ledger.record_candidate(
+            build=self.row.build, seq=seq, candidate_id=cand.candidate_id, source=cand.source,
+            url=cand.url, status=status, reason=reason, detail=detail, key=key, license=spdx,
+            decided_at=clock.wall_iso(),
+        )
+
+    # -- durability ---------------------------------------------------------------------
+    def _commit(self) -> None:
+        if self.shard is not None:
+            data_end = self.shard.sync()  # the bytes first, then the ledger that points at them
+            crash_point("after_shard_sync")
+            self.ledger.upsert_shard(shard=self.shard.shard, build=self.row.build,
+                                     samples=self.shard.samples, data_end=data_end,
+                                     complete=False)
+        self.ledger.advance(self.row.build, next_seq=self.cursor.seq,
+                            source_index=self.cursor.source_index,
+                            source_resume=self.cursor.source_resume)
+        self.ledger.set_meta("next_key", str(self.next_key))
+        self.ledger.commit()
+        crash_point("after_commit")
+        self.ledger.begin()
+        self.since_commit = 0
+
+    def _finish(self, exhausted: bool) -> None:
+        if self.shard is not None:
+            self._close_shard()
+        self.ledger.advance(self.row.build, next_seq=self.cursor.seq,
+                            source_index=self.cursor.source_index,
+                            source_resume=self.cursor.source_resume)
+        self.ledger.set_meta("next_key", str(self.next_key))
+        self.ledger.finish_build(self.row.build, finished_at=clock.wall_iso(),
+                                 exhausted=exhausted)
+        crash_point("before_finish_commit")
+        self.ledger.commit()
+
+    def _clean_orphans(self) -> None:
+        """Remove shard files the ledger never committed (a crash after they were started)."""
+        known = {s.shard: s for s in self.ledger.shards()}
+        for path in sorted(self.shards_dir.iterdir()):
+            name = path.name
+            number_text = name.split(".", 1)[0]
+            if not number_text.isdigit():
+                continue
+            number = int(number_text)
+            row = known.get(number)
+            is_tmp = name.endswith(".tar.tmp")
+            if row is None and name.endswith((".tar", ".tar.tmp")) or row is not None and row.complete and is_tmp:
+                path.unlink()
+
+    def _reopen_shard(self) -> None:
+        """Continue the shard this build left open, or its last partial one after --limit."""
+        open_row = self.ledger.open_shard()
+        if open_row is None:
+            last = self.ledger.last_shard()
+            if (last is None or last.build != self.row.build or last.samples >= self.per_shard
+                    or self.row.exhausted):
+                return
+            open_row = last
+            if not shard_path(self.shards_dir, last.shard).exists():
+                return
+        self.shard = OpenShard(self.shards_dir, open_row.shard, data_end=open_row.data_end,
+                               samples=open_row.samples)
+        self.ledger.begin()
+        self.ledger.upsert_shard(shard=open_row.shard, build=open_row.build,
+                                 samples=open_row.samples, data_end=open_row.data_end,
+                                 complete=False)
+        self.ledger.reopen_build(self.row.build)
+        self.ledger.commit()
+        assert temp_path(self.shards_dir, open_row.shard).exists()
+
+
+def _sample_row(key: str, shard: int, build: int, seq: int, checked: Checked,
+                provenance: dict[str, Any], ext: str) -> dict[str, Any]:
+    cand = checked.fetched.licensed.candidate
+    lic = checked.fetched.licensed.license
+    img = checked.image
+    return {
+        "key": key, "shard": shard, "build": build, "seq": seq,
+        "sha256": img.sha256, "sha1": img.sha1, "pdq": img.pdq, "pdq_quality": img.pdq_quality,
+        "phash": img.phash, "license": lic.spdx, "license_url": lic.url,
+        "source": cand.source, "source_id": cand.source_id,
+        "file_url": provenance["source"]["file_url"], "landing_url": cand.landing_url,
+        "creator": cand.creator, "title": cand.title, "width": img.width, "height": img.height,
+        "mime": img.mime, "ext": ext, "bytes": len(checked.fetched.data),
+        "provenance": dumps(provenance).decode("utf-8"),
+    }

@@ -1,0 +1,129 @@
+"""The per-sample provenance record (`KEY.json`): every key always present, stable types.
+
+Readers such as Hugging Face `datasets` infer a schema from the first samples and silently
+drop keys that appear later, so nothing here is ever omitted: unknown values are null.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from builder import __version__
+from builder.records import Checked
+
+PROVENANCE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class BuildStamp:
+    build: int
+    recipe_sha256: str
+    policy: str
+    dataset: str
+
+
+def credit_text(title: str | None, creator: str | None, source_url: str | None,
+                license_name: str, license_url: str | None, spdx: str) -> str:
+    """A ready-to-print TASL credit line (Title, Author, Source, Licence) as CC recommends."""
+    try:
+        from builder.licensing import credit_line_text  # the licence module's richer version
+    except ImportError:
+        credit_line_text = None
+    if credit_line_text is not None:
+        return str(credit_line_text(title=title, creator=creator, source_url=source_url,
+                                    license_name=license_name, license_url=license_url,
+                                    spdx=spdx))
+    parts = [f'"{title}"' if title else "Untitled"]
+    parts.append(f"by {creator}" if creator else "by an unknown creator")
+    if source_url:
+        parts.append(f"({source_url})")
+    lic = license_name or spdx
+    parts.append(f"is licensed under {lic}" + (f" ({license_url})" if license_url else ""))
+    if spdx in ("CC0-1.0", "CC-PDM-1.0", "CC-PDDC"):
+        parts[-1] = f"is marked {lic}" + (f" ({license_url})" if license_url else "")
+    return " ".join(parts) + "."
+
+
+def make_provenance(key: str, checked: Checked, stamp: BuildStamp,
+                    optout_result: str = "allowed") -> dict[str, Any]:
+    fetched = checked.fetched
+    licensed = fetched.licensed
+    cand = licensed.candidate
+    lic = licensed.license
+    img = checked.image
+    file_url = cand.url if cand.local_path is None else None
+    return {
+        "key": key,
+        "sha256": img.sha256,
+        "sha1": img.sha1,
+        "pdq": img.pdq,
+        "pdq_quality": img.pdq_quality,
+        "phash": img.phash,
+        "hash_pipeline": _hash_pipeline(),
+        "width": img.width,
+        "height": img.height,
+        "mime": img.mime,
+        "bytes": len(fetched.data),
+        "source": {
+            "name": cand.source,
+            "id": cand.source_id,
+            "file_url": file_url,
+            "landing_url": cand.landing_url,
+            "api_url": cand.api_url,
+            "path": cand.url if cand.local_path is not None else None,
+        },
+        "license": {
+            "spdx": lic.spdx,
+            "url": lic.url,
+            "name": lic.name,
+            "attribution_required": lic.attribution_required,
+            "share_alike": lic.share_alike,
+            "chosen_from": lic.chosen_from,
+            "evidence": [{"field": e.field, "value": e.value} for e in lic.evidence],
+        },
+        "attribution": {
+            "creator": cand.creator,
+            "creator_url": cand.creator_url,
+            "title": cand.title,
+            "credit": cand.credit,
+            "text": credit_text(cand.title, cand.creator, cand.landing_url or file_url,
+                                lic.name, lic.url, lic.spdx),
+        },
+        "caption": cand.caption,
+        "retrieved_at": fetched.retrieved_at,
+        "http": {
+            "status": fetched.http.status,
+            "etag": fetched.http.etag,
+            "last_modified": fetched.http.last_modified,
+            "content_type": fetched.http.content_type,
+        },
+        "optout": {
+            "checked": [{"signal": s, "result": r} for s, r in checked.optout],
+            "result": optout_result,
+        },
+        "extra": [{"name": k, "value": v} for k, v in cand.extra],
+        "build": {
+            "tool": "cleanset",
+            "tool_version": __version__,
+            "provenance_version": PROVENANCE_VERSION,
+            "recipe_sha256": stamp.recipe_sha256,
+            "policy": stamp.policy,
+            "dataset": stamp.dataset,
+            "build": stamp.build,
+        },
+    }
+
+
+def _hash_pipeline() -> str | None:
+    try:
+        from builder.media import HASH_PIPELINE
+    except ImportError:
+        return None
+    return str(HASH_PIPELINE)
+
+
+def dumps(provenance: dict[str, Any]) -> bytes:
+    return json.dumps(provenance, ensure_ascii=False, sort_keys=True,
+                      separators=(",", ":")).encode("utf-8")

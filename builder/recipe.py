@@ -1,0 +1,229 @@
+"""TOML recipe -> typed, validated Recipe. Every user mistake is a UserError naming the key.
+
+Paths inside a recipe (source files, denylists, eval sets) are relative to the recipe
+file; `[dataset] output` is relative to the current directory, like any CLI output path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from builder.config import from_table
+from builder.errors import UserError
+from builder.sources import source_module
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    name: str
+    output: str | None = None
+    samples_per_shard: int = 1000
+    description: str = ""
+    max_per_creator: int | None = None
+    # The image member's extension. img2dataset's convention is one name for every sample
+    # ("jpg"), original bytes inside; Hugging Face `datasets` needs every sample to have the
+    # same members, so mixed formats under their own names ("by-format") cannot be loaded there.
+    image_ext: str = "jpg"
+
+    def __post_init__(self) -> None:
+        if self.image_ext not in ("jpg", "png", "webp", "gif", "tif", "by-format"):
+            raise ValueError(
+                f"image_ext = {self.image_ext!r} must be one of jpg, png, webp, gif, tif, by-format."
+            )
+        if not NAME_RE.match(self.name):
+            raise ValueError(
+                f"name = {self.name!r} must be 1-64 characters of a-z, 0-9, '_' or '-', "
+                "starting with a letter or digit."
+            )
+        if not 1 <= self.samples_per_shard <= 1_000_000:
+            raise ValueError("samples_per_shard must be between 1 and 1000000.")
+        if self.max_per_creator is not None and self.max_per_creator < 1:
+            raise ValueError("max_per_creator must be at least 1 (or absent for no cap).")
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    use: str = "commercial"
+    jurisdiction: str | None = None
+
+
+@dataclass(frozen=True)
+class FetchConfig:
+    user_agent: str = "cleanset/0.1 (+https://github.com/cleanset/cleanset)"
+    allow_private_addresses: bool = False
+    timeout_s: float = 20.0
+    max_bytes: int = 50_000_000
+    retries: int = 3
+    backoff_s: float = 0.5
+    max_retry_after_s: float = 120.0
+    workers: int = 16
+    per_host_connections: int = 8
+    per_host_rps: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.timeout_s <= 0:
+            raise ValueError("timeout_s must be positive.")
+        if self.max_bytes < 1:
+            raise ValueError("max_bytes must be positive.")
+        if not 0 <= self.retries <= 20:
+            raise ValueError("retries must be between 0 and 20.")
+        if not 1 <= self.workers <= 512:
+            raise ValueError("workers must be between 1 and 512.")
+        if self.per_host_connections < 1:
+            raise ValueError("per_host_connections must be at least 1.")
+        if self.per_host_rps is not None and self.per_host_rps <= 0:
+            raise ValueError("per_host_rps must be positive.")
+        if not self.user_agent.strip():
+            raise ValueError("user_agent must not be empty; name your tool and a contact.")
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    max_pixels: int = 89_478_485  # Pillow's own bomb threshold
+    min_width: int = 1
+    min_height: int = 1
+    formats: tuple[str, ...] = ("jpeg", "png", "webp", "gif", "tiff")
+
+    def __post_init__(self) -> None:
+        known = {"jpeg", "png", "webp", "gif", "tiff"}
+        bad = [f for f in self.formats if f not in known]
+        if bad:
+            raise ValueError(f"formats: {bad[0]!r} is not one of {sorted(known)}.")
+        if self.max_pixels < 1:
+            raise ValueError("max_pixels must be positive.")
+
+
+@dataclass(frozen=True)
+class DedupConfig:
+    exact: bool = True
+    near: bool = True
+    max_distance: int = 31
+    phash_max_distance: int = 10
+    pdq_max_distance_with_phash: int = 80
+    min_pdq_quality: int = 50
+    exclude: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.max_distance <= 256:
+            raise ValueError("max_distance must be between 0 and 256 (bits of PDQ).")
+        if not 0 <= self.phash_max_distance <= 64:
+            raise ValueError("phash_max_distance must be between 0 and 64.")
+        if not 0 <= self.pdq_max_distance_with_phash <= 256:
+            raise ValueError("pdq_max_distance_with_phash must be between 0 and 256.")
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    kind: str
+    name: str
+    config: Any
+
+
+@dataclass(frozen=True)
+class Recipe:
+    file: Path
+    sha256: str
+    dataset: DatasetConfig
+    policy: PolicyConfig
+    sources: tuple[SourceSpec, ...]
+    fetch: FetchConfig = field(default_factory=FetchConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.file.parent
+
+    def default_output(self) -> Path:
+        return Path(self.dataset.output or f"shards/{self.dataset.name}")
+
+
+SECTIONS = {"dataset", "policy", "sources", "fetch", "image", "dedup"}
+# Sections other modules own; they validate their own tables (see `Recipe.extra`).
+EXTENSION_SECTIONS = {"optout", "executor", "denylist"}
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    file = Path(path)
+    if not file.exists():
+        raise UserError(f"{file}: recipe not found. Give the path to a recipe .toml file.")
+    if not file.is_file():
+        raise UserError(f"{file}: is not a file. Give the path to a recipe .toml file.")
+    raw = file.read_bytes()
+    try:
+        table = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{file}: is not UTF-8 text; a recipe must be a UTF-8 TOML file.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{file}: not valid TOML: {exc}. Fix the syntax at that line.") from None
+    unknown = sorted(set(table) - SECTIONS - EXTENSION_SECTIONS)
+    if unknown:
+        raise UserError(
+            f"{file}: unknown section [{unknown[0]}]. Known sections: "
+            f"{', '.join(sorted(SECTIONS | EXTENSION_SECTIONS))}."
+        )
+    if "dataset" not in table:
+        raise UserError(f"{file}: missing [dataset] section with at least `name = \"...\"`.")
+    dataset = from_table(DatasetConfig, table["dataset"], file=file, where="dataset")
+    policy = from_table(PolicyConfig, table.get("policy", {}), file=file, where="policy")
+    fetch = from_table(FetchConfig, table.get("fetch", {}), file=file, where="fetch")
+    image = from_table(ImageConfig, table.get("image", {}), file=file, where="image")
+    dedup = from_table(DedupConfig, table.get("dedup", {}), file=file, where="dedup")
+    for i, ex in enumerate(dedup.exclude):
+        if not (file.parent / ex).exists():
+            raise UserError(
+                f"{file}: dedup.exclude[{i}] = {ex!r}: no such file or directory. "
+                "Paths are relative to the recipe file."
+            )
+    sources = _load_sources(table.get("sources"), file)
+    return Recipe(
+        file=file.resolve(),
+        sha256=hashlib.sha256(raw).hexdigest(),
+        dataset=dataset,
+        policy=policy,
+        sources=sources,
+        fetch=fetch,
+        image=image,
+        dedup=dedup,
+        extra={k: table[k] for k in EXTENSION_SECTIONS if k in table},
+    )
+
+
+def _load_sources(raw: Any, file: Path) -> tuple[SourceSpec, ...]:
+    if raw is None:
+        raise UserError(f"{file}: no [[sources]]. Add at least one, e.g. kind = \"folder\".")
+    if not isinstance(raw, list) or not raw:
+        raise UserError(f"{file}: `sources` must be an array of tables ([[sources]]).")
+    specs: list[SourceSpec] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(raw):
+        where = f"sources[{i}]"
+        if not isinstance(entry, dict):
+            raise UserError(f"{file}: {where} must be a table.")
+        entry = dict(entry)
+        kind = entry.pop("kind", None)
+        if not isinstance(kind, str):
+            raise UserError(f"{file}: {where}.kind is missing; say which kind of source it is.")
+        name = entry.pop("name", kind if kind not in seen else f"{kind}-{i}")
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            raise UserError(
+                f"{file}: {where}.name = {name!r} must be 1-64 characters of a-z, 0-9, '_', '-'."
+            )
+        if name in {s.name for s in specs}:
+            raise UserError(f"{file}: {where}.name = {name!r} is used twice; names must differ.")
+        seen.add(kind)
+        module = source_module(kind, file=str(file), where=where)
+        config = from_table(module.Config, entry, file=file, where=where)
+        check = getattr(config, "check", None)
+        if check is not None:
+            config = check(file=file, base=file.parent, where=where)
+        specs.append(SourceSpec(kind=kind, name=name, config=config))
+    return tuple(specs)

@@ -1,0 +1,150 @@
+"""The records that flow through the pipeline, and the fixed rejection vocabulary.
+
+Every stage takes one record and returns the next record or a Rejection. Records are
+frozen: a stage never mutates what it was given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Reason(StrEnum):
+    """Why a candidate was refused. The fixed vocabulary of DESIGN.md (`candidates.parquet`)."""
+
+    LICENSE_MISSING = "license_missing"
+    LICENSE_UNRECOGNIZED = "license_unrecognized"
+    LICENSE_NOT_ALLOWED = "license_not_allowed"
+    LICENSE_CONFLICT = "license_conflict"
+    OPTOUT_X_ROBOTS_TAG = "optout_x_robots_tag"
+    OPTOUT_TDMREP = "optout_tdmrep"
+    OPTOUT_ROBOTS_TXT = "optout_robots_txt"
+    OPTOUT_EMBEDDED = "optout_embedded"
+    DENYLISTED = "denylisted"
+    HTTP_ERROR = "http_error"
+    TIMEOUT = "timeout"
+    TOO_LARGE = "too_large"
+    NOT_IMAGE = "not_image"
+    CORRUPT_IMAGE = "corrupt_image"
+    DECOMPRESSION_BOMB = "decompression_bomb"
+    TOO_SMALL = "too_small"
+    DUPLICATE_EXACT = "duplicate_exact"
+    DUPLICATE_NEAR = "duplicate_near"
+    EVAL_OVERLAP = "eval_overlap"
+    AI_GENERATED = "ai_generated"
+    CREATOR_CAP = "creator_cap"
+
+
+@dataclass(frozen=True)
+class Rejection:
+    reason: Reason
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One raw licence claim as the source stated it: which field, what value."""
+
+    field: str
+    value: str
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One image a source offers, with the licence claims it makes about it.
+
+    `source_id` is unique within the source; `url` is what to fetch (http[s]) unless
+    `local_path` is set (folder sources). `resume` is the source's state *after* this
+    candidate: handing it back to the source continues with the next one.
+    """
+
+    source: str
+    source_id: str
+    url: str
+    evidence: tuple[Evidence, ...] = ()
+    landing_url: str | None = None
+    api_url: str | None = None
+    local_path: str | None = None
+    creator: str | None = None
+    creator_url: str | None = None
+    title: str | None = None
+    caption: str | None = None
+    credit: str | None = None
+    expected_sha1: str | None = None
+    extra: tuple[tuple[str, str], ...] = ()
+    resume: dict[str, Any] | None = field(default=None, compare=False)
+
+    @property
+    def candidate_id(self) -> str:
+        return f"{self.source}:{self.source_id}"
+
+
+@dataclass(frozen=True)
+class LicenseDecision:
+    """The licence gate's verdict for an admitted candidate."""
+
+    spdx: str
+    url: str | None
+    name: str
+    attribution_required: bool
+    share_alike: bool
+    evidence: tuple[Evidence, ...]
+    policy: str
+    chosen_from: str | None = None  # the expression it was chosen from, for dual licences
+
+
+@dataclass(frozen=True)
+class Licensed:
+    candidate: Candidate
+    license: LicenseDecision
+
+
+@dataclass(frozen=True)
+class HttpInfo:
+    status: int | None
+    etag: str | None
+    last_modified: str | None
+    content_type: str | None
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Fetched:
+    licensed: Licensed
+    data: bytes
+    retrieved_at: str
+    http: HttpInfo
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What the image check learned from the bytes themselves."""
+
+    mime: str
+    ext: str
+    width: int
+    height: int
+    sha256: str
+    sha1: str
+    pdq: str | None = None
+    pdq_quality: int | None = None
+    phash: str | None = None
+
+
+@dataclass(frozen=True)
+class Checked:
+    fetched: Fetched
+    image: ImageInfo
+    optout: tuple[tuple[str, str], ...] = ()  # (signal, result) for every signal checked
+
+
+@dataclass(frozen=True)
+class Sample:
+    """An admitted image with its key, ready for a shard."""
+
+    key: str
+    shard: int
+    checked: Checked
+    provenance: dict[str, Any]

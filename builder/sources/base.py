@@ -1,0 +1,34 @@
+"""The source interface: a source only yields Candidates; it writes nothing.
+
+A source module defines a frozen `Config` dataclass (its recipe keys; every key but `kind`
+and `name`) and a class taking `(name, config, context)` with a `candidates(resume)`
+generator. Each yielded Candidate carries `resume`: the state after it, so a resumed build
+hands the last committed state back instead of paging from the start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from builder.records import Candidate
+
+if TYPE_CHECKING:
+    from builder.recipe import FetchConfig
+
+
+@dataclass(frozen=True)
+class SourceContext:
+    """What a source may know about the build: where the recipe is, how to be polite."""
+
+    recipe_file: Path
+    base_dir: Path
+    fetch: FetchConfig
+
+
+class Source(Protocol):
+    name: str
+
+    def candidates(self, resume: dict[str, Any] | None) -> Iterator[Candidate]: ...

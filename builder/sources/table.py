@@ -1,0 +1,354 @@
+"""`table` source: a CSV, TSV, JSONL or Parquet file of image URLs with licence columns.
+
+The file is streamed, never loaded whole: Parquet batch by batch within row groups, CSV and
+JSONL line by line (optionally gzip-compressed: `.csv.gz`, `.jsonl.gz`). Columns are
+understood through builder.sources.columns (img2dataset, PD12M and CommonCatalog layouts
+out of the box) plus the recipe's `columns = { url = "...", ... }` mapping.
+
+Resume state after each candidate: `{"row": n}` data rows consumed, plus for the text
+formats the byte `offset` just past that row and its `line`, so a resumed build seeks
+straight there; Parquet skips whole row groups from the file footer and only slices the
+one it stopped in.
+
+A JSONL line that is not a JSON object stops the build with a UserError naming the file and
+line. We refuse rather than yield a placeholder: a row we cannot read has no licence we can
+audit, skipping it would break "every input row is accounted for", and a placeholder would be
+rejected under a misleading reason (license_missing). Fixing the line and running the same
+command resumes at that line.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from builder.config import resolve_path
+from builder.errors import UserError
+from builder.records import Candidate
+from builder.sources.base import SourceContext
+from builder.sources.columns import (
+    TABLE_ALIASES,
+    TABLE_EXTRA,
+    ColumnPlan,
+    check_mapping,
+    missing_mapped,
+    plan_columns,
+    row_to_candidate,
+)
+
+Format = Literal["csv", "tsv", "jsonl", "parquet"]
+
+SUFFIXES: dict[str, str] = {
+    ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
+    ".parquet": "parquet", ".pq": "parquet",
+}
+CSV_FIELD_LIMIT = 16 * 1024 * 1024  # long captions exceed the csv module's 128 KiB default
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    format: Format | None = None
+    columns: dict[str, str] = field(default_factory=dict)
+    license: str | None = None
+    id_column: str | None = None
+    keep_columns: tuple[str, ...] = ()
+    batch_size: int = 4096
+
+    def check(self, *, file: Path | str, base: Path, where: str) -> Config:
+        path = resolve_path(self.path, base=base, file=file, key=f"{where}.path", kind="file")
+        fmt = self.format or detect_format(path, file=file, key=f"{where}.path")
+        if fmt == "parquet" and path.name.lower().endswith(".gz"):
+            raise UserError(
+                f"{file}: {where}.path = {self.path!r}: Parquet compresses internally; "
+                "give the uncompressed .parquet file."
+            )
+        mapping = check_mapping(self.columns, file=file, where=where)
+        if self.id_column is not None:
+            if mapping.get("id", self.id_column) != self.id_column:
+                raise UserError(
+                    f"{file}: {where}.id_column = {self.id_column!r} disagrees with "
+                    f"{where}.columns.id = {mapping['id']!r}; keep one of them."
+                )
+            mapping["id"] = self.id_column
+        if self.license is not None and not self.license.strip():
+            raise UserError(f"{file}: {where}.license is empty; give a licence URL or remove it.")
+        if self.batch_size < 1:
+            raise UserError(f"{file}: {where}.batch_size must be at least 1.")
+        return replace(self, path=str(path.absolute()), format=fmt, columns=mapping)
+
+
+def detect_format(path: Path, *, file: Path | str, key: str) -> Format:
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        name = name[:-3]
+    suffix = Path(name).suffix
+    if suffix not in SUFFIXES:
+        raise UserError(
+            f"{file}: {key} = {str(path)!r}: cannot tell the format from the extension "
+            f"{suffix or '(none)'!r}. Use .csv, .tsv, .jsonl or .parquet (optionally .gz for "
+            'the text formats), or say format = "csv" | "tsv" | "jsonl" | "parquet".'
+        )
+    return SUFFIXES[suffix]  # type: ignore[return-value]
+
+
+# (0-based data row, its cells, the plan for its columns, resume state after it)
+Row = tuple[int, dict[str, Any], ColumnPlan, dict[str, Any]]
+
+
+class TableSource:
+    def __init__(self, name: str, config: Config, context: SourceContext) -> None:
+        self.name = name
+        self.config = config
+        self.context = context
+        path = Path(config.path)
+        self.path = path if path.is_absolute() else context.base_dir / path
+        self.format: Format = config.format or detect_format(
+            self.path, file=context.recipe_file, key="path"
+        )
+        self.mapping = dict(config.columns)
+        if config.id_column:
+            self.mapping.setdefault("id", config.id_column)
+
+    def candidates(self, resume: dict[str, Any] | None) -> Iterator[Candidate]:
+        if not self.path.is_file():
+            raise UserError(
+                f"{self.path}: table file of source {self.name!r} is gone "
+                f"(named in {self.context.recipe_file}). Restore it or fix the path."
+            )
+        rows = {"csv": self._csv_rows, "tsv": self._csv_rows, "jsonl": self._jsonl_rows,
+                "parquet": self._parquet_rows}[self.format]
+        for index, row, plan, state in rows(resume or {}):
+            yield row_to_candidate(
+                row, plan, source=self.name, fallback_id=f"row-{index}",
+                fixed_license=self.config.license, resume=state,
+            )
+
+    # -- columns -------------------------------------------------------------
+
+    def _plan(self, names: list[str], *, where: str) -> ColumnPlan:
+        plan = plan_columns(names, self.mapping,
+                            extra=TABLE_EXTRA + tuple(self.config.keep_columns))
+        wanted = {**self.mapping, **{f"keep:{c}": c for c in self.config.keep_columns}}
+        missing = missing_mapped(wanted, names)
+        if missing:
+            raise UserError(
+                f"{self.path}: {where} has no column for {', '.join(missing)} (mapped in "
+                f"source {self.name!r} of {self.context.recipe_file}). Its columns are: "
+                f"{_show(names)}. Fix the column name in the recipe's `columns`."
+            )
+        if not plan.has_url:
+            raise UserError(
+                f"{self.path}: {where} has no image URL column (looked for "
+                f"{', '.join(TABLE_ALIASES['url'])}). Its columns are: {_show(names)}. "
+                f"Map yours in source {self.name!r} of {self.context.recipe_file}: "
+                'columns = { url = "<column name>" }.'
+            )
+        return plan
+
+    # -- CSV / TSV -----------------------------------------------------------
+
+    def _csv_rows(self, resume: dict[str, Any]) -> Iterator[Row]:
+        csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
+        delimiter = "\t" if self.format == "tsv" else ","
+        with _open_binary(self.path) as fh:
+            lines = _Lines(fh, self.path)
+            reader = csv.reader(lines, delimiter=delimiter)
+            header = self._csv_next(reader, lines)
+            if header is None:
+                return
+            header = [h.strip() for h in header]
+            plan = self._plan(header, where="the header line")
+            target = int(resume.get("row", 0))
+            row = target if self._seek(fh, lines, resume, after=lines.offset) else 0
+            while (fields := self._csv_next(reader, lines)) is not None:
+                if not fields or (len(fields) == 1 and not fields[0].strip()):
+                    continue  # blank line: not a data row
+                if len(fields) != len(header):
+                    raise UserError(
+                        f"{self.path}: line {lines.line}: {len(fields)} fields where the "
+                        f"header has {len(header)}. Quote values that contain "
+                        f"{delimiter!r} or line breaks, or fix that line."
+                    )
+                if row < target:  # no usable offset: re-read consumed rows, build nothing
+                    row += 1
+                    continue
+                state = {"row": row + 1, "offset": lines.offset, "line": lines.line}
+                yield row, dict(zip(header, fields, strict=True)), plan, state
+                row += 1
+
+    def _csv_next(self, reader: Any, lines: _Lines) -> list[str] | None:
+        try:
+            return next(reader, None)
+        except csv.Error as exc:
+            raise UserError(
+                f"{self.path}: line {lines.line}: malformed CSV ({exc}). Fix that line."
+            ) from None
+
+    @staticmethod
+    def _seek(fh: IO[bytes], lines: _Lines, resume: dict[str, Any], *, after: int) -> bool:
+        """Jump to the stored byte offset when it is still plausible; False to re-read."""
+        offset, line = resume.get("offset"), resume.get("line")
+        if int(resume.get("row", 0)) <= 0 or not isinstance(offset, int) \
+                or not isinstance(line, int) or offset < max(after, 1):
+            return False
+        if not _at_line_start(fh, offset):
+            fh.seek(lines.offset)
+            return False
+        fh.seek(offset)
+        lines.offset, lines.line = offset, line
+        return True
+
+    # -- JSONL ---------------------------------------------------------------
+
+    def _jsonl_rows(self, resume: dict[str, Any]) -> Iterator[Row]:
+        plans: dict[tuple[str, ...], ColumnPlan] = {}
+        with _open_binary(self.path) as fh:
+            lines = _Lines(fh, self.path)
+            target = int(resume.get("row", 0))
+            row = target if self._seek(fh, lines, resume, after=0) else 0
+            first = True
+            for text in lines:
+                if not text.strip():
+                    continue
+                if row < target:
+                    row += 1
+                    continue
+                obj = self._json_object(text, lines.line)
+                keys = tuple(obj)
+                plan = plans.get(keys)
+                if plan is None:
+                    if first:
+                        plan = self._plan(list(keys), where=f"line {lines.line}")
+                    else:
+                        plan = plan_columns(keys, self.mapping,
+                                            extra=TABLE_EXTRA + tuple(self.config.keep_columns))
+                    if len(plans) < 1024:  # rows with ragged keys must not grow this forever
+                        plans[keys] = plan
+                first = False
+                yield row, obj, plan, {"row": row + 1, "offset": lines.offset, "line": lines.line}
+                row += 1
+
+    def _json_object(self, text: str, line: int) -> dict[str, Any]:
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UserError(
+                f"{self.path}: line {line}: not valid JSON ({exc.msg} at column {exc.colno}). "
+                "Each line of a JSONL file must be one JSON object; fix or delete that line "
+                "and run the same command again (the build resumes at that line)."
+            ) from None
+        if not isinstance(obj, dict):
+            raise UserError(
+                f"{self.path}: line {line}: a JSON {type(obj).__name__}, not an object. "
+                'Each line must be one object such as {"url": "...", "license": "..."}.'
+            )
+        return obj
+
+    # -- Parquet -------------------------------------------------------------
+
+    def _parquet_rows(self, resume: dict[str, Any]) -> Iterator[Row]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            pf = pq.ParquetFile(self.path)
+        except (pa.ArrowException, OSError) as exc:
+            raise UserError(
+                f"{self.path}: not a readable Parquet file ({exc}). Re-export or re-download it."
+            ) from None
+        names = list(pf.schema_arrow.names)
+        plan = self._plan(names, where="the Parquet schema")
+        needed = sorted({c for cols in plan.fields.values() for c in cols}
+                        | set(plan.evidence) | set(plan.extra))
+        start = max(0, int(resume.get("row", 0)))
+        first_group, group_start = 0, 0
+        meta = pf.metadata
+        while first_group < meta.num_row_groups and \
+                group_start + meta.row_group(first_group).num_rows <= start:
+            group_start += meta.row_group(first_group).num_rows
+            first_group += 1
+        if first_group >= meta.num_row_groups:
+            return
+        row = group_start
+        batches = pf.iter_batches(batch_size=self.config.batch_size, columns=needed,
+                                  row_groups=range(first_group, meta.num_row_groups))
+        while True:
+            try:
+                batch = next(batches, None)
+            except (pa.ArrowException, OSError) as exc:
+                raise UserError(
+                    f"{self.path}: unreadable Parquet data after row {row} ({exc}). "
+                    "The file is damaged; re-export or re-download it."
+                ) from None
+            if batch is None:
+                return
+            skip = max(0, min(start - row, batch.num_rows))
+            if skip:
+                batch = batch.slice(skip)
+                row += skip
+            for cells in batch.to_pylist():
+                yield row, cells, plan, {"row": row + 1}
+                row += 1
+
+
+def _at_line_start(fh: IO[bytes], offset: int) -> bool:
+    """A stored offset is trusted only if it still sits just after a newline."""
+    if offset <= 0:
+        return False
+    try:
+        fh.seek(offset - 1)
+        return fh.read(1) == b"\n"
+    except OSError:
+        return False
+
+
+class _Lines:
+    """Decoded lines of a binary file, counting the bytes and lines handed out.
+
+    csv.reader pulls exactly the lines of one record before returning it, so after each
+    record `offset` is the byte just past it: a resume point we can seek to.
+    """
+
+    def __init__(self, fh: IO[bytes], path: Path) -> None:
+        self.fh, self.path = fh, path
+        self.offset = 0
+        self.line = 0
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        raw = self.fh.readline()
+        if not raw:
+            raise StopIteration
+        self.offset += len(raw)
+        self.line += 1
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UserError(
+                f"{self.path}: line {self.line} is not UTF-8 text. Re-save the file as UTF-8."
+            ) from None
+        if self.line == 1:
+            text = text.removeprefix("\ufeff")
+        return text
+
+
+def _open_binary(path: Path) -> IO[bytes]:
+    if path.name.lower().endswith(".gz"):
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return open(path, "rb")  # noqa: SIM115 - the caller closes it with `with`
+
+
+def _show(names: list[str]) -> str:
+    shown = ", ".join(repr(n) for n in names[:30])
+    return shown + (f" and {len(names) - 30} more" if len(names) > 30 else "")
+
+
+SOURCE = TableSource

@@ -1,0 +1,67 @@
+"""Shared test helpers: generated images, recipes, and running the real CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+# Provenance timestamps pinned, so rebuilds can be compared byte for byte.
+FIXED_EPOCH = "1700000000"
+
+
+def make_image(seed: int, size: tuple[int, int] = (96, 64), fmt: str = "JPEG",
+               quality: int = 90) -> bytes:
+    """A distinct, deterministic picture: random blocks of colour (not flat, so hashes are good)."""
+    rng = random.Random(seed)
+    img = Image.new("RGB", size)
+    px = img.load()
+    bw, bh = max(1, size[0] // 8), max(1, size[1] // 8)
+    for by in range(0, size[1], bh):
+        for bx in range(0, size[0], bw):
+            colour = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
+            for y in range(by, min(by + bh, size[1])):
+                for x in range(bx, min(bx + bw, size[0])):
+                    px[x, y] = colour
+    buf = io.BytesIO()
+    kwargs = {"quality": quality} if fmt == "JPEG" else {}
+    img.save(buf, fmt, **kwargs)
+    return buf.getvalue()
+
+
+def write_recipe(path: Path, body: str) -> Path:
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+            check: bool = False) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "SOURCE_DATE_EPOCH": FIXED_EPOCH, "PYTHONPATH": str(REPO)}
+    full_env.update(env or {})
+    proc = subprocess.run([sys.executable, "-m", "builder", *args], capture_output=True,
+                          text=True, env=full_env, cwd=cwd, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"cleanset {' '.join(args)} -> {proc.returncode}\n"
+                             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def fixed_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", FIXED_EPOCH)

@@ -1,0 +1,275 @@
+"""The pipeline spine end to end, through the real CLI, against a real HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import struct
+import tarfile
+import zlib
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import webdataset as wds
+from pytest_httpserver import HTTPServer
+
+from tests.conftest import make_image, run_cli, write_jsonl, write_recipe
+
+CC0 = "https://creativecommons.org/publicdomain/zero/1.0/"
+BY4 = "http://creativecommons.org/licenses/by/4.0/deed.en"
+NC4 = "https://creativecommons.org/licenses/by-nc/4.0/"
+
+
+def bomb_png(width: int = 60_000, height: int = 60_000) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+def png_bytes(seed: int, size: tuple[int, int] = (80, 60)) -> bytes:
+    return make_image(seed, size, fmt="PNG")
+
+
+def serve(httpserver: HTTPServer, path: str, body: bytes, content_type: str = "image/jpeg",
+          status: int = 200) -> str:
+    httpserver.expect_request(path).respond_with_data(body, status=status,
+                                                      content_type=content_type)
+    return httpserver.url_for(path)
+
+
+@pytest.fixture
+def corpus(httpserver: HTTPServer, tmp_path: Path) -> dict:
+    """A table of candidates exercising every outcome the spine decides, and its recipe."""
+    good_jpg = make_image(1, (120, 90))
+    truncated = make_image(2, (200, 150))[:-400]
+    rows = [
+        {"id": "ok-cc0", "url": serve(httpserver, "/a.jpg", good_jpg), "license": CC0,
+         "caption": "blocks of colour"},
+        {"id": "ok-by", "url": serve(httpserver, "/b.png", png_bytes(3), "image/png"),
+         "license": BY4},
+        {"id": "nc", "url": serve(httpserver, "/c.jpg", make_image(4)), "license": NC4},
+        {"id": "missing", "url": serve(httpserver, "/d.jpg", make_image(5))},
+        {"id": "unknown", "url": serve(httpserver, "/e.jpg", make_image(6)),
+         "license": "all rights kinda reserved maybe"},
+        {"id": "gone", "url": httpserver.url_for("/404.jpg"), "license": CC0},
+        {"id": "html", "url": serve(httpserver, "/f.jpg", b"<html><body>hi</body></html>"),
+         "license": CC0},
+        {"id": "truncated", "url": serve(httpserver, "/g.jpg", truncated), "license": CC0},
+        {"id": "big", "url": serve(httpserver, "/h.jpg", make_image(7, (900, 900), quality=100)
+                                   + b"\0" * 300_000), "license": CC0},
+        {"id": "dup", "url": serve(httpserver, "/a-copy.jpg", good_jpg), "license": BY4},
+        {"id": "bomb", "url": serve(httpserver, "/bomb.png", bomb_png(), "image/png"),
+         "license": CC0},
+        {"id": "tiny", "url": serve(httpserver, "/tiny.png", png_bytes(8, (4, 4)), "image/png"),
+         "license": CC0},
+    ]
+    for i in range(9, 14):
+        rows.append({"id": f"more-{i}", "url": serve(httpserver, f"/m{i}.jpg", make_image(i)),
+                     "license": CC0, "caption": f"picture {i}"})
+    httpserver.expect_request("/404.jpg").respond_with_data("nope", status=404)
+    table = write_jsonl(tmp_path / "urls.jsonl", rows)
+    recipe = write_recipe(tmp_path / "recipe.toml", f"""
+[dataset]
+name = "spine-test"
+samples_per_shard = 3
+
+[policy]
+use = "commercial"
+
+[[sources]]
+kind = "table"
+path = "{table.name}"
+
+[fetch]
+allow_private_addresses = true
+timeout_s = 5
+max_bytes = 250_000
+retries = 0
+workers = 4
+
+[image]
+min_width = 8
+min_height = 8
+""")
+    return {"recipe": recipe, "rows": rows}
+
+
+EXPECTED_REASONS = {
+    "nc": "license_not_allowed",
+    "missing": "license_missing",
+    "unknown": "license_unrecognized",
+    "gone": "http_error",
+    "html": "not_image",
+    "truncated": "corrupt_image",
+    "big": "too_large",
+    "dup": "duplicate_exact",
+    "bomb": "decompression_bomb",
+    "tiny": "too_small",
+}
+
+
+def build(recipe: Path, out: Path, *extra: str) -> str:
+    proc = run_cli("build", str(recipe), "--out", str(out), "--no-progress", *extra, check=True)
+    return proc.stdout
+
+
+def test_every_candidate_ends_in_exactly_one_ledger_row_with_the_right_reason(
+        corpus: dict, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    stdout = build(corpus["recipe"], out)
+    cands = pq.read_table(out / "candidates.parquet").to_pylist()
+    assert len(cands) == len(corpus["rows"])
+    by_id = {c["candidate_id"].split(":", 1)[1]: c for c in cands}
+    for source_id, reason in EXPECTED_REASONS.items():
+        assert by_id[source_id]["status"] == "rejected", source_id
+        assert by_id[source_id]["reason"] == reason, (source_id, by_id[source_id]["detail"])
+    accepted = [c for c in cands if c["status"] == "accepted"]
+    assert {c["candidate_id"].split(":", 1)[1] for c in accepted} == {
+        "ok-cc0", "ok-by", "more-9", "more-10", "more-11", "more-12", "more-13"}
+    assert all(c["reason"] is None and c["key"] for c in accepted)
+    assert by_id["dup"]["detail"].endswith(by_id["ok-cc0"]["key"])
+    assert "7 accepted" in stdout and "10 rejected" in stdout
+    assert "rejected license_not_allowed: 1" in stdout
+
+
+def test_shards_hold_original_bytes_and_full_provenance_readable_by_webdataset(
+        corpus: dict, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    build(corpus["recipe"], out)
+    shards = sorted((out / "shards").glob("*.tar"))
+    assert [p.name for p in shards] == ["000000.tar", "000001.tar", "000002.tar"]
+    samples = list(wds.WebDataset([str(p) for p in shards], shardshuffle=False))
+    assert len(samples) == 7
+    first = samples[0]
+    served = {r["url"]: r for r in corpus["rows"]}
+    prov = json.loads(first["json"])
+    assert first["jpg"] == make_image(1, (120, 90))  # never re-encoded
+    assert first["txt"] == b"blocks of colour"
+    assert samples[1]["jpg"] == png_bytes(3)  # one member name for all; true format in mime
+    assert json.loads(samples[1]["json"])["mime"] == "image/png"
+    assert all({k for k in s if not k.startswith("__")} == {"jpg", "json", "txt"} for s in samples)
+    assert prov["license"]["spdx"] == "CC0-1.0"
+    assert prov["source"]["file_url"] in served
+    assert prov["license"]["evidence"] == [{"field": "license", "value": CC0}]
+    required = {"key", "sha256", "sha1", "pdq", "phash", "width", "height", "mime", "bytes",
+                "source", "license", "attribution", "caption", "retrieved_at", "http",
+                "optout", "build"}
+    for sample in samples:
+        p = json.loads(sample["json"])
+        assert required <= set(p)
+        assert set(p["source"]) >= {"name", "id", "file_url", "landing_url", "api_url"}
+        assert set(p["license"]) >= {"spdx", "url", "name", "attribution_required",
+                                     "share_alike", "evidence"}
+        assert set(p["attribution"]) >= {"creator", "creator_url", "title", "text"}
+        assert p["key"] == sample["__key__"]
+        assert all(ch.isdigit() or ch.islower() or ch in "_-" for ch in p["key"])
+    by_license = {json.loads(s["json"])["license"]["spdx"] for s in samples}
+    assert by_license == {"CC0-1.0", "CC-BY-4.0"}
+    manifest = pq.read_table(out / "manifest.parquet").to_pylist()
+    assert [m["key"] for m in manifest] == [s["__key__"] for s in samples]
+    assert {"shard", "sha256", "license", "license_url", "source", "source_id", "file_url",
+            "landing_url", "creator", "width", "height", "bytes"} <= set(manifest[0])
+
+
+def test_shards_load_with_hugging_face_datasets(corpus: dict, tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    out = tmp_path / "out"
+    build(corpus["recipe"], out)
+    files = sorted(str(p) for p in (out / "shards").glob("*.tar"))
+    ds = datasets.load_dataset("webdataset", data_files={"train": files}, split="train",
+                               cache_dir=str(tmp_path / "hf-cache"))
+    assert ds.num_rows == 7
+    keys = ds["__key__"]
+    assert len(set(keys)) == 7
+    row = ds[0]
+    assert row["json"]["license"]["spdx"] == "CC0-1.0"
+
+
+def test_rebuild_gives_byte_identical_shards(corpus: dict, tmp_path: Path) -> None:
+    build(corpus["recipe"], tmp_path / "one")
+    build(corpus["recipe"], tmp_path / "two", "--workers", "1")
+    one = sorted((tmp_path / "one" / "shards").glob("*.tar"))
+    two = sorted((tmp_path / "two" / "shards").glob("*.tar"))
+    assert [p.name for p in one] == [p.name for p in two]
+    for a, b in zip(one, two, strict=True):
+        assert a.read_bytes() == b.read_bytes(), a.name
+
+
+def test_shard_members_have_fixed_metadata_and_dot_free_keys(corpus: dict,
+                                                             tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    build(corpus["recipe"], out)
+    with tarfile.open(out / "shards" / "000000.tar") as tar:
+        infos = tar.getmembers()
+    assert {i.mtime for i in infos} == {1_577_836_800}
+    assert {i.uname for i in infos} == {"cleanset"}
+    for info in infos:
+        key, _, ext = info.name.partition(".")
+        assert "." not in ext or ext == ""
+        assert key.isalnum()
+
+
+def test_a_second_build_into_the_same_dir_is_a_no_op_and_verify_passes(
+        corpus: dict, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    build(corpus["recipe"], out)
+    before = {p.name: p.read_bytes() for p in (out / "shards").glob("*.tar")}
+    stdout = build(corpus["recipe"], out)
+    assert "already complete" in stdout
+    assert {p.name: p.read_bytes() for p in (out / "shards").glob("*.tar")} == before
+    assert len(pq.read_table(out / "candidates.parquet")) == len(corpus["rows"])
+    proc = run_cli("verify", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "verify: OK: 7 samples" in proc.stdout
+
+
+def test_verify_catches_one_flipped_byte_in_a_shard(corpus: dict, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    build(corpus["recipe"], out)
+    shard = out / "shards" / "000001.tar"
+    with tarfile.open(shard) as tar:
+        image = next(i for i in tar.getmembers() if not i.name.endswith((".json", ".txt")))
+    data = bytearray(shard.read_bytes())
+    data[image.offset_data + image.size // 2] ^= 0x01
+    shard.write_bytes(bytes(data))
+    proc = run_cli("verify", str(out))
+    assert proc.returncode == 1
+    assert f"000001.tar:{image.name.split('.')[0]}: image sha256" in proc.stdout
+
+
+def test_a_later_build_of_another_recipe_dedups_against_what_is_already_there(
+        corpus: dict, tmp_path: Path, httpserver: HTTPServer) -> None:
+    out = tmp_path / "out"
+    build(corpus["recipe"], out)
+    again = write_jsonl(tmp_path / "again.jsonl", [
+        {"id": "same-bytes", "url": serve(httpserver, "/again.jpg", make_image(1, (120, 90))),
+         "license": CC0},
+        {"id": "new", "url": serve(httpserver, "/new.jpg", make_image(99)), "license": CC0},
+    ])
+    recipe2 = write_recipe(tmp_path / "recipe2.toml",
+                           corpus["recipe"].read_text().replace("urls.jsonl", again.name))
+    build(recipe2, out)
+    cands = pq.read_table(out / "candidates.parquet").to_pylist()
+    assert len(cands) == len(corpus["rows"]) + 2
+    later = {c["candidate_id"]: c for c in cands if c["build"] == 2}
+    assert later["table:same-bytes"]["reason"] == "duplicate_exact"
+    assert later["table:new"]["status"] == "accepted"
+    assert (out / "shards" / "000003.tar").exists()  # a new build starts a new shard
+    assert run_cli("verify", str(out)).returncode == 0
+
+
+def test_limit_then_continue_gives_the_same_shards_as_one_build(corpus: dict,
+                                                                tmp_path: Path) -> None:
+    build(corpus["recipe"], tmp_path / "whole")
+    out = tmp_path / "parts"
+    first = build(corpus["recipe"], out, "--limit", "5")
+    assert "stopped at --limit 5" in first
+    assert len(pq.read_table(out / "candidates.parquet")) == 5
+    build(corpus["recipe"], out)
+    for p in sorted((tmp_path / "whole" / "shards").glob("*.tar")):
+        assert (out / "shards" / p.name).read_bytes() == p.read_bytes(), p.name
+    assert run_cli("verify", str(out)).returncode == 0

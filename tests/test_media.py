@@ -1,0 +1,398 @@
+"""The image check: real format from bytes, one guarded decode, canonical perceptual hashes."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFile, ImageOps
+
+from builder.media import (
+    HASH_PIPELINE,
+    check_image,
+    hamming,
+    perceptual_hashes,
+    sniff_format,
+)
+from builder.recipe import ImageConfig
+from builder.records import ImageInfo, Reason, Rejection
+
+CONFIG = ImageConfig()
+
+
+# --- generated images -----------------------------------------------------------------------
+
+
+def scene(seed: int, size: tuple[int, int] = (640, 480)) -> Image.Image:
+    """A photo-like RGB image: smooth random colour field plus a few hard-edged shapes."""
+    rng = np.random.default_rng(seed)
+    coarse = (rng.random((6, 8, 3)) * 255).astype(np.uint8)
+    im = Image.fromarray(coarse, "RGB").resize(size, Image.Resampling.BICUBIC)
+    draw = ImageDraw.Draw(im)
+    w, h = size
+    for _ in range(6):
+        x0, y0 = int(rng.integers(0, w - 40)), int(rng.integers(0, h - 40))
+        x1 = x0 + int(rng.integers(20, w // 3))
+        y1 = y0 + int(rng.integers(20, h // 3))
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        if rng.random() < 0.5:
+            draw.ellipse((x0, y0, x1, y1), fill=colour)
+        else:
+            draw.rectangle((x0, y0, x1, y1), fill=colour)
+    return im
+
+
+def encode(im: Image.Image, fmt: str, **params) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, fmt, **params)
+    return buf.getvalue()
+
+
+def accepted(data: bytes, config: ImageConfig = CONFIG) -> ImageInfo:
+    result = check_image(data, config)
+    assert isinstance(result, ImageInfo), result
+    return result
+
+
+def rejected(data: bytes, config: ImageConfig = CONFIG) -> Rejection:
+    result = check_image(data, config)
+    assert isinstance(result, Rejection), result
+    return result
+
+
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def crafted_png(width: int, height: int, extra_chunks: bytes = b"") -> bytes:
+    """A PNG whose header claims any size, with a few bytes of pixel data: a bomb's shape."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + extra_chunks
+        + png_chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + png_chunk(b"IEND", b"")
+    )
+
+
+# --- format from the bytes ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fmt", "mime", "ext"),
+    [
+        ("JPEG", "image/jpeg", "jpg"),
+        ("PNG", "image/png", "png"),
+        ("WEBP", "image/webp", "webp"),
+        ("GIF", "image/gif", "gif"),
+        ("TIFF", "image/tiff", "tif"),
+    ],
+)
+def test_each_supported_format_is_accepted_with_mime_ext_and_original_size(fmt, mime, ext):
+    data = encode(scene(1, (320, 200)), fmt)
+
+    info = accepted(data)
+
+    assert (info.mime, info.ext, info.width, info.height) == (mime, ext, 320, 200)
+    assert sniff_format(data) == fmt.lower()
+
+
+def test_hashes_of_the_original_bytes_are_recorded_as_hex():
+    import hashlib
+
+    data = encode(scene(2), "PNG")
+
+    info = accepted(data)
+
+    assert info.sha256 == hashlib.sha256(data).hexdigest()
+    assert info.sha1 == hashlib.sha1(data).hexdigest()
+    assert len(info.pdq) == 64 and len(info.phash) == 16
+    assert 0 <= info.pdq_quality <= 100
+
+
+def test_html_page_served_as_a_jpg_is_not_an_image():
+    html = b"<!DOCTYPE html><html><head><title>Login</title></head><body></body></html>"
+
+    rejection = rejected(html)
+
+    assert rejection.reason is Reason.NOT_IMAGE
+    assert "HTML" in rejection.detail
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"", b"just some text\n", b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n", b"\xff\xd8", b"RIFF\x00\x00"],
+)
+def test_empty_text_pdf_and_too_short_magic_are_not_images(payload):
+    assert rejected(payload).reason is Reason.NOT_IMAGE
+
+
+def test_a_format_left_out_of_the_recipe_is_refused_naming_the_format():
+    config = ImageConfig(formats=("jpeg", "png"))
+
+    rejection = rejected(encode(scene(3), "WEBP"), config)
+
+    assert rejection.reason is Reason.NOT_IMAGE
+    assert "webp" in rejection.detail
+
+
+def test_magic_bytes_of_a_format_with_a_broken_header_are_corrupt_not_missing():
+    data = b"\x89PNG\r\n\x1a\n" + b"\x00" * 40
+
+    assert rejected(data).reason is Reason.CORRUPT_IMAGE
+
+
+# --- corrupt and truncated ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "TIFF"])
+def test_truncated_image_is_corrupt(fmt):
+    data = encode(scene(4), fmt)
+
+    assert rejected(data[: len(data) // 2]).reason is Reason.CORRUPT_IMAGE
+
+
+def test_reduced_jpeg_decode_still_reads_every_byte_and_catches_truncation():
+    data = encode(scene(5, (2400, 1800)), "JPEG", quality=90)
+    probe = Image.open(io.BytesIO(data))
+    probe.draft("RGB", (512, 512))
+    assert probe.size[0] < 2400  # the check's JPEG decode really is DCT-scaled for this size
+
+    assert isinstance(check_image(data, CONFIG), ImageInfo)
+    for cut in (len(data) // 2, len(data) - 2000):
+        assert rejected(data[:cut]).reason is Reason.CORRUPT_IMAGE
+
+
+def test_process_wide_load_truncated_images_mode_is_refused_loudly(monkeypatch):
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+
+    with pytest.raises(RuntimeError, match="LOAD_TRUNCATED_IMAGES"):
+        check_image(encode(scene(6), "PNG"), CONFIG)
+
+
+# --- decompression bombs and size limits ----------------------------------------------------
+
+
+def test_png_header_claiming_ten_billion_pixels_is_a_bomb_before_any_pixel_is_decoded():
+    bomb = crafted_png(100_000, 100_000)
+    assert len(bomb) < 200
+
+    rejection = rejected(bomb)
+
+    assert rejection.reason is Reason.DECOMPRESSION_BOMB
+    assert "100000x100000" in rejection.detail
+
+
+def test_recipe_pixel_cap_applies_below_pillows_own_limit():
+    data = encode(scene(7, (1000, 1000)), "JPEG")
+
+    assert rejected(data, ImageConfig(max_pixels=999_999)).reason is Reason.DECOMPRESSION_BOMB
+    assert isinstance(check_image(data, ImageConfig(max_pixels=1_000_000)), ImageInfo)
+
+
+def test_recipe_pixel_cap_above_pillows_own_limit_is_honoured_from_the_header():
+    # 200M pixels is past 2x Pillow's MAX_IMAGE_PIXELS, where Image.open would raise; the
+    # recipe's cap decides instead, and the tiny IDAT is then found corrupt, not a bomb.
+    bomb = crafted_png(20_000, 10_000)
+    config = ImageConfig(max_pixels=300_000_000)
+
+    assert rejected(bomb, config).reason is Reason.CORRUPT_IMAGE
+    assert rejected(bomb).reason is Reason.DECOMPRESSION_BOMB
+
+
+def test_png_text_chunk_that_inflates_without_bound_is_a_bomb():
+    ztxt = png_chunk(b"zTXt", b"Comment\x00\x00" + zlib.compress(b"\x00" * 20_000_000))
+
+    rejection = rejected(crafted_png(8, 8, ztxt))
+
+    assert rejection.reason is Reason.DECOMPRESSION_BOMB
+
+
+def test_image_below_minimum_width_or_height_is_too_small():
+    config = ImageConfig(min_width=256, min_height=256)
+
+    assert rejected(encode(scene(8, (255, 400)), "PNG"), config).reason is Reason.TOO_SMALL
+    assert rejected(encode(scene(8, (400, 255)), "PNG"), config).reason is Reason.TOO_SMALL
+    assert isinstance(check_image(encode(scene(8, (256, 256)), "PNG"), config), ImageInfo)
+
+
+# --- perceptual hashes ----------------------------------------------------------------------
+
+
+def test_hash_pipeline_version_is_named():
+    assert HASH_PIPELINE.startswith("canon512-") and "pdq" in HASH_PIPELINE
+
+
+def test_same_bytes_give_the_same_hashes():
+    data = encode(scene(9), "JPEG")
+
+    assert accepted(data) == accepted(data)
+
+
+def test_hashes_survive_a_half_size_resize_and_a_quality_40_reencode():
+    original = scene(10, (1024, 768))
+    base = accepted(encode(original, "PNG"))
+    variants = [
+        encode(original.resize((512, 384), Image.Resampling.LANCZOS), "PNG"),
+        encode(original, "JPEG", quality=40),
+    ]
+
+    for data in variants:
+        info = accepted(data)
+        assert hamming(base.pdq, info.pdq) <= 16
+        assert hamming(base.phash, info.phash) <= 6
+
+
+def test_unrelated_images_are_far_apart():
+    infos = [accepted(encode(scene(100 + i), "JPEG")) for i in range(6)]
+
+    for i, a in enumerate(infos):
+        for b in infos[i + 1 :]:
+            assert hamming(a.pdq, b.pdq) > 80
+            assert hamming(a.phash, b.phash) > 10
+
+
+def test_flat_single_colour_image_has_low_pdq_quality():
+    flat = Image.new("RGB", (640, 480), (120, 160, 200))
+
+    assert accepted(encode(flat, "PNG")).pdq_quality <= 49
+    assert accepted(encode(scene(11), "PNG")).pdq_quality >= 50
+
+
+def test_exif_rotated_image_hashes_like_its_upright_twin():
+    upright = scene(12, (640, 480))
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # how a sideways camera stores it
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    data = encode(stored, "JPEG", quality=95, exif=exif.tobytes())
+    assert ImageOps.exif_transpose(Image.open(io.BytesIO(data))).size == (640, 480)
+
+    rotated = accepted(data)
+    twin = accepted(encode(upright, "JPEG", quality=95))
+    unrotated = accepted(encode(stored, "JPEG", quality=95))
+
+    assert (rotated.width, rotated.height) == (480, 640)  # as stored in the file
+    assert hamming(rotated.pdq, twin.pdq) <= 8
+    assert hamming(rotated.phash, twin.phash) <= 4
+    assert hamming(unrotated.pdq, twin.pdq) > 80
+
+
+def test_transparent_pixels_are_flattened_on_white():
+    shape = Image.new("RGBA", (400, 300), (0, 0, 0, 0))
+    ImageDraw.Draw(shape).ellipse((50, 40, 300, 260), fill=(200, 30, 30, 255))
+    on_white = Image.new("RGB", (400, 300), (255, 255, 255))
+    on_white.paste(shape, mask=shape.getchannel("A"))
+
+    transparent = accepted(encode(shape, "PNG"))
+    flat = accepted(encode(on_white, "PNG"))
+
+    assert hamming(transparent.pdq, flat.pdq) <= 4
+    assert hamming(transparent.phash, flat.phash) <= 2
+
+
+@pytest.mark.parametrize(
+    ("mode", "fmt"),
+    [
+        ("P", "PNG"),
+        ("P", "GIF"),
+        ("L", "PNG"),
+        ("LA", "PNG"),
+        ("1", "PNG"),
+        ("I;16", "PNG"),
+        ("CMYK", "JPEG"),
+        ("CMYK", "TIFF"),
+        ("RGBA", "WEBP"),
+        ("F", "TIFF"),
+    ],
+)
+def test_every_common_mode_reaches_a_meaningful_hash(mode, fmt):
+    rgb = scene(13)
+    if mode == "I;16":
+        grey = np.asarray(rgb.convert("L")).astype(np.uint16) * 257
+        im = Image.fromarray(grey)  # uint16 -> I;16
+    elif mode == "F":
+        im = Image.fromarray(np.asarray(rgb.convert("L")).astype(np.float32) / 255.0)
+    elif mode == "LA":
+        im = rgb.convert("LA")
+    else:
+        im = rgb.convert(mode)
+    reference = accepted(encode(rgb.convert("L").convert("RGB"), "PNG"))
+
+    info = accepted(encode(im, fmt))
+
+    assert info.pdq_quality >= 50
+    if mode in ("L", "LA", "I;16", "F"):  # same luminance as the reference, other bit depths
+        assert hamming(info.pdq, reference.pdq) <= 16
+
+
+def test_animated_gif_is_hashed_from_its_first_frame():
+    first, second = scene(14), scene(15)
+    buf = io.BytesIO()
+    first.save(buf, "GIF", save_all=True, append_images=[second], duration=100, loop=0)
+
+    animated = accepted(buf.getvalue())
+    still = accepted(encode(first, "GIF"))
+
+    assert hamming(animated.pdq, still.pdq) <= 16
+
+
+def test_perceptual_hashes_can_be_skipped_but_the_image_is_still_validated():
+    data = encode(scene(16), "JPEG")
+
+    info = check_image(data, CONFIG, perceptual=False)
+
+    assert isinstance(info, ImageInfo) and info.pdq is None and info.phash is None
+    truncated = check_image(data[: len(data) // 2], CONFIG, perceptual=False)
+    assert isinstance(truncated, Rejection) and truncated.reason is Reason.CORRUPT_IMAGE
+
+
+def test_perceptual_hashes_of_bytes_match_check_image_and_refuse_non_images():
+    data = encode(scene(17), "WEBP")
+    info = accepted(data)
+
+    assert perceptual_hashes(data) == (info.pdq, info.pdq_quality, info.phash)
+    with pytest.raises(ValueError, match="not_image"):
+        perceptual_hashes(b"<html></html>")
+
+
+def test_hamming_counts_differing_bits_and_refuses_mixed_lengths():
+    assert hamming("00", "ff") == 8
+    assert hamming("f0f0", "f0f1") == 1
+    assert hamming("a" * 64, "a" * 64) == 0
+    with pytest.raises(ValueError, match="length"):
+        hamming("ff", "ffff")
+
+
+# --- concurrency ----------------------------------------------------------------------------
+
+
+def _batch() -> list[bytes]:
+    fmts = ["JPEG", "PNG", "WEBP", "GIF", "TIFF"]
+    good = [encode(scene(200 + i, (500, 400)), fmts[i % 5]) for i in range(10)]
+    bad = [good[0][:3000], b"<html>", crafted_png(100_000, 100_000)]
+    return good + bad
+
+
+def test_results_are_identical_from_many_threads_at_once():
+    batch = _batch() * 3
+    sequential = [check_image(d, CONFIG) for d in batch]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        threaded = list(pool.map(lambda d: check_image(d, CONFIG), batch))
+
+    assert threaded == sequential
+
+
+def test_results_are_identical_from_worker_processes():
+    batch = _batch()
+    sequential = [check_image(d, CONFIG) for d in batch]
+
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        in_processes = list(pool.map(check_image, batch, [CONFIG] * len(batch)))
+
+    assert in_processes == sequential
