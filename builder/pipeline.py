@@ -370,6 +370,12 @@ class _Run:
                             source_index=self.cursor.source_index,
                             source_resume=self.cursor.source_resume)
         self.ledger.set_meta("next_key", str(self.next_key))
+        if self.summary.accepted:
+            # Every change to the dataset's content is a new version (cards, Croissant, diff).
+            version = int(self.ledger.get_meta("dataset_version") or 0) + 1
+            self.ledger.set_meta("dataset_version", str(version))
+        self.ledger.set_meta("dataset_name", self.recipe.dataset.name)
+        self.ledger.set_meta("dataset_description", self.recipe.dataset.description)
         self.ledger.finish_build(self.row.build, finished_at=clock.wall_iso(),
                                  exhausted=exhausted)
         crash_point("before_finish_commit")

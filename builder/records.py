@@ -95,10 +95,15 @@ class LicenseDecision:
     chosen_from: str | None = None  # the expression it was chosen from, for dual licences
 
 
+# (signal, result) pairs: every opt-out signal checked so far and what it said.
+OptoutTrail = tuple[tuple[str, str], ...]
+
+
 @dataclass(frozen=True)
 class Licensed:
     candidate: Candidate
     license: LicenseDecision
+    optout: OptoutTrail = ()
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,7 @@ class Fetched:
     data: bytes
     retrieved_at: str
     http: HttpInfo
+    optout: OptoutTrail = ()
 
 
 @dataclass(frozen=True)
@@ -137,7 +143,7 @@ class ImageInfo:
 class Checked:
     fetched: Fetched
     image: ImageInfo
-    optout: tuple[tuple[str, str], ...] = ()  # (signal, result) for every signal checked
+    optout: OptoutTrail = ()
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,7 @@ def fetch_stage(licensed: Licensed, *, fetcher: Any, max_bytes: int) -> Fetched 
             content_type=response.header("content-type"),
             headers=response.headers,
         ),
+        optout=licensed.optout,
     )
 
 
@@ -80,7 +81,8 @@ def _read_local(licensed: Licensed, max_bytes: int) -> Fetched | Rejection:
     if len(data) > max_bytes:
         return Rejection(Reason.TOO_LARGE, f"more than max_bytes {max_bytes}")
     empty = HttpInfo(status=None, etag=None, last_modified=None, content_type=None)
-    return Fetched(licensed=licensed, data=data, retrieved_at=clock.now_iso(), http=empty)
+    return Fetched(licensed=licensed, data=data, retrieved_at=clock.now_iso(), http=empty,
+                   optout=licensed.optout)
 
 
 def image_check(fetched: Fetched, *, config: Any) -> Checked | Rejection:
@@ -95,7 +97,7 @@ def image_check(fetched: Fetched, *, config: Any) -> Checked | Rejection:
             Reason.CORRUPT_IMAGE,
             f"sha1 {info.sha1} differs from the source's stated sha1 {expected.lower()}",
         )
-    return Checked(fetched=fetched, image=info)
+    return Checked(fetched=fetched, image=info, optout=fetched.optout)
 
 
 def run_stages(record: Any, stages: list[StageSpec]) -> Any:
