@@ -21,6 +21,9 @@ def verify(out: Path) -> tuple[list[str], int]:
     ledger_path = out / "ledger.sqlite"
     if not ledger_path.exists():
         raise UserError(f"{out}: no ledger.sqlite here; is this a cleanset output directory?")
+    from builder.takedown import complete_pending
+
+    complete_pending(out)  # an interrupted takedown is completed, never judged half-done
     ledger = Ledger(ledger_path)
     try:
         return _verify(out, ledger)
@@ -71,6 +74,9 @@ def _verify(out: Path, ledger: Ledger) -> tuple[list[str], int]:
 
     # 2. the manifest against the ledger
     problems.extend(_check_manifest(out / "manifest.parquet", samples))
+    from builder.exports.papers import check_papers  # the papers (SPDX, Croissant, card...)
+
+    problems.extend(check_papers(out, ledger))
 
     # 3. the ledger's own accounting: inputs == accepted + rejected (+ removed)
     problems.extend(_check_accounting(ledger, samples))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,7 +46,8 @@ def _add_optional_commands(sub: argparse._SubParsersAction) -> None:  # type: ig
     """Commands whose modules may be absent in a partial checkout register themselves."""
     import importlib
 
-    for module_name in ("builder.licensing_cli",):
+    for module_name in ("builder.licensing_cli", "builder.takedown_cli", "builder.lookup",
+                        "builder.report_cli"):
         try:
             module = importlib.import_module(module_name)
         except ImportError:
@@ -101,6 +103,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"cleanset: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:
+        # `cleanset licenses | head`: the reader left; that is not our error.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("cleanset: interrupted; run the same command again to resume.", file=sys.stderr)
         return 130

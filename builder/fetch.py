@@ -481,9 +481,9 @@ class Fetcher:
         current = url
         for _ in range(MAX_REDIRECTS + 1):
             result = self._with_retries(current, cap, headers)
-            location = result.header("location") if isinstance(result, Response) else None
             if not isinstance(result, Response) or result.status not in REDIRECT_STATUSES:
                 return result
+            location = next(iter(result.header_all("location")), None)  # first, if repeated
             if not location:
                 return Rejection(
                     Reason.HTTP_ERROR, f"HTTP {result.status} without Location from {current}"

@@ -25,12 +25,14 @@ from typing import Any
 
 from tqdm import tqdm
 
-from builder import __version__, clock
+from builder import __version__, clock, clusters
+from builder.dedup import Exclusions, Hashes, Match, near_detail, nearest, open_ledger_index
 from builder.errors import UserError
 from builder.exports.papers import write_papers
 from builder.faults import crash_point
 from builder.ledger import BuildRow, Ledger
 from builder.lock import OutputLock
+from builder.optout import OptoutGate
 from builder.provenance import BuildStamp, dumps, make_provenance
 from builder.recipe import Recipe, SourceSpec
 from builder.records import Candidate, Checked, Reason, Rejection
@@ -67,6 +69,9 @@ class BuildSummary:
     shards_written: int = 0
     total_samples: int = 0
     total_shards: int = 0
+    by_source: Counter[str] = field(default_factory=Counter)  # accepted in this run
+    by_creator: Counter[str] = field(default_factory=Counter)
+    optout: list[str] = field(default_factory=list)  # the opt-out gate's per-signal counts
 
     @property
     def images_per_s(self) -> float:
@@ -81,6 +86,13 @@ class BuildSummary:
         ]
         for reason, n in sorted(self.rejected.items()):
             out.append(f"  rejected {reason}: {n}")
+        for source, n in sorted(self.by_source.items()):
+            out.append(f"  accepted from source {source}: {n}")
+        if self.by_creator:
+            top = sorted(self.by_creator.items(), key=lambda kv: (-kv[1], kv[0]))[:5]
+            out.append(f"  accepted from {len(self.by_creator)} creators; most: "
+                       + ", ".join(f"{name} {n}" for name, n in top))
+        out.extend(self.optout)
         out.append(f"  dataset: {self.total_samples} samples in {self.total_shards} shards "
                    f"at {self.out}")
         return out
@@ -99,6 +111,9 @@ def build(recipe: Recipe, options: BuildOptions) -> BuildSummary:
     out = options.out
     _prepare_output(out)
     with OutputLock(out):
+        from builder.takedown import complete_pending_locked
+
+        complete_pending_locked(out)  # an interrupted takedown is finished before anything else
         ledger = Ledger(out / "ledger.sqlite")
         try:
             return _build_locked(recipe, options, ledger)
@@ -209,13 +224,18 @@ class _Run:
         self.image_ext = None if recipe.dataset.image_ext == "by-format" else recipe.dataset.image_ext
         self.stamp = BuildStamp(build=row.build, recipe_sha256=recipe.sha256,
                                 policy=policy.name, dataset=recipe.dataset.name)
-        self.fetcher = Fetcher(recipe.fetch)
+        self.fetcher = Fetcher(recipe.fetch, trusted_hosts=recipe.fetch.trusted_hosts)
+        self.optout = OptoutGate.from_recipe(recipe, fetcher=self.fetcher, out=options.out,
+                                             policy=policy)
         self.stages = [
             StageSpec("licence", partial(licence_gate, policy=policy),
                       Reason.LICENSE_UNRECOGNIZED),
+            StageSpec("optout-before-fetch", self.optout.before_fetch, Reason.DENYLISTED),
             StageSpec("fetch", partial(fetch_stage, fetcher=self.fetcher,
                                        max_bytes=recipe.fetch.max_bytes), Reason.HTTP_ERROR),
+            StageSpec("optout-headers", self.optout.after_fetch, Reason.OPTOUT_X_ROBOTS_TAG),
             StageSpec("image", partial(image_check, config=recipe.image), Reason.CORRUPT_IMAGE),
+            StageSpec("optout-embedded", self.optout.after_check, Reason.OPTOUT_EMBEDDED),
         ]
         self.cursor = _Cursor(row.next_seq, row.source_index, row.source_resume)
         self.next_key = int(ledger.get_meta("next_key") or 0)
@@ -223,6 +243,11 @@ class _Run:
         self.since_commit = 0
         self.current_seq = self.cursor.seq
         self.summary = BuildSummary(out=options.out, build=row.build, status="finished")
+        # Dedup state: every sample already in DIR (earlier builds too), the eval set, the cap.
+        clusters.ensure_schema(ledger.db)
+        self.near = open_ledger_index(ledger, recipe.dedup) if recipe.dedup.near else None
+        self.excluded = Exclusions.load(recipe.dedup.exclude, recipe.base_dir, recipe.dedup)
+        self.per_creator = clusters.concentration(ledger.db)[1]
 
     # -- the loop -----------------------------------------------------------------------
     def execute(self) -> BuildSummary:
@@ -262,6 +287,7 @@ class _Run:
         finally:
             bar.close()
             self.fetcher.close()
+        self.summary.optout = self.optout.summary_lines()
         self.summary.status = "finished" if exhausted else f"stopped at --limit {limit}"
         return self.summary
 
@@ -297,19 +323,50 @@ class _Run:
 
     def _admit(self, checked: Checked) -> tuple[str, str] | Rejection:
         image = checked.image
+        hashes = Hashes(image.pdq, image.pdq_quality, image.phash)
+        overlap = self.excluded.overlap(image.sha256, hashes)
+        if overlap is not None:
+            return Rejection(Reason.EVAL_OVERLAP, overlap)
         if self.recipe.dedup.exact:
             winner = self.ledger.key_for_sha256(image.sha256)
             if winner is not None:
+                self._record_duplicate(checked, winner, None)
                 return Rejection(Reason.DUPLICATE_EXACT, f"same sha256 as {winner}")
+        # Only admitted samples are indexed, so a match never chains through a rejected copy.
+        match = nearest(self.near.search(hashes)) if self.near is not None else None
+        if match is not None:
+            self._record_duplicate(checked, match.key, match)
+            return Rejection(Reason.DUPLICATE_NEAR, near_detail(match))
+        cand = checked.fetched.licensed.candidate
+        cap = self.recipe.dataset.max_per_creator
+        if cap is not None and cand.creator and self.per_creator[cand.creator] >= cap:
+            return Rejection(Reason.CREATOR_CAP, f"creator {cand.creator!r} already has {cap} "
+                             "samples ([dataset] max_per_creator)")
         key = f"{self.next_key:010d}"
         self.next_key += 1
         self._write_sample(key, checked)
+        if self.near is not None:
+            self.near.add(key, hashes)
+        if cand.creator:
+            self.per_creator[cand.creator] += 1
+            self.summary.by_creator[cand.creator] += 1
+        self.summary.by_source[cand.source] += 1
         return key, checked.fetched.licensed.license.spdx
+
+    def _record_duplicate(self, checked: Checked, winner: str, match: Match | None) -> None:
+        clusters.record(self.ledger.db, build=self.row.build, seq=self.current_seq,
+                        winner=winner, exact=match is None, checked=checked,
+                        pdq_distance=match.pdq_distance if match else None,
+                        phash_distance=match.phash_distance if match else None)
 
     def _write_sample(self, key: str, checked: Checked) -> None:
         if self.shard is None:
             last = self.ledger.last_shard()
-            number = 0 if last is None else last.shard + 1
+            # Never reuse a number, even one a takedown emptied and deleted: downstream
+            # copies may still hold the old shard under that name.
+            number = max(0 if last is None else last.shard + 1,
+                         int(self.ledger.get_meta("next_shard") or 0))
+            self.ledger.set_meta("next_shard", str(number + 1))
             self.shard = OpenShard(self.shards_dir, number)
             self.ledger.upsert_shard(shard=number, build=self.row.build, samples=0, data_end=0,
                                      complete=False)
@@ -317,12 +374,14 @@ class _Run:
         ext = self.image_ext or checked.image.ext
         caption = checked.fetched.licensed.candidate.caption or ""
         # Every sample has the same three members: readers infer a schema from the first few.
-        members = {ext: checked.fetched.data, "json": dumps(provenance),
+        provenance_json = dumps(provenance)
+        members = {ext: checked.fetched.data, "json": provenance_json,
                    "txt": caption.encode("utf-8")}
         self.shard.write(key, members)
         self.summary.bytes += len(checked.fetched.data)
         self.ledger.add_sample(_sample_row(key, self.shard.shard, self.row.build,
-                                           self.current_seq, checked, provenance, ext))
+                                           self.current_seq, checked, provenance,
+                                           provenance_json, ext))
         if self.shard.samples >= self.per_shard:
             self._close_shard()
 
@@ -374,6 +433,9 @@ class _Run:
             # Every change to the dataset's content is a new version (cards, Croissant, diff).
             version = int(self.ledger.get_meta("dataset_version") or 0) + 1
             self.ledger.set_meta("dataset_version", str(version))
+            from builder.versions import record_build_version
+
+            record_build_version(self.ledger, note=f"build {self.row.build}")
         self.ledger.set_meta("dataset_name", self.recipe.dataset.name)
         self.ledger.set_meta("dataset_description", self.recipe.dataset.description)
         self.ledger.finish_build(self.row.build, finished_at=clock.wall_iso(),
@@ -418,7 +480,8 @@ class _Run:
 
 
 def _sample_row(key: str, shard: int, build: int, seq: int, checked: Checked,
-                provenance: dict[str, Any], ext: str) -> dict[str, Any]:
+                provenance: dict[str, Any], provenance_json: bytes,
+                ext: str) -> dict[str, Any]:
     cand = checked.fetched.licensed.candidate
     lic = checked.fetched.licensed.license
     img = checked.image
@@ -430,5 +493,5 @@ def _sample_row(key: str, shard: int, build: int, seq: int, checked: Checked,
         "file_url": provenance["source"]["file_url"], "landing_url": cand.landing_url,
         "creator": cand.creator, "title": cand.title, "width": img.width, "height": img.height,
         "mime": img.mime, "ext": ext, "bytes": len(checked.fetched.data),
-        "provenance": dumps(provenance).decode("utf-8"),
+        "provenance": provenance_json.decode("utf-8"),
     }

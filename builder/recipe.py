@@ -66,6 +66,9 @@ class FetchConfig:
     workers: int = 16
     per_host_connections: int = 8
     per_host_rps: float | None = None
+    # Hosts (as written in URLs) exempt from the private-address guard, e.g. an internal
+    # mirror; every other host, including redirect targets, stays guarded.
+    trusted_hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.timeout_s <= 0:
@@ -184,6 +187,9 @@ def load_recipe(path: str | Path) -> Recipe:
                 "Paths are relative to the recipe file."
             )
     sources = _load_sources(table.get("sources"), file)
+    from builder.optout import load_optout  # [optout] errors stop the build before any work
+
+    load_optout(table.get("optout", {}), file=file, base=file.parent)
     return Recipe(
         file=file.resolve(),
         sha256=hashlib.sha256(raw).hexdigest(),

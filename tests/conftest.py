@@ -65,3 +65,12 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 @pytest.fixture
 def fixed_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SOURCE_DATE_EPOCH", FIXED_EPOCH)
+
+
+def serve_no_site_policies(httpserver) -> None:  # type: ignore[no-untyped-def]
+    """Answer robots.txt, ai.txt and tdmrep.json with 404 (no reservation), as most hosts do.
+
+    pytest-httpserver answers unknown paths with 500, which RFC 9309 reads as "disallow all".
+    """
+    for path in ("/robots.txt", "/ai.txt", "/.well-known/tdmrep.json"):
+        httpserver.expect_request(path).respond_with_data("not found", status=404)

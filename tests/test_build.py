@@ -13,7 +13,13 @@ import pytest
 import webdataset as wds
 from pytest_httpserver import HTTPServer
 
-from tests.conftest import make_image, run_cli, write_jsonl, write_recipe
+from tests.conftest import (
+    make_image,
+    run_cli,
+    serve_no_site_policies,
+    write_jsonl,
+    write_recipe,
+)
 
 CC0 = "https://creativecommons.org/publicdomain/zero/1.0/"
 BY4 = "http://creativecommons.org/licenses/by/4.0/deed.en"
@@ -44,6 +50,7 @@ def serve(httpserver: HTTPServer, path: str, body: bytes, content_type: str = "i
 @pytest.fixture
 def corpus(httpserver: HTTPServer, tmp_path: Path) -> dict:
     """A table of candidates exercising every outcome the spine decides, and its recipe."""
+    serve_no_site_policies(httpserver)
     good_jpg = make_image(1, (120, 90))
     truncated = make_image(2, (200, 150))[:-400]
     rows = [

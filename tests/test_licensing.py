@@ -280,6 +280,9 @@ def test_policy_round_trips_through_its_recorded_json() -> None:
     recorded = json.loads(json.dumps(policy.to_json()))
     assert Policy.from_json(recorded) == policy
     assert recorded["name"] == "commercial" and recorded["jurisdiction"] == "US"
+    # machine-independent, so identical inputs give identical shards anywhere
+    assert recorded["source"] == "licenses/policies/commercial.toml"
+    assert len(recorded["sha256"]) == 64
 
 
 def test_unknown_policy_name_is_a_user_error_listing_the_known_ones() -> None:

@@ -14,7 +14,15 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from tests.conftest import FIXED_EPOCH, REPO, make_image, run_cli, write_jsonl, write_recipe
+from tests.conftest import (
+    FIXED_EPOCH,
+    REPO,
+    make_image,
+    run_cli,
+    serve_no_site_policies,
+    write_jsonl,
+    write_recipe,
+)
 
 CC0 = "https://creativecommons.org/publicdomain/zero/1.0/"
 N = 40
@@ -22,6 +30,7 @@ N = 40
 
 @pytest.fixture
 def recipe(httpserver: HTTPServer, tmp_path: Path) -> Path:
+    serve_no_site_policies(httpserver)
     rows = []
     for i in range(N):
         body = make_image(i % 35)  # five exact duplicates among forty
@@ -107,7 +116,7 @@ def test_external_kill_9_mid_build_then_resume(httpserver: HTTPServer, recipe: P
         return Response(make_image(i % 35), content_type="image/jpeg")
 
     httpserver.clear()
-    httpserver.expect_request("/ready").respond_with_data("ok")
+    serve_no_site_policies(httpserver)
     for i in range(N):
         httpserver.expect_request(f"/{i}.jpg").respond_with_handler(slow_half)
     out = tmp_path / "killed"

@@ -1,13 +1,117 @@
-"""Regenerate every paper of an output directory from its ledger, atomically each."""
+"""Regenerate every paper of an output directory from its ledger, atomically each.
+
+The papers (manifest, candidates, SPDX, Croissant, dataset card, attribution list) are all
+derived from the ledger, so they are rewritten whole after every build, resume and takedown
+and can never drift from the shards. Each is written to a temporary name and renamed, so a
+reader (or a crash) never sees half a paper.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from builder.exports.tables import write_candidates, write_manifest
 from builder.ledger import Ledger
+
+PAPERS = ("manifest.parquet", "candidates.parquet", "spdx.json", "croissant.json", "README.md",
+          "ATTRIBUTION.md", "attribution.csv")
 
 
 def write_papers(ledger: Ledger, out: Path) -> None:
+    # Imported here, not at module level: the writers pull in spdx-tools and friends, which
+    # a build only needs once, at the end.
+    from builder.exports.attribution import write_attribution
+    from builder.exports.card import write_card
+    from builder.exports.croissant import write_croissant
+    from builder.exports.spdx import write_spdx
+    from builder.exports.tables import write_candidates, write_manifest
+
     write_manifest(ledger, out / "manifest.parquet")
     write_candidates(ledger, out / "candidates.parquet")
+    facts = gather_facts(ledger)
+    write_spdx(ledger, out / "spdx.json", facts)
+    write_croissant(ledger, out, facts)
+    write_attribution(ledger, out, facts)
+    write_card(ledger, out / "README.md", facts)
+
+
+def check_papers(out: Path, ledger: Ledger) -> list[str]:
+    """Problems where a paper disagrees with the ledger (and so with the manifest and shards)."""
+    from builder.exports.attribution import check_attribution
+    from builder.exports.card import check_card
+    from builder.exports.croissant import check_croissant
+    from builder.exports.spdx import check_spdx
+
+    facts = gather_facts(ledger)
+    samples = {r["key"]: (r["sha1"], r["sha256"]) for r in ledger.iter_samples()}
+    problems: list[str] = []
+    for check in (check_spdx, check_croissant, check_attribution, check_card):
+        problems.extend(check(out, ledger, facts, samples))
+    return problems
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What every paper says about the dataset as a whole, read once from the ledger."""
+
+    name: str
+    version: str
+    description: str
+    samples: int
+    total_bytes: int
+    licenses: Counter[str]
+    sources: Counter[str]
+    reasons: dict[str, int]
+    candidates: dict[str, int]
+    policies: list[dict[str, Any]]
+    optout_signals: list[str]
+    shards: list[dict[str, Any]] = field(default_factory=list)
+    updated: str | None = None  # when the last build finished
+
+
+def gather_facts(ledger: Ledger) -> Facts:
+    db = ledger.db
+    licenses = Counter(dict(db.execute("SELECT license, COUNT(*) FROM samples GROUP BY license")))
+    sources = Counter(dict(db.execute("SELECT source, COUNT(*) FROM samples GROUP BY source")))
+    total_bytes = int(db.execute("SELECT COALESCE(SUM(bytes), 0) FROM samples").fetchone()[0])
+    policies = []
+    for b in ledger.builds():
+        policy = json.loads(b.policy)
+        if policy not in policies:
+            policies.append(policy)
+    shards = [{"shard": s.shard, "samples": s.samples, "size": s.size, "sha256": s.sha256}
+              for s in ledger.shards() if s.complete]
+    return Facts(
+        name=ledger.get_meta("dataset_name") or "dataset",
+        version=ledger.get_meta("dataset_version") or "0",
+        description=ledger.get_meta("dataset_description") or "",
+        samples=ledger.sample_count(), total_bytes=total_bytes, licenses=licenses,
+        sources=sources, reasons=ledger.reason_counts(), candidates=ledger.candidate_counts(),
+        policies=policies, optout_signals=_optout_signals(ledger), shards=shards,
+        updated=max((b.finished_at for b in ledger.builds() if b.finished_at), default=None),
+    )
+
+
+def _optout_signals(ledger: Ledger) -> list[str]:
+    """Every do-not-train signal the build checked, as recorded in the samples' provenance."""
+    seen: set[str] = set()
+    for (prov,) in ledger.db.execute("SELECT provenance FROM samples"):
+        for check in (json.loads(prov).get("optout") or {}).get("checked") or []:
+            if check.get("signal"):
+                seen.add(str(check["signal"]))
+    return sorted(seen)
+
+
+def semver(version: str) -> str:
+    """Croissant and the card want MAJOR.MINOR.PATCH; the ledger counts whole versions."""
+    return version if version.count(".") == 2 else f"{int(version or 0)}.0.0"
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    os.replace(tmp, path)

@@ -19,6 +19,7 @@ MANIFEST_SCHEMA = pa.schema([
     ("pdq", pa.string()),
     ("pdq_quality", pa.int32()),
     ("phash", pa.string()),
+    ("hash_pipeline", pa.string()),
     ("license", pa.string()),
     ("license_url", pa.string()),
     ("source", pa.string()),
@@ -33,7 +34,12 @@ MANIFEST_SCHEMA = pa.schema([
     ("ext", pa.string()),
     ("bytes", pa.int64()),
     ("build", pa.int32()),
+    # Later copies of this work the build refused as duplicates (builder/clusters.py).
+    ("duplicates", pa.int32()),
+    ("also_found_as", pa.list_(pa.struct([("source", pa.string()), ("license", pa.string()),
+                                          ("url", pa.string()), ("exact", pa.bool_())]))),
 ])
+_DERIVED = {"shard", "hash_pipeline", "duplicates", "also_found_as"}
 
 CANDIDATES_SCHEMA = pa.schema([
     ("candidate_id", pa.string()),
@@ -71,10 +77,21 @@ def _write_atomically(path: Path, schema: pa.Schema, rows_iter) -> int:  # type:
 
 
 def write_manifest(ledger: Ledger, path: Path) -> int:
+    from builder.clusters import all_duplicates
+
+    copies = all_duplicates(ledger.db)
+    pipeline = ledger.get_meta("hash_pipeline")
+
     def rows():  # type: ignore[no-untyped-def]
         for r in ledger.iter_samples():
-            row = {name: r[name] for name in MANIFEST_SCHEMA.names if name != "shard"}
+            row = {name: r[name] for name in MANIFEST_SCHEMA.names if name not in _DERIVED}
             row["shard"] = f"shards/{shard_name(r['shard'])}"
+            row["hash_pipeline"] = pipeline
+            found = copies.get(r["key"], [])
+            row["duplicates"] = len(found)
+            row["also_found_as"] = [
+                {"source": d.source, "license": d.license,
+                 "url": d.landing_url or d.file_url, "exact": d.exact} for d in found]
             yield row
 
     return _write_atomically(path, MANIFEST_SCHEMA, rows())

@@ -9,6 +9,7 @@ parentheses in plain text, so the line is complete when printed.
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 
 from builder.licensing.catalogue import LicenseInfo, load_catalogue
 from builder.licensing.normalise import clean
@@ -47,16 +48,16 @@ def _line(title: str | None, creator: str | None, creator_url: str | None,
     return f"{work} {_licence_phrase(spdx, license_name, license_url, link)}."
 
 
-def _licence_phrase(spdx: str, license_name: str, license_url: str | None, link) -> str:  # noqa: ANN001
+def _licence_phrase(spdx: str, license_name: str, license_url: str | None,
+                    link: Callable[[str, str | None], str]) -> str:
     cat = load_catalogue()
     ids = [p for p in spdx.replace("(", " ").replace(")", " ").split()
            if p not in ("AND", "OR", "WITH")]
     infos = [cat.entries[i] for i in ids if i in cat.entries]
     if len(infos) == 1 and len(ids) == 1:
         info: LicenseInfo = infos[0]
-        short = link(info.short, license_url or info.url)
-        return info.credit.replace("{short}", short) if "{short}" in info.credit \
-            else link(info.credit, license_url or info.url) if license_url else info.credit
+        # "is in the public domain" has no licence to name, so nothing to link
+        return info.credit.replace("{short}", link(info.short, license_url or info.url))
     if infos and len(infos) == len([i for i in ids if i in cat.entries]):
         names = " AND ".join(link(i.short, i.url) for i in infos)
         return f"is licensed under {names}"

@@ -20,7 +20,7 @@ from __future__ import annotations
 import html
 import re
 
-from license_expression import ExpressionError, Licensing
+from license_expression import ExpressionError, LicenseExpression, Licensing
 
 from builder.licensing.catalogue import Catalogue, load_catalogue
 
@@ -205,13 +205,14 @@ def _expression(s: str, cat: Catalogue) -> str | None:
         out.append(f"({lid})" if " " in lid else lid)
     try:
         parsed = _LICENSING.parse(" ".join(out), simple=False)
-    except ExpressionError:
+    except (ExpressionError, IndexError, ValueError, TypeError, RecursionError):
+        # license-expression's parser raises IndexError on some malformed input such as "()"
         return None
     if parsed is None:
         return None
     return str(parsed.render("{symbol.key}"))
 
 
-def parse_expression(expr: str):  # noqa: ANN201 - license_expression's own node types
+def parse_expression(expr: str) -> LicenseExpression:
     """The license-expression tree of a normalised expression (used by the gate)."""
     return _LICENSING.parse(expr, simple=False)

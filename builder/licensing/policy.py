@@ -7,8 +7,9 @@ A policy admits an entry when its `family` is listed (or its id is in `ids`), it
 
 from __future__ import annotations
 
+import hashlib
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +28,15 @@ class Policy:
     exclude: tuple[str, ...] = ()
     scoped: bool = False
     jurisdiction: str | None = None
-    source: str | None = None  # the file it was read from
+    source: str | None = None  # "licenses/policies/NAME.toml", or the path the recipe gave
+    sha256: str | None = None  # of the policy file's bytes: shows when a policy was edited
 
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name, "description": self.description,
             "families": list(self.families), "ids": list(self.ids),
             "exclude": list(self.exclude), "scoped": self.scoped,
-            "jurisdiction": self.jurisdiction, "source": self.source,
+            "jurisdiction": self.jurisdiction, "source": self.source, "sha256": self.sha256,
         }
 
     @classmethod
@@ -43,7 +45,8 @@ class Policy:
         return cls(name=data["name"], description=data.get("description", ""),
                    families=tuple(data.get("families", ())), ids=tuple(data.get("ids", ())),
                    exclude=tuple(data.get("exclude", ())), scoped=bool(data.get("scoped")),
-                   jurisdiction=data.get("jurisdiction"), source=data.get("source"))
+                   jurisdiction=data.get("jurisdiction"), source=data.get("source"),
+                   sha256=data.get("sha256"))
 
 
 def policies_dir() -> Path:
@@ -60,14 +63,19 @@ def load_policy(use: str, *, jurisdiction: str | None = None,
     base_dir, the recipe's folder). `jurisdiction` comes from the recipe's [policy] table."""
     path = _resolve(use, base_dir)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raw = path.read_bytes()
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise UserError(f"policy file {path}: cannot read it ({exc}); fix the TOML.") from None
     unknown = set(data) - _KEYS
     if unknown:
         raise UserError(f"policy file {path}: unknown key(s) {sorted(unknown)}; "
                         f"allowed: {sorted(_KEYS)}.")
-    policy = _build(data, path, jurisdiction)
+    # Recorded in every build: machine-independent, so identical inputs give identical shards.
+    shipped = path.parent == policies_dir() and path.stem == use
+    source = f"licenses/policies/{path.name}" if shipped else use
+    policy = replace(_build(data, path, jurisdiction), source=source,
+                     sha256=hashlib.sha256(raw).hexdigest())
     _check_references(policy, path, load_catalogue())
     return policy
 
@@ -99,8 +107,7 @@ def _build(data: dict[str, Any], path: Path, jurisdiction: str | None) -> Policy
     return Policy(
         name=str(data.get("name", path.stem)), description=str(data.get("description", "")),
         families=strings("families"), ids=strings("ids"), exclude=strings("exclude"),
-        scoped=scoped, jurisdiction=jurisdiction.upper() if jurisdiction else None,
-        source=str(path))
+        scoped=scoped, jurisdiction=jurisdiction.upper() if jurisdiction else None)
 
 
 def _check_references(policy: Policy, path: Path, cat: Catalogue) -> None:

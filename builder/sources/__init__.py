@@ -11,6 +11,14 @@ from builder.errors import UserError
 REGISTRY: dict[str, str] = {
     "table": "builder.sources.table",
     "folder": "builder.sources.folder",
+    "wikimedia": "builder.sources.wikimedia",
+    "met": "builder.sources.met",
+    "aic": "builder.sources.aic",
+    "cleveland": "builder.sources.cleveland",
+    "smithsonian": "builder.sources.smithsonian",
+    "europeana": "builder.sources.europeana",
+    "openverse": "builder.sources.openverse",
+    "hf": "builder.sources.hf",
 }
 
 

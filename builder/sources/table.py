@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -123,11 +124,17 @@ class TableSource:
             )
         rows = {"csv": self._csv_rows, "tsv": self._csv_rows, "jsonl": self._jsonl_rows,
                 "parquet": self._parquet_rows}[self.format]
-        for index, row, plan, state in rows(resume or {}):
-            yield row_to_candidate(
-                row, plan, source=self.name, fallback_id=f"row-{index}",
-                fixed_license=self.config.license, resume=state,
-            )
+        try:
+            for index, row, plan, state in rows(resume or {}):
+                yield row_to_candidate(
+                    row, plan, source=self.name, fallback_id=f"row-{index}",
+                    fixed_license=self.config.license, resume=state,
+                )
+        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:  # a .gz name on other bytes
+            raise UserError(
+                f"{self.path}: is not a complete gzip file ({exc}). Re-compress it, or drop "
+                "the .gz from its name if it is plain text."
+            ) from None
 
     # -- columns -------------------------------------------------------------
 

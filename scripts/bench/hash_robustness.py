@@ -23,6 +23,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from builder.dedup import IMAGE_SUFFIXES  # noqa: E402
 from builder.media import HASH_PIPELINE, check_image, hamming  # noqa: E402
 from builder.recipe import DedupConfig, ImageConfig  # noqa: E402
 from builder.records import ImageInfo  # noqa: E402
@@ -149,7 +150,8 @@ def main() -> None:
     args = parser.parse_args()
     items: list[tuple[str, int | str]] = [("generated", i) for i in range(args.generated)]
     if args.images:
-        items += [("file", str(p)) for p in sorted(args.images.iterdir()) if p.is_file()]
+        items += [("file", str(p)) for p in sorted(args.images.iterdir())
+                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
 
     start = time.perf_counter()
     with ProcessPoolExecutor(args.workers) as pool:
@@ -192,6 +194,29 @@ def main() -> None:
         f"false matches PDQ<=31 {int(((pdq <= 31) & usable).sum())}, "
         f"joint {int(joint_fp.sum())}, pHash<=10 alone {int((ph <= 10).sum())}"
     )
+    calibrate(rows, pdq, ph, usable)
+
+
+# Edits a near-duplicate rule is expected to catch; mirror and rotation are reported above
+# but PDQ is not designed to be invariant to them (mirror: use PDQ's dihedral hashes).
+EXPECTED = ("jpeg_q40", "resize_50", "crop_2.5pct", "crop_5pct", "pad_5pct", "colour_shift",
+            "watermark")
+
+
+def calibrate(rows: list, pdq: np.ndarray, ph: np.ndarray, usable: np.ndarray) -> None:
+    """Recall on the expected edits vs false matches among unrelated pairs, per threshold."""
+    print(f"calibration over {len(pdq):,} unrelated pairs; recall over edits {', '.join(EXPECTED)}")
+    print(f"{'PDQ<=':>6s} {'pHash<=':>8s} {'&PDQ<=':>7s} {'recall':>8s} {'false':>6s} {'rate':>10s}")
+    names = list(EDITS)
+    for max_d, ph_d, with_ph in ((31, 0, 0), (31, 8, 64), (31, 10, 80), (31, 10, 90),
+                                 (31, 12, 80), (40, 10, 80), (48, 10, 80)):
+        rule = DedupConfig(max_distance=max_d, phash_max_distance=ph_d,
+                           pdq_max_distance_with_phash=with_ph)
+        hits = [near(r[0], r[names.index(e) + 1], rule) for r in rows for e in EXPECTED
+                if r[names.index(e) + 1] is not None]
+        fp = int((usable & ((pdq <= max_d) | ((ph <= ph_d) & (pdq <= with_ph)))).sum())
+        print(f"{max_d:6d} {ph_d:8d} {with_ph:7d} {np.mean(hits):8.1%} {fp:6d} "
+              f"{fp / len(pdq):10.2e}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,156 @@
+"""`ATTRIBUTION.md` and `attribution.csv`: every credit the dataset owes.
+
+One line per sample whose licence requires attribution (title, creator, source link,
+licence link), grouped by licence. Works that need no credit (CC0, public domain) are
+counted but not listed, so the list stays the one a publisher must print.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from builder.exports.papers import atomic_write
+from builder.ledger import Ledger
+
+if TYPE_CHECKING:
+    from builder.exports.papers import Facts
+
+CSV_COLUMNS = ("key", "license", "license_url", "title", "creator", "creator_url",
+               "source_url", "credit")
+_KEY_IN_LINE = re.compile(r"`([0-9a-z_-]+)`\s*$")
+
+
+@dataclass(frozen=True)
+class Credit:
+    key: str
+    license: str
+    license_name: str
+    license_url: str | None
+    title: str | None
+    creator: str | None
+    creator_url: str | None
+    source_url: str | None
+    credit: str
+
+
+def credits_owed(ledger: Ledger) -> list[Credit]:
+    """The samples whose licence asks for attribution, in key order."""
+    out = []
+    for row in ledger.iter_samples():
+        prov = json.loads(row["provenance"])
+        lic = prov.get("license") or {}
+        if not _requires_attribution(row["license"], lic.get("attribution_required")):
+            continue
+        attr = prov.get("attribution") or {}
+        source = prov.get("source") or {}
+        out.append(Credit(
+            key=row["key"], license=row["license"], license_name=lic.get("name") or row["license"],
+            license_url=lic.get("url") or row["license_url"],
+            title=attr.get("title") or row["title"], creator=attr.get("creator") or row["creator"],
+            creator_url=attr.get("creator_url"),
+            source_url=source.get("landing_url") or source.get("file_url"),
+            credit=attr.get("text") or "",
+        ))
+    return out
+
+
+def _requires_attribution(license_id: str, recorded: bool | None) -> bool:
+    if recorded is not None:
+        return bool(recorded)
+    from builder.licensing import license_info
+
+    info = license_info(license_id)
+    return info is None or info.attribution_required  # unknown: credit it, to be safe
+
+
+def write_attribution(ledger: Ledger, out: Path, facts: Facts) -> int:
+    credits = credits_owed(ledger)
+    atomic_write(out / "ATTRIBUTION.md", attribution_markdown(credits, facts))
+    atomic_write(out / "attribution.csv", attribution_csv(credits))
+    return len(credits)
+
+
+def attribution_markdown(credits: list[Credit], facts: Facts) -> str:
+    groups: dict[str, list[Credit]] = defaultdict(list)
+    for c in credits:
+        groups[c.license].append(c)
+    lines = [
+        f"# Attribution — {facts.name} (version {facts.version})", "",
+        f"{len(credits)} of {facts.samples} samples are under licences that require "
+        "attribution; each is credited below, grouped by licence. The others are public "
+        "domain or dedicated to it and need no credit. The same list is in "
+        "`attribution.csv`; each line ends with the sample's key in the shards.", "",
+    ]
+    for license_id in sorted(groups):
+        group = groups[license_id]
+        first = group[0]
+        heading = _md_link(first.license_name, first.license_url)
+        lines += [f"## {heading} (`{license_id}`) — {len(group)} work(s)", ""]
+        lines += [f"- {_md_line(c)} `{c.key}`" for c in group]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _md_line(c: Credit) -> str:
+    title = _md_escape(c.title) if c.title else "Untitled"
+    work = f"[{title}]({c.source_url})" if c.source_url else title
+    creator = _md_link(c.creator, c.creator_url) if c.creator else "unknown creator"
+    return f"{work} by {creator}, {_md_link(c.license_name, c.license_url)}."
+
+
+def _md_link(label: str, url: str | None) -> str:
+    label = _md_escape(label)
+    return f"[{label}]({url})" if url else label
+
+
+def _md_escape(text: str) -> str:
+    return re.sub(r"([\\`*_\[\]<>#|])", r"\\\1", " ".join(text.split()))
+
+
+def attribution_csv(credits: list[Credit]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for c in credits:
+        writer.writerow([c.key, c.license, c.license_url or "", c.title or "", c.creator or "",
+                         c.creator_url or "", c.source_url or "", c.credit])
+    return buf.getvalue()
+
+
+def listed_keys(markdown: str) -> set[str]:
+    """The sample keys ATTRIBUTION.md credits (each line ends with one in backticks)."""
+    keys = set()
+    for line in markdown.splitlines():
+        match = _KEY_IN_LINE.search(line) if line.startswith("- ") else None
+        if match:
+            keys.add(match.group(1))
+    return keys
+
+
+def check_attribution(out: Path, ledger: Ledger, facts: Facts,
+                      samples: dict[str, tuple[str, str]]) -> list[str]:
+    path = out / "ATTRIBUTION.md"
+    if not path.exists():
+        return ["ATTRIBUTION.md is missing"]
+    owed = {c.key for c in credits_owed(ledger)}
+    listed = listed_keys(path.read_text(encoding="utf-8"))
+    problems = [f"ATTRIBUTION.md: no credit for {k}" for k in sorted(owed - listed)]
+    problems += [f"ATTRIBUTION.md: credits {k}, which is not in the dataset"
+                 for k in sorted(listed - set(samples))]
+    csv_path = out / "attribution.csv"
+    if not csv_path.exists():
+        problems.append("attribution.csv is missing")
+    else:
+        with csv_path.open(newline="", encoding="utf-8") as f:
+            csv_keys = {r["key"] for r in csv.DictReader(f)}
+        if csv_keys != owed:
+            problems.append(f"attribution.csv lists {len(csv_keys)} credit(s); "
+                            f"{len(owed)} are owed")
+    return problems

@@ -1,0 +1,206 @@
+"""`README.md` in the output directory: a Hugging Face dataset card.
+
+A YAML header the Hub reads (licence, size category, task tags, the shards as the default
+config) and a body for people: licence mix, sources, policy, opt-out signals honoured,
+rejections by reason, how to load the shards, how to ask for a takedown.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from builder.exports.papers import atomic_write
+from builder.ledger import Ledger
+
+if TYPE_CHECKING:
+    from builder.exports.papers import Facts
+
+# Licence ids the Hub accepts in `license:`; anything else is `other` + license_name/link.
+HUB_LICENSES = {
+    "CC0-1.0": "cc0-1.0", "CC-BY-2.0": "cc-by-2.0", "CC-BY-2.5": "cc-by-2.5",
+    "CC-BY-3.0": "cc-by-3.0", "CC-BY-4.0": "cc-by-4.0", "CC-BY-SA-3.0": "cc-by-sa-3.0",
+    "CC-BY-SA-4.0": "cc-by-sa-4.0", "PDDL-1.0": "pddl", "ODC-By-1.0": "odc-by",
+}
+_SIZES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
+          (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"),
+          (1_000_000_000, "100M<n<1B"))
+
+
+def size_category(n: int) -> str:
+    return next((label for limit, label in _SIZES if n < limit), "n>1T")
+
+
+def card_header(facts: Facts) -> dict[str, Any]:
+    header: dict[str, Any] = {"pretty_name": facts.name}
+    ids = sorted(facts.licenses)
+    if len(ids) == 1 and ids[0] in HUB_LICENSES:
+        header["license"] = HUB_LICENSES[ids[0]]
+    else:
+        header["license"] = "other"
+        header["license_name"] = "per-sample-open-licences"
+        header["license_link"] = "spdx.json"
+    header["size_categories"] = [size_category(facts.samples)]
+    header["task_categories"] = ["text-to-image", "image-to-text",
+                                 "unconditional-image-generation"]
+    header["tags"] = ["cleanset", "provenance", "webdataset"] + [f"license:{i}" for i in ids]
+    header["configs"] = [{"config_name": "default",
+                          "data_files": [{"split": "train", "path": "shards/*.tar"}]}]
+    return header
+
+
+def write_card(ledger: Ledger, path: Path, facts: Facts) -> None:
+    atomic_write(path, card_markdown(facts))
+
+
+def card_markdown(facts: Facts) -> str:
+    import yaml
+
+    header = yaml.safe_dump(card_header(facts), sort_keys=False, allow_unicode=True)
+    parts = [f"---\n{header}---\n", f"# {facts.name}\n", _summary(facts), _licences(facts),
+             _sources(facts), _policy(facts), _rejections(facts), _loading(facts),
+             _takedown(), _files()]
+    return "\n".join(parts)
+
+
+def _summary(facts: Facts) -> str:
+    text = facts.description.strip() or "An image dataset built by cleanset."
+    return (f"{text}\n\nVersion {facts.version}: {facts.samples} images "
+            f"({facts.total_bytes / 1e6:.1f} MB) in {len(facts.shards)} WebDataset shard(s). "
+            "Every image carries its provenance (source, licence with the evidence it was "
+            "decided from, credit line, checksums) in its `.json`.\n")
+
+
+def _table(head: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value: Any) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _licences(facts: Facts) -> str:
+    from builder.licensing import license_info
+
+    rows = []
+    for license_id, n in facts.licenses.most_common():
+        info = license_info(license_id)
+        name = f"[{info.name}]({info.url})" if info and info.url else license_id
+        credit = "yes" if info is None or info.attribution_required else "no"
+        rows.append((f"`{license_id}`", name, n, f"{100 * n / max(facts.samples, 1):.1f}%",
+                     credit))
+    body = _table(("SPDX id", "Licence", "Images", "Share", "Credit required"), rows)
+    return ("## Licences\n\nEach image has its own licence (in its `.json`, "
+            "`manifest.parquet` and `spdx.json`). Credits owed are listed in "
+            f"[ATTRIBUTION.md](ATTRIBUTION.md).\n\n{body}")
+
+
+def _sources(facts: Facts) -> str:
+    rows = [(f"`{name}`", n) for name, n in facts.sources.most_common()]
+    return "## Sources\n\n" + _table(("Source", "Images"), rows)
+
+
+def _policy(facts: Facts) -> str:
+    lines = ["## Policy and opt-out signals\n"]
+    for p in facts.policies:
+        lines.append(f"- Licence policy `{p.get('name')}`: {p.get('description', '')}")
+    signals = ", ".join(f"`{s}`" for s in facts.optout_signals)
+    lines.append("- Licences were decided from source metadata before download; embedded "
+                 "metadata could only make a decision stricter.")
+    lines.append("- Machine-readable do-not-train signals honoured (any one refuses the "
+                 f"image): {signals or 'none were checked for the images kept (local files)'}.")
+    return "\n".join(lines) + "\n"
+
+
+def _rejections(facts: Facts) -> str:
+    total = sum(facts.candidates.values())
+    rows = [(f"`{reason}`", n) for reason, n in sorted(facts.reasons.items(),
+                                                       key=lambda kv: (-kv[1], kv[0]))]
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(facts.candidates.items()))
+    return (f"## What was refused\n\n{total} candidates considered ({counts or 'none'}). "
+            "`candidates.parquet` has one row per candidate with its reason.\n\n"
+            + (_table(("Reason", "Candidates"), rows) if rows else "Nothing was refused.\n"))
+
+
+def _loading(facts: Facts) -> str:
+    last = f"{max(len(facts.shards) - 1, 0):06d}"
+    return (
+        "## Loading\n\nWith `webdataset`:\n\n```python\nimport webdataset as wds\n\n"
+        'dataset = wds.WebDataset("shards/{000000..LAST}.tar").decode("pil")\n'
+        'for sample in dataset:\n    image, provenance = sample["jpg"], sample["json"]\n```\n\n'
+        "With Hugging Face `datasets` (the provenance `json` is typed explicitly, because "
+        "unknown values are null and type inference from the first samples would "
+        "guess them wrongly):\n\n```python\nfrom datasets import load_dataset\n"
+        "from builder.exports.card import hf_features\n\n"
+        'ds = load_dataset("webdataset", data_files={"train": "shards/*.tar"}, split="train",\n'
+        "                  features=hf_features())\n```\n\n"
+        "`manifest.parquet` lists every sample with its shard, licence and checksums; "
+        "`croissant.json` describes both for Croissant readers.\n").replace("LAST", last)
+
+
+def _takedown() -> str:
+    return (
+        "## Takedown requests\n\nIf you hold rights in an image here and want it removed, "
+        "open a request with the maintainers of this dataset naming the image (its key, "
+        "its source URL or the file itself). The maintainers run\n\n```\n"
+        'cleanset takedown DIR --url URL --reason "request from the rights holder"\n```\n\n'
+        "(or `--key`, `--sha256`, `--image PATH`, `--creator NAME`), which removes the "
+        "works from the shards, regenerates every paper, records the request in "
+        "`takedowns.jsonl` and denylists the works so no later build admits them again.\n")
+
+
+def _files() -> str:
+    return ("## Files\n\n" + _table(("File", "What"), [
+        ("`shards/*.tar`", "WebDataset shards: `KEY.jpg/png/...`, `KEY.json`, `KEY.txt`"),
+        ("`manifest.parquet`", "one row per sample"),
+        ("`candidates.parquet`", "one row per candidate considered, with its outcome"),
+        ("`spdx.json`", "SPDX 2.3: the dataset and every image with its licence"),
+        ("`croissant.json`", "Croissant metadata with Responsible-AI fields"),
+        ("`ATTRIBUTION.md`, `attribution.csv`", "every credit owed"),
+    ]))
+
+
+def hf_features() -> Any:
+    """Features for `datasets.load_dataset("webdataset", ...)` over cleanset shards."""
+    from datasets import Features, Image, List, Value
+
+    s, i, b = Value("string"), Value("int64"), Value("bool")
+    provenance = {
+        "key": s, "sha256": s, "sha1": s, "pdq": s, "pdq_quality": i, "phash": s,
+        "hash_pipeline": s, "width": i, "height": i, "mime": s, "bytes": i,
+        "source": {"name": s, "id": s, "file_url": s, "landing_url": s, "api_url": s, "path": s},
+        "license": {"spdx": s, "url": s, "name": s, "attribution_required": b,
+                    "share_alike": b, "chosen_from": s,
+                    "evidence": List({"field": s, "value": s})},
+        "attribution": {"creator": s, "creator_url": s, "title": s, "credit": s, "text": s},
+        "caption": s, "retrieved_at": s,
+        "http": {"status": i, "etag": s, "last_modified": s, "content_type": s},
+        "optout": {"checked": List({"signal": s, "result": s}), "result": s},
+        "extra": List({"name": s, "value": s}),
+        "build": {"tool": s, "tool_version": s, "provenance_version": i, "recipe_sha256": s,
+                  "policy": s, "dataset": s, "build": i},
+    }
+    return Features({"__key__": s, "__url__": s, **{ext: Image() for ext in
+                     ("jpg", "png", "webp", "gif", "tif")}, "txt": s, "json": provenance})
+
+
+def check_card(out: Path, ledger: Ledger, facts: Facts,
+               samples: dict[str, tuple[str, str]]) -> list[str]:
+    path = out / "README.md"
+    if not path.exists():
+        return ["README.md (dataset card) is missing"]
+    text = path.read_text(encoding="utf-8")
+    match = re.search(r"^Version (\S+): (\d+) images", text, re.MULTILINE)
+    if not match:
+        return ["README.md: no 'Version V: N images' line; regenerate it with cleanset build"]
+    problems = []
+    if match.group(1) != facts.version:
+        problems.append(f"README.md: version {match.group(1)} differs from the ledger's "
+                        f"{facts.version}")
+    if int(match.group(2)) != len(samples):
+        problems.append(f"README.md: says {match.group(2)} images; the manifest has "
+                        f"{len(samples)}")
+    return problems

@@ -1,0 +1,168 @@
+"""`cleanset lookup DIR PATH...`: is this work - or any work of this portfolio - in the dataset?
+
+Each PATH is an image file or a folder of images (searched recursively, hidden files
+skipped). Every image is hashed as the build hashes (sha256, canonical PDQ + pHash) and
+looked up in the dataset's near-duplicate index, built from the ledger - never by scanning
+shards - in one batched search. One JSON line per image:
+
+    {"query": PATH, "matches": [{"key", "distance", "exact", "license", "source_url",
+                                 "landing_url", "creator", "found_as", ...}, ...]}
+
+`found_as` is "sample" for the sample in the shards, "duplicate" for a copy of it the build
+refused as a duplicate but recorded (another source, mirror or licence under which the same
+work was found); `distance` is the PDQ distance from the query (0 and `exact` for the same
+bytes). Exit status 0 (also when nothing matched); 2 for a missing DIR or PATH.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from builder import clusters
+from builder.dedup import Hashes, Match, image_files, load_index
+from builder.errors import UserError
+from builder.media import HASH_PIPELINE, hamming, perceptual_hashes
+from builder.recipe import DedupConfig
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "lookup", help="find images (or a portfolio folder) in a built dataset",
+        description=__doc__.split("\n\n")[1] if __doc__ else None)
+    p.add_argument("dir", type=Path, help="the output directory of a build")
+    p.add_argument("paths", type=Path, nargs="+", metavar="PATH",
+                   help="an image file, or a folder of images (a portfolio)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    for line in lookup(args.dir, args.paths):
+        print(json.dumps(line, sort_keys=False))
+    return 0
+
+
+@dataclass(frozen=True)
+class Query:
+    path: Path
+    sha256: str
+    hashes: Hashes | None
+    error: str | None = None
+
+
+def lookup(out: Path, paths: list[Path], config: DedupConfig | None = None
+           ) -> list[dict[str, Any]]:
+    """The JSON-able result per query image, in the order given (folders sorted)."""
+    db = _open(out)
+    try:
+        config = config or _dedup_config(db)
+        files = _query_files(paths)
+        queries = [_hash(path) for path in files]
+        index = load_index(db.execute("SELECT key, pdq, pdq_quality, phash FROM samples"),
+                           config)
+        near = index.search_many([q.hashes or Hashes(None, None, None) for q in queries])
+        return [_result(db, q, matches) for q, matches in zip(queries, near, strict=True)]
+    finally:
+        db.close()
+
+
+def _open(out: Path) -> sqlite3.Connection:
+    path = out / "ledger.sqlite"
+    if not out.is_dir():
+        raise UserError(f"{out}: no such directory. Give the output directory of a build.")
+    if not path.is_file():
+        raise UserError(f"{out}: has no ledger.sqlite; it is not the output of cleanset build.")
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    recorded = _meta(db, "hash_pipeline")
+    if recorded is not None and recorded != HASH_PIPELINE:
+        db.close()
+        raise UserError(f"{out}: hashed with pipeline {recorded!r}, this cleanset hashes with "
+                        f"{HASH_PIPELINE!r}; use the cleanset version that built it.")
+    return db
+
+
+def _meta(db: sqlite3.Connection, key: str) -> str | None:
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return row[0] if row else None
+
+
+def _dedup_config(db: sqlite3.Connection) -> DedupConfig:
+    """The rule of the latest build's recipe when it is recorded, else the defaults."""
+    raw = _meta(db, "dedup_rule")
+    return DedupConfig(**json.loads(raw)) if raw else DedupConfig()
+
+
+def _query_files(paths: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        if not path.exists():
+            raise UserError(f"{path}: no such file or folder. Give image files or folders.")
+        files.extend(image_files(path))
+    return files
+
+
+def _hash(path: Path) -> Query:
+    data = path.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    try:
+        pdq, quality, phash = perceptual_hashes(data)
+    except ValueError as exc:
+        return Query(path, sha, None, error=str(exc))
+    return Query(path, sha, Hashes(pdq, quality, phash))
+
+
+def _result(db: sqlite3.Connection, query: Query, near: list[Match]) -> dict[str, Any]:
+    found: dict[str, int | None] = {m.key: m.pdq_distance for m in near}
+    for (key,) in db.execute("SELECT key FROM samples WHERE sha256 = ?", (query.sha256,)):
+        found[key] = 0
+    # A copy refused as a duplicate still tells us which sample holds the work.
+    for dup in clusters.by_sha256(db, query.sha256):
+        found.setdefault(dup.winner, None)
+    matches: list[dict[str, Any]] = []
+    rows = _samples(db, list(found))
+    copies = clusters.duplicates_of(db, found)
+    for key in sorted(found, key=lambda k: (found[k] if found[k] is not None else 999, k)):
+        row = rows.get(key)
+        if row is None:
+            continue
+        matches.append(_match(key, query, row["sha256"], row["pdq"], row, "sample"))
+        for dup in copies.get(key, []):
+            matches.append(_match(key, query, dup.sha256, dup.pdq, {
+                "license": dup.license, "file_url": dup.file_url,
+                "landing_url": dup.landing_url, "creator": dup.creator,
+                "source": dup.source}, "duplicate"))
+    line: dict[str, Any] = {"query": str(query.path), "matches": matches}
+    if query.error:
+        line["error"] = query.error
+    return line
+
+
+def _match(key: str, query: Query, sha256: str, pdq: str | None, row: Any,
+           found_as: str) -> dict[str, Any]:
+    exact = sha256 == query.sha256
+    distance = 0 if exact else (
+        hamming(pdq, query.hashes.pdq) if pdq and query.hashes and query.hashes.pdq else None)
+    return {
+        "key": key, "distance": distance, "exact": exact, "license": row["license"],
+        "source_url": row["file_url"], "landing_url": row["landing_url"],
+        "creator": row["creator"], "source": row["source"], "found_as": found_as,
+    }
+
+
+def _samples(db: sqlite3.Connection, keys: list[str]) -> dict[str, sqlite3.Row]:
+    db.row_factory = sqlite3.Row
+    out: dict[str, sqlite3.Row] = {}
+    for start in range(0, len(keys), 500):
+        chunk = keys[start:start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        for row in db.execute("SELECT key, sha256, pdq, license, file_url, landing_url, creator,"
+                              f" source FROM samples WHERE key IN ({marks})", chunk):
+            out[row["key"]] = row
+    db.row_factory = None
+    return out
+

@@ -1,0 +1,132 @@
+"""Works that must never be admitted: `DIR/denylist.jsonl` (takedowns) and the recipe's list.
+
+One JSON object per line: `{"kind": "url" | "sha256" | "creator" | "pdq", "value": ...,
+"reason": ...}`. A recipe list may also be plain text, one URL or sha256 per line (`#`
+comments), which is how opt-out registries are commonly exported. URL and creator entries
+are decided before download; sha256 and PDQ entries once the bytes are known.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from builder.errors import UserError
+
+KINDS = ("url", "sha256", "creator", "pdq")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class Entry:
+    kind: str
+    value: str
+    reason: str
+    where: str  # file:line, for the rejection detail
+
+
+def norm_url(url: str) -> str:
+    """Scheme and host lower-cased, default port and fragment dropped; path kept as is."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return url.strip()
+    host = (parts.hostname or "").lower()
+    scheme = parts.scheme.lower()
+    if port and (scheme, port) not in (("http", 80), ("https", 443)):
+        host = f"{host}:{port}"
+    return urlunsplit((scheme, host, parts.path or "/", parts.query, ""))
+
+
+def norm_creator(name: str) -> str:
+    return " ".join(name.casefold().split())
+
+
+@dataclass
+class Denylist:
+    urls: dict[str, Entry] = field(default_factory=dict)
+    sha256: dict[str, Entry] = field(default_factory=dict)
+    creators: dict[str, Entry] = field(default_factory=dict)
+    pdq: list[tuple[int, Entry]] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.urls) + len(self.sha256) + len(self.creators) + len(self.pdq)
+
+    def add(self, entry: Entry) -> None:
+        if entry.kind == "url":
+            self.urls.setdefault(norm_url(entry.value), entry)
+        elif entry.kind == "sha256":
+            self.sha256.setdefault(entry.value.lower(), entry)
+        elif entry.kind == "creator":
+            self.creators.setdefault(norm_creator(entry.value), entry)
+        else:
+            self.pdq.append((int(entry.value, 16), entry))
+
+    def load(self, path: Path, *, required: bool) -> None:
+        if not path.exists():
+            if required:
+                raise UserError(f"optout.denylist = {str(path)!r}: no such file. "
+                                "Paths in a recipe are relative to the recipe file.")
+            return
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"{path}: cannot read the denylist ({exc}). It must be UTF-8 text.")\
+                from None
+        self.files.append(str(path))
+        for number, line in enumerate(lines, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            self.add(parse_line(line, f"{path}:{number}"))
+
+    def by_url(self, *urls: str | None) -> Entry | None:
+        for url in urls:
+            if url and (hit := self.urls.get(norm_url(url))):
+                return hit
+        return None
+
+    def by_creator(self, creator: str | None) -> Entry | None:
+        return self.creators.get(norm_creator(creator)) if creator else None
+
+    def by_sha256(self, sha256: str) -> Entry | None:
+        return self.sha256.get(sha256.lower())
+
+    def by_pdq(self, pdq: str | None, max_distance: int) -> tuple[Entry, int] | None:
+        if not pdq or not self.pdq:
+            return None
+        value = int(pdq, 16)
+        best = min(((bin(value ^ h).count("1"), e) for h, e in self.pdq), key=lambda p: p[0])
+        return (best[1], best[0]) if best[0] <= max_distance else None
+
+
+def parse_line(line: str, where: str) -> Entry:
+    if not line.startswith("{"):
+        value = line.split()[0]
+        if _HEX64.match(value.lower()):
+            return Entry("sha256", value.lower(), "", where)
+        if value.lower().startswith(("http://", "https://")):
+            return Entry("url", value, "", where)
+        raise UserError(f"{where}: {value!r} is neither a URL nor a sha256. Use a JSON line "
+                        '{"kind": "url"|"sha256"|"creator"|"pdq", "value": ..., "reason": ...}.')
+    try:
+        item = json.loads(line)
+    except ValueError as exc:
+        raise UserError(f"{where}: not valid JSON ({exc}). Fix or remove the line.") from None
+    kind, value = item.get("kind") if isinstance(item, dict) else None, None
+    if isinstance(item, dict):
+        value = item.get("value")
+    if kind not in KINDS or not isinstance(value, str) or not value.strip():
+        raise UserError(f"{where}: needs \"kind\" (one of {', '.join(KINDS)}) and a non-empty "
+                        "string \"value\". Fix the line.")
+    if kind == "sha256" and not _HEX64.match(value.lower()):
+        raise UserError(f"{where}: sha256 value {value!r} is not 64 hex digits.")
+    if kind == "pdq" and not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+        raise UserError(f"{where}: pdq value {value!r} is not 64 hex digits (256 bits).")
+    reason = item.get("reason")
+    return Entry(kind, value, reason if isinstance(reason, str) else "", where)

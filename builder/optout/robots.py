@@ -1,0 +1,123 @@
+"""robots.txt (RFC 9309, parsed by protego) and Spawning's ai.txt, for our product token.
+
+RFC 9309 §2.3.1: a 4xx robots.txt means no rules; a 5xx or an unreachable one means
+"assume complete disallow" until it can be read. ai.txt is not a standard, so a broken one
+is recorded as unavailable rather than treated as a refusal. robots.txt groups may also
+carry usage preferences: Cloudflare's `Content-Signal: ai-train=no` and the IETF aipref
+`Content-Usage: [path] train-ai=n`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from protego import Protego
+
+from builder.optout.headers import usage_refusal
+from builder.optout.hostfiles import Answer
+
+
+@dataclass(frozen=True)
+class Usage:
+    kind: str  # content-signal | content-usage
+    agent: str | None  # None: outside any group
+    path: str | None
+    value: str
+    line: int
+
+
+@dataclass(frozen=True)
+class RobotsFile:
+    """A parsed robots.txt / ai.txt, or the reason there are no rules (`note`)."""
+
+    name: str  # "robots.txt" | "ai.txt"
+    url: str
+    parser: Protego | None
+    agents: frozenset[str]
+    usages: tuple[Usage, ...]
+    note: str
+    disallow_all: bool = False  # RFC 9309: 5xx / unreachable
+
+    def verdict(self, url: str, token: str) -> tuple[bool, str]:
+        """(allowed, what the trail or the rejection says)."""
+        if self.disallow_all:
+            return False, self.note
+        if self.parser is None:
+            return True, self.note
+        token = token.lower()
+        group = token if token in self.agents else "*"
+        if not self.parser.can_fetch(url, token):
+            return False, f"Disallow for user-agent {group!r} in {self.url} matches {url}"
+        usage = self.usage_refusal(url, token)
+        if usage is not None:
+            return False, usage
+        return True, f"allowed:{group}"
+
+    def usage_refusal(self, url: str, token: str) -> str | None:
+        path = urlsplit(url).path or "/"
+        ours = [u for u in self.usages if u.agent == token]
+        applicable = ours or [u for u in self.usages if u.agent in ("*", None)]
+        for usage in applicable:
+            if usage.path is not None and not path.startswith(usage.path):
+                continue
+            hit = usage_refusal(usage.kind, usage.value)
+            if hit is not None:
+                name = "Content-Signal" if usage.kind == "content-signal" else "Content-Usage"
+                return f"{name} {hit!r} at line {usage.line} of {self.url}"
+        return None
+
+
+def parse_robots(answer: Answer, name: str = "robots.txt") -> RobotsFile:
+    strict = name == "robots.txt"
+    if answer.problem is not None or answer.status is None:
+        note = f"unreachable ({answer.problem}) at {answer.url}"
+        if strict:
+            return RobotsFile(name, answer.url, None, frozenset(), (),
+                              f"{note}; RFC 9309 2.3.1.4: assume complete disallow", True)
+        return RobotsFile(name, answer.url, None, frozenset(), (), f"unavailable: {note}")
+    if answer.status >= 500:
+        note = f"HTTP {answer.status} at {answer.url}"
+        if strict:
+            return RobotsFile(name, answer.url, None, frozenset(), (),
+                              f"{note}; RFC 9309 2.3.1.4: assume complete disallow", True)
+        return RobotsFile(name, answer.url, None, frozenset(), (), f"unavailable: {note}")
+    if not answer.found:
+        return RobotsFile(name, answer.url, None, frozenset(), (),
+                          f"absent (HTTP {answer.status})")
+    text = answer.text or ""
+    agents, usages = _groups(text)
+    return RobotsFile(name, answer.url, Protego.parse(text), agents, usages, "no rules")
+
+
+def _groups(text: str) -> tuple[frozenset[str], tuple[Usage, ...]]:
+    """The user-agents named, and usage-preference lines with the group each belongs to."""
+    agents: set[str] = set()
+    usages: list[Usage] = []
+    current: list[str] = []
+    in_rules = False
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        key, sep, value = line.partition(":")
+        if not sep:
+            continue
+        key, value = key.strip().lower(), value.strip()
+        if key == "user-agent":
+            if in_rules:
+                current, in_rules = [], False
+            current.append(value.lower())
+            agents.add(value.lower())
+            continue
+        in_rules = True
+        if key not in ("content-signal", "content-usage"):
+            continue
+        path = None
+        if key == "content-usage" and value.startswith("/"):
+            path, _, value = value.partition(" ")
+        for agent in current or [None]:
+            usages.append(Usage(key, agent, path, value.strip(), number))
+    return frozenset(agents), tuple(usages)
+
+
+def parse_ai_txt(answer: Answer) -> RobotsFile:
+    return parse_robots(answer, "ai.txt")

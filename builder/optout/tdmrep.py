@@ -1,0 +1,114 @@
+"""W3C TDM Reservation Protocol: `/.well-known/tdmrep.json` and the landing page's meta tags.
+
+The file is a JSON array of rules `{"location": pattern, "tdm-reservation": 0|1,
+"tdm-policy": url}`; patterns are robots-style (`*` any run of characters, `$` end of
+path) and the first rule whose pattern matches the resource's path wins. A `tdm-reservation`
+response header overrides the file, so the file's verdict is only recorded before the
+download and decided once the headers are known.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from typing import Any
+from urllib.parse import urlsplit
+
+from builder.optout.hostfiles import Answer
+
+WELL_KNOWN = "/.well-known/tdmrep.json"
+RESERVED = "reserved"  # trail results that begin with this word carry a reservation
+
+
+@dataclass(frozen=True)
+class Rule:
+    location: str
+    reservation: int
+    policy: str | None
+    pattern: re.Pattern[str]
+
+
+@dataclass(frozen=True)
+class TdmFile:
+    """A parsed tdmrep.json (`rules`), or why there is none (`note`)."""
+
+    url: str
+    rules: tuple[Rule, ...]
+    note: str
+
+    def verdict(self, url: str) -> str:
+        """The trail result for `url`: 'reserved: ...', 'not reserved: ...', or a note."""
+        if not self.rules:
+            return self.note
+        parts = urlsplit(url)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        for rule in self.rules:
+            if rule.pattern.match(path):
+                where = f"location {rule.location!r} in {self.url}"
+                policy = f", tdm-policy {rule.policy}" if rule.policy else ""
+                if rule.reservation == 1:
+                    return f"{RESERVED}: {where}{policy}"
+                return f"not reserved: {where}"
+        return f"no rule matches in {self.url}"
+
+
+def location_pattern(location: str) -> re.Pattern[str]:
+    """robots-style: a path prefix, `*` for any characters, a final `$` anchors the end."""
+    anchored = location.endswith("$")
+    body = location[:-1] if anchored else location
+    if not body.startswith(("/", "*")):
+        body = "/" + body
+    regex = ".*".join(re.escape(piece) for piece in body.split("*"))
+    return re.compile(regex + ("$" if anchored else ""))
+
+
+def parse_tdmrep(answer: Answer) -> TdmFile:
+    if not answer.found:
+        why = answer.problem or f"HTTP {answer.status}"
+        return TdmFile(answer.url, (), f"absent ({why})")
+    try:
+        data: Any = json.loads(answer.text or "")
+    except ValueError as exc:
+        return TdmFile(answer.url, (), f"unreadable ({type(exc).__name__}) at {answer.url}")
+    if not isinstance(data, list):
+        return TdmFile(answer.url, (), f"unreadable (not a JSON array) at {answer.url}")
+    rules = []
+    for item in data:
+        if not isinstance(item, dict) or not isinstance(item.get("location"), str):
+            continue
+        try:
+            reservation = int(item.get("tdm-reservation", 0))
+        except (TypeError, ValueError):
+            continue
+        policy = item.get("tdm-policy")
+        rules.append(Rule(item["location"], reservation,
+                          policy if isinstance(policy, str) else None,
+                          location_pattern(item["location"])))
+    return TdmFile(answer.url, tuple(rules), f"no rules in {answer.url}")
+
+
+class _MetaReader(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.meta: dict[str, str] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag != "meta":
+            return
+        values = {k.lower(): (v or "") for k, v in attrs}
+        name = values.get("name", "").strip().lower()
+        if name and name not in self.meta:
+            self.meta[name] = values.get("content", "").strip()
+
+
+def landing_meta(html: str) -> dict[str, str]:
+    """Every `<meta name=... content=...>` of a page, names lower-cased, first one wins."""
+    reader = _MetaReader()
+    try:
+        reader.feed(html)
+        reader.close()
+    except AssertionError:  # html.parser's reaction to some malformed markup
+        pass
+    return reader.meta

@@ -1,0 +1,226 @@
+"""Shared by the API sources: keys from the environment, redaction, paging with resume.
+
+API keys are read from an environment variable named in the recipe (never from the recipe
+itself) and must never reach an output: not the ledger, not provenance `api_url`, not an
+error message, not a log line. Sources send keys in a header where the API allows it; where
+a key must ride in the query string (Europeana's `wskey`), every URL we keep is stripped of
+it and `builder.fetch`'s log records and errors are redacted before anyone sees them.
+
+`paged` turns "fetch page N" into Candidates whose `resume` says where to continue: the
+page token (an offset, a cursor or a page number) plus how many of that page's candidates
+were already handed out, so a resumed build re-requests only the page it stopped in.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from builder.errors import UserError
+from builder.fetch import Fetcher, FetchError, backoff_delay
+from builder.recipe import FetchConfig
+from builder.records import Candidate
+
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+PAGE_ATTEMPTS = 3  # a page that failed for good in the fetcher is tried this often in all
+REDACTED = "***"
+# Query parameters that carry credentials in the APIs we speak; never kept in a URL.
+SECRET_PARAMS = frozenset({"wskey", "api_key", "apikey", "key", "access_token", "token"})
+
+
+def check_env_name(value: str | None, *, file: Path | str, key: str, required: bool) -> None:
+    """Refuse a malformed variable name, or (when required) an unset variable, at load time."""
+    if value is None:
+        if required:
+            raise UserError(f"{file}: {key} is missing; name the environment variable that "
+                            "holds the API key, e.g. api_key_env = \"SI_API_KEY\".")
+        return
+    if not ENV_NAME_RE.match(value):
+        raise UserError(
+            f"{file}: {key} = {value!r} is not an environment variable name. Give the "
+            "variable's name (letters, digits, '_'), not the key itself: keys never go in "
+            "a recipe."
+        )
+    if required:
+        env_key(value, file=file, key=key)
+
+
+def env_key(name: str, *, file: Path | str, key: str, signup: str = "") -> str:
+    """The secret in environment variable `name`; UserError naming the variable if unset."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        hint = f" Get one at {signup} and" if signup else ""
+        raise UserError(
+            f"{file}: {key} = {name!r}, but the environment variable {name} is not set.{hint} "
+            f"run `export {name}=<your key>` before `cleanset build`."
+        )
+    redact(value)
+    return value
+
+
+# --- redaction -----------------------------------------------------------------------------
+
+_secrets: set[str] = set()
+_lock = threading.Lock()
+
+
+class _RedactFilter(logging.Filter):
+    """Rewrites a log record so no registered secret survives formatting."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not _secrets:
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a broken record is logging's business, not ours
+            return True
+        cleaned = scrub(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+_FILTER = _RedactFilter()
+
+
+def redact(secret: str) -> None:
+    """Register a secret: from now on it is scrubbed from fetch logs and our errors."""
+    if len(secret) < 4:  # too short to replace safely inside ordinary text
+        return
+    with _lock:
+        _secrets.add(secret)
+        fetch_log = logging.getLogger("builder.fetch")
+        if _FILTER not in fetch_log.filters:
+            fetch_log.addFilter(_FILTER)
+
+
+def scrub(text: str) -> str:
+    for secret in sorted(_secrets, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+def strip_secrets(url: str) -> str:
+    """`url` without credential query parameters (for provenance `api_url`)."""
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+            if k.lower() not in SECRET_PARAMS]
+    return scrub(urlunsplit(parts._replace(query=urlencode(kept))))
+
+
+def with_query(url: str, params: Iterable[tuple[str, str]]) -> str:
+    """`url` with `params` appended in order; repeated keys (Europeana's `qf`) allowed."""
+    parts = urlsplit(url)
+    extra = urlencode(list(params))
+    query = f"{parts.query}&{extra}" if parts.query and extra else (parts.query or extra)
+    return urlunsplit(parts._replace(query=query))
+
+
+# --- fetching pages ------------------------------------------------------------------------
+
+_STATUS_RE = re.compile(r": HTTP (\d{3})$")
+
+
+def get_page(fetcher: Fetcher, config: FetchConfig, url: str, *, source: str, recipe: Path,
+             headers: dict[str, str] | None = None, key_env: str | None = None) -> Any:
+    """One API page as parsed JSON. `Fetcher.get_json` already retries 429/502-504 (with
+    Retry-After) and malformed JSON; a page that still fails is tried again up to
+    PAGE_ATTEMPTS in all (a 500 from a busy search cluster usually passes), except client
+    errors, which no retry fixes. The final error names the source, the redacted URL and
+    that running the same command resumes at this page."""
+    problem = ""
+    for attempt in range(PAGE_ATTEMPTS):
+        try:
+            return fetcher.get_json(url, headers=headers)
+        except FetchError as exc:
+            problem = scrub(str(exc))
+            match = _STATUS_RE.search(str(exc))
+            status = int(match.group(1)) if match else None
+            if status is not None and 400 <= status < 500:
+                raise UserError(_client_error(status, problem, source, recipe, key_env)) from None
+            logging.getLogger(__name__).info("source %s: page failed (attempt %d): %s",
+                                             source, attempt + 1, problem)
+            if attempt + 1 < PAGE_ATTEMPTS:
+                time.sleep(backoff_delay(attempt, config.backoff_s))
+    raise UserError(
+        f"source {source!r} (recipe {recipe}): the API kept failing: {problem}. Everything "
+        "decided so far is kept; run the same command again later to resume at this page."
+    )
+
+
+def _client_error(status: int, problem: str, source: str, recipe: Path,
+                  key_env: str | None) -> str:
+    base = f"source {source!r} (recipe {recipe}): the API refused the request: {problem}."
+    if status in (401, 403) and key_env:
+        return f"{base} Check the API key in the environment variable {key_env}."
+    return f"{base} Check the source's settings in the recipe."
+
+
+# --- paging with resume --------------------------------------------------------------------
+
+# One page: the candidates it holds (without `resume`) and the next page's token or None.
+Page = tuple[list[Candidate], Any]
+
+
+def paged(first: Any, fetch: Callable[[Any], Page], resume: dict[str, Any] | None,
+          *, limit: int | None = None) -> Iterator[Candidate]:
+    """Candidates page by page from token `first` (or the resume state), each carrying
+    `{"page": token, "skip": n, "count": total}`: re-fetch page `token`, skip its first `n`
+    candidates. The last candidate of a page already points at the next page, so a build
+    stopped on a page boundary never re-requests the finished page."""
+    state = resume or {}
+    if state.get("done"):
+        return
+    token = state.get("page", first)
+    skip = int(state.get("skip", 0))
+    count = int(state.get("count", 0))
+    while token is not None:
+        if limit is not None and count >= limit:
+            return
+        items, following = fetch(token)
+        if not items and following == token:
+            return  # a server repeating a cursor with nothing in it would loop forever
+        for index, cand in enumerate(items):
+            if index < skip:
+                continue
+            if limit is not None and count >= limit:
+                return
+            count += 1
+            last = index == len(items) - 1
+            if last and following is not None:
+                after = {"page": following, "skip": 0, "count": count}
+            elif last:
+                after = {"page": token, "skip": index + 1, "count": count, "done": True}
+            else:
+                after = {"page": token, "skip": index + 1, "count": count}
+            yield replace(cand, resume=after)
+        token, skip = following, 0
+
+
+def first_text(value: Any) -> str | None:
+    """The first non-empty string of a JSON value that may be a string or a list of them."""
+    if isinstance(value, str):
+        return value.strip() or None
+    if isinstance(value, list):
+        for item in value:
+            if isinstance(item, str) and item.strip():
+                return item.strip()
+    return None
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []

@@ -1,0 +1,241 @@
+"""What the API sources (wikimedia, met, aic, cleveland) share: a polite JSON client and
+HTML-to-text.
+
+Each API source talks through its own `Fetcher`, built from the recipe's `[fetch]` with the
+API's documented request rate as the per-host spacing, so the image downloads of the build
+(another Fetcher) never eat into the API's budget and the API is never asked faster than it
+allows. Requests are issued in series: a source runs in one thread.
+
+An API page that cannot be had after retries stops the build with a `SourceError` (exit 1)
+naming the source, the URL and what went wrong. Stopping is right: a page we cannot read
+holds candidates we cannot account for, and everything decided so far is committed, so the
+same command resumes at that page once the API answers again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from dataclasses import replace
+from html import unescape
+from html.parser import HTMLParser
+from typing import Any
+from urllib.parse import urlencode, urljoin
+
+import urllib3
+
+from builder.config import check_http_url
+from builder.errors import UserError
+from builder.fetch import Fetcher, FetchError, Response, backoff_delay, parse_retry_after
+from builder.recipe import FetchConfig
+from builder.records import Rejection
+
+log = logging.getLogger(__name__)
+
+# A 500 is not retried by the Fetcher (it may be a permanent bug); an API page is worth a
+# few more tries, spaced by the Fetcher's backoff.
+RETRY_PAGE_STATUSES = frozenset({500, 502, 503, 504})
+_CONTACT_RE = re.compile(r"\(([^)]*(@|https?://|mailto:)[^)]*)\)")
+_LIBRARY_RE = re.compile(r"\)\s*\S+/\S+")
+_STATUS_RE = re.compile(r": HTTP (\d{3})$")
+
+
+class SourceError(UserError):
+    """An API kept failing: the build stops, keeps what it committed, and can be resumed."""
+
+    exit_code = 1
+
+
+def check_api(value: str, *, file: object, where: str) -> str:
+    return check_http_url(value, file=str(file), key=f"{where}.api")
+
+
+def api_fetcher(fetch: FetchConfig, *, rps: float | None) -> Fetcher:
+    """A Fetcher for one API: one connection, at most `rps` requests per second (the
+    stricter of the API's own limit and the recipe's `per_host_rps`), and a User-Agent
+    that also names the HTTP library, as Wikimedia's policy asks."""
+    limits = [r for r in (rps, fetch.per_host_rps) if r is not None]
+    config = replace(
+        fetch,
+        per_host_connections=1,
+        per_host_rps=min(limits) if limits else None,
+        user_agent=with_library(fetch.user_agent),
+    )
+    return Fetcher(config)
+
+
+def with_library(user_agent: str) -> str:
+    """`name/version (contact)` -> `name/version (contact) urllib3/x.y`, unless a library
+    is already named after the contact."""
+    if _LIBRARY_RE.search(user_agent):
+        return user_agent
+    return f"{user_agent.strip()} urllib3/{urllib3.__version__}"
+
+
+def has_contact(user_agent: str) -> bool:
+    """True when the User-Agent carries a contact (e-mail or URL) in parentheses."""
+    return _CONTACT_RE.search(user_agent) is not None
+
+
+class JsonClient:
+    """GET JSON pages from one API with retries; `SourceError` once they are exhausted."""
+
+    def __init__(self, source: str, fetch: FetchConfig, *, rps: float | None,
+                 headers: dict[str, str] | None = None) -> None:
+        self.source = source
+        self.config = fetch
+        self.fetcher = api_fetcher(fetch, rps=rps)
+        self.headers = dict(headers or {})
+
+    def close(self) -> None:
+        self.fetcher.close()
+
+    def get(self, url: str, params: dict[str, str] | None = None, *,
+            allow_404: bool = False) -> Any:
+        """The parsed JSON of `url?params`; None for a 404 when `allow_404`."""
+        response = self.get_response(url, params, allow_404=allow_404)
+        return None if response is None else response[0]
+
+    def get_response(self, url: str, params: dict[str, str] | None = None, *,
+                     allow_404: bool = False) -> tuple[Any, Response | None] | None:
+        """(parsed JSON, the HTTP response when known) or None for an allowed 404."""
+        full = with_params(url, params)
+        problem = ""
+        for attempt in range(self.config.retries + 1):
+            if attempt:
+                time.sleep(backoff_delay(attempt - 1, self.config.backoff_s))
+            fetch = self._via_get_json if self.headers else self._via_get_text
+            kind, value = fetch(full)
+            if kind == "ok":
+                return value
+            if kind == "404":
+                if allow_404:
+                    return None
+                break
+            if kind == "final":
+                problem = value
+                break
+            problem = value
+            log.info("%s: retrying %s after %s", self.source, full, value)
+        raise SourceError(
+            f"source {self.source!r}: the API failed for {full}: {problem or 'HTTP 404'}. "
+            "Everything decided so far is kept; run the same command again to resume "
+            "from this page."
+        )
+
+    def _via_get_text(self, full: str) -> tuple[str, Any]:
+        result = self.fetcher.get_text(full, max_bytes=self.config.max_bytes)
+        if isinstance(result, Rejection):
+            return "final", result.detail
+        if result.status == 404:
+            return "404", None
+        if result.status in RETRY_PAGE_STATUSES or result.status == 429:
+            return "retry", f"HTTP {result.status}"
+        if not result.ok:
+            return "final", f"HTTP {result.status}"
+        try:
+            return "ok", (json.loads(result.data), result)
+        except ValueError as exc:
+            return "retry", f"malformed JSON ({exc})"
+
+    def _via_get_json(self, full: str) -> tuple[str, Any]:
+        # Only get_json takes extra headers; it reports the status in its message.
+        try:
+            return "ok", (self.fetcher.get_json(full, headers=self.headers), None)
+        except FetchError as exc:
+            match = _STATUS_RE.search(str(exc))
+            status = int(match.group(1)) if match else None
+            if status == 404:
+                return "404", None
+            if status is None or status in RETRY_PAGE_STATUSES or status == 429:
+                return "retry", str(exc)
+            return "final", str(exc)
+
+
+def retry_after_s(response: Response | None, default: float) -> float:
+    if response is None:
+        return default
+    wait = parse_retry_after(response.header("retry-after"))
+    return default if wait is None else wait
+
+
+def with_params(url: str, params: dict[str, str] | None) -> str:
+    if not params:
+        return url
+    return f"{url}{'&' if '?' in url else '?'}{urlencode(list(params.items()))}"
+
+
+def api_root(api: str) -> str:
+    return api.rstrip("/")
+
+
+# --- HTML to text -----------------------------------------------------------------------
+
+
+class _Text(HTMLParser):
+    BLOCK = frozenset({"br", "p", "div", "li", "tr", "td", "th"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.links: list[str] = []
+        self.hidden = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("script", "style"):
+            self.hidden += 1
+        if tag in self.BLOCK:
+            self.parts.append(" ")
+        if tag == "a":
+            href = dict(attrs).get("href")
+            if href:
+                self.links.append(href)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style") and self.hidden:
+            self.hidden -= 1
+        if tag in self.BLOCK:
+            self.parts.append(" ")
+
+    def handle_data(self, data: str) -> None:
+        if not self.hidden:
+            self.parts.append(data)
+
+
+def html_text(value: Any) -> str | None:
+    """Visible text of an HTML fragment, whitespace collapsed; None when empty."""
+    if value is None:
+        return None
+    parser = _Text()
+    parser.feed(str(value))
+    parser.close()
+    text = " ".join(unescape("".join(parser.parts)).split())
+    return text or None
+
+
+def first_link(value: Any, *, base: str | None = None) -> str | None:
+    """The first link's target in an HTML fragment, made absolute (https for `//host`)."""
+    if not value:
+        return None
+    parser = _Text()
+    parser.feed(str(value))
+    parser.close()
+    for href in parser.links:
+        href = href.strip()
+        if href.startswith("//"):
+            return "https:" + href
+        if href.startswith(("http://", "https://")):
+            return href
+        if base and not href.startswith(("#", "javascript:", "mailto:")):
+            return urljoin(base, href)
+    return None
+
+
+def text_or_none(value: Any) -> str | None:
+    """A plain API string, stripped; None for missing or empty values."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None

@@ -1,0 +1,182 @@
+"""`aic` source: the Art Institute of Chicago API (https://api.artic.edu/docs/).
+
+Pages of `GET {api}/artworks/search` with `query[term][is_public_domain]=true` (and `q`
+when the recipe gives `query`), or of `GET {api}/artworks` when `public_domain_only =
+false` and no query; both with `fields=...`, `page` (from 1) and `limit` (at most 100).
+Each page answers `{"pagination": {"total_pages", "current_page", ...}, "data": [...],
+"config": {"iiif_url": ...}}`; paging stops after `total_pages` or at an empty page.
+Elasticsearch-backed search stops at 10,000 results (page * limit); for more, the museum
+points to its data dumps.
+
+Evidence is `aic:is_public_domain` ("true"/"false"), emitted either way. The image is
+`{config.iiif_url}/{image_id}/full/{image_width},/0/default.jpg` (843 px wide by default, the
+size the AIC docs recommend); an artwork without `image_id` gets an empty URL. Landing page
+`https://www.artic.edu/artworks/{id}`, creator `artist_title` (else the first line of
+`artist_display`), credit `credit_line`, caption the image's `thumbnail.alt_text`.
+
+Politeness: the documented limit is 60 requests a minute, so `rps` defaults to 1.0; the
+`AIC-User-Agent` header carries the recipe's User-Agent, as the docs ask.
+
+Resume state after each candidate: `{"page": p, "index": i, "count": n}`, meaning "page p,
+i artworks of it consumed"; after a page's last artwork it already names the next page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from builder.errors import UserError
+from builder.records import Candidate, Evidence
+from builder.sources._museum import (
+    JsonClient,
+    SourceError,
+    api_root,
+    check_api,
+    text_or_none,
+    with_library,
+)
+from builder.sources.base import SourceContext
+
+API = "https://api.artic.edu/api/v1"
+IIIF = "https://www.artic.edu/iiif/2"
+FIELDS = ("id,title,image_id,is_public_domain,artist_display,artist_title,credit_line,"
+          "date_display,medium_display,copyright_notice,thumbnail")
+SEARCH_DEPTH = 10_000
+MAX_RPS = 1.0  # 60 requests per minute
+
+
+@dataclass(frozen=True)
+class Config:
+    api: str = API
+    query: str | None = None
+    public_domain_only: bool = True
+    page_size: int = 100
+    image_width: int = 843
+    limit: int | None = None
+    rps: float = MAX_RPS
+
+    def check(self, *, file: Path | str, base: Path, where: str) -> Config:
+        check_api(self.api, file=file, where=where)
+        if not 1 <= self.page_size <= 100:
+            raise UserError(f"{file}: {where}.page_size must be between 1 and 100 (the API's cap).")
+        if not 1 <= self.image_width <= 3000:
+            raise UserError(f"{file}: {where}.image_width must be between 1 and 3000 pixels.")
+        if not 0 < self.rps <= MAX_RPS:
+            raise UserError(f"{file}: {where}.rps must be above 0 and at most {MAX_RPS:g} "
+                            "(the AIC's documented 60 requests a minute).")
+        if self.query is not None and not self.query.strip():
+            raise UserError(f"{file}: {where}.query is empty; give search words or remove it.")
+        if self.limit is not None and self.limit < 1:
+            raise UserError(f"{file}: {where}.limit must be at least 1 (or absent).")
+        return self
+
+
+class AicSource:
+    def __init__(self, name: str, config: Config, context: SourceContext) -> None:
+        self.name = name
+        self.config = config
+        self.context = context
+        self.root = api_root(config.api)
+        self.search = bool(config.query) or config.public_domain_only
+
+    def candidates(self, resume: dict[str, Any] | None) -> Iterator[Candidate]:
+        state = resume or {}
+        if state.get("done"):
+            return
+        count = int(state.get("count", 0))
+        limit = self.config.limit
+        if limit is not None and count >= limit:
+            return
+        page, skip = int(state.get("page", 1)), int(state.get("index", 0))
+        agent = with_library(self.context.fetch.user_agent)
+        client = JsonClient(self.name, self.context.fetch, rps=self.config.rps,
+                            headers={"AIC-User-Agent": agent})
+        try:
+            while True:
+                data = self._page(client, page)
+                items = [d for d in data.get("data") or [] if isinstance(d, dict)]
+                iiif = str((data.get("config") or {}).get("iiif_url") or IIIF).rstrip("/")
+                last_page = self._last_page(data, page, items)
+                for index, item in enumerate(items):
+                    if index < skip:
+                        continue
+                    count += 1
+                    if index + 1 < len(items):
+                        after: dict[str, Any] = {"page": page, "index": index + 1}
+                    else:
+                        after = {"done": True} if last_page else {"page": page + 1, "index": 0}
+                    yield self._candidate(item, iiif, {**after, "count": count})
+                    if limit is not None and count >= limit:
+                        return
+                if last_page:
+                    return
+                page, skip = page + 1, 0
+        finally:
+            client.close()
+
+    def _page(self, client: JsonClient, page: int) -> dict[str, Any]:
+        c = self.config
+        params = {"fields": FIELDS, "page": str(page), "limit": str(c.page_size)}
+        if self.search:
+            if c.query:
+                params["q"] = c.query
+            if c.public_domain_only:
+                params["query[term][is_public_domain]"] = "true"
+            url = f"{self.root}/artworks/search"
+        else:
+            url = f"{self.root}/artworks"
+        data = client.get(url, params)
+        if not isinstance(data, dict):
+            raise SourceError(f"source {self.name!r}: page {page} of {url} is not a JSON object.")
+        return data
+
+    def _last_page(self, data: dict[str, Any], page: int, items: list[Any]) -> bool:
+        pagination = data.get("pagination") or {}
+        total_pages = pagination.get("total_pages")
+        if not items:
+            return True
+        if isinstance(total_pages, int) and page >= total_pages:
+            return True
+        # Search results end at a fixed depth; asking past it is an API error.
+        return self.search and (page + 1) * self.config.page_size > SEARCH_DEPTH
+
+    def _candidate(self, item: dict[str, Any], iiif: str, resume: dict[str, Any]) -> Candidate:
+        artwork_id = item.get("id")
+        flag = item.get("is_public_domain")
+        evidence: tuple[Evidence, ...] = ()
+        if isinstance(flag, bool):
+            evidence = (Evidence("aic:is_public_domain", "true" if flag else "false"),)
+        elif flag is not None:
+            evidence = (Evidence("aic:is_public_domain", str(flag)),)
+        image_id = text_or_none(item.get("image_id"))
+        url = f"{iiif}/{image_id}/full/{self.config.image_width},/0/default.jpg" \
+            if image_id else ""
+        display = text_or_none(item.get("artist_display"))
+        creator = text_or_none(item.get("artist_title")) or \
+            (display.splitlines()[0].strip() if display else None)
+        thumbnail = item.get("thumbnail") if isinstance(item.get("thumbnail"), dict) else {}
+        extra = [(f"aic:{k}", str(item[k])) for k in
+                 ("artist_display", "date_display", "medium_display", "copyright_notice")
+                 if text_or_none(item.get(k))]
+        if not image_id:
+            extra.append(("aic:problem", "no image_id"))
+        return Candidate(
+            source=self.name,
+            source_id=str(artwork_id),
+            url=url,
+            evidence=evidence,
+            landing_url=f"https://www.artic.edu/artworks/{artwork_id}",
+            api_url=f"{self.root}/artworks/{artwork_id}",
+            creator=creator,
+            title=text_or_none(item.get("title")),
+            caption=text_or_none(thumbnail.get("alt_text")),
+            credit=text_or_none(item.get("credit_line")),
+            extra=tuple(extra),
+            resume=resume,
+        )
+
+
+SOURCE = AicSource

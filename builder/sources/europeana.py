@@ -1,0 +1,134 @@
+"""`europeana` source: the Europeana Search API (api.europeana.eu/record/v2/search.json).
+
+Requests `GET {api}/search.json?wskey=KEY&query=...&reusability=open&media=true
+&qf=TYPE:IMAGE[&qf=...]&profile=standard&rows=R&cursor=C`, starting with `cursor=*` and
+continuing with each response's `nextCursor` until a response has none (cursor-based
+pagination, the API's way for harvesting). The key comes from the environment variable
+named by `api_key_env`; Europeana takes it as the `wskey` query parameter, so it is
+stripped from every URL we keep (provenance `api_url`) and scrubbed from fetch logs and
+error messages (sources/_keys).
+
+Each item becomes one Candidate: evidence `europeana:rights` = the first URI of its
+`rights` list (any further ones are kept in extra as `rights[n]`); image `edmIsShownBy[0]`;
+landing page `edmIsShownAt[0]`, else `guid`; creator `dcCreator[0]`; title `title[0]`;
+caption `dcDescription[0]`; `dataProvider[0]`, `provider[0]`, `country[0]` and the record
+`id` kept as extra. An item without `edmIsShownBy` is still offered (no URL) so it is
+accounted for in the ledger.
+
+`reusability = "open"` asks only for openly licensed items (PD, CC0, CC BY, CC BY-SA);
+the licence gate still reads every item's own `rights`.
+
+Resume state: `{"page": cursor, "skip": n, "count": total}` (see sources/_keys.paged).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from builder.config import check_http_url
+from builder.errors import UserError
+from builder.fetch import Fetcher
+from builder.records import Candidate, Evidence
+from builder.sources import _keys
+from builder.sources._keys import as_dict, as_list, first_text
+from builder.sources.base import SourceContext
+
+DEFAULT_API = "https://api.europeana.eu/record/v2"
+SIGNUP = "https://pro.europeana.eu/page/get-api"
+MAX_ROWS = 100  # the Search API's maximum `rows`
+
+
+@dataclass(frozen=True)
+class Config:
+    query: str
+    api: str = DEFAULT_API
+    api_key_env: str = "EUROPEANA_API_KEY"
+    reusability: Literal["open", "restricted", "permission"] = "open"
+    qf: tuple[str, ...] = ()
+    rows: int = 100
+    profile: str = "standard"
+
+    def check(self, *, file: Path | str, base: Path, where: str) -> Config:
+        check_http_url(self.api, file=file, key=f"{where}.api")
+        _keys.check_env_name(self.api_key_env, file=file, key=f"{where}.api_key_env",
+                             required=True)
+        if not self.query.strip():
+            raise UserError(f'{file}: {where}.query is empty; give a search such as "*" or '
+                            '"who:(Rembrandt)".')
+        if not 1 <= self.rows <= MAX_ROWS:
+            raise UserError(f"{file}: {where}.rows = {self.rows} must be between 1 and "
+                            f"{MAX_ROWS} (the Search API's maximum page size).")
+        return self
+
+
+class EuropeanaSource:
+    def __init__(self, name: str, config: Config, context: SourceContext) -> None:
+        self.name = name
+        self.config = config
+        self.context = context
+        self.endpoint = f"{config.api.rstrip('/')}/search.json"
+
+    def _params(self, cursor: str) -> list[tuple[str, str]]:
+        c = self.config
+        qf = [("qf", "TYPE:IMAGE")] + [("qf", f) for f in c.qf if f != "TYPE:IMAGE"]
+        return [("query", c.query), ("reusability", c.reusability), ("media", "true"), *qf,
+                ("profile", c.profile), ("rows", str(c.rows)), ("cursor", cursor)]
+
+    def candidates(self, resume: dict[str, Any] | None) -> Iterator[Candidate]:
+        key = _keys.env_key(self.config.api_key_env, file=self.context.recipe_file,
+                            key="api_key_env", signup=SIGNUP)
+        with Fetcher(self.context.fetch) as fetcher:
+            def page(cursor: str) -> _keys.Page:
+                params = self._params(cursor)
+                url = _keys.with_query(self.endpoint, [("wskey", key), *params])
+                body = _keys.get_page(fetcher, self.context.fetch, url, source=self.name,
+                                      recipe=self.context.recipe_file,
+                                      key_env=self.config.api_key_env)
+                return self._page(body, cursor, _keys.with_query(self.endpoint, params))
+
+            yield from _keys.paged("*", page, resume)
+
+    def _page(self, body: Any, cursor: str, api_url: str) -> _keys.Page:
+        body = as_dict(body)
+        if body.get("success") is False or "items" not in body and "itemsCount" not in body:
+            error = _keys.scrub(str(body.get("error") or str(body)[:200]))
+            raise UserError(
+                f"source {self.name!r}: {api_url} did not return results: {error}. Check "
+                f"`query` and `qf` in {self.context.recipe_file}."
+            )
+        items = [self._item(as_dict(item), api_url) for item in as_list(body.get("items"))]
+        following = first_text(body.get("nextCursor"))
+        return items, (following if items and following != cursor else None)
+
+    def _item(self, item: dict[str, Any], api_url: str) -> Candidate:
+        rights = [r.strip() for r in as_list(item.get("rights")) if isinstance(r, str)
+                  and r.strip()]
+        if isinstance(item.get("rights"), str) and item["rights"].strip():
+            rights = [item["rights"].strip()]
+        evidence = (Evidence("europeana:rights", rights[0]),) if rights else ()
+        record_id = first_text(item.get("id")) or first_text(item.get("guid")) or "unknown"
+        extra = [("record_id", record_id)]
+        extra += [(f"rights[{i}]", r) for i, r in enumerate(rights) if i > 0]
+        for field in ("dataProvider", "provider", "country"):
+            if (value := first_text(item.get(field))) is not None:
+                extra.append((field, value))
+        if not first_text(item.get("edmIsShownBy")):
+            extra.append(("note", "item has no edmIsShownBy (no direct media URL)"))
+        return Candidate(
+            source=self.name,
+            source_id=record_id.lstrip("/"),
+            url=first_text(item.get("edmIsShownBy")) or "",
+            evidence=evidence,
+            landing_url=first_text(item.get("edmIsShownAt")) or first_text(item.get("guid")),
+            api_url=api_url,
+            creator=first_text(item.get("dcCreator")),
+            title=first_text(item.get("title")),
+            caption=first_text(item.get("dcDescription")),
+            extra=tuple(extra),
+        )
+
+
+SOURCE = EuropeanaSource

@@ -1,0 +1,469 @@
+"""Take works down: remove matching samples without a rebuild, and keep them out for good.
+
+A takedown is a journal, so a crash leaves the old dataset or (after any re-run) the new one:
+  1. `DIR/.takedown.json` is written (the plan: shards to rewrite, keys, temp names, denylist
+     entries, the log record). Before it is durable nothing changed; once it is, the takedown
+     is decided and every later step is redone or skipped idempotently by whoever finds it.
+  2. each affected shard is rewritten to `NNNNNN.tar.takedown` with the same tar writer and
+     fixed metadata as the build (so the kept members are byte-for-byte what they were), then
+     fsynced; the journal records phase `ready` with the new sizes and sha256s;
+  3. the temp files are renamed over their shards (untouched shards are never opened for
+     writing) and the directory is fsynced;
+  4. one ledger transaction: samples rows deleted, candidate rows `removed` with the reason,
+     shard rows updated, `dataset_version` bumped, the version's removed keys recorded;
+  5. the denylist and `takedowns.jsonl` are appended (entries already there are not repeated);
+  6. the papers (manifest, candidates, SPDX, Croissant, card, attribution) are regenerated;
+  7. the journal is deleted.
+A shard left with no samples is deleted (file and ledger row; the log lists it under
+`shards_deleted`) rather than kept as an empty tar: Hugging Face `datasets` fails to load a
+set of shards whose first one is empty, and `webdataset` refuses an empty one on its own.
+Shard numbers are therefore not always contiguous after a takedown; read the shard list from
+the manifest or a glob, not from a brace range.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from builder import clock
+from builder.errors import UserError
+from builder.faults import crash_point
+from builder.ledger import Ledger
+from builder.lock import OutputLock
+from builder.media import hamming, perceptual_hashes
+from builder.recipe import DedupConfig
+from builder.shards import (
+    SHARD_MTIME,
+    _AppendableTarWriter,
+    file_sha256,
+    fsync_dir,
+    read_shard_members,
+    shard_name,
+)
+from builder.versions import (
+    current_version,
+    has_version,
+    record_build_version,
+    record_takedown_version,
+)
+
+JOURNAL = ".takedown.json"
+LOG = "takedowns.jsonl"
+DENYLIST = "denylist.jsonl"
+TEMP_SUFFIX = ".takedown"
+
+
+@dataclass(frozen=True)
+class Selectors:
+    keys: tuple[str, ...] = ()
+    urls: tuple[str, ...] = ()
+    sha256s: tuple[str, ...] = ()
+    images: tuple[Path, ...] = ()
+    creators: tuple[str, ...] = ()
+
+    def empty(self) -> bool:
+        return not (self.keys or self.urls or self.sha256s or self.images or self.creators)
+
+    def to_json(self) -> dict[str, list[str]]:
+        return {"key": list(self.keys), "url": list(self.urls), "sha256": list(self.sha256s),
+                "image": [str(p) for p in self.images], "creator": list(self.creators)}
+
+
+@dataclass(frozen=True)
+class NearRule:
+    """The recipe's default near-duplicate rule (builder.recipe.DedupConfig)."""
+
+    pdq_max: int = DedupConfig.max_distance
+    phash_max: int = DedupConfig.phash_max_distance
+    pdq_max_with_phash: int = DedupConfig.pdq_max_distance_with_phash
+    min_quality: int = DedupConfig.min_pdq_quality
+
+    def near(self, pdq_distance: int, phash_distance: int | None) -> bool:
+        if pdq_distance <= self.pdq_max:
+            return True
+        return (phash_distance is not None and phash_distance <= self.phash_max
+                and pdq_distance <= self.pdq_max_with_phash)
+
+
+@dataclass(frozen=True)
+class Match:
+    key: str
+    shard: int
+    why: tuple[str, ...]  # every selector that matched it, e.g. "url=...", "image=p (near 12)"
+
+
+@dataclass
+class TakedownResult:
+    matches: list[Match]
+    dry_run: bool
+    version: int | None = None           # the dataset version after the takedown
+    shards_rewritten: list[int] = field(default_factory=list)
+    completed_pending: str | None = None  # id of an interrupted takedown this run finished
+    seconds: float = 0.0
+
+    def lines(self) -> list[str]:
+        out: list[str] = []
+        if self.completed_pending:
+            out.append(f"completed the interrupted takedown {self.completed_pending}")
+        verb = "would remove" if self.dry_run else "removed"
+        for m in self.matches:
+            out.append(f"{verb} {m.key} ({shard_name(m.shard)}): {'; '.join(m.why)}")
+        if self.dry_run:
+            out.append(f"dry run: {len(self.matches)} sample(s) in "
+                       f"{len({m.shard for m in self.matches})} shard(s) would be removed; "
+                       "nothing changed")
+        elif self.matches:
+            out.append(f"takedown: {len(self.matches)} sample(s) removed, "
+                       f"{len(self.shards_rewritten)} shard(s) rewritten, dataset version "
+                       f"{self.version}, {self.seconds:.2f} s")
+        return out
+
+
+# -- matching -------------------------------------------------------------------------------
+def find_matches(ledger: Ledger, sel: Selectors, rule: NearRule | None = None) -> list[Match]:
+    """Samples currently in the dataset that any selector names, in key order."""
+    rule = rule or NearRule()
+    why: dict[str, list[str]] = defaultdict(list)
+    shard_of: dict[str, int] = {}
+
+    def hit(rows: Any, label: str) -> None:
+        for key, shard in rows:
+            shard_of[key] = shard
+            if label not in why[key]:
+                why[key].append(label)
+
+    q = ledger.db.execute
+    for key in sel.keys:
+        hit(q("SELECT key, shard FROM samples WHERE key = ?", (key,)), f"key={key}")
+    for url in sel.urls:
+        hit(q("SELECT key, shard FROM samples WHERE file_url = ? OR landing_url = ?"
+              " UNION SELECT s.key, s.shard FROM samples s JOIN candidates c ON c.key = s.key"
+              " WHERE c.url = ?", (url, url, url)), f"url={url}")
+    for sha in sel.sha256s:
+        hit(q("SELECT key, shard FROM samples WHERE sha256 = ?", (sha.strip().lower(),)),
+            f"sha256={sha}")
+    for creator in sel.creators:
+        hit(q("SELECT key, shard FROM samples WHERE lower(trim(creator)) = lower(trim(?))",
+              (creator,)), f"creator={creator}")
+    for path in sel.images:
+        for key, shard, label in _image_matches(ledger, path, rule):
+            hit([(key, shard)], label)
+    return [Match(k, shard_of[k], tuple(why[k])) for k in sorted(why)]
+
+
+def _image_matches(ledger: Ledger, path: Path, rule: NearRule) -> list[tuple[str, int, str]]:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"--image {path}: cannot be read ({exc.strerror or exc}). "
+                        "Give the path of an image file.") from None
+    sha = hashlib.sha256(data).hexdigest()
+    out = [(k, s, f"image={path} (exact)") for k, s in ledger.db.execute(
+        "SELECT key, shard FROM samples WHERE sha256 = ?", (sha,))]
+    try:
+        pdq, quality, phash = perceptual_hashes(data)
+    except ValueError as exc:
+        if out:
+            return out  # exact matches need no decoding
+        raise UserError(f"--image {path}: not a usable image ({exc}); give the image file "
+                        "itself, or use --sha256 / --url.") from None
+    if quality < rule.min_quality:
+        return out  # a flat or tiny image's PDQ says little: exact matches only
+    exact = {k for k, _, _ in out}
+    # A linear scan over the samples' hashes: fine at ledger scale (100k rows take well under
+    # a second); builder.dedup's index would serve the same rule for much larger sets.
+    for key, shard, s_pdq, s_quality, s_phash in ledger.db.execute(
+            "SELECT key, shard, pdq, pdq_quality, phash FROM samples WHERE pdq IS NOT NULL"):
+        if key in exact or (s_quality is not None and s_quality < rule.min_quality):
+            continue
+        d_pdq = hamming(pdq, s_pdq)
+        d_phash = hamming(phash, s_phash) if s_phash and len(s_phash) == len(phash) else None
+        if rule.near(d_pdq, d_phash):
+            out.append((key, shard, f"image={path} (near: pdq {d_pdq}"
+                        + (f", phash {d_phash})" if d_phash is not None else ")")))
+    return out
+
+
+# -- the command ----------------------------------------------------------------------------
+def takedown(out: Path, sel: Selectors, reason: str | None, *, dry_run: bool = False
+             ) -> TakedownResult:
+    ledger_path = out / "ledger.sqlite"
+    if not ledger_path.exists():
+        raise UserError(f"{out}: no ledger.sqlite here; is this a cleanset output directory?")
+    if dry_run:
+        return _dry_run(out, sel)
+    started = time.monotonic()
+    with OutputLock(out):
+        completed = _complete_locked(out)
+        if sel.empty():
+            if completed is None:
+                raise UserError("takedown: name what to remove with --key, --url, --sha256, "
+                                "--image or --creator (repeatable).")
+            return TakedownResult(matches=[], dry_run=False, completed_pending=completed)
+        if not reason or not reason.strip():
+            raise UserError("takedown: --reason TEXT is required (it is kept in the ledger, "
+                            "takedowns.jsonl and the denylist).")
+        ledger = Ledger(ledger_path)
+        try:
+            matches = find_matches(ledger, sel)
+            if not matches:
+                return TakedownResult(matches=[], dry_run=False, completed_pending=completed)
+            plan = _make_plan(ledger, sel, reason.strip(), matches)
+        finally:
+            ledger.close()
+        _write_journal(out, plan)
+        crash_point("takedown_journal")
+        _apply(out, plan)
+    return TakedownResult(matches=matches, dry_run=False, version=plan["new_version"],
+                          shards_rewritten=[s["shard"] for s in plan["shards"]],
+                          completed_pending=completed, seconds=time.monotonic() - started)
+
+
+def complete_pending(out: Path) -> str | None:
+    """Finish an interrupted takedown in `out`, if there is one; return its id.
+
+    Every command that writes to or verifies an output directory calls this first (under
+    the output lock it already holds, via `complete_pending_locked`).
+    """
+    if not (out / JOURNAL).exists():
+        return None
+    with OutputLock(out):
+        return _complete_locked(out)
+
+
+def complete_pending_locked(out: Path) -> str | None:
+    return _complete_locked(out)
+
+
+def _complete_locked(out: Path) -> str | None:
+    path = out / JOURNAL
+    if not path.exists():
+        return None
+    try:
+        plan = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        # The journal is renamed into place whole; an unreadable one was edited by hand.
+        raise UserError(f"{path}: is not valid JSON. Restore it, or delete it if no shard was "
+                        "renamed yet (compare shard sha256s with the ledger).") from None
+    _apply(out, plan)
+    return str(plan["id"])
+
+
+def _dry_run(out: Path, sel: Selectors) -> TakedownResult:
+    if sel.empty():
+        raise UserError("takedown: name what to remove with --key, --url, --sha256, --image or "
+                        "--creator (repeatable).")
+    ledger = Ledger(out / "ledger.sqlite")
+    try:
+        return TakedownResult(matches=find_matches(ledger, sel), dry_run=True)
+    finally:
+        ledger.close()
+
+
+# -- the plan -------------------------------------------------------------------------------
+def _make_plan(ledger: Ledger, sel: Selectors, reason: str, matches: list[Match]
+               ) -> dict[str, Any]:
+    ledger.begin()
+    record_build_version(ledger)  # so the diff knows which version added what we remove
+    ledger.commit()
+    old = current_version(ledger)
+    new = old + 1
+    now = clock.wall_iso()
+    takedown_id = f"takedown-v{new}"
+    by_shard: dict[int, list[str]] = defaultdict(list)
+    for m in matches:
+        by_shard[m.shard].append(m.key)
+    keys = [m.key for m in matches]
+    emptied = [shard_name(n) for n, ks in sorted(by_shard.items())
+               if ledger.db.execute("SELECT COUNT(*) FROM samples WHERE shard = ?",
+                                    (n,)).fetchone()[0] == len(ks)]
+    return {
+        "id": takedown_id, "phase": "planned", "created_at": now, "reason": reason,
+        "old_version": old, "new_version": new, "keys": keys,
+        "shards": [{"shard": n, "file": shard_name(n), "tmp": shard_name(n) + TEMP_SUFFIX,
+                    "remove": sorted(ks)} for n, ks in sorted(by_shard.items())],
+        "denylist": _denylist_entries(ledger, keys, sel, reason, now),
+        "log": {"id": takedown_id, "when": now, "selectors": sel.to_json(),
+                "matched": [{"key": m.key, "shard": shard_name(m.shard), "why": list(m.why)}
+                            for m in matches],
+                "keys": keys, "reason": reason, "version": new,
+                "shards_rewritten": [shard_name(n) for n in sorted(by_shard)
+                                     if shard_name(n) not in emptied],
+                "shards_deleted": emptied},
+    }
+
+
+def _denylist_entries(ledger: Ledger, keys: list[str], sel: Selectors, reason: str,
+                      now: str) -> list[dict[str, str]]:
+    """URL, sha256 and PDQ of every removed work, and any creator named: denied for good."""
+    entries: list[tuple[str, str]] = []
+    for key in keys:
+        row = ledger.db.execute("SELECT sha256, pdq, file_url FROM samples WHERE key = ?",
+                                (key,)).fetchone()
+        sha, pdq, file_url = row
+        urls = [file_url] + [r[0] for r in ledger.db.execute(
+            "SELECT url FROM candidates WHERE key = ?", (key,))]
+        entries += [("url", u) for u in urls if u]
+        entries.append(("sha256", sha))
+        if pdq:
+            entries.append(("pdq", pdq))
+    entries += [("creator", c.strip()) for c in sel.creators]
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for kind, value in entries:
+        if (kind, value) not in seen:
+            seen.add((kind, value))
+            out.append({"kind": kind, "value": value, "reason": reason, "added_at": now})
+    return out
+
+
+# -- applying a plan (first run and recovery alike) -----------------------------------------
+def _apply(out: Path, plan: dict[str, Any]) -> None:
+    shards_dir = out / "shards"
+    if plan["phase"] == "planned":
+        # No shard has been renamed yet: (re)write every temp from the untouched shards.
+        results = [_rewrite_shard(shards_dir, s) for s in plan["shards"]]
+        for s, r in zip(plan["shards"], results, strict=True):
+            s.update(r)
+        plan["phase"] = "ready"
+        _write_journal(out, plan)
+        crash_point("takedown_ready")
+    for s in plan["shards"]:
+        tmp = shards_dir / s["tmp"]
+        if s["samples"] == 0:
+            (shards_dir / s["file"]).unlink(missing_ok=True)
+            crash_point("takedown_renamed")
+        elif tmp.exists():
+            os.replace(tmp, shards_dir / s["file"])
+            crash_point("takedown_renamed")
+    fsync_dir(shards_dir)
+    _commit_ledger(out, plan)
+    crash_point("takedown_ledger")
+    _append_jsonl(out / DENYLIST, plan["denylist"], unique=("kind", "value"))
+    _append_jsonl(out / LOG, [plan["log"]], unique=("id",))
+    crash_point("takedown_logged")
+    _write_papers(out)
+    crash_point("takedown_papers")
+    (out / JOURNAL).unlink()
+    fsync_dir(out)
+
+
+def _rewrite_shard(shards_dir: Path, spec: dict[str, Any]) -> dict[str, Any]:
+    """Write the shard without the removed keys to its temp name; durable before returning."""
+    source = shards_dir / spec["file"]
+    tmp = shards_dir / spec["tmp"]
+    remove = set(spec["remove"])
+    samples: dict[str, dict[str, bytes]] = {}
+    for name, data in read_shard_members(source):
+        key, _, ext = name.partition(".")
+        if key not in remove:
+            samples.setdefault(key, {})[ext] = data
+    if not samples:
+        return {"samples": 0, "data_end": 0, "size": None, "sha256": None}
+    with tmp.open("wb") as f:
+        # The build's writer and settings, so every kept member is written exactly as before.
+        writer = _AppendableTarWriter(f, user="cleanset", group="cleanset", mode=0o444,
+                                      encoder=False, mtime=SHARD_MTIME)
+        for key, members in samples.items():
+            writer.write({"__key__": key, **members})
+        data_end = int(writer.tarstream.offset)
+        writer.close()
+        f.flush()
+        os.fsync(f.fileno())
+    crash_point("takedown_shard_written")
+    return {"samples": len(samples), "data_end": data_end, "size": tmp.stat().st_size,
+            "sha256": file_sha256(tmp)}
+
+
+def _commit_ledger(out: Path, plan: dict[str, Any]) -> None:
+    ledger = Ledger(out / "ledger.sqlite")
+    try:
+        if has_version(ledger, plan["new_version"]):
+            return  # committed before a crash
+        if current_version(ledger) != plan["old_version"]:
+            raise UserError(
+                f"{out / JOURNAL}: plans version {plan['old_version']} -> {plan['new_version']} "
+                f"but the ledger is at version {current_version(ledger)}; the directory was "
+                "changed outside cleanset. Restore it from a copy.")
+        keys = plan["keys"]
+        detail = f"{plan['id']}: {plan['reason']}"
+        ledger.begin()
+        marks = ",".join("?" for _ in keys)
+        ledger.db.execute(
+            f"UPDATE candidates SET status = 'removed', detail = ? WHERE key IN ({marks})"
+            " AND status = 'accepted'", (detail, *keys))
+        ledger.db.execute(f"DELETE FROM samples WHERE key IN ({marks})", tuple(keys))
+        for s in plan["shards"]:
+            if s["samples"] == 0:
+                ledger.db.execute("DELETE FROM shards WHERE shard = ?", (s["shard"],))
+                continue
+            ledger.db.execute(
+                "UPDATE shards SET samples = ?, data_end = ?, size = ?, sha256 = ? WHERE shard = ?",
+                (s["samples"], s["data_end"], s["size"], s["sha256"], s["shard"]))
+        ledger.set_meta("dataset_version", str(plan["new_version"]))
+        record_takedown_version(ledger, plan["new_version"], keys, detail)
+        ledger.commit()
+    finally:
+        ledger.close()
+
+
+def _write_papers(out: Path) -> None:
+    from builder.exports.papers import write_papers
+
+    ledger = Ledger(out / "ledger.sqlite")
+    try:
+        write_papers(ledger, out)
+    finally:
+        ledger.close()
+
+
+# -- files ----------------------------------------------------------------------------------
+def _write_journal(out: Path, plan: dict[str, Any]) -> None:
+    path = out / JOURNAL
+    tmp = out / (JOURNAL + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        json.dump(plan, f, sort_keys=True, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(out)
+
+
+def _append_jsonl(path: Path, rows: list[dict[str, Any]], unique: tuple[str, ...]) -> None:
+    """Append rows whose `unique` fields are not in the file yet (a re-run repeats nothing).
+
+    The rows go out in one O_APPEND write, which a kill cannot split; a torn tail left by an
+    older writer is cut off first, because readers (the opt-out gate) refuse a broken line.
+    """
+    present: set[tuple[Any, ...]] = set()
+    if path.exists():
+        _drop_torn_tail(path)
+        with path.open(encoding="utf-8") as f:
+            for line in f:
+                row = json.loads(line)
+                present.add(tuple(row.get(k) for k in unique))
+    new = [r for r in rows if tuple(r.get(k) for k in unique) not in present]
+    if not new:
+        return
+    data = "".join(json.dumps(r, sort_keys=True) + "\n" for r in new).encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _drop_torn_tail(path: Path) -> None:
+    with path.open("r+b") as f:
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+            f.truncate(data.rfind(b"\n") + 1)

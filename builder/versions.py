@@ -1,0 +1,184 @@
+"""Dataset versions: which keys each version added and removed, so users can sync their copies.
+
+The ledger meta `dataset_version` is the current version (an integer; every change to the
+dataset's content bumps it). Here each version gets a row (`versions`) and each key the
+version that added it and, after a takedown, the version that removed it (`version_keys`).
+Keys are never reused (the pipeline's `next_key` only grows), so "present at version v" is
+"added at or before v and not removed at or before v".
+
+Builds record their keys via `record_build_version` (called by the pipeline when it bumps the
+version; also called lazily before every takedown and diff, which attributes keys no version
+claims yet to the current version — exact as long as it runs after every build).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from builder import clock
+from builder.errors import UserError
+from builder.ledger import Ledger
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS versions (
+        version     INTEGER PRIMARY KEY,
+        created_at  TEXT NOT NULL,
+        kind        TEXT NOT NULL CHECK (kind IN ('build', 'takedown')),
+        added       INTEGER NOT NULL DEFAULT 0,
+        removed     INTEGER NOT NULL DEFAULT 0,
+        note        TEXT                  -- takedown id and reason, or the build number
+    )""",
+    """CREATE TABLE IF NOT EXISTS version_keys (
+        key      TEXT NOT NULL,
+        version  INTEGER NOT NULL,
+        change   TEXT NOT NULL CHECK (change IN ('added', 'removed')),
+        PRIMARY KEY (key, change)
+    )""",
+    "CREATE INDEX IF NOT EXISTS version_keys_version ON version_keys(version)",
+)
+
+
+def ensure_schema(ledger: Ledger) -> None:
+    # Plain execute (not executescript): executescript would commit an open transaction.
+    for statement in _SCHEMA:
+        ledger.db.execute(statement)
+
+
+def current_version(ledger: Ledger) -> int:
+    return int(ledger.get_meta("dataset_version") or 0)
+
+
+def record_build_version(ledger: Ledger, note: str | None = None) -> int:
+    """Attribute every key no version claims yet to the current version (kind `build`).
+
+    Runs inside the caller's transaction when there is one. Returns how many keys it recorded.
+    """
+    ensure_schema(ledger)
+    version = current_version(ledger)
+    rows = ledger.db.execute(
+        "SELECT DISTINCT key FROM candidates WHERE key IS NOT NULL"
+        " AND status IN ('accepted', 'removed')"
+        " AND key NOT IN (SELECT key FROM version_keys WHERE change = 'added')"
+    ).fetchall()
+    if not rows:
+        return 0
+    version = max(version, 1)
+    ledger.db.executemany("INSERT INTO version_keys(key, version, change) VALUES (?, ?, 'added')",
+                          [(r[0], version) for r in rows])
+    ledger.db.execute(
+        "INSERT INTO versions(version, created_at, kind, added, note) VALUES (?, ?, 'build', ?, ?)"
+        " ON CONFLICT(version) DO UPDATE SET added = added + excluded.added",
+        (version, clock.wall_iso(), len(rows), note),
+    )
+    return len(rows)
+
+
+def record_takedown_version(ledger: Ledger, version: int, keys: Iterable[str], note: str) -> None:
+    keys = sorted(keys)
+    ledger.db.executemany(
+        "INSERT OR IGNORE INTO version_keys(key, version, change) VALUES (?, ?, 'removed')",
+        [(k, version) for k in keys])
+    ledger.db.execute(
+        "INSERT INTO versions(version, created_at, kind, removed, note)"
+        " VALUES (?, ?, 'takedown', ?, ?)",
+        (version, clock.wall_iso(), len(keys), note),
+    )
+
+
+def has_version(ledger: Ledger, version: int) -> bool:
+    ensure_schema(ledger)
+    return ledger.db.execute("SELECT 1 FROM versions WHERE version = ?",
+                             (version,)).fetchone() is not None
+
+
+def keys_at(ledger: Ledger, version: int) -> set[str]:
+    """Keys present in the dataset at `version`."""
+    added = {r[0] for r in ledger.db.execute(
+        "SELECT key FROM version_keys WHERE change = 'added' AND version <= ?", (version,))}
+    removed = {r[0] for r in ledger.db.execute(
+        "SELECT key FROM version_keys WHERE change = 'removed' AND version <= ?", (version,))}
+    return added - removed
+
+
+@dataclass
+class Diff:
+    old: str
+    new: str
+    removed: list[str] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)  # same key, other bytes (two directories)
+
+    def to_json(self) -> dict[str, object]:
+        return {"old": self.old, "new": self.new, "removed": self.removed, "added": self.added,
+                "changed": self.changed}
+
+    def lines(self) -> list[str]:
+        out = [f"diff {self.old} -> {self.new}: {len(self.removed)} removed, "
+               f"{len(self.added)} added" + (f", {len(self.changed)} changed"
+                                             if self.changed else "")]
+        out += [f"- {k}" for k in self.removed]
+        out += [f"+ {k}" for k in self.added]
+        out += [f"~ {k}" for k in self.changed]
+        return out
+
+
+def diff_versions(out: Path, old: int, new: int) -> Diff:
+    ledger = _open_ledger(out)
+    try:
+        ledger.begin()
+        record_build_version(ledger)
+        ledger.commit()
+        latest = current_version(ledger)
+        for v in (old, new):
+            if not 0 <= v <= latest:
+                raise UserError(f"{out}: has versions 0..{latest}; version {v} does not exist. "
+                                "Pick --from/--to in that range.")
+        before, after = keys_at(ledger, old), keys_at(ledger, new)
+    finally:
+        ledger.close()
+    return Diff(old=f"{out}@{old}", new=f"{out}@{new}", removed=sorted(before - after),
+                added=sorted(after - before))
+
+
+def diff_directories(old: Path, new: Path) -> Diff:
+    """Compare two published copies by their manifests (no ledger needed)."""
+    a, b = _manifest_keys(old), _manifest_keys(new)
+    changed = sorted(k for k in a.keys() & b.keys() if a[k] != b[k])
+    return Diff(old=str(old), new=str(new), removed=sorted(a.keys() - b.keys()),
+                added=sorted(b.keys() - a.keys()), changed=changed)
+
+
+def version_of(out: Path) -> int | None:
+    path = out / "ledger.sqlite"
+    if not path.exists():
+        return None
+    ledger = Ledger(path)
+    try:
+        return current_version(ledger)
+    finally:
+        ledger.close()
+
+
+def _manifest_keys(out: Path) -> dict[str, str]:
+    path = out / "manifest.parquet"
+    if not path.exists():
+        raise UserError(f"{out}: no manifest.parquet here; is this a cleanset output directory?")
+    table = pq.read_table(path, columns=["key", "sha256"])
+    return dict(zip(table.column("key").to_pylist(), table.column("sha256").to_pylist(),
+                    strict=True))
+
+
+def _open_ledger(out: Path) -> Ledger:
+    path = out / "ledger.sqlite"
+    if not path.exists():
+        raise UserError(f"{out}: no ledger.sqlite here; is this a cleanset output directory?")
+    return Ledger(path)
+
+
+def dumps_diff(d: Diff) -> str:
+    return json.dumps(d.to_json(), sort_keys=True)

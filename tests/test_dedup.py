@@ -1,0 +1,147 @@
+"""The near-duplicate index and its rule, on real generated images and on synthetic codes."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from builder.dedup import Hashes, NearIndex, load_index
+from builder.media import perceptual_hashes
+from builder.recipe import DedupConfig
+
+RULE = DedupConfig()
+
+
+def photo(seed: int, size: tuple[int, int] = (320, 240)) -> Image.Image:
+    """A photo-like scene: a smooth colour field with hard-edged shapes on it."""
+    rng = np.random.default_rng(seed)
+    coarse = (rng.random((4, 5, 3)) * 255).astype(np.uint8)
+    im = Image.fromarray(coarse).resize(size, Image.Resampling.BICUBIC)
+    draw = ImageDraw.Draw(im)
+    w, h = size
+    for _ in range(8):
+        x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
+        x1, y1 = x0 + int(rng.integers(20, w // 2)), y0 + int(rng.integers(20, h // 2))
+        colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+        (draw.ellipse if rng.integers(0, 2) else draw.rectangle)((x0, y0, x1, y1), fill=colour)
+    return im
+
+
+def jpeg(im: Image.Image, quality: int = 92) -> bytes:
+    buf = io.BytesIO()
+    im.convert("RGB").save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def variants(seed: int) -> dict[str, bytes]:
+    """The original and the edits the issue names: re-encoded q=40, resized 50%, cropped 2.5%."""
+    im = photo(seed)
+    w, h = im.size
+    dx, dy = round(w * 0.025), round(h * 0.025)
+    return {
+        "original": jpeg(im),
+        "q40": jpeg(im, 40),
+        "half": jpeg(im.resize((w // 2, h // 2), Image.Resampling.LANCZOS)),
+        "crop": jpeg(im.crop((dx, dy, w - dx, h - dy))),
+    }
+
+
+def hashes_of(data: bytes) -> Hashes:
+    return Hashes(*perceptual_hashes(data))
+
+
+def flipped(pdq_hex: str, bits: range) -> str:
+    value = int(pdq_hex, 16)
+    for bit in bits:
+        value ^= 1 << bit
+    return f"{value:064x}"
+
+
+def test_reencoded_resized_and_cropped_copies_match_the_original() -> None:
+    for seed in (1, 2, 4):
+        found = variants(seed)
+        index = NearIndex(RULE)
+        index.add("orig", hashes_of(found.pop("original")))
+        for name, data in found.items():
+            matches = index.search(hashes_of(data))
+            assert [m.key for m in matches] == ["orig"], (seed, name)
+
+
+def test_distinct_images_do_not_match() -> None:
+    index = NearIndex(RULE)
+    for seed in range(10):
+        index.add(f"k{seed}", hashes_of(jpeg(photo(seed))))
+    for seed in range(100, 110):
+        assert index.search(hashes_of(jpeg(photo(seed)))) == []
+
+
+def test_crop_needs_the_joint_rule_pdq_alone_at_31_misses_it() -> None:
+    found = variants(1)
+    pdq_only = NearIndex(DedupConfig(pdq_max_distance_with_phash=0))
+    pdq_only.add("orig", hashes_of(found["original"]))
+    assert pdq_only.search(hashes_of(found["crop"])) == []
+
+
+def test_flat_images_with_low_pdq_quality_never_match_near() -> None:
+    flat = jpeg(Image.new("RGB", (200, 200), (120, 120, 120)))
+    other_flat = jpeg(Image.new("RGB", (200, 200), (121, 119, 120)))
+    assert hashes_of(flat).pdq_quality is not None
+    assert (hashes_of(flat).pdq_quality or 0) < RULE.min_pdq_quality
+    index = NearIndex(RULE)
+    assert index.add("flat", hashes_of(flat)) is False
+    index.add("photo", hashes_of(jpeg(photo(1))))
+    assert index.search(hashes_of(other_flat)) == []
+
+
+def test_matches_come_nearest_first_with_their_distances() -> None:
+    base = hashes_of(jpeg(photo(1)))
+    assert base.pdq is not None
+    index = NearIndex(RULE)
+    index.add("far", Hashes(flipped(base.pdq, range(20)), 100, base.phash))
+    index.add("near", Hashes(flipped(base.pdq, range(3)), 100, base.phash))
+    matches = index.search(base)
+    assert [(m.key, m.pdq_distance, m.phash_distance) for m in matches] == [
+        ("near", 3, 0), ("far", 20, 0)]
+
+
+def test_joint_rule_boundaries_are_inclusive_and_phash_must_be_close_beyond_31() -> None:
+    base = hashes_of(jpeg(photo(2)))
+    assert base.pdq is not None and base.phash is not None
+    far_phash = f"{int(base.phash, 16) ^ ((1 << 11) - 1):016x}"  # 11 bits away
+    index = NearIndex(RULE)
+    index.add("pdq31", Hashes(flipped(base.pdq, range(31)), 100, far_phash))
+    index.add("pdq32", Hashes(flipped(base.pdq, range(32)), 100, far_phash))
+    index.add("pdq80", Hashes(flipped(base.pdq, range(80)), 100, base.phash))
+    index.add("pdq81", Hashes(flipped(base.pdq, range(81)), 100, base.phash))
+    assert [m.key for m in index.search(base)] == ["pdq31", "pdq80"]
+
+
+def test_no_chaining_only_admitted_images_are_compared() -> None:
+    """A admitted; B (25 bits from A) refused as its copy; C (50 bits from A, 25 from B) stays."""
+    a = hashes_of(jpeg(photo(4)))
+    assert a.pdq is not None and a.phash is not None
+    far_phash = f"{int(a.phash, 16) ^ 0xFFFF:016x}"
+    b = Hashes(flipped(a.pdq, range(25)), 100, far_phash)
+    c = Hashes(flipped(a.pdq, range(50)), 100, far_phash)
+    index = NearIndex(RULE)
+    index.add("A", a)
+    assert [m.key for m in index.search(b)] == ["A"]  # B is refused, so never indexed
+    assert index.search(c) == []  # C~B, but B is not admitted: C is kept
+
+
+def test_numpy_fallback_gives_the_same_matches_as_faiss() -> None:
+    rng = np.random.default_rng(7)
+    rows = []
+    for i in range(2000):
+        rows.append((f"{i:06d}", bytes(rng.integers(0, 256, 32, dtype=np.uint8)).hex(), 100,
+                     f"{int(rng.integers(0, 2**63)):016x}"))
+    # plant near copies of the first rows among the queries
+    queries = [Hashes(flipped(r[1], range(i % 40)), 100, r[3]) for i, r in enumerate(rows[:50])]
+    queries += [Hashes(bytes(rng.integers(0, 256, 32, dtype=np.uint8)).hex(), 100,
+                       "0" * 16) for _ in range(20)]
+    fast = load_index(rows, RULE).search_many(queries)
+    slow = load_index(rows, RULE, use_faiss=False).search_many(queries)
+    assert fast == slow
+    assert sum(1 for m in fast if m) == 50

@@ -1,0 +1,504 @@
+"""The opt-out gate, signal by signal, through the real stages against a real local server."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image, PngImagePlugin
+from pytest_httpserver import HTTPServer
+
+from builder.errors import UserError
+from builder.fetch import Fetcher
+from builder.licensing import load_policy
+from builder.optout import OptoutConfig, OptoutGate, load_optout
+from builder.optout.denylist import Denylist, Entry
+from builder.recipe import FetchConfig, ImageConfig
+from builder.records import Candidate, Checked, Evidence, Rejection
+from builder.stages import StageSpec, fetch_stage, image_check, licence_gate, run_stages
+from tests.conftest import make_image
+
+CC0 = "https://creativecommons.org/publicdomain/zero/1.0/"
+NC4 = "https://creativecommons.org/licenses/by-nc/4.0/"
+PLUS = "http://ns.useplus.org/ldf/xmp/1.0/"
+DMI = "http://ns.useplus.org/ldf/vocab/DMI-PROHIBITED-AIMLTRAINING"
+IPTC_EXT = "http://iptc.org/std/Iptc4xmpExt/2008-02-29/"
+AI_SOURCE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
+
+
+@pytest.fixture(autouse=True)
+def _no_handler_is_404(httpserver: HTTPServer) -> None:
+    # A real host without robots.txt answers 404; pytest-httpserver's default is 500,
+    # which RFC 9309 reads as "disallow everything".
+    httpserver.no_handler_status_code = 404
+
+
+@pytest.fixture
+def fetcher():
+    config = FetchConfig(allow_private_addresses=True, retries=0, timeout_s=5, workers=4)
+    with Fetcher(config) as f:
+        yield f
+
+
+def make_gate(fetcher: Fetcher, denylist: Denylist | None = None, **options) -> OptoutGate:
+    return OptoutGate(OptoutConfig(**options), fetcher=fetcher, denylist=denylist or Denylist(),
+                      policy=load_policy("commercial"), c2pa_available=options.get("c2pa"))
+
+
+def run(gate: OptoutGate, cand: Candidate, fetcher: Fetcher) -> Checked | Rejection:
+    stages = [
+        StageSpec("licence", lambda c: licence_gate(c, policy=gate.policy), "license_missing"),
+        StageSpec("optout-before-fetch", gate.before_fetch, "denylisted"),
+        StageSpec("fetch", lambda lic: fetch_stage(lic, fetcher=fetcher, max_bytes=5_000_000),
+                  "http_error"),
+        StageSpec("optout-headers", gate.after_fetch, "optout_x_robots_tag"),
+        StageSpec("image", lambda f: image_check(f, config=ImageConfig()), "corrupt_image"),
+        StageSpec("optout-embedded", gate.after_check, "optout_embedded"),
+    ]
+    return run_stages(cand, stages)
+
+
+def candidate(url: str, **fields) -> Candidate:
+    fields.setdefault("evidence", (Evidence("license", CC0),))
+    return Candidate(source="t", source_id=url.rsplit("/", 1)[-1], url=url, **fields)
+
+
+def serve_image(httpserver: HTTPServer, path: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None, content_type: str = "image/jpeg") -> str:
+    httpserver.expect_request(path).respond_with_data(
+        body if body is not None else make_image(len(path)), content_type=content_type,
+        headers=headers or {})
+    return httpserver.url_for(path)
+
+
+def trail(result: Checked) -> dict[str, str]:
+    return dict(result.optout)
+
+
+def rejected(result: object, reason: str) -> str:
+    assert isinstance(result, Rejection), result
+    assert result.reason.value == reason, result
+    return result.detail
+
+
+# --- X-Robots-Tag and usage headers -------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["noai", "noimageai", "NoAI", "noindex, noai",
+                                   "cleanset: noai", "googlebot: noindex, cleanset: noimageai",
+                                   "*: noimageai"])
+def test_x_robots_tag_training_directives_are_refused(value: str, httpserver: HTTPServer,
+                                                      fetcher: Fetcher) -> None:
+    url = serve_image(httpserver, "/x.jpg", headers={"X-Robots-Tag": value})
+    detail = rejected(run(make_gate(fetcher), candidate(url), fetcher), "optout_x_robots_tag")
+    assert "X-Robots-Tag" in detail and value in detail and url in detail
+
+
+@pytest.mark.parametrize("value", ["otherbot: noai", "noindex", "noimageindex, nofollow",
+                                   "unavailable_after: 25 Jun 2030 15:00:00 PST"])
+def test_x_robots_tag_for_other_bots_or_search_only_is_admitted(value: str,
+                                                                httpserver: HTTPServer,
+                                                                fetcher: Fetcher) -> None:
+    url = serve_image(httpserver, "/x.jpg", headers={"X-Robots-Tag": value})
+    result = run(make_gate(fetcher), candidate(url), fetcher)
+    assert isinstance(result, Checked), result
+    assert trail(result)["x-robots-tag"].startswith("allowed")
+
+
+def test_noindex_is_refused_when_the_recipe_reads_it_as_an_optout(httpserver: HTTPServer,
+                                                                  fetcher: Fetcher) -> None:
+    url = serve_image(httpserver, "/x.jpg", headers={"X-Robots-Tag": "noimageindex"})
+    gate = make_gate(fetcher, noindex_is_optout=True)
+    assert "noimageindex" in rejected(run(gate, candidate(url), fetcher), "optout_x_robots_tag")
+
+
+@pytest.mark.parametrize("name,value", [("Content-Usage", "train-ai=n"),
+                                        ("Content-Usage", "search=y, train-genai=n"),
+                                        ("Content-Signal", "search=yes, ai-train=no")])
+def test_usage_preference_headers_refusing_training_are_honoured(
+        name: str, value: str, httpserver: HTTPServer, fetcher: Fetcher) -> None:
+    url = serve_image(httpserver, "/u.jpg", headers={name: value})
+    detail = rejected(run(make_gate(fetcher), candidate(url), fetcher), "optout_x_robots_tag")
+    assert name in detail and value in detail
+
+
+@pytest.mark.parametrize("name,value", [("Content-Usage", "train-ai=y"),
+                                        ("Content-Signal", "search=yes, ai-train=yes")])
+def test_usage_preference_headers_allowing_training_are_admitted(
+        name: str, value: str, httpserver: HTTPServer, fetcher: Fetcher) -> None:
+    url = serve_image(httpserver, "/u.jpg", headers={name: value})
+    result = run(make_gate(fetcher), candidate(url), fetcher)
+    assert isinstance(result, Checked)
+    assert trail(result)[name.lower()] == f"allowed: {value}"
+
+
+# --- TDMRep ----------------------------------------------------------------------------------
+
+
+def test_tdm_reservation_header_is_refused_with_its_policy(httpserver: HTTPServer,
+                                                          fetcher: Fetcher) -> None:
+    url = serve_image(httpserver, "/t.jpg", headers={
+        "tdm-reservation": "1", "tdm-policy": "https://example.org/policy.json"})
+    detail = rejected(run(make_gate(fetcher), candidate(url), fetcher), "optout_tdmrep")
+    assert "tdm-reservation: 1" in detail and "https://example.org/policy.json" in detail
+
+
+def serve_tdmrep(httpserver: HTTPServer, rules: list[dict]) -> None:
+    httpserver.expect_request("/.well-known/tdmrep.json").respond_with_json(rules)
+
+
+def test_tdmrep_json_first_matching_location_wins(httpserver: HTTPServer,
+                                                 fetcher: Fetcher) -> None:
+    serve_tdmrep(httpserver, [
+        {"location": "/open/*", "tdm-reservation": 0},
+        {"location": "/*.jpg$", "tdm-reservation": 1, "tdm-policy": "https://ex.org/p"},
+        {"location": "/", "tdm-reservation": 0},
+    ])
+    gate = make_gate(fetcher)
+    open_url = serve_image(httpserver, "/open/a.jpg")
+    closed_url = serve_image(httpserver, "/photos/b.jpg")
+    png_url = serve_image(httpserver, "/photos/c.png", make_image(9, fmt="PNG"),
+                          content_type="image/png")
+    admitted = run(gate, candidate(open_url), fetcher)
+    assert isinstance(admitted, Checked)
+    assert trail(admitted)["tdmrep.json"].startswith("not reserved: location '/open/*'")
+    detail = rejected(run(gate, candidate(closed_url), fetcher), "optout_tdmrep")
+    assert "'/*.jpg$'" in detail and "tdmrep.json" in detail and "https://ex.org/p" in detail
+    assert isinstance(run(gate, candidate(png_url), fetcher), Checked)
+    requests = [r.path for r, _ in httpserver.log]
+    assert requests.count("/.well-known/tdmrep.json") == 1  # once per host per build
+
+
+def test_tdm_reservation_header_overrides_tdmrep_json(httpserver: HTTPServer,
+                                                      fetcher: Fetcher) -> None:
+    serve_tdmrep(httpserver, [{"location": "/", "tdm-reservation": 1}])
+    url = serve_image(httpserver, "/h.jpg", headers={"tdm-reservation": "0"})
+    result = run(make_gate(fetcher), candidate(url), fetcher)
+    assert isinstance(result, Checked), result
+    assert ("tdmrep.json", "overridden by tdm-reservation: 0 header") in result.optout
+
+
+def test_landing_page_meta_tdm_reservation_is_refused_when_enabled(httpserver: HTTPServer,
+                                                                   fetcher: Fetcher) -> None:
+    httpserver.expect_request("/page").respond_with_data(
+        '<html><head><meta name="tdm-reservation" content="1"></head></html>',
+        content_type="text/html")
+    url = serve_image(httpserver, "/l.jpg")
+    cand = candidate(url, landing_url=httpserver.url_for("/page"))
+    assert isinstance(run(make_gate(fetcher), cand, fetcher), Checked)  # off by default
+    detail = rejected(run(make_gate(fetcher, landing_page=True), cand, fetcher), "optout_tdmrep")
+    assert "landing page" in detail and "/page" in detail
+
+
+# --- robots.txt and ai.txt ---------------------------------------------------------------------
+
+
+def serve_text(httpserver: HTTPServer, path: str, text: str, status: int = 200) -> None:
+    httpserver.expect_request(path).respond_with_data(text, status=status,
+                                                      content_type="text/plain")
+
+
+def test_robots_txt_group_for_our_token_is_obeyed(httpserver: HTTPServer,
+                                                  fetcher: Fetcher) -> None:
+    serve_text(httpserver, "/robots.txt",
+               "User-agent: *\nDisallow: /\n\nUser-agent: cleanset\nDisallow: /private/\n")
+    gate = make_gate(fetcher)
+    allowed = run(gate, candidate(serve_image(httpserver, "/public/a.jpg")), fetcher)
+    assert isinstance(allowed, Checked)
+    assert trail(allowed)["robots.txt"] == "allowed:cleanset"
+    detail = rejected(run(gate, candidate(serve_image(httpserver, "/private/b.jpg")), fetcher),
+                      "optout_robots_txt")
+    assert "'cleanset'" in detail and "/robots.txt" in detail
+    assert [r.path for r, _ in httpserver.log].count("/robots.txt") == 1
+
+
+def test_robots_txt_star_group_applies_when_we_are_not_named(httpserver: HTTPServer,
+                                                             fetcher: Fetcher) -> None:
+    serve_text(httpserver, "/robots.txt", "User-agent: otherbot\nAllow: /\n\n"
+                                          "User-agent: *\nDisallow: /img/\n")
+    gate = make_gate(fetcher)
+    detail = rejected(run(gate, candidate(serve_image(httpserver, "/img/a.jpg")), fetcher),
+                      "optout_robots_txt")
+    assert "'*'" in detail
+    ok = run(gate, candidate(serve_image(httpserver, "/other/a.jpg")), fetcher)
+    assert trail(ok)["robots.txt"] == "allowed:*"
+
+
+def test_missing_robots_txt_means_no_restriction(httpserver: HTTPServer,
+                                                 fetcher: Fetcher) -> None:
+    result = run(make_gate(fetcher), candidate(serve_image(httpserver, "/a.jpg")), fetcher)
+    assert isinstance(result, Checked)
+    assert trail(result)["robots.txt"] == "absent (HTTP 404)"
+
+
+def test_robots_txt_server_error_means_complete_disallow_per_rfc_9309(
+        httpserver: HTTPServer, fetcher: Fetcher) -> None:
+    serve_text(httpserver, "/robots.txt", "oops", status=500)
+    detail = rejected(run(make_gate(fetcher), candidate(serve_image(httpserver, "/a.jpg")),
+                          fetcher), "optout_robots_txt")
+    assert "HTTP 500" in detail and "RFC 9309" in detail
+    assert "/a.jpg" not in [r.path for r, _ in httpserver.log]  # decided before download
+
+
+@pytest.mark.parametrize("line", ["Content-Signal: search=yes, ai-train=no",
+                                  "Content-Usage: train-ai=n",
+                                  "Content-Usage: /img/ train-ai=n"])
+def test_usage_preferences_in_robots_txt_are_honoured(line: str, httpserver: HTTPServer,
+                                                      fetcher: Fetcher) -> None:
+    serve_text(httpserver, "/robots.txt", f"User-agent: *\n{line}\nAllow: /\n")
+    detail = rejected(run(make_gate(fetcher), candidate(serve_image(httpserver, "/img/a.jpg")),
+                          fetcher), "optout_robots_txt")
+    assert "line 2" in detail and "robots.txt" in detail
+
+
+def test_path_scoped_content_usage_leaves_other_paths_admitted(httpserver: HTTPServer,
+                                                               fetcher: Fetcher) -> None:
+    serve_text(httpserver, "/robots.txt", "User-agent: *\nContent-Usage: /img/ train-ai=n\n")
+    result = run(make_gate(fetcher), candidate(serve_image(httpserver, "/pub/a.jpg")), fetcher)
+    assert isinstance(result, Checked)
+
+
+def test_ai_txt_disallow_is_refused(httpserver: HTTPServer, fetcher: Fetcher) -> None:
+    serve_text(httpserver, "/ai.txt", "# Spawning AI\nUser-Agent: *\nDisallow: *.jpg\n")
+    gate = make_gate(fetcher)
+    detail = rejected(run(gate, candidate(serve_image(httpserver, "/a.jpg")), fetcher),
+                      "optout_robots_txt")
+    assert detail.startswith("ai.txt:") and "/ai.txt" in detail
+    png = serve_image(httpserver, "/b.png", make_image(3, fmt="PNG"), content_type="image/png")
+    assert trail(run(gate, candidate(png), fetcher))["ai.txt"] == "allowed:*"
+
+
+# --- embedded XMP -------------------------------------------------------------------------------
+
+
+def xmp(body: str, attrs: str = "", prefix_decls: str = "") -> bytes:
+    return (
+        '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+        'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        f'<rdf:Description rdf:about="" {prefix_decls} {attrs}>{body}</rdf:Description>'
+        '</rdf:RDF></x:xmpmeta><?xpacket end="w"?>'
+    ).encode()
+
+
+DATA_MINING_FORMS = {
+    "attribute": xmp("", f'plus:DataMining="{DMI}"', f'xmlns:plus="{PLUS}"'),
+    "element": xmp(f"<plus:DataMining>{DMI}</plus:DataMining>", "", f'xmlns:plus="{PLUS}"'),
+    "resource": xmp(f'<plus:DataMining rdf:resource="{DMI}"/>', "", f'xmlns:plus="{PLUS}"'),
+    "other-prefix": xmp(f'<ldf:DataMining rdf:resource="{DMI}"/>', "", f'xmlns:ldf="{PLUS}"'),
+}
+
+
+def with_xmp(fmt: str, packet: bytes, seed: int = 1) -> bytes:
+    image = Image.open(io.BytesIO(make_image(seed, fmt="PNG"))).convert("RGB")
+    out = io.BytesIO()
+    if fmt == "PNG":
+        info = PngImagePlugin.PngInfo()
+        info.add_itxt("XML:com.adobe.xmp", packet.decode("utf-8"), zip=seed % 2 == 0)
+        image.save(out, "PNG", pnginfo=info)
+    elif fmt == "TIFF":
+        image.save(out, "TIFF", tiffinfo={700: packet})
+    else:
+        image.save(out, fmt, xmp=packet)
+    return out.getvalue()
+
+
+MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "TIFF": "image/tiff"}
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "TIFF"])
+@pytest.mark.parametrize("form", sorted(DATA_MINING_FORMS))
+def test_embedded_plus_data_mining_prohibition_is_refused(fmt: str, form: str,
+                                                          httpserver: HTTPServer,
+                                                          fetcher: Fetcher) -> None:
+    body = with_xmp(fmt, DATA_MINING_FORMS[form], seed=len(form))
+    url = serve_image(httpserver, f"/e.{fmt.lower()}", body, content_type=MIME[fmt])
+    detail = rejected(run(make_gate(fetcher), candidate(url), fetcher), "optout_embedded")
+    assert "DMI-PROHIBITED-AIMLTRAINING" in detail and "plus:DataMining" in detail
+    assert {"JPEG": "JPEG APP1", "PNG": "PNG iTXt", "WEBP": "WebP XMP", "TIFF": "TIFF tag 700"}[fmt] in detail
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_image_without_signals_is_admitted_with_every_check_in_its_trail(
+        fmt: str, httpserver: HTTPServer, fetcher: Fetcher) -> None:
+    allowed = xmp("<plus:DataMining rdf:resource=\"http://ns.useplus.org/ldf/vocab/DMI-ALLOWED\"/>",
+                  "", f'xmlns:plus="{PLUS}"')
+    url = serve_image(httpserver, f"/ok.{fmt.lower()}", with_xmp(fmt, allowed),
+                      content_type=MIME[fmt])
+    result = run(make_gate(fetcher, c2pa=False), candidate(url), fetcher)
+    assert isinstance(result, Checked), result
+    said = trail(result)
+    assert said["plus:DataMining"] == "http://ns.useplus.org/ldf/vocab/DMI-ALLOWED"
+    for signal in ("denylist", "robots.txt", "ai.txt", "tdmrep.json", "x-robots-tag",
+                   "content-usage", "content-signal", "tdm-reservation", "denylist-content",
+                   "DigitalSourceType", "c2pa"):
+        assert signal in said, signal
+    assert said["x-robots-tag"] == "absent"
+
+
+BILLION_LAUGHS = (
+    '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+    '<!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">'
+    '<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]>'
+    '<x:xmpmeta xmlns:x="adobe:ns:meta/"><a>&lol3;</a>{extra}</x:xmpmeta>'
+)
+XXE = ('<?xml version="1.0"?><!DOCTYPE x [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>'
+       '<x:xmpmeta xmlns:x="adobe:ns:meta/"><a>&xxe;</a>{extra}</x:xmpmeta>')
+
+
+@pytest.mark.parametrize("template", [BILLION_LAUGHS, XXE], ids=["billion-laughs", "xxe"])
+def test_hostile_xmp_is_never_expanded_and_cannot_hide_a_prohibition(
+        template: str, httpserver: HTTPServer, fetcher: Fetcher) -> None:
+    gate = make_gate(fetcher, c2pa=False)
+    harmless = with_xmp("JPEG", template.format(extra="").encode())
+    url = serve_image(httpserver, "/h1.jpg", harmless)
+    result = run(gate, candidate(url), fetcher)
+    assert isinstance(result, Checked), result
+    assert "unparseable XMP" in trail(result)["xmp"]
+    assert "root:" not in json.dumps(result.optout)  # /etc/passwd never read
+    hiding = with_xmp("JPEG", template.format(extra=f"<b>{DMI}</b>").encode(), seed=2)
+    url = serve_image(httpserver, "/h2.jpg", hiding)
+    assert "DMI-PROHIBITED" in rejected(run(gate, candidate(url), fetcher), "optout_embedded")
+
+
+def test_ai_generated_digital_source_type_is_refused_unless_switched_off(
+        httpserver: HTTPServer, fetcher: Fetcher) -> None:
+    packet = xmp(f'<Iptc4xmpExt:DigitalSourceType rdf:resource="{AI_SOURCE}"/>', "",
+                 f'xmlns:Iptc4xmpExt="{IPTC_EXT}"')
+    url = serve_image(httpserver, "/ai.png", with_xmp("PNG", packet), content_type="image/png")
+    detail = rejected(run(make_gate(fetcher), candidate(url), fetcher), "ai_generated")
+    assert "trainedAlgorithmicMedia" in detail
+    kept = run(make_gate(fetcher, reject_ai_generated=False), candidate(url), fetcher)
+    assert isinstance(kept, Checked)
+    assert trail(kept)["DigitalSourceType"] == AI_SOURCE
+
+
+def test_composite_with_ai_is_refused_as_ai_generated(httpserver: HTTPServer,
+                                                      fetcher: Fetcher) -> None:
+    composite = AI_SOURCE.replace("trainedAlgorithmicMedia", "compositeWithTrainedAlgorithmicMedia")
+    packet = xmp("", f'Iptc4xmpExt:DigitalSourceType="{composite}"',
+                 f'xmlns:Iptc4xmpExt="{IPTC_EXT}"')
+    url = serve_image(httpserver, "/c.webp", with_xmp("WEBP", packet), content_type="image/webp")
+    rejected(run(make_gate(fetcher), candidate(url), fetcher), "ai_generated")
+
+
+RIGHTS = 'xmlns:xmpRights="http://ns.adobe.com/xap/1.0/rights/"'
+
+
+def test_embedded_licence_that_disagrees_is_a_conflict(httpserver: HTTPServer,
+                                                       fetcher: Fetcher) -> None:
+    packet = xmp(f"<xmpRights:WebStatement>{NC4}</xmpRights:WebStatement>", "", RIGHTS)
+    url = serve_image(httpserver, "/lic.jpg", with_xmp("JPEG", packet))
+    detail = rejected(run(make_gate(fetcher), candidate(url), fetcher), "license_conflict")
+    assert NC4 in detail and "xmp:xmpRights:WebStatement" in detail
+
+
+def test_embedded_licence_that_agrees_is_added_to_the_evidence(httpserver: HTTPServer,
+                                                               fetcher: Fetcher) -> None:
+    packet = xmp(f'<cc:license rdf:resource="{CC0}"/>', "",
+                 'xmlns:cc="http://creativecommons.org/ns#"')
+    url = serve_image(httpserver, "/agree.png", with_xmp("PNG", packet), content_type="image/png")
+    result = run(make_gate(fetcher), candidate(url), fetcher)
+    assert isinstance(result, Checked), result
+    evidence = result.fetched.licensed.license.evidence
+    assert Evidence("xmp:cc:license", CC0) in evidence
+    assert trail(result)["xmp-license"].startswith("agrees")
+
+
+def test_an_embedded_web_statement_that_is_no_licence_is_recorded_not_decisive(
+        httpserver: HTTPServer, fetcher: Fetcher) -> None:
+    packet = xmp("", 'xmpRights:WebStatement="https://photographer.example/about"', RIGHTS)
+    url = serve_image(httpserver, "/page.jpg", with_xmp("JPEG", packet))
+    result = run(make_gate(fetcher), candidate(url), fetcher)
+    assert isinstance(result, Checked), result
+    assert "not a licence" in trail(result)["xmp-license"]
+
+
+# --- denylist ----------------------------------------------------------------------------------
+
+
+def test_denylist_by_url_creator_sha256_and_pdq(httpserver: HTTPServer, fetcher: Fetcher,
+                                                tmp_path: Path) -> None:
+    listed_bytes = make_image(42)
+    url = serve_image(httpserver, "/listed.jpg")
+    path = tmp_path / "deny.jsonl"
+    path.write_text("\n".join([
+        json.dumps({"kind": "url", "value": url.replace("http://", "HTTP://"),
+                    "reason": "takedown 7"}),
+        json.dumps({"kind": "creator", "value": "Ann  Example"}),
+        "# a comment",
+        hashlib.sha256(listed_bytes).hexdigest(),
+    ]) + "\n", encoding="utf-8")
+    deny = Denylist()
+    deny.load(path, required=True)
+    gate = make_gate(fetcher, deny)
+    detail = rejected(run(gate, candidate(url), fetcher), "denylisted")
+    assert "takedown 7" in detail and f"{path}:1" in detail
+    assert "/listed.jpg" not in [r.path for r, _ in httpserver.log]  # before download
+    other = serve_image(httpserver, "/by-ann.jpg")
+    assert "creator" in rejected(run(gate, candidate(other, creator="ann example"), fetcher),
+                                 "denylisted")
+    copy = serve_image(httpserver, "/copy.jpg", listed_bytes)
+    assert "sha256" in rejected(run(gate, candidate(copy), fetcher), "denylisted")
+    control = serve_image(httpserver, "/control.jpg", make_image(43))
+    assert isinstance(run(gate, candidate(control), fetcher), Checked)
+
+
+def test_denylist_by_pdq_catches_a_reencoded_copy(httpserver: HTTPServer,
+                                                  fetcher: Fetcher) -> None:
+    gate = make_gate(fetcher)
+    first = run(gate, candidate(serve_image(httpserver, "/o.jpg", make_image(50, (256, 256)))),
+                fetcher)
+    assert isinstance(first, Checked) and first.image.pdq
+    deny = Denylist()
+    deny.add(Entry("pdq", first.image.pdq, "takedown", "DIR/denylist.jsonl:1"))
+    again = serve_image(httpserver, "/r.jpg", make_image(50, (256, 256), quality=60))
+    detail = rejected(run(make_gate(fetcher, deny), candidate(again), fetcher), "denylisted")
+    assert "PDQ within" in detail
+
+
+def test_bad_denylist_line_is_a_user_error_naming_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "deny.jsonl"
+    path.write_text('{"kind": "url", "value": "https://a.example/x.jpg"}\n{"kind": "isbn"}\n')
+    with pytest.raises(UserError, match=r"deny.jsonl:2"):
+        load_optout({"denylist": "deny.jsonl"}, file=tmp_path / "r.toml", base=tmp_path)
+
+
+def test_unknown_optout_key_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="optout.robots"):
+        load_optout({"robots": True}, file=tmp_path / "r.toml", base=tmp_path)
+
+
+# --- local files --------------------------------------------------------------------------------
+
+
+def test_local_files_get_embedded_and_denylist_checks_only(tmp_path: Path,
+                                                           fetcher: Fetcher) -> None:
+    clean = tmp_path / "a.jpg"
+    clean.write_bytes(make_image(5))
+    marked = tmp_path / "b.jpg"
+    marked.write_bytes(with_xmp("JPEG", DATA_MINING_FORMS["element"]))
+    gate = make_gate(fetcher, c2pa=False)
+    result = run(gate, candidate(str(clean), local_path=str(clean)), fetcher)
+    assert isinstance(result, Checked), result
+    said = trail(result)
+    assert said["robots.txt"] == "n/a: local file" and said["x-robots-tag"] == "n/a: local file"
+    rejected(run(gate, candidate(str(marked), local_path=str(marked)), fetcher),
+             "optout_embedded")
+
+
+def test_summary_counts_each_signal_and_says_when_c2pa_was_not_checked(
+        httpserver: HTTPServer, fetcher: Fetcher) -> None:
+    gate = make_gate(fetcher, c2pa=True)
+    gate = OptoutGate(gate.config, fetcher=fetcher, denylist=Denylist(), policy=gate.policy,
+                      c2pa_available=False)
+    run(gate, candidate(serve_image(httpserver, "/s1.jpg")), fetcher)
+    url = serve_image(httpserver, "/s2.jpg", headers={"X-Robots-Tag": "noai"})
+    run(gate, candidate(url), fetcher)
+    lines = gate.summary_lines()
+    assert "  opt-out x-robots-tag: checked 2, rejected 1" in lines
+    assert "  opt-out robots.txt: checked 2, rejected 0" in lines
+    assert "  C2PA: not checked (install cleanset[c2pa])" in lines

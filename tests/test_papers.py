@@ -1,0 +1,312 @@
+"""The dataset's papers (SPDX, Croissant, card, attribution, report) from a real build."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import make_image, run_cli, write_recipe
+
+CC0 = "https://creativecommons.org/publicdomain/zero/1.0/"
+BY4 = "https://creativecommons.org/licenses/by/4.0/"
+BYSA4 = "https://creativecommons.org/licenses/by-sa/4.0/"
+PDM = "https://creativecommons.org/publicdomain/mark/1.0/"
+
+# (file, licence, creator, title, caption): nulls on the first samples on purpose, so that
+# type inference from the first rows would guess wrongly.
+WORKS = [
+    ("a.jpg", CC0, None, None, None),
+    ("b.jpg", BY4, "Ada Lovelace", "Engine", "a drawing of an engine"),
+    ("c.png", BYSA4, "Grace Hopper", "Bug", None),
+    ("d.jpg", PDM, "NASA", "Moon", "the moon"),
+    ("e.jpg", BY4, "Ada Lovelace", None, "more blocks"),
+    ("f.jpg", BYSA4, None, "No creator known", None),
+]
+BY_KINDS = (BY4, BYSA4)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("papers")
+    images = root / "images"
+    images.mkdir()
+    for seed, (name, lic, creator, title, caption) in enumerate(WORKS):
+        fmt = "PNG" if name.endswith(".png") else "JPEG"
+        (images / name).write_bytes(make_image(100 + seed, (96 + 16 * seed, 64), fmt=fmt))
+        sidecar = {"license": lic, "creator": creator, "title": title, "caption": caption,
+                   "landing_url": f"https://example.org/works/{name}"}
+        (images / f"{name}.json").write_text(
+            json.dumps({k: v for k, v in sidecar.items() if v is not None}), encoding="utf-8")
+    recipe = write_recipe(root / "recipe.toml", """
+[dataset]
+name = "papers-test"
+samples_per_shard = 2
+description = "Six generated images under four licences."
+
+[policy]
+use = "commercial"
+
+[[sources]]
+kind = "folder"
+name = "generated"
+path = "images"
+""")
+    out = root / "out"
+    run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
+    return out
+
+
+def manifest_keys(out: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(out / "manifest.parquet", columns=["key"]).column("key").to_pylist()
+
+
+def test_every_build_writes_all_papers_atomically(built: Path) -> None:
+    for name in ("spdx.json", "croissant.json", "README.md", "ATTRIBUTION.md",
+                 "attribution.csv", "manifest.parquet", "candidates.parquet"):
+        assert (built / name).stat().st_size > 0, name
+    assert not list(built.glob("*.tmp*")), "a temporary paper was left behind"
+    assert len(manifest_keys(built)) == len(WORKS)
+
+
+def test_spdx_round_trips_through_spdx_tools_with_no_validation_messages(built: Path) -> None:
+    from spdx_tools.spdx.model import ChecksumAlgorithm, RelationshipType
+    from spdx_tools.spdx.parser.parse_anything import parse_file
+    from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
+
+    document = parse_file(str(built / "spdx.json"))
+    assert validate_full_spdx_document(document) == []
+    assert len(document.files) == len(WORKS)
+    package = document.packages[0]
+    assert package.version == "1"
+    for f in document.files:
+        algorithms = {c.algorithm for c in f.checksums}
+        assert {ChecksumAlgorithm.SHA1, ChecksumAlgorithm.SHA256} <= algorithms
+        assert f.license_concluded is not None and f.license_info_in_file
+        assert "landing_url: https://example.org/works/" in (f.comment or "")
+    contains = [r for r in document.relationships
+                if r.relationship_type == RelationshipType.CONTAINS]
+    assert len(contains) == len(WORKS)
+    by = [f for f in document.files if str(f.license_concluded).startswith("CC-BY")]
+    assert by and all(f.attribution_texts for f in by)
+
+
+def test_licence_refs_get_extracted_licensing_info_and_ids_stay_valid(tmp_path: Path) -> None:
+    from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
+
+    from builder.exports.papers import gather_facts
+    from builder.exports.spdx import build_document
+    from builder.ledger import Ledger
+
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    fill_ledger(ledger, ["LicenseRef-US-Government-Work", "CC0-1.0", "LicenseRef-Odd+Id"],
+                keys=["k_1", "k-2", "k3"])
+    document = build_document(ledger, gather_facts(ledger))
+    assert validate_full_spdx_document(document) == []
+    refs = {e.license_id for e in document.extracted_licensing_info}
+    assert refs == {"LicenseRef-US-Government-Work", "LicenseRef-Odd-Id"}
+    assert {f.spdx_id for f in document.files} == {
+        "SPDXRef-File-k.1", "SPDXRef-File-k-2", "SPDXRef-File-k3"}
+
+
+def test_fast_validation_reports_the_same_messages_as_spdx_tools(tmp_path: Path) -> None:
+    from spdx_tools.spdx.model import Relationship, RelationshipType
+    from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
+
+    from builder.exports.papers import gather_facts
+    from builder.exports.spdx import build_document, validate_document
+    from builder.ledger import Ledger
+
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    fill_ledger(ledger, ["CC-BY-4.0"] * 30)
+    document = build_document(ledger, gather_facts(ledger))
+    document.relationships[3].related_spdx_element_id = "SPDXRef-nowhere"
+    document.relationships.append(
+        Relationship("SPDXRef-Dataset", RelationshipType.CONTAINS, "bad_id"))
+    ours = sorted(m.validation_message for m in validate_document(document))
+    theirs = sorted(m.validation_message for m in validate_full_spdx_document(document))
+    assert ours == theirs
+    assert len(ours) == 3
+
+
+def fill_ledger(ledger, licenses: list[str], keys: list[str] | None = None) -> None:  # type: ignore[no-untyped-def]
+    ledger.set_meta("dataset_name", "synthetic")
+    ledger.set_meta("dataset_version", "1")
+    for i, lic in enumerate(licenses):
+        key = keys[i] if keys else f"{i:010d}"
+        prov = {"attribution": {"text": f"Work {i} by C, {lic}."},
+                "source": {"landing_url": f"https://example.org/{i}"}}
+        ledger.add_sample({
+            "key": key, "shard": 0, "build": 1, "seq": i, "sha256": f"{i:064x}",
+            "sha1": f"{i:040x}", "license": lic, "source": "s", "source_id": str(i),
+            "creator": "C", "title": f"Work {i}", "width": 8, "height": 8,
+            "mime": "image/jpeg", "ext": "jpg", "bytes": 10, "provenance": json.dumps(prov)})
+
+
+READ_CROISSANT = """
+import json, sys
+import mlcroissant as mlc
+dataset = mlc.Dataset(sys.argv[1])  # raises on validation errors
+samples = [r["samples/key"].decode() for r in dataset.records("samples")]
+images = [[r["images/key"].decode(), r["images/image"].size[0]]
+          for r in dataset.records("images")]
+print(json.dumps({"samples": samples, "images": images}))
+"""
+
+
+def test_croissant_validates_and_yields_one_record_per_sample(built: Path,
+                                                              tmp_path: Path) -> None:
+    # A fresh process with its own cache: mlcroissant keys extracted archives by their
+    # contentUrl alone, so another dataset's shards/000000.tar would otherwise be reused.
+    env = {**os.environ, "CROISSANT_CACHE": str(tmp_path / "croissant-cache")}
+    proc = subprocess.run([sys.executable, "-c", READ_CROISSANT, str(built / "croissant.json")],
+                          capture_output=True, text=True, env=env, timeout=300, check=True)
+    read = json.loads(proc.stdout.strip().splitlines()[-1])
+    keys = sorted(manifest_keys(built))
+    assert sorted(read["samples"]) == keys
+    assert sorted(key for key, _ in read["images"]) == keys
+    assert all(width > 0 for _, width in read["images"])
+
+
+def test_croissant_has_licence_rai_fields_and_distinct_ids(built: Path) -> None:
+    doc = json.loads((built / "croissant.json").read_text())
+    assert doc["version"] == "1.0.0"
+    assert BY4 in doc["license"] and CC0 in doc["license"]
+    for field in ("dataCollection", "dataBiases", "dataLimitations",
+                  "personalSensitiveInformation", "dataUseCases", "dataReleaseMaintenancePlan"):
+        assert doc[f"rai:{field}"], field
+    record_ids = {r["@id"] for r in doc["recordSet"]}
+    file_ids = {d["@id"] for d in doc["distribution"]}
+    assert not record_ids & file_ids
+    shards = [d for d in doc["distribution"] if d["encodingFormat"] == "application/x-tar"]
+    assert len(shards) == 3 and all(len(d["sha256"]) == 64 for d in shards)
+
+
+def test_datasets_loads_the_shards_with_consistently_typed_provenance(built: Path) -> None:
+    from datasets import load_dataset
+
+    from builder.exports.card import hf_features
+
+    ds = load_dataset("webdataset", data_files={"train": str(built / "shards" / "*.tar")},
+                      split="train", features=hf_features(),
+                      cache_dir=str(built.parent / "hf-cache"))
+    assert len(ds) == len(WORKS)
+    captions = sorted(str(row["json"]["caption"]) for row in ds)
+    assert captions.count("None") == 3
+    assert {row["json"]["license"]["spdx"] for row in ds} == {
+        "CC0-1.0", "CC-BY-4.0", "CC-BY-SA-4.0", "CC-PDM-1.0"}
+    assert all(row["jpg"] is not None or row["png"] is not None for row in ds)
+
+
+def test_dataset_card_yaml_parses_and_says_other_for_a_licence_mix(built: Path) -> None:
+    text = (built / "README.md").read_text(encoding="utf-8")
+    assert text.startswith("---\n")
+    header = yaml.safe_load(text.split("---\n")[1])
+    assert header["license"] == "other"
+    assert header["license_name"] and header["license_link"]
+    assert header["size_categories"] == ["n<1K"]
+    assert "text-to-image" in header["task_categories"]
+    for needle in ("## Licences", "## Sources", "commercial", "## What was refused",
+                   "import webdataset", "load_dataset", "cleanset takedown"):
+        assert needle in text, needle
+
+
+def test_every_by_and_by_sa_sample_is_credited_in_attribution(built: Path) -> None:
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(built / "manifest.parquet", columns=["key", "license"]).to_pylist()
+    owed = {r["key"] for r in rows if r["license"] in ("CC-BY-4.0", "CC-BY-SA-4.0")}
+    free = {r["key"] for r in rows} - owed
+    assert len(owed) == 4
+    markdown = (built / "ATTRIBUTION.md").read_text(encoding="utf-8")
+    for key in owed:
+        assert f"`{key}`" in markdown, key
+    for key in free:
+        assert f"`{key}`" not in markdown, key
+    assert "Ada Lovelace" in markdown and "## [Creative Commons Attribution 4.0" in markdown
+    with (built / "attribution.csv").open(newline="", encoding="utf-8") as f:
+        assert {r["key"] for r in csv.DictReader(f)} == owed
+
+
+@pytest.mark.parametrize("paper", ["spdx.json", "croissant.json", "README.md",
+                                   "ATTRIBUTION.md"])
+def test_verify_reports_a_paper_out_of_step_with_the_manifest(built: Path, tmp_path: Path,
+                                                               paper: str) -> None:
+    out = tmp_path / "copy"
+    shutil.copytree(built, out)
+    path = out / paper
+    if paper == "spdx.json":
+        doc = json.loads(path.read_text())
+        doc["files"] = doc["files"][1:]
+        path.write_text(json.dumps(doc))
+    elif paper == "croissant.json":
+        doc = json.loads(path.read_text())
+        doc["version"] = "7.0.0"
+        path.write_text(json.dumps(doc))
+    elif paper == "README.md":
+        path.write_text(path.read_text().replace(f": {len(WORKS)} images", ": 99 images"))
+    else:
+        lines = path.read_text().splitlines()
+        path.write_text("\n".join(line for line in lines if not line.startswith("- ")))
+    proc = run_cli("verify", str(out))
+    assert proc.returncode == 1
+    assert paper in proc.stdout
+
+
+def test_verify_passes_on_a_fresh_build(built: Path) -> None:
+    proc = run_cli("verify", str(built))
+    assert proc.returncode == 0, proc.stdout
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(),
+                    reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)")
+def test_report_opens_in_headless_chromium_and_shows_charts(built: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    out = tmp_path / "copy"
+    shutil.copytree(built, out)
+    run_cli("report", str(out), check=True)
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "<svg" in page and "<script" not in page and "http://" not in page.replace(
+        'xmlns="http://www.w3.org/2000/svg"', "")
+    shot = tmp_path / "shot.png"
+    subprocess.run([str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
+                    "--window-size=1200,2000", (out / "report.html").as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    with Image.open(shot) as img:
+        colours = img.convert("RGB").getcolors(maxcolors=1_000_000) or []
+    assert len(colours) > 8, "the screenshot is (nearly) blank"
+
+
+def test_report_on_a_folder_without_a_ledger_is_a_clear_error(tmp_path: Path) -> None:
+    proc = run_cli("report", str(tmp_path))
+    assert proc.returncode == 2
+    assert "no ledger.sqlite" in proc.stderr
+
+
+def test_running_the_build_again_regenerates_papers_that_were_lost(built: Path,
+                                                                   tmp_path: Path) -> None:
+    out = tmp_path / "copy"
+    shutil.copytree(built, out)
+    for name in ("spdx.json", "croissant.json", "ATTRIBUTION.md"):
+        (out / name).unlink()
+    run_cli("build", str(built.parent / "recipe.toml"), "--out", str(out), "--no-progress",
+            check=True)
+    assert (out / "spdx.json").read_bytes() == (built / "spdx.json").read_bytes()
+    assert (out / "ATTRIBUTION.md").read_text() == (built / "ATTRIBUTION.md").read_text()
+    assert run_cli("verify", str(out)).returncode == 0

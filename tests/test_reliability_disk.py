@@ -1,0 +1,160 @@
+"""Disk and permission faults: a clear error, earlier shards intact, and the same command
+finishes the job once the fault is gone, byte-identical to a build that never failed.
+
+How the faults are made (tests run as root in CI, and root ignores chmod):
+- disk full during a shard: the build runs under RLIMIT_FSIZE (with SIGXFSZ ignored, so the
+  write fails with EFBIG instead of killing the process), small enough that the shard holding
+  one large image cannot be written; and, where the test may mount, a real 1 MiB tmpfs (ENOSPC);
+- unwritable output: --out below a regular file (ENOTDIR), and a read-only tmpfs (EROFS) where
+  mounting is allowed.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.conftest import FIXED_EPOCH, REPO, make_image, run_cli, write_recipe
+
+CC0 = "https://creativecommons.org/publicdomain/zero/1.0/"
+LIMIT = 1_000_000
+ENV = {"CLEANSET_COMMIT_EVERY": "2", "OMP_NUM_THREADS": "1"}
+
+
+def noise_png(seed: int, size: tuple[int, int]) -> bytes:
+    """Incompressible: a PNG of random pixels is about 3 bytes per pixel."""
+    rng = random.Random(seed)
+    img = Image.frombytes("RGB", size, rng.randbytes(size[0] * size[1] * 3))
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def recipe(tmp_path: Path) -> Path:
+    """Six small images (two full shards), then one of ~1.4 MB, then two small ones."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(9):
+        data = noise_png(i, (800, 600)) if i == 6 else make_image(i, (48, 32), fmt="PNG")
+        (images / f"img{i}.png").write_bytes(data)
+    return write_recipe(tmp_path / "recipe.toml", f"""
+[dataset]
+name = "disk-faults"
+samples_per_shard = 3
+[policy]
+use = "commercial"
+[[sources]]
+kind = "folder"
+path = "images"
+license = "{CC0}"
+""")
+
+
+def run_limited(args: list[str], fsize: int) -> subprocess.CompletedProcess[str]:
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG from write(), as on a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+
+    env = {**os.environ, "SOURCE_DATE_EPOCH": FIXED_EPOCH, "PYTHONPATH": str(REPO), **ENV}
+    return subprocess.run([sys.executable, "-m", "builder", *args], capture_output=True,
+                          text=True, env=env, preexec_fn=limit, timeout=300)
+
+
+def build_args(recipe: Path, out: Path) -> list[str]:
+    return ["build", str(recipe), "--out", str(out), "--no-progress"]
+
+
+def shard_bytes(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((out / "shards").glob("*.tar"))}
+
+
+def assert_clear_error(proc: subprocess.CompletedProcess[str], *words: str) -> None:
+    assert proc.returncode in (1, 2), proc.stderr  # 1: the system failed us, 2: a user error
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith("cleanset: "), proc.stderr
+    for word in words:
+        assert word in proc.stderr, proc.stderr
+
+
+def test_disk_full_during_a_shard_keeps_earlier_shards_and_the_same_command_finishes(
+        recipe: Path, tmp_path: Path) -> None:
+    reference = tmp_path / "reference"
+    run_cli(*build_args(recipe, reference), env=ENV, check=True)
+    out = tmp_path / "out"
+
+    failed = run_limited(build_args(recipe, out), LIMIT)
+    assert_clear_error(failed, "run the same command again")
+    done = shard_bytes(out)
+    assert set(done) == {"000000.tar", "000001.tar"}
+    assert done == {name: shard_bytes(reference)[name] for name in done}
+
+    again = run_limited(build_args(recipe, out), LIMIT)  # the fault is still there: same answer
+    assert_clear_error(again)
+    assert shard_bytes(out) == done
+
+    run_cli(*build_args(recipe, out), env=ENV, check=True)  # the disk has room again
+    assert shard_bytes(out) == shard_bytes(reference)
+    assert run_cli("verify", str(out)).returncode == 0
+
+
+def test_output_below_a_regular_file_is_a_clear_error_then_works_once_it_is_a_folder(
+        recipe: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a folder")
+    out = blocker / "out"
+    assert_clear_error(run_cli(*build_args(recipe, out), env=ENV), str(out))
+    blocker.unlink()
+    blocker.mkdir()
+    run_cli(*build_args(recipe, out), env=ENV, check=True)
+    reference = tmp_path / "reference"
+    run_cli(*build_args(recipe, reference), env=ENV, check=True)
+    assert shard_bytes(out) == shard_bytes(reference)
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs we may remount read-only; skipped where mounting is not allowed."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    if not shutil.which("mount") or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+            capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN)")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_a_really_full_filesystem_is_a_clear_error_and_the_build_moves_on_elsewhere(
+        recipe: Path, tmp_path: Path, tmpfs: Path) -> None:
+    out = tmpfs / "out"
+    failed = run_cli(*build_args(recipe, out), env=ENV)
+    assert_clear_error(failed)
+    assert "No space left on device" in failed.stderr or "disk is full" in failed.stderr
+    done = shard_bytes(out)
+    assert {"000000.tar", "000001.tar"} <= set(done)
+    # The fault goes away: copy the directory to a roomy disk and run the same command there.
+    moved = tmp_path / "moved"
+    shutil.copytree(out, moved)
+    run_cli(*build_args(recipe, moved), env=ENV, check=True)
+    reference = tmp_path / "reference"
+    run_cli(*build_args(recipe, reference), env=ENV, check=True)
+    assert shard_bytes(moved) == shard_bytes(reference)
+
+
+def test_a_read_only_output_filesystem_is_a_clear_error(recipe: Path, tmpfs: Path) -> None:
+    subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
+    assert_clear_error(run_cli(*build_args(recipe, tmpfs / "out"), env=ENV), "Read-only file system")

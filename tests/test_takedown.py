@@ -1,0 +1,293 @@
+"""Takedown: remove works from a built dataset through the real CLI, keep them out, version it."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import sqlite3
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import webdataset as wds
+from PIL import Image
+from pytest_httpserver import HTTPServer
+
+from builder.shards import read_shard_members
+from builder.takedown import _rewrite_shard
+from tests.conftest import make_image, run_cli, write_jsonl, write_recipe
+
+CC0 = "https://creativecommons.org/publicdomain/zero/1.0/"
+N = 12  # 4 shards of 3
+CREATORS = ["Ada", "Ada", "Grace", "Linus"]
+
+
+def image(i: int) -> bytes:
+    return make_image(100 + i, (120, 90))
+
+
+def serve_site_files(httpserver: HTTPServer) -> None:
+    """The host allows everything: robots.txt says so, and it has no tdmrep.json or ai.txt."""
+    httpserver.expect_request("/robots.txt").respond_with_data("User-agent: *\nAllow: /\n",
+                                                               content_type="text/plain")
+    for path in ("/.well-known/tdmrep.json", "/ai.txt"):
+        httpserver.expect_request(path).respond_with_data("not here", status=404)
+
+
+def rows_for(httpserver: HTTPServer, prefix: str = "") -> list[dict]:
+    serve_site_files(httpserver)
+    rows = []
+    for i in range(N):
+        path = f"/{prefix}{i}.jpg"
+        httpserver.expect_request(path).respond_with_data(image(i), content_type="image/jpeg")
+        rows.append({"id": f"{prefix}img{i}", "url": httpserver.url_for(path), "license": CC0,
+                     "creator": CREATORS[i % len(CREATORS)],
+                     "landing_url": f"https://example.org/works/{prefix}{i}"})
+    return rows
+
+
+def recipe_for(tmp_path: Path, table: Path, name: str = "takedown-test") -> Path:
+    return write_recipe(tmp_path / f"{name}.toml", f"""
+[dataset]
+name = "{name}"
+samples_per_shard = 3
+[policy]
+use = "commercial"
+[[sources]]
+kind = "table"
+path = "{table.name}"
+[fetch]
+allow_private_addresses = true
+retries = 0
+workers = 2
+""")
+
+
+@pytest.fixture
+def dataset(httpserver: HTTPServer, tmp_path: Path) -> dict:
+    rows = rows_for(httpserver)
+    table = write_jsonl(tmp_path / "urls.jsonl", rows)
+    recipe = recipe_for(tmp_path, table)
+    out = tmp_path / "out"
+    run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
+    keys = [r["key"] for r in pq.read_table(out / "manifest.parquet").to_pylist()]
+    assert len(keys) == N
+    return {"out": out, "rows": rows, "keys": keys, "recipe": recipe, "tmp": tmp_path}
+
+
+def shard_files(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((out / "shards").iterdir())}
+
+
+def manifest_keys(out: Path) -> list[str]:
+    return [r["key"] for r in pq.read_table(out / "manifest.parquet").to_pylist()]
+
+
+def takedown(out: Path, *args: str, check: bool = True):  # type: ignore[no-untyped-def]
+    return run_cli("takedown", str(out), *args, check=check)
+
+
+def verify_ok(out: Path) -> None:
+    proc = run_cli("verify", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def all_files(out: Path) -> dict[str, str]:
+    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(out.rglob("*")) if p.is_file() and p.name != ".lock"}
+
+
+def dry_run_keys(out: Path, *selectors: str) -> set[str]:
+    proc = takedown(out, *selectors, "--dry-run", check=False)
+    assert proc.returncode in (0, 1), proc.stderr  # 1: nothing matched
+    return {line.split()[2] for line in proc.stdout.splitlines()
+            if line.startswith("would remove ")}
+
+
+# -- selectors --------------------------------------------------------------------------------
+def test_each_selector_names_exactly_the_samples_it_describes(dataset: dict,
+                                                              tmp_path: Path) -> None:
+    out, rows, keys = dataset["out"], dataset["rows"], dataset["keys"]
+    assert dry_run_keys(out, "--key", keys[4]) == {keys[4]}
+    assert dry_run_keys(out, "--url", rows[5]["url"]) == {keys[5]}
+    assert dry_run_keys(out, "--url", rows[6]["landing_url"]) == {keys[6]}
+    sha = hashlib.sha256(image(7)).hexdigest()
+    assert dry_run_keys(out, "--sha256", sha.upper()) == {keys[7]}
+    ada = {keys[i] for i in range(N) if CREATORS[i % 4] == "Ada"}
+    assert dry_run_keys(out, "--creator", "ada") == ada
+    exact = tmp_path / "exact.jpg"
+    exact.write_bytes(image(8))
+    assert dry_run_keys(out, "--image", str(exact)) == {keys[8]}
+    # the same picture, resized and re-encoded: a near match, not an exact one
+    near = tmp_path / "near.jpg"
+    Image.open(io.BytesIO(image(9))).resize((240, 180)).save(near, "JPEG", quality=70)
+    proc = takedown(out, "--image", str(near), "--dry-run")
+    assert f"would remove {keys[9]}" in proc.stdout and "(near: pdq" in proc.stdout
+    assert dry_run_keys(out, "--image", str(near)) == {keys[9]}
+    combined = dry_run_keys(out, "--key", keys[0], "--url", rows[10]["url"], "--key", keys[1])
+    assert combined == {keys[0], keys[1], keys[10]}
+
+
+def test_a_flat_image_is_matched_only_exactly_because_its_pdq_quality_is_low(
+        dataset: dict, tmp_path: Path) -> None:
+    flat = tmp_path / "flat.png"
+    Image.new("RGB", (120, 90), (200, 200, 200)).save(flat)
+    assert dry_run_keys(dataset["out"], "--image", str(flat)) == set()
+
+
+def test_dry_run_lists_what_would_go_and_changes_nothing(dataset: dict) -> None:
+    out, keys = dataset["out"], dataset["keys"]
+    before = all_files(out)
+    proc = takedown(out, "--key", keys[2], "--dry-run")
+    assert f"would remove {keys[2]} (000000.tar): key={keys[2]}" in proc.stdout
+    assert "nothing changed" in proc.stdout
+    assert all_files(out) == before
+
+
+def test_takedown_without_a_reason_is_refused(dataset: dict) -> None:
+    proc = takedown(dataset["out"], "--key", dataset["keys"][0], check=False)
+    assert proc.returncode == 2 and "--reason" in proc.stderr
+
+
+def test_a_selector_matching_nothing_changes_nothing_and_says_so(dataset: dict) -> None:
+    out = dataset["out"]
+    before = all_files(out)
+    proc = takedown(out, "--key", "no-such-key", "--reason", "x", check=False)
+    assert proc.returncode == 1 and "nothing changed" in proc.stdout
+    assert all_files(out) == before
+
+
+# -- the takedown itself ----------------------------------------------------------------------
+def test_takedown_rewrites_only_the_shard_holding_the_work_and_records_it_everywhere(
+        dataset: dict) -> None:
+    out, keys, rows = dataset["out"], dataset["keys"], dataset["rows"]
+    before = shard_files(out)
+    victim = keys[4]  # shard 000001.tar
+    proc = takedown(out, "--key", victim, "--reason", "creator request #17")
+    assert f"removed {victim}" in proc.stdout and "dataset version 2" in proc.stdout
+    after = shard_files(out)
+    assert set(after) == set(before)
+    changed = {name for name in before if before[name] != after[name]}
+    assert changed == {"000001.tar"}
+    names = [n for n, _ in read_shard_members(out / "shards" / "000001.tar")]
+    assert not any(n.startswith(victim + ".") for n in names)
+    samples = list(wds.WebDataset(sorted(str(p) for p in (out / "shards").glob("*.tar")),
+                                  shardshuffle=False))
+    assert [s["__key__"] for s in samples] == [k for k in keys if k != victim]
+    assert manifest_keys(out) == [k for k in keys if k != victim]
+    cands = {c["key"]: c for c in pq.read_table(out / "candidates.parquet").to_pylist()}
+    assert cands[victim]["status"] == "removed"
+    assert "creator request #17" in cands[victim]["detail"]
+    assert len(cands) == N
+    db = sqlite3.connect(out / "ledger.sqlite")
+    shard_row = db.execute("SELECT samples, size, sha256 FROM shards WHERE shard = 1").fetchone()
+    assert shard_row == (2, len(after["000001.tar"]),
+                         hashlib.sha256(after["000001.tar"]).hexdigest())
+    assert db.execute("SELECT value FROM meta WHERE key = 'dataset_version'").fetchone() == ("2",)
+    log = [json.loads(line) for line in (out / "takedowns.jsonl").read_text().splitlines()]
+    assert len(log) == 1
+    assert log[0]["keys"] == [victim] and log[0]["reason"] == "creator request #17"
+    assert log[0]["version"] == 2 and log[0]["selectors"]["key"] == [victim] and log[0]["when"]
+    deny = [json.loads(line) for line in (out / "denylist.jsonl").read_text().splitlines()]
+    kinds = {(d["kind"], d["value"]) for d in deny}
+    assert ("url", rows[4]["url"]) in kinds
+    assert ("sha256", hashlib.sha256(image(4)).hexdigest()) in kinds
+    assert any(k == "pdq" and len(v) == 64 for k, v in kinds)
+    assert all(set(d) == {"kind", "value", "reason", "added_at"} for d in deny)
+    assert not (out / ".takedown.json").exists()
+    assert not list((out / "shards").glob("*.takedown"))
+    verify_ok(out)
+
+
+def test_takedowns_append_to_the_log_and_bump_the_version_each_time(dataset: dict) -> None:
+    out, keys = dataset["out"], dataset["keys"]
+    takedown(out, "--key", keys[0], "--reason", "first")
+    takedown(out, "--creator", "Grace", "--reason", "second")
+    log = [json.loads(line) for line in (out / "takedowns.jsonl").read_text().splitlines()]
+    assert [entry["version"] for entry in log] == [2, 3]
+    assert log[1]["keys"] == [keys[i] for i in range(N) if CREATORS[i % 4] == "Grace"]
+    deny = [json.loads(line) for line in (out / "denylist.jsonl").read_text().splitlines()]
+    assert {"kind": "creator", "value": "Grace", "reason": "second"}.items() <= {
+        **next(d for d in deny if d["kind"] == "creator")}.items()
+    verify_ok(out)
+
+
+def test_a_shard_left_empty_is_deleted_and_logged(dataset: dict, tmp_path: Path) -> None:
+    out, keys = dataset["out"], dataset["keys"]
+    before = shard_files(out)
+    takedown(out, "--key", keys[0], "--key", keys[1], "--key", keys[2], "--reason", "all")
+    after = shard_files(out)
+    assert set(after) == set(before) - {"000000.tar"}
+    assert all(after[name] == before[name] for name in after)
+    db = sqlite3.connect(out / "ledger.sqlite")
+    assert db.execute("SELECT COUNT(*) FROM shards WHERE shard = 0").fetchone() == (0,)
+    log = json.loads((out / "takedowns.jsonl").read_text())
+    assert log["shards_deleted"] == ["000000.tar"] and log["shards_rewritten"] == []
+    verify_ok(out)
+    # the first shard gone, Hugging Face datasets still loads the rest (an empty tar breaks it)
+    datasets = pytest.importorskip("datasets")
+    files = sorted(str(p) for p in (out / "shards").glob("*.tar"))
+    ds = datasets.load_dataset("webdataset", data_files={"train": files}, split="train",
+                               cache_dir=str(tmp_path / "hf-cache"))
+    assert sorted(ds["__key__"]) == keys[3:]
+
+
+def test_rewriting_a_shard_with_nothing_removed_gives_the_same_bytes(dataset: dict) -> None:
+    shards = dataset["out"] / "shards"
+    for path in sorted(shards.glob("*.tar")):
+        spec = {"file": path.name, "tmp": path.name + ".check", "remove": []}
+        result = _rewrite_shard(shards, spec)
+        assert (shards / spec["tmp"]).read_bytes() == path.read_bytes(), path.name
+        assert result["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        (shards / spec["tmp"]).unlink()
+
+
+# -- versions and diff ------------------------------------------------------------------------
+def test_diff_lists_removed_keys_between_versions_and_between_directories(
+        dataset: dict, tmp_path: Path) -> None:
+    import shutil
+
+    out, keys = dataset["out"], dataset["keys"]
+    copy = tmp_path / "published-v1"
+    shutil.copytree(out, copy)
+    takedown(out, "--key", keys[3], "--key", keys[7], "--reason", "request")
+    proc = run_cli("diff", str(out), "--from", "1", "--to", "2", check=True)
+    assert proc.stdout.splitlines() == [
+        f"diff {out}@1 -> {out}@2: 2 removed, 0 added", f"- {keys[3]}", f"- {keys[7]}"]
+    as_json = json.loads(run_cli("diff", str(out), "--json", check=True).stdout)
+    assert as_json["removed"] == [keys[3], keys[7]] and as_json["added"] == []
+    everything = json.loads(run_cli("diff", str(out), "--from", "0", "--to", "2", "--json",
+                                    check=True).stdout)
+    assert everything["added"] == [k for k in keys if k not in (keys[3], keys[7])]
+    dirs = json.loads(run_cli("diff", str(copy), str(out), "--json", check=True).stdout)
+    assert dirs["removed"] == [keys[3], keys[7]] and dirs["added"] == [] == dirs["changed"]
+    bad = run_cli("diff", str(out), "--from", "1", "--to", "9")
+    assert bad.returncode == 2 and "version 9 does not exist" in bad.stderr
+
+
+# -- permanence ---------------------------------------------------------------------------------
+def test_a_taken_down_work_and_its_near_copy_are_not_readmitted_from_another_url(
+        dataset: dict, httpserver: HTTPServer) -> None:
+    out, keys, tmp = dataset["out"], dataset["keys"], dataset["tmp"]
+    takedown(out, "--key", keys[2], "--reason", "rights holder request")
+    httpserver.expect_request("/mirror/copy.jpg").respond_with_data(
+        image(2), content_type="image/jpeg")
+    near = io.BytesIO()
+    Image.open(io.BytesIO(image(2))).resize((240, 180)).save(near, "JPEG", quality=70)
+    httpserver.expect_request("/mirror/near.jpg").respond_with_data(
+        near.getvalue(), content_type="image/jpeg")
+    rows = [{"id": "mirror-copy", "url": httpserver.url_for("/mirror/copy.jpg"),
+             "license": CC0, "creator": "Someone else"},
+            {"id": "mirror-near", "url": httpserver.url_for("/mirror/near.jpg"),
+             "license": CC0, "creator": "Someone else"}]
+    table = write_jsonl(tmp / "mirror.jsonl", rows)
+    recipe = recipe_for(tmp, table, name="mirror")
+    run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
+    cands = pq.read_table(out / "candidates.parquet").to_pylist()
+    mirror = next(c for c in cands if c["candidate_id"].endswith("mirror-copy"))
+    assert mirror["status"] == "rejected" and mirror["reason"] == "denylisted"
+    resized = next(c for c in cands if c["candidate_id"].endswith("mirror-near"))
+    assert resized["status"] == "rejected" and resized["reason"] == "denylisted"
+    assert hashlib.sha256(image(2)).hexdigest() not in {
+        r["sha256"] for r in pq.read_table(out / "manifest.parquet").to_pylist()}

@@ -1,0 +1,89 @@
+"""A takedown killed (kill -9) at any point, then run again, ends exactly as an uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from pytest_httpserver import HTTPServer
+
+from tests.conftest import run_cli, write_jsonl
+from tests.test_takedown import recipe_for, rows_for
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """One build (4 shards of 3), copied by every test; and the reference takedown's result."""
+    tmp = tmp_path_factory.mktemp("takedown-crash")
+    server = HTTPServer()
+    server.start()
+    try:
+        table = write_jsonl(tmp / "urls.jsonl", rows_for(server))
+        recipe = recipe_for(tmp, table)
+        out = tmp / "built"
+        run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
+    finally:
+        server.clear()
+        server.stop()
+    keys = [r["key"] for r in pq.read_table(out / "manifest.parquet").to_pylist()]
+    # three shards touched: two rewritten, one emptied (deleted)
+    args = ["--key", keys[1], "--key", keys[4], "--key", keys[9], "--key", keys[10],
+            "--key", keys[11], "--reason", "rights holder request"]
+    reference = tmp / "reference"
+    shutil.copytree(out, reference)
+    run_cli("takedown", str(reference), *args, check=True)
+    yield {"out": out, "args": args, "reference": reference}
+
+
+def state(out: Path) -> dict[str, object]:
+    cands = pq.read_table(out / "candidates.parquet").to_pylist()
+    return {
+        "shards": {p.name: p.read_bytes() for p in sorted((out / "shards").iterdir())},
+        "manifest": pq.read_table(out / "manifest.parquet").column("key").to_pylist(),
+        "removed": sorted(c["key"] for c in cands if c["status"] == "removed"),
+        "log": [{k: v for k, v in json.loads(line).items() if k != "when"}
+                for line in (out / "takedowns.jsonl").read_text().splitlines()],
+        "denylist": [{k: v for k, v in json.loads(line).items() if k != "added_at"}
+                     for line in (out / "denylist.jsonl").read_text().splitlines()],
+    }
+
+
+@pytest.mark.parametrize("point", [
+    "takedown_journal:1", "takedown_shard_written:1", "takedown_shard_written:2",
+    "takedown_ready:1", "takedown_renamed:1", "takedown_renamed:2", "takedown_ledger:1",
+    "takedown_logged:1", "takedown_papers:1",
+])
+def test_kill_9_mid_takedown_then_the_same_command_completes_it(built: dict, tmp_path: Path,
+                                                                 point: str) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(built["out"], out)
+    crashed = run_cli("takedown", str(out), *built["args"], env={"CLEANSET_CRASH_AT": point})
+    assert crashed.returncode == -9, crashed.stdout + crashed.stderr
+    assert (out / ".takedown.json").exists()
+    if point.split(":")[0] in ("takedown_journal", "takedown_shard_written", "takedown_ready"):
+        # no rename yet: every shard is still the old one (the journal decides what comes next)
+        assert {p.name: p.read_bytes() for p in (out / "shards").glob("*.tar")} == {
+            p.name: p.read_bytes() for p in (built["out"] / "shards").glob("*.tar")}
+    rerun = run_cli("takedown", str(out), *built["args"], check=True)
+    assert "completed the interrupted takedown takedown-v2" in rerun.stdout
+    assert not (out / ".takedown.json").exists()
+    assert not list((out / "shards").glob("*.takedown"))
+    assert state(out) == state(built["reference"])
+    proc = run_cli("verify", str(out))
+    assert proc.returncode == 0, proc.stdout
+
+
+def test_a_takedown_without_selectors_completes_an_interrupted_one(built: dict,
+                                                                   tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(built["out"], out)
+    crashed = run_cli("takedown", str(out), *built["args"],
+                      env={"CLEANSET_CRASH_AT": "takedown_renamed:1"})
+    assert crashed.returncode == -9
+    done = run_cli("takedown", str(out), check=True)
+    assert "completed the interrupted takedown takedown-v2" in done.stdout
+    assert state(out) == state(built["reference"])
