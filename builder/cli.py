@@ -32,6 +32,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_positive_int, help="consider at most N candidates")
     p.add_argument("--workers", type=_positive_int, help="concurrent fetch/check workers")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--executor", choices=("threads", "processes", "ray"),
+                   help="where the per-candidate stages run (default: [executor] kind)")
+    p.add_argument("--ray-address", help="Ray cluster address (executor ray), e.g. auto")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("verify", help="re-read every shard and check it against its records")
@@ -72,7 +75,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe)
     out = args.out or recipe.default_output()
     options = BuildOptions(out=out, limit=args.limit, workers=args.workers,
-                           progress=False if args.no_progress else None)
+                           progress=False if args.no_progress else None,
+                           executor=args.executor, ray_address=args.ray_address)
     summary = build(recipe, options)
     for line in summary.lines():
         print(line)

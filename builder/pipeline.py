@@ -17,9 +17,9 @@ import os
 import time
 from collections import Counter, deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
+from contextlib import closing
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,18 +28,18 @@ from tqdm import tqdm
 from builder import __version__, clock, clusters
 from builder.dedup import Exclusions, Hashes, Match, near_detail, nearest, open_ledger_index
 from builder.errors import UserError
+from builder.executors import make_executor
 from builder.exports.papers import write_papers
 from builder.faults import crash_point
 from builder.ledger import BuildRow, Ledger
 from builder.lock import OutputLock
-from builder.optout import OptoutGate
 from builder.provenance import BuildStamp, dumps, make_provenance
 from builder.recipe import Recipe, SourceSpec
 from builder.records import Candidate, Checked, Reason, Rejection
 from builder.shards import OpenShard, shard_path, temp_path
 from builder.sources import source_module
 from builder.sources.base import SourceContext
-from builder.stages import StageSpec, fetch_stage, image_check, licence_gate, run_stages
+from builder.stages import StagePlan
 
 log = logging.getLogger("cleanset.build")
 
@@ -52,6 +52,8 @@ class BuildOptions:
     progress: bool | None = None  # None: a bar only on a terminal
     # Decisions per ledger transaction (and fsync of the open shard); the env var lets the
     # crash tests put many commits into a small build.
+    executor: str | None = None  # overrides [executor] kind
+    ray_address: str | None = None
     commit_every: int = field(
         default_factory=lambda: int(os.environ.get("CLEANSET_COMMIT_EVERY", "256")))
 
@@ -212,7 +214,6 @@ def enumerate_candidates(recipe: Recipe, start: _Cursor
 class _Run:
     def __init__(self, recipe: Recipe, options: BuildOptions, ledger: Ledger, row: BuildRow,
                  policy: Any) -> None:
-        from builder.fetch import Fetcher
 
         self.recipe = recipe
         self.options = options
@@ -224,19 +225,7 @@ class _Run:
         self.image_ext = None if recipe.dataset.image_ext == "by-format" else recipe.dataset.image_ext
         self.stamp = BuildStamp(build=row.build, recipe_sha256=recipe.sha256,
                                 policy=policy.name, dataset=recipe.dataset.name)
-        self.fetcher = Fetcher(recipe.fetch, trusted_hosts=recipe.fetch.trusted_hosts)
-        self.optout = OptoutGate.from_recipe(recipe, fetcher=self.fetcher, out=options.out,
-                                             policy=policy)
-        self.stages = [
-            StageSpec("licence", partial(licence_gate, policy=policy),
-                      Reason.LICENSE_UNRECOGNIZED),
-            StageSpec("optout-before-fetch", self.optout.before_fetch, Reason.DENYLISTED),
-            StageSpec("fetch", partial(fetch_stage, fetcher=self.fetcher,
-                                       max_bytes=recipe.fetch.max_bytes), Reason.HTTP_ERROR),
-            StageSpec("optout-headers", self.optout.after_fetch, Reason.OPTOUT_X_ROBOTS_TAG),
-            StageSpec("image", partial(image_check, config=recipe.image), Reason.CORRUPT_IMAGE),
-            StageSpec("optout-embedded", self.optout.after_check, Reason.OPTOUT_EMBEDDED),
-        ]
+        self.plan = StagePlan(recipe=recipe, policy=policy, out=options.out)
         self.cursor = _Cursor(row.next_seq, row.source_index, row.source_resume)
         self.next_key = int(ledger.get_meta("next_key") or 0)
         self.shard: OpenShard | None = None
@@ -254,7 +243,9 @@ class _Run:
         self._clean_orphans()
         self._reopen_shard()
         workers = self.options.workers or self.recipe.fetch.workers
-        max_inflight = max(4 * workers, 64)
+        executor = make_executor(self.options.executor or self.recipe.executor.kind, self.plan,
+                                 workers=workers, **self._executor_options())
+        max_inflight = executor.max_inflight
         limit = self.options.limit
         exhausted = True
         bar = tqdm(desc="cleanset", unit=" cand", disable=self._progress_off(), total=limit,
@@ -263,13 +254,13 @@ class _Run:
         self.ledger.begin()
         inflight: deque[tuple[int, int, Candidate, dict[str, Any], Future[Any]]] = deque()
         try:
-            with ThreadPoolExecutor(workers, thread_name_prefix="stage") as pool:
+            with closing(executor):
                 seq = self.cursor.seq
                 for index, cand, state in enumerate_candidates(self.recipe, self.cursor):
                     if limit is not None and seq >= limit:
                         exhausted = False
                         break
-                    future = pool.submit(run_stages, cand, self.stages)
+                    future = executor.submit(cand)
                     inflight.append((seq, index, cand, state, future))
                     seq += 1
                     while inflight and (len(inflight) >= max_inflight or inflight[0][4].done()):
@@ -286,10 +277,19 @@ class _Run:
             raise
         finally:
             bar.close()
-            self.fetcher.close()
-        self.summary.optout = self.optout.summary_lines()
+        self.summary.optout = executor.summary_lines()
         self.summary.status = "finished" if exhausted else f"stopped at --limit {limit}"
         return self.summary
+
+    def _executor_options(self) -> dict[str, Any]:
+        config = self.recipe.executor
+        kind = self.options.executor or config.kind
+        if kind == "processes":
+            return {"processes": config.processes}
+        if kind == "ray":
+            return {"address": self.options.ray_address or config.ray_address,
+                    "batch_size": config.batch_size}
+        return {}
 
     def _progress_off(self) -> bool | None:
         if self.options.progress is None:

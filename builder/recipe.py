@@ -123,6 +123,24 @@ class DedupConfig:
 
 
 @dataclass(frozen=True)
+class ExecutorConfig:
+    """Where the per-candidate stages run. The dataset is the same whichever is chosen."""
+
+    kind: str = "threads"  # threads | processes | ray
+    processes: int | None = None  # processes: worker count (default: one per core)
+    ray_address: str | None = None  # ray: "auto", "ray://host:10001", or None for a local Ray
+    batch_size: int = 32  # ray: candidates per task
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("threads", "processes", "ray"):
+            raise ValueError(f"kind = {self.kind!r} must be one of threads, processes, ray.")
+        if self.processes is not None and self.processes < 1:
+            raise ValueError("processes must be at least 1.")
+        if not 1 <= self.batch_size <= 10_000:
+            raise ValueError("batch_size must be between 1 and 10000.")
+
+
+@dataclass(frozen=True)
 class SourceSpec:
     kind: str
     name: str
@@ -139,6 +157,7 @@ class Recipe:
     fetch: FetchConfig = field(default_factory=FetchConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -149,9 +168,9 @@ class Recipe:
         return Path(self.dataset.output or f"shards/{self.dataset.name}")
 
 
-SECTIONS = {"dataset", "policy", "sources", "fetch", "image", "dedup"}
+SECTIONS = {"dataset", "policy", "sources", "fetch", "image", "dedup", "executor"}
 # Sections other modules own; they validate their own tables (see `Recipe.extra`).
-EXTENSION_SECTIONS = {"optout", "executor", "denylist"}
+EXTENSION_SECTIONS = {"optout", "denylist"}
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -180,6 +199,7 @@ def load_recipe(path: str | Path) -> Recipe:
     fetch = from_table(FetchConfig, table.get("fetch", {}), file=file, where="fetch")
     image = from_table(ImageConfig, table.get("image", {}), file=file, where="image")
     dedup = from_table(DedupConfig, table.get("dedup", {}), file=file, where="dedup")
+    executor = from_table(ExecutorConfig, table.get("executor", {}), file=file, where="executor")
     for i, ex in enumerate(dedup.exclude):
         if not (file.parent / ex).exists():
             raise UserError(
@@ -199,6 +219,7 @@ def load_recipe(path: str | Path) -> Recipe:
         fetch=fetch,
         image=image,
         dedup=dedup,
+        executor=executor,
         extra={k: table[k] for k in EXTENSION_SECTIONS if k in table},
     )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from builder import clock
@@ -114,3 +115,52 @@ def run_stages(record: Any, stages: list[StageSpec]) -> Any:
         if isinstance(record, Rejection):
             return record
     return record
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """Everything needed to build the per-candidate stages, picklable.
+
+    An executor ships the plan to wherever the stages run (this process's threads, worker
+    processes, Ray workers) and each place builds its own stages once: HTTP connection pools
+    and per-host robots.txt caches cannot travel between processes.
+    """
+
+    recipe: Any
+    policy: Any
+    out: Any
+
+    def build(self) -> Workbench:
+        from builder.fetch import Fetcher
+        from builder.optout import OptoutGate
+
+        recipe = self.recipe
+        fetcher = Fetcher(recipe.fetch, trusted_hosts=recipe.fetch.trusted_hosts)
+        optout = OptoutGate.from_recipe(recipe, fetcher=fetcher, out=self.out,
+                                        policy=self.policy)
+        stages = [
+            StageSpec("licence", partial(licence_gate, policy=self.policy),
+                      Reason.LICENSE_UNRECOGNIZED),
+            StageSpec("optout-before-fetch", optout.before_fetch, Reason.DENYLISTED),
+            StageSpec("fetch", partial(fetch_stage, fetcher=fetcher,
+                                       max_bytes=recipe.fetch.max_bytes), Reason.HTTP_ERROR),
+            StageSpec("optout-headers", optout.after_fetch, Reason.OPTOUT_X_ROBOTS_TAG),
+            StageSpec("image", partial(image_check, config=recipe.image), Reason.CORRUPT_IMAGE),
+            StageSpec("optout-embedded", optout.after_check, Reason.OPTOUT_EMBEDDED),
+        ]
+        return Workbench(stages=stages, fetcher=fetcher, optout=optout)
+
+
+@dataclass
+class Workbench:
+    """The stages built from a plan, with the resources they hold."""
+
+    stages: list[StageSpec]
+    fetcher: Any
+    optout: Any
+
+    def run(self, candidate: Candidate) -> Any:
+        return run_stages(candidate, self.stages)
+
+    def close(self) -> None:
+        self.fetcher.close()

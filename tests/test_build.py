@@ -280,3 +280,17 @@ def test_limit_then_continue_gives_the_same_shards_as_one_build(corpus: dict,
     for p in sorted((tmp_path / "whole" / "shards").glob("*.tar")):
         assert (out / "shards" / p.name).read_bytes() == p.read_bytes(), p.name
     assert run_cli("verify", str(out)).returncode == 0
+
+
+def test_worker_processes_give_the_same_shards_as_threads(corpus: dict, tmp_path: Path) -> None:
+    build(corpus["recipe"], tmp_path / "threads")
+    build(corpus["recipe"], tmp_path / "procs", "--executor", "processes")
+    one = sorted((tmp_path / "threads" / "shards").glob("*.tar"))
+    two = sorted((tmp_path / "procs" / "shards").glob("*.tar"))
+    assert [p.name for p in one] == [p.name for p in two]
+    for a, b in zip(one, two, strict=True):
+        assert a.read_bytes() == b.read_bytes(), a.name
+    reasons = [(c["candidate_id"], c["reason"]) for c in
+               pq.read_table(tmp_path / "procs" / "candidates.parquet").to_pylist()]
+    assert reasons == [(c["candidate_id"], c["reason"]) for c in
+                       pq.read_table(tmp_path / "threads" / "candidates.parquet").to_pylist()]
