@@ -121,43 +121,74 @@ class Ledger:
     def __init__(self, path: Path) -> None:
         self.path = path
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per window.
-        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(SCHEMA)
-        self.db.execute(
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+        self._db.execute(
             "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
         )
         self._in_tx = False
+        # Rows are buffered and written with executemany when anything reads or commits:
+        # one statement per decision would cost more than the decision itself.
+        self._pending_candidates: list[tuple[Any, ...]] = []
+        self._pending_samples: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+        self._pending_sha: dict[str, str] = {}
+        self._sha_prefixes: set[int] | None = None
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The connection, with every buffered row written: for callers that query directly."""
+        self.flush()
+        return self._db
+
+    def flush(self) -> None:
+        if self._pending_candidates:
+            self._db.executemany(
+                "INSERT INTO candidates(build, seq, candidate_id, source, url, status, reason,"
+                " detail, key, license, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                self._pending_candidates)
+            self._pending_candidates = []
+        for cols, rows in self._pending_samples.items():
+            marks = ", ".join("?" for _ in cols)
+            self._db.executemany(f"INSERT INTO samples({', '.join(cols)}) VALUES ({marks})",
+                                 rows)
+        self._pending_samples = {}
+        self._pending_sha = {}
 
     def close(self) -> None:
         if self._in_tx:
             self.rollback()
-        self.db.close()
+        self._db.close()
 
     # -- transactions -------------------------------------------------------------------
     def begin(self) -> None:
         if not self._in_tx:
-            self.db.execute("BEGIN IMMEDIATE")
+            self._db.execute("BEGIN IMMEDIATE")
             self._in_tx = True
 
     def commit(self) -> None:
+        self.flush()
         if self._in_tx:
-            self.db.execute("COMMIT")
+            self._db.execute("COMMIT")
             self._in_tx = False
 
     def rollback(self) -> None:
+        self._pending_candidates = []
+        self._pending_samples = {}
+        self._pending_sha = {}
+        self._sha_prefixes = None  # may hold rolled-back hashes; rebuilt on demand
         if self._in_tx:
-            self.db.execute("ROLLBACK")
+            self._db.execute("ROLLBACK")
             self._in_tx = False
 
     # -- meta ---------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
-        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
     def set_meta(self, key: str, value: str) -> None:
-        self.db.execute(
+        self._db.execute(
             "INSERT INTO meta(key, value) VALUES (?, ?) "
             "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             (key, value),
@@ -165,20 +196,20 @@ class Ledger:
 
     # -- builds -------------------------------------------------------------------------
     def latest_build(self) -> BuildRow | None:
-        row = self.db.execute("SELECT * FROM builds ORDER BY build DESC LIMIT 1").fetchone()
+        row = self._db.execute("SELECT * FROM builds ORDER BY build DESC LIMIT 1").fetchone()
         return _build_row(row) if row else None
 
     def builds(self) -> list[BuildRow]:
-        return [_build_row(r) for r in self.db.execute("SELECT * FROM builds ORDER BY build")]
+        return [_build_row(r) for r in self._db.execute("SELECT * FROM builds ORDER BY build")]
 
     def build(self, build: int) -> BuildRow | None:
-        row = self.db.execute("SELECT * FROM builds WHERE build = ?", (build,)).fetchone()
+        row = self._db.execute("SELECT * FROM builds WHERE build = ?", (build,)).fetchone()
         return _build_row(row) if row else None
 
     def start_build(self, *, recipe_sha256: str, recipe_path: str, dataset_name: str,
                     policy: dict[str, Any], tool_version: str, started_at: str) -> BuildRow:
         self.begin()
-        cur = self.db.execute(
+        cur = self._db.execute(
             "INSERT INTO builds(recipe_sha256, recipe_path, dataset_name, policy, tool_version,"
             " started_at) VALUES (?, ?, ?, ?, ?, ?)",
             (recipe_sha256, recipe_path, dataset_name, json.dumps(policy, sort_keys=True),
@@ -191,31 +222,28 @@ class Ledger:
 
     def advance(self, build: int, *, next_seq: int, source_index: int,
                 source_resume: dict[str, Any] | None) -> None:
-        self.db.execute(
+        self._db.execute(
             "UPDATE builds SET next_seq = ?, source_index = ?, source_resume = ? WHERE build = ?",
             (next_seq, source_index,
              None if source_resume is None else json.dumps(source_resume, sort_keys=True), build),
         )
 
     def finish_build(self, build: int, *, finished_at: str, exhausted: bool) -> None:
-        self.db.execute(
+        self._db.execute(
             "UPDATE builds SET finished_at = ?, exhausted = ? WHERE build = ?",
             (finished_at, int(exhausted), build),
         )
 
     def reopen_build(self, build: int) -> None:
-        self.db.execute("UPDATE builds SET finished_at = NULL WHERE build = ?", (build,))
+        self._db.execute("UPDATE builds SET finished_at = NULL WHERE build = ?", (build,))
 
     # -- candidates ---------------------------------------------------------------------
     def record_candidate(self, *, build: int, seq: int, candidate_id: str, source: str, url: str,
                          status: str, reason: str | None, detail: str | None, key: str | None,
                          license: str | None, decided_at: str) -> None:
-        self.db.execute(
-            "INSERT INTO candidates(build, seq, candidate_id, source, url, status, reason, detail,"
-            " key, license, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        self._pending_candidates.append(
             (build, seq, candidate_id, source, url, status, reason, detail, key, license,
-             decided_at),
-        )
+             decided_at))
 
     def candidate_counts(self) -> dict[str, int]:
         return dict(self.db.execute("SELECT status, COUNT(*) FROM candidates GROUP BY status"))
@@ -235,12 +263,24 @@ class Ledger:
 
     # -- samples ------------------------------------------------------------------------
     def add_sample(self, row: dict[str, Any]) -> None:
-        cols = ", ".join(row)
-        marks = ", ".join("?" for _ in row)
-        self.db.execute(f"INSERT INTO samples({cols}) VALUES ({marks})", tuple(row.values()))
+        self._pending_samples.setdefault(tuple(row), []).append(tuple(row.values()))
+        sha = str(row["sha256"])
+        self._pending_sha.setdefault(sha, str(row["key"]))
+        if self._sha_prefixes is not None:
+            self._sha_prefixes.add(int(sha[:16], 16))
 
     def key_for_sha256(self, sha256: str) -> str | None:
-        row = self.db.execute(
+        """The first sample with these bytes. A set of 64-bit prefixes of every sample's
+        sha256 answers "no" (the common case) without touching SQLite."""
+        pending = self._pending_sha.get(sha256)
+        if pending is not None:
+            return pending
+        if self._sha_prefixes is None:
+            self._sha_prefixes = {
+                int(r[0][:16], 16) for r in self._db.execute("SELECT sha256 FROM samples")}
+        if int(sha256[:16], 16) not in self._sha_prefixes:
+            return None
+        row = self._db.execute(
             "SELECT key FROM samples WHERE sha256 = ? ORDER BY key LIMIT 1", (sha256,)
         ).fetchone()
         return row[0] if row else None
@@ -255,21 +295,21 @@ class Ledger:
 
     # -- shards -------------------------------------------------------------------------
     def open_shard(self) -> ShardRow | None:
-        row = self.db.execute(
+        row = self._db.execute(
             "SELECT * FROM shards WHERE complete = 0 ORDER BY shard DESC LIMIT 1"
         ).fetchone()
         return _shard_row(row) if row else None
 
     def last_shard(self) -> ShardRow | None:
-        row = self.db.execute("SELECT * FROM shards ORDER BY shard DESC LIMIT 1").fetchone()
+        row = self._db.execute("SELECT * FROM shards ORDER BY shard DESC LIMIT 1").fetchone()
         return _shard_row(row) if row else None
 
     def shards(self) -> list[ShardRow]:
-        return [_shard_row(r) for r in self.db.execute("SELECT * FROM shards ORDER BY shard")]
+        return [_shard_row(r) for r in self._db.execute("SELECT * FROM shards ORDER BY shard")]
 
     def upsert_shard(self, *, shard: int, build: int, samples: int, data_end: int,
                      complete: bool, size: int | None = None, sha256: str | None = None) -> None:
-        self.db.execute(
+        self._db.execute(
             "INSERT INTO shards(shard, build, samples, data_end, complete, size, sha256)"
             " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(shard) DO UPDATE SET"
             " samples = excluded.samples, data_end = excluded.data_end,"

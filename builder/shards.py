@@ -22,6 +22,7 @@ from builder.errors import UserError
 
 SHARD_MTIME = 1_577_836_800  # 2020-01-01T00:00:00Z: fixed so identical input gives identical bytes
 KEY_RE = re.compile(r"^[0-9a-z_-]+$")
+WRITE_BUFFER = 8 << 20
 
 
 def shard_name(shard: int) -> str:
@@ -85,7 +86,9 @@ class OpenShard:
                     "modified outside cleanset; restore the file or build into a new directory."
                 )
             self.tmp.touch()
-        self.file: BinaryIO = self.tmp.open("r+b")
+        # A large buffer turns tarfile's many small writes into few syscalls: every syscall
+        # releases the GIL, and getting it back from busy worker threads is what costs.
+        self.file: BinaryIO = self.tmp.open("r+b", buffering=WRITE_BUFFER)
         size = self.file.seek(0, os.SEEK_END)
         if size < data_end:
             raise UserError(

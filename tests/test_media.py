@@ -225,7 +225,7 @@ def test_image_below_minimum_width_or_height_is_too_small():
 
 
 def test_hash_pipeline_version_is_named():
-    assert HASH_PIPELINE.startswith("canon512-") and "pdq" in HASH_PIPELINE
+    assert HASH_PIPELINE.startswith("canon128-") and "pdq" in HASH_PIPELINE
 
 
 def test_same_bytes_give_the_same_hashes():

@@ -1,0 +1,180 @@
+"""Run the stages on a Ray cluster; the driver (this process) only schedules and collects.
+
+Candidates go out in batches (one Ray task each) so the per-task overhead, about a
+millisecond, is paid once per batch rather than once per image. Each Ray worker process
+builds the stages from the plan once and keeps them (HTTP pools, robots.txt caches) for every
+later batch of the same build; inside a batch a thread pool keeps downloads overlapping.
+
+Nothing a worker does is final: it returns outcomes, and the driver decides them in source
+order and writes shards and ledger, exactly as with the local executors. So a worker killed
+mid-batch costs only a re-run of that batch (Ray retries the task; the stages are idempotent:
+a re-fetch is harmless), and the dataset is the same whoever ran which batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import uuid
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
+from typing import Any
+
+import ray
+
+from builder.errors import UserError
+from builder.records import Candidate
+from builder.stages import StagePlan, Workbench
+
+# A batch whose worker dies is re-run this many times before the build stops (and can be
+# resumed). Worker deaths, not stage errors: the stages turn those into Rejections.
+TASK_RETRIES = 5
+# Environment the stages read; a remote worker does not inherit the driver's environment.
+FORWARDED_ENV = ("SOURCE_DATE_EPOCH",)
+
+# -- the worker side ------------------------------------------------------------------------
+
+_CACHED: dict[str, tuple[Workbench, ThreadPoolExecutor]] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _bench_for(token: str, plan_box: list[Any], threads: int
+               ) -> tuple[Workbench, ThreadPoolExecutor]:
+    """This worker process's stages for build `token`, built on its first batch."""
+    with _CACHE_LOCK:
+        if token not in _CACHED:
+            for bench, pool in _CACHED.values():  # a long-lived worker serving a new build
+                pool.shutdown(wait=False)
+                bench.close()
+            _CACHED.clear()
+            # The plan travels as an object-store reference in a list, so Ray does not
+            # fetch and unpickle it for every batch, only here, once per process.
+            plan: StagePlan = ray.get(plan_box[0])
+            _CACHED[token] = (plan.build(), ThreadPoolExecutor(threads,
+                                                               thread_name_prefix="stage"))
+        return _CACHED[token]
+
+
+@ray.remote
+def _run_batch(token: str, plan_box: list[Any], threads: int,
+               candidates: list[Candidate]) -> list[Any]:
+    bench, pool = _bench_for(token, plan_box, threads)
+    return list(pool.map(bench.run, candidates))
+
+
+# -- the driver side ------------------------------------------------------------------------
+
+class _CandidateFuture(Future):  # type: ignore[type-arg]
+    """One candidate's outcome. Waiting on it sends its batch if that is still filling:
+    the pipeline waits on the oldest candidate, and it must never wait on a batch that
+    only more submissions would send."""
+
+    def __init__(self, executor: RayExecutor) -> None:
+        super().__init__()
+        self._executor = executor
+
+    def result(self, timeout: float | None = None) -> Any:
+        if not self.done():
+            self._executor.flush()
+        return super().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        if not self.done():
+            self._executor.flush()
+        return super().exception(timeout)
+
+
+class RayExecutor:
+    def __init__(self, plan: StagePlan, *, workers: int, address: str | None = None,
+                 batch_size: int = 32, num_cpus: int | None = None) -> None:
+        self.address = address
+        self.owns_ray = not ray.is_initialized()
+        if self.owns_ray:
+            _connect(address, num_cpus)
+        self.cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self.batch_size = batch_size
+        self.threads = workers
+        # Two batches per CPU: one running, one queued behind it, so no worker waits for
+        # the driver between batches.
+        self.max_inflight = max(2 * self.cpus * batch_size, 64)
+        self.token = uuid.uuid4().hex
+        self.plan_box = [ray.put(plan)]
+        # Re-entrant: a batch that is already done resolves inside add_done_callback.
+        self.lock = threading.RLock()
+        self.pending: list[tuple[Candidate, _CandidateFuture]] = []
+        self.running: dict[Any, list[_CandidateFuture]] = {}
+        self.batches = 0
+
+    def submit(self, candidate: Candidate) -> Future[Any]:
+        future = _CandidateFuture(self)
+        with self.lock:
+            self.pending.append((candidate, future))
+            if len(self.pending) >= self.batch_size:
+                self._send_locked()
+        return future
+
+    def flush(self) -> None:
+        with self.lock:
+            if self.pending:
+                self._send_locked()
+
+    def _send_locked(self) -> None:
+        batch, self.pending = self.pending, []
+        ref = _run_batch.options(max_retries=TASK_RETRIES, retry_exceptions=False).remote(
+            self.token, self.plan_box, self.threads, [cand for cand, _ in batch])
+        futures = [future for _, future in batch]
+        self.running[ref] = futures
+        self.batches += 1
+        ref.future().add_done_callback(lambda done: self._resolve(ref, done))
+
+    def _resolve(self, ref: Any, done: Future[Any]) -> None:
+        with self.lock:
+            futures = self.running.pop(ref, [])
+        error = done.exception()
+        outcomes = [None] * len(futures) if error is not None else done.result()
+        for future, outcome in zip(futures, outcomes, strict=True):
+            try:
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(outcome)
+            except InvalidStateError:
+                pass  # the pipeline cancelled it while stopping; nobody waits for it
+
+    def summary_lines(self) -> list[str]:
+        where = self.address or "a local Ray"
+        return [f"  stages ran on {where} with {self.cpus} CPUs, in {self.batches} batches of "
+                f"up to {self.batch_size} (per-signal opt-out counts are in the ledger's "
+                "reasons)"]
+
+    def close(self) -> None:
+        with self.lock:
+            self.pending = []
+            unfinished = list(self.running)
+        for ref in unfinished:  # only when stopping early: let the cluster drop the work
+            ray.cancel(ref, force=False)
+        if self.owns_ray:
+            ray.shutdown()
+
+
+def _connect(address: str | None, num_cpus: int | None) -> None:
+    env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
+    runtime_env = {"env_vars": env} if env else None
+    quiet = {"logging_level": logging.WARNING, "log_to_driver": True}
+    try:
+        if address:
+            ray.init(address=address, runtime_env=runtime_env, **quiet)
+        else:
+            # "local": always a private Ray for this build, never some cluster that happens
+            # to be running on this machine.
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                     runtime_env=runtime_env, **quiet)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        where = f"--ray-address / [executor] ray_address {address!r}" if address else "local"
+        raise UserError(
+            f"{where}: cannot start or reach Ray: {exc}. Start a cluster with `ray start "
+            "--head` and pass its address (or `auto` on a cluster node), or leave the "
+            "address unset for a Ray on this machine only. A cluster with token "
+            "authentication (Ray's default) also needs RAY_AUTH_MODE=token and its token "
+            "(RAY_AUTH_TOKEN, or ~/.ray/auth_token; `ray get-auth-token` on the head)."
+        ) from None

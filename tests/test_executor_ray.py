@@ -1,0 +1,245 @@
+"""The Ray executor: same dataset as the local executors, and no decision lost or doubled when
+a Ray worker or the driver is killed. Real Ray clusters on this machine, 2 CPUs each."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+from tests.conftest import (
+    REPO,
+    make_image,
+    run_cli,
+    serve_no_site_policies,
+    write_jsonl,
+    write_recipe,
+)
+
+ray = pytest.importorskip("ray")
+
+CC0 = "https://creativecommons.org/publicdomain/zero/1.0/"
+ND4 = "https://creativecommons.org/licenses/by-nd/4.0/"
+N = 48
+# A head started by `ray start` uses Ray's token authentication; a driver given its address
+# must opt in (the token itself is in ~/.ray/auth_token, shared by this machine's user).
+TOKEN_AUTH = {"RAY_AUTH_MODE": "token"}
+HELD = 29  # the image whose request the worker-kill test holds until the worker is dead
+
+
+def body_for(i: int) -> bytes:
+    if i % 11 == 10:
+        return make_image(i - 1, (192, 128))  # the previous image, twice the size: near dup
+    return make_image(i % 40)  # 40..47 repeat 0..7 byte for byte: exact dups
+
+
+def rows_for(httpserver: HTTPServer) -> list[dict]:
+    return [{"id": f"img{i}", "url": httpserver.url_for(f"/{i}.jpg"),
+             "license": ND4 if i % 9 == 4 else CC0, "caption": f"picture {i}"}
+            for i in range(N)]
+
+
+@pytest.fixture
+def recipe(httpserver: HTTPServer, tmp_path: Path) -> Path:
+    serve_no_site_policies(httpserver)
+    for i in range(N):
+        if i != HELD:
+            httpserver.expect_request(f"/{i}.jpg").respond_with_data(
+                body_for(i), content_type="image/jpeg")
+    table = write_jsonl(tmp_path / "urls.jsonl", rows_for(httpserver))
+    return write_recipe(tmp_path / "recipe.toml", f"""
+[dataset]
+name = "ray-test"
+samples_per_shard = 4
+[policy]
+use = "commercial"
+[[sources]]
+kind = "table"
+path = "{table.name}"
+[fetch]
+allow_private_addresses = true
+retries = 0
+workers = 3
+[executor]
+batch_size = 5
+""")
+
+
+@pytest.fixture
+def held_image(httpserver: HTTPServer) -> Iterator[dict]:
+    """Image HELD's request signals `reached`, then waits for `release` (only the first time)."""
+    state = {"reached": threading.Event(), "release": threading.Event(), "hits": 0}
+
+    def handler(request: Request) -> Response:
+        state["hits"] += 1
+        if state["hits"] == 1:
+            state["reached"].set()
+            state["release"].wait(timeout=120)
+        return Response(body_for(HELD), content_type="image/jpeg")
+
+    httpserver.expect_request(f"/{HELD}.jpg").respond_with_handler(handler)
+    yield state
+    state["release"].set()
+
+
+@pytest.fixture
+def served(held_image: dict) -> None:
+    held_image["release"].set()  # builds that need no pause: answer HELD at once
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[tuple[str, int]]:
+    """A Ray head on this machine (2 CPUs), as `ray start` makes on a real cluster's head.
+
+    Its workers import the checkout through PYTHONPATH, as an installed cleanset would be.
+    """
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("SOURCE_DATE_EPOCH", None)  # the driver must forward it to the workers
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--port=0",
+         "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats", "--block"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    assert proc.stdout is not None
+    address = None
+    lines = []
+    for line in proc.stdout:  # the head prints how to join it once it is up
+        lines.append(line)
+        if "ray start --address=" in line:
+            address = line.split("--address=", 1)[1].strip().strip("'\"")
+            break
+    assert address, "".join(lines)
+    drain = threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True)
+    drain.start()
+    yield address, proc.pid
+    proc.send_signal(signal.SIGTERM)  # `ray start --block` stops its whole node on SIGTERM
+    proc.wait(timeout=120)
+
+
+def build(recipe: Path, out: Path, *extra: str, env: dict[str, str] | None = None
+          ) -> subprocess.CompletedProcess[str]:
+    return run_cli("build", str(recipe), "--out", str(out), "--no-progress", *extra,
+                   env={"CLEANSET_COMMIT_EVERY": "3", **(env or {})})
+
+
+def shard_bytes(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((out / "shards").iterdir())}
+
+
+def decisions(out: Path) -> list[tuple]:
+    return [(c["seq"], c["candidate_id"], c["status"], c["reason"], c["key"], c["license"])
+            for c in pq.read_table(out / "candidates.parquet").to_pylist()]
+
+
+def assert_same_dataset(out: Path, reference: Path) -> None:
+    assert shard_bytes(out) == shard_bytes(reference)
+    assert pq.read_table(out / "manifest.parquet").to_pylist() == \
+        pq.read_table(reference / "manifest.parquet").to_pylist()
+    assert decisions(out) == decisions(reference)
+    assert len(decisions(out)) == N
+    proc = run_cli("verify", str(out))
+    assert proc.returncode == 0, proc.stdout
+
+
+@pytest.fixture
+def reference(recipe: Path, served: None, tmp_path: Path) -> Path:
+    out = tmp_path / "threads"
+    proc = build(recipe, out)
+    assert proc.returncode == 0, proc.stderr
+    reasons = {reason for _, _, _, reason, _, _ in decisions(out)}
+    # the corpus exercises the licence gate and both kinds of dedup, or the test proves little
+    assert {"duplicate_exact", "duplicate_near", "license_not_allowed"} <= reasons
+    return out
+
+
+def ray_processes_under(root: int, title: str) -> list[int]:
+    """Pids of processes named `title` descending from `root` (our cluster, nobody else's)."""
+    parents: dict[int, int] = {}
+    names: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                names[int(entry)] = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+
+    def descends(pid: int) -> bool:
+        while pid > 1:
+            if pid == root:
+                return True
+            pid = parents.get(pid, 0)
+        return False
+
+    return [pid for pid, name in names.items() if name.startswith(title) and descends(pid)]
+
+
+def test_a_local_ray_gives_the_same_shards_manifest_and_decisions_as_threads(
+        recipe: Path, reference: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ray"
+    proc = build(recipe, out, "--executor", "ray")
+    assert proc.returncode == 0, proc.stderr
+    assert "stages ran on a local Ray with 2 CPUs" in proc.stdout
+    assert_same_dataset(out, reference)
+
+
+def test_a_ray_cluster_gives_the_same_dataset_with_timestamps_forwarded_to_its_workers(
+        recipe: Path, reference: Path, cluster: tuple[str, int], tmp_path: Path) -> None:
+    address, _ = cluster
+    out = tmp_path / "cluster"
+    proc = build(recipe, out, "--executor", "ray", "--ray-address", address, env=TOKEN_AUTH)
+    assert proc.returncode == 0, proc.stderr
+    assert_same_dataset(out, reference)
+
+
+def test_a_ray_worker_killed_mid_batch_is_retried_and_the_dataset_is_unchanged(
+        recipe: Path, held_image: dict, cluster: tuple[str, int], tmp_path: Path) -> None:
+    address, head = cluster
+    out = tmp_path / "killed-worker"
+    env = {**os.environ, "SOURCE_DATE_EPOCH": "1700000000", "PYTHONPATH": str(REPO),
+           "CLEANSET_COMMIT_EVERY": "3", **TOKEN_AUTH}
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "builder", "build", str(recipe), "--out", str(out),
+         "--no-progress", "--executor", "ray", "--ray-address", address],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert held_image["reached"].wait(timeout=120), "the build never fetched the held image"
+        busy = ray_processes_under(head, "ray::_run_batch")
+        assert busy, "no Ray worker is running a batch while one is held"
+        for pid in busy:  # the worker waiting for HELD is among them
+            os.kill(pid, signal.SIGKILL)
+        held_image["release"].set()
+        stdout, stderr = driver.communicate(timeout=240)
+    finally:
+        held_image["release"].set()
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 0, stderr
+    assert held_image["hits"] >= 2  # the dead worker's batch really ran again elsewhere
+    reference = tmp_path / "threads"
+    assert build(recipe, reference).returncode == 0
+    assert_same_dataset(out, reference)
+
+
+def test_a_driver_killed_mid_build_resumes_on_ray_with_nothing_lost_or_doubled(
+        recipe: Path, reference: Path, cluster: tuple[str, int], tmp_path: Path) -> None:
+    address, _ = cluster
+    out = tmp_path / "killed-driver"
+    args = ("--executor", "ray", "--ray-address", address)
+    crashed = build(recipe, out, *args, env={"CLEANSET_CRASH_AT": "decide:15", **TOKEN_AUTH})
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    resumed = build(recipe, out, *args, env=TOKEN_AUTH)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_dataset(out, reference)
