@@ -41,13 +41,17 @@ from builder.records import ImageInfo, Reason, Rejection
 # Bump whenever anything below changes a hash: the size, the resampling filter, the mode
 # handling, the background, or the hash functions. Hashes from different pipelines are not
 # comparable, so the dedup index must refuse to mix them.
-HASH_PIPELINE = "canon128-bilinear-white-pdq-phash-v2"
+HASH_PIPELINE = "canon128-draft256-bilinear-white-pdq-phash-v2"
 
 # PDQ reduces every input to 64x64 and pHash to 32x32, so a 128x128 canonical image keeps all
 # they look at. Measured on this machine against 512x512: the same recall per edit and the
-# same false matches in scripts/bench/hash_robustness.py, at a quarter of the cost (a JPEG
-# is decoded at 1/4 or 1/8 scale, and resize + PDQ + pHash fall from ~5 ms to ~0.7 ms).
+# same false matches in scripts/bench/hash_robustness.py, at about half the cost (resize +
+# PDQ + pHash fall from ~5 ms to ~0.7 ms; a JPEG is decoded at a smaller DCT scale).
 CANONICAL_SIZE = (128, 128)
+# A JPEG is decoded at the smallest DCT scale that keeps at least this size. Not the
+# canonical size itself: a DCT-scaled decode landing right on it makes JPEG re-encoding
+# artefacts move PDQ by ~30 bits on small images (2 bits with this margin).
+DRAFT_SIZE = (256, 256)
 BACKGROUND = (255, 255, 255)  # what transparent pixels are flattened onto
 _RESAMPLE = Image.Resampling.BILINEAR
 
@@ -208,7 +212,7 @@ def _decode(im: ImageFile.ImageFile, fmt: str, *, want_reduced: bool) -> Image.I
     """
     try:
         if want_reduced and fmt == "jpeg":
-            im.draft("RGB", CANONICAL_SIZE)
+            im.draft("RGB", DRAFT_SIZE)
         im.load()
     except Image.DecompressionBombError as exc:
         return Rejection(Reason.DECOMPRESSION_BOMB, str(exc))

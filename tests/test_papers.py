@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import make_image, run_cli, write_recipe
+from tests.conftest import REPO, make_image, run_cli, write_recipe
 
 CC0 = "https://creativecommons.org/publicdomain/zero/1.0/"
 BY4 = "https://creativecommons.org/licenses/by/4.0/"
@@ -310,3 +310,23 @@ def test_running_the_build_again_regenerates_papers_that_were_lost(built: Path,
     assert (out / "spdx.json").read_bytes() == (built / "spdx.json").read_bytes()
     assert (out / "ATTRIBUTION.md").read_text() == (built / "ATTRIBUTION.md").read_text()
     assert run_cli("verify", str(out)).returncode == 0
+
+
+def test_the_cards_datasets_snippet_runs_as_written_without_cleanset(tmp_path: Path) -> None:
+    """A reader on a dataset hub copies the card's snippet: it must load every sample."""
+    import re
+
+    out = tmp_path / "card-out"
+    run_cli("build", str(REPO / "examples/offline/recipe.toml"), "--out", str(out),
+            "--no-progress", check=True)
+    text = (out / "README.md").read_text(encoding="utf-8")
+    code = re.search(r"```python\n(from datasets import Features.*?)```", text, re.S)
+    assert code is not None and "builder" not in code.group(1)
+    script = out / "load.py"
+    script.write_text(code.group(1) + "\nprint(ds.num_rows, ds[0]['json']['license']['spdx'])\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["HF_DATASETS_CACHE"] = str(tmp_path / "hf-cache")
+    proc = subprocess.run([sys.executable, str(script)], cwd=out, capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[:2] == ["7", "CC-PDM-1.0"]

@@ -32,6 +32,13 @@ TASK_RETRIES = 5
 # Environment the stages read; a remote worker does not inherit the driver's environment.
 FORWARDED_ENV = ("SOURCE_DATE_EPOCH",)
 
+class RayBatchLostError(UserError):
+    """Ray could not run a batch even after retries (cluster gone, workers dying over and
+    over). Nothing decided is lost: the ledger holds every committed decision."""
+
+    exit_code = 1
+
+
 # -- the worker side ------------------------------------------------------------------------
 
 _CACHED: dict[str, tuple[Workbench, ThreadPoolExecutor]] = {}
@@ -102,7 +109,7 @@ class RayExecutor:
         # Re-entrant: a batch that is already done resolves inside add_done_callback.
         self.lock = threading.RLock()
         self.pending: list[tuple[Candidate, _CandidateFuture]] = []
-        self.running: dict[Any, list[_CandidateFuture]] = {}
+        self.running: dict[Any, tuple[list[Candidate], list[_CandidateFuture]]] = {}
         self.batches = 0
 
     def submit(self, candidate: Candidate) -> Future[Any]:
@@ -122,15 +129,21 @@ class RayExecutor:
         batch, self.pending = self.pending, []
         ref = _run_batch.options(max_retries=TASK_RETRIES, retry_exceptions=False).remote(
             self.token, self.plan_box, self.threads, [cand for cand, _ in batch])
-        futures = [future for _, future in batch]
-        self.running[ref] = futures
+        self.running[ref] = ([cand for cand, _ in batch], [future for _, future in batch])
         self.batches += 1
         ref.future().add_done_callback(lambda done: self._resolve(ref, done))
 
     def _resolve(self, ref: Any, done: Future[Any]) -> None:
         with self.lock:
-            futures = self.running.pop(ref, [])
+            cands, futures = self.running.pop(ref, ([], []))
         error = done.exception()
+        if error is not None:
+            error = RayBatchLostError(
+                f"Ray could not run the batch {cands[0].candidate_id} .. "
+                f"{cands[-1].candidate_id} after {TASK_RETRIES} retries: "
+                f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}. "
+                "Every decision committed so far is kept: check the cluster (`ray status`) "
+                "and run the same command again to resume.")
         outcomes = [None] * len(futures) if error is not None else done.result()
         for future, outcome in zip(futures, outcomes, strict=True):
             try:

@@ -133,10 +133,10 @@ def _loading(facts: Facts) -> str:
         'for sample in dataset:\n    image, provenance = sample["jpg"], sample["json"]\n```\n\n'
         "With Hugging Face `datasets` (the provenance `json` is typed explicitly, because "
         "unknown values are null and type inference from the first samples would "
-        "guess them wrongly):\n\n```python\nfrom datasets import load_dataset\n"
-        "from builder.exports.card import hf_features\n\n"
+        "guess them wrongly; no cleanset install needed):\n\n```python\n"
+        + FEATURES_SNIPPET +
         'ds = load_dataset("webdataset", data_files={"train": "shards/*.tar"}, split="train",\n'
-        "                  features=hf_features())\n```\n\n"
+        "                  features=features)\n```\n\n"
         "`manifest.parquet` lists every sample with its shard, licence and checksums; "
         "`croissant.json` describes both for Croissant readers.\n").replace("LAST", last)
 
@@ -161,6 +161,32 @@ def _files() -> str:
         ("`croissant.json`", "Croissant metadata with Responsible-AI fields"),
         ("`ATTRIBUTION.md`, `attribution.csv`", "every credit owed"),
     ]))
+
+
+# The same schema as hf_features(), as code a reader can paste without cleanset installed.
+FEATURES_SNIPPET = """from datasets import Features, Image, List, Value, load_dataset
+
+s, i, b = Value("string"), Value("int64"), Value("bool")
+features = Features({
+    "__key__": s, "__url__": s, "jpg": Image(), "txt": s,
+    "json": {
+        "key": s, "sha256": s, "sha1": s, "pdq": s, "pdq_quality": i, "phash": s,
+        "hash_pipeline": s, "width": i, "height": i, "mime": s, "bytes": i,
+        "source": {"name": s, "id": s, "file_url": s, "landing_url": s, "api_url": s,
+                   "path": s},
+        "license": {"spdx": s, "url": s, "name": s, "attribution_required": b,
+                    "share_alike": b, "chosen_from": s,
+                    "evidence": List({"field": s, "value": s})},
+        "attribution": {"creator": s, "creator_url": s, "title": s, "credit": s, "text": s},
+        "caption": s, "retrieved_at": s,
+        "http": {"status": i, "etag": s, "last_modified": s, "content_type": s},
+        "optout": {"checked": List({"signal": s, "result": s}), "result": s},
+        "extra": List({"name": s, "value": s}),
+        "build": {"tool": s, "tool_version": s, "provenance_version": i,
+                  "recipe_sha256": s, "policy": s, "dataset": s, "build": i},
+    },
+})
+"""
 
 
 def hf_features() -> Any:
