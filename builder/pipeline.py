@@ -288,7 +288,7 @@ class _Run:
             return {"processes": config.processes}
         if kind == "ray":
             return {"address": self.options.ray_address or config.ray_address,
-                    "batch_size": config.batch_size}
+                    "batch_size": config.batch_size, "num_cpus": config.processes}
         return {}
 
     def _progress_off(self) -> bool | None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import html
 import re
 
-from license_expression import ExpressionError, LicenseExpression, Licensing
+from license_expression import LicenseExpression, Licensing
 
 from builder.licensing.catalogue import Catalogue, load_catalogue
 
@@ -205,8 +205,10 @@ def _expression(s: str, cat: Catalogue) -> str | None:
         out.append(f"({lid})" if " " in lid else lid)
     try:
         parsed = _LICENSING.parse(" ".join(out), simple=False)
-    except (ExpressionError, IndexError, ValueError, TypeError, RecursionError):
-        # license-expression's parser raises IndexError on some malformed input such as "()"
+    except Exception:  # noqa: BLE001
+        # license-expression's parser raises more than ExpressionError on malformed input
+        # ("()" -> IndexError, "( OR CC BY 4.0" -> AssertionError): any failure to parse means
+        # the claim is not a licence we recognise.
         return None
     if parsed is None:
         return None

@@ -162,8 +162,8 @@ def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, int, int]:
     return wall, proc.returncode, peak
 
 
-def cleanset_round(work: Path, urls: Path, per_shard: int, workers: int
-                   ) -> tuple[float, int, int]:
+def cleanset_round(work: Path, urls: Path, per_shard: int, workers: int,
+                   executor: str = "processes") -> tuple[float, int, int]:
     out = work / "out-cleanset"
     shutil.rmtree(out, ignore_errors=True)
     recipe = work / "bench-recipe.toml"
@@ -184,7 +184,8 @@ def cleanset_round(work: Path, urls: Path, per_shard: int, workers: int
     """))
     env = {**os.environ, "SOURCE_DATE_EPOCH": "1700000000"}
     wall, code, peak = run_measured([sys.executable, "-m", "builder", "build", str(recipe),
-                                     "--out", str(out), "--no-progress"], env)
+                                     "--out", str(out), "--no-progress",
+                                     "--executor", executor], env)
     accepted = len(pq.read_table(out / "manifest.parquet")) if code == 0 else 0
     return wall, accepted, peak
 
@@ -256,8 +257,11 @@ def main() -> None:
     parser.add_argument("--per-shard", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=16)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/cleanset-bench"))
+    parser.add_argument("--server-port", type=int, default=0, help="0: a free port")
     parser.add_argument("--img2dataset-venv", type=Path, default=Path("/tmp/i2d-venv"))
     parser.add_argument("--skip-img2dataset", action="store_true")
+    parser.add_argument("--executor", default="processes", choices=("threads", "processes"),
+                        help="cleanset's executor (default: processes)")
     args = parser.parse_args()
 
     work = args.workdir
@@ -280,7 +284,7 @@ def main() -> None:
     ratios: list[float] = []
     try:
         # warm the page cache and the server once
-        cleanset_round(work, urls, args.per_shard, args.workers)
+        cleanset_round(work, urls, args.per_shard, args.workers, args.executor)
         for r in range(args.rounds):
             order = ["cleanset", "img2dataset"] if r % 2 == 0 else ["img2dataset", "cleanset"]
             round_rates: dict[str, float] = {}
@@ -288,7 +292,8 @@ def main() -> None:
                 if tool == "img2dataset" and venv is None:
                     continue
                 if tool == "cleanset":
-                    wall, ok, peak = cleanset_round(work, urls, args.per_shard, args.workers)
+                    wall, ok, peak = cleanset_round(work, urls, args.per_shard, args.workers,
+                                                    args.executor)
                 else:
                     assert venv is not None
                     wall, ok, peak = img2dataset_round(work, urls, args.per_shard, venv,
