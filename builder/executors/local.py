@@ -1,16 +1,16 @@
-"""Run the stages on this machine: all in threads, or downloads in threads and pixels in
-worker processes."""
+"""Run the stages on this machine: all in threads of this process, or in worker processes
+(each with its own threads) that send back what they learned and the bytes."""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import replace
+import threading
+from concurrent.futures import Future, InvalidStateError, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
-from builder.records import Candidate, Checked, Fetched
-from builder.stages import StagePlan, Workbench, run_stages
+from builder.records import Candidate
+from builder.stages import StagePlan, Workbench
 
 
 class ThreadExecutor:
@@ -33,82 +33,94 @@ class ThreadExecutor:
         self.bench.close()
 
 
-_WORKER_BENCH: Workbench | None = None
+_WORKER: tuple[Workbench, ThreadPoolExecutor] | None = None
 
 
-def _init_worker(plan: StagePlan) -> None:
-    global _WORKER_BENCH
-    _WORKER_BENCH = plan.build()
+def _init_worker(plan: StagePlan, threads: int) -> None:
+    global _WORKER
+    _WORKER = (plan.build(), ThreadPoolExecutor(threads, thread_name_prefix="stage"))
 
 
-def _run_cpu_stages(fetched: Fetched) -> Any:
-    """In a worker process: decode, hash, embedded signals. The image bytes are not sent
-    back (the parent still has them): only what the stages learned travels."""
-    assert _WORKER_BENCH is not None
-    outcome = run_stages(fetched, _WORKER_BENCH.cpu_stages)
-    if isinstance(outcome, Checked):
-        outcome = replace(outcome, fetched=replace(outcome.fetched, data=b""))
-    return outcome
+def _run_batch(candidates: list[Candidate]) -> list[Any]:
+    """In a worker process: every stage of a batch of candidates, downloads overlapping."""
+    assert _WORKER is not None
+    bench, pool = _WORKER
+    return list(pool.map(bench.run, candidates))
+
+
+class _BatchedFuture(Future):  # type: ignore[type-arg]
+    """One candidate's outcome; waiting on it sends its batch if that is still filling (the
+    pipeline waits on the oldest candidate, never on a batch only more submissions send)."""
+
+    def __init__(self, executor: ProcessExecutor) -> None:
+        super().__init__()
+        self._executor = executor
+
+    def result(self, timeout: float | None = None) -> Any:
+        if not self.done():
+            self._executor.flush()
+        return super().result(timeout)
 
 
 class ProcessExecutor:
-    """Downloads in threads here; decoding and hashing in `processes` worker processes.
+    """Worker processes, each running every stage with its own threads and HTTP pool.
 
-    Threads alone serialise on the GIL as soon as pixels are involved (PDQ and pHash hold
-    it, and the writer thread then waits to get it back after every write); measured on 2
-    cores, this split uses both cores where threads used little more than one.
+    Threads alone serialise on the GIL once pixels are involved (PDQ and pHash hold it, and
+    the writer then waits to get it back after every write); here this process only reads
+    sources, decides in order and writes, while each worker downloads, decodes and hashes.
+    Batches amortise the pickling: the image bytes come back once, with their outcome.
     """
 
-    def __init__(self, plan: StagePlan, *, workers: int, processes: int | None = None) -> None:
-        self.bench = plan.build()
+    def __init__(self, plan: StagePlan, *, workers: int, processes: int | None = None,
+                 batch_size: int = 32) -> None:
         self.processes = processes or os.cpu_count() or 2
-        self.threads = ThreadPoolExecutor(workers, thread_name_prefix="stage")
+        threads = max(2, workers // self.processes)
         # forkserver: never fork a process that already runs threads
         context = multiprocessing.get_context("forkserver")
         self.pool = ProcessPoolExecutor(self.processes, mp_context=context,
-                                        initializer=_init_worker, initargs=(plan,))
-        self.max_inflight = max(4 * workers, 64)
+                                        initializer=_init_worker, initargs=(plan, threads))
+        self.batch_size = batch_size
+        self.max_inflight = max(4 * workers, 3 * self.processes * batch_size)
+        self.lock = threading.Lock()
+        self.pending: list[tuple[Candidate, _BatchedFuture]] = []
 
     def submit(self, candidate: Candidate) -> Future[Any]:
-        outer: Future[Any] = Future()
-        io = self.threads.submit(run_stages, candidate, self.bench.io_stages)
-        io.add_done_callback(lambda done: self._to_cpu(done, outer))
-        return outer
+        future = _BatchedFuture(self)
+        with self.lock:
+            self.pending.append((candidate, future))
+            if len(self.pending) >= self.batch_size:
+                self._send_locked()
+        return future
 
-    def _to_cpu(self, io: Future[Any], outer: Future[Any]) -> None:
-        try:
-            fetched = io.result()
-        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on `outer`
-            outer.set_exception(exc)
-            return
-        if not isinstance(fetched, Fetched):
-            outer.set_result(fetched)  # a Rejection before download, or of the download
-            return
-        try:
-            cpu = self.pool.submit(_run_cpu_stages, fetched)
-        except RuntimeError as exc:  # the pool is shutting down
-            outer.set_exception(exc)
-            return
+    def flush(self) -> None:
+        with self.lock:
+            if self.pending:
+                self._send_locked()
 
-        def finish(done: Future[Any]) -> None:
-            try:
-                outcome = done.result()
-            except BaseException as exc:  # noqa: BLE001
-                outer.set_exception(exc)
-                return
-            if isinstance(outcome, Checked):
-                outcome = replace(outcome, fetched=replace(outcome.fetched, data=fetched.data))
-            outer.set_result(outcome)
-
-        cpu.add_done_callback(finish)
+    def _send_locked(self) -> None:
+        batch, self.pending = self.pending, []
+        futures = [future for _, future in batch]
+        done = self.pool.submit(_run_batch, [cand for cand, _ in batch])
+        done.add_done_callback(lambda d: _resolve(d, futures))
 
     def summary_lines(self) -> list[str]:
-        lines = list(self.bench.optout.summary_lines())
-        lines.append(f"  decode and hashing ran in {self.processes} worker processes "
-                     "(embedded-signal counts are in the rejection reasons)")
-        return lines
+        return [f"  stages ran in {self.processes} worker processes "
+                "(per-signal opt-out counts are in the ledger's reasons)"]
 
     def close(self) -> None:
-        self.threads.shutdown(wait=True, cancel_futures=True)
+        with self.lock:
+            self.pending = []
         self.pool.shutdown(wait=True, cancel_futures=True)
-        self.bench.close()
+
+
+def _resolve(done: Future[Any], futures: list[_BatchedFuture]) -> None:
+    error = done.exception()
+    outcomes = [None] * len(futures) if error is not None else done.result()
+    for future, outcome in zip(futures, outcomes, strict=True):
+        try:
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(outcome)
+        except InvalidStateError:
+            pass  # cancelled while the build was stopping; nobody waits for it

@@ -243,9 +243,11 @@ def ensure_venv(venv: Path) -> Path:
     return venv
 
 
-def fmt(values: list[float]) -> str:
-    return (f"{statistics.median(values):8.1f}  ({min(values):.1f} .. {max(values):.1f})"
-            if values else "n/a")
+def fmt(values: list[float], digits: int = 1) -> str:
+    if not values:
+        return "n/a"
+    return (f"{statistics.median(values):8.{digits}f}  "
+            f"({min(values):.{digits}f} .. {max(values):.{digits}f})")
 
 
 def main() -> None:
@@ -321,7 +323,7 @@ def main() -> None:
     for name, rate in limits.items():
         print(f"{name + ' (2 processes)':30s} {rate:8.1f}")
     if ratios:
-        print(f"cleanset / img2dataset          {fmt(ratios)}   (per round, paired)")
+        print(f"cleanset / img2dataset          {fmt(ratios, 2)}   (per round, paired)")
     median = statistics.median(results["cleanset"])
     print(f"cleanset / reduced-decode limit {median / limits['reduced (draft) decode']:8.2f}")
     print(f"cleanset / full-decode limit    {median / limits['full decode']:8.2f}")
