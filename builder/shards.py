@@ -14,7 +14,7 @@ import os
 import re
 import tarfile
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import webdataset as wds
 
@@ -65,6 +65,21 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+class _HashingWriter:
+    """The file object tarfile writes through: every byte also goes into the digest."""
+
+    def __init__(self, file: BinaryIO, digest: Any) -> None:
+        self.file = file
+        self.digest = digest
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        return self.file.write(data)
+
+    def tell(self) -> int:
+        return self.file.tell()
+
+
 class OpenShard:
     """The one shard currently being filled."""
 
@@ -96,10 +111,21 @@ class OpenShard:
                 "the file was truncated outside cleanset. Build into a new directory."
             )
         self.file.truncate(data_end)
+        # The shard's sha256 is computed as it is written (after re-hashing what a resumed
+        # shard already holds), instead of reading every finished shard back.
+        self.digest = hashlib.sha256()
+        self.file.seek(0)
+        remaining = data_end
+        while remaining:
+            chunk = self.file.read(min(remaining, 1 << 20))
+            if not chunk:
+                break
+            self.digest.update(chunk)
+            remaining -= len(chunk)
         self.file.seek(data_end)
         self.writer = _AppendableTarWriter(
-            self.file, user="cleanset", group="cleanset", mode=0o444, encoder=False,
-            mtime=SHARD_MTIME,
+            _HashingWriter(self.file, self.digest), user="cleanset", group="cleanset",
+            mode=0o444, encoder=False, mtime=SHARD_MTIME,
         )
 
     def write(self, key: str, members: dict[str, bytes]) -> int:
@@ -128,7 +154,7 @@ class OpenShard:
         final = shard_path(self.shards_dir, self.shard)
         os.replace(self.tmp, final)
         fsync_dir(self.shards_dir)
-        return final, final.stat().st_size, file_sha256(final)
+        return final, final.stat().st_size, self.digest.hexdigest()
 
     def abandon(self) -> None:
         """Close without finishing (on error); the temporary file stays for the resume."""
