@@ -41,20 +41,15 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", type=Path)
     p.set_defaults(func=cmd_verify)
 
-    _add_optional_commands(sub)
+    _add_module_commands(sub)
     return parser
 
 
-def _add_optional_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Commands whose modules may be absent in a partial checkout register themselves."""
-    import importlib
+def _add_module_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Commands whose arguments live beside their code (each module has add_parser/run)."""
+    from builder import licensing_cli, lookup, report_cli, takedown_cli
 
-    for module_name in ("builder.licensing_cli", "builder.takedown_cli", "builder.lookup",
-                        "builder.report_cli"):
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
+    for module in (licensing_cli, takedown_cli, lookup, report_cli):
         module.add_parser(sub)
 
 

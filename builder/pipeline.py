@@ -191,8 +191,6 @@ def open_source(spec: SourceSpec, context: SourceContext) -> Any:
 def enumerate_candidates(recipe: Recipe, start: _Cursor
                          ) -> Iterator[tuple[int, Candidate, dict[str, Any]]]:
     """(source index, candidate, resume state after it), from the cursor on, in recipe order."""
-    from builder.fetch import Fetcher  # noqa: F401 - sources may need it; fail early if broken
-
     context = SourceContext(recipe_file=recipe.file, base_dir=recipe.base_dir, fetch=recipe.fetch)
     for index, spec in enumerate(recipe.sources):
         if index < start.source_index:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from builder import __version__
+from builder.licensing import credit_line_text
+from builder.media import HASH_PIPELINE
 from builder.records import Checked
 
 PROVENANCE_VERSION = 1
@@ -22,28 +24,6 @@ class BuildStamp:
     recipe_sha256: str
     policy: str
     dataset: str
-
-
-def credit_text(title: str | None, creator: str | None, source_url: str | None,
-                license_name: str, license_url: str | None, spdx: str) -> str:
-    """A ready-to-print TASL credit line (Title, Author, Source, Licence) as CC recommends."""
-    try:
-        from builder.licensing import credit_line_text  # the licence module's richer version
-    except ImportError:
-        credit_line_text = None
-    if credit_line_text is not None:
-        return str(credit_line_text(title=title, creator=creator, source_url=source_url,
-                                    license_name=license_name, license_url=license_url,
-                                    spdx=spdx))
-    parts = [f'"{title}"' if title else "Untitled"]
-    parts.append(f"by {creator}" if creator else "by an unknown creator")
-    if source_url:
-        parts.append(f"({source_url})")
-    lic = license_name or spdx
-    parts.append(f"is licensed under {lic}" + (f" ({license_url})" if license_url else ""))
-    if spdx in ("CC0-1.0", "CC-PDM-1.0", "CC-PDDC"):
-        parts[-1] = f"is marked {lic}" + (f" ({license_url})" if license_url else "")
-    return " ".join(parts) + "."
 
 
 def make_provenance(key: str, checked: Checked, stamp: BuildStamp,
@@ -61,7 +41,7 @@ def make_provenance(key: str, checked: Checked, stamp: BuildStamp,
         "pdq": img.pdq,
         "pdq_quality": img.pdq_quality,
         "phash": img.phash,
-        "hash_pipeline": _hash_pipeline(),
+        "hash_pipeline": HASH_PIPELINE,
         "width": img.width,
         "height": img.height,
         "mime": img.mime,
@@ -88,8 +68,9 @@ def make_provenance(key: str, checked: Checked, stamp: BuildStamp,
             "creator_url": cand.creator_url,
             "title": cand.title,
             "credit": cand.credit,
-            "text": credit_text(cand.title, cand.creator, cand.landing_url or file_url,
-                                lic.name, lic.url, lic.spdx),
+            "text": credit_line_text(title=cand.title, creator=cand.creator,
+                                     source_url=cand.landing_url or file_url,
+                                     license_name=lic.name, license_url=lic.url, spdx=lic.spdx),
         },
         "caption": cand.caption,
         "retrieved_at": fetched.retrieved_at,
@@ -114,14 +95,6 @@ def make_provenance(key: str, checked: Checked, stamp: BuildStamp,
             "build": stamp.build,
         },
     }
-
-
-def _hash_pipeline() -> str | None:
-    try:
-        from builder.media import HASH_PIPELINE
-    except ImportError:
-        return None
-    return str(HASH_PIPELINE)
 
 
 def dumps(provenance: dict[str, Any]) -> bytes:

@@ -33,7 +33,6 @@ class StageSpec:
     name: str
     run: Stage
     on_error: Reason
-    cpu: bool = False  # decodes or hashes pixels: worth running in another process
 
 
 def licence_gate(candidate: Candidate, *, policy: Any) -> Licensed | Rejection:
@@ -146,9 +145,8 @@ class StagePlan:
             StageSpec("fetch", partial(fetch_stage, fetcher=fetcher,
                                        max_bytes=recipe.fetch.max_bytes), Reason.HTTP_ERROR),
             StageSpec("optout-headers", optout.after_fetch, Reason.OPTOUT_X_ROBOTS_TAG),
-            StageSpec("image", partial(image_check, config=recipe.image), Reason.CORRUPT_IMAGE,
-                      cpu=True),
-            StageSpec("optout-embedded", optout.after_check, Reason.OPTOUT_EMBEDDED, cpu=True),
+            StageSpec("image", partial(image_check, config=recipe.image), Reason.CORRUPT_IMAGE),
+            StageSpec("optout-embedded", optout.after_check, Reason.OPTOUT_EMBEDDED),
         ]
         return Workbench(stages=stages, fetcher=fetcher, optout=optout)
 
@@ -163,16 +161,6 @@ class Workbench:
 
     def run(self, candidate: Candidate) -> Any:
         return run_stages(candidate, self.stages)
-
-    @property
-    def io_stages(self) -> list[StageSpec]:
-        """The stages before the first CPU-heavy one (licence, opt-out lookups, download)."""
-        first_cpu = next((i for i, s in enumerate(self.stages) if s.cpu), len(self.stages))
-        return self.stages[:first_cpu]
-
-    @property
-    def cpu_stages(self) -> list[StageSpec]:
-        return self.stages[len(self.io_stages):]
 
     def close(self) -> None:
         self.fetcher.close()

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import threading
-from concurrent.futures import Future, InvalidStateError, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
+from builder.executors.batches import Batcher
 from builder.records import Candidate
 from builder.stages import StagePlan, Workbench
 
@@ -48,20 +48,6 @@ def _run_batch(candidates: list[Candidate]) -> list[Any]:
     return list(pool.map(bench.run, candidates))
 
 
-class _BatchedFuture(Future):  # type: ignore[type-arg]
-    """One candidate's outcome; waiting on it sends its batch if that is still filling (the
-    pipeline waits on the oldest candidate, never on a batch only more submissions send)."""
-
-    def __init__(self, executor: ProcessExecutor) -> None:
-        super().__init__()
-        self._executor = executor
-
-    def result(self, timeout: float | None = None) -> Any:
-        if not self.done():
-            self._executor.flush()
-        return super().result(timeout)
-
-
 class ProcessExecutor:
     """Worker processes, each running every stage with its own threads and HTTP pool.
 
@@ -79,48 +65,16 @@ class ProcessExecutor:
         context = multiprocessing.get_context("forkserver")
         self.pool = ProcessPoolExecutor(self.processes, mp_context=context,
                                         initializer=_init_worker, initargs=(plan, threads))
-        self.batch_size = batch_size
+        self.batches = Batcher(lambda batch: self.pool.submit(_run_batch, batch), batch_size)
         self.max_inflight = max(4 * workers, 3 * self.processes * batch_size)
-        self.lock = threading.Lock()
-        self.pending: list[tuple[Candidate, _BatchedFuture]] = []
 
     def submit(self, candidate: Candidate) -> Future[Any]:
-        future = _BatchedFuture(self)
-        with self.lock:
-            self.pending.append((candidate, future))
-            if len(self.pending) >= self.batch_size:
-                self._send_locked()
-        return future
-
-    def flush(self) -> None:
-        with self.lock:
-            if self.pending:
-                self._send_locked()
-
-    def _send_locked(self) -> None:
-        batch, self.pending = self.pending, []
-        futures = [future for _, future in batch]
-        done = self.pool.submit(_run_batch, [cand for cand, _ in batch])
-        done.add_done_callback(lambda d: _resolve(d, futures))
+        return self.batches.submit(candidate)
 
     def summary_lines(self) -> list[str]:
         return [f"  stages ran in {self.processes} worker processes "
                 "(per-signal opt-out counts are in the ledger's reasons)"]
 
     def close(self) -> None:
-        with self.lock:
-            self.pending = []
+        self.batches.drop_pending()
         self.pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _resolve(done: Future[Any], futures: list[_BatchedFuture]) -> None:
-    error = done.exception()
-    outcomes = [None] * len(futures) if error is not None else done.result()
-    for future, outcome in zip(futures, outcomes, strict=True):
-        try:
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(outcome)
-        except InvalidStateError:
-            pass  # cancelled while the build was stopping; nobody waits for it

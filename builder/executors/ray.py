@@ -17,12 +17,13 @@ import logging
 import os
 import threading
 import uuid
-from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import ray
 
 from builder.errors import UserError
+from builder.executors.batches import Batcher
 from builder.records import Candidate
 from builder.stages import StagePlan, Workbench
 
@@ -71,26 +72,6 @@ def _run_batch(token: str, plan_box: list[Any], threads: int,
 
 # -- the driver side ------------------------------------------------------------------------
 
-class _CandidateFuture(Future):  # type: ignore[type-arg]
-    """One candidate's outcome. Waiting on it sends its batch if that is still filling:
-    the pipeline waits on the oldest candidate, and it must never wait on a batch that
-    only more submissions would send."""
-
-    def __init__(self, executor: RayExecutor) -> None:
-        super().__init__()
-        self._executor = executor
-
-    def result(self, timeout: float | None = None) -> Any:
-        if not self.done():
-            self._executor.flush()
-        return super().result(timeout)
-
-    def exception(self, timeout: float | None = None) -> BaseException | None:
-        if not self.done():
-            self._executor.flush()
-        return super().exception(timeout)
-
-
 class RayExecutor:
     def __init__(self, plan: StagePlan, *, workers: int, address: str | None = None,
                  batch_size: int = 32, num_cpus: int | None = None) -> None:
@@ -106,68 +87,48 @@ class RayExecutor:
         self.max_inflight = max(2 * self.cpus * batch_size, 64)
         self.token = uuid.uuid4().hex
         self.plan_box = [ray.put(plan)]
-        # Re-entrant: a batch that is already done resolves inside add_done_callback.
-        self.lock = threading.RLock()
-        self.pending: list[tuple[Candidate, _CandidateFuture]] = []
-        self.running: dict[Any, tuple[list[Candidate], list[_CandidateFuture]]] = {}
-        self.batches = 0
+        self.running: dict[Any, list[Candidate]] = {}  # in flight, to cancel when stopping
+        self.lock = threading.Lock()
+        self.batches = Batcher(self._send, batch_size, wrap_error=_lost)
 
     def submit(self, candidate: Candidate) -> Future[Any]:
-        future = _CandidateFuture(self)
-        with self.lock:
-            self.pending.append((candidate, future))
-            if len(self.pending) >= self.batch_size:
-                self._send_locked()
-        return future
+        return self.batches.submit(candidate)
 
-    def flush(self) -> None:
-        with self.lock:
-            if self.pending:
-                self._send_locked()
-
-    def _send_locked(self) -> None:
-        batch, self.pending = self.pending, []
+    def _send(self, batch: list[Candidate]) -> Future[list[Any]]:
         ref = _run_batch.options(max_retries=TASK_RETRIES, retry_exceptions=False).remote(
-            self.token, self.plan_box, self.threads, [cand for cand, _ in batch])
-        self.running[ref] = ([cand for cand, _ in batch], [future for _, future in batch])
-        self.batches += 1
-        ref.future().add_done_callback(lambda done: self._resolve(ref, done))
-
-    def _resolve(self, ref: Any, done: Future[Any]) -> None:
+            self.token, self.plan_box, self.threads, batch)
         with self.lock:
-            cands, futures = self.running.pop(ref, ([], []))
-        error = done.exception()
-        if error is not None:
-            error = RayBatchLostError(
-                f"Ray could not run the batch {cands[0].candidate_id} .. "
-                f"{cands[-1].candidate_id} after {TASK_RETRIES} retries: "
-                f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}. "
-                "Every decision committed so far is kept: check the cluster (`ray status`) "
-                "and run the same command again to resume.")
-        outcomes = [None] * len(futures) if error is not None else done.result()
-        for future, outcome in zip(futures, outcomes, strict=True):
-            try:
-                if error is not None:
-                    future.set_exception(error)
-                else:
-                    future.set_result(outcome)
-            except InvalidStateError:
-                pass  # the pipeline cancelled it while stopping; nobody waits for it
+            self.running[ref] = batch
+        done = ref.future()
+        done.add_done_callback(lambda _: self._finished(ref))
+        return done
+
+    def _finished(self, ref: Any) -> None:
+        with self.lock:
+            self.running.pop(ref, None)
 
     def summary_lines(self) -> list[str]:
         where = self.address or "a local Ray"
-        return [f"  stages ran on {where} with {self.cpus} CPUs, in {self.batches} batches of "
-                f"up to {self.batch_size} (per-signal opt-out counts are in the ledger's "
-                "reasons)"]
+        return [f"  stages ran on {where} with {self.cpus} CPUs, in {self.batches.batches} "
+                f"batches of up to {self.batch_size} (per-signal opt-out counts are in the "
+                "ledger's reasons)"]
 
     def close(self) -> None:
+        self.batches.drop_pending()
         with self.lock:
-            self.pending = []
             unfinished = list(self.running)
         for ref in unfinished:  # only when stopping early: let the cluster drop the work
             ray.cancel(ref, force=False)
         if self.owns_ray:
             ray.shutdown()
+
+
+def _lost(batch: list[Candidate], error: BaseException) -> BaseException:
+    return RayBatchLostError(
+        f"Ray could not run the batch {batch[0].candidate_id} .. {batch[-1].candidate_id} "
+        f"after {TASK_RETRIES} retries: {type(error).__name__}: "
+        f"{str(error).splitlines()[0] if str(error) else ''}. Every decision committed so far "
+        "is kept: check the cluster (`ray status`) and run the same command again to resume.")
 
 
 def _connect(address: str | None, num_cpus: int | None) -> None:

@@ -52,6 +52,21 @@ def check_api(value: str, *, file: object, where: str) -> str:
     return check_http_url(value, file=str(file), key=f"{where}.api")
 
 
+def check_api_source(api: str, *, limit: int | None, rps: float | None, file: object,
+                     where: str, max_rps: float | None = None, rps_reason: str = "") -> None:
+    """The keys every API source shares: `api` a URL, `limit` positive, `rps` positive and
+    within the API's documented rate when it has one."""
+    check_api(api, file=file, where=where)
+    if rps is not None:
+        if max_rps is None and rps <= 0:
+            raise UserError(f"{file}: {where}.rps must be positive.")
+        if max_rps is not None and not 0 < rps <= max_rps:
+            raise UserError(f"{file}: {where}.rps must be above 0 and at most {max_rps:g} "
+                            f"({rps_reason}).")
+    if limit is not None and limit < 1:
+        raise UserError(f"{file}: {where}.limit must be at least 1 (or absent).")
+
+
 def api_fetcher(fetch: FetchConfig, *, rps: float | None) -> Fetcher:
     """A Fetcher for one API: one connection, at most `rps` requests per second (the
     stricter of the API's own limit and the recipe's `per_host_rps`), and a User-Agent

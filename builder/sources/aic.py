@@ -34,7 +34,7 @@ from builder.sources._museum import (
     JsonClient,
     SourceError,
     api_root,
-    check_api,
+    check_api_source,
     text_or_none,
     with_library,
 )
@@ -59,18 +59,14 @@ class Config:
     rps: float = MAX_RPS
 
     def check(self, *, file: Path | str, base: Path, where: str) -> Config:
-        check_api(self.api, file=file, where=where)
+        check_api_source(self.api, limit=self.limit, rps=self.rps, file=file, where=where,
+                         max_rps=MAX_RPS, rps_reason="the AIC's documented 60 requests a minute")
         if not 1 <= self.page_size <= 100:
             raise UserError(f"{file}: {where}.page_size must be between 1 and 100 (the API's cap).")
         if not 1 <= self.image_width <= 3000:
             raise UserError(f"{file}: {where}.image_width must be between 1 and 3000 pixels.")
-        if not 0 < self.rps <= MAX_RPS:
-            raise UserError(f"{file}: {where}.rps must be above 0 and at most {MAX_RPS:g} "
-                            "(the AIC's documented 60 requests a minute).")
         if self.query is not None and not self.query.strip():
             raise UserError(f"{file}: {where}.query is empty; give search words or remove it.")
-        if self.limit is not None and self.limit < 1:
-            raise UserError(f"{file}: {where}.limit must be at least 1 (or absent).")
         return self
 
 

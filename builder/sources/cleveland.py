@@ -30,7 +30,7 @@ from builder.sources._museum import (
     JsonClient,
     SourceError,
     api_root,
-    check_api,
+    check_api_source,
     html_text,
     text_or_none,
 )
@@ -52,13 +52,9 @@ class Config:
     rps: float = 5.0
 
     def check(self, *, file: Path | str, base: Path, where: str) -> Config:
-        check_api(self.api, file=file, where=where)
+        check_api_source(self.api, limit=self.limit, rps=self.rps, file=file, where=where)
         if not 1 <= self.page_size <= 1000:
             raise UserError(f"{file}: {where}.page_size must be between 1 and 1000.")
-        if self.rps <= 0:
-            raise UserError(f"{file}: {where}.rps must be positive.")
-        if self.limit is not None and self.limit < 1:
-            raise UserError(f"{file}: {where}.limit must be at least 1 (or absent).")
         return self
 
 

@@ -89,6 +89,23 @@ def check_mapping(mapping: Mapping[str, str], *, file: Path | str, where: str) -
     return dict(mapping)
 
 
+
+def check_table_keys(columns: dict[str, str], id_column: str | None, license: str | None, *,
+                     file: Path | str, where: str) -> dict[str, str]:
+    """The column keys table-like sources share (`columns`, `id_column`, `license`): the
+    checked mapping, with `id_column` folded in as `columns.id`."""
+    mapping = check_mapping(columns, file=file, where=where)
+    if id_column is not None:
+        if mapping.get("id", id_column) != id_column:
+            raise UserError(
+                f"{file}: {where}.id_column = {id_column!r} disagrees with "
+                f"{where}.columns.id = {mapping['id']!r}; keep one of them."
+            )
+        mapping["id"] = id_column
+    if license is not None and not license.strip():
+        raise UserError(f"{file}: {where}.license is empty; give a licence URL or remove it.")
+    return mapping
+
 def plan_columns(
     names: Iterable[str],
     mapping: Mapping[str, str],

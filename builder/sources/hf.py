@@ -31,7 +31,7 @@ from builder.sources.columns import (
     TABLE_ALIASES,
     TABLE_EXTRA,
     ColumnPlan,
-    check_mapping,
+    check_table_keys,
     missing_mapped,
     plan_columns,
     row_to_candidate,
@@ -68,16 +68,8 @@ class Config:
         if self.dataset is not None and not self.dataset.strip():
             raise UserError(f"{file}: {where}.dataset is empty; give a hub name such as "
                             '"Spawning/PD12M".')
-        mapping = check_mapping(self.columns, file=file, where=where)
-        if self.id_column is not None:
-            if mapping.get("id", self.id_column) != self.id_column:
-                raise UserError(
-                    f"{file}: {where}.id_column = {self.id_column!r} disagrees with "
-                    f"{where}.columns.id = {mapping['id']!r}; keep one of them."
-                )
-            mapping["id"] = self.id_column
-        if self.license is not None and not self.license.strip():
-            raise UserError(f"{file}: {where}.license is empty; give a licence URL or remove it.")
+        mapping = check_table_keys(self.columns, self.id_column, self.license, file=file,
+                                   where=where)
         return replace(self, path=path, columns=mapping)
 
 

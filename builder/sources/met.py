@@ -36,7 +36,13 @@ from typing import Any
 
 from builder.errors import UserError
 from builder.records import Candidate, Evidence
-from builder.sources._museum import JsonClient, SourceError, api_root, check_api, text_or_none
+from builder.sources._museum import (
+    JsonClient,
+    SourceError,
+    api_root,
+    check_api_source,
+    text_or_none,
+)
 from builder.sources.base import SourceContext
 
 API = "https://collectionapi.metmuseum.org/public/collection/v1"
@@ -53,18 +59,14 @@ class Config:
     rps: float = MAX_RPS
 
     def check(self, *, file: Path | str, base: Path, where: str) -> Config:
-        check_api(self.api, file=file, where=where)
+        check_api_source(self.api, limit=self.limit, rps=self.rps, file=file, where=where,
+                         max_rps=MAX_RPS, rps_reason="the Met's stated limit")
         if self.query is not None and not self.query.strip():
             raise UserError(f"{file}: {where}.query is empty; give search words or remove it.")
         if self.query and len(self.department_ids) > 1:
             raise UserError(
                 f"{file}: {where}: the Met's /search takes one departmentId; with query give "
                 "at most one of department_ids, or make one source per department.")
-        if not 0 < self.rps <= MAX_RPS:
-            raise UserError(f"{file}: {where}.rps must be above 0 and at most {MAX_RPS:g} "
-                            "(the Met's stated limit).")
-        if self.limit is not None and self.limit < 1:
-            raise UserError(f"{file}: {where}.limit must be at least 1 (or absent).")
         return self
 
 

@@ -45,7 +45,7 @@ from builder.records import Candidate, Evidence
 from builder.sources._museum import (
     JsonClient,
     SourceError,
-    check_api,
+    check_api_source,
     first_link,
     has_contact,
     html_text,
@@ -91,11 +91,9 @@ class Config:
         if not 1 <= self.batch <= 50:
             # 50 is the API's cap for clients without the apihighlimits right.
             raise UserError(f"{file}: {where}.batch must be between 1 and 50.")
-        if self.limit is not None and self.limit < 1:
-            raise UserError(f"{file}: {where}.limit must be at least 1 (or absent).")
         if self.maxlag < 0:
             raise UserError(f"{file}: {where}.maxlag must not be negative.")
-        check_api(self.api, file=file, where=where)
+        check_api_source(self.api, limit=self.limit, rps=None, file=file, where=where)
         return self
 
 

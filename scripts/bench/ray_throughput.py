@@ -24,7 +24,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from concurrent.futures import Future
@@ -38,29 +37,21 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path[:0] = [str(HERE), str(REPO)]
 
-from throughput import CC0, free_port, make_corpus, start_server  # noqa: E402
+from throughput import (  # noqa: E402
+    CC0,
+    free_port,
+    make_corpus,
+    start_server,
+    write_bench_recipe,
+)
 
 
 def write_recipe(work: Path, urls: Path, per_shard: int, workers: int, batch: int) -> Path:
-    recipe = work / f"ray-bench-{batch}.toml"
-    recipe.write_text(textwrap.dedent(f"""
-        [dataset]
-        name = "bench"
-        samples_per_shard = {per_shard}
-        [policy]
-        use = "commercial"
-        [[sources]]
-        kind = "table"
-        path = "{urls}"
-        [fetch]
-        allow_private_addresses = true
-        workers = {workers}
-        per_host_connections = {workers}
-        retries = 1
+    return write_bench_recipe(work / f"ray-bench-{batch}.toml", urls, per_shard, workers,
+                              f"""
         [executor]
         batch_size = {batch}
-    """))
-    return recipe
+    """)
 
 
 def run_build(recipe: Path, out: Path, executor: str, *extra: str) -> float:

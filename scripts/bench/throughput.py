@@ -162,11 +162,9 @@ def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, int, int]:
     return wall, proc.returncode, peak
 
 
-def cleanset_round(work: Path, urls: Path, per_shard: int, workers: int,
-                   executor: str = "processes") -> tuple[float, int, int]:
-    out = work / "out-cleanset"
-    shutil.rmtree(out, ignore_errors=True)
-    recipe = work / "bench-recipe.toml"
+def write_bench_recipe(recipe: Path, urls: Path, per_shard: int, workers: int,
+                       extra: str = "") -> Path:
+    """The recipe every benchmark builds the URL list with: all checks on, CC0 claims."""
     recipe.write_text(textwrap.dedent(f"""
         [dataset]
         name = "bench"
@@ -181,7 +179,15 @@ def cleanset_round(work: Path, urls: Path, per_shard: int, workers: int,
         workers = {workers}
         per_host_connections = {workers}
         retries = 1
-    """))
+    """) + textwrap.dedent(extra))
+    return recipe
+
+
+def cleanset_round(work: Path, urls: Path, per_shard: int, workers: int,
+                   executor: str = "processes") -> tuple[float, int, int]:
+    out = work / "out-cleanset"
+    shutil.rmtree(out, ignore_errors=True)
+    recipe = write_bench_recipe(work / "bench-recipe.toml", urls, per_shard, workers)
     env = {**os.environ, "SOURCE_DATE_EPOCH": "1700000000"}
     wall, code, peak = run_measured([sys.executable, "-m", "builder", "build", str(recipe),
                                      "--out", str(out), "--no-progress",
@@ -259,7 +265,6 @@ def main() -> None:
     parser.add_argument("--per-shard", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=16)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/cleanset-bench"))
-    parser.add_argument("--server-port", type=int, default=0, help="0: a free port")
     parser.add_argument("--img2dataset-venv", type=Path, default=Path("/tmp/i2d-venv"))
     parser.add_argument("--skip-img2dataset", action="store_true")
     parser.add_argument("--executor", default="processes", choices=("threads", "processes"),
