@@ -145,3 +145,70 @@ def test_numpy_fallback_gives_the_same_matches_as_faiss() -> None:
     slow = load_index(rows, RULE, use_faiss=False).search_many(queries)
     assert fast == slow
     assert sum(1 for m in fast if m) == 50
+
+
+def _synthetic(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    return (rng.integers(0, 256, (n, 32), dtype=np.uint8),
+            rng.integers(0, 2**64, n, dtype=np.uint64))
+
+
+def _near_queries(rng: np.random.Generator, pdq: np.ndarray, phash: np.ndarray,
+                  count: int) -> list[Hashes]:
+    """Copies of indexed codes at every PDQ distance 0..90 and pHash distance 0..13, so the
+    rule's boundaries (31; 10 with 80) are crossed from both sides, plus unrelated codes."""
+    queries = []
+    for i in range(count):
+        target = int(rng.integers(0, len(pdq)))
+        bits = np.unpackbits(pdq[target].copy())
+        bits[rng.choice(256, i % 91, replace=False)] ^= 1
+        ph = int(phash[target])
+        for bit in rng.choice(64, i % 14, replace=False):
+            ph ^= 1 << int(bit)
+        queries.append(Hashes(np.packbits(bits).tobytes().hex(), 100, f"{ph:016x}"))
+    for _ in range(count // 4):
+        queries.append(Hashes(rng.integers(0, 256, 32, dtype=np.uint8).tobytes().hex(), 100,
+                              f"{int(rng.integers(0, 2**64, dtype=np.uint64)):016x}"))
+    return queries
+
+
+def test_multi_index_hashing_finds_exactly_what_a_full_scan_finds() -> None:
+    rng = np.random.default_rng(11)
+    pdq, phash = _synthetic(rng, 50_000)
+    keys = [f"{i:06d}" for i in range(len(pdq))]
+    hashed, scanned = NearIndex(RULE), NearIndex(RULE, use_hashing=False)
+    # Added in uneven steps with searches between, so codes sit on both sides of a rebuild.
+    queries = _near_queries(rng, pdq, phash, 400)
+    lo = 0
+    for step in (1, 7, 20_000, 3, 25_000, 4_989):
+        for index in (hashed, scanned):
+            index.add_codes(keys[lo:lo + step], pdq[lo:lo + step], phash[lo:lo + step])
+        lo += step
+        sample = queries[:: 7]
+        assert hashed.search_many(sample) == scanned.search_many(sample)
+    assert lo == len(pdq)
+    assert hashed._hashed > 0, "the index never moved codes into its chunk tables"
+    found = hashed.search_many(queries)
+    assert found == scanned.search_many(queries)
+    assert [hashed.search(q) for q in queries[:50]] == found[:50]
+    matched = sum(1 for f in found if f)
+    assert 150 < matched < 400  # boundaries both ways: some copies match, far ones do not
+
+
+def test_large_set_chunk_layout_finds_every_code_within_the_radius() -> None:
+    """The 21/21/22-bit chunks used from 4M codes up, checked against brute force."""
+    from builder.dedup import LARGE_CHUNKS, _ChunkTable, _Layout
+
+    rng = np.random.default_rng(12)
+    pdq, phash = _synthetic(rng, 20_000)
+    for words, codes, radius in ((4, pdq.view(np.uint64), 31), (1, phash[:, None], 10)):
+        table = _ChunkTable(_Layout(words, LARGE_CHUNKS, radius), codes)
+        queries = codes[:300].copy()
+        for row in range(len(queries)):  # move each query row % (radius + 6) bits away
+            for bit in rng.choice(64 * words, row % (radius + 6), replace=False):
+                queries[row, bit // 64] ^= np.uint64(1 << int(bit % 64))
+        rows, ids = table.candidates(queries)
+        probed = set(zip(rows.tolist(), ids.tolist(), strict=True))
+        distance = np.bitwise_count(codes[None, :, :] ^ queries[:, None, :]).sum(axis=2)
+        truth = set(zip(*np.nonzero(distance <= radius), strict=True))
+        assert truth <= probed
+        assert len(truth) >= 180  # most rows are within the radius
