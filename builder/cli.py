@@ -6,11 +6,17 @@ import argparse
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from builder import __version__
 from builder.errors import UserError
+
+if TYPE_CHECKING:
+    from builder.pipeline import BuildOptions
+    from builder.recipe import Recipe
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -28,7 +34,11 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("build", help="build (or resume) a dataset from a recipe")
     p.add_argument("recipe", type=Path, help="recipe .toml file")
-    p.add_argument("--out", type=Path, help="output directory (default: [dataset] output)")
+    p.add_argument("--out", metavar="DIR|URL", help="output directory, or an fsspec URL (s3://bucket/name, gs://..., "
+                   "file://...) built in --stage, then published (default: [dataset] output)")
+    p.add_argument("--stage", type=Path, metavar="DIR",
+                   help="with a URL output: the local directory it is built in before publishing "
+                   "(default: $XDG_CACHE_HOME/cleanset/stage/<sha256 of the URL>)")
     p.add_argument("--limit", type=_positive_int, help="consider at most N candidates")
     p.add_argument("--workers", type=_positive_int, help="concurrent fetch/check workers")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -38,7 +48,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("verify", help="re-read every shard and check it against its records")
-    p.add_argument("dir", type=Path)
+    p.add_argument("dir", help="an output directory, or the URL it was published to")
     p.set_defaults(func=cmd_verify)
 
     _add_module_commands(sub)
@@ -64,30 +74,94 @@ def _positive_int(text: str) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from builder.pipeline import BuildOptions, build
+    from builder.pipeline import build
     from builder.recipe import load_recipe
 
     recipe = load_recipe(args.recipe)
-    out = args.out or recipe.default_output()
-    options = BuildOptions(out=out, limit=args.limit, workers=args.workers,
-                           progress=False if args.no_progress else None,
-                           executor=args.executor, ray_address=args.ray_address)
-    summary = build(recipe, options)
+    target = args.out if args.out is not None else recipe.default_output()
+    if _is_url(target):
+        where = "--out" if args.out is not None else f"{recipe.file}: [dataset] output ="
+        return _build_and_publish(recipe, target, where, args)
+    if args.stage is not None:
+        raise UserError(f"--stage {args.stage}: only a URL output (s3://..., file://...) is "
+                        "staged; a local --out is built in place. Drop --stage.")
+    summary = build(recipe, _build_options(Path(target), args))
     for line in summary.lines():
         print(line)
+    return 0
+
+
+def _build_options(out: Path, args: argparse.Namespace) -> BuildOptions:
+    from builder.pipeline import BuildOptions
+
+    return BuildOptions(out=out, limit=args.limit, workers=args.workers,
+                        progress=False if args.no_progress else None,
+                        executor=args.executor, ray_address=args.ray_address)
+
+
+def _is_url(text: str) -> bool:
+    if "://" not in text:
+        return False  # a local path: fsspec is not even imported
+    from builder.publish import is_url
+
+    return is_url(text)
+
+
+def _build_and_publish(recipe: Recipe, url: str, where: str, args: argparse.Namespace) -> int:
+    """Build into the local stage (pulling the published state into an empty one), publish."""
+    from builder import publish
+    from builder.pipeline import build
+
+    remote = publish.open_remote(url, where=where)
+    stage = args.stage or publish.default_stage(url)
+    try:
+        lock = publish.stage_lock(stage)
+    except OSError as exc:
+        raise UserError(f"--stage {stage}: cannot be used: {exc.strerror or exc}. Choose another "
+                        "directory with --stage.") from None
+    with lock:
+        pulled = publish.prepare_stage(stage, remote)
+        if pulled is not None:
+            print(pulled.line(url, stage))
+        summary = build(recipe, _build_options(stage, args))
+        for line in summary.lines():
+            print(line)
+        result = publish.publish(stage, remote,
+                                 progress=not args.no_progress and sys.stderr.isatty())
+        for line in result.lines():
+            print(line)
     return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from builder.audit import verify
 
-    problems, checked = verify(args.dir)
+    if _is_url(args.dir):
+        return _verify_url(args.dir)
+    problems, checked = verify(Path(args.dir))
+    return _report_verify(problems, checked, Path(args.dir))
+
+
+def _verify_url(url: str) -> int:
+    """Download the published files into a temporary directory, check them against the marker,
+    then run the same verify as for a local directory."""
+    from builder.audit import verify
+    from builder.publish import download_published, open_remote
+
+    remote = open_remote(url, where="verify", writing=False)
+    with tempfile.TemporaryDirectory(prefix="cleanset-verify-") as tmp:
+        problems = download_published(remote, Path(tmp))
+        more, checked = verify(Path(tmp))
+    return _report_verify(problems + more, checked, url)
+
+
+def _report_verify(problems: list[str], checked: int, where: Path | str) -> int:
     for problem in problems:
         print(f"PROBLEM {problem}")
     if problems:
-        print(f"verify: {len(problems)} problem(s) in {args.dir}")
+        print(f"verify: {len(problems)} problem(s) in {where}")
         return 1
-    print(f"verify: OK: {checked} samples in {args.dir} match their provenance, manifest, "
+    print(f"verify: OK: {checked} samples in {where} match their provenance, manifest, "
           "ledger and policy")
     return 0
 

@@ -11,8 +11,9 @@ from builder.errors import BuildLockedError
 
 
 class OutputLock:
-    def __init__(self, out: Path) -> None:
-        self.path = out / ".lock"
+    def __init__(self, out: Path, file: str = ".lock") -> None:
+        self.path = out / file
+        self.out = out
         self.fd: int | None = None
 
     def __enter__(self) -> OutputLock:
@@ -24,7 +25,7 @@ class OutputLock:
             os.close(self.fd)
             self.fd = None
             raise BuildLockedError(
-                f"{self.path.parent}: another cleanset process (pid {holder}) is working on this "
+                f"{self.out}: another cleanset process (pid {holder}) is working on this "
                 "output directory. Wait for it to finish, or build into another --out."
             ) from None
         os.ftruncate(self.fd, 0)

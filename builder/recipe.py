@@ -1,7 +1,8 @@
 """TOML recipe -> typed, validated Recipe. Every user mistake is a UserError naming the key.
 
 Paths inside a recipe (source files, denylists, eval sets) are relative to the recipe
-file; `[dataset] output` is relative to the current directory, like any CLI output path.
+file; `[dataset] output` is relative to the current directory, like any CLI output path, or
+an fsspec URL (`s3://bucket/dataset`: built in a local stage, then published; see publish.py).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ class DatasetConfig:
             raise ValueError("samples_per_shard must be between 1 and 1000000.")
         if self.max_per_creator is not None and self.max_per_creator < 1:
             raise ValueError("max_per_creator must be at least 1 (or absent for no cap).")
+        if self.output is not None:
+            _check_output(self.output)
 
 
 @dataclass(frozen=True)
@@ -164,8 +167,19 @@ class Recipe:
     def base_dir(self) -> Path:
         return self.file.parent
 
-    def default_output(self) -> Path:
-        return Path(self.dataset.output or f"shards/{self.dataset.name}")
+    def default_output(self) -> str:
+        """Where `build` writes without --out: a local directory or an fsspec URL."""
+        return self.dataset.output or f"shards/{self.dataset.name}"
+
+
+def _check_output(output: str) -> None:
+    if "://" not in output:
+        return  # a local directory, checked when the build opens it
+    from builder.publish import is_url, protocol_problem  # fsspec only when a URL is given
+
+    problem = protocol_problem(output) if is_url(output) else None
+    if problem:
+        raise ValueError(f"output = {output!r}: {problem}.")
 
 
 SECTIONS = {"dataset", "policy", "sources", "fetch", "image", "dedup", "executor"}

@@ -1,0 +1,519 @@
+"""Output to an fsspec URL (`s3://`, `gs://`, `file://`, `memory://`...): stage, then publish.
+
+The ledger is SQLite and shards are appended and fsynced, so a build always runs into a local
+directory, the *stage*; publishing then makes the URL a copy of it:
+
+1. every file a reader or a later build needs (shards, papers, ledger, takedown log, denylist,
+   report...) is hashed, with a cache keyed by size, mtime and inode, so an unchanged
+   1,000-shard stage is not re-read;
+2. files that the remote's marker already lists with the same size and sha256 (and that are
+   still there with that size) are skipped; the others are uploaded, shards first, then the
+   papers, the ledger last. Each appears whole: uploaded under a temporary name and renamed,
+   or, on an object store (where an upload appears whole or not at all, and there is no
+   cheap rename), under its own name;
+3. `_cleanset_published.json`, listing every file with its size and sha256, is written last:
+   the files it lists are a consistent dataset;
+4. only then are the remote shards the new marker no longer lists (a takedown removed them),
+   and leftovers of interrupted uploads, deleted.
+
+A build into a URL whose stage holds no ledger first pulls the published dataset (each file
+checked against the marker), so any machine can resume or extend a dataset from its URL alone.
+The stage remembers which marker it last published or pulled; if someone else has published
+to the URL since, it refuses rather than overwrite their dataset with an older lineage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+from tqdm import tqdm
+
+from builder import __version__, clock
+from builder.errors import UserError
+from builder.lock import OutputLock
+from builder.shards import file_sha256
+
+log = logging.getLogger("cleanset.publish")
+
+MARKER = "_cleanset_published.json"
+MARKER_FORMAT = 1
+STATE = ".cleanset-publish"  # in the stage: hash cache, the markers it knows, its lock
+LEDGER = "ledger.sqlite"
+UPLOAD_TEMP = ".cleanset-upload-"  # remote temporary names: NAME.cleanset-upload-RANDOM
+UPLOAD_WORKERS = 8
+
+_URL_RE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*::)*[A-Za-z][A-Za-z0-9+.-]*://")
+_SHARD_RE = re.compile(r"^shards/\d{6}\.tar$")
+# Uploads on these appear whole or not at all, and a rename is a full server-side copy.
+_OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oci",
+                            "ocilake", "oss", "tos", "tosfs"})
+_READ_ONLY = frozenset({"http", "https", "data", "github", "gist", "git", "reference", "zip",
+                        "tar", "libarchive"})
+_EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}
+
+
+class PublishError(UserError):
+    """The remote could not be read or written; the staged build is kept."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Remote:
+    """A dataset's place on an fsspec filesystem."""
+
+    url: str
+    fs: Any  # fsspec.AbstractFileSystem (untyped upstream)
+    root: str
+    object_store: bool
+
+    def path(self, rel: str) -> str:
+        return f"{self.root}/{rel}"
+
+
+@dataclass
+class PublishSummary:
+    url: str
+    uploaded: list[str] = field(default_factory=list)
+    uploaded_bytes: int = 0
+    unchanged: int = 0
+    removed: list[str] = field(default_factory=list)
+    marker_written: bool = False
+
+    def lines(self) -> list[str]:
+        if not self.marker_written and not self.removed:
+            return [f"published to {self.url}: up to date ({self.unchanged} files unchanged)"]
+        return [f"published to {self.url}: {len(self.uploaded)} files uploaded "
+                f"({self.uploaded_bytes / 1e6:.1f} MB), {self.unchanged} unchanged, "
+                f"{len(self.removed)} removed; {MARKER} lists the current set"]
+
+
+# -- URLs and stages -------------------------------------------------------------------------
+def is_url(text: str) -> bool:
+    """`scheme://...` (or an fsspec chain `a::b://...`); anything else is a local path."""
+    return bool(_URL_RE.match(text))
+
+
+def _protocols(url: str) -> list[str]:
+    return [part.split("://", 1)[0].lower() for part in url.split("::")]
+
+
+def protocol_problem(url: str, *, writing: bool = True) -> str | None:
+    """Why `url` cannot be used (unknown protocol, read-only), or None. No network."""
+    known = set(fsspec.available_protocols())
+    for proto in _protocols(url):
+        if proto not in known:
+            return (f"unknown protocol {proto!r}. Use a local directory or a URL fsspec knows "
+                    "(file://, s3://, gs://, az://, memory://, ...)")
+    target = _protocols(url)[-1]
+    if writing and target in _READ_ONLY:
+        return f"{target}:// is read-only; a dataset can be verified there but not built there"
+    return None
+
+
+def default_stage(url: str) -> Path:
+    """A stable local directory per URL: $XDG_CACHE_HOME/cleanset/stage/<sha256(url)[:16]>."""
+    cache = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(cache) if os.path.isabs(cache) else Path.home() / ".cache"
+    digest = hashlib.sha256(url.rstrip("/").encode("utf-8")).hexdigest()[:16]
+    return base / "cleanset" / "stage" / digest
+
+
+def open_remote(url: str, *, where: str, writing: bool = True) -> Remote:
+    """The filesystem for `url`. Bad or unusable URLs are a UserError (exit 2) naming `where`."""
+    problem = protocol_problem(url, writing=writing)
+    if problem:
+        raise UserError(f"{where} {url}: {problem}.")
+    try:
+        fs, root = fsspec.core.url_to_fs(url)
+    except ImportError as exc:
+        extra = _EXTRAS.get(_protocols(url)[-1])
+        hint = (f'pip install "cleanset[{extra}]"' if extra
+                else "install the fsspec backend it names")
+        raise UserError(f"{where} {url}: this protocol needs a package that is not installed "
+                        f"({exc}). Install it: {hint}.") from None
+    except Exception as exc:  # noqa: BLE001 - backends raise anything on bad options
+        raise UserError(f"{where} {url}: not a usable URL: {_describe(exc)}.") from None
+    root = str(root).rstrip("/")
+    if not root.strip("/"):
+        raise UserError(f"{where} {url}: names no directory; give a path inside it, "
+                        "e.g. s3://bucket/my-dataset.")
+    protocols = fs.protocol if isinstance(fs.protocol, tuple | list) else (fs.protocol,)
+    return Remote(url=url, fs=fs, root=root,
+                  object_store=any(p in _OBJECT_STORES for p in protocols))
+
+
+def stage_lock(stage: Path) -> OutputLock:
+    """Held around pull, build and publish: one process per stage (the build locks it too)."""
+    (stage / STATE).mkdir(parents=True, exist_ok=True)
+    return OutputLock(stage, file=f"{STATE}/lock")
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip() or "no details"
+    return f"{type(exc).__name__}: {text}"
+
+
+NOTHING_BUILT = (" Nothing was built; check the URL, the credentials and the network, then run "
+                 "the same command again.")
+
+
+def _kept(stage: Path) -> str:
+    return (f" The build in {stage} is kept; run the same command again to publish it (files "
+            "already uploaded are skipped).")
+
+
+def _remote_call(remote: Remote, doing: str, then: str, call: Callable[[], Any]) -> Any:
+    """Run one remote operation; any failure becomes a PublishError naming the URL, what was
+    being done and (`then`) what state that leaves and what to do."""
+    try:
+        return call()
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - fsspec backends raise anything (botocore, aiohttp...)
+        log.debug("remote %s failed", doing, exc_info=True)
+        raise PublishError(f"{remote.url}: {doing} failed: {_describe(exc)}.{then}") from None
+
+
+# -- the marker ------------------------------------------------------------------------------
+def read_marker(remote: Remote) -> bytes | None:
+    remote.fs.invalidate_cache(remote.root)
+    try:
+        return bytes(remote.fs.cat_file(remote.path(MARKER)))
+    except FileNotFoundError:
+        return None
+
+
+def parse_marker(data: bytes, url: str) -> dict[str, FileEntry]:
+    try:
+        doc = json.loads(data)
+        if doc.get("cleanset_published") != MARKER_FORMAT:
+            raise ValueError(f"format {doc.get('cleanset_published')!r}, expected {MARKER_FORMAT}")
+        return {str(rel): FileEntry(int(e["size"]), str(e["sha256"]))
+                for rel, e in doc["files"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise PublishError(f"{url}/{MARKER}: not a cleanset publish marker ({exc}). Remove it "
+                           "only if this location holds no cleanset dataset.") from None
+
+
+def marker_bytes(files: dict[str, FileEntry]) -> bytes:
+    doc = {
+        "cleanset_published": MARKER_FORMAT,
+        "tool_version": __version__,
+        "published_at": clock.wall_iso(),
+        "files": {rel: {"size": e.size, "sha256": e.sha256} for rel, e in sorted(files.items())},
+    }
+    return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode("utf-8")
+
+
+def _known_markers(stage: Path) -> set[bytes]:
+    return {p.read_bytes() for p in (stage / STATE / "published.json",
+                                     stage / STATE / "pending.json") if p.exists()}
+
+
+def _remember(stage: Path, name: str, data: bytes | None) -> None:
+    path = stage / STATE / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if data is None:
+        path.unlink(missing_ok=True)
+        return
+    tmp = path.with_name(name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def check_lineage(stage: Path, remote: Remote, current: bytes | None, then: str) -> None:
+    """Refuse when the remote holds a dataset this stage did not publish or pull."""
+    if current is None or current in _known_markers(stage):
+        return
+    raise PublishError(
+        f"{remote.url}: holds a dataset published from elsewhere (its {MARKER} is not one this "
+        f"stage, {stage}, published or pulled), which publishing this stage would replace.{then}"
+        " To continue that dataset, build with --stage pointing to an empty directory (it is "
+        "pulled first); to replace it, remove it from the URL first.")
+
+
+# -- the stage -------------------------------------------------------------------------------
+def staged_files(stage: Path) -> list[str]:
+    """Every file of the stage a reader or a later build needs, relative, '/'-separated."""
+    out: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(stage):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel_dir = Path(dirpath).relative_to(stage)
+        for name in filenames:
+            rel = (rel_dir / name).as_posix()
+            if _publishable(rel):
+                out.append(rel)
+    return sorted(out)
+
+
+def _publishable(rel: str) -> bool:
+    name = rel.rsplit("/", 1)[-1]
+    if name.startswith(".") or UPLOAD_TEMP in name:
+        return False  # locks, probes, journals, downloads in progress
+    if rel.startswith("shards/"):
+        return bool(_SHARD_RE.match(rel))  # not takedown temporaries
+    if name.startswith(LEDGER + "-"):
+        return False  # SQLite's -wal/-shm/-journal: checkpointed into the ledger first
+    return not name.endswith(".tmp")  # a paper being replaced
+
+
+def _checkpoint_ledger(stage: Path) -> None:
+    """Fold the ledger's write-ahead log into ledger.sqlite, so the one file is the ledger."""
+    import sqlite3
+
+    try:
+        db = sqlite3.connect(stage / LEDGER, timeout=30)
+        try:
+            busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise PublishError(f"{stage / LEDGER}: cannot be read for publishing: {exc}.") from None
+    if busy:
+        raise PublishError(f"{stage / LEDGER}: another process is writing it; publish when it "
+                           "has finished (run the same command again).")
+
+
+def _stat_key(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def hash_stage(stage: Path, rels: list[str]) -> dict[str, FileEntry]:
+    """Size and sha256 of each file; unchanged files (size, mtime, inode) come from the cache."""
+    cache_path = stage / STATE / "hashes.json"
+    try:
+        cache = json.loads(cache_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cache = {}
+    fresh: dict[str, list[Any]] = {}
+    out: dict[str, FileEntry] = {}
+    for rel in rels:
+        key = _stat_key(stage / rel)
+        hit = cache.get(rel)
+        sha = hit[3] if isinstance(hit, list) and hit[:3] == key else file_sha256(stage / rel)
+        fresh[rel] = [*key, sha]
+        out[rel] = FileEntry(key[0], sha)
+    _remember(stage, "hashes.json", json.dumps(fresh).encode("utf-8"))
+    return out
+
+
+def _order(rel: str) -> tuple[int, str]:
+    """Shards first (the papers refer to them), the ledger last (it records everything)."""
+    return (0 if rel.startswith("shards/") else 2 if rel == LEDGER else 1, rel)
+
+
+# -- publish ---------------------------------------------------------------------------------
+def list_remote(remote: Remote) -> dict[str, int]:
+    """Relative path -> size of every file under the remote root."""
+    try:
+        found = remote.fs.find(remote.root, detail=True)
+    except FileNotFoundError:
+        return {}
+    prefix = remote.root + "/"
+    return {str(p)[len(prefix):]: int(info.get("size") or 0)
+            for p, info in found.items() if str(p).startswith(prefix)}
+
+
+def _ours(rel: str) -> bool:
+    """Remote files only cleanset writes: safe to delete when no marker lists them."""
+    return bool(_SHARD_RE.match(rel)) or UPLOAD_TEMP in rel.rsplit("/", 1)[-1]
+
+
+def publish(stage: Path, remote: Remote, *, progress: bool = False) -> PublishSummary:
+    """Make `remote` a copy of `stage`, uploading only what changed; the marker last."""
+    if not (stage / LEDGER).exists():
+        raise UserError(f"{stage}: no {LEDGER}; there is no build here to publish.")
+    with OutputLock(stage):  # no takedown rewrites the stage while it is being copied
+        return _publish_locked(stage, remote, progress)
+
+
+def _publish_locked(stage: Path, remote: Remote, progress: bool) -> PublishSummary:
+    _checkpoint_ledger(stage)
+    files = hash_stage(stage, staged_files(stage))
+    listing = _remote_call(remote, "listing", _kept(stage), lambda: list_remote(remote))
+    current = _remote_call(remote, f"reading {MARKER}", _kept(stage), lambda: read_marker(remote))
+    check_lineage(stage, remote, current, f" The build in {stage} is kept, unpublished.")
+    previous = parse_marker(current, remote.url) if current is not None else {}
+
+    changed = sorted((rel for rel, e in files.items()
+                      if previous.get(rel) != e or listing.get(rel) != e.size), key=_order)
+    stale = sorted((set(previous) | {rel for rel in listing if _ours(rel)}) - set(files))
+    summary = PublishSummary(url=remote.url, unchanged=len(files) - len(changed))
+    if changed or previous != files:
+        bar = tqdm(total=sum(files[r].size for r in changed), unit="B", unit_scale=True,
+                   desc="publish", disable=not progress)
+        with bar:
+            # Each group completes before the next starts: shards, papers, ledger.
+            for group in (0, 1, 2):
+                batch = [rel for rel in changed if _order(rel)[0] == group]
+                _upload_all(remote, stage, batch, files, bar)
+        summary.uploaded = changed
+        summary.uploaded_bytes = sum(files[r].size for r in changed)
+        new_marker = marker_bytes(files)
+        _remember(stage, "pending.json", new_marker)
+        _remote_call(remote, f"writing {MARKER}", _kept(stage),
+                     lambda: _put_bytes(remote, MARKER, new_marker))
+        _remember(stage, "published.json", new_marker)
+        _remember(stage, "pending.json", None)
+        summary.marker_written = True
+    for rel in stale:  # only now: the marker no longer lists them
+        _remote_call(remote, f"removing {rel}", _kept(stage),
+                     lambda rel=rel: remote.fs.rm_file(remote.path(rel)))
+        summary.removed.append(rel)
+    log.info("published %s: %d uploaded, %d unchanged, %d removed", remote.url,
+             len(summary.uploaded), summary.unchanged, len(summary.removed))
+    return summary
+
+
+def _upload_all(remote: Remote, stage: Path, rels: list[str], files: dict[str, FileEntry],
+                bar: Any) -> None:
+    if not rels:
+        return
+
+    def one(rel: str) -> None:
+        _remote_call(remote, f"uploading {rel}", _kept(stage),
+                     lambda: _upload(remote, stage / rel, rel, files[rel]))
+        bar.update(files[rel].size)
+
+    with ThreadPoolExecutor(max_workers=min(UPLOAD_WORKERS, len(rels))) as pool:
+        for future in [pool.submit(one, rel) for rel in rels]:
+            future.result()
+
+
+def _upload(remote: Remote, local: Path, rel: str, entry: FileEntry) -> None:
+    final = remote.path(rel)
+    if remote.object_store:
+        remote.fs.put_file(str(local), final)
+    else:
+        remote.fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
+        tmp = f"{final}{UPLOAD_TEMP}{secrets.token_hex(4)}"
+        remote.fs.put_file(str(local), tmp)
+        remote.fs.mv(tmp, final)
+    size = remote.fs.size(final)
+    if size != entry.size:
+        raise OSError(f"uploaded {entry.size} bytes but the remote copy has {size}")
+
+
+def _put_bytes(remote: Remote, rel: str, data: bytes) -> None:
+    final = remote.path(rel)
+    if remote.object_store:
+        remote.fs.pipe_file(final, data)
+        return
+    remote.fs.makedirs(remote.root, exist_ok=True)
+    tmp = f"{final}{UPLOAD_TEMP}{secrets.token_hex(4)}"
+    remote.fs.pipe_file(tmp, data)
+    remote.fs.mv(tmp, final)
+
+
+# -- pull and download -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Pulled:
+    files: int
+    bytes: int
+
+    def line(self, url: str, stage: Path) -> str:
+        return (f"pulled the published dataset from {url}: {self.files} files "
+                f"({self.bytes / 1e6:.1f} MB) into {stage}")
+
+
+def prepare_stage(stage: Path, remote: Remote) -> Pulled | None:
+    """Before a build: check the remote is reachable and ours; pull it into an empty stage."""
+    if isinstance(remote.fs, LocalFileSystem) and Path(remote.root).resolve() == stage.resolve():
+        raise UserError(f"{remote.url}: is the stage itself; build into it with a plain --out "
+                        "path, or publish to another location.")
+    with OutputLock(stage):
+        return _prepare_locked(stage, remote)
+
+
+def _prepare_locked(stage: Path, remote: Remote) -> Pulled | None:
+    current = _remote_call(remote, f"reading {MARKER}", NOTHING_BUILT, lambda: read_marker(remote))
+    if (stage / LEDGER).exists():
+        check_lineage(stage, remote, current, " Nothing was built.")
+        return None
+    if current is None:
+        if _remote_call(remote, "listing", NOTHING_BUILT,
+                        lambda: remote.fs.exists(remote.path(LEDGER))):
+            raise PublishError(
+                f"{remote.url}: holds {LEDGER} but no {MARKER}: a publish did not finish. Run the "
+                "build again with the stage that built it (by default the one derived from the "
+                "URL) to finish publishing, or remove the files at the URL to start afresh.")
+        return None
+    files = parse_marker(current, remote.url)
+    cache: dict[str, list[Any]] = {}
+    for rel in sorted(files, key=_order):  # the ledger last: no ledger = not pulled yet
+        got = _remote_call(remote, f"downloading {rel}", NOTHING_BUILT,
+                           lambda rel=rel: download(remote, rel, stage / rel))
+        if got != files[rel]:
+            (stage / rel).unlink(missing_ok=True)
+            raise PublishError(
+                f"{remote.url}: {rel} is {got.size} bytes with sha256 {got.sha256[:16]}… but "
+                f"{MARKER} lists {files[rel].size} bytes, {files[rel].sha256[:16]}…: the "
+                f"published copy is damaged (`cleanset verify {remote.url}` lists what). "
+                "Nothing was built.")
+        cache[rel] = [*_stat_key(stage / rel), got.sha256]
+    _remember(stage, "hashes.json", json.dumps(cache).encode("utf-8"))
+    _remember(stage, "published.json", current)
+    return Pulled(files=len(files), bytes=sum(e.size for e in files.values()))
+
+
+def download(remote: Remote, rel: str, dest: Path) -> FileEntry:
+    """Stream one remote file to `dest` (via a hidden temporary name); its size and sha256."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}{UPLOAD_TEMP}download")
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with remote.fs.open(remote.path(rel), "rb") as src, tmp.open("wb") as dst:
+            for chunk in iter(lambda: src.read(1 << 20), b""):
+                digest.update(chunk)
+                dst.write(chunk)
+                size += len(chunk)
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return FileEntry(size, digest.hexdigest())
+
+
+def download_published(remote: Remote, into: Path) -> list[str]:
+    """Download every file the marker lists into `into`; problems where a copy differs from it."""
+    current = _remote_call(remote, f"reading {MARKER}", "", lambda: read_marker(remote))
+    if current is None:
+        raise UserError(f"{remote.url}: no {MARKER} here; is this a published cleanset dataset? "
+                        "(A publish writes it last; if one was interrupted, run its build again.)")
+    problems: list[str] = []
+    for rel, entry in sorted(parse_marker(current, remote.url).items()):
+        try:
+            got = download(remote, rel, into / rel)
+        except FileNotFoundError:
+            problems.append(f"{rel}: listed in {MARKER} but missing at {remote.url}")
+            continue
+        except Exception as exc:  # noqa: BLE001 - a backend failure is fatal, said plainly
+            raise PublishError(f"{remote.url}: downloading {rel} failed: {_describe(exc)}.") \
+                from None
+        if got != entry:
+            problems.append(f"{rel}: the remote copy ({got.size} bytes, sha256 "
+                            f"{got.sha256[:16]}…) differs from {MARKER} ({entry.size} bytes, "
+                            f"{entry.sha256[:16]}…)")
+    return problems

@@ -1,0 +1,454 @@
+"""Output to an fsspec URL: build in a local stage, publish to the URL, verify from the URL.
+
+`memory://` runs in this process (cleanset's own `main`, the real fsspec memory filesystem);
+`file://` runs through the real CLI in a subprocess. No traffic leaves the machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import fsspec
+import pytest
+import webdataset as wds
+from PIL import Image
+
+from builder.cli import main
+from tests.conftest import FIXED_EPOCH, make_image, run_cli, write_recipe
+
+CC0 = "https://creativecommons.org/publicdomain/zero/1.0/"
+MARKER = "_cleanset_published.json"
+STATE_FILES = {"ledger.sqlite", "candidates.parquet"}  # hold wall-clock bookkeeping
+PAPERS = {"manifest.parquet", "candidates.parquet", "spdx.json", "croissant.json", "README.md",
+          "ATTRIBUTION.md", "attribution.csv"}
+
+
+# -- helpers -----------------------------------------------------------------------------------
+def add_images(folder: Path, seeds: list[int]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for seed in seeds:
+        (folder / f"img{seed:03d}.jpg").write_bytes(make_image(seed))
+        (folder / f"img{seed:03d}.jpg.json").write_text(json.dumps(
+            {"license": CC0, "creator": f"Creator {seed % 3}", "title": f"Picture {seed}"}),
+            encoding="utf-8")
+
+
+def recipe_for(tmp_path: Path, name: str, images: str, per_shard: int = 2) -> Path:
+    return write_recipe(tmp_path / name, f"""
+[dataset]
+name = "remote-test"
+samples_per_shard = {per_shard}
+[policy]
+use = "commercial"
+[[sources]]
+kind = "folder"
+path = "{images}"
+""")
+
+
+def local_files(root: Path) -> dict[str, bytes]:
+    """What a reader needs from a local output directory (not its lock)."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and not p.name.startswith(".")}
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """cleanset's `main` in this process (the memory filesystem lives here)."""
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def memory_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh place on the process-wide memory filesystem, emptied afterwards."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", FIXED_EPOCH)
+    root = f"/bucket-{uuid.uuid4().hex[:8]}"
+    yield f"memory://{root.lstrip('/')}/dataset"
+    fs = fsspec.filesystem("memory")
+    for path in [p for p in fs.store if p.startswith(root)]:
+        del fs.store[path]
+    fs.pseudo_dirs[:] = [d for d in fs.pseudo_dirs if not d.startswith(root)]
+
+
+def memory_files(url: str) -> dict[str, object]:
+    """Remote relative path -> the memory filesystem's file object (a new one per write)."""
+    fs = fsspec.filesystem("memory")
+    root = "/" + url.removeprefix("memory://")
+    return {p[len(root) + 1:]: f for p, f in fs.store.items() if p.startswith(root + "/")}
+
+
+def remote_bytes(url: str) -> dict[str, bytes]:
+    fs, root = fsspec.core.url_to_fs(url)
+    return {p[len(root) + 1:]: fs.cat_file(p) for p in fs.find(root)}
+
+
+def marker(url: str) -> dict:
+    fs, root = fsspec.core.url_to_fs(url)
+    return json.loads(fs.cat_file(f"{root}/{MARKER}"))
+
+
+def assert_marker_describes(url: str) -> dict[str, bytes]:
+    files = remote_bytes(url)
+    listed = marker(url)["files"]
+    assert set(listed) == set(files) - {MARKER}
+    for rel, entry in listed.items():
+        assert entry == {"size": len(files[rel]), "sha256": hashlib.sha256(files[rel]).hexdigest()}
+    return files
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    add_images(tmp_path / "images", list(range(5)))
+    return recipe_for(tmp_path, "recipe.toml", "images")
+
+
+# -- memory://, in process ---------------------------------------------------------------------
+def test_a_memory_url_receives_exactly_the_files_of_a_local_build_and_a_marker_last(
+        tmp_path: Path, corpus: Path, memory_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(capsys, "build", str(corpus), "--out", str(tmp_path / "local"),
+               "--no-progress")[0] == 0
+    stage = tmp_path / "stage"
+    code, out, err = cli(capsys, "build", str(corpus), "--out", memory_url, "--stage", str(stage),
+                         "--no-progress")
+    assert code == 0, err
+    assert f"published to {memory_url}: 11 files uploaded" in out
+
+    local = local_files(tmp_path / "local")
+    remote = assert_marker_describes(memory_url)
+    assert set(remote) == set(local) | {MARKER}
+    assert {"shards/000000.tar", "shards/000001.tar", "shards/000002.tar", "ledger.sqlite"} \
+        <= set(remote)
+    for rel, data in local.items():
+        expected = (stage / rel).read_bytes() if rel in STATE_FILES else data
+        assert remote[rel] == expected, rel
+    assert not [rel for rel in remote if "cleanset-upload" in rel]  # no temporary left
+
+
+def test_shards_read_back_with_webdataset_straight_from_the_url(
+        corpus: Path, tmp_path: Path, memory_url: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    assert cli(capsys, "build", str(corpus), "--out", memory_url, "--stage",
+               str(tmp_path / "stage"), "--no-progress")[0] == 0
+    # webdataset opens URLs through its gopen table; memory:// goes through fsspec.
+    monkeypatch.setitem(wds.gopen_schemes, "memory",
+                        lambda url, mode="rb", bufsize=8192, **kw: fsspec.open(url, mode).open())
+    ds = wds.WebDataset(f"{memory_url}/shards/{{000000..000002}}.tar", shardshuffle=False)
+    samples = list(ds)
+    assert [s["__key__"] for s in samples] == [f"{i:010d}" for i in range(5)]
+    for sample in samples:
+        prov = json.loads(sample["json"])
+        assert hashlib.sha256(sample["jpg"]).hexdigest() == prov["sha256"]
+        assert prov["license"]["spdx"] == "CC0-1.0"
+        assert Image.open(io.BytesIO(sample["jpg"])).size == (96, 64)
+
+
+def test_publishing_an_unchanged_dataset_again_writes_nothing(
+        corpus: Path, tmp_path: Path, memory_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ("build", str(corpus), "--out", memory_url, "--stage", str(tmp_path / "stage"),
+            "--no-progress")
+    assert cli(capsys, *args)[0] == 0
+    before = memory_files(memory_url)
+    code, out, _ = cli(capsys, *args)
+    assert code == 0
+    assert "already complete" in out
+    assert f"published to {memory_url}: up to date (11 files unchanged)" in out
+    after = memory_files(memory_url)
+    assert after.keys() == before.keys()
+    assert all(after[rel] is before[rel] for rel in before)  # not one file rewritten
+
+
+def test_a_second_build_uploads_only_new_and_changed_files(
+        corpus: Path, tmp_path: Path, memory_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    stage = tmp_path / "stage"
+    assert cli(capsys, "build", str(corpus), "--out", memory_url, "--stage", str(stage),
+               "--no-progress")[0] == 0
+    before = memory_files(memory_url)
+    add_images(tmp_path / "more", [1, 20, 21, 22])  # one duplicate, three new
+    more = recipe_for(tmp_path, "more.toml", "more")
+    code, out, err = cli(capsys, "build", str(more), "--out", memory_url, "--stage", str(stage),
+                         "--no-progress")
+    assert code == 0, err
+    after = memory_files(memory_url)
+    rewritten = {rel for rel in after if rel not in before or after[rel] is not before[rel]}
+    # A new build starts new shards: 000003 (2 samples) and 000004 (1); the old three stay.
+    assert {rel for rel in rewritten if rel.startswith("shards/")} == {"shards/000003.tar",
+                                                                       "shards/000004.tar"}
+    assert rewritten - {"shards/000003.tar", "shards/000004.tar"} <= \
+        PAPERS | {"ledger.sqlite", MARKER}
+    assert {"ledger.sqlite", MARKER, "manifest.parquet"} <= rewritten
+    assert f"{len(rewritten) - 1} files uploaded" in out  # the marker is not counted as a file
+    assert_marker_describes(memory_url)
+    assert cli(capsys, "verify", memory_url)[0] == 0
+
+
+def test_verify_a_url_passes_and_catches_one_flipped_byte_in_a_remote_shard(
+        corpus: Path, tmp_path: Path, memory_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(capsys, "build", str(corpus), "--out", memory_url, "--stage",
+               str(tmp_path / "stage"), "--no-progress")[0] == 0
+    code, out, _ = cli(capsys, "verify", memory_url)
+    assert code == 0, out
+    assert f"verify: OK: 5 samples in {memory_url}" in out
+
+    fs, root = fsspec.core.url_to_fs(memory_url)
+    shard = f"{root}/shards/000001.tar"
+    data = bytearray(fs.cat_file(shard))
+    data[1536] ^= 0x01  # inside the first member's image bytes
+    fs.pipe_file(shard, bytes(data))
+    code, out, _ = cli(capsys, "verify", memory_url)
+    assert code == 1
+    assert f"PROBLEM shards/000001.tar: the remote copy ({len(data)} bytes" in out
+    assert "differs from _cleanset_published.json" in out
+    assert "PROBLEM 000001.tar: file sha256 differs from the one recorded when written" in out
+    assert f"problem(s) in {memory_url}" in out
+    assert (tmp_path / "stage" / "shards" / "000001.tar").exists()  # the stage is untouched
+
+
+def test_an_unfinished_build_resumes_from_a_fresh_stage_using_the_published_ledger(
+        corpus: Path, tmp_path: Path, memory_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    for limit in (["--limit", "3"], []):  # the same two commands into a local directory
+        assert cli(capsys, "build", str(corpus), "--out", str(tmp_path / "local"), *limit,
+                   "--no-progress")[0] == 0
+    code, out, err = cli(capsys, "build", str(corpus), "--out", memory_url, "--stage",
+                         str(tmp_path / "first"), "--limit", "3", "--no-progress")
+    assert code == 0, err
+    assert "stopped at --limit 3" in out
+    # Published as it stands, the partial last shard too: a consistent dataset of 3 samples.
+    assert {"shards/000000.tar", "shards/000001.tar", "ledger.sqlite"} \
+        <= set(marker(memory_url)["files"])
+    assert "verify: OK: 3 samples" in cli(capsys, "verify", memory_url)[1]
+    partial = memory_files(memory_url)["shards/000001.tar"]
+
+    fresh = tmp_path / "second"
+    code, out, err = cli(capsys, "build", str(corpus), "--out", memory_url, "--stage", str(fresh),
+                         "--no-progress")
+    assert code == 0, err
+    assert f"pulled the published dataset from {memory_url}" in out
+    assert "cleanset build finished: 2 candidates, 2 accepted" in out  # only the rest
+    remote = assert_marker_describes(memory_url)
+    local = local_files(tmp_path / "local")
+    assert set(remote) == set(local) | {MARKER}
+    assert memory_files(memory_url)["shards/000001.tar"] is not partial  # completed, re-uploaded
+    for rel in local.keys() - STATE_FILES:
+        assert remote[rel] == local[rel], rel  # byte-identical to the local directory
+    assert cli(capsys, "verify", memory_url)[0] == 0
+
+
+def test_a_takedown_in_the_stage_removes_the_shard_from_the_url_after_the_new_marker(
+        tmp_path: Path, memory_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    add_images(tmp_path / "images", [1, 2, 3])
+    recipe = recipe_for(tmp_path, "recipe.toml", "images", per_shard=1)
+    stage = tmp_path / "stage"
+    args = ("build", str(recipe), "--out", memory_url, "--stage", str(stage), "--no-progress")
+    assert cli(capsys, *args)[0] == 0
+    before = memory_files(memory_url)
+    assert cli(capsys, "takedown", str(stage), "--key", "0000000001", "--reason", "request")[0] == 0
+    code, out, _ = cli(capsys, *args)
+    assert code == 0
+    assert "1 removed" in out
+    after = memory_files(memory_url)
+    assert "shards/000001.tar" not in after and "shards/000001.tar" not in marker(memory_url)["files"]
+    assert after["shards/000000.tar"] is before["shards/000000.tar"]
+    assert after["shards/000002.tar"] is before["shards/000002.tar"]
+    assert {"takedowns.jsonl", "denylist.jsonl"} <= set(marker(memory_url)["files"])
+    assert_marker_describes(memory_url)
+    assert cli(capsys, "verify", memory_url)[0] == 0
+
+
+def test_a_stage_refuses_to_overwrite_a_dataset_published_since_from_another_stage(
+        corpus: Path, tmp_path: Path, memory_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    first = tmp_path / "first"
+    assert cli(capsys, "build", str(corpus), "--out", memory_url, "--stage", str(first),
+               "--no-progress")[0] == 0
+    add_images(tmp_path / "more", [30, 31])
+    more = recipe_for(tmp_path, "more.toml", "more")
+    code, out, err = cli(capsys, "build", str(more), "--out", memory_url, "--stage",
+                         str(tmp_path / "second"), "--no-progress")
+    assert code == 0, err
+    assert "pulled the published dataset" in out
+    published = memory_files(memory_url)
+
+    code, out, err = cli(capsys, "build", str(corpus), "--out", memory_url, "--stage", str(first),
+                         "--no-progress")
+    assert code == 1
+    assert f"cleanset: error: {memory_url}: holds a dataset published from elsewhere" in err
+    assert "Nothing was built" in err and "Traceback" not in err
+    assert memory_files(memory_url) == published
+
+
+def test_a_remote_with_a_ledger_but_no_marker_is_not_mistaken_for_an_empty_one(
+        corpus: Path, tmp_path: Path, memory_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    fs, root = fsspec.core.url_to_fs(memory_url)
+    fs.pipe_file(f"{root}/ledger.sqlite", b"half a publish")
+    code, _, err = cli(capsys, "build", str(corpus), "--out", memory_url, "--stage",
+                       str(tmp_path / "stage"), "--no-progress")
+    assert code == 1
+    assert f"{memory_url}: holds ledger.sqlite but no {MARKER}" in err
+    assert not (tmp_path / "stage" / "ledger.sqlite").exists()
+
+
+# -- file://, through the real CLI -------------------------------------------------------------
+def test_a_file_url_through_the_cli_matches_a_local_build_and_verifies(
+        corpus: Path, tmp_path: Path) -> None:
+    run_cli("build", str(corpus), "--out", str(tmp_path / "local"), "--no-progress", check=True)
+    remote_dir = tmp_path / "remote" / "dataset"
+    url = remote_dir.as_uri()
+    proc = run_cli("build", str(corpus), "--out", url, "--stage", str(tmp_path / "stage"),
+                   "--no-progress", check=True)
+    assert f"published to {url}: 11 files uploaded" in proc.stdout
+    local = local_files(tmp_path / "local")
+    remote = local_files(remote_dir)
+    assert set(remote) == set(local) | {MARKER}
+    for rel in local.keys() - STATE_FILES:
+        assert remote[rel] == local[rel], rel
+    assert not [p for p in remote_dir.rglob("*") if p.name.startswith(".")]
+
+    samples = list(wds.WebDataset([str(p) for p in sorted(remote_dir.glob("shards/*.tar"))],
+                                  shardshuffle=False))
+    assert len(samples) == 5
+    assert "verify: OK: 5 samples" in run_cli("verify", url, check=True).stdout
+    assert "verify: OK: 5 samples" in run_cli("verify", str(remote_dir), check=True).stdout
+
+
+def test_the_default_stage_is_derived_from_the_url_under_xdg_cache_home(
+        corpus: Path, tmp_path: Path) -> None:
+    url = (tmp_path / "remote").as_uri()
+    cache = tmp_path / "cache"
+    run_cli("build", str(corpus), "--out", url, "--no-progress", check=True,
+            env={"XDG_CACHE_HOME": str(cache)})
+    stage = cache / "cleanset" / "stage" / hashlib.sha256(url.encode()).hexdigest()[:16]
+    assert (stage / "ledger.sqlite").exists() and (stage / "shards" / "000000.tar").exists()
+
+
+def test_a_recipe_output_url_is_built_staged_and_published(tmp_path: Path) -> None:
+    add_images(tmp_path / "images", [1, 2])
+    url = (tmp_path / "remote").as_uri()
+    recipe = write_recipe(tmp_path / "recipe.toml", f"""
+[dataset]
+name = "from-recipe"
+output = "{url}"
+[policy]
+use = "commercial"
+[[sources]]
+kind = "folder"
+path = "images"
+""")
+    proc = run_cli("build", str(recipe), "--stage", str(tmp_path / "stage"), "--no-progress",
+                   check=True)
+    assert f"published to {url}" in proc.stdout
+    assert (tmp_path / "remote" / MARKER).exists()
+
+
+def test_a_failed_upload_keeps_the_staged_build_and_the_same_command_publishes_it(
+        corpus: Path, tmp_path: Path) -> None:
+    remote_dir = tmp_path / "remote"
+    remote_dir.mkdir()
+    (remote_dir / "shards").write_text("a file where the shards directory should be")
+    url = remote_dir.as_uri()
+    stage = tmp_path / "stage"
+    args = ("build", str(corpus), "--out", url, "--stage", str(stage), "--no-progress")
+    proc = run_cli(*args)
+    assert proc.returncode == 1, proc.stderr
+    assert f"cleanset: error: {url}: uploading shards/" in proc.stderr
+    assert f"The build in {stage} is kept" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (remote_dir / MARKER).exists()
+    assert (stage / "ledger.sqlite").exists() and len(list(stage.glob("shards/*.tar"))) == 3
+
+    (remote_dir / "shards").unlink()
+    proc = run_cli(*args, check=True)
+    assert "already complete" in proc.stdout and f"published to {url}" in proc.stdout
+    assert "verify: OK: 5 samples" in run_cli("verify", url, check=True).stdout
+
+
+def test_an_unreachable_remote_fails_before_building_with_the_url_named(
+        corpus: Path, tmp_path: Path) -> None:
+    (tmp_path / "blocker").write_text("not a directory")
+    url = (tmp_path / "blocker" / "dataset").as_uri()
+    proc = run_cli("build", str(corpus), "--out", url, "--stage", str(tmp_path / "stage"),
+                   "--no-progress")
+    assert proc.returncode == 1
+    assert f"cleanset: error: {url}: reading {MARKER} failed" in proc.stderr
+    assert "Nothing was built" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(("out", "says"), [
+    ("nosuch://bucket/dataset", "unknown protocol 'nosuch'"),
+    ("https://example.org/dataset", "https:// is read-only"),
+    ("memory://", "names no directory"),
+])
+def test_an_unusable_url_exits_2_naming_it(corpus: Path, tmp_path: Path, out: str,
+                                           says: str) -> None:
+    proc = run_cli("build", str(corpus), "--out", out, "--stage", str(tmp_path / "stage"),
+                   "--no-progress")
+    assert proc.returncode == 2, proc.stderr
+    assert f"cleanset: error: --out {out}: {says}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "stage" / "ledger.sqlite").exists()
+
+
+def test_a_missing_filesystem_package_exits_2_with_the_extra_to_install(
+        corpus: Path, tmp_path: Path) -> None:
+    if importlib.util.find_spec("s3fs") is not None:
+        pytest.skip("s3fs is installed; the missing-package message cannot be shown")
+    proc = run_cli("build", str(corpus), "--out", "s3://bucket/dataset", "--stage",
+                   str(tmp_path / "stage"), "--no-progress")
+    assert proc.returncode == 2
+    assert "cleanset: error: --out s3://bucket/dataset:" in proc.stderr
+    assert 'pip install "cleanset[s3]"' in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_bad_output_url_in_a_recipe_exits_2_naming_the_file_and_key(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    recipe = write_recipe(tmp_path / "bad.toml", """
+[dataset]
+name = "x"
+output = "nosuch://bucket/x"
+[[sources]]
+kind = "folder"
+path = "images"
+""")
+    proc = run_cli("build", str(recipe), "--no-progress")
+    assert proc.returncode == 2
+    assert "bad.toml: [dataset] output = 'nosuch://bucket/x': unknown protocol" in proc.stderr
+
+
+def test_stage_with_a_local_out_is_refused(corpus: Path, tmp_path: Path) -> None:
+    proc = run_cli("build", str(corpus), "--out", str(tmp_path / "out"), "--stage",
+                   str(tmp_path / "stage"), "--no-progress")
+    assert proc.returncode == 2
+    assert "only a URL output" in proc.stderr
+
+
+def test_verify_of_a_url_without_a_marker_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    proc = run_cli("verify", (tmp_path / "empty").as_uri())
+    assert proc.returncode == 2
+    assert f"no {MARKER} here" in proc.stderr
+
+
+def test_verify_of_a_url_names_a_listed_file_missing_from_it(
+        corpus: Path, tmp_path: Path, memory_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(capsys, "build", str(corpus), "--out", memory_url, "--stage",
+               str(tmp_path / "stage"), "--no-progress")[0] == 0
+    fs, root = fsspec.core.url_to_fs(memory_url)
+    fs.rm_file(f"{root}/shards/000002.tar")
+    code, out, _ = cli(capsys, "verify", memory_url)
+    assert code == 1
+    assert f"PROBLEM shards/000002.tar: listed in {MARKER} but missing at {memory_url}" in out
+    assert "PROBLEM 000002.tar: in the ledger but the file is missing" in out
+
+
+def test_a_file_url_naming_the_stage_itself_is_refused(
+        corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    stage = tmp_path / "stage"
+    code, _, err = cli(capsys, "build", str(corpus), "--out", stage.as_uri(), "--stage",
+                       str(stage), "--no-progress")
+    assert code == 2
+    assert "is the stage itself" in err
