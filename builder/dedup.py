@@ -39,7 +39,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import combinations
@@ -410,22 +410,14 @@ def nearest(matches: Sequence[Match]) -> Match | None:
     return matches[0] if matches else None
 
 
-def load_index(rows: Iterable[tuple[str, str | None, int | None, str | None]],
-               config: DedupConfig, *, batch: int = 65_536, use_faiss: bool = True) -> NearIndex:
-    """An index of (key, pdq hex, pdq quality, phash hex) rows, e.g. the ledger's samples."""
-    index = NearIndex(config, use_faiss=use_faiss)
+def code_batches(rows: Iterable[tuple[str, str | None, int | None, str | None]],
+                 config: DedupConfig, *, batch: int = 65_536
+                 ) -> Iterator[tuple[list[str], np.ndarray, np.ndarray]]:
+    """(keys, (n, 32) uint8 PDQ codes, (n,) uint64 pHashes) of the rows that can match near,
+    `batch` at a time, from (key, pdq hex, pdq quality, phash hex) rows."""
     keys: list[str] = []
     pdq: list[bytes] = []
     phash: list[int] = []
-
-    def flush() -> None:
-        if keys:
-            codes = np.frombuffer(b"".join(pdq), dtype=np.uint8).reshape(-1, PDQ_BYTES)
-            index.add_codes(keys, codes, np.array(phash, dtype=np.uint64), defer=True)
-        keys.clear()
-        pdq.clear()
-        phash.clear()
-
     for key, pdq_hex, quality, phash_hex in rows:
         if pdq_hex is None or phash_hex is None or (quality or 0) < config.min_pdq_quality:
             continue
@@ -433,8 +425,22 @@ def load_index(rows: Iterable[tuple[str, str | None, int | None, str | None]],
         pdq.append(bytes.fromhex(pdq_hex))
         phash.append(int(phash_hex, 16))
         if len(keys) >= batch:
-            flush()
-    flush()
+            yield keys, _codes(pdq), np.array(phash, dtype=np.uint64)
+            keys, pdq, phash = [], [], []
+    if keys:
+        yield keys, _codes(pdq), np.array(phash, dtype=np.uint64)
+
+
+def _codes(pdq: list[bytes]) -> np.ndarray:
+    return np.frombuffer(b"".join(pdq), dtype=np.uint8).reshape(-1, PDQ_BYTES)
+
+
+def load_index(rows: Iterable[tuple[str, str | None, int | None, str | None]],
+               config: DedupConfig, *, batch: int = 65_536, use_faiss: bool = True) -> NearIndex:
+    """An index of (key, pdq hex, pdq quality, phash hex) rows, e.g. the ledger's samples."""
+    index = NearIndex(config, use_faiss=use_faiss)
+    for keys, pdq, phash in code_batches(rows, config, batch=batch):
+        index.add_codes(keys, pdq, phash, defer=True)
     index.compact()
     return index
 
@@ -452,11 +458,18 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".tif", ".
 
 
 def open_ledger_index(ledger: Ledger, config: DedupConfig) -> NearIndex:
-    """The index of every sample already in the output directory (earlier builds included).
+    """The index of every sample already in the output directory (earlier builds included)."""
+    check_hash_pipeline(ledger, config)
+    started = time.perf_counter()
+    index = load_index(ledger_hash_rows(ledger), config)
+    log.info("near-duplicate index: %d hashes loaded in %.2f s (%s)", len(index),
+             time.perf_counter() - started, "faiss" if index.uses_faiss else "numpy")
+    return index
 
-    Refuses a directory whose hashes came from another hash pipeline: distances between
-    hashes of different pipelines mean nothing.
-    """
+
+def check_hash_pipeline(ledger: Ledger, config: DedupConfig) -> None:
+    """Refuse a directory whose hashes came from another hash pipeline (distances between
+    hashes of different pipelines mean nothing); record this pipeline and rule."""
     from builder.media import HASH_PIPELINE
 
     recorded = ledger.get_meta("hash_pipeline")
@@ -471,12 +484,11 @@ def open_ledger_index(ledger: Ledger, config: DedupConfig) -> NearIndex:
     # `cleanset lookup` applies the rule of the latest build into the directory.
     rule = {name: getattr(config, name) for name in RULE_FIELDS}
     ledger.set_meta("dedup_rule", json.dumps(rule, sort_keys=True))
-    started = time.perf_counter()
-    rows = ledger.db.execute("SELECT key, pdq, pdq_quality, phash FROM samples ORDER BY key")
-    index = load_index(rows, config)
-    log.info("near-duplicate index: %d hashes loaded in %.2f s (%s)", len(index),
-             time.perf_counter() - started, "faiss" if index.uses_faiss else "numpy")
-    return index
+
+
+def ledger_hash_rows(ledger: Ledger) -> Iterator[tuple[str, str | None, int | None, str | None]]:
+    """(key, pdq, pdq quality, phash) of every sample, in key order, the uncommitted too."""
+    yield from ledger.db.execute("SELECT key, pdq, pdq_quality, phash FROM samples ORDER BY key")
 
 
 def image_files(path: Path) -> list[Path]:

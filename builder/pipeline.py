@@ -26,7 +26,16 @@ from typing import Any
 from tqdm import tqdm
 
 from builder import __version__, clock, clusters
-from builder.dedup import Exclusions, Hashes, Match, near_detail, nearest, open_ledger_index
+from builder.dedup import (
+    Exclusions,
+    Hashes,
+    Match,
+    check_hash_pipeline,
+    ledger_hash_rows,
+    near_detail,
+    nearest,
+    open_ledger_index,
+)
 from builder.errors import UserError
 from builder.executors import make_executor
 from builder.exports.papers import write_papers
@@ -232,7 +241,8 @@ class _Run:
         self.summary = BuildSummary(out=options.out, build=row.build, status="finished")
         # Dedup state: every sample already in DIR (earlier builds too), the eval set, the cap.
         clusters.ensure_schema(ledger.db)
-        self.near = open_ledger_index(ledger, recipe.dedup) if recipe.dedup.near else None
+        self.near: Any = None  # opened by execute(), once the executor (maybe Ray) is up
+        self.index_note = ""
         self.excluded = Exclusions.load(recipe.dedup.exclude, recipe.base_dir, recipe.dedup)
         self.per_creator = clusters.concentration(ledger.db)[1]
 
@@ -249,22 +259,27 @@ class _Run:
         bar = tqdm(desc="cleanset", unit=" cand", disable=self._progress_off(), total=limit,
                    initial=self.cursor.seq if limit else 0, dynamic_ncols=True)
         self.bar = bar
-        self.ledger.begin()
         inflight: deque[tuple[int, int, Candidate, dict[str, Any], Future[Any]]] = deque()
         try:
             with closing(executor):
-                seq = self.cursor.seq
-                for index, cand, state in enumerate_candidates(self.recipe, self.cursor):
-                    if limit is not None and seq >= limit:
-                        exhausted = False
-                        break
-                    future = executor.submit(cand)
-                    inflight.append((seq, index, cand, state, future))
-                    seq += 1
-                    while inflight and (len(inflight) >= max_inflight or inflight[0][4].done()):
+                self.near = self._open_near_index()  # Ray actors need the executor's Ray
+                self.ledger.begin()
+                try:
+                    seq = self.cursor.seq
+                    for index, cand, state in enumerate_candidates(self.recipe, self.cursor):
+                        if limit is not None and seq >= limit:
+                            exhausted = False
+                            break
+                        future = executor.submit(cand)
+                        inflight.append((seq, index, cand, state, future))
+                        seq += 1
+                        while inflight and (len(inflight) >= max_inflight
+                                            or inflight[0][4].done()):
+                            self._decide(*inflight.popleft())
+                    while inflight:
                         self._decide(*inflight.popleft())
-                while inflight:
-                    self._decide(*inflight.popleft())
+                finally:
+                    self._close_near_index()
             self._finish(exhausted)
         except BaseException:
             for *_, future in inflight:
@@ -275,9 +290,33 @@ class _Run:
             raise
         finally:
             bar.close()
-        self.summary.optout = executor.summary_lines()
+        self.summary.optout = executor.summary_lines() + ([self.index_note] if self.index_note
+                                                          else [])
         self.summary.status = "finished" if exhausted else f"stopped at --limit {limit}"
         return self.summary
+
+    def _open_near_index(self) -> Any:
+        dedup = self.recipe.dedup
+        if not dedup.near:
+            return None
+        parts = self.recipe.executor.index_parts
+        if not parts:
+            return open_ledger_index(self.ledger, dedup)
+        if (self.options.executor or self.recipe.executor.kind) != "ray":
+            raise UserError(f"{self.recipe.file}: [executor] index_parts = {parts} splits the "
+                            "near-duplicate index over Ray actors and needs kind = \"ray\" "
+                            "(or --executor ray); set index_parts = 0 otherwise.")
+        from builder.executors.ray_index import RayNearIndex
+
+        check_hash_pipeline(self.ledger, dedup)
+        return RayNearIndex(dedup, parts, reload=lambda: ledger_hash_rows(self.ledger))
+
+    def _close_near_index(self) -> None:
+        close = getattr(self.near, "close", None)
+        if close is not None:
+            self.index_note = (f"  near-duplicate index split over {self.near.parts} Ray actors"
+                               f" ({self.near.rebuilds} rebuilt from the ledger)")
+            close()
 
     def _executor_options(self) -> dict[str, Any]:
         config = self.recipe.executor

@@ -133,6 +133,8 @@ class ExecutorConfig:
     processes: int | None = None  # processes: worker count (default: one per core)
     ray_address: str | None = None  # ray: "auto", "ray://host:10001", or None for a local Ray
     batch_size: int = 128  # ray: candidates per task (128 measured fastest here)
+    # ray: the near-duplicate index split over this many Ray actors (0: in the driver)
+    index_parts: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in ("threads", "processes", "ray"):
@@ -141,6 +143,8 @@ class ExecutorConfig:
             raise ValueError("processes must be at least 1.")
         if not 1 <= self.batch_size <= 10_000:
             raise ValueError("batch_size must be between 1 and 10000.")
+        if not 0 <= self.index_parts <= 4096:
+            raise ValueError("index_parts must be between 0 (the index in the driver) and 4096.")
 
 
 @dataclass(frozen=True)

@@ -171,6 +171,7 @@ class _Licensing:
         self.spdx = get_spdx_licensing()
         self.refs: dict[str, str] = {}  # LicenseRef-... -> catalogue id
         self.cache: dict[str, Any] = {}
+        self.symbol_cache: dict[str, list[Any]] = {}
 
     def expression(self, license_id: str) -> Any:
         if license_id not in self.cache:
@@ -178,7 +179,11 @@ class _Licensing:
         return self.cache[license_id]
 
     def symbols(self, license_id: str) -> list[Any]:
-        return [self.spdx.parse(str(s)) for s in self.expression(license_id).symbols]
+        # A dataset has a handful of distinct licences over millions of files: parse each once.
+        if license_id not in self.symbol_cache:
+            self.symbol_cache[license_id] = [self.spdx.parse(str(s))
+                                              for s in self.expression(license_id).symbols]
+        return list(self.symbol_cache[license_id])
 
     def _rewrite(self, expression: str) -> str:
         tokens = expression.replace("(", " ( ").replace(")", " ) ").split()

@@ -1,0 +1,95 @@
+"""The near-duplicate index split over Ray actors answers exactly as the single index does,
+also after a part's actor is killed and rebuilt from the rows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from builder.dedup import Hashes, load_index
+from builder.recipe import DedupConfig
+
+ray = pytest.importorskip("ray")
+
+from builder.executors.ray_index import RayNearIndex, part_of  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def flip(code: bytes, bits: list[int]) -> bytes:
+    out = bytearray(code)
+    for b in bits:
+        out[b // 8] ^= 1 << (b % 8)
+    return bytes(out)
+
+
+def corpus(n: int, seed: int) -> tuple[list[tuple[str, str, int, str]], list[Hashes]]:
+    """Indexed rows and queries: near copies at distances around the rule's edges, ties
+    between two indexed codes, and unrelated codes."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    codes = [rng.bytes(32) for _ in range(n)]
+    phashes = [int(rng.integers(0, 2**63)) for _ in range(n)]
+    for i in range(n):
+        # every 10th code has a twin at the same distance from the queries below: a tie
+        code = codes[i - 1] if i % 10 == 9 else codes[i]
+        rows.append((f"{i:010d}", code.hex(), 100, f"{phashes[i]:016x}"))
+    queries = []
+    for i in range(0, n, 3):
+        d = int(rng.integers(0, 90))
+        pdq = flip(codes[i], list(rng.choice(256, d, replace=False)))
+        ph = phashes[i] ^ (int(rng.integers(0, 2**12)) if d > 31 else 0)
+        queries.append(Hashes(pdq.hex(), 100, f"{ph:016x}"))
+    queries += [Hashes(rng.bytes(32).hex(), 100, f"{int(rng.integers(0, 2**63)):016x}")
+                for _ in range(50)]
+    return rows, queries
+
+
+def test_parts_give_the_single_index_answers_in_the_same_order(local_ray: None) -> None:
+    config = DedupConfig()
+    rows, queries = corpus(3000, seed=5)
+    single = load_index(rows, config)
+    split = RayNearIndex(config, 3, reload=lambda: iter(rows))
+    try:
+        assert len(split) == len(single) == 3000
+        want = single.search_many(queries)
+        assert sum(1 for m in want if m) > 700  # the queries really hit, ties included
+        assert any(len(m) > 1 and m[0].pdq_distance == m[1].pdq_distance for m in want)
+        assert split.search_many(queries) == want
+        # adds after the start are seen by the next query, in any part
+        for i, q in enumerate(queries[-50:]):
+            key = f"{5000 + i:010d}"
+            assert split.add(key, q) and single.add(key, q)
+        assert split.search_many(queries) == single.search_many(queries)
+    finally:
+        split.close()
+
+
+def test_a_killed_part_is_rebuilt_from_the_rows_and_answers_the_same(local_ray: None) -> None:
+    config = DedupConfig()
+    rows, queries = corpus(600, seed=6)
+    single = load_index(rows, config)
+    split = RayNearIndex(config, 2, reload=lambda: iter(rows))
+    try:
+        victim = part_of(rows[0][0], 2)
+        ray.kill(split.actors[victim], no_restart=True)
+        assert split.search_many(queries) == single.search_many(queries)
+        assert split.rebuilds == 1
+    finally:
+        split.close()
+
+
+def test_unusable_hashes_are_not_indexed(local_ray: None) -> None:
+    split = RayNearIndex(DedupConfig(), 2, reload=lambda: iter(()))
+    try:
+        assert not split.add("0000000001", Hashes("00" * 32, 10, "0" * 16))  # flat image
+        assert len(split) == 0
+    finally:
+        split.close()
