@@ -242,6 +242,8 @@ class _Run:
         # Dedup state: every sample already in DIR (earlier builds too), the eval set, the cap.
         clusters.ensure_schema(ledger.db)
         self.near: Any = None  # opened by execute(), once the executor (maybe Ray) is up
+        self.prefetched: dict[int, Any] = {}  # seq -> its near-duplicate answer, asked ahead
+        self.prefetched_to = 0  # every seq below this has been looked at by _prefetch
         self.index_note = ""
         self.excluded = Exclusions.load(recipe.dedup.exclude, recipe.base_dir, recipe.dedup)
         self.per_creator = clusters.concentration(ledger.db)[1]
@@ -275,8 +277,10 @@ class _Run:
                         seq += 1
                         while inflight and (len(inflight) >= max_inflight
                                             or inflight[0][4].done()):
+                            self._prefetch(inflight)
                             self._decide(*inflight.popleft())
                     while inflight:
+                        self._prefetch(inflight)
                         self._decide(*inflight.popleft())
                 finally:
                     self._close_near_index()
@@ -294,6 +298,31 @@ class _Run:
                                                           else [])
         self.summary.status = "finished" if exhausted else f"stopped at --limit {limit}"
         return self.summary
+
+    def _prefetch(self, inflight: deque[tuple[int, int, Candidate, dict[str, Any], Future[Any]]]
+                  ) -> None:
+        """Send the near-duplicate queries of every outcome already back, in one go, when the
+        index is remote (a round trip per candidate would bound the build by the latency)."""
+        prefetch = getattr(self.near, "prefetch", None)
+        if prefetch is None or not inflight:
+            return
+        start = max(self.prefetched_to - inflight[0][0], 0)
+        seqs: list[int] = []
+        queries: list[Hashes] = []
+        for position in range(start, len(inflight)):
+            seq, *_, future = inflight[position]
+            if not future.done():
+                break
+            self.prefetched_to = seq + 1
+            outcome = future.result() if future.exception() is None else None
+            if isinstance(outcome, Checked):
+                image = outcome.image
+                hashes = Hashes(image.pdq, image.pdq_quality, image.phash)
+                if self.near.usable(hashes):
+                    seqs.append(seq)
+                    queries.append(hashes)
+        if queries:
+            self.prefetched.update(zip(seqs, prefetch(queries), strict=True))
 
     def _open_near_index(self) -> Any:
         dedup = self.recipe.dedup
@@ -341,6 +370,9 @@ class _Run:
         self.current_seq = seq
         if isinstance(outcome, Checked):
             outcome = self._admit(outcome)
+        unused = self.prefetched.pop(seq, None)  # refused before its near search
+        if unused is not None:
+            self.near.settle(unused)
         if isinstance(outcome, Rejection):
             self._record(seq, cand, "rejected", outcome.reason.value, outcome.detail, None, None)
             self.summary.rejected[outcome.reason.value] += 1
@@ -370,7 +402,7 @@ class _Run:
                 self._record_duplicate(checked, winner, None)
                 return Rejection(Reason.DUPLICATE_EXACT, f"same sha256 as {winner}")
         # Only admitted samples are indexed, so a match never chains through a rejected copy.
-        match = nearest(self.near.search(hashes)) if self.near is not None else None
+        match = nearest(self._near_matches(hashes)) if self.near is not None else None
         if match is not None:
             self._record_duplicate(checked, match.key, match)
             return Rejection(Reason.DUPLICATE_NEAR, near_detail(match))
@@ -389,6 +421,12 @@ class _Run:
             self.summary.by_creator[cand.creator] += 1
         self.summary.by_source[cand.source] += 1
         return key, checked.fetched.licensed.license.spdx
+
+    def _near_matches(self, hashes: Hashes) -> list[Match]:
+        asked = self.prefetched.pop(self.current_seq, None)
+        if asked is not None:
+            return self.near.search_prefetched(asked)
+        return self.near.search(hashes)
 
     def _record_duplicate(self, checked: Checked, winner: str, match: Match | None) -> None:
         clusters.record(self.ledger.db, build=self.row.build, seq=self.current_seq,

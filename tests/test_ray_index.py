@@ -93,3 +93,33 @@ def test_unusable_hashes_are_not_indexed(local_ray: None) -> None:
         assert len(split) == 0
     finally:
         split.close()
+
+
+def test_a_prefetched_answer_also_sees_what_was_admitted_after_it_was_asked(
+        local_ray: None) -> None:
+    """The reconcile: asked at one moment, used later, equal to a query made when used."""
+    config = DedupConfig()
+    rows, queries = corpus(1000, seed=7)
+    first, later = rows[:600], rows[600:]
+    single = load_index(first, config)
+    # a small slack, so recent adds are dropped many times during the test
+    split = RayNearIndex(config, 2, reload=lambda: iter(first), recent_slack=4)
+    try:
+        answered = []
+        for lo in range(0, len(queries), 30):  # asked a batch at a time, as the build does
+            chunk = queries[lo:lo + 30]
+            for offset, (query, prefetched) in enumerate(
+                    zip(chunk, split.prefetch(chunk), strict=True)):
+                # between asking and using, samples near the later queries are admitted
+                key, pdq, quality, phash = later[lo + offset]
+                hashes = Hashes(pdq, quality, phash)
+                split.add(key, hashes)
+                single.add(key, hashes)
+                answered.append(split.search_prefetched(prefetched) == single.search(query))
+        assert all(answered)
+        hits_from_later = sum(1 for q in queries
+                              if any(int(m.key) >= 600 for m in single.search(q)))
+        assert hits_from_later > 50  # the samples admitted after asking really matter
+        assert split.recent_from > 200  # and the recent adds were trimmed on the way
+    finally:
+        split.close()
