@@ -46,11 +46,13 @@ from throughput import (  # noqa: E402
 )
 
 
-def write_recipe(work: Path, urls: Path, per_shard: int, workers: int, batch: int) -> Path:
-    return write_bench_recipe(work / f"ray-bench-{batch}.toml", urls, per_shard, workers,
-                              f"""
+def write_recipe(work: Path, urls: Path, per_shard: int, workers: int, batch: int,
+                 index_parts: int = 0) -> Path:
+    return write_bench_recipe(work / f"ray-bench-{batch}-{index_parts}.toml", urls, per_shard,
+                              workers, f"""
         [executor]
         batch_size = {batch}
+        index_parts = {index_parts}
     """)
 
 
@@ -156,6 +158,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=16)
     parser.add_argument("--batch-sizes", default="8,32,128")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/cleanset-ray-bench"))
+    parser.add_argument("--index-parts", type=int, default=2,
+                        help="also run the largest batch with the near-duplicate index split "
+                             "over this many Ray actors (0: skip)")
     args = parser.parse_args()
 
     work = args.workdir
@@ -169,23 +174,28 @@ def main() -> None:
                              "license": [CC0] * len(names)}), urls)
     batches = [int(b) for b in args.batch_sizes.split(",")]
     recipes = {b: write_recipe(work, urls, args.per_shard, args.workers, b) for b in batches}
-    # (label, executor, batch, extra CLI arguments); "ray local" starts its own Ray each time
-    configs: list[tuple[str, str, int, tuple[str, ...]]] = [
-        ("threads", "threads", batches[0], ()), ("processes", "processes", batches[0], ()),
-        (f"ray local, batch {batches[-1]}", "ray", batches[-1], ())]
+    split = write_recipe(work, urls, args.per_shard, args.workers, batches[-1], args.index_parts)
+    # (label, executor, recipe, extra CLI arguments); "ray local" starts its own Ray each time
+    configs: list[tuple[str, str, Path, tuple[str, ...]]] = [
+        ("threads", "threads", recipes[batches[0]], ()),
+        ("processes", "processes", recipes[batches[0]], ()),
+        (f"ray local, batch {batches[-1]}", "ray", recipes[batches[-1]], ())]
     rates: dict[str, list[float]] = {}
     server = start_server(work, port)
     head, address = start_ray_head(os.cpu_count() or 2)
-    configs += [(f"ray head, batch {b}", "ray", b, ("--ray-address", address))
+    configs += [(f"ray head, batch {b}", "ray", recipes[b], ("--ray-address", address))
                 for b in batches]
+    if args.index_parts:
+        configs.append((f"ray head, batch {batches[-1]}, index in {args.index_parts} actors",
+                        "ray", split, ("--ray-address", address)))
     try:
         run_build(recipes[batches[0]], work / "out-warm", "threads")  # warm caches
         for r in range(args.rounds):
             order = configs if r % 2 == 0 else configs[::-1]
-            for label, executor, batch, extra in order:
-                wall = run_build(recipes[batch], work / "out-ray-bench", executor, *extra)
+            for label, executor, recipe, extra in order:
+                wall = run_build(recipe, work / "out-ray-bench", executor, *extra)
                 rates.setdefault(label, []).append(len(names) / wall)
-                print(f"round {r + 1}: {label:22s} {wall:6.1f} s  "
+                print(f"round {r + 1}: {label:40s} {wall:6.1f} s  "
                       f"{len(names) / wall:7.1f} candidates/s")
         micros, count = driver_cost(recipes[batches[0]], work / "out-driver")
     finally:
