@@ -289,3 +289,18 @@ def test_a_split_index_without_ray_is_refused_naming_the_key(recipe: Path, tmp_p
     proc = build(split, tmp_path / "out", "--executor", "threads")
     assert proc.returncode == 2
     assert "index_parts = 2" in proc.stderr and 'kind = "ray"' in proc.stderr
+
+
+def test_a_driver_killed_with_the_index_split_over_actors_resumes_with_the_same_dataset(
+        recipe: Path, served: None, tmp_path: Path) -> None:
+    split = recipe.with_name("split-index.toml")
+    split.write_text(recipe.read_text().replace("batch_size = 5", "batch_size = 5\nindex_parts = 2"))
+    uninterrupted = tmp_path / "uninterrupted"
+    assert build(split, uninterrupted, "--executor", "ray").returncode == 0
+    out = tmp_path / "killed-driver-split"
+    crashed = build(split, out, "--executor", "ray", env={"CLEANSET_CRASH_AT": "decide:30"})
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    # the parts died with the driver's Ray; the resumed build rebuilds them from the ledger
+    resumed = build(split, out, "--executor", "ray")
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_dataset(out, uninterrupted)
