@@ -45,6 +45,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--executor", choices=("threads", "processes", "ray"),
                    help="where the per-candidate stages run (default: [executor] kind)")
     p.add_argument("--ray-address", help="Ray cluster address (executor ray), e.g. auto")
+    p.add_argument("--write-shards", choices=("driver", "workers"),
+                   help="who writes the shards (overrides [executor] write_shards; workers: "
+                        "Ray workers, onto a filesystem shared with this machine)")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("verify", help="re-read every shard and check it against its records")
@@ -96,7 +99,8 @@ def _build_options(out: Path, args: argparse.Namespace) -> BuildOptions:
 
     return BuildOptions(out=out, limit=args.limit, workers=args.workers,
                         progress=False if args.no_progress else None,
-                        executor=args.executor, ray_address=args.ray_address)
+                        executor=args.executor, ray_address=args.ray_address,
+                        write_shards=args.write_shards)
 
 
 def _is_url(text: str) -> bool:

@@ -44,13 +44,21 @@ from builder.ledger import BuildRow, Ledger
 from builder.lock import OutputLock
 from builder.provenance import BuildStamp, dumps, make_provenance
 from builder.recipe import Recipe, SourceSpec
-from builder.records import Candidate, Checked, Reason, Rejection
-from builder.shards import OpenShard, shard_path, temp_path
+from builder.records import Candidate, Checked, Detached, Reason, Rejection
+from builder.shards import OpenShard, fsync_dir, shard_path, temp_path
 from builder.sources import source_module
 from builder.sources.base import SourceContext
 from builder.stages import StagePlan
+from builder.worker_shards import (
+    ShardPlan,
+    record_rewind_point,
+    rewind_unwritten,
+    shard_written,
+)
 
 log = logging.getLogger("cleanset.build")
+
+MAX_SHARD_WRITES = 2  # shards sent to workers and not yet committed, before the driver waits
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,7 @@ class BuildOptions:
     # Decisions per ledger transaction (and fsync of the open shard); the env var lets the
     # crash tests put many commits into a small build.
     executor: str | None = None  # overrides [executor] kind
+    write_shards: str | None = None  # overrides [executor] write_shards
     ray_address: str | None = None
     commit_every: int = field(
         default_factory=lambda: int(os.environ.get("CLEANSET_COMMIT_EVERY", "256")))
@@ -144,6 +153,10 @@ def _build_locked(recipe: Recipe, options: BuildOptions, ledger: Ledger) -> Buil
         assert latest is not None
         summary = BuildSummary(out=options.out, build=latest.build, status="already complete")
     else:
+        if rewind_unwritten(ledger, row, options.out / "shards"):
+            log.info("rewound to the first shard that no worker had written")
+            row = ledger.build(row.build)
+            assert row is not None
         run = _Run(recipe, options, ledger, row, policy)
         summary = run.execute()
     write_papers(ledger, options.out)
@@ -241,6 +254,10 @@ class _Run:
         self.summary = BuildSummary(out=options.out, build=row.build, status="finished")
         # Dedup state: every sample already in DIR (earlier builds too), the eval set, the cap.
         clusters.ensure_schema(ledger.db)
+        self.worker_shards = (options.write_shards or recipe.executor.write_shards) == "workers"
+        self.planned: ShardPlan | None = None  # the shard being planned for a worker
+        self.writing: deque[tuple[ShardPlan, Future[Any]]] = deque()  # sent, not committed
+        self.executor: Any = None
         self.near: Any = None  # opened by execute(), once the executor (maybe Ray) is up
         self.prefetched: dict[int, Any] = {}  # seq -> its near-duplicate answer, asked ahead
         self.prefetched_to = 0  # every seq below this has been looked at by _prefetch
@@ -256,6 +273,15 @@ class _Run:
         executor = make_executor(self.options.executor or self.recipe.executor.kind, self.plan,
                                  workers=workers, **self._executor_options())
         max_inflight = executor.max_inflight
+        self.executor = executor
+        if self.worker_shards:
+            if not hasattr(executor, "write_shard"):
+                executor.close()
+                raise UserError(
+                    f"{self.recipe.file}: write_shards = \"workers\" (or --write-shards "
+                    "workers) needs the Ray executor ([executor] kind = \"ray\" or --executor "
+                    "ray); the local executors write shards in the build process.")
+            executor.detach_bytes()
         limit = self.options.limit
         exhausted = True
         bar = tqdm(desc="cleanset", unit=" cand", disable=self._progress_off(), total=limit,
@@ -282,6 +308,9 @@ class _Run:
                     while inflight:
                         self._prefetch(inflight)
                         self._decide(*inflight.popleft())
+                    if self.planned is not None:
+                        self._send_shard()
+                    self._commit_written(at_most=0)  # while the executor (Ray) is up
                 finally:
                     self._close_near_index()
             self._finish(exhausted)
@@ -368,6 +397,8 @@ class _Run:
         outcome = future.result()
         crash_point("decide")
         self.current_seq = seq
+        if self.writing:
+            self._commit_written(at_most=MAX_SHARD_WRITES)
         if isinstance(outcome, Checked):
             outcome = self._admit(outcome)
         unused = self.prefetched.pop(seq, None)  # refused before its near search
@@ -435,23 +466,16 @@ class _Run:
                         phash_distance=match.phash_distance if match else None)
 
     def _write_sample(self, key: str, checked: Checked) -> None:
+        if self.worker_shards and self.shard is None:
+            self._plan_sample(key, checked)
+            return
         if self.shard is None:
-            last = self.ledger.last_shard()
-            # Never reuse a number, even one a takedown emptied and deleted: downstream
-            # copies may still hold the old shard under that name.
-            number = max(0 if last is None else last.shard + 1,
-                         int(self.ledger.get_meta("next_shard") or 0))
-            self.ledger.set_meta("next_shard", str(number + 1))
+            number = self._next_shard_number()
             self.shard = OpenShard(self.shards_dir, number)
             self.ledger.upsert_shard(shard=number, build=self.row.build, samples=0, data_end=0,
                                      complete=False)
-        provenance = make_provenance(key, checked, self.stamp)
-        ext = self.image_ext or checked.image.ext
-        caption = checked.fetched.licensed.candidate.caption or ""
-        # Every sample has the same three members: readers infer a schema from the first few.
-        provenance_json = dumps(provenance)
-        members = {ext: checked.fetched.data, "json": provenance_json,
-                   "txt": caption.encode("utf-8")}
+        provenance, provenance_json, ext, caption = self._sample_members(key, checked)
+        members = {ext: checked.fetched.data, "json": provenance_json, "txt": caption}
         self.shard.write(key, members)
         self.summary.bytes += len(checked.fetched.data)
         self.ledger.add_sample(_sample_row(key, self.shard.shard, self.row.build,
@@ -459,6 +483,70 @@ class _Run:
                                            provenance_json, ext))
         if self.shard.samples >= self.per_shard:
             self._close_shard()
+
+    def _next_shard_number(self) -> int:
+        last = self.ledger.last_shard()
+        # Never reuse a number, even one a takedown emptied and deleted: downstream copies
+        # may still hold the old shard under that name.
+        number = max(0 if last is None else last.shard + 1,
+                     int(self.ledger.get_meta("next_shard") or 0))
+        self.ledger.set_meta("next_shard", str(number + 1))
+        return number
+
+    def _sample_members(self, key: str, checked: Checked
+                        ) -> tuple[dict[str, Any], bytes, str, bytes]:
+        provenance = make_provenance(key, checked, self.stamp)
+        ext = self.image_ext or checked.image.ext
+        caption = checked.fetched.licensed.candidate.caption or ""
+        # Every sample has the same three members: readers infer a schema from the first few.
+        return provenance, dumps(provenance), ext, caption.encode("utf-8")
+
+    # -- shards written by workers (builder/worker_shards.py) ----------------------------
+    def _plan_sample(self, key: str, checked: Checked) -> None:
+        if self.planned is None:
+            number = self._next_shard_number()
+            self.planned = ShardPlan(number)
+            self.ledger.upsert_shard(shard=number, build=self.row.build, samples=0, data_end=0,
+                                     complete=False)
+            # self.cursor is still where this candidate came from
+            record_rewind_point(self.ledger, number, build=self.row.build,
+                                seq=self.current_seq, next_key=int(key),
+                                source_index=self.cursor.source_index,
+                                source_resume=self.cursor.source_resume)
+        provenance, provenance_json, ext, caption = self._sample_members(key, checked)
+        data = checked.fetched.data
+        assert isinstance(data, Detached), "a worker-written shard needs detached bytes"
+        self.planned.samples.append((key, ext, data, checked.image.sha256, provenance_json,
+                                     caption))
+        self.summary.bytes += len(data)
+        self.ledger.add_sample(_sample_row(key, self.planned.number, self.row.build,
+                                           self.current_seq, checked, provenance,
+                                           provenance_json, ext))
+        if len(self.planned.samples) >= self.per_shard:
+            self._send_shard()
+
+    def _send_shard(self) -> None:
+        assert self.planned is not None
+        plan, self.planned = self.planned, None
+        self.ledger.upsert_shard(shard=plan.number, build=self.row.build,
+                                 samples=len(plan.samples), data_end=0, complete=False)
+        self.writing.append((plan, self.executor.write_shard(self.shards_dir, plan.number,
+                                                             plan.samples)))
+
+    def _commit_written(self, *, at_most: int) -> None:
+        """Rename and record the shards workers have finished, in order, waiting for the
+        oldest while more than `at_most` are out (their bytes fill the object store)."""
+        while self.writing and (len(self.writing) > at_most or self.writing[0][1].done()):
+            plan, future = self.writing.popleft()
+            name, data_end, size, sha = future.result()
+            crash_point("before_shard_rename")
+            os.replace(self.shards_dir / name, shard_path(self.shards_dir, plan.number))
+            fsync_dir(self.shards_dir)
+            self.ledger.upsert_shard(shard=plan.number, build=self.row.build,
+                                     samples=len(plan.samples), data_end=data_end,
+                                     complete=True, size=size, sha256=sha)
+            shard_written(self.ledger, plan.number)
+            self.summary.shards_written += 1
 
     def _close_shard(self) -> None:
         assert self.shard is not None
@@ -529,6 +617,9 @@ class _Run:
             number = int(number_text)
             row = known.get(number)
             is_tmp = name.endswith(".tar.tmp")
+            if name.endswith(".tmp") and not is_tmp:
+                path.unlink()  # a worker's temporary shard from a run that stopped
+                continue
             if row is None and name.endswith((".tar", ".tar.tmp")) or row is not None and row.complete and is_tmp:
                 path.unlink()
 
@@ -538,7 +629,7 @@ class _Run:
         if open_row is None:
             last = self.ledger.last_shard()
             if (last is None or last.build != self.row.build or last.samples >= self.per_shard
-                    or self.row.exhausted):
+                    or self.row.exhausted or self.worker_shards):
                 return
             open_row = last
             if not shard_path(self.shards_dir, last.shard).exists():

@@ -135,6 +135,9 @@ class ExecutorConfig:
     batch_size: int = 128  # ray: candidates per task (128 measured fastest here)
     # ray: the near-duplicate index split over this many Ray actors (0: in the driver)
     index_parts: int = 0
+    # ray: who writes the shards: "driver" (this process) or "workers" (Ray workers, onto a
+    # filesystem they share with the driver; the driver renames and records them)
+    write_shards: str = "driver"
 
     def __post_init__(self) -> None:
         if self.kind not in ("threads", "processes", "ray"):
@@ -143,6 +146,9 @@ class ExecutorConfig:
             raise ValueError("processes must be at least 1.")
         if not 1 <= self.batch_size <= 10_000:
             raise ValueError("batch_size must be between 1 and 10000.")
+        if self.write_shards not in ("driver", "workers"):
+            raise ValueError(f"write_shards = {self.write_shards!r} must be \"driver\" or "
+                             "\"workers\".")
         if not 0 <= self.index_parts <= 4096:
             raise ValueError("index_parts must be between 0 (the index in the driver) and 4096.")
 

@@ -116,9 +116,22 @@ class HttpInfo:
 
 
 @dataclass(frozen=True)
+class Detached:
+    """Fetched bytes left where they were fetched (item `index` of a Ray object `ref`), for a
+    worker to write into a shard; the driver sees only their size."""
+
+    ref: Any
+    index: int
+    size: int
+
+    def __len__(self) -> int:
+        return self.size
+
+
+@dataclass(frozen=True)
 class Fetched:
     licensed: Licensed
-    data: bytes
+    data: bytes | Detached
     retrieved_at: str
     http: HttpInfo
     optout: OptoutTrail = ()

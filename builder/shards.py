@@ -13,6 +13,7 @@ import hashlib
 import os
 import re
 import tarfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -80,6 +81,38 @@ class _HashingWriter:
         return self.file.tell()
 
 
+def _tar_writer(file: BinaryIO, digest: Any) -> _AppendableTarWriter:
+    writer = _AppendableTarWriter(
+        _HashingWriter(file, digest), user="cleanset", group="cleanset",
+        mode=0o444, encoder=False, mtime=SHARD_MTIME,
+    )
+    # Our member names and sizes always fit a plain ustar header, which is exactly what the
+    # PAX format writes for them, minus building (and discarding) a PAX dict for every
+    # member: the same bytes for ~10% less of the writer's time.
+    writer.tarstream.format = tarfile.USTAR_FORMAT
+    return writer
+
+
+def write_whole_shard(path: Path, samples: Iterable[tuple[str, dict[str, bytes]]]
+                      ) -> tuple[int, int, str]:
+    """Write a complete shard to `path` in one go (a worker writing for the driver), durably;
+    (data_end, size, sha256), data_end being where the end-of-archive blocks start. The same
+    bytes as OpenShard writing the same samples."""
+    digest = hashlib.sha256()
+    with path.open("wb", buffering=WRITE_BUFFER) as file:
+        writer = _tar_writer(file, digest)
+        for key, members in samples:
+            if not KEY_RE.match(key):
+                raise ValueError(f"unsafe sample key {key!r}")
+            writer.write({"__key__": key, **members})
+        data_end = int(writer.tarstream.offset)
+        writer.close()
+        file.flush()
+        os.fsync(file.fileno())
+        size = file.tell()
+    return data_end, size, digest.hexdigest()
+
+
 class OpenShard:
     """The one shard currently being filled."""
 
@@ -123,14 +156,7 @@ class OpenShard:
             self.digest.update(chunk)
             remaining -= len(chunk)
         self.file.seek(data_end)
-        self.writer = _AppendableTarWriter(
-            _HashingWriter(self.file, self.digest), user="cleanset", group="cleanset",
-            mode=0o444, encoder=False, mtime=SHARD_MTIME,
-        )
-        # Our member names and sizes always fit a plain ustar header, which is exactly what
-        # the PAX format writes for them, minus building (and discarding) a PAX dict for
-        # every member: the same bytes for ~10% less of the writer's time.
-        self.writer.tarstream.format = tarfile.USTAR_FORMAT
+        self.writer = _tar_writer(self.file, self.digest)
 
     def write(self, key: str, members: dict[str, bytes]) -> int:
         if not KEY_RE.match(key):

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -207,15 +208,18 @@ def test_a_ray_cluster_gives_the_same_dataset_with_timestamps_forwarded_to_its_w
     assert_same_dataset(out, reference)
 
 
+@pytest.mark.parametrize("writers", [(), ("--write-shards", "workers")],
+                         ids=["driver-writes", "workers-write"])
 def test_a_ray_worker_killed_mid_batch_is_retried_and_the_dataset_is_unchanged(
-        recipe: Path, held_image: dict, cluster: tuple[str, int], tmp_path: Path) -> None:
+        recipe: Path, held_image: dict, cluster: tuple[str, int], tmp_path: Path,
+        writers: tuple[str, ...]) -> None:
     address, head = cluster
     out = tmp_path / "killed-worker"
     env = {**os.environ, "SOURCE_DATE_EPOCH": "1700000000", "PYTHONPATH": str(REPO),
            "CLEANSET_COMMIT_EVERY": "3", **TOKEN_AUTH}
     driver = subprocess.Popen(
         [sys.executable, "-m", "builder", "build", str(recipe), "--out", str(out),
-         "--no-progress", "--executor", "ray", "--ray-address", address],
+         "--no-progress", "--executor", "ray", "--ray-address", address, *writers],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         assert held_image["reached"].wait(timeout=120), "the build never fetched the held image"
@@ -304,3 +308,36 @@ def test_a_driver_killed_with_the_index_split_over_actors_resumes_with_the_same_
     resumed = build(split, out, "--executor", "ray")
     assert resumed.returncode == 0, resumed.stderr
     assert_same_dataset(out, uninterrupted)
+
+
+def test_shards_written_by_ray_workers_are_the_driver_written_shards_byte_for_byte(
+        recipe: Path, reference: Path, tmp_path: Path) -> None:
+    out = tmp_path / "worker-shards"
+    proc = build(recipe, out, "--executor", "ray", "--write-shards", "workers")
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"\b(\d+) shards written by Ray workers", proc.stdout)
+    assert not list((out / "shards").glob("*.tmp"))
+    assert_same_dataset(out, reference)
+
+
+def test_a_driver_killed_while_workers_write_shards_rewinds_and_resumes_identically(
+        recipe: Path, reference: Path, tmp_path: Path) -> None:
+    out = tmp_path / "worker-shards-killed"
+    args = ("--executor", "ray", "--write-shards", "workers")
+    crashed = build(recipe, out, *args, env={"CLEANSET_CRASH_AT": "decide:30"})
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    with sqlite3.connect(out / "ledger.sqlite") as db:
+        unwritten = db.execute(
+            "SELECT COUNT(*) FROM meta WHERE key LIKE 'unwritten_shard:%'").fetchone()[0]
+        committed = db.execute("SELECT COUNT(*) FROM candidates").fetchone()[0]
+    # decisions were committed whose shard no worker had written: the resume must rewind them
+    assert unwritten >= 1 and committed > 0
+    resumed = build(recipe, out, *args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_dataset(out, reference)
+
+
+def test_worker_written_shards_without_ray_are_refused(recipe: Path, tmp_path: Path) -> None:
+    proc = build(recipe, tmp_path / "out", "--executor", "threads", "--write-shards", "workers")
+    assert proc.returncode == 2
+    assert "needs the Ray executor" in proc.stderr

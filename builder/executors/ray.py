@@ -13,18 +13,23 @@ a re-fetch is harmless), and the dataset is the same whoever ran which batch.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import ray
 
 from builder.errors import UserError
 from builder.executors.batches import Batcher
-from builder.records import Candidate
+from builder.records import Candidate, Checked, Detached
+from builder.shards import shard_name, write_whole_shard
 from builder.stages import StagePlan, Workbench
 
 # A batch whose worker dies is re-run this many times before the build stops (and can be
@@ -70,6 +75,43 @@ def _run_batch(token: str, plan_box: list[Any], threads: int,
     return list(pool.map(bench.run, candidates))
 
 
+@ray.remote(num_returns=2)
+def _run_batch_detached(token: str, plan_box: list[Any], threads: int,
+                        candidates: list[Candidate]) -> tuple[list[Any], list[bytes]]:
+    """The stages of a batch; the accepted bytes come back as a second object, which the
+    driver never fetches: a shard writer task reads them where they are."""
+    bench, pool = _bench_for(token, plan_box, threads)
+    outcomes = list(pool.map(bench.run, candidates))
+    data: list[bytes] = []
+    for i, outcome in enumerate(outcomes):
+        if isinstance(outcome, Checked) and isinstance(outcome.fetched.data, bytes):
+            detached = Detached(ref=None, index=len(data), size=len(outcome.fetched.data))
+            data.append(outcome.fetched.data)
+            outcomes[i] = replace(outcome, fetched=replace(outcome.fetched, data=detached))
+    return outcomes, data
+
+
+@ray.remote
+def _write_shard(shards_dir: str, number: int, token: str, samples: list[tuple[Any, ...]],
+                 *batches: list[bytes]) -> tuple[str, int, int, str]:
+    """Write one whole shard under a temporary name; the driver renames it and records it.
+
+    Each image is checked against the sha256 the driver decided on: a batch whose object was
+    lost and recomputed by Ray from a source that changed meanwhile must not slip in."""
+    path = Path(shards_dir) / f"{shard_name(number)}.{token}.tmp"
+
+    def members() -> Iterator[tuple[str, dict[str, bytes]]]:
+        for key, ext, batch, index, sha256, provenance, caption in samples:
+            data = batches[batch][index]
+            if hashlib.sha256(data).hexdigest() != sha256:
+                raise RuntimeError(f"sample {key}: its bytes changed since they were checked "
+                                   "(a lost object recomputed from a changed source)")
+            yield key, {ext: data, "json": provenance, "txt": caption}
+
+    data_end, size, sha = write_whole_shard(path, members())
+    return path.name, data_end, size, sha
+
+
 # -- the driver side ------------------------------------------------------------------------
 
 class RayExecutor:
@@ -90,11 +132,19 @@ class RayExecutor:
         self.running: dict[Any, list[Candidate]] = {}  # in flight, to cancel when stopping
         self.lock = threading.Lock()
         self.batches = Batcher(self._send, batch_size, wrap_error=_lost)
+        self.detached = False
+        self.shard_writes = 0
 
     def submit(self, candidate: Candidate) -> Future[Any]:
         return self.batches.submit(candidate)
 
+    def detach_bytes(self) -> None:
+        """From now on, accepted bytes stay on the workers; `write_shard` writes them."""
+        self.detached = True
+
     def _send(self, batch: list[Candidate]) -> Future[list[Any]]:
+        if self.detached:
+            return self._send_detached(batch)
         ref = _run_batch.options(max_retries=TASK_RETRIES, retry_exceptions=False).remote(
             self.token, self.plan_box, self.threads, batch)
         with self.lock:
@@ -103,15 +153,55 @@ class RayExecutor:
         done.add_done_callback(lambda _: self._finished(ref))
         return done
 
+    def _send_detached(self, batch: list[Candidate]) -> Future[list[Any]]:
+        ref, data_ref = _run_batch_detached.options(
+            max_retries=TASK_RETRIES, retry_exceptions=False).remote(
+            self.token, self.plan_box, self.threads, batch)
+        with self.lock:
+            self.running[ref] = batch
+        outcomes: Future[list[Any]] = Future()
+
+        def resolved(done: Future[list[Any]]) -> None:
+            self._finished(ref)
+            error = done.exception()
+            if error is not None:
+                outcomes.set_exception(error)
+                return
+            outcomes.set_result([_attach(outcome, data_ref) for outcome in done.result()])
+
+        ref.future().add_done_callback(resolved)
+        return outcomes
+
+    def write_shard(self, shards_dir: Path, number: int,
+                    samples: list[tuple[str, str, Detached, str, bytes, bytes]]
+                    ) -> Future[tuple[str, int, int, str]]:
+        """Have a worker write shard `number` from (key, ext, bytes, sha256, provenance,
+        caption) samples; a future of (temporary file name, data_end, size, sha256)."""
+        refs: list[Any] = []
+        position: dict[Any, int] = {}
+        specs = []
+        for key, ext, data, sha256, provenance, caption in samples:
+            if data.ref not in position:
+                position[data.ref] = len(refs)
+                refs.append(data.ref)
+            specs.append((key, ext, position[data.ref], data.index, sha256, provenance, caption))
+        ref = _write_shard.options(max_retries=TASK_RETRIES, retry_exceptions=False).remote(
+            str(shards_dir), number, self.token, specs, *refs)
+        self.shard_writes += 1
+        return ref.future()
+
     def _finished(self, ref: Any) -> None:
         with self.lock:
             self.running.pop(ref, None)
 
     def summary_lines(self) -> list[str]:
         where = self.address or "a local Ray"
-        return [f"  stages ran on {where} with {self.cpus} CPUs, in {self.batches.batches} "
-                f"batches of up to {self.batch_size} (per-signal opt-out counts are in the "
-                "ledger's reasons)"]
+        lines = [f"  stages ran on {where} with {self.cpus} CPUs, in {self.batches.batches} "
+                 f"batches of up to {self.batch_size} (per-signal opt-out counts are in the "
+                 "ledger's reasons)"]
+        if self.detached:
+            lines.append(f"  {self.shard_writes} shards written by Ray workers")
+        return lines
 
     def close(self) -> None:
         self.batches.drop_pending()
@@ -121,6 +211,13 @@ class RayExecutor:
             ray.cancel(ref, force=False)
         if self.owns_ray:
             ray.shutdown()
+
+
+def _attach(outcome: Any, data_ref: Any) -> Any:
+    if isinstance(outcome, Checked) and isinstance(outcome.fetched.data, Detached):
+        data = replace(outcome.fetched.data, ref=data_ref)
+        return replace(outcome, fetched=replace(outcome.fetched, data=data))
+    return outcome
 
 
 def _lost(batch: list[Candidate], error: BaseException) -> BaseException:
