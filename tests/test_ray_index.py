@@ -16,8 +16,10 @@ ray = pytest.importorskip("ray")
 from builder.executors.ray_index import RayNearIndex, part_of  # noqa: E402
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def local_ray() -> Iterator[None]:
+    # Per test, not per module: xdist interleaves other modules' tests in this process, and
+    # a Ray left running (its threads allocate) would skew their tracemalloc measurements.
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
