@@ -269,12 +269,18 @@ class Ledger:
         if self._sha_prefixes is not None:
             self._sha_prefixes.add(int(sha[:16], 16))
 
-    def key_for_sha256(self, sha256: str) -> str | None:
+    def key_for_sha256(self, sha256: str, *, prefixes: bool = True) -> str | None:
         """The first sample with these bytes. A set of 64-bit prefixes of every sample's
-        sha256 answers "no" (the common case) without touching SQLite."""
+        sha256 answers "no" (the common case) without touching SQLite; `prefixes=False`
+        skips it, for a caller that keeps that set elsewhere (Ray actors)."""
         pending = self._pending_sha.get(sha256)
         if pending is not None:
             return pending
+        if not prefixes:
+            row = self._db.execute(
+                "SELECT key FROM samples WHERE sha256 = ? ORDER BY key LIMIT 1", (sha256,)
+            ).fetchone()
+            return row[0] if row else None
         if self._sha_prefixes is None:
             self._sha_prefixes = {
                 int(r[0][:16], 16) for r in self._db.execute("SELECT sha256 FROM samples")}

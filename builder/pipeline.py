@@ -337,7 +337,7 @@ class _Run:
             return
         start = max(self.prefetched_to - inflight[0][0], 0)
         seqs: list[int] = []
-        queries: list[Hashes] = []
+        queries: list[tuple[Hashes | None, str | None]] = []
         for position in range(start, len(inflight)):
             seq, *_, future = inflight[position]
             if not future.done():
@@ -347,9 +347,9 @@ class _Run:
             if isinstance(outcome, Checked):
                 image = outcome.image
                 hashes = Hashes(image.pdq, image.pdq_quality, image.phash)
-                if self.near.usable(hashes):
-                    seqs.append(seq)
-                    queries.append(hashes)
+                seqs.append(seq)
+                queries.append((hashes if self.near.usable(hashes) else None,
+                                image.sha256 if self.recipe.dedup.exact else None))
         if queries:
             self.prefetched.update(zip(seqs, prefetch(queries), strict=True))
 
@@ -367,7 +367,9 @@ class _Run:
         from builder.executors.ray_index import RayNearIndex
 
         check_hash_pipeline(self.ledger, dedup)
-        return RayNearIndex(dedup, parts, reload=lambda: ledger_hash_rows(self.ledger))
+        return RayNearIndex(dedup, parts, reload=lambda: ledger_hash_rows(self.ledger),
+                            reload_shas=lambda: (sha for (sha,) in self.ledger.db.execute(
+                                "SELECT sha256 FROM samples")))
 
     def _close_near_index(self) -> None:
         close = getattr(self.near, "close", None)
@@ -401,9 +403,9 @@ class _Run:
             self._commit_written(at_most=MAX_SHARD_WRITES)
         if isinstance(outcome, Checked):
             outcome = self._admit(outcome)
-        unused = self.prefetched.pop(seq, None)  # refused before its near search
-        if unused is not None:
-            self.near.settle(unused)
+        asked = self.prefetched.pop(seq, None)
+        if asked is not None:
+            self.near.settle(asked)
         if isinstance(outcome, Rejection):
             self._record(seq, cand, "rejected", outcome.reason.value, outcome.detail, None, None)
             self.summary.rejected[outcome.reason.value] += 1
@@ -428,7 +430,7 @@ class _Run:
         if overlap is not None:
             return Rejection(Reason.EVAL_OVERLAP, overlap)
         if self.recipe.dedup.exact:
-            winner = self.ledger.key_for_sha256(image.sha256)
+            winner = self._exact_winner(image.sha256)
             if winner is not None:
                 self._record_duplicate(checked, winner, None)
                 return Rejection(Reason.DUPLICATE_EXACT, f"same sha256 as {winner}")
@@ -446,7 +448,10 @@ class _Run:
         self.next_key += 1
         self._write_sample(key, checked)
         if self.near is not None:
-            self.near.add(key, hashes)
+            if hasattr(self.near, "seen"):
+                self.near.add(key, hashes, image.sha256 if self.recipe.dedup.exact else None)
+            else:
+                self.near.add(key, hashes)
         if cand.creator:
             self.per_creator[cand.creator] += 1
             self.summary.by_creator[cand.creator] += 1
@@ -454,10 +459,24 @@ class _Run:
         return key, checked.fetched.licensed.license.spdx
 
     def _near_matches(self, hashes: Hashes) -> list[Match]:
-        asked = self.prefetched.pop(self.current_seq, None)
-        if asked is not None:
+        asked = self.prefetched.get(self.current_seq)
+        if asked is not None and asked.row is not None:
             return self.near.search_prefetched(asked)
         return self.near.search(hashes)
+
+    def _exact_winner(self, sha256: str) -> str | None:
+        """The admitted sample with these bytes, if any. With the indexes on Ray actors a
+        miss is answered there (asked ahead with the near query) and only a hit is looked
+        up in the ledger; otherwise the ledger answers alone."""
+        seen = getattr(self.near, "seen", None)
+        if seen is None:
+            return self.ledger.key_for_sha256(sha256)
+        asked = self.prefetched.get(self.current_seq)
+        if asked is not None and asked.sha_row is not None:
+            maybe = self.near.seen_prefetched(asked)
+        else:
+            maybe = seen(sha256)
+        return self.ledger.key_for_sha256(sha256, prefixes=False) if maybe else None
 
     def _record_duplicate(self, checked: Checked, winner: str, match: Match | None) -> None:
         clusters.record(self.ledger.db, build=self.row.build, seq=self.current_seq,

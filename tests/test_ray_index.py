@@ -3,6 +3,7 @@ also after a part's actor is killed and rebuilt from the rows."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -78,12 +79,15 @@ def test_a_killed_part_is_rebuilt_from_the_rows_and_answers_the_same(local_ray: 
     config = DedupConfig()
     rows, queries = corpus(600, seed=6)
     single = load_index(rows, config)
-    split = RayNearIndex(config, 2, reload=lambda: iter(rows))
+    shas = [sha_of(i) for i in range(300)]
+    split = RayNearIndex(config, 2, reload=lambda: iter(rows), reload_shas=lambda: iter(shas))
     try:
         victim = part_of(rows[0][0], 2)
         ray.kill(split.actors[victim], no_restart=True)
         assert split.search_many(queries) == single.search_many(queries)
         assert split.rebuilds == 1
+        assert all(split.seen(sha) for sha in shas)  # both kinds of part came back whole
+        assert not split.seen(sha_of(300))
     finally:
         split.close()
 
@@ -110,18 +114,49 @@ def test_a_prefetched_answer_also_sees_what_was_admitted_after_it_was_asked(
         answered = []
         for lo in range(0, len(queries), 30):  # asked a batch at a time, as the build does
             chunk = queries[lo:lo + 30]
-            for offset, (query, prefetched) in enumerate(
-                    zip(chunk, split.prefetch(chunk), strict=True)):
+            asked = split.prefetch([(query, None) for query in chunk])
+            for offset, (query, prefetched) in enumerate(zip(chunk, asked, strict=True)):
                 # between asking and using, samples near the later queries are admitted
                 key, pdq, quality, phash = later[lo + offset]
                 hashes = Hashes(pdq, quality, phash)
                 split.add(key, hashes)
                 single.add(key, hashes)
                 answered.append(split.search_prefetched(prefetched) == single.search(query))
+                split.settle(prefetched)
         assert all(answered)
         hits_from_later = sum(1 for q in queries
                               if any(int(m.key) >= 600 for m in single.search(q)))
         assert hits_from_later > 50  # the samples admitted after asking really matter
         assert split.recent_from > 200  # and the recent adds were trimmed on the way
+    finally:
+        split.close()
+
+
+def sha_of(i: int) -> str:
+    return hashlib.sha256(str(i).encode()).hexdigest()
+
+
+def test_the_exact_parts_answer_seen_now_and_asked_ahead(local_ray: None) -> None:
+    config = DedupConfig()
+    indexed = [sha_of(i) for i in range(0, 4000, 2)]  # the even ones
+    split = RayNearIndex(config, 3, reload=lambda: iter(()), reload_shas=lambda: iter(indexed),
+                         recent_slack=4)
+    flat = Hashes("00" * 32, 10, "0" * 16)  # unusable for near: only the sha256 counts
+    try:
+        assert split.seen(sha_of(10)) and not split.seen(sha_of(11))
+        known = set(indexed)
+        for lo in range(1, 600, 40):  # odd ones, asked ahead, some admitted meanwhile
+            shas = [sha_of(i) for i in range(lo, lo + 40, 2)]
+            asked = split.prefetch([(None, sha) for sha in shas])
+            for n, (sha, prefetched) in enumerate(zip(shas, asked, strict=True)):
+                if n % 3 == 0:  # admitted after the question was sent
+                    later = shas[min(n + 1, len(shas) - 1)]
+                    split.add(f"{lo * 100 + n:010d}", flat, later)
+                    known.add(later)
+                assert split.seen_prefetched(prefetched) == (sha in known), sha
+                split.settle(prefetched)
+        assert split.recent_from > 0  # the recent adds were trimmed on the way
+        assert all(split.seen(sha) for sha in known)
+        assert not any(split.seen(sha_of(i)) for i in range(1001, 1200, 2))
     finally:
         split.close()
