@@ -8,6 +8,10 @@ order the sources yielded the candidates, so keys, dedup winners and shard conte
 depend on timing. Every `commit_every` decisions the open shard is fsynced, then the ledger
 transaction recording those decisions commits: a crash loses at most the uncommitted window,
 which the resumed build redoes identically.
+
+On Ray two pieces can leave this process: the dedup indexes (`index_parts`, asked ahead a
+batch at a time and reconciled here, builder/executors/ray_index.py) and the shard writing
+(`write_shards = "workers"`, builder/worker_shards.py); the decisions never do.
 """
 
 from __future__ import annotations
