@@ -7,7 +7,9 @@
 2. `cleanset build` over the same URL list with --executor threads, processes, and ray (a
    private local Ray, all CPUs) at each batch size, alternating the order per round;
    once with a private Ray started by the build (as `--executor ray` alone does), and at
-   each batch size against a Ray head already running (as on a cluster: no start-up cost);
+   each batch size against a Ray head already running (as on a cluster: no start-up cost),
+   then at the largest batch with the dedup indexes on Ray actors (--index-parts) and with
+   the shards written by the workers;
 3. the driver alone: the build run in this process with every outcome computed beforehand,
    so the time left is what the driver does per candidate (source enumeration, dedup,
    keys, shard writes, ledger): one driver cannot go faster than this, however many workers.
@@ -188,6 +190,9 @@ def main() -> None:
     if args.index_parts:
         configs.append((f"ray head, batch {batches[-1]}, index in {args.index_parts} actors",
                         "ray", split, ("--ray-address", address)))
+    configs.append((f"ray head, batch {batches[-1]}, workers write shards", "ray",
+                    recipes[batches[-1]], ("--ray-address", address, "--write-shards",
+                                           "workers")))
     try:
         run_build(recipes[batches[0]], work / "out-warm", "threads")  # warm caches
         for r in range(args.rounds):
