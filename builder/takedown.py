@@ -40,12 +40,10 @@ from builder.lock import OutputLock
 from builder.media import hamming, perceptual_hashes
 from builder.recipe import DedupConfig
 from builder.shards import (
-    SHARD_MTIME,
-    _AppendableTarWriter,
-    file_sha256,
     fsync_dir,
     read_shard_members,
     shard_name,
+    write_whole_shard,
 )
 from builder.versions import (
     current_version,
@@ -367,19 +365,10 @@ def _rewrite_shard(shards_dir: Path, spec: dict[str, Any]) -> dict[str, Any]:
             samples.setdefault(key, {})[ext] = data
     if not samples:
         return {"samples": 0, "data_end": 0, "size": None, "sha256": None}
-    with tmp.open("wb") as f:
-        # The build's writer and settings, so every kept member is written exactly as before.
-        writer = _AppendableTarWriter(f, user="cleanset", group="cleanset", mode=0o444,
-                                      encoder=False, mtime=SHARD_MTIME)
-        for key, members in samples.items():
-            writer.write({"__key__": key, **members})
-        data_end = int(writer.tarstream.offset)
-        writer.close()
-        f.flush()
-        os.fsync(f.fileno())
+    # The build's writer and settings, so every kept member is written exactly as before.
+    data_end, size, sha256 = write_whole_shard(tmp, samples.items())
     crash_point("takedown_shard_written")
-    return {"samples": len(samples), "data_end": data_end, "size": tmp.stat().st_size,
-            "sha256": file_sha256(tmp)}
+    return {"samples": len(samples), "data_end": data_end, "size": size, "sha256": sha256}
 
 
 def _commit_ledger(out: Path, plan: dict[str, Any]) -> None:
