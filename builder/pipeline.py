@@ -359,9 +359,13 @@ class _Run:
 
     def _open_near_index(self) -> Any:
         dedup = self.recipe.dedup
-        if not dedup.near:
-            return None
         parts = self.recipe.executor.index_parts
+        if not dedup.near:
+            if parts:
+                self.index_note = (f"  [executor] index_parts = {parts} not used: [dedup] near "
+                                   "= false, and exact dedup alone stays in the ledger")
+                log.warning(self.index_note.strip())
+            return None
         if not parts:
             return open_ledger_index(self.ledger, dedup)
         if (self.options.executor or self.recipe.executor.kind) != "ray":
@@ -378,8 +382,8 @@ class _Run:
     def _close_near_index(self) -> None:
         close = getattr(self.near, "close", None)
         if close is not None:
-            self.index_note = (f"  near-duplicate index split over {self.near.parts} Ray actors"
-                               f" ({self.near.rebuilds} rebuilt from the ledger)")
+            self.index_note = (f"  dedup indexes split over {self.near.parts} Ray actors "
+                               f"({self.near.rebuilds} parts rebuilt from the ledger)")
             close()
 
     def _executor_options(self) -> dict[str, Any]:

@@ -133,7 +133,7 @@ class ExecutorConfig:
     processes: int | None = None  # processes: worker count (default: one per core)
     ray_address: str | None = None  # ray: "auto", "ray://host:10001", or None for a local Ray
     batch_size: int = 128  # ray: candidates per task (128 measured fastest here)
-    # ray: the near-duplicate index split over this many Ray actors (0: in the driver)
+    # ray: the dedup indexes (near and exact) split over this many Ray actors (0: in the driver)
     index_parts: int = 0
     # ray: who writes the shards: "driver" (this process) or "workers" (Ray workers, onto a
     # filesystem they share with the driver; the driver renames and records them)

@@ -259,7 +259,7 @@ def test_the_near_index_split_over_ray_actors_gives_the_same_dataset(
     out = tmp_path / "split"
     proc = build(split, out, "--executor", "ray")
     assert proc.returncode == 0, proc.stderr
-    assert "near-duplicate index split over 3 Ray actors (0 rebuilt" in proc.stdout
+    assert "dedup indexes split over 3 Ray actors (0 parts rebuilt" in proc.stdout
     assert pq.read_table(out / "manifest.parquet").to_pylist() == \
         pq.read_table(reference / "manifest.parquet").to_pylist()
     assert decisions(out) == decisions(reference)

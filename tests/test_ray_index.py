@@ -1,4 +1,4 @@
-"""The near-duplicate index split over Ray actors answers exactly as the single index does,
+"""The dedup indexes split over Ray actors answer exactly as the single index and the ledger do,
 also after a part's actor is killed and rebuilt from the rows."""
 
 from __future__ import annotations
