@@ -172,10 +172,6 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
-NOTHING_BUILT = (" Nothing was built; check the URL, the credentials and the network, then run "
-                 "the same command again.")
-
-
 def _kept(stage: Path) -> str:
     return (f" The build in {stage} is kept; run the same command again to publish it (files "
             "already uploaded are skipped).")
@@ -436,22 +432,26 @@ class Pulled:
                 f"({self.bytes / 1e6:.1f} MB) into {stage}")
 
 
-def prepare_stage(stage: Path, remote: Remote) -> Pulled | None:
-    """Before a build: check the remote is reachable and ours; pull it into an empty stage."""
+def prepare_stage(stage: Path, remote: Remote, *, nothing: str = "Nothing was built"
+                  ) -> Pulled | None:
+    """Before a build (or a takedown): check the remote is reachable and ours; pull it into an
+    empty stage. `nothing` says, in errors, what was therefore not done."""
     if isinstance(remote.fs, LocalFileSystem) and Path(remote.root).resolve() == stage.resolve():
         raise UserError(f"{remote.url}: is the stage itself; build into it with a plain --out "
                         "path, or publish to another location.")
     with OutputLock(stage):
-        return _prepare_locked(stage, remote)
+        return _prepare_locked(stage, remote, nothing)
 
 
-def _prepare_locked(stage: Path, remote: Remote) -> Pulled | None:
-    current = _remote_call(remote, f"reading {MARKER}", NOTHING_BUILT, lambda: read_marker(remote))
+def _prepare_locked(stage: Path, remote: Remote, nothing: str) -> Pulled | None:
+    retry = (f" {nothing}; check the URL, the credentials and the network, then run the same "
+             "command again.")
+    current = _remote_call(remote, f"reading {MARKER}", retry, lambda: read_marker(remote))
     if (stage / LEDGER).exists():
-        check_lineage(stage, remote, current, " Nothing was built.")
+        check_lineage(stage, remote, current, f" {nothing}.")
         return None
     if current is None:
-        if _remote_call(remote, "listing", NOTHING_BUILT,
+        if _remote_call(remote, "listing", retry,
                         lambda: remote.fs.exists(remote.path(LEDGER))):
             raise PublishError(
                 f"{remote.url}: holds {LEDGER} but no {MARKER}: a publish did not finish. Run the "
@@ -461,7 +461,7 @@ def _prepare_locked(stage: Path, remote: Remote) -> Pulled | None:
     files = parse_marker(current, remote.url)
     cache: dict[str, list[Any]] = {}
     for rel in sorted(files, key=_order):  # the ledger last: no ledger = not pulled yet
-        got = _remote_call(remote, f"downloading {rel}", NOTHING_BUILT,
+        got = _remote_call(remote, f"downloading {rel}", retry,
                            lambda rel=rel: download(remote, rel, stage / rel))
         if got != files[rel]:
             (stage / rel).unlink(missing_ok=True)
@@ -469,7 +469,7 @@ def _prepare_locked(stage: Path, remote: Remote) -> Pulled | None:
                 f"{remote.url}: {rel} is {got.size} bytes with sha256 {got.sha256[:16]}… but "
                 f"{MARKER} lists {files[rel].size} bytes, {files[rel].sha256[:16]}…: the "
                 f"published copy is damaged (`cleanset verify {remote.url}` lists what). "
-                "Nothing was built.")
+                f"{nothing}.")
         cache[rel] = [*_stat_key(stage / rel), got.sha256]
     _remember(stage, "hashes.json", json.dumps(cache).encode("utf-8"))
     _remember(stage, "published.json", current)

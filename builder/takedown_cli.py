@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from builder.errors import UserError
 
@@ -21,7 +22,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                     "update ledger, manifest and papers, log to takedowns.jsonl and denylist "
                     "the works. Selectors are repeatable and combine (any match is removed). "
                     "With no selector, completes an interrupted takedown.")
-    p.add_argument("dir", type=Path, help="the dataset's output directory")
+    p.add_argument("dir", help="the dataset's output directory, or the URL it was published "
+                   "to (s3://, gs://, file://...: taken down in the local stage, then published)")
+    p.add_argument("--stage", type=Path, help="with a URL: the local stage to work in "
+                   "(default: the build's, derived from the URL; pulled from the URL if empty)")
     p.add_argument("--key", action="append", default=[], help="a sample key")
     p.add_argument("--url", action="append", default=[],
                    help="the image's file URL, landing page URL, or the URL it was fetched from")
@@ -56,13 +60,55 @@ def run(args: argparse.Namespace) -> int:
     if not args.dry_run and not sel.empty() and not (args.reason and args.reason.strip()):
         raise UserError("takedown: --reason TEXT is required (it is kept in the ledger, "
                         "takedowns.jsonl and the denylist).")
-    result = takedown(args.dir, sel, args.reason, dry_run=args.dry_run)
+    if "://" in args.dir:
+        return _takedown_url(args, sel)
+    if args.stage is not None:
+        raise UserError("takedown: --stage is for a dataset published to a URL; with a local "
+                        "directory, leave it out.")
+    return _report(takedown(Path(args.dir), sel, args.reason, dry_run=args.dry_run), sel,
+                   args.dir)
+
+
+def _report(result: Any, sel: Any, where: str) -> int:
     for line in result.lines():
         print(line)
     if not result.matches and not sel.empty():
-        print(f"takedown: nothing in {args.dir} matches; nothing changed")
+        print(f"takedown: nothing in {where} matches; nothing changed")
         return 0 if result.completed_pending else 1
     return 0
+
+
+def _takedown_url(args: argparse.Namespace, sel: Any) -> int:
+    """The takedown in the local stage (pulled from the URL when empty), then published: the
+    removed shards go from the URL only after the new marker is there."""
+    import sys
+
+    from builder import publish
+    from builder.takedown import takedown
+
+    url = args.dir
+    remote = publish.open_remote(url, where="takedown", writing=not args.dry_run)
+    stage = args.stage or publish.default_stage(url)
+    try:
+        lock = publish.stage_lock(stage)
+    except OSError as exc:
+        raise UserError(f"--stage {stage}: cannot be used: {exc.strerror or exc}. Choose "
+                        "another directory with --stage.") from None
+    with lock:
+        pulled = publish.prepare_stage(stage, remote, nothing="Nothing was taken down")
+        if pulled is not None:
+            print(pulled.line(url, stage))
+        if not (stage / "ledger.sqlite").exists():
+            raise UserError(f"{url}: no dataset is published there (no marker, no ledger); "
+                            "nothing was taken down.")
+        result = takedown(stage, sel, args.reason, dry_run=args.dry_run)
+        code = _report(result, sel, url)
+        if not args.dry_run and (result.matches or result.completed_pending):
+            published = publish.publish(stage, remote,
+                                        progress=sys.stderr.isatty())
+            for line in published.lines():
+                print(line)
+    return code
 
 
 def run_diff(args: argparse.Namespace) -> int:

@@ -261,6 +261,45 @@ def test_a_takedown_in_the_stage_removes_the_shard_from_the_url_after_the_new_ma
     assert cli(capsys, "verify", memory_url)[0] == 0
 
 
+def test_a_takedown_given_the_url_pulls_removes_and_publishes_and_a_dry_run_publishes_nothing(
+        tmp_path: Path, memory_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    add_images(tmp_path / "images", [1, 2, 3])
+    recipe = recipe_for(tmp_path, "recipe.toml", "images", per_shard=1)
+    assert cli(capsys, "build", str(recipe), "--out", memory_url, "--stage",
+               str(tmp_path / "build-stage"), "--no-progress")[0] == 0
+    before = memory_files(memory_url)
+    fresh = tmp_path / "takedown-stage"  # another machine: nothing staged yet
+    code, out, _ = cli(capsys, "takedown", memory_url, "--stage", str(fresh), "--key",
+                       "0000000001", "--dry-run")
+    assert code == 0 and "0000000001" in out
+    assert memory_files(memory_url) == before  # the very same file objects: nothing written
+    code, out, err = cli(capsys, "takedown", memory_url, "--stage", str(fresh), "--key",
+                         "0000000001", "--reason", "the artist asked")
+    assert code == 0, err
+    after = memory_files(memory_url)
+    assert "shards/000001.tar" not in after
+    assert after["shards/000000.tar"] is before["shards/000000.tar"]  # untouched, not re-sent
+    assert {"takedowns.jsonl", "denylist.jsonl"} <= set(marker(memory_url)["files"])
+    assert_marker_describes(memory_url)
+    assert cli(capsys, "verify", memory_url)[0] == 0
+    removed = json.loads(remote_bytes(memory_url)["takedowns.jsonl"].decode().splitlines()[0])
+    assert "the artist asked" in json.dumps(removed)
+
+
+def test_a_takedown_of_a_url_with_nothing_published_exits_2_naming_it(
+        tmp_path: Path, memory_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = cli(capsys, "takedown", memory_url, "--stage", str(tmp_path / "s"),
+                       "--key", "0000000001", "--reason", "r")
+    assert code == 2 and memory_url in err and "no dataset is published there" in err
+
+
+def test_stage_with_a_local_takedown_is_refused(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = cli(capsys, "takedown", str(tmp_path), "--stage", str(tmp_path / "s"),
+                       "--key", "k", "--reason", "r")
+    assert code == 2 and "--stage is for a dataset published to a URL" in err
+
+
 def test_a_stage_refuses_to_overwrite_a_dataset_published_since_from_another_stage(
         corpus: Path, tmp_path: Path, memory_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     first = tmp_path / "first"
