@@ -35,16 +35,52 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p = subparsers.add_parser(
         "lookup", help="find images (or a portfolio folder) in a built dataset",
         description=__doc__.split("\n\n")[1] if __doc__ else None)
-    p.add_argument("dir", type=Path, help="the output directory of a build")
+    p.add_argument("dir", help="the output directory of a build, or the URL it was published "
+                   "to (only its ledger is downloaded)")
     p.add_argument("paths", type=Path, nargs="+", metavar="PATH",
                    help="an image file, or a folder of images (a portfolio)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    for line in lookup(args.dir, args.paths):
+    if "://" in args.dir:
+        lines = _lookup_url(args.dir, args.paths)
+    else:
+        lines = lookup(Path(args.dir), args.paths)
+    for line in lines:
         print(json.dumps(line, sort_keys=False))
     return 0
+
+
+def _lookup_url(url: str, paths: list[Path]) -> list[dict[str, Any]]:
+    """Against a published dataset: its ledger alone holds the index and the provenance, so
+    only that file is downloaded (and checked against the marker), not the shards."""
+    import tempfile
+
+    from builder.publish import (
+        LEDGER,
+        download,
+        open_remote,
+        parse_marker,
+        read_marker,
+        remote_call,
+    )
+
+    remote = open_remote(url, where="lookup", writing=False)
+    then = " Nothing was looked up; check the URL, the credentials and the network."
+    marker = remote_call(remote, "reading the marker", then, lambda: read_marker(remote))
+    if marker is None:
+        raise UserError(f"lookup {url}: no dataset is published there (no marker).")
+    listed = parse_marker(marker, url).get(LEDGER)
+    if listed is None:
+        raise UserError(f"lookup {url}: the marker lists no {LEDGER}.")
+    with tempfile.TemporaryDirectory(prefix="cleanset-lookup-") as tmp:
+        got = remote_call(remote, f"downloading {LEDGER}", then,
+                          lambda: download(remote, LEDGER, Path(tmp) / LEDGER))
+        if got != listed:
+            raise UserError(f"lookup {url}: {LEDGER} differs from the marker (`cleanset verify "
+                            f"{url}` lists what); nothing was looked up.")
+        return lookup(Path(tmp), paths)
 
 
 @dataclass(frozen=True)

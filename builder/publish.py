@@ -177,7 +177,7 @@ def _kept(stage: Path) -> str:
             "already uploaded are skipped).")
 
 
-def _remote_call(remote: Remote, doing: str, then: str, call: Callable[[], Any]) -> Any:
+def remote_call(remote: Remote, doing: str, then: str, call: Callable[[], Any]) -> Any:
     """Run one remote operation; any failure becomes a PublishError naming the URL, what was
     being done and (`then`) what state that leaves and what to do."""
     try:
@@ -346,8 +346,8 @@ def publish(stage: Path, remote: Remote, *, progress: bool = False) -> PublishSu
 def _publish_locked(stage: Path, remote: Remote, progress: bool) -> PublishSummary:
     _checkpoint_ledger(stage)
     files = hash_stage(stage, staged_files(stage))
-    listing = _remote_call(remote, "listing", _kept(stage), lambda: list_remote(remote))
-    current = _remote_call(remote, f"reading {MARKER}", _kept(stage), lambda: read_marker(remote))
+    listing = remote_call(remote, "listing", _kept(stage), lambda: list_remote(remote))
+    current = remote_call(remote, f"reading {MARKER}", _kept(stage), lambda: read_marker(remote))
     check_lineage(stage, remote, current, f" The build in {stage} is kept, unpublished.")
     previous = parse_marker(current, remote.url) if current is not None else {}
 
@@ -367,13 +367,13 @@ def _publish_locked(stage: Path, remote: Remote, progress: bool) -> PublishSumma
         summary.uploaded_bytes = sum(files[r].size for r in changed)
         new_marker = marker_bytes(files)
         _remember(stage, "pending.json", new_marker)
-        _remote_call(remote, f"writing {MARKER}", _kept(stage),
+        remote_call(remote, f"writing {MARKER}", _kept(stage),
                      lambda: _put_bytes(remote, MARKER, new_marker))
         _remember(stage, "published.json", new_marker)
         _remember(stage, "pending.json", None)
         summary.marker_written = True
     for rel in stale:  # only now: the marker no longer lists them
-        _remote_call(remote, f"removing {rel}", _kept(stage),
+        remote_call(remote, f"removing {rel}", _kept(stage),
                      lambda rel=rel: remote.fs.rm_file(remote.path(rel)))
         summary.removed.append(rel)
     log.info("published %s: %d uploaded, %d unchanged, %d removed", remote.url,
@@ -387,7 +387,7 @@ def _upload_all(remote: Remote, stage: Path, rels: list[str], files: dict[str, F
         return
 
     def one(rel: str) -> None:
-        _remote_call(remote, f"uploading {rel}", _kept(stage),
+        remote_call(remote, f"uploading {rel}", _kept(stage),
                      lambda: _upload(remote, stage / rel, rel, files[rel]))
         bar.update(files[rel].size)
 
@@ -446,12 +446,12 @@ def prepare_stage(stage: Path, remote: Remote, *, nothing: str = "Nothing was bu
 def _prepare_locked(stage: Path, remote: Remote, nothing: str) -> Pulled | None:
     retry = (f" {nothing}; check the URL, the credentials and the network, then run the same "
              "command again.")
-    current = _remote_call(remote, f"reading {MARKER}", retry, lambda: read_marker(remote))
+    current = remote_call(remote, f"reading {MARKER}", retry, lambda: read_marker(remote))
     if (stage / LEDGER).exists():
         check_lineage(stage, remote, current, f" {nothing}.")
         return None
     if current is None:
-        if _remote_call(remote, "listing", retry,
+        if remote_call(remote, "listing", retry,
                         lambda: remote.fs.exists(remote.path(LEDGER))):
             raise PublishError(
                 f"{remote.url}: holds {LEDGER} but no {MARKER}: a publish did not finish. Run the "
@@ -461,7 +461,7 @@ def _prepare_locked(stage: Path, remote: Remote, nothing: str) -> Pulled | None:
     files = parse_marker(current, remote.url)
     cache: dict[str, list[Any]] = {}
     for rel in sorted(files, key=_order):  # the ledger last: no ledger = not pulled yet
-        got = _remote_call(remote, f"downloading {rel}", retry,
+        got = remote_call(remote, f"downloading {rel}", retry,
                            lambda rel=rel: download(remote, rel, stage / rel))
         if got != files[rel]:
             (stage / rel).unlink(missing_ok=True)
@@ -498,7 +498,7 @@ def download(remote: Remote, rel: str, dest: Path) -> FileEntry:
 
 def download_published(remote: Remote, into: Path) -> list[str]:
     """Download every file the marker lists into `into`; problems where a copy differs from it."""
-    current = _remote_call(remote, f"reading {MARKER}", "", lambda: read_marker(remote))
+    current = remote_call(remote, f"reading {MARKER}", "", lambda: read_marker(remote))
     if current is None:
         raise UserError(f"{remote.url}: no {MARKER} here; is this a published cleanset dataset? "
                         "(A publish writes it last; if one was interrupted, run its build again.)")

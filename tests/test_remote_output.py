@@ -286,6 +286,23 @@ def test_a_takedown_given_the_url_pulls_removes_and_publishes_and_a_dry_run_publ
     assert "the artist asked" in json.dumps(removed)
 
 
+def test_lookup_of_a_url_downloads_only_the_ledger_and_finds_the_work(
+        tmp_path: Path, memory_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    add_images(tmp_path / "images", [1, 2, 3])
+    recipe = recipe_for(tmp_path, "recipe.toml", "images")
+    assert cli(capsys, "build", str(recipe), "--out", memory_url, "--stage",
+               str(tmp_path / "stage"), "--no-progress")[0] == 0
+    query = sorted((tmp_path / "images").glob("*.jpg"))[1]
+    code, out, err = cli(capsys, "lookup", memory_url, str(query))
+    assert code == 0, err
+    found = json.loads(out.splitlines()[0])
+    assert found["matches"] and found["matches"][0]["exact"] is True
+    local = cli(capsys, "lookup", str(tmp_path / "stage"), str(query))[1]
+    assert out == local  # the same answer as against the staged directory
+    code, _, err = cli(capsys, "lookup", memory_url.replace("dataset", "nothing"), str(query))
+    assert code == 2 and "no dataset is published there" in err
+
+
 def test_a_takedown_of_a_url_with_nothing_published_exits_2_naming_it(
         tmp_path: Path, memory_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = cli(capsys, "takedown", memory_url, "--stage", str(tmp_path / "s"),
