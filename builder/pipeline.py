@@ -62,6 +62,12 @@ from builder.worker_shards import (
 
 log = logging.getLogger("cleanset.build")
 
+class ShardWriteError(UserError):
+    """A worker could not write a shard; the ledger rewinds to it on the next run."""
+
+    exit_code = 1
+
+
 MAX_SHARD_WRITES = 2  # shards sent to workers and not yet committed, before the driver waits
 
 
@@ -565,7 +571,17 @@ class _Run:
         oldest while more than `at_most` are out (their bytes fill the object store)."""
         while self.writing and (len(self.writing) > at_most or self.writing[0][1].done()):
             plan, future = self.writing.popleft()
-            name, data_end, size, sha = future.result()
+            try:
+                name, data_end, size, sha = future.result()
+            except Exception as exc:  # noqa: BLE001 - whatever the worker raised, said plainly
+                first = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+                raise ShardWriteError(
+                    f"shard {plan.number}: a Ray worker could not write it into "
+                    f"{self.shards_dir}: {type(exc).__name__}: {first}. With write_shards = "
+                    "\"workers\" the output directory (or --stage) must be on a filesystem "
+                    "every Ray worker shares with this process (NFS, Lustre, one machine). "
+                    "Every decision committed so far is kept: fix the cause and run the same "
+                    "command again.") from None
             crash_point("before_shard_rename")
             os.replace(self.shards_dir / name, shard_path(self.shards_dir, plan.number))
             fsync_dir(self.shards_dir)
