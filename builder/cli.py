@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from builder import __version__
 from builder.errors import UserError
+from builder.recipe import is_url
 
 if TYPE_CHECKING:
     from builder.pipeline import BuildOptions
@@ -82,7 +83,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe)
     target = args.out if args.out is not None else recipe.default_output()
-    if _is_url(target):
+    if is_url(target):
         where = "--out" if args.out is not None else f"{recipe.file}: [dataset] output ="
         return _build_and_publish(recipe, target, where, args)
     if args.stage is not None:
@@ -103,30 +104,13 @@ def _build_options(out: Path, args: argparse.Namespace) -> BuildOptions:
                         write_shards=args.write_shards)
 
 
-def _is_url(text: str) -> bool:
-    if "://" not in text:
-        return False  # a local path: fsspec is not even imported
-    from builder.publish import is_url
-
-    return is_url(text)
-
-
 def _build_and_publish(recipe: Recipe, url: str, where: str, args: argparse.Namespace) -> int:
     """Build into the local stage (pulling the published state into an empty one), publish."""
     from builder import publish
     from builder.pipeline import build
 
-    remote = publish.open_remote(url, where=where)
-    stage = args.stage or publish.default_stage(url)
-    try:
-        lock = publish.stage_lock(stage)
-    except OSError as exc:
-        raise UserError(f"--stage {stage}: cannot be used: {exc.strerror or exc}. Choose another "
-                        "directory with --stage.") from None
-    with lock:
-        pulled = publish.prepare_stage(stage, remote)
-        if pulled is not None:
-            print(pulled.line(url, stage))
+    with publish.staged(url, args.stage, where=where, nothing="Nothing was built") as (remote,
+                                                                                      stage):
         summary = build(recipe, _build_options(stage, args))
         for line in summary.lines():
             print(line)
@@ -140,7 +124,7 @@ def _build_and_publish(recipe: Recipe, url: str, where: str, args: argparse.Name
 def cmd_verify(args: argparse.Namespace) -> int:
     from builder.audit import verify
 
-    if _is_url(args.dir):
+    if is_url(args.dir):
         return _verify_url(args.dir)
     problems, checked = verify(Path(args.dir))
     return _report_verify(problems, checked, Path(args.dir))

@@ -282,14 +282,18 @@ class Ledger:
             ).fetchone()
             return row[0] if row else None
         if self._sha_prefixes is None:
-            self._sha_prefixes = {
-                int(r[0][:16], 16) for r in self._db.execute("SELECT sha256 FROM samples")}
+            self._sha_prefixes = {int(sha[:16], 16) for sha in self.sample_sha256s()}
         if int(sha256[:16], 16) not in self._sha_prefixes:
             return None
         row = self._db.execute(
             "SELECT key FROM samples WHERE sha256 = ? ORDER BY key LIMIT 1", (sha256,)
         ).fetchone()
         return row[0] if row else None
+
+    def sample_sha256s(self) -> Iterator[str]:
+        """The sha256 of every sample (buffered ones included), in no particular order."""
+        for (sha,) in self.db.execute("SELECT sha256 FROM samples"):
+            yield sha
 
     def sample_count(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM samples").fetchone()[0])

@@ -28,7 +28,7 @@ from builder import clusters
 from builder.dedup import Hashes, Match, image_files, load_index
 from builder.errors import UserError
 from builder.media import HASH_PIPELINE, hamming, perceptual_hashes
-from builder.recipe import DedupConfig
+from builder.recipe import DedupConfig, is_url
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -43,7 +43,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 
 
 def run(args: argparse.Namespace) -> int:
-    if "://" in args.dir:
+    if is_url(args.dir):
         lines = _lookup_url(args.dir, args.paths)
     else:
         lines = lookup(Path(args.dir), args.paths)
@@ -57,29 +57,14 @@ def _lookup_url(url: str, paths: list[Path]) -> list[dict[str, Any]]:
     only that file is downloaded (and checked against the marker), not the shards."""
     import tempfile
 
-    from builder.publish import (
-        LEDGER,
-        download,
-        open_remote,
-        parse_marker,
-        read_marker,
-        remote_call,
-    )
+    from builder.publish import LEDGER, download_published, open_remote
 
     remote = open_remote(url, where="lookup", writing=False)
-    then = " Nothing was looked up; check the URL, the credentials and the network."
-    marker = remote_call(remote, "reading the marker", then, lambda: read_marker(remote))
-    if marker is None:
-        raise UserError(f"lookup {url}: no dataset is published there (no marker).")
-    listed = parse_marker(marker, url).get(LEDGER)
-    if listed is None:
-        raise UserError(f"lookup {url}: the marker lists no {LEDGER}.")
     with tempfile.TemporaryDirectory(prefix="cleanset-lookup-") as tmp:
-        got = remote_call(remote, f"downloading {LEDGER}", then,
-                          lambda: download(remote, LEDGER, Path(tmp) / LEDGER))
-        if got != listed:
-            raise UserError(f"lookup {url}: {LEDGER} differs from the marker (`cleanset verify "
-                            f"{url}` lists what); nothing was looked up.")
+        problems = download_published(remote, Path(tmp), only={LEDGER})
+        if problems:
+            raise UserError(f"lookup {url}: {'; '.join(problems)} (`cleanset verify {url}` "
+                            "lists every difference); nothing was looked up.")
         return lookup(Path(tmp), paths)
 
 

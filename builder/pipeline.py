@@ -25,7 +25,7 @@ from concurrent.futures import Future
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
@@ -60,7 +60,11 @@ from builder.worker_shards import (
     shard_written,
 )
 
+if TYPE_CHECKING:
+    from builder.executors.ray_index import RayNearIndex
+
 log = logging.getLogger("cleanset.build")
+
 
 class ShardWriteError(UserError):
     """A worker could not write a shard; the ledger rewinds to it on the next run."""
@@ -269,7 +273,8 @@ class _Run:
         self.writing: deque[tuple[ShardPlan, Future[Any]]] = deque()  # sent, not committed
         self.executor: Any = None
         self.near: Any = None  # opened by execute(), once the executor (maybe Ray) is up
-        self.prefetched: dict[int, Any] = {}  # seq -> its near-duplicate answer, asked ahead
+        self.remote: RayNearIndex | None = None  # self.near when it lives on Ray actors
+        self.prefetched: dict[int, Any] = {}  # seq -> its dedup answers, asked ahead
         self.prefetched_to = 0  # every seq below this has been looked at by _prefetch
         self.index_note = ""
         self.excluded = Exclusions.load(recipe.dedup.exclude, recipe.base_dir, recipe.dedup)
@@ -342,8 +347,7 @@ class _Run:
                   ) -> None:
         """Send the near-duplicate queries of every outcome already back, in one go, when the
         index is remote (a round trip per candidate would bound the build by the latency)."""
-        prefetch = getattr(self.near, "prefetch", None)
-        if prefetch is None or not inflight:
+        if self.remote is None or not inflight:
             return
         start = max(self.prefetched_to - inflight[0][0], 0)
         seqs: list[int] = []
@@ -358,10 +362,10 @@ class _Run:
                 image = outcome.image
                 hashes = Hashes(image.pdq, image.pdq_quality, image.phash)
                 seqs.append(seq)
-                queries.append((hashes if self.near.usable(hashes) else None,
+                queries.append((hashes if self.remote.usable(hashes) else None,
                                 image.sha256 if self.recipe.dedup.exact else None))
         if queries:
-            self.prefetched.update(zip(seqs, prefetch(queries), strict=True))
+            self.prefetched.update(zip(seqs, self.remote.prefetch(queries), strict=True))
 
     def _open_near_index(self) -> Any:
         dedup = self.recipe.dedup
@@ -381,16 +385,15 @@ class _Run:
         from builder.executors.ray_index import RayNearIndex
 
         check_hash_pipeline(self.ledger, dedup)
-        return RayNearIndex(dedup, parts, reload=lambda: ledger_hash_rows(self.ledger),
-                            reload_shas=lambda: (sha for (sha,) in self.ledger.db.execute(
-                                "SELECT sha256 FROM samples")))
+        self.remote = RayNearIndex(dedup, parts, reload=lambda: ledger_hash_rows(self.ledger),
+                                   reload_shas=self.ledger.sample_sha256s)
+        return self.remote
 
     def _close_near_index(self) -> None:
-        close = getattr(self.near, "close", None)
-        if close is not None:
-            self.index_note = (f"  dedup indexes split over {self.near.parts} Ray actors "
-                               f"({self.near.rebuilds} parts rebuilt from the ledger)")
-            close()
+        if self.remote is not None:
+            self.index_note = (f"  dedup indexes split over {self.remote.parts} Ray actors "
+                               f"({self.remote.rebuilds} parts rebuilt from the ledger)")
+            self.remote.close()
 
     def _executor_options(self) -> dict[str, Any]:
         config = self.recipe.executor
@@ -419,7 +422,8 @@ class _Run:
             outcome = self._admit(outcome)
         asked = self.prefetched.pop(seq, None)
         if asked is not None:
-            self.near.settle(asked)
+            assert self.remote is not None
+            self.remote.settle(asked)
         if isinstance(outcome, Rejection):
             self._record(seq, cand, "rejected", outcome.reason.value, outcome.detail, None, None)
             self.summary.rejected[outcome.reason.value] += 1
@@ -461,11 +465,10 @@ class _Run:
         key = f"{self.next_key:010d}"
         self.next_key += 1
         self._write_sample(key, checked)
-        if self.near is not None:
-            if hasattr(self.near, "seen"):
-                self.near.add(key, hashes, image.sha256 if self.recipe.dedup.exact else None)
-            else:
-                self.near.add(key, hashes)
+        if self.remote is not None:  # it holds the exact index too
+            self.remote.add(key, hashes, image.sha256 if self.recipe.dedup.exact else None)
+        elif self.near is not None:
+            self.near.add(key, hashes)
         if cand.creator:
             self.per_creator[cand.creator] += 1
             self.summary.by_creator[cand.creator] += 1
@@ -474,22 +477,21 @@ class _Run:
 
     def _near_matches(self, hashes: Hashes) -> list[Match]:
         asked = self.prefetched.get(self.current_seq)
-        if asked is not None and asked.row is not None:
-            return self.near.search_prefetched(asked)
+        if self.remote is not None and asked is not None and asked.row is not None:
+            return self.remote.search_prefetched(asked)
         return self.near.search(hashes)
 
     def _exact_winner(self, sha256: str) -> str | None:
         """The admitted sample with these bytes, if any. With the indexes on Ray actors a
         miss is answered there (asked ahead with the near query) and only a hit is looked
         up in the ledger; otherwise the ledger answers alone."""
-        seen = getattr(self.near, "seen", None)
-        if seen is None:
+        if self.remote is None:
             return self.ledger.key_for_sha256(sha256)
         asked = self.prefetched.get(self.current_seq)
         if asked is not None and asked.sha_row is not None:
-            maybe = self.near.seen_prefetched(asked)
+            maybe = self.remote.seen_prefetched(asked)
         else:
-            maybe = seen(sha256)
+            maybe = self.remote.seen(sha256)
         return self.ledger.key_for_sha256(sha256, prefixes=False) if maybe else None
 
     def _record_duplicate(self, checked: Checked, winner: str, match: Match | None) -> None:

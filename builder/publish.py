@@ -30,8 +30,9 @@ import logging
 import os
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,6 @@ LEDGER = "ledger.sqlite"
 UPLOAD_TEMP = ".cleanset-upload-"  # remote temporary names: NAME.cleanset-upload-RANDOM
 UPLOAD_WORKERS = 8
 
-_URL_RE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*::)*[A-Za-z][A-Za-z0-9+.-]*://")
 _SHARD_RE = re.compile(r"^shards/\d{6}\.tar$")
 # Uploads on these appear whole or not at all, and a rename is a full server-side copy.
 _OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oci",
@@ -107,11 +107,6 @@ class PublishSummary:
 
 
 # -- URLs and stages -------------------------------------------------------------------------
-def is_url(text: str) -> bool:
-    """`scheme://...` (or an fsspec chain `a::b://...`); anything else is a local path."""
-    return bool(_URL_RE.match(text))
-
-
 def _protocols(url: str) -> list[str]:
     return [part.split("://", 1)[0].lower() for part in url.split("::")]
 
@@ -167,6 +162,26 @@ def stage_lock(stage: Path) -> OutputLock:
     return OutputLock(stage, file=f"{STATE}/lock")
 
 
+@contextmanager
+def staged(url: str, stage: Path | None, *, where: str, nothing: str, writing: bool = True,
+           say: Callable[[str], None] = print) -> Iterator[tuple[Remote, Path]]:
+    """The remote for `url` and its stage (`stage`, or the one derived from the URL), held
+    locked and brought up to date with the URL (pulled when empty) for the caller's work;
+    `nothing` says in errors what was therefore not done."""
+    remote = open_remote(url, where=where, writing=writing)
+    stage = stage or default_stage(url)
+    try:
+        lock = stage_lock(stage)
+    except OSError as exc:
+        raise UserError(f"--stage {stage}: cannot be used: {exc.strerror or exc}. Choose another "
+                        "directory with --stage.") from None
+    with lock:
+        pulled = prepare_stage(stage, remote, nothing=nothing)
+        if pulled is not None:
+            say(pulled.line(url, stage))
+        yield remote, stage
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip() or "no details"
     return f"{type(exc).__name__}: {text}"
@@ -177,7 +192,7 @@ def _kept(stage: Path) -> str:
             "already uploaded are skipped).")
 
 
-def remote_call(remote: Remote, doing: str, then: str, call: Callable[[], Any]) -> Any:
+def _remote_call(remote: Remote, doing: str, then: str, call: Callable[[], Any]) -> Any:
     """Run one remote operation; any failure becomes a PublishError naming the URL, what was
     being done and (`then`) what state that leaves and what to do."""
     try:
@@ -346,8 +361,8 @@ def publish(stage: Path, remote: Remote, *, progress: bool = False) -> PublishSu
 def _publish_locked(stage: Path, remote: Remote, progress: bool) -> PublishSummary:
     _checkpoint_ledger(stage)
     files = hash_stage(stage, staged_files(stage))
-    listing = remote_call(remote, "listing", _kept(stage), lambda: list_remote(remote))
-    current = remote_call(remote, f"reading {MARKER}", _kept(stage), lambda: read_marker(remote))
+    listing = _remote_call(remote, "listing", _kept(stage), lambda: list_remote(remote))
+    current = _remote_call(remote, f"reading {MARKER}", _kept(stage), lambda: read_marker(remote))
     check_lineage(stage, remote, current, f" The build in {stage} is kept, unpublished.")
     previous = parse_marker(current, remote.url) if current is not None else {}
 
@@ -367,13 +382,13 @@ def _publish_locked(stage: Path, remote: Remote, progress: bool) -> PublishSumma
         summary.uploaded_bytes = sum(files[r].size for r in changed)
         new_marker = marker_bytes(files)
         _remember(stage, "pending.json", new_marker)
-        remote_call(remote, f"writing {MARKER}", _kept(stage),
+        _remote_call(remote, f"writing {MARKER}", _kept(stage),
                      lambda: _put_bytes(remote, MARKER, new_marker))
         _remember(stage, "published.json", new_marker)
         _remember(stage, "pending.json", None)
         summary.marker_written = True
     for rel in stale:  # only now: the marker no longer lists them
-        remote_call(remote, f"removing {rel}", _kept(stage),
+        _remote_call(remote, f"removing {rel}", _kept(stage),
                      lambda rel=rel: remote.fs.rm_file(remote.path(rel)))
         summary.removed.append(rel)
     log.info("published %s: %d uploaded, %d unchanged, %d removed", remote.url,
@@ -387,7 +402,7 @@ def _upload_all(remote: Remote, stage: Path, rels: list[str], files: dict[str, F
         return
 
     def one(rel: str) -> None:
-        remote_call(remote, f"uploading {rel}", _kept(stage),
+        _remote_call(remote, f"uploading {rel}", _kept(stage),
                      lambda: _upload(remote, stage / rel, rel, files[rel]))
         bar.update(files[rel].size)
 
@@ -446,12 +461,12 @@ def prepare_stage(stage: Path, remote: Remote, *, nothing: str = "Nothing was bu
 def _prepare_locked(stage: Path, remote: Remote, nothing: str) -> Pulled | None:
     retry = (f" {nothing}; check the URL, the credentials and the network, then run the same "
              "command again.")
-    current = remote_call(remote, f"reading {MARKER}", retry, lambda: read_marker(remote))
+    current = _remote_call(remote, f"reading {MARKER}", retry, lambda: read_marker(remote))
     if (stage / LEDGER).exists():
         check_lineage(stage, remote, current, f" {nothing}.")
         return None
     if current is None:
-        if remote_call(remote, "listing", retry,
+        if _remote_call(remote, "listing", retry,
                         lambda: remote.fs.exists(remote.path(LEDGER))):
             raise PublishError(
                 f"{remote.url}: holds {LEDGER} but no {MARKER}: a publish did not finish. Run the "
@@ -461,7 +476,7 @@ def _prepare_locked(stage: Path, remote: Remote, nothing: str) -> Pulled | None:
     files = parse_marker(current, remote.url)
     cache: dict[str, list[Any]] = {}
     for rel in sorted(files, key=_order):  # the ledger last: no ledger = not pulled yet
-        got = remote_call(remote, f"downloading {rel}", retry,
+        got = _remote_call(remote, f"downloading {rel}", retry,
                            lambda rel=rel: download(remote, rel, stage / rel))
         if got != files[rel]:
             (stage / rel).unlink(missing_ok=True)
@@ -496,14 +511,20 @@ def download(remote: Remote, rel: str, dest: Path) -> FileEntry:
     return FileEntry(size, digest.hexdigest())
 
 
-def download_published(remote: Remote, into: Path) -> list[str]:
-    """Download every file the marker lists into `into`; problems where a copy differs from it."""
-    current = remote_call(remote, f"reading {MARKER}", "", lambda: read_marker(remote))
+def download_published(remote: Remote, into: Path, only: Collection[str] | None = None
+                       ) -> list[str]:
+    """Download every file the marker lists (or those of `only`) into `into`; problems where
+    a copy differs from the marker or is missing."""
+    current = _remote_call(remote, f"reading {MARKER}", "", lambda: read_marker(remote))
     if current is None:
-        raise UserError(f"{remote.url}: no {MARKER} here; is this a published cleanset dataset? "
-                        "(A publish writes it last; if one was interrupted, run its build again.)")
-    problems: list[str] = []
-    for rel, entry in sorted(parse_marker(current, remote.url).items()):
+        raise UserError(f"{remote.url}: no {MARKER} here, so no dataset is published there; is "
+                        "this a published cleanset dataset? (A publish writes it last; if one "
+                        "was interrupted, run its build again.)")
+    listed = parse_marker(current, remote.url)
+    problems = [f"{rel}: not listed in {MARKER}" for rel in sorted(set(only or ()) - set(listed))]
+    for rel, entry in sorted(listed.items()):
+        if only is not None and rel not in only:
+            continue
         try:
             got = download(remote, rel, into / rel)
         except FileNotFoundError:

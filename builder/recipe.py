@@ -182,12 +182,21 @@ class Recipe:
         return self.dataset.output or f"shards/{self.dataset.name}"
 
 
-def _check_output(output: str) -> None:
-    if "://" not in output:
-        return  # a local directory, checked when the build opens it
-    from builder.publish import is_url, protocol_problem  # fsspec only when a URL is given
+_URL_RE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*::)*[A-Za-z][A-Za-z0-9+.-]*://")
 
-    problem = protocol_problem(output) if is_url(output) else None
+
+def is_url(text: str) -> bool:
+    """`scheme://...` (or an fsspec chain `a::b://...`); anything else is a local path. No
+    fsspec import: a local output never loads it."""
+    return bool(_URL_RE.match(text))
+
+
+def _check_output(output: str) -> None:
+    if not is_url(output):
+        return  # a local directory, checked when the build opens it
+    from builder.publish import protocol_problem  # fsspec only when a URL is given
+
+    problem = protocol_problem(output)
     if problem:
         raise ValueError(f"output = {output!r}: {problem}.")
 

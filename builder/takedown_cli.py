@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.errors import UserError
+from builder.recipe import is_url
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.dry_run and not sel.empty() and not (args.reason and args.reason.strip()):
         raise UserError("takedown: --reason TEXT is required (it is kept in the ledger, "
                         "takedowns.jsonl and the denylist).")
-    if "://" in args.dir:
+    if is_url(args.dir):
         return _takedown_url(args, sel)
     if args.stage is not None:
         raise UserError("takedown: --stage is for a dataset published to a URL; with a local "
@@ -87,18 +88,9 @@ def _takedown_url(args: argparse.Namespace, sel: Any) -> int:
     from builder.takedown import takedown
 
     url = args.dir
-    remote = publish.open_remote(url, where="takedown", writing=not args.dry_run)
-    stage = args.stage or publish.default_stage(url)
-    try:
-        lock = publish.stage_lock(stage)
-    except OSError as exc:
-        raise UserError(f"--stage {stage}: cannot be used: {exc.strerror or exc}. Choose "
-                        "another directory with --stage.") from None
-    with lock:
-        pulled = publish.prepare_stage(stage, remote, nothing="Nothing was taken down")
-        if pulled is not None:
-            print(pulled.line(url, stage))
-        if not (stage / "ledger.sqlite").exists():
+    with publish.staged(url, args.stage, where="takedown", nothing="Nothing was taken down",
+                        writing=not args.dry_run) as (remote, stage):
+        if not (stage / publish.LEDGER).exists():
             raise UserError(f"{url}: no dataset is published there (no marker, no ledger); "
                             "nothing was taken down.")
         result = takedown(stage, sel, args.reason, dry_run=args.dry_run)

@@ -187,10 +187,6 @@ class RayNearIndex:
         self._send_adds()
         return sum(self._call(lambda a: a.size.remote(), part) for part in range(self.parts))
 
-    @property
-    def uses_faiss(self) -> bool:
-        return False
-
     def usable(self, hashes: Hashes) -> bool:
         return self.recent.usable(hashes)
 
