@@ -3,7 +3,7 @@
 Each PATH is an image file or a folder of images (searched recursively, hidden files
 skipped). Every image is hashed as the build hashes (sha256, canonical PDQ + pHash) and
 looked up in the dataset's near-duplicate index, built from the ledger - never by scanning
-shards - in one batched search. One JSON line per image:
+shards - in one batched search. It prints one JSON line per image:
 
     {"query": PATH, "matches": [{"key", "distance", "exact", "license", "source_url",
                                  "landing_url", "creator", "found_as", ...}, ...]}
@@ -16,7 +16,6 @@ bytes). Exit status 0 (also when nothing matched); 2 for a missing DIR or PATH.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import sqlite3
@@ -28,44 +27,7 @@ from builder import clusters
 from builder.dedup import Hashes, Match, image_files, load_index
 from builder.errors import UserError
 from builder.media import HASH_PIPELINE, hamming, perceptual_hashes
-from builder.recipe import DedupConfig, is_url
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = subparsers.add_parser(
-        "lookup", help="find images (or a portfolio folder) in a built dataset",
-        description=__doc__.split("\n\n")[1] if __doc__ else None)
-    p.add_argument("dir", help="the output directory of a build, or the URL it was published "
-                   "to (only its ledger is downloaded)")
-    p.add_argument("paths", type=Path, nargs="+", metavar="PATH",
-                   help="an image file, or a folder of images (a portfolio)")
-    p.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    if is_url(args.dir):
-        lines = _lookup_url(args.dir, args.paths)
-    else:
-        lines = lookup(Path(args.dir), args.paths)
-    for line in lines:
-        print(json.dumps(line, sort_keys=False))
-    return 0
-
-
-def _lookup_url(url: str, paths: list[Path]) -> list[dict[str, Any]]:
-    """Against a published dataset: its ledger alone holds the index and the provenance, so
-    only that file is downloaded (and checked against the marker), not the shards."""
-    import tempfile
-
-    from builder.publish import LEDGER, download_published, open_remote
-
-    remote = open_remote(url, where="lookup", writing=False)
-    with tempfile.TemporaryDirectory(prefix="cleanset-lookup-") as tmp:
-        problems = download_published(remote, Path(tmp), only={LEDGER})
-        if problems:
-            raise UserError(f"lookup {url}: {'; '.join(problems)} (`cleanset verify {url}` "
-                            "lists every difference); nothing was looked up.")
-        return lookup(Path(tmp), paths)
+from builder.recipe import DedupConfig
 
 
 @dataclass(frozen=True)

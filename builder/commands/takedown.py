@@ -1,14 +1,13 @@
 """`cleanset takedown DIR (--key K | --url U | --sha256 H | --image PATH | --creator NAME)...
---reason TEXT [--dry-run]` and `cleanset diff OLD [NEW] [--from N --to M] [--json]`.
+--reason TEXT [--dry-run]`.
 
-takedown exits 0 when it removed something (or completed an interrupted takedown) or, with
---dry-run, listed what it would remove; 1 when nothing matched. diff exits 0.
+Exits 0 when it removed something (or completed an interrupted takedown) or, with --dry-run,
+listed what it would remove; 1 when nothing matched.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,9 @@ from builder.recipe import is_url
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser(
         "takedown", help="remove works from a dataset and denylist them for good",
+        usage="cleanset takedown [-h] DIR|URL (--key K | --url U | --sha256 H | --image PATH "
+              "| --creator NAME)... --reason TEXT [--dry-run] [--stage DIR]\n"
+              "       cleanset takedown DIR|URL   (finish an interrupted takedown)",
         description="Remove the matching samples (rewriting only the shards that hold them), "
                     "update ledger, manifest and papers, log to takedowns.jsonl and denylist "
                     "the works. Selectors are repeatable and combine (any match is removed). "
@@ -35,22 +37,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                    help="an image file: its exact copies and near duplicates (PDQ/pHash)")
     p.add_argument("--creator", action="append", default=[], metavar="NAME",
                    help="every work credited to this creator (case-insensitive)")
-    p.add_argument("--reason", help="why (required; recorded in ledger, log and denylist)")
+    p.add_argument("--reason", metavar="TEXT",
+                   help="required with any selector: why (kept in the ledger, takedowns.jsonl "
+                        "and the denylist)")
     p.add_argument("--dry-run", action="store_true", help="list what would be removed; change "
                    "nothing")
     p.set_defaults(func=run)
-
-    d = subparsers.add_parser(
-        "diff", help="keys removed and added between two versions or two directories",
-        description="`diff OLD NEW` compares two output directories by their manifests; "
-                    "`diff DIR --from N --to M` two versions of one directory (default: the "
-                    "previous version to the current one).")
-    d.add_argument("old", type=Path)
-    d.add_argument("new", type=Path, nargs="?")
-    d.add_argument("--from", dest="from_version", type=int, metavar="N")
-    d.add_argument("--to", dest="to_version", type=int, metavar="M")
-    d.add_argument("--json", action="store_true", help="one JSON object")
-    d.set_defaults(func=run_diff)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -101,27 +93,3 @@ def _takedown_url(args: argparse.Namespace, sel: Any) -> int:
             for line in published.lines():
                 print(line)
     return code
-
-
-def run_diff(args: argparse.Namespace) -> int:
-    from builder.versions import diff_directories, diff_versions, version_of
-
-    if args.new is not None:
-        if args.from_version is not None or args.to_version is not None:
-            raise UserError("diff: give two directories, or one directory with --from/--to, "
-                            "not both.")
-        result = diff_directories(args.old, args.new)
-    else:
-        current = version_of(args.old)
-        if current is None:
-            raise UserError(f"{args.old}: no ledger.sqlite here; give a cleanset output "
-                            "directory (or two directories to compare their manifests).")
-        to = current if args.to_version is None else args.to_version
-        start = max(to - 1, 0) if args.from_version is None else args.from_version
-        result = diff_versions(args.old, start, to)
-    if args.json:
-        print(json.dumps(result.to_json(), sort_keys=True))
-    else:
-        for line in result.lines():
-            print(line)
-    return 0

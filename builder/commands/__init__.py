@@ -1,0 +1,13 @@
+"""The subcommands of `cleanset`, one module each: `add_parser(subparsers)` declares the
+command's arguments and sets `func` to its `run(args) -> exit code`. A new command is a new
+module here, listed in COMMANDS (in the order `cleanset --help` shows them)."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+
+def command_modules() -> list[ModuleType]:
+    from builder.commands import build, diff, licenses, lookup, report, takedown, verify
+
+    return [build, verify, lookup, takedown, diff, report, licenses]

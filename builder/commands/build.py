@@ -1,0 +1,97 @@
+"""`cleanset build RECIPE [--out DIR|URL] ...`: build, or resume, a dataset from a recipe.
+
+Exit 0 when the build finished (rejections are normal), 2 for a bad recipe or arguments, 1 for
+a fatal error (an API that keeps failing, a full disk): run the same command again to resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from builder.errors import UserError
+from builder.recipe import is_url
+
+if TYPE_CHECKING:
+    from builder.pipeline import BuildOptions
+    from builder.recipe import Recipe
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "build", help="build (or resume) a dataset from a recipe",
+        description="Build the dataset a recipe describes, or resume its unfinished build in the "
+                    "same output directory. Exit 0 when the build finished (rejections are "
+                    "normal), 2 for a bad recipe or arguments, 1 for a fatal error.")
+    p.add_argument("recipe", type=Path, help="recipe .toml file")
+    p.add_argument("--out", metavar="DIR|URL", help="output directory, or an fsspec URL (s3://bucket/name, gs://..., "
+                   "file://...) built in --stage, then published (default: [dataset] output)")
+    p.add_argument("--stage", type=Path, metavar="DIR",
+                   help="with a URL output: the local directory it is built in before publishing "
+                   "(default: $XDG_CACHE_HOME/cleanset/stage/<sha256 of the URL>)")
+    p.add_argument("--limit", type=_positive_int, help="consider at most N candidates")
+    p.add_argument("--workers", type=_positive_int, help="concurrent fetch/check workers")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--executor", choices=("threads", "processes", "ray"),
+                   help="where the per-candidate stages run (default: [executor] kind)")
+    p.add_argument("--ray-address", help="Ray cluster address (executor ray), e.g. auto")
+    p.add_argument("--write-shards", choices=("driver", "workers"),
+                   help="who writes the shards (overrides [executor] write_shards; workers: "
+                        "Ray workers, onto a filesystem shared with this machine)")
+    p.set_defaults(func=run)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    from builder.pipeline import build
+    from builder.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe)
+    target = args.out if args.out is not None else recipe.default_output()
+    if is_url(target):
+        where = "--out" if args.out is not None else f"{recipe.file}: [dataset] output ="
+        return _build_and_publish(recipe, target, where, args)
+    if args.stage is not None:
+        raise UserError(f"--stage {args.stage}: only a URL output (s3://..., file://...) is "
+                        "staged; a local --out is built in place. Drop --stage.")
+    summary = build(recipe, _build_options(Path(target), args))
+    for line in summary.lines():
+        print(line)
+    return 0
+
+
+def _build_options(out: Path, args: argparse.Namespace) -> BuildOptions:
+    from builder.pipeline import BuildOptions
+
+    return BuildOptions(out=out, limit=args.limit, workers=args.workers,
+                        progress=False if args.no_progress else None,
+                        executor=args.executor, ray_address=args.ray_address,
+                        write_shards=args.write_shards)
+
+
+def _build_and_publish(recipe: Recipe, url: str, where: str, args: argparse.Namespace) -> int:
+    """Build into the local stage (pulling the published state into an empty one), publish."""
+    from builder import publish
+    from builder.pipeline import build
+
+    with publish.staged(url, args.stage, where=where, nothing="Nothing was built") as (remote,
+                                                                                      stage):
+        summary = build(recipe, _build_options(stage, args))
+        for line in summary.lines():
+            print(line)
+        result = publish.publish(stage, remote,
+                                 progress=not args.no_progress and sys.stderr.isatty())
+        for line in result.lines():
+            print(line)
+    return 0

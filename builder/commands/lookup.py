@@ -1,0 +1,59 @@
+"""`cleanset lookup DIR|URL PATH...`: is this work (or any work of this portfolio) in the dataset?"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from builder.errors import UserError
+from builder.recipe import is_url
+
+DESCRIPTION = """Hash each image as the build does (sha256, PDQ, pHash) and look it up in the
+dataset's index (from the ledger, never a shard scan). Prints one JSON line per image:
+{"query": PATH, "matches": [{"key", "distance", "exact", "license", "source_url",
+"landing_url", "creator", "found_as", ...}]}. found_as is "sample" for a sample in the
+shards, "duplicate" for a copy the build refused as a duplicate but recorded. Exit 0 (also
+when nothing matched); 2 for a missing DIR or PATH."""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "lookup", help="find images (or a portfolio folder) in a built dataset",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dir", help="the output directory of a build, or the URL it was published "
+                   "to (only its ledger is downloaded)")
+    p.add_argument("paths", type=Path, nargs="+", metavar="PATH",
+                   help="an image file, or a folder of images (a portfolio)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if is_url(args.dir):
+        lines = _lookup_url(args.dir, args.paths)
+    else:
+        from builder.lookup import lookup
+
+        lines = lookup(Path(args.dir), args.paths)
+    for line in lines:
+        print(json.dumps(line, sort_keys=False))
+    return 0
+
+
+def _lookup_url(url: str, paths: list[Path]) -> list[dict[str, Any]]:
+    """Against a published dataset: its ledger alone holds the index and the provenance, so
+    only that file is downloaded (and checked against the marker), not the shards."""
+    import tempfile
+
+    from builder.lookup import lookup
+    from builder.publish import LEDGER, download_published, open_remote
+
+    remote = open_remote(url, where="lookup", writing=False)
+    with tempfile.TemporaryDirectory(prefix="cleanset-lookup-") as tmp:
+        problems = download_published(remote, Path(tmp), only={LEDGER})
+        if problems:
+            raise UserError(f"lookup {url}: {'; '.join(problems)} (`cleanset verify {url}` "
+                            "lists every difference); nothing was looked up.")
+        return lookup(Path(tmp), paths)

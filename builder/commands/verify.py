@@ -1,0 +1,57 @@
+"""`cleanset verify DIR|URL`: re-read every shard and check it against its records.
+
+Exit 0 only when everything holds; else one `PROBLEM` line each and exit 1. It never changes
+the directory it checks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from builder.recipe import is_url
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "verify", help="re-read every shard and check it against its records",
+        description="Re-hash every image in every shard against its provenance, the manifest "
+                    "and the ledger; check each licence against the build's recorded policy "
+                    "and the ledger's accounting. Exit 0 when all hold, else one PROBLEM line "
+                    "each and exit 1. Never changes the directory.")
+    p.add_argument("dir", help="an output directory, or the URL it was published to")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from builder.audit import verify
+
+    if is_url(args.dir):
+        return _verify_url(args.dir)
+    problems, checked = verify(Path(args.dir))
+    return _report_verify(problems, checked, Path(args.dir))
+
+
+def _verify_url(url: str) -> int:
+    """Download the published files into a temporary directory, check them against the marker,
+    then run the same verify as for a local directory."""
+    from builder.audit import verify
+    from builder.publish import download_published, open_remote
+
+    remote = open_remote(url, where="verify", writing=False)
+    with tempfile.TemporaryDirectory(prefix="cleanset-verify-") as tmp:
+        problems = download_published(remote, Path(tmp))
+        more, checked = verify(Path(tmp))
+    return _report_verify(problems + more, checked, url)
+
+
+def _report_verify(problems: list[str], checked: int, where: Path | str) -> int:
+    for problem in problems:
+        print(f"PROBLEM {problem}")
+    if problems:
+        print(f"verify: {len(problems)} problem(s) in {where}")
+        return 1
+    print(f"verify: OK: {checked} samples in {where} match their provenance, manifest, "
+          "ledger and policy")
+    return 0

@@ -1,0 +1,66 @@
+"""The command line explains itself: every command has a description, every argument a help
+text, and the global flags work after the subcommand too."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from builder.cli import main, make_parser
+from builder.commands import command_modules
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    raise AssertionError("no subcommands")
+
+
+def test_every_command_lives_in_builder_commands_and_is_named_in_the_top_level_help(capsys):
+    commands = _subparsers(make_parser())
+    assert set(commands) == {"build", "verify", "lookup", "takedown", "diff", "report",
+                             "licenses"}
+    assert {m.__name__.rsplit(".", 1)[1] for m in command_modules()} == set(commands)
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    top = capsys.readouterr().out
+    for name in commands:
+        assert f"({name})" in top, f"the top-level description omits {name}"
+
+
+def test_every_command_has_a_description_and_every_argument_a_help_text():
+    for name, sub in _subparsers(make_parser()).items():
+        assert sub.description, f"cleanset {name} has no description"
+        for action in sub._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                continue
+            assert action.help, f"cleanset {name}: {action.dest} has no help"
+
+
+def test_lookup_help_does_not_end_mid_sentence(capsys):
+    with pytest.raises(SystemExit):
+        main(["lookup", "--help"])
+    text = capsys.readouterr().out
+    description = text.split("positional arguments:")[0].strip()
+    assert not description.endswith(":")
+    assert '"matches"' in description
+
+
+def test_takedown_usage_shows_reason_as_required(capsys):
+    with pytest.raises(SystemExit):
+        main(["takedown", "--help"])
+    usage = capsys.readouterr().out.split("\n\n")[0]
+    assert "--reason TEXT" in usage and "[--reason" not in usage
+
+
+@pytest.mark.parametrize("argv", [["build", "-v", "x.toml"], ["-v", "build", "x.toml"],
+                                  ["build", "x.toml", "--verbose"]])
+def test_verbose_is_accepted_before_and_after_the_subcommand(argv):
+    args = make_parser().parse_args(argv)
+    assert args.verbose is True
+
+
+def test_verbose_defaults_off():
+    assert make_parser().parse_args(["build", "x.toml"]).verbose is False
