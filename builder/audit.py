@@ -3,6 +3,7 @@ and policy all tell the same story. Each disagreement is one line naming what an
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 from collections import defaultdict
@@ -12,23 +13,40 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from builder.errors import UserError
-from builder.ledger import Ledger
+from builder.ledger import Ledger, reading
+from builder.lock import ReadLock
 from builder.shards import file_sha256, read_shard_members, shard_name
 
 
 def verify(out: Path) -> tuple[list[str], int]:
-    """Return (problems, samples checked)."""
+    """Return (problems, samples checked). Reads only (a read-only copy is fine), except to
+    complete an interrupted takedown first."""
     ledger_path = out / "ledger.sqlite"
     if not ledger_path.exists():
         raise UserError(f"{out}: no ledger.sqlite here; is this a cleanset output directory?")
-    from builder.takedown import complete_pending
-
-    complete_pending(out)  # an interrupted takedown is completed, never judged half-done
-    ledger = Ledger(ledger_path)
-    try:
+    _complete_pending_takedown(out)
+    with reading(out, "verify") as ledger:
         return _verify(out, ledger)
-    finally:
-        ledger.close()
+
+
+def _complete_pending_takedown(out: Path) -> None:
+    """An interrupted takedown is completed, never judged half-done; where it cannot be
+    (a read-only copy), verify says so rather than report its half-done state."""
+    from builder.takedown import JOURNAL, complete_pending
+
+    if not (out / JOURNAL).exists():
+        return
+    with ReadLock(out, "verify"):
+        pass  # a takedown still at work is reported as to every reader, not completed twice
+    try:
+        complete_pending(out)
+    except OSError as exc:
+        if not isinstance(exc, PermissionError) and exc.errno != errno.EROFS:
+            raise
+        raise UserError(f"{out}: holds an interrupted takedown ({JOURNAL}) that cannot be "
+                        f"completed here ({exc.strerror}). Run `cleanset takedown {out}` where "
+                        "the directory can be written (or on a writable copy), then verify "
+                        "it.") from None
 
 
 def _verify(out: Path, ledger: Ledger) -> tuple[list[str], int]:

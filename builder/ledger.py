@@ -9,13 +9,21 @@ bytes those rows describe are durable.
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
+import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from builder.errors import UserError
+
 SCHEMA_VERSION = "1"
+LEDGER_FILE = "ledger.sqlite"
+# SQLite's logs beside the ledger that may hold committed rows not yet in the file itself.
+_LOGS = ("-wal", "-journal")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -118,16 +126,16 @@ class ShardRow:
 
 
 class Ledger:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        """`readonly`: for commands that only read (see `reading`); nothing is written to,
+        or created next to, the ledger, and any write raises."""
         self.path = path
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per window.
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
-        self._db.execute(
-            "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
-        )
+        self.readonly = readonly
+        self._scratch: Path | None = None  # a read-only open's private copy (see below)
+        if readonly:
+            self._db, self._scratch = _connect_readonly(path)
+        else:
+            self._db = _connect_for_writing(path)
         self._in_tx = False
         # Rows are buffered and written with executemany when anything reads or commits:
         # one statement per decision would cost more than the decision itself.
@@ -160,6 +168,9 @@ class Ledger:
         if self._in_tx:
             self.rollback()
         self._db.close()
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
 
     # -- transactions -------------------------------------------------------------------
     def begin(self) -> None:
@@ -326,6 +337,77 @@ class Ledger:
             " complete = excluded.complete, size = excluded.size, sha256 = excluded.sha256",
             (shard, build, samples, data_end, int(complete), size, sha256),
         )
+
+
+def _connect_for_writing(path: Path) -> sqlite3.Connection:
+    # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per window.
+    db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.executescript(SCHEMA)
+    db.execute(
+        "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
+    )
+    return db
+
+
+@contextmanager
+def reading(out: Path, command: str) -> Iterator[Ledger]:
+    """The ledger of output directory `out`, read-only, under the directory's read lock: no
+    cleanset writer can start while it is open, and one already running stops `command`
+    with a message naming it (exit 1) instead of a "database is locked" traceback."""
+    from builder.lock import ReadLock
+
+    with ReadLock(out, command):
+        ledger = Ledger(out / LEDGER_FILE, readonly=True)
+        try:
+            yield ledger
+        finally:
+            ledger.close()
+
+
+def _connect_readonly(path: Path) -> tuple[sqlite3.Connection, Path | None]:
+    """A connection that writes nothing, not even SQLite's -shm index beside the ledger
+    (which `mode=ro` creates, and which a read-only directory or user cannot), and the
+    private directory to delete on close, if one was needed.
+
+    `immutable=1` reads the file as it stands, without locks or side files; the caller holds
+    the directory's read lock, so no cleanset writer changes it meanwhile. A non-empty -wal
+    left by a build that crashed holds committed rows that an immutable open would silently
+    miss: then ledger and log are copied to a private directory and the copy is opened there,
+    where SQLite can replay the log as a writer would.
+    """
+    _check_readable(path)
+    logs = [path.with_name(path.name + s) for s in _LOGS]
+    if not any(log.is_file() and log.stat().st_size > 0 for log in logs):
+        db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro&immutable=1", uri=True,
+                             isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA query_only=1")
+        return db, None
+    scratch = Path(tempfile.mkdtemp(prefix="cleanset-ledger-"))
+    try:
+        for source in [path, *logs]:
+            if source.is_file():
+                shutil.copyfile(source, scratch / source.name)
+        db = sqlite3.connect(str(scratch / path.name), isolation_level=None,
+                             check_same_thread=False)
+        db.execute("PRAGMA query_only=1")
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    return db, scratch
+
+
+def _check_readable(path: Path) -> None:
+    try:
+        with path.open("rb"):
+            pass
+    except FileNotFoundError:
+        raise UserError(f"{path.parent}: has no {path.name}; is this a cleanset output "
+                        "directory?") from None
+    except PermissionError:
+        raise UserError(f"{path}: this user may not read it. Ask for read access to the "
+                        "output directory, or audit a copy you can read.") from None
 
 
 def _build_row(row: tuple[Any, ...]) -> BuildRow:

@@ -26,6 +26,7 @@ from typing import Any
 from builder import clusters
 from builder.dedup import Hashes, Match, image_files, load_index
 from builder.errors import UserError
+from builder.ledger import reading
 from builder.media import HASH_PIPELINE, hamming, perceptual_hashes
 from builder.recipe import DedupConfig
 
@@ -41,32 +42,31 @@ class Query:
 def lookup(out: Path, paths: list[Path], config: DedupConfig | None = None
            ) -> list[dict[str, Any]]:
     """The JSON-able result per query image, in the order given (folders sorted)."""
-    db = _open(out)
-    try:
+    _check_output(out)
+    files = _query_files(paths)
+    with reading(out, "lookup") as ledger:
+        db = ledger.db
+        _check_pipeline(db, out)
         config = config or _dedup_config(db)
-        files = _query_files(paths)
         queries = [_hash(path) for path in files]
         index = load_index(db.execute("SELECT key, pdq, pdq_quality, phash FROM samples"),
                            config)
         near = index.search_many([q.hashes or Hashes(None, None, None) for q in queries])
         return [_result(db, q, matches) for q, matches in zip(queries, near, strict=True)]
-    finally:
-        db.close()
 
 
-def _open(out: Path) -> sqlite3.Connection:
-    path = out / "ledger.sqlite"
+def _check_output(out: Path) -> None:
     if not out.is_dir():
         raise UserError(f"{out}: no such directory. Give the output directory of a build.")
-    if not path.is_file():
+    if not (out / "ledger.sqlite").is_file():
         raise UserError(f"{out}: has no ledger.sqlite; it is not the output of cleanset build.")
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+
+
+def _check_pipeline(db: sqlite3.Connection, out: Path) -> None:
     recorded = _meta(db, "hash_pipeline")
     if recorded is not None and recorded != HASH_PIPELINE:
-        db.close()
         raise UserError(f"{out}: hashed with pipeline {recorded!r}, this cleanset hashes with "
                         f"{HASH_PIPELINE!r}; use the cleanset version that built it.")
-    return db
 
 
 def _meta(db: sqlite3.Connection, key: str) -> str | None:

@@ -35,7 +35,7 @@ from typing import Any
 from builder import clock
 from builder.errors import UserError
 from builder.faults import crash_point
-from builder.ledger import Ledger
+from builder.ledger import Ledger, reading
 from builder.lock import OutputLock
 from builder.media import hamming, perceptual_hashes
 from builder.recipe import DedupConfig
@@ -258,11 +258,9 @@ def _dry_run(out: Path, sel: Selectors) -> TakedownResult:
     if sel.empty():
         raise UserError("takedown: name what to remove with --key, --url, --sha256, --image or "
                         "--creator (repeatable).")
-    ledger = Ledger(out / "ledger.sqlite")
-    try:
+    # Read-only (a read-only copy is enough), beside readers, never beside a writer.
+    with reading(out, "takedown --dry-run") as ledger:
         return TakedownResult(matches=find_matches(ledger, sel), dry_run=True)
-    finally:
-        ledger.close()
 
 
 # -- the plan -------------------------------------------------------------------------------

@@ -7,8 +7,9 @@ Keys are never reused (the pipeline's `next_key` only grows), so "present at ver
 "added at or before v and not removed at or before v".
 
 Builds record their keys via `record_build_version` (called by the pipeline when it bumps the
-version; also called lazily before every takedown and diff, which attributes keys no version
-claims yet to the current version — exact as long as it runs after every build).
+version; also called lazily before every takedown, which attributes keys no version claims
+yet to the current version — exact as long as it runs after every build). `diff` reads only:
+it counts unclaimed keys the same way without recording them.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import pyarrow.parquet as pq
 
 from builder import clock
 from builder.errors import UserError
-from builder.ledger import Ledger
+from builder.ledger import Ledger, reading
+from builder.lock import ReadLock
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS versions (
@@ -59,23 +61,37 @@ def record_build_version(ledger: Ledger, note: str | None = None) -> int:
     Runs inside the caller's transaction when there is one. Returns how many keys it recorded.
     """
     ensure_schema(ledger)
-    version = current_version(ledger)
-    rows = ledger.db.execute(
-        "SELECT DISTINCT key FROM candidates WHERE key IS NOT NULL"
-        " AND status IN ('accepted', 'removed')"
-        " AND key NOT IN (SELECT key FROM version_keys WHERE change = 'added')"
-    ).fetchall()
-    if not rows:
+    keys = unclaimed_keys(ledger)
+    if not keys:
         return 0
-    version = max(version, 1)
+    version = claiming_version(ledger)
     ledger.db.executemany("INSERT INTO version_keys(key, version, change) VALUES (?, ?, 'added')",
-                          [(r[0], version) for r in rows])
+                          [(key, version) for key in keys])
     ledger.db.execute(
         "INSERT INTO versions(version, created_at, kind, added, note) VALUES (?, ?, 'build', ?, ?)"
         " ON CONFLICT(version) DO UPDATE SET added = added + excluded.added",
-        (version, clock.wall_iso(), len(rows), note),
+        (version, clock.wall_iso(), len(keys), note),
     )
-    return len(rows)
+    return len(keys)
+
+
+def unclaimed_keys(ledger: Ledger) -> list[str]:
+    """Keys the dataset has held that no version claims yet (in key order)."""
+    claimed = (" AND key NOT IN (SELECT key FROM version_keys WHERE change = 'added')"
+               if _has_version_tables(ledger) else "")
+    return [r[0] for r in ledger.db.execute(
+        "SELECT DISTINCT key FROM candidates WHERE key IS NOT NULL"
+        " AND status IN ('accepted', 'removed')" + claimed + " ORDER BY key")]
+
+
+def claiming_version(ledger: Ledger) -> int:
+    """The version that unclaimed keys belong to: the current one (1 before any bump)."""
+    return max(current_version(ledger), 1)
+
+
+def _has_version_tables(ledger: Ledger) -> bool:
+    return ledger.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table'"
+                             " AND name = 'version_keys'").fetchone() is not None
 
 
 def record_takedown_version(ledger: Ledger, version: int, keys: Iterable[str], note: str) -> None:
@@ -97,11 +113,21 @@ def has_version(ledger: Ledger, version: int) -> bool:
 
 
 def keys_at(ledger: Ledger, version: int) -> set[str]:
-    """Keys present in the dataset at `version`."""
-    added = {r[0] for r in ledger.db.execute(
-        "SELECT key FROM version_keys WHERE change = 'added' AND version <= ?", (version,))}
-    removed = {r[0] for r in ledger.db.execute(
-        "SELECT key FROM version_keys WHERE change = 'removed' AND version <= ?", (version,))}
+    """Keys present in the dataset at `version`.
+
+    Reads only (a read-only copy is enough): keys no version claims yet count as added at
+    the version `record_build_version` would give them.
+    """
+    added: set[str] = set()
+    removed: set[str] = set()
+    if _has_version_tables(ledger):
+        added = {r[0] for r in ledger.db.execute(
+            "SELECT key FROM version_keys WHERE change = 'added' AND version <= ?", (version,))}
+        removed = {r[0] for r in ledger.db.execute(
+            "SELECT key FROM version_keys WHERE change = 'removed' AND version <= ?",
+            (version,))}
+    if claiming_version(ledger) <= version:
+        added.update(unclaimed_keys(ledger))
     return added - removed
 
 
@@ -128,19 +154,14 @@ class Diff:
 
 
 def diff_versions(out: Path, old: int, new: int) -> Diff:
-    ledger = _open_ledger(out)
-    try:
-        ledger.begin()
-        record_build_version(ledger)
-        ledger.commit()
+    _check_ledger(out)
+    with reading(out, "diff") as ledger:
         latest = current_version(ledger)
         for v in (old, new):
             if not 0 <= v <= latest:
                 raise UserError(f"{out}: has versions 0..{latest}; version {v} does not exist. "
                                 "Pick --from/--to in that range.")
         before, after = keys_at(ledger, old), keys_at(ledger, new)
-    finally:
-        ledger.close()
     return Diff(old=f"{out}@{old}", new=f"{out}@{new}", removed=sorted(before - after),
                 added=sorted(after - before))
 
@@ -154,30 +175,28 @@ def diff_directories(old: Path, new: Path) -> Diff:
 
 
 def version_of(out: Path) -> int | None:
-    path = out / "ledger.sqlite"
-    if not path.exists():
+    if not (out / "ledger.sqlite").exists():
         return None
-    ledger = Ledger(path)
-    try:
+    with reading(out, "diff") as ledger:
         return current_version(ledger)
-    finally:
-        ledger.close()
 
 
 def _manifest_keys(out: Path) -> dict[str, str]:
     path = out / "manifest.parquet"
-    if not path.exists():
-        raise UserError(f"{out}: no manifest.parquet here; is this a cleanset output directory?")
-    table = pq.read_table(path, columns=["key", "sha256"])
+    if not out.is_dir():
+        raise UserError(f"{out}: no such directory; give a cleanset output directory.")
+    with ReadLock(out, "diff"):  # a build still writing it has no final manifest yet
+        if not path.exists():
+            raise UserError(f"{out}: no manifest.parquet here; is this a cleanset output "
+                            "directory?")
+        table = pq.read_table(path, columns=["key", "sha256"])
     return dict(zip(table.column("key").to_pylist(), table.column("sha256").to_pylist(),
                     strict=True))
 
 
-def _open_ledger(out: Path) -> Ledger:
-    path = out / "ledger.sqlite"
-    if not path.exists():
+def _check_ledger(out: Path) -> None:
+    if not (out / "ledger.sqlite").exists():
         raise UserError(f"{out}: no ledger.sqlite here; is this a cleanset output directory?")
-    return Ledger(path)
 
 
 def dumps_diff(d: Diff) -> str:

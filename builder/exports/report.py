@@ -7,13 +7,14 @@ N and the concentration curve), image sizes and formats.
 
 from __future__ import annotations
 
+import errno
 import html
 from collections import Counter
 from pathlib import Path
 
 from builder.errors import UserError
 from builder.exports.papers import Facts, atomic_write, gather_facts
-from builder.ledger import Ledger
+from builder.ledger import Ledger, reading
 
 TOP_CREATORS = 20
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
@@ -31,19 +32,37 @@ td.n { text-align: right; }
 """
 
 
-def write_report(out: Path) -> Path:
+def write_report(out: Path, dest: Path | None = None) -> Path:
+    """Write the report of output directory `out` to `dest` (a file, or a directory to hold
+    report.html; default `out`/report.html) and return its path. `out` is only read."""
     ledger_path = out / "ledger.sqlite"
     if not ledger_path.exists():
         raise UserError(f"{out}: no ledger.sqlite here; is this a cleanset output directory? "
                         "Run `cleanset build` first.")
-    ledger = Ledger(ledger_path)
-    try:
+    path = _destination(out, dest)
+    with reading(out, "report") as ledger:
         page = report_html(ledger, gather_facts(ledger))
-    finally:
-        ledger.close()
-    path = out / "report.html"
-    atomic_write(path, page)
+    try:
+        atomic_write(path, page)
+    except OSError as exc:
+        if not isinstance(exc, PermissionError) and exc.errno != errno.EROFS:
+            raise
+        fix = ("write it elsewhere with --out FILE, e.g. "
+               f"`cleanset report {out} --out report.html`" if dest is None
+               else "choose a FILE in a directory you can write")
+        raise UserError(f"{path}: cannot be written ({exc.strerror}); {fix}.") from None
     return path
+
+
+def _destination(out: Path, dest: Path | None) -> Path:
+    if dest is None:
+        return out / "report.html"
+    if dest.is_dir():
+        return dest / "report.html"
+    if not dest.parent.is_dir():
+        raise UserError(f"--out {dest}: the directory {dest.parent} does not exist; create it "
+                        "or give a FILE in an existing directory.")
+    return dest
 
 
 def report_html(ledger: Ledger, facts: Facts) -> str:
