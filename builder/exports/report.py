@@ -16,6 +16,7 @@ from builder/exports/report_data.py.
 from __future__ import annotations
 
 import html
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -75,17 +76,12 @@ code { overflow-wrap: anywhere; }
 
 def write_report(out: Path, *, to: Path | None = None) -> Path:
     """Write the report of the dataset in `out` to `to` (default `out/report.html`)."""
-    from builder.ledger import Ledger
-
     ledger_path = out / "ledger.sqlite"
     if not ledger_path.exists():
         raise UserError(f"{out}: no ledger.sqlite here; is this a cleanset output directory? "
                         "Run `cleanset build` first.")
-    ledger = Ledger(ledger_path)
-    try:
-        page = report_html(gather(ledger.db, out.resolve()))
-    finally:
-        ledger.close()
+    uri = f"file:{ledger_path.resolve()}?mode=ro"
+    page = report_html(gather(lambda: sqlite3.connect(uri, uri=True), out.resolve()))
     path = to or out / "report.html"
     atomic_write(path, page)
     return path

@@ -8,8 +8,11 @@ report takes seconds, not a Python loop over a million provenance records.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,7 +80,7 @@ class ReportData:
     total_bytes: int
     retrieved_first: str | None
     retrieved_last: str | None
-    licenses_by_source: dict[tuple[str, str], int]
+    licenses_by_source: Counter[tuple[str, str]]
     evidence_claims: Counter[int]  # number of licence claims behind a sample -> samples
     restricted: int  # samples with non-copyright restrictions (Commons `Restrictions`)
     restriction_examples: list[tuple[str, str]]
@@ -98,6 +101,7 @@ class ReportData:
     formats: Counter[str]
     longest_sides: Counter[str]
     licence_facts: dict[str, Any] = field(default_factory=dict)  # spdx -> LicenseInfo
+    first_keys: dict[tuple[int, str], str] = field(default_factory=dict)  # (build, source)
 
     @property
     def licenses(self) -> Counter[str]:
@@ -118,36 +122,54 @@ class ReportData:
         return self.builds[-1].policy if self.builds else {}
 
 
-def gather(db: sqlite3.Connection, out: Path) -> ReportData:
+def gather(connect: Callable[[], sqlite3.Connection], out: Path) -> ReportData:
+    """Everything the report shows. `connect` opens a new connection to the ledger: the two
+    scans of the samples table (the bulk of the work) run in parallel threads, each with its
+    own connection (SQLite releases the GIL while it works)."""
+    db = connect()
+    try:
+        with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1)) as pool:
+            parts = _rowid_ranges(db, os.cpu_count() or 1)
+            scans = [pool.submit(_scan_samples, connect, lo, hi) for lo, hi in parts]
+            creators = pool.submit(_creators, connect)
+            data = _gather_rest(db, out)
+            for scan in scans:
+                _merge_scan(data, scan.result())
+            data.creators = creators.result()
+        data.signals = _signals(db, data.first_keys)
+        if data.restricted:
+            data.restriction_examples = _restriction_examples(db)
+        data.longest_sides = Counter({b: data.longest_sides[b] for b in SIZE_ORDER
+                                      if data.longest_sides.get(b)})
+    finally:
+        db.close()
+    data.licence_facts = {lic: license_info(lic) for lic in data.licenses}
+    return data
+
+
+def _gather_rest(db: sqlite3.Connection, out: Path) -> ReportData:
     meta = dict(db.execute("SELECT key, value FROM meta"))
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    licenses_by_source = {(lic, src): n for lic, src, n in db.execute(
-        "SELECT license, source, COUNT(*) FROM samples GROUP BY license, source")}
     data = ReportData(
         name=meta.get("dataset_name", "dataset"), version=meta.get("dataset_version", "0"),
         description=meta.get("dataset_description", ""), out=str(out),
         builds=_builds(db), samples=0, total_bytes=0, retrieved_first=None,
-        retrieved_last=None, licenses_by_source=licenses_by_source,
+        retrieved_last=None, licenses_by_source=Counter(),
         evidence_claims=Counter(), restricted=0, restriction_examples=[],
         reasons=dict(db.execute("SELECT reason, COUNT(*) FROM candidates WHERE status = "
                                 "'rejected' GROUP BY reason")),
         examples=_examples(db),
         candidates=dict(db.execute("SELECT status, COUNT(*) FROM candidates GROUP BY status")),
-        signals=_signals(db), hosts_checked=_hosts_checked(db),
+        signals=[], hosts_checked=_hosts_checked(db),
         refused_by_signal=_refused_by_signal(db), refusing_hosts=_refusing_hosts(db),
-        creators=Counter(dict(db.execute(
-            "SELECT COALESCE(creator, '(unknown)'), COUNT(*) FROM samples GROUP BY 1"))),
+        creators=Counter(),
         max_per_creator=int(meta["max_per_creator"]) if meta.get("max_per_creator") else None,
         exact_duplicates=0, near_duplicates=0, clusters=[],
         versions=_versions(db) if "versions" in tables else [],
-        takedowns=_takedowns(out),
-        formats=Counter(dict(db.execute("SELECT mime, COUNT(*) FROM samples GROUP BY 1"))),
-        longest_sides=_size_buckets(db),
+        takedowns=_takedowns(out), formats=Counter(), longest_sides=Counter(),
     )
-    _sample_pass(db, data)
     if "duplicates" in tables:
         _duplicates(db, data)
-    data.licence_facts = {lic: license_info(lic) for lic in data.licenses}
     return data
 
 
@@ -158,30 +180,76 @@ def _builds(db: sqlite3.Connection) -> list[Build]:
                 "recipe_path, policy FROM builds ORDER BY build")]
 
 
-def _sample_pass(db: sqlite3.Connection, data: ReportData) -> None:
-    """One pass over the samples' provenance: sizes, claims behind each licence, retrieval
-    dates and Commons restrictions."""
-    for claims, n, size, first, last, restricted in db.execute(
-            "SELECT json_array_length(provenance, '$.license.evidence'), COUNT(*), "
-            "SUM(bytes), MIN(json_extract(provenance, '$.retrieved_at')), "
-            "MAX(json_extract(provenance, '$.retrieved_at')), "
-            "SUM(instr(provenance, '\"wikimedia:Restrictions\"') > 0) "
-            "FROM samples GROUP BY 1"):
+SIZE_EDGES = (256, 512, 1024, 2048, 4096)
+SIZE_ORDER = tuple(f"< {e}" for e in SIZE_EDGES) + (f"≥ {SIZE_EDGES[-1]}",)
+_BUCKET = ("CASE " + " ".join(f"WHEN MAX(width, height) < {e} THEN '< {e}'" for e in SIZE_EDGES)
+           + f" ELSE '≥ {SIZE_EDGES[-1]}' END")
+# One pass over the samples does every per-sample count. The provenance is parsed once per
+# sample (a multi-path json_extract), the small result twice more.
+_SCAN = f"""
+SELECT build, license, source, mime, bucket, COUNT(*), SUM(bytes), MIN(key),
+       MIN(json_extract(j, '$[0]')), MAX(json_extract(j, '$[0]')),
+       SUM(json_array_length(j, '$[1]') = 1), SUM(json_array_length(j, '$[1]') > 1),
+       SUM(restricted)
+FROM (SELECT build, license, source, mime, bytes, key, {_BUCKET} AS bucket,
+             json_extract(provenance, '$.retrieved_at', '$.license.evidence') AS j,
+             instr(provenance, '"wikimedia:Restrictions"') > 0 AS restricted
+      FROM samples WHERE rowid BETWEEN ? AND ?)
+GROUP BY 1, 2, 3, 4, 5"""
+
+
+def _rowid_ranges(db: sqlite3.Connection, parts: int) -> list[tuple[int, int]]:
+    lo, hi = db.execute("SELECT MIN(rowid), MAX(rowid) FROM samples").fetchone()
+    if lo is None:
+        return []
+    step = max(1, (hi - lo + parts) // parts)
+    return [(start, min(start + step - 1, hi)) for start in range(lo, hi + 1, step)]
+
+
+def _scan_samples(connect: Callable[[], sqlite3.Connection], lo: int, hi: int
+                  ) -> list[tuple[Any, ...]]:
+    db = connect()
+    try:
+        return list(db.execute(_SCAN, (lo, hi)))
+    finally:
+        db.close()
+
+
+def _creators(connect: Callable[[], sqlite3.Connection]) -> Counter[str]:
+    db = connect()
+    try:
+        return Counter(dict(db.execute(
+            "SELECT COALESCE(creator, '(unknown)'), COUNT(*) FROM samples GROUP BY 1")))
+    finally:
+        db.close()
+
+
+def _merge_scan(data: ReportData, rows: list[tuple[Any, ...]]) -> None:
+    for (build, lic, source, mime, bucket, n, size, first_key, first, last, one, several,
+         restricted) in rows:
         data.samples += n
         data.total_bytes += size or 0
-        data.evidence_claims[int(claims or 0)] += n
+        data.licenses_by_source[(lic, source)] += n
+        data.formats[mime] += n
+        data.longest_sides[bucket] += n
+        data.evidence_claims[1] += one or 0
+        data.evidence_claims[2] += several or 0
+        data.evidence_claims[0] += n - (one or 0) - (several or 0)
         data.restricted += restricted or 0
+        key = (build, source)
+        data.first_keys[key] = min(first_key, data.first_keys.get(key, first_key))
         if first is not None:
             data.retrieved_first = min(filter(None, (data.retrieved_first, first)))
             data.retrieved_last = max(filter(None, (data.retrieved_last, last)))
-    if data.restricted:
-        data.restriction_examples = [
-            (key, str(value)) for key, value in db.execute(
-                "SELECT s.key, json_extract(e.value, '$.value') FROM samples AS s, "
-                "json_each(s.provenance, '$.extra') AS e "
-                "WHERE instr(s.provenance, '\"wikimedia:Restrictions\"') > 0 "
-                "AND json_extract(e.value, '$.name') = 'wikimedia:Restrictions' "
-                "ORDER BY s.key LIMIT 5")]
+
+
+def _restriction_examples(db: sqlite3.Connection) -> list[tuple[str, str]]:
+    return [(key, str(value)) for key, value in db.execute(
+        "SELECT s.key, json_extract(e.value, '$.value') FROM samples AS s, "
+        "json_each(s.provenance, '$.extra') AS e "
+        "WHERE instr(s.provenance, '\"wikimedia:Restrictions\"') > 0 "
+        "AND json_extract(e.value, '$.name') = 'wikimedia:Restrictions' "
+        "ORDER BY s.key LIMIT 5")]
 
 
 def _examples(db: sqlite3.Connection) -> dict[str, list[tuple[str, str]]]:
@@ -194,14 +262,16 @@ def _examples(db: sqlite3.Connection) -> dict[str, list[tuple[str, str]]]:
     return examples
 
 
-def _signals(db: sqlite3.Connection) -> list[str]:
+def _signals(db: sqlite3.Connection, first_keys: dict[tuple[int, str], str]) -> list[str]:
     """The signals checked: every source of every build checks the same ones, so one sample
     of each (build, source) says which."""
-    return sorted({s for (s,) in db.execute(
-        "SELECT DISTINCT json_extract(c.value, '$.signal') FROM "
-        "(SELECT MIN(key) AS key FROM samples GROUP BY build, source) AS one "
-        "JOIN samples USING (key), json_each(samples.provenance, '$.optout.checked') AS c")
-        if s})
+    found: set[str] = set()
+    for key in sorted(set(first_keys.values())):
+        found.update(s for (s,) in db.execute(
+            "SELECT json_extract(c.value, '$.signal') FROM samples, "
+            "json_each(samples.provenance, '$.optout.checked') AS c WHERE samples.key = ?",
+            (key,)) if s)
+    return sorted(found)
 
 
 def _hosts_checked(db: sqlite3.Connection) -> int:
@@ -272,12 +342,3 @@ def _takedowns(out: Path) -> list[dict[str, Any]]:
         except ValueError:
             continue  # a torn last line of an interrupted takedown; verify reports it
     return entries
-
-
-def _size_buckets(db: sqlite3.Connection) -> Counter[str]:
-    edges = (256, 512, 1024, 2048, 4096)
-    case = " ".join(f"WHEN MAX(width, height) < {e} THEN '< {e}'" for e in edges)
-    counts = Counter(dict(db.execute(
-        f"SELECT CASE {case} ELSE '≥ {edges[-1]}' END, COUNT(*) FROM samples GROUP BY 1")))
-    order = [f"< {e}" for e in edges] + [f"≥ {edges[-1]}"]
-    return Counter({b: counts[b] for b in order if counts.get(b)})
