@@ -172,6 +172,18 @@ class Ledger:
             shutil.rmtree(self._scratch, ignore_errors=True)
             self._scratch = None
 
+    def another_reader(self) -> sqlite3.Connection:
+        """One more read-only connection to what this read-only ledger reads (its private copy
+        when it made one), for a caller that queries in parallel threads."""
+        assert self.readonly, "another_reader is for ledgers opened read-only"
+        if self._scratch is not None:
+            db = sqlite3.connect(str(self._scratch / self.path.name), check_same_thread=False)
+        else:
+            db = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro&immutable=1",
+                                 uri=True, check_same_thread=False)
+        db.execute("PRAGMA query_only=1")
+        return db
+
     # -- transactions -------------------------------------------------------------------
     def begin(self) -> None:
         if not self._in_tx:

@@ -646,6 +646,8 @@ class _Run:
             record_build_version(self.ledger, note=f"build {self.row.build}")
         self.ledger.set_meta("dataset_name", self.recipe.dataset.name)
         self.ledger.set_meta("dataset_description", self.recipe.dataset.description)
+        # The report states the cap in force (the recipe is not kept beside the dataset).
+        self.ledger.set_meta("max_per_creator", str(self.recipe.dataset.max_per_creator or ""))
         self.ledger.finish_build(self.row.build, finished_at=clock.wall_iso(),
                                  exhausted=exhausted)
         crash_point("before_finish_commit")

@@ -1,34 +1,77 @@
-"""`report.html`: one self-contained page about an output directory, with inline SVG charts.
+"""`report.html`: the licensing lead's page about an output directory.
 
-No scripts, fonts or images from elsewhere: it opens offline in any browser and can be
-attached to an email. Licence mix, sources, rejection reasons, images per creator (the top
-N and the concentration curve), image sizes and formats.
+One self-contained HTML file (no scripts, fonts or images from elsewhere: it opens offline in
+any browser, prints, and can be attached to an email) answering a licensing review's questions
+in order: what this is and under which policy; what it obliges (credit, share-alike,
+restrictions); which licences from which sources, resting on what evidence; what was refused
+and why (decisions apart from transient failures); whose consent signals were checked; how
+concentrated it is; what duplicates were removed; its history of versions and takedowns.
+
+Charts are HTML tables with proportional bars — labels wrap instead of being clipped, numbers
+sit in their own column — and colours encode one thing only, the licence's kind, in the
+Okabe-Ito palette (distinguishable with the common colour-vision deficiencies). The data comes
+from builder/exports/report_data.py.
 """
 
 from __future__ import annotations
 
 import errno
 import html
-from collections import Counter
 from pathlib import Path
+from typing import Any
 
+from builder import __version__
 from builder.errors import UserError
-from builder.exports.papers import Facts, atomic_write, gather_facts
-from builder.ledger import Ledger, reading
+from builder.exports.papers import atomic_write
+from builder.exports.report_data import GROUPS, ReportData, gather, transient_reasons
+from builder.ledger import reading
 
 TOP_CREATORS = 20
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-           "#7f7f7f", "#bcbd22", "#17becf")
+# Okabe & Ito (2008): (kind of licence, colour). Neutral bars (counts that encode nothing
+# else) use NEUTRAL.
+KINDS = (
+    ("public domain / CC0", "#009E73"),
+    ("attribution (CC BY and alike)", "#0072B2"),
+    ("share-alike (CC BY-SA and alike)", "#E69F00"),
+    ("NonCommercial / NoDerivatives", "#D55E00"),
+    ("permissive, no attribution", "#56B4E9"),
+    ("not in the catalogue", "#999999"),
+)
+NEUTRAL = "#5b6b7a"
+TRANSIENT_COLOUR = "#CC79A7"
 CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
-h1 { border-bottom: 4px solid #1f77b4; padding-bottom: .3em; }
-section { margin: 2em 0; }
-table { border-collapse: collapse; margin: 1em 0; }
-td, th { border: 1px solid #ccc; padding: .25em .6em; text-align: left; }
-td.n { text-align: right; }
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222;
+       padding: 0 1em; line-height: 1.4; }
+h1 { border-bottom: 4px solid #0072B2; padding-bottom: .3em; overflow-wrap: anywhere; }
+h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
+section { margin: 1.5em 0; }
+table { border-collapse: collapse; margin: .8em 0; max-width: 100%; }
+td, th { border: 1px solid #ccc; padding: .25em .6em; text-align: left; vertical-align: top;
+         overflow-wrap: anywhere; }
+th { background: #f3f5f7; }
+td.n, th.n { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }
+table.chart { width: 100%; }
+table.chart td.label { width: 34%; }
+table.chart td.barcell { width: 46%; }
+.bar { background: #eef1f4; height: 1em; }
+.bar span { display: block; height: 100%; }
+.swatch { display: inline-block; width: .9em; height: .9em; margin-right: .4em;
+          vertical-align: -.1em; border: 1px solid #0003; }
+dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: .2em 1.2em; }
+dl.facts dt { font-weight: 600; }
+dl.facts dd { margin: 0; overflow-wrap: anywhere; }
 .cards { display: flex; gap: 1em; flex-wrap: wrap; }
-.card { background: #eef4fa; border-left: 6px solid #1f77b4; padding: .8em 1.2em; }
-.card b { display: block; font-size: 1.6em; }
+.card { background: #eef4fa; border-left: 6px solid #0072B2; padding: .6em 1em;
+        min-width: 12em; max-width: 24em; }
+.card b { display: block; font-size: 1.5em; }
+.note { color: #555; }
+code { overflow-wrap: anywhere; }
+@media print {
+  body { max-width: none; margin: 0; font-size: 10pt; }
+  section, table { break-inside: avoid; }
+  details { display: block; }
+  * { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
+}
 """
 
 
@@ -41,7 +84,7 @@ def write_report(out: Path, dest: Path | None = None) -> Path:
                         "Run `cleanset build` first.")
     path = _destination(out, dest)
     with reading(out, "report") as ledger:
-        page = report_html(ledger, gather_facts(ledger))
+        page = report_html(gather(ledger.another_reader, out.resolve()))
     try:
         atomic_write(path, page)
     except OSError as exc:
@@ -65,110 +108,359 @@ def _destination(out: Path, dest: Path | None) -> Path:
     return dest
 
 
-def report_html(ledger: Ledger, facts: Facts) -> str:
-    creators = Counter(dict(ledger.db.execute(
-        "SELECT COALESCE(creator, '(unknown)'), COUNT(*) FROM samples GROUP BY 1")))
-    formats = Counter(dict(ledger.db.execute("SELECT mime, COUNT(*) FROM samples GROUP BY 1")))
-    sizes = _size_buckets([r[0] for r in ledger.db.execute(
-        "SELECT MAX(width, height) FROM samples")])
-    rejected = sum(facts.reasons.values())
-    sections = [
-        _cards(facts, rejected, len(creators)),
-        _section("Licence mix", _bars(facts.licenses.most_common())),
-        _section("Sources", _bars(facts.sources.most_common())),
-        _section("Rejection reasons", _bars(sorted(facts.reasons.items(), key=lambda kv: -kv[1]))
-                 if facts.reasons else "<p>Nothing was refused.</p>"),
-        _section(f"Images per creator (top {min(TOP_CREATORS, len(creators))} of "
-                 f"{len(creators)})",
-                 _bars(creators.most_common(TOP_CREATORS))),
-        _section("Creator concentration",
-                 "<p>Share of all images held by the top k creators (a straight diagonal "
-                 "would mean every creator contributed equally).</p>"
-                 + _curve(sorted(creators.values(), reverse=True))),
-        _section("Image sizes (longest side, px)", _bars(sizes)),
-        _section("Formats", _bars(formats.most_common())),
-    ]
-    title = html.escape(f"{facts.name} — version {facts.version}")
+def report_html(data: ReportData) -> str:
+    title = f"{data.name} — version {data.version}"
+    sections = [_header(data), _obligations(data), _licences(data), _refusals(data),
+                _consent(data), _concentration(data), _duplicates(data), _history(data),
+                _images(data)]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{title}</title><style>{CSS}</style></head><body>"
-            f"<h1>{title}</h1>" + "".join(sections) + "</body></html>\n")
+            f'<meta name="cleanset-dataset-version" content="{_e(data.version)}">'
+            f'<meta name="generator" content="cleanset {_e(__version__)}">'
+            f"<title>{_e(title)}</title><style>{CSS}</style></head><body>"
+            f"<h1>{_e(title)}</h1>" + "".join(sections) + "</body></html>\n")
 
 
-def _cards(facts: Facts, rejected: int, creators: int) -> str:
-    items = [("images", facts.samples), ("MB", f"{facts.total_bytes / 1e6:.1f}"),
-             ("shards", len(facts.shards)), ("licences", len(facts.licenses)),
-             ("creators", creators), ("candidates refused", rejected)]
-    return '<section class="cards">' + "".join(
-        f'<div class="card"><b>{html.escape(str(v))}</b>{html.escape(k)}</div>'
-        for k, v in items) + "</section>"
+# -- sections -------------------------------------------------------------------------------
+def _header(data: ReportData) -> str:
+    policy = data.policy
+    admits = [*(f"the {f} family" for f in policy.get("families", [])),
+              *(f"<code>{_e(i)}</code>" for i in policy.get("ids", []))]
+    excluded = [f"<code>{_e(i)}</code>" for i in policy.get("exclude", [])]
+    builds = "<br>".join(
+        f"build {b.build}: {_e(b.started_at)} → {_e(b.finished_at or 'unfinished')} "
+        f"(cleanset {_e(b.tool_version)}, recipe <code title=\"{_e(b.recipe_path)}\">"
+        f"{_e(b.recipe_sha256[:16])}</code>)" for b in data.builds) or "none"
+    timeframe = (f"{_e(data.retrieved_first)} → {_e(data.retrieved_last)}"
+                 if data.retrieved_first else "no samples")
+    rows = [
+        ("Dataset", f"{_e(data.name)}, version {_e(data.version)}"),
+        ("Builds", builds),
+        ("Retrieved", timeframe),
+        ("Policy", f"<b>{_e(policy.get('name', '?'))}</b>: {_e(policy.get('description', ''))}"
+                   + (f"<br>admits {', '.join(admits)}" if admits else "")
+                   + (f"; never {', '.join(excluded)}" if excluded else "")
+                   + (f"; jurisdiction {_e(policy['jurisdiction'])}"
+                      if policy.get("jurisdiction") else "")),
+        ("Output", f"<code>{_e(data.out)}</code>"),
+        ("Checked", "the files against this record: run <code>cleanset verify "
+                    f"{_e(data.out)}</code> (exit 0 when every shard, paper and ledger row "
+                    "agree)"),
+    ]
+    if data.description:
+        rows.insert(1, ("About", _e(data.description)))
+    cards = [("images", f"{data.samples:,}"), ("MB", f"{data.total_bytes / 1e6:,.1f}"),
+             ("licences", f"{len(data.licenses):,}"), ("sources", f"{len(data.sources):,}"),
+             ("creators", f"{len(data.creators):,}"),
+             ("candidates refused", f"{sum(data.reasons.values()):,}")]
+    return ('<section id="summary"><dl class="facts">'
+            + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows) + "</dl>"
+            + '<div class="cards">' + "".join(
+                f'<div class="card"><b>{v}</b>{_e(k)}</div>' for k, v in cards)
+            + "</div></section>")
 
 
-def _section(title: str, body: str) -> str:
-    return f"<section><h2>{html.escape(title)}</h2>{body}</section>"
+def _obligations(data: ReportData) -> str:
+    def ids(pred: Any) -> list[str]:
+        return sorted(lic for lic, info in data.licence_facts.items() if info and pred(info))
+
+    def count(lics: list[str]) -> int:
+        return sum(data.licenses[lic] for lic in lics)
+
+    attribution = ids(lambda i: i.attribution_required)
+    share_alike = ids(lambda i: i.share_alike)
+    scoped = ids(lambda i: i.jurisdiction)
+    unknown = sorted(lic for lic, info in data.licence_facts.items() if info is None)
+    items = [
+        ("require attribution", count(attribution), _codes(attribution),
+         'credit lines for each in <a href="ATTRIBUTION.md">ATTRIBUTION.md</a>'),
+        ("are share-alike", count(share_alike), _codes(share_alike),
+         "adaptations must carry the same licence"),
+        ("carry non-copyright restrictions", data.restricted,
+         "; ".join(f"{_e(k)}: {_e(v)}" for k, v in data.restriction_examples[:3]),
+         "e.g. personality rights or trademarks (Commons <code>Restrictions</code>)"),
+        ("are public domain only in some jurisdictions", count(scoped), _codes(scoped),
+         "admitted only because the policy names that jurisdiction"),
+    ]
+    if unknown:
+        items.append(("have licences not in this cleanset's catalogue", count(unknown),
+                      _codes(unknown), "the catalogue may have changed since the build"))
+    rows = "".join(f'<tr><td class="n">{n:,}</td><td>{_e(what)}</td><td>{which or "—"}</td>'
+                   f"<td>{note}</td></tr>" for what, n, which, note in items)
+    return _section("obligations", "Obligations",
+                    f"<p>Of {data.samples:,} images:</p><table><tr><th class=\"n\">images</th>"
+                    "<th>that</th><th>licences / examples</th><th>what it means</th></tr>"
+                    f"{rows}</table>")
 
 
-def _bars(items: list[tuple[str, int]], width: int = 900) -> str:
-    """A horizontal bar chart as inline SVG, with the numbers also in a table for copying."""
+def _licences(data: ReportData) -> str:
+    sources = [s for s, _ in data.sources.most_common()]
+    licences = [lic for lic, _ in data.licenses.most_common()]
+    total = data.samples or 1
+    head = ("<tr><th>licence</th>" + "".join(f'<th class="n">{_e(s)}</th>' for s in sources)
+            + '<th class="n">all</th><th class="n">share</th></tr>')
+    body = "".join(
+        f"<tr><td>{_swatch(data, lic)}<code>{_e(lic)}</code></td>"
+        + "".join(f'<td class="n">{data.licenses_by_source.get((lic, s), 0):,}</td>'
+                  for s in sources)
+        + f'<td class="n">{data.licenses[lic]:,}</td>'
+        f'<td class="n">{100 * data.licenses[lic] / total:.1f}%</td></tr>' for lic in licences)
+    foot = ('<tr><th>all</th>' + "".join(f'<th class="n">{data.sources[s]:,}</th>'
+                                         for s in sources)
+            + f'<th class="n">{data.samples:,}</th><th class="n">100%</th></tr>')
+    one = data.evidence_claims.get(1, 0)
+    several = sum(n for claims, n in data.evidence_claims.items() if claims > 1)
+    conflicts = data.reasons.get("license_conflict", 0)
+    evidence = (f"<p>Licence evidence: {one:,} images rest on one licence claim, {several:,} on "
+                f"several claims that agree; {conflicts:,} candidates were refused because their "
+                "claims disagreed (<code>license_conflict</code>). Each image's claims are in "
+                "its <code>.json</code> (<code>license.evidence</code>).</p>")
+    chart = _chart([(lic, n, _colour(data, lic)) for lic, n in data.licenses.most_common()],
+                   total, label_code=True)
+    return _section("licences", "Licences × sources",
+                    f"<table>{head}{body}{foot}</table>{_legend(data)}{chart}{evidence}")
+
+
+def _refusals(data: ReportData) -> str:
+    transient = transient_reasons()
+    decided = {r: n for r, n in data.reasons.items() if r not in transient}
+    retried = {r: n for r, n in data.reasons.items() if r in transient}
+    grouped: dict[str, list[str]] = {}
+    for reason in decided:
+        group = next((g for g, members in GROUPS if reason in members), "other")
+        grouped.setdefault(group, []).append(reason)
+    order = [g for g, _ in GROUPS] + ["other"]
+    parts = [f"<p>{sum(data.candidates.values()):,} candidates considered: "
+             + ", ".join(f"{n:,} {_e(s)}" for s, n in sorted(data.candidates.items()))
+             + ". Every one has a row in <code>candidates.parquet</code> with its reason and "
+             "detail.</p>"]
+    if not data.reasons:
+        parts.append("<p>Nothing was refused.</p>")
+    for group in order:
+        reasons = sorted(grouped.get(group, []), key=lambda r: -decided[r])
+        if reasons:
+            parts.append(f"<h3>{_e(group)} ({sum(decided[r] for r in reasons):,})</h3>"
+                         + _reason_table(data, reasons, decided))
+    if retried:
+        parts.append("<h3>transient: not decisions, retried by the next run "
+                     f"({sum(retried.values()):,})</h3>"
+                     "<p class=\"note\">Network failures (timeouts, unreachable hosts or "
+                     "robots.txt, server errors). They are not opt-outs: running the same "
+                     "build command again retries them.</p>"
+                     + _reason_table(data, sorted(retried, key=lambda r: -retried[r]), retried,
+                                     colour=TRANSIENT_COLOUR))
+    return _section("refusals", "Refusals", "".join(parts))
+
+
+def _reason_table(data: ReportData, reasons: list[str], counts: dict[str, int],
+                  colour: str = NEUTRAL) -> str:
+    total = sum(data.candidates.values()) or 1
+    rows = []
+    for reason in reasons:
+        examples = data.examples.get(reason, [])
+        listed = "".join(f"<li><code>{_e(url)}</code> — {_e(detail)}</li>"
+                         for url, detail in examples)
+        more = counts[reason] - len(examples)
+        tail = (f"<p class=\"note\">…and {more:,} more in <code>candidates.parquet</code> "
+                f"(<code>reason == \"{_e(reason)}\"</code>).</p>" if more > 0 else "")
+        rows.append(f"<tr><td><code>{_e(reason)}</code></td>{_bar_cells(counts[reason], total, colour)}"
+                    f"<td><details><summary>examples</summary><ul>{listed}</ul>{tail}"
+                    "</details></td></tr>")
+    return ('<table class="chart"><tr><th>reason</th><th>of all candidates</th>'
+            '<th class="n">candidates</th><th class="n">share</th><th>examples</th></tr>'
+            + "".join(rows) + "</table>")
+
+
+def _consent(data: ReportData) -> str:
+    signals = sorted(set(data.signals) | set(data.refused_by_signal))
+    rows = "".join(f"<tr><td><code>{_e(s)}</code></td><td class=\"n\">"
+                   f"{data.refused_by_signal.get(s, 0):,}</td></tr>" for s in signals)
+    hosts = "".join(f"<tr><td><code>{_e(h)}</code></td><td><code>{_e(s)}</code></td>"
+                    f'<td class="n">{n:,}</td></tr>' for h, s, n in data.refusing_hosts)
+    host_part = (f"<table><tr><th>host</th><th>signal</th><th class=\"n\">candidates refused"
+                 f"</th></tr>{hosts}</table>" if hosts else
+                 "<p>No host's robots.txt, ai.txt or TDMRep refused us.</p>")
+    return _section("consent", "Consent (do-not-train signals)",
+                    f"<p>{data.hosts_checked:,} web hosts had their robots.txt, ai.txt and "
+                    "<code>/.well-known/tdmrep.json</code> read; every image response's headers "
+                    "and every image's embedded metadata were checked. Per signal, the "
+                    "candidates it refused:</p>"
+                    f"<table><tr><th>signal</th><th class=\"n\">candidates refused</th></tr>"
+                    f"{rows}</table><h3>Hosts that refused us</h3>{host_part}")
+
+
+def _concentration(data: ReportData) -> str:
+    cap = (f"at most {data.max_per_creator:,} images per creator (<code>[dataset] "
+           "max_per_creator</code>)" if data.max_per_creator else "no per-creator cap")
+    capped = data.reasons.get("creator_cap", 0)
+    counts = sorted(data.creators.values(), reverse=True)
+    total = sum(counts) or 1
+    shown = min(TOP_CREATORS, len(data.creators))
+    return _section(
+        "concentration", "Concentration",
+        f"<p>Cap in force: {cap}; {capped:,} candidates refused by it.</p>"
+        f"<h3>Top {shown} of {len(data.creators):,} creators</h3>"
+        + _chart([(c, n, NEUTRAL) for c, n in data.creators.most_common(TOP_CREATORS)], total)
+        + "<h3>Sources</h3>"
+        + _chart([(s, n, NEUTRAL) for s, n in data.sources.most_common()], total)
+        + "<h3>Cumulative share</h3>"
+        "<p>Share of all images held by the top k creators (the diagonal would mean every "
+        "creator contributed equally).</p>" + _curve(counts))
+
+
+def _duplicates(data: ReportData) -> str:
+    overlap = data.reasons.get("eval_overlap", 0)
+    rows = "".join(
+        f"<tr><td><code>{_e(c['key'])}</code></td><td>{_e(_short(c['title'], 80))}</td>"
+        f"<td class=\"n\">{c['copies']:,}</td><td>{_codes(c['licences'])}</td>"
+        f"<td>{', '.join(_e(s) for s in c['sources'])}</td></tr>" for c in data.clusters)
+    table = ("<table><tr><th>kept</th><th>work</th><th class=\"n\">copies refused</th>"
+             f"<th>licences found</th><th>sources</th></tr>{rows}</table>" if rows else
+             "<p>No duplicate was found.</p>")
+    return _section("duplicates", "Duplicates",
+                    f"<p>{data.exact_duplicates:,} exact copies (same bytes) and "
+                    f"{data.near_duplicates:,} near duplicates (PDQ / pHash) were refused; "
+                    f"{overlap:,} candidates overlapped an evaluation set "
+                    "(<code>eval_overlap</code>). The first copy in source order is kept; the "
+                    "others are recorded as evidence of the same work under other licences "
+                    "or sources (<code>manifest.parquet</code>: <code>also_found_as</code>).</p>"
+                    f"<h3>Largest clusters</h3>{table}")
+
+
+def _history(data: ReportData) -> str:
+    running = 0
+    rows = []
+    for v in data.versions:
+        running += v["added"] - v["removed"]
+        rows.append(f"<tr><td class=\"n\">{v['version']}</td><td>{_e(v['created_at'])}</td>"
+                    f"<td>{_e(v['kind'])}</td><td class=\"n\">{v['added']:,}</td>"
+                    f"<td class=\"n\">{v['removed']:,}</td><td class=\"n\">{running:,}</td>"
+                    f"<td>{_e(v['note'])}</td></tr>")
+    versions = ("<table><tr><th class=\"n\">version</th><th>date</th><th>kind</th>"
+                "<th class=\"n\">added</th><th class=\"n\">removed</th><th class=\"n\">images"
+                "</th><th>note</th></tr>" + "".join(rows) + "</table>") if rows else \
+        "<p>No version recorded yet.</p>"
+    takedowns = "".join(
+        f"<tr><td>{_e(t.get('when', ''))}</td><td>{_selectors(t.get('selectors', {}))}</td>"
+        f"<td>{_e(t.get('reason', ''))}</td><td class=\"n\">{len(t.get('keys', [])):,}</td>"
+        f"<td>{_e(', '.join(t.get('shards_rewritten', [])) or '—')}</td>"
+        f"<td>{_e(', '.join(t.get('shards_deleted', [])) or '—')}</td></tr>"
+        for t in data.takedowns)
+    takedown_part = ("<table><tr><th>date</th><th>selectors</th><th>reason</th>"
+                     "<th class=\"n\">images</th><th>shards rewritten</th><th>shards deleted"
+                     f"</th></tr>{takedowns}</table>" if takedowns else "<p>No takedown.</p>")
+    return _section("history", "History",
+                    f"<h3>Versions</h3>{versions}<h3>Takedowns</h3>{takedown_part}"
+                    "<p class=\"note\">Every takedown is also in <code>takedowns.jsonl</code>; "
+                    "<code>cleanset diff DIR --from N --to M</code> lists the keys.</p>")
+
+
+def _images(data: ReportData) -> str:
+    total = data.samples or 1
+    return _section("images", "Image sizes and formats",
+                    "<h3>Longest side (px)</h3>"
+                    + _chart([(b, n, NEUTRAL) for b, n in data.longest_sides.items()], total)
+                    + "<h3>Formats</h3>"
+                    + _chart([(f, n, NEUTRAL) for f, n in data.formats.most_common()], total))
+
+
+# -- pieces ---------------------------------------------------------------------------------
+def _section(anchor: str, title: str, body: str) -> str:
+    return f'<section id="{anchor}"><h2>{_e(title)}</h2>{body}</section>'
+
+
+def _chart(items: list[tuple[str, int, str]], total: int, *, label_code: bool = False) -> str:
+    """Proportional bars as table rows: the label wraps, the numbers have their own columns."""
     if not items:
         return "<p>None.</p>"
-    label_w, row_h, bar_w = 320, 26, width - 320 - 80
-    top = max(n for _, n in items) or 1
-    total = sum(n for _, n in items) or 1
+    top = max(n for _, n, _ in items) or 1
     rows = []
-    for i, (label, n) in enumerate(items):
-        y = i * row_h
-        w = max(1, round(bar_w * n / top))
-        rows.append(
-            f'<text x="{label_w - 8}" y="{y + 17}" text-anchor="end" font-size="13">'
-            f"{html.escape(_short(str(label)))}</text>"
-            f'<rect x="{label_w}" y="{y + 4}" width="{w}" height="{row_h - 8}" '
-            f'fill="{PALETTE[i % len(PALETTE)]}"><title>{html.escape(str(label))}: {n}</title>'
-            f"</rect>"
-            f'<text x="{label_w + w + 6}" y="{y + 17}" font-size="13">{n} '
-            f"({100 * n / total:.1f}%)</text>")
-    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" '
-           f'height="{len(items) * row_h}" role="img">{"".join(rows)}</svg>')
-    table = "<table><tr><th>Value</th><th>Count</th></tr>" + "".join(
-        f'<tr><td>{html.escape(str(label))}</td><td class="n">{n}</td></tr>'
-        for label, n in items) + "</table>"
-    return svg + f"<details><summary>numbers</summary>{table}</details>"
+    for label, n, colour in items:
+        text = f"<code>{_e(label)}</code>" if label_code else _e(label)
+        rows.append(f'<tr><td class="label">{text}</td>'
+                    + _bar_cells(n, total, colour, top=top) + "</tr>")
+    return ('<table class="chart"><tr><th>value</th><th></th><th class="n">images</th>'
+            '<th class="n">share</th></tr>' + "".join(rows) + "</table>")
+
+
+def _bar_cells(n: int, total: int, colour: str, *, top: int | None = None) -> str:
+    width = 100 * n / (top or total or 1)
+    return (f'<td class="barcell"><div class="bar"><span style="width:{width:.2f}%;'
+            f'background:{colour}"></span></div></td><td class="n">{n:,}</td>'
+            f'<td class="n">{100 * n / (total or 1):.1f}%</td>')
+
+
+def _kind(info: Any) -> int:
+    if info is None:
+        return 5
+    if info.family in ("public-domain", "no-known-copyright") or info.id == "CC0-1.0":
+        return 0
+    if not info.commercial or not info.derivatives:
+        return 3
+    if info.share_alike:
+        return 2
+    return 1 if info.attribution_required else 4
+
+
+def _colour(data: ReportData, lic: str) -> str:
+    return KINDS[_kind(data.licence_facts.get(lic))][1]
+
+
+def _swatch(data: ReportData, lic: str) -> str:
+    kind, colour = KINDS[_kind(data.licence_facts.get(lic))]
+    return f'<span class="swatch" style="background:{colour}" title="{_e(kind)}"></span>'
+
+
+def _legend(data: ReportData) -> str:
+    present = sorted({_kind(data.licence_facts.get(lic)) for lic in data.licenses})
+    return "<p>" + " &nbsp; ".join(
+        f'<span class="swatch" style="background:{KINDS[k][1]}"></span>{_e(KINDS[k][0])}'
+        for k in present) + "</p>"
 
 
 def _curve(counts: list[int], width: int = 600, height: int = 320) -> str:
-    """Cumulative share of images against the number of creators, largest first."""
+    """Cumulative share of images against creators, largest first (at most 500 points)."""
     if not counts:
         return "<p>None.</p>"
     pad, total = 40, sum(counts)
     inner_w, inner_h = width - 2 * pad, height - 2 * pad
+    step = max(1, len(counts) // 500)
     points, running = [(pad, height - pad)], 0
     for k, n in enumerate(counts, start=1):
         running += n
-        points.append((pad + inner_w * k / len(counts), height - pad - inner_h * running / total))
+        if k % step == 0 or k == len(counts):
+            points.append((pad + inner_w * k / len(counts),
+                           height - pad - inner_h * running / total))
     path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
     top1 = 100 * counts[0] / total
     top10 = 100 * sum(counts[:10]) / total
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-            f'role="img"><rect x="{pad}" y="{pad}" width="{inner_w}" height="{inner_h}" '
-            'fill="#f7f7f7" stroke="#999"/>'
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+            f'width="{width}" height="{height}" role="img" style="max-width:100%;height:auto">'
+            f'<rect x="{pad}" y="{pad}" width="{inner_w}" height="{inner_h}" fill="#f7f7f7" '
+            'stroke="#999"/>'
             f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{pad}" stroke="#bbb" '
             'stroke-dasharray="4 4"/>'
-            f'<polyline points="{path}" fill="none" stroke="#d62728" stroke-width="3"/>'
+            f'<polyline points="{path}" fill="none" stroke="#0072B2" stroke-width="3"/>'
             f'<text x="{pad}" y="{height - 12}" font-size="12">creators, most images first '
-            f"({len(counts)})</text>"
+            f"({len(counts):,})</text>"
             f'<text x="{pad}" y="{pad - 10}" font-size="12">cumulative share of images</text>'
             f"</svg><p>The top creator holds {top1:.1f}% of the images; the top 10 hold "
             f"{top10:.1f}%.</p>")
 
 
-def _size_buckets(longest: list[int]) -> list[tuple[str, int]]:
-    edges = (256, 512, 1024, 2048, 4096)
-    counts = Counter()
-    for side in longest:
-        bucket = next((f"< {e}" for e in edges if side < e), f"≥ {edges[-1]}")
-        counts[bucket] += 1
-    order = [f"< {e}" for e in edges] + [f"≥ {edges[-1]}"]
-    return [(b, counts[b]) for b in order if counts[b]]
+def _selectors(selectors: dict[str, Any]) -> str:
+    parts = [f"{_e(kind)} {_e(', '.join(map(str, values)))}"
+             for kind, values in selectors.items() if values]
+    return "; ".join(parts) or "—"
 
 
-def _short(text: str, limit: int = 40) -> str:
+def _codes(values: list[str]) -> str:
+    return ", ".join(f"<code>{_e(v)}</code>" for v in values)
+
+
+def _short(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value))
+

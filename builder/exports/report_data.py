@@ -1,0 +1,344 @@
+"""What report.html says, read from the ledger with a few aggregate queries.
+
+Everything here is SQL over the ledger (JSON functions for what only the provenance holds), a
+handful of passes over the samples and candidates tables, so a 1,000,000-sample dataset's
+report takes seconds, not a Python loop over a million provenance records.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from builder.licensing import license_info
+
+EXAMPLES_PER_REASON = 5
+TOP_CLUSTERS = 10
+TOP_HOSTS = 20
+
+# Refusal groups, in the order the report shows them. A reason not listed lands in "other".
+GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("licence", ("license_missing", "license_unrecognized", "license_not_allowed",
+                 "license_conflict")),
+    ("opt-out", ("optout_robots_txt", "optout_tdmrep", "optout_x_robots_tag",
+                 "optout_embedded", "denylisted", "ai_generated")),
+    ("fetch", ("http_error", "timeout", "too_large", "robots_unreachable", "address_refused")),
+    ("image", ("not_image", "corrupt_image", "decompression_bomb", "too_small")),
+    ("dedup", ("duplicate_exact", "duplicate_near", "eval_overlap")),
+    ("policy caps", ("creator_cap",)),
+)
+# Host-level signals: a refusal's detail starts with the signal's name ("robots.txt: ...").
+HOST_SIGNALS = ("robots.txt", "ai.txt", "tdmrep.json")
+
+# The host of an http(s) URL, in SQL: what lies between "://" and the next "/".
+_REST = "substr({col}, instr({col}, '://') + 3)"
+_HOST = ("CASE WHEN instr({col}, '://') = 0 THEN NULL "
+         f"WHEN instr({_REST}, '/') > 0 THEN substr({_REST}, 1, instr({_REST}, '/') - 1) "
+         f"ELSE {_REST} END")
+
+
+def host_sql(column: str) -> str:
+    return _HOST.replace("{col}", column)
+
+
+def transient_reasons() -> frozenset[str]:
+    """Reasons a later run retries (network trouble, not a decision)."""
+    from builder import records
+
+    found = getattr(records, "TRANSIENT_REASONS", None)
+    if found is not None:
+        return frozenset(str(r) for r in found)
+    return frozenset({"http_error", "timeout", "robots_unreachable"})
+
+
+@dataclass
+class Build:
+    build: int
+    started_at: str
+    finished_at: str | None
+    tool_version: str
+    recipe_sha256: str
+    recipe_path: str
+    policy: dict[str, Any]
+
+
+@dataclass
+class ReportData:
+    name: str
+    version: str
+    description: str
+    out: str
+    builds: list[Build]
+    samples: int
+    total_bytes: int
+    retrieved_first: str | None
+    retrieved_last: str | None
+    licenses_by_source: Counter[tuple[str, str]]
+    evidence_claims: Counter[int]  # number of licence claims behind a sample -> samples
+    restricted: int  # samples with non-copyright restrictions (Commons `Restrictions`)
+    restriction_examples: list[tuple[str, str]]
+    reasons: dict[str, int]
+    examples: dict[str, list[tuple[str, str]]]  # reason -> (url, detail)
+    candidates: dict[str, int]
+    signals: list[str]
+    hosts_checked: int
+    refused_by_signal: Counter[str]
+    refusing_hosts: list[tuple[str, str, int]]  # (host, signal, candidates refused)
+    creators: Counter[str]
+    max_per_creator: int | None
+    exact_duplicates: int
+    near_duplicates: int
+    clusters: list[dict[str, Any]]
+    versions: list[dict[str, Any]]
+    takedowns: list[dict[str, Any]]
+    formats: Counter[str]
+    longest_sides: Counter[str]
+    licence_facts: dict[str, Any] = field(default_factory=dict)  # spdx -> LicenseInfo
+    first_keys: dict[tuple[int, str], str] = field(default_factory=dict)  # (build, source)
+
+    @property
+    def licenses(self) -> Counter[str]:
+        counts: Counter[str] = Counter()
+        for (lic, _), n in self.licenses_by_source.items():
+            counts[lic] += n
+        return counts
+
+    @property
+    def sources(self) -> Counter[str]:
+        counts: Counter[str] = Counter()
+        for (_, src), n in self.licenses_by_source.items():
+            counts[src] += n
+        return counts
+
+    @property
+    def policy(self) -> dict[str, Any]:
+        return self.builds[-1].policy if self.builds else {}
+
+
+def gather(connect: Callable[[], sqlite3.Connection], out: Path) -> ReportData:
+    """Everything the report shows. `connect` opens a new connection to the ledger: the two
+    scans of the samples table (the bulk of the work) run in parallel threads, each with its
+    own connection (SQLite releases the GIL while it works)."""
+    db = connect()
+    try:
+        with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1)) as pool:
+            parts = _rowid_ranges(db, os.cpu_count() or 1)
+            scans = [pool.submit(_scan_samples, connect, lo, hi) for lo, hi in parts]
+            creators = pool.submit(_creators, connect)
+            data = _gather_rest(db, out)
+            for scan in scans:
+                _merge_scan(data, scan.result())
+            data.creators = creators.result()
+        data.signals = _signals(db, data.first_keys)
+        if data.restricted:
+            data.restriction_examples = _restriction_examples(db)
+        data.longest_sides = Counter({b: data.longest_sides[b] for b in SIZE_ORDER
+                                      if data.longest_sides.get(b)})
+    finally:
+        db.close()
+    data.licence_facts = {lic: license_info(lic) for lic in data.licenses}
+    return data
+
+
+def _gather_rest(db: sqlite3.Connection, out: Path) -> ReportData:
+    meta = dict(db.execute("SELECT key, value FROM meta"))
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    data = ReportData(
+        name=meta.get("dataset_name", "dataset"), version=meta.get("dataset_version", "0"),
+        description=meta.get("dataset_description", ""), out=str(out),
+        builds=_builds(db), samples=0, total_bytes=0, retrieved_first=None,
+        retrieved_last=None, licenses_by_source=Counter(),
+        evidence_claims=Counter(), restricted=0, restriction_examples=[],
+        reasons=dict(db.execute("SELECT reason, COUNT(*) FROM candidates WHERE status = "
+                                "'rejected' GROUP BY reason")),
+        examples=_examples(db),
+        candidates=dict(db.execute("SELECT status, COUNT(*) FROM candidates GROUP BY status")),
+        signals=[], hosts_checked=_hosts_checked(db),
+        refused_by_signal=_refused_by_signal(db), refusing_hosts=_refusing_hosts(db),
+        creators=Counter(),
+        max_per_creator=int(meta["max_per_creator"]) if meta.get("max_per_creator") else None,
+        exact_duplicates=0, near_duplicates=0, clusters=[],
+        versions=_versions(db) if "versions" in tables else [],
+        takedowns=_takedowns(out), formats=Counter(), longest_sides=Counter(),
+    )
+    if "duplicates" in tables:
+        _duplicates(db, data)
+    return data
+
+
+def _builds(db: sqlite3.Connection) -> list[Build]:
+    return [Build(b, started, finished, tool, sha, path, json.loads(policy))
+            for b, started, finished, tool, sha, path, policy in db.execute(
+                "SELECT build, started_at, finished_at, tool_version, recipe_sha256, "
+                "recipe_path, policy FROM builds ORDER BY build")]
+
+
+SIZE_EDGES = (256, 512, 1024, 2048, 4096)
+SIZE_ORDER = tuple(f"< {e}" for e in SIZE_EDGES) + (f"≥ {SIZE_EDGES[-1]}",)
+_BUCKET = ("CASE " + " ".join(f"WHEN MAX(width, height) < {e} THEN '< {e}'" for e in SIZE_EDGES)
+           + f" ELSE '≥ {SIZE_EDGES[-1]}' END")
+# One pass over the samples does every per-sample count. The provenance is parsed once per
+# sample (a multi-path json_extract), the small result twice more.
+_SCAN = f"""
+SELECT build, license, source, mime, bucket, COUNT(*), SUM(bytes), MIN(key),
+       MIN(json_extract(j, '$[0]')), MAX(json_extract(j, '$[0]')),
+       SUM(json_array_length(j, '$[1]') = 1), SUM(json_array_length(j, '$[1]') > 1),
+       SUM(restricted)
+FROM (SELECT build, license, source, mime, bytes, key, {_BUCKET} AS bucket,
+             json_extract(provenance, '$.retrieved_at', '$.license.evidence') AS j,
+             instr(provenance, '"wikimedia:Restrictions"') > 0 AS restricted
+      FROM samples WHERE rowid BETWEEN ? AND ?)
+GROUP BY 1, 2, 3, 4, 5"""
+
+
+def _rowid_ranges(db: sqlite3.Connection, parts: int) -> list[tuple[int, int]]:
+    lo, hi = db.execute("SELECT MIN(rowid), MAX(rowid) FROM samples").fetchone()
+    if lo is None:
+        return []
+    step = max(1, (hi - lo + parts) // parts)
+    return [(start, min(start + step - 1, hi)) for start in range(lo, hi + 1, step)]
+
+
+def _scan_samples(connect: Callable[[], sqlite3.Connection], lo: int, hi: int
+                  ) -> list[tuple[Any, ...]]:
+    db = connect()
+    try:
+        return list(db.execute(_SCAN, (lo, hi)))
+    finally:
+        db.close()
+
+
+def _creators(connect: Callable[[], sqlite3.Connection]) -> Counter[str]:
+    db = connect()
+    try:
+        return Counter(dict(db.execute(
+            "SELECT COALESCE(creator, '(unknown)'), COUNT(*) FROM samples GROUP BY 1")))
+    finally:
+        db.close()
+
+
+def _merge_scan(data: ReportData, rows: list[tuple[Any, ...]]) -> None:
+    for (build, lic, source, mime, bucket, n, size, first_key, first, last, one, several,
+         restricted) in rows:
+        data.samples += n
+        data.total_bytes += size or 0
+        data.licenses_by_source[(lic, source)] += n
+        data.formats[mime] += n
+        data.longest_sides[bucket] += n
+        data.evidence_claims[1] += one or 0
+        data.evidence_claims[2] += several or 0
+        data.evidence_claims[0] += n - (one or 0) - (several or 0)
+        data.restricted += restricted or 0
+        key = (build, source)
+        data.first_keys[key] = min(first_key, data.first_keys.get(key, first_key))
+        if first is not None:
+            data.retrieved_first = min(filter(None, (data.retrieved_first, first)))
+            data.retrieved_last = max(filter(None, (data.retrieved_last, last)))
+
+
+def _restriction_examples(db: sqlite3.Connection) -> list[tuple[str, str]]:
+    return [(key, str(value)) for key, value in db.execute(
+        "SELECT s.key, json_extract(e.value, '$.value') FROM samples AS s, "
+        "json_each(s.provenance, '$.extra') AS e "
+        "WHERE instr(s.provenance, '\"wikimedia:Restrictions\"') > 0 "
+        "AND json_extract(e.value, '$.name') = 'wikimedia:Restrictions' "
+        "ORDER BY s.key LIMIT 5")]
+
+
+def _examples(db: sqlite3.Connection) -> dict[str, list[tuple[str, str]]]:
+    examples: dict[str, list[tuple[str, str]]] = {}
+    for reason, url, detail in db.execute(
+            "SELECT reason, url, detail FROM (SELECT reason, url, detail, ROW_NUMBER() OVER "
+            "(PARTITION BY reason ORDER BY build, seq) AS n FROM candidates "
+            "WHERE status = 'rejected') WHERE n <= ?", (EXAMPLES_PER_REASON,)):
+        examples.setdefault(reason, []).append((url, detail or ""))
+    return examples
+
+
+def _signals(db: sqlite3.Connection, first_keys: dict[tuple[int, str], str]) -> list[str]:
+    """The signals checked: every source of every build checks the same ones, so one sample
+    of each (build, source) says which."""
+    found: set[str] = set()
+    for key in sorted(set(first_keys.values())):
+        found.update(s for (s,) in db.execute(
+            "SELECT json_extract(c.value, '$.signal') FROM samples, "
+            "json_each(samples.provenance, '$.optout.checked') AS c WHERE samples.key = ?",
+            (key,)) if s)
+    return sorted(found)
+
+
+def _hosts_checked(db: sqlite3.Connection) -> int:
+    """Hosts whose robots.txt, ai.txt and TDMRep were asked: every web host a candidate came
+    from that got past the licence gate (local files have none)."""
+    row = db.execute(
+        f"SELECT COUNT(DISTINCT {host_sql('url')}) FROM candidates WHERE url LIKE 'http%' "
+        "AND (reason IS NULL OR reason NOT LIKE 'license%')").fetchone()
+    return int(row[0] or 0)
+
+
+def _refused_by_signal(db: sqlite3.Connection) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for reason, signal, n in db.execute(
+            "SELECT reason, CASE WHEN instr(detail, ':') > 0 THEN substr(detail, 1, "
+            "instr(detail, ':') - 1) ELSE '' END AS signal, COUNT(*) FROM candidates "
+            "WHERE status = 'rejected' AND (reason LIKE 'optout%' OR reason IN "
+            "('denylisted', 'ai_generated')) GROUP BY 1, 2"):
+        counts[signal if signal in HOST_SIGNALS else reason] += n
+    return counts
+
+
+def _refusing_hosts(db: sqlite3.Connection) -> list[tuple[str, str, int]]:
+    names = ", ".join(f"'{s}'" for s in HOST_SIGNALS)
+    return [(host, signal, n) for host, signal, n in db.execute(
+        f"SELECT {host_sql('url')} AS host, substr(detail, 1, instr(detail, ':') - 1) AS "
+        "signal, COUNT(*) FROM candidates WHERE status = 'rejected' AND reason IN "
+        f"('optout_robots_txt', 'optout_tdmrep') AND signal IN ({names}) "
+        f"GROUP BY 1, 2 ORDER BY 3 DESC, 1 LIMIT {TOP_HOSTS}")]
+
+
+def _duplicates(db: sqlite3.Connection, data: ReportData) -> None:
+    for exact, n in db.execute("SELECT exact, COUNT(*) FROM duplicates GROUP BY exact"):
+        if exact:
+            data.exact_duplicates = n
+        else:
+            data.near_duplicates = n
+    for winner, n, licences, sources in db.execute(
+            "SELECT winner, COUNT(*), GROUP_CONCAT(DISTINCT license), "
+            "GROUP_CONCAT(DISTINCT source) FROM duplicates GROUP BY winner "
+            "ORDER BY 2 DESC, winner LIMIT ?", (TOP_CLUSTERS,)):
+        sample = db.execute("SELECT license, source, COALESCE(title, landing_url, file_url, '') "
+                            "FROM samples WHERE key = ?", (winner,)).fetchone()
+        kept_lic, kept_src, title = sample if sample else ("(removed)", "", "")
+        data.clusters.append({
+            "key": winner, "copies": n, "title": title,
+            "licences": sorted({kept_lic, *(licences or "").split(",")} - {""}),
+            "sources": sorted({kept_src, *(sources or "").split(",")} - {""}),
+        })
+
+
+def _versions(db: sqlite3.Connection) -> list[dict[str, Any]]:
+    return [{"version": v, "created_at": at, "kind": kind, "added": added, "removed": removed,
+             "note": note or ""}
+            for v, at, kind, added, removed, note in db.execute(
+                "SELECT version, created_at, kind, added, removed, note FROM versions "
+                "ORDER BY version")]
+
+
+def _takedowns(out: Path) -> list[dict[str, Any]]:
+    path = out / "takedowns.jsonl"
+    if not path.is_file():
+        return []
+    entries = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            continue  # a torn last line of an interrupted takedown; verify reports it
+    return entries

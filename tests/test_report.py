@@ -1,0 +1,209 @@
+"""report.html as a licensing lead reads it: every section from a real build with mixed
+licences, refusals, duplicates, Commons restrictions, a robots.txt opt-out and a takedown;
+then rendered by headless Chromium at 1280 px with nothing overflowing its box."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pytest_httpserver import HTTPServer
+
+from tests.api_support import recipe_text
+from tests.conftest import make_image, run_cli, write_recipe
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def refusing_host() -> Iterator[HTTPServer]:
+    """A second origin whose robots.txt refuses our product token."""
+    server = HTTPServer(host="127.0.0.1", port=0)
+    server.start()
+    server.expect_request("/robots.txt").respond_with_data(
+        "User-agent: cleanset\nDisallow: /private/\n", content_type="text/plain")
+    for i in range(3):
+        server.expect_request(f"/private/{i}.jpg").respond_with_data(
+            make_image(900 + i), content_type="image/jpeg")
+    server.expect_request("/public/0.jpg").respond_with_data(make_image(950),
+                                                              content_type="image/jpeg")
+    yield server
+    server.clear()
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory, refusing_host: HTTPServer) -> Path:
+    """Commons replay (BY-SA, NC, no licence, PD with Restrictions, CC0, BY, a SHA-1
+    mismatch) plus a table with an exact copy, a BY-NC-SA row and a robots.txt opt-out; then a
+    takedown of one sample."""
+    from tests.test_source_wikimedia import FakeCommons
+
+    root = tmp_path_factory.mktemp("report")
+    server = HTTPServer(host="127.0.0.1", port=0)
+    server.start()
+    try:
+        commons = FakeCommons(server)
+        copy_of = commons.pages[0]["imageinfo"][0]["url"]
+        rows = [
+            {"url": copy_of, "license": "https://creativecommons.org/licenses/by/4.0/",
+             "creator": "Mirror"},
+            {"url": server.url_for("/upload/0.jpg") + "?nc",
+             "license": "https://creativecommons.org/licenses/by-nc-sa/4.0/"},
+        ] + [{"url": refusing_host.url_for(f"/private/{i}.jpg"),
+              "license": "https://creativecommons.org/publicdomain/zero/1.0/"}
+             for i in range(3)] + [
+            {"url": refusing_host.url_for("/public/0.jpg"),
+             "license": "https://creativecommons.org/licenses/by/4.0/", "creator": "Mirror"}]
+        (root / "urls.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        recipe = write_recipe(root / "recipe.toml", recipe_text("report-test", f"""
+kind = "wikimedia"
+api = "{commons.url}"
+category = "Test files"
+batch = 3
+
+[[sources]]
+kind = "table"
+name = "mirror"
+path = "urls.jsonl"
+"""))
+        out = root / "out"
+        run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
+    finally:
+        server.clear()
+        server.stop()
+    run_cli("takedown", str(out), "--key", "0000000002", "--reason", "rights holder request #7",
+            check=True)
+    run_cli("report", str(out), check=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def page(dataset: Path) -> str:
+    return (dataset / "report.html").read_text(encoding="utf-8")
+
+
+def section(page: str, anchor: str) -> str:
+    found = re.search(rf'<section id="{anchor}">(.*?)</section>', page, re.S)
+    assert found, f"no section {anchor}"
+    return re.sub(r"<[^>]+>", " ", found.group(1))
+
+
+def test_header_names_version_builds_timeframe_policy_and_location(page: str,
+                                                                   dataset: Path) -> None:
+    head = section(page, "summary")
+    assert "report-test, version 2" in head  # the build, then the takedown
+    assert "build 1:" in head and "cleanset 0.1.0" in head
+    assert "Retrieved" in head and "→" in head
+    assert "commercial" in head and "the CC-BY-SA family" in head
+    assert str(dataset.resolve()) in head
+    assert 'name="cleanset-dataset-version" content="2"' in page
+
+
+def test_obligations_count_attribution_share_alike_and_restrictions(page: str) -> None:
+    text = " ".join(section(page, "obligations").split())
+    assert re.search(r"(\d+) require attribution", text)
+    assert "CC-BY-SA-4.0" in text and "are share-alike" in text
+    assert "1 carry non-copyright restrictions" in text and "trademarked" in text
+    assert "ATTRIBUTION.md" in page
+
+
+def test_licences_by_source_table_and_evidence(page: str) -> None:
+    text = " ".join(section(page, "licences").split())
+    assert "wikimedia" in text and "mirror" in text
+    assert "rest on one licence claim" in text
+    assert "license_conflict" in text
+    assert 'class="swatch"' in page  # colour per licence kind, with a legend
+    assert "public domain / CC0" in text
+
+
+def test_refusals_are_grouped_with_examples(page: str) -> None:
+    text = " ".join(section(page, "refusals").split())
+    for group in ("licence (", "opt-out (", "dedup ("):
+        assert group in text, group
+    for reason in ("license_not_allowed", "license_missing", "duplicate_exact",
+                   "optout_robots_txt"):
+        assert reason in text, reason
+    assert "examples" in text and "/private/" in text
+
+
+def test_consent_names_the_host_whose_robots_txt_refused(page: str,
+                                                         refusing_host: HTTPServer) -> None:
+    text = " ".join(section(page, "consent").split())
+    host = f"127.0.0.1:{refusing_host.port}"
+    assert host in text and "robots.txt" in text
+    assert re.search(r"robots\.txt 3\b", text), text
+
+
+def test_concentration_shows_creators_sources_curve_and_cap(page: str) -> None:
+    text = " ".join(section(page, "concentration").split())
+    assert "Cap in force: no per-creator cap" in text
+    assert "Top" in text and "creators" in text and "wikimedia" in text
+    assert "<polyline" in page
+
+
+def test_duplicates_show_the_cluster_found_under_another_licence(page: str) -> None:
+    text = " ".join(section(page, "duplicates").split())
+    assert re.search(r"\b1 exact copies", text)
+    assert "CC-BY-4.0" in text and "CC-BY-SA-4.0" in text and "mirror" in text
+
+
+def test_history_lists_versions_and_the_takedown(page: str) -> None:
+    text = " ".join(section(page, "history").split())
+    assert "takedown" in text and "rights holder request #7" in text
+    assert "key 0000000002" in text
+
+
+def test_report_uses_no_network_and_no_script(page: str) -> None:
+    assert "<script" not in page
+    assert not re.search(r"""(src|href)=["']https?://""", page)
+
+
+OVERFLOW_PROBE = """<script>
+const over = [];
+for (const el of document.querySelectorAll('td, th, h1, h2, h3, dd, dt, .card, p, li')) {
+  if (el.scrollWidth > el.clientWidth + 1) over.push(el.tagName + ': ' + el.textContent.slice(0, 60));
+}
+if (document.documentElement.scrollWidth > window.innerWidth + 1) over.push('page is wider than the window');
+document.body.setAttribute('data-overflow', JSON.stringify(over));
+</script></body>"""
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(),
+                    reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)")
+def test_at_1280px_nothing_overflows_its_box_and_the_page_is_not_blank(
+        dataset: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    probe = tmp_path / "probe.html"
+    probe.write_text((dataset / "report.html").read_text(encoding="utf-8")
+                     .replace("</body>", OVERFLOW_PROBE), encoding="utf-8")
+    flags = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2400"]
+    dom = subprocess.run([*flags, "--dump-dom", probe.as_uri()], check=True,
+                         capture_output=True, text=True, timeout=120).stdout
+    found = re.search(r"data-overflow=\"([^\"]*)\"", dom)
+    assert found, "the probe did not run"
+    overflowing = json.loads(found.group(1).replace("&quot;", '"'))
+    assert overflowing == []
+    shot = tmp_path / "shot.png"
+    shutil.rmtree(tmp_path / "profile", ignore_errors=True)
+    subprocess.run([*flags, f"--screenshot={shot}", (dataset / "report.html").as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    with Image.open(shot) as img:
+        colours = img.convert("RGB").getcolors(maxcolors=1_000_000) or []
+    assert len(colours) > 8, "the screenshot is (nearly) blank"
+
+
+def test_a_report_with_thousands_of_samples_keeps_its_numbers_whole() -> None:
+    """Labels and numbers are table cells, never SVG text cut at a fixed width."""
+    from builder.exports.report import _chart
+
+    html = _chart([("CC-BY-SA-4.0", 3600, "#E69F00"), ("CC0-1.0", 400, "#009E73")], 4000)
+    assert ">3,600<" in html and ">90.0%<" in html and ">400<" in html
