@@ -13,22 +13,58 @@ import pyarrow.parquet as pq
 
 from builder.errors import UserError
 from builder.ledger import Ledger
+from builder.recipe import is_url
 from builder.shards import file_sha256, read_shard_members, shard_name
 
 
-def verify(out: Path) -> tuple[list[str], int]:
-    """Return (problems, samples checked)."""
+def verify(out: Path, shown_as: str | None = None) -> tuple[list[str], int]:
+    """Return (problems, samples checked). Reads only: the directory is left as it was.
+
+    `shown_as` names the dataset in the fixes suggested (the URL when `out` is a download).
+    """
     ledger_path = out / "ledger.sqlite"
     if not ledger_path.exists():
         raise UserError(f"{out}: no ledger.sqlite here; is this a cleanset output directory?")
-    from builder.takedown import complete_pending
-
-    complete_pending(out)  # an interrupted takedown is completed, never judged half-done
+    # An interrupted takedown is reported, not finished here: an auditor's verify must not
+    # change what it audits (and may run on a read-only copy).
+    problems = _check_pending_takedown(out, shown_as or str(out))
     ledger = Ledger(ledger_path)
     try:
-        return _verify(out, ledger)
+        found, checked = _verify(out, ledger)
+        problems += found
+        problems += _check_report(out, ledger, shown_as or str(out))
     finally:
         ledger.close()
+    return problems, checked
+
+
+def _check_pending_takedown(out: Path, name: str) -> list[str]:
+    from builder.takedown import JOURNAL, pending_takedown
+
+    pending = pending_takedown(out)
+    if pending is None:
+        return []
+    return [f"takedown {pending} was interrupted ({JOURNAL} is there): shards, ledger and "
+            "papers may each show the old or the new version; run `cleanset takedown "
+            f"{name}` to finish it"]
+
+
+def _check_report(out: Path, ledger: Ledger, name: str) -> list[str]:
+    """report.html is optional; when present it must describe the current version."""
+    from builder.exports.report import shown_version
+
+    path = out / "report.html"
+    if not path.exists():
+        return []
+    current = ledger.get_meta("dataset_version") or "0"
+    shown = shown_version(path)
+    if shown == current:
+        return []
+    what = f"shows version {shown}" if shown else "does not say which version it shows"
+    fix = (f"`cleanset report STAGE` in the stage {name} is published from, then publish"
+           if is_url(name) else f"`cleanset report {name}`")
+    return [f"report.html is stale: it {what}, the dataset is at version {current}; "
+            f"regenerate it with {fix}"]
 
 
 def _verify(out: Path, ledger: Ledger) -> tuple[list[str], int]:

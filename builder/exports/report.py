@@ -8,6 +8,7 @@ N and the concentration curve), image sizes and formats.
 from __future__ import annotations
 
 import html
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -16,6 +17,12 @@ from builder.exports.papers import Facts, atomic_write, gather_facts
 from builder.ledger import Ledger
 
 TOP_CREATORS = 20
+# The dataset version the page describes, so `verify` can tell a page left from an older
+# version (before a takedown or a resumed build) from a current one.
+VERSION_META = "cleanset-version"
+_VERSION_TAG = re.compile(rf'<meta name="{VERSION_META}" content="([^"]*)">')
+# Pages written before the tag existed still name their version in the title.
+_TITLE_VERSION = re.compile(r"<title>.* — version ([^<\s]+)</title>")
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf")
 CSS = """
@@ -71,8 +78,17 @@ def report_html(ledger: Ledger, facts: Facts) -> str:
     ]
     title = html.escape(f"{facts.name} — version {facts.version}")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f'<meta name="{VERSION_META}" content="{html.escape(facts.version)}">'
             f"<title>{title}</title><style>{CSS}</style></head><body>"
             f"<h1>{title}</h1>" + "".join(sections) + "</body></html>\n")
+
+
+def shown_version(path: Path) -> str | None:
+    """The dataset version a report.html describes, or None when it does not say."""
+    with path.open(encoding="utf-8", errors="replace") as f:
+        head = f.read(4096)  # both tags are in <head>, before the charts
+    match = _VERSION_TAG.search(head) or _TITLE_VERSION.search(head)
+    return html.unescape(match.group(1)) if match else None
 
 
 def _cards(facts: Facts, rejected: int, creators: int) -> str:
