@@ -52,15 +52,15 @@ def run(args: argparse.Namespace) -> int:
 
     sel = Selectors(keys=tuple(args.key), urls=tuple(args.url), sha256s=tuple(args.sha256),
                     images=tuple(args.image), creators=tuple(args.creator))
-    sel.check_shapes()  # before a URL's stage is pulled
+    if args.stage is not None and not is_url(args.dir):
+        raise UserError("takedown: --stage is for a dataset published to a URL; with a local "
+                        "directory, leave it out.")
+    sel.check_shapes()  # here, so a URL's stage is not pulled for a typo
     if not args.dry_run and not sel.empty() and not (args.reason and args.reason.strip()):
         raise UserError("takedown: --reason TEXT is required (it is kept in the ledger, "
                         "takedowns.jsonl and the denylist).")
     if is_url(args.dir):
         return _takedown_url(args, sel)
-    if args.stage is not None:
-        raise UserError("takedown: --stage is for a dataset published to a URL; with a local "
-                        "directory, leave it out.")
     return _report(takedown(Path(args.dir), sel, args.reason, dry_run=args.dry_run), sel,
                    args.dir)
 
