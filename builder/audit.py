@@ -3,7 +3,6 @@ and policy all tell the same story. Each disagreement is one line naming what an
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 from collections import defaultdict
@@ -14,39 +13,55 @@ import pyarrow.parquet as pq
 
 from builder.errors import UserError
 from builder.ledger import Ledger, reading
-from builder.lock import ReadLock
+from builder.recipe import is_url
 from builder.shards import file_sha256, read_shard_members, shard_name
 
 
-def verify(out: Path) -> tuple[list[str], int]:
-    """Return (problems, samples checked). Reads only (a read-only copy is fine), except to
-    complete an interrupted takedown first."""
+def verify(out: Path, shown_as: str | None = None) -> tuple[list[str], int]:
+    """Return (problems, samples checked). Reads only: the directory is left as it was.
+
+    `shown_as` names the dataset in the fixes suggested (the URL when `out` is a download).
+    """
     ledger_path = out / "ledger.sqlite"
     if not ledger_path.exists():
         raise UserError(f"{out}: no ledger.sqlite here; is this a cleanset output directory?")
-    _complete_pending_takedown(out)
+    # An interrupted takedown is reported, not finished here: an auditor's verify must not
+    # change what it audits (and may run on a read-only copy).
+    problems = _check_pending_takedown(out, shown_as or str(out))
     with reading(out, "verify") as ledger:
-        return _verify(out, ledger)
+        found, checked = _verify(out, ledger)
+        problems += found
+        problems += _check_report(out, ledger, shown_as or str(out))
+    return problems, checked
 
 
-def _complete_pending_takedown(out: Path) -> None:
-    """An interrupted takedown is completed, never judged half-done; where it cannot be
-    (a read-only copy), verify says so rather than report its half-done state."""
-    from builder.takedown import JOURNAL, complete_pending
+def _check_pending_takedown(out: Path, name: str) -> list[str]:
+    from builder.takedown import JOURNAL, pending_takedown
 
-    if not (out / JOURNAL).exists():
-        return
-    with ReadLock(out, "verify"):
-        pass  # a takedown still at work is reported as to every reader, not completed twice
-    try:
-        complete_pending(out)
-    except OSError as exc:
-        if not isinstance(exc, PermissionError) and exc.errno != errno.EROFS:
-            raise
-        raise UserError(f"{out}: holds an interrupted takedown ({JOURNAL}) that cannot be "
-                        f"completed here ({exc.strerror}). Run `cleanset takedown {out}` where "
-                        "the directory can be written (or on a writable copy), then verify "
-                        "it.") from None
+    pending = pending_takedown(out)
+    if pending is None:
+        return []
+    return [f"takedown {pending} was interrupted ({JOURNAL} is there): shards, ledger and "
+            "papers may each show the old or the new version; run `cleanset takedown "
+            f"{name}` to finish it"]
+
+
+def _check_report(out: Path, ledger: Ledger, name: str) -> list[str]:
+    """report.html is optional; when present it must describe the current version."""
+    from builder.exports.report import shown_version
+
+    path = out / "report.html"
+    if not path.exists():
+        return []
+    current = ledger.get_meta("dataset_version") or "0"
+    shown = shown_version(path)
+    if shown == current:
+        return []
+    what = f"shows version {shown}" if shown else "does not say which version it shows"
+    fix = (f"`cleanset report STAGE` in the stage {name} is published from, then publish"
+           if is_url(name) else f"`cleanset report {name}`")
+    return [f"report.html is stale: it {what}, the dataset is at version {current}; "
+            f"regenerate it with {fix}"]
 
 
 def _verify(out: Path, ledger: Ledger) -> tuple[list[str], int]:

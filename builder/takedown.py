@@ -12,7 +12,8 @@ A takedown is a journal, so a crash leaves the old dataset or (after any re-run)
   4. one ledger transaction: samples rows deleted, candidate rows `removed` with the reason,
      shard rows updated, `dataset_version` bumped, the version's removed keys recorded;
   5. the denylist and `takedowns.jsonl` are appended (entries already there are not repeated);
-  6. the papers (manifest, candidates, SPDX, Croissant, card, attribution) are regenerated;
+  6. the papers (manifest, candidates, SPDX, Croissant, card, attribution, and report.html
+     when there is one) are regenerated;
   7. the journal is deleted.
 A shard left with no samples is deleted (file and ledger row; the log lists it under
 `shards_deleted`) rather than kept as an empty tar: Hugging Face `datasets` fails to load a
@@ -26,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -56,6 +58,14 @@ JOURNAL = ".takedown.json"
 LOG = "takedowns.jsonl"
 DENYLIST = "denylist.jsonl"
 TEMP_SUFFIX = ".takedown"
+REPORT = "report.html"
+
+# Keys are the pipeline's `f"{n:010d}"`; a sha256 is 64 hex digits in either case. A value of
+# another shape cannot match anything, so it is refused rather than answered "nothing matches".
+_KEY_SHAPE = re.compile(r"[0-9]{10,}")
+_SHA256_SHAPE = re.compile(r"[0-9a-fA-F]{64}")
+SELECTOR_HINT = ("--key K, --url U, --sha256 H, --image PATH or --creator NAME, repeatable, "
+                 "and --reason TEXT")
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,19 @@ class Selectors:
     def to_json(self) -> dict[str, list[str]]:
         return {"key": list(self.keys), "url": list(self.urls), "sha256": list(self.sha256s),
                 "image": [str(p) for p in self.images], "creator": list(self.creators)}
+
+    def check_shapes(self) -> None:
+        """Refuse a --key or --sha256 that no sample could have (a typo, a truncated hash)."""
+        for key in self.keys:
+            if not _KEY_SHAPE.fullmatch(key):
+                raise UserError(f"takedown: --key {key!r} is not a sample key; keys are ten "
+                                "digits, e.g. 0000000042 (see manifest.parquet, or find one "
+                                "with `cleanset lookup`).")
+        for sha in self.sha256s:
+            if not _SHA256_SHAPE.fullmatch(sha.strip()):
+                raise UserError(f"takedown: --sha256 {sha!r} is not a sha256; give all 64 "
+                                "hexadecimal digits of the image file's sha256 (`sha256sum "
+                                "FILE`), or the file itself with --image FILE.")
 
 
 @dataclass(frozen=True)
@@ -97,12 +120,29 @@ class Match:
     why: tuple[str, ...]  # every selector that matched it, e.g. "url=...", "image=p (near 12)"
 
 
+@dataclass(frozen=True)
+class Removed:
+    """A selector naming no current sample but a work an earlier takedown removed."""
+
+    selector: str             # as in Match.why, e.g. "key=0000000004"
+    when: str | None          # when that takedown ran (UTC ISO 8601); None if not on record
+    takedown_id: str | None
+    reason: str
+
+    def line(self) -> str:
+        on = f" on {self.when[:10]}" if self.when else ""
+        by = f" by {self.takedown_id}" if self.takedown_id else ""
+        return f"{self.selector}: already removed{on}{by} (reason: {self.reason})"
+
+
 @dataclass
 class TakedownResult:
     matches: list[Match]
     dry_run: bool
     version: int | None = None           # the dataset version after the takedown
-    shards_rewritten: list[int] = field(default_factory=list)
+    shards_rewritten: list[str] = field(default_factory=list)  # file names, as in the log
+    shards_deleted: list[str] = field(default_factory=list)    # emptied, so deleted
+    already_removed: list[Removed] = field(default_factory=list)
     completed_pending: str | None = None  # id of an interrupted takedown this run finished
     seconds: float = 0.0
 
@@ -113,14 +153,17 @@ class TakedownResult:
         verb = "would remove" if self.dry_run else "removed"
         for m in self.matches:
             out.append(f"{verb} {m.key} ({shard_name(m.shard)}): {'; '.join(m.why)}")
+        out += [r.line() for r in self.already_removed]
         if self.dry_run:
             out.append(f"dry run: {len(self.matches)} sample(s) in "
                        f"{len({m.shard for m in self.matches})} shard(s) would be removed; "
                        "nothing changed")
         elif self.matches:
+            deleted = (f", {len(self.shards_deleted)} shard(s) deleted because emptied "
+                       f"({', '.join(self.shards_deleted)})" if self.shards_deleted else "")
             out.append(f"takedown: {len(self.matches)} sample(s) removed, "
-                       f"{len(self.shards_rewritten)} shard(s) rewritten, dataset version "
-                       f"{self.version}, {self.seconds:.2f} s")
+                       f"{len(self.shards_rewritten)} shard(s) rewritten{deleted}, dataset "
+                       f"version {self.version}, {self.seconds:.2f} s")
         return out
 
 
@@ -189,12 +232,86 @@ def _image_matches(ledger: Ledger, path: Path, rule: NearRule) -> list[tuple[str
     return out
 
 
+# -- works already taken down --------------------------------------------------------------
+def find_removed(out: Path, ledger: Ledger, sel: Selectors, matches: list[Match]
+                 ) -> list[Removed]:
+    """The --key, --url and --sha256 selectors that match no current sample because an
+    earlier takedown removed their work: when, by which takedown and why.
+
+    `takedowns.jsonl` dates a removed key; the ledger's `removed` candidate rows map a fetched
+    URL to its key; `denylist.jsonl` holds the URLs and sha256s of every removed work.
+    """
+    matched = {label for m in matches for label in m.why}
+    log = _log_by_key(out / LOG)
+    deny = _denylist_by_value(out / DENYLIST)
+    found: list[Removed] = []
+    for key in sel.keys:
+        if f"key={key}" not in matched:
+            found += _removed_key(ledger, log, key, f"key={key}")
+    for url in sel.urls:
+        label = f"url={url}"
+        if label in matched:
+            continue
+        keys = [r[0] for r in ledger.db.execute(
+            "SELECT key FROM candidates WHERE url = ? AND status = 'removed'", (url,))]
+        by_key = [r for k in keys for r in _removed_key(ledger, log, k, label)]
+        found += by_key[:1] or _denied(deny, "url", url, label)
+    for sha in sel.sha256s:
+        if f"sha256={sha}" not in matched:
+            found += _denied(deny, "sha256", sha.strip().lower(), f"sha256={sha}")
+    return found
+
+
+def _removed_key(ledger: Ledger, log: dict[str, dict[str, Any]], key: str, label: str
+                 ) -> list[Removed]:
+    entry = log.get(key)
+    if entry is not None:
+        return [Removed(label, entry.get("when"), entry.get("id"), str(entry.get("reason")))]
+    # Not in the log (an older or hand-trimmed one): the ledger row still says who and why.
+    row = ledger.db.execute("SELECT detail FROM candidates WHERE key = ? AND status = 'removed'",
+                            (key,)).fetchone()
+    if row is None:
+        return []
+    takedown_id, _, reason = str(row[0] or "").partition(": ")
+    return [Removed(label, None, takedown_id or None, reason or "not recorded")]
+
+
+def _denied(deny: dict[tuple[str, str], dict[str, Any]], kind: str, value: str, label: str
+            ) -> list[Removed]:
+    entry = deny.get((kind, value))
+    if entry is None:
+        return []
+    return [Removed(label, entry.get("added_at"), None, str(entry.get("reason")))]
+
+
+def _log_by_key(path: Path) -> dict[str, dict[str, Any]]:
+    return {key: entry for entry in _read_jsonl(path) for key in entry.get("keys") or []}
+
+
+def _denylist_by_value(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(str(e.get("kind")), str(e.get("value"))): e for e in _read_jsonl(path)}
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The file's complete lines; a torn last line (a killed writer) is skipped, not fatal."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return rows
+
+
 # -- the command ----------------------------------------------------------------------------
 def takedown(out: Path, sel: Selectors, reason: str | None, *, dry_run: bool = False
              ) -> TakedownResult:
     ledger_path = out / "ledger.sqlite"
     if not ledger_path.exists():
         raise UserError(f"{out}: no ledger.sqlite here; is this a cleanset output directory?")
+    sel.check_shapes()
     if dry_run:
         return _dry_run(out, sel)
     started = time.monotonic()
@@ -202,8 +319,8 @@ def takedown(out: Path, sel: Selectors, reason: str | None, *, dry_run: bool = F
         completed = _complete_locked(out)
         if sel.empty():
             if completed is None:
-                raise UserError("takedown: name what to remove with --key, --url, --sha256, "
-                                "--image or --creator (repeatable).")
+                raise UserError(f"takedown: nothing to finish in {out} (no interrupted "
+                                f"takedown); name what to remove ({SELECTOR_HINT}).")
             return TakedownResult(matches=[], dry_run=False, completed_pending=completed)
         if not reason or not reason.strip():
             raise UserError("takedown: --reason TEXT is required (it is kept in the ledger, "
@@ -211,8 +328,10 @@ def takedown(out: Path, sel: Selectors, reason: str | None, *, dry_run: bool = F
         ledger = Ledger(ledger_path)
         try:
             matches = find_matches(ledger, sel)
+            removed = find_removed(out, ledger, sel, matches)
             if not matches:
-                return TakedownResult(matches=[], dry_run=False, completed_pending=completed)
+                return TakedownResult(matches=[], dry_run=False, already_removed=removed,
+                                      completed_pending=completed)
             plan = _make_plan(ledger, sel, reason.strip(), matches)
         finally:
             ledger.close()
@@ -220,15 +339,31 @@ def takedown(out: Path, sel: Selectors, reason: str | None, *, dry_run: bool = F
         crash_point("takedown_journal")
         _apply(out, plan)
     return TakedownResult(matches=matches, dry_run=False, version=plan["new_version"],
-                          shards_rewritten=[s["shard"] for s in plan["shards"]],
-                          completed_pending=completed, seconds=time.monotonic() - started)
+                          shards_rewritten=plan["log"]["shards_rewritten"],
+                          shards_deleted=plan["log"]["shards_deleted"],
+                          already_removed=removed, completed_pending=completed,
+                          seconds=time.monotonic() - started)
+
+
+def pending_takedown(out: Path) -> str | None:
+    """The id of the interrupted takedown whose journal is in `out`, if any; reads only.
+
+    `verify` reports it (and changes nothing); `cleanset takedown DIR` finishes it.
+    """
+    path = out / JOURNAL
+    if not path.exists():
+        return None
+    try:
+        return str(json.loads(path.read_text(encoding="utf-8"))["id"])
+    except (ValueError, KeyError, TypeError):
+        return f"(unreadable {JOURNAL})"
 
 
 def complete_pending(out: Path) -> str | None:
     """Finish an interrupted takedown in `out`, if there is one; return its id.
 
-    Every command that writes to or verifies an output directory calls this first (under
-    the output lock it already holds, via `complete_pending_locked`).
+    Every command that writes to an output directory calls this first (under the output
+    lock it already holds, via `complete_pending_locked`); `verify` only reports it.
     """
     if not (out / JOURNAL).exists():
         return None
@@ -256,11 +391,16 @@ def _complete_locked(out: Path) -> str | None:
 
 def _dry_run(out: Path, sel: Selectors) -> TakedownResult:
     if sel.empty():
-        raise UserError("takedown: name what to remove with --key, --url, --sha256, --image or "
-                        "--creator (repeatable).")
+        pending = pending_takedown(out)
+        if pending:
+            raise UserError(f"takedown --dry-run: the interrupted takedown {pending} is "
+                            f"pending in {out}; `cleanset takedown {out}` finishes it.")
+        raise UserError(f"takedown --dry-run: name what to remove ({SELECTOR_HINT}).")
     # Read-only (a read-only copy is enough), beside readers, never beside a writer.
     with reading(out, "takedown --dry-run") as ledger:
-        return TakedownResult(matches=find_matches(ledger, sel), dry_run=True)
+        matches = find_matches(ledger, sel)
+        return TakedownResult(matches=matches, dry_run=True,
+                              already_removed=find_removed(out, ledger, sel, matches))
 
 
 # -- the plan -------------------------------------------------------------------------------
@@ -403,12 +543,17 @@ def _commit_ledger(out: Path, plan: dict[str, Any]) -> None:
 
 def _write_papers(out: Path) -> None:
     from builder.exports.papers import write_papers
+    from builder.exports.report import write_report
 
     ledger = Ledger(out / "ledger.sqlite")
     try:
         write_papers(ledger, out)
     finally:
         ledger.close()
+    # report.html is written only on request (`cleanset report`); once there, a takedown
+    # keeps it showing the current version rather than the removed works' counts.
+    if (out / REPORT).exists():
+        write_report(out, lock_held=True)
 
 
 # -- files ----------------------------------------------------------------------------------

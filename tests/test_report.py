@@ -102,7 +102,7 @@ def test_header_names_version_builds_timeframe_policy_and_location(page: str,
     assert "Retrieved" in head and "→" in head
     assert "commercial" in head and "the CC-BY-SA family" in head
     assert str(dataset.resolve()) in head
-    assert 'name="cleanset-dataset-version" content="2"' in page
+    assert 'name="cleanset-version" content="2"' in page
 
 
 def test_obligations_count_attribution_share_alike_and_restrictions(page: str) -> None:

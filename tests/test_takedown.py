@@ -153,7 +153,7 @@ def test_takedown_without_a_reason_is_refused(dataset: dict) -> None:
 def test_a_selector_matching_nothing_changes_nothing_and_says_so(dataset: dict) -> None:
     out = dataset["out"]
     before = all_files(out)
-    proc = takedown(out, "--key", "no-such-key", "--reason", "x", check=False)
+    proc = takedown(out, "--key", "9999999999", "--reason", "x", check=False)
     assert proc.returncode == 1 and "nothing changed" in proc.stdout
     assert all_files(out) == before
 

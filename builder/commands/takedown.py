@@ -2,7 +2,9 @@
 --reason TEXT [--dry-run]`.
 
 Exits 0 when it removed something (or completed an interrupted takedown) or, with --dry-run,
-listed what it would remove; 1 when nothing matched.
+listed what it would remove; 1 when nothing matched (a work an earlier takedown removed is
+named as such, with its date and reason); 2 for a malformed --key / --sha256 or no selector
+when there is no interrupted takedown to finish.
 """
 
 from __future__ import annotations
@@ -50,14 +52,15 @@ def run(args: argparse.Namespace) -> int:
 
     sel = Selectors(keys=tuple(args.key), urls=tuple(args.url), sha256s=tuple(args.sha256),
                     images=tuple(args.image), creators=tuple(args.creator))
+    if args.stage is not None and not is_url(args.dir):
+        raise UserError("takedown: --stage is for a dataset published to a URL; with a local "
+                        "directory, leave it out.")
+    sel.check_shapes()  # here, so a URL's stage is not pulled for a typo
     if not args.dry_run and not sel.empty() and not (args.reason and args.reason.strip()):
         raise UserError("takedown: --reason TEXT is required (it is kept in the ledger, "
                         "takedowns.jsonl and the denylist).")
     if is_url(args.dir):
         return _takedown_url(args, sel)
-    if args.stage is not None:
-        raise UserError("takedown: --stage is for a dataset published to a URL; with a local "
-                        "directory, leave it out.")
     return _report(takedown(Path(args.dir), sel, args.reason, dry_run=args.dry_run), sel,
                    args.dir)
 
@@ -66,7 +69,10 @@ def _report(result: Any, sel: Any, where: str) -> int:
     for line in result.lines():
         print(line)
     if not result.matches and not sel.empty():
-        print(f"takedown: nothing in {where} matches; nothing changed")
+        if result.already_removed:
+            print(f"takedown: nothing left to remove in {where}; nothing changed")
+        else:
+            print(f"takedown: nothing in {where} matches; nothing changed")
         return 0 if result.completed_pending else 1
     return 0
 

@@ -42,7 +42,7 @@ def _verify_url(url: str) -> int:
     remote = open_remote(url, where="verify", writing=False)
     with tempfile.TemporaryDirectory(prefix="cleanset-verify-") as tmp:
         problems = download_published(remote, Path(tmp))
-        more, checked = verify(Path(tmp))
+        more, checked = verify(Path(tmp), shown_as=url)
     return _report_verify(problems + more, checked, url)
 
 

@@ -126,10 +126,13 @@ def _rejections(facts: Facts) -> str:
 
 
 def _loading(facts: Facts) -> str:
-    last = f"{max(len(facts.shards) - 1, 0):06d}"
+    # A glob, not a brace range: a takedown deletes a shard it empties, so the numbers can
+    # have gaps (`{000000..000003}` would name a missing file). webdataset takes a list.
     return (
-        "## Loading\n\nWith `webdataset`:\n\n```python\nimport webdataset as wds\n\n"
-        'dataset = wds.WebDataset("shards/{000000..LAST}.tar").decode("pil")\n'
+        "## Loading\n\nWith `webdataset`:\n\n```python\nimport glob\n\n"
+        "import webdataset as wds\n\n"
+        'shards = sorted(glob.glob("shards/*.tar"))\n'
+        'dataset = wds.WebDataset(shards, shardshuffle=False).decode("pil")\n'
         'for sample in dataset:\n    image, provenance = sample["jpg"], sample["json"]\n```\n\n'
         "With Hugging Face `datasets` (the provenance `json` is typed explicitly, because "
         "unknown values are null and type inference from the first samples would "
@@ -138,7 +141,7 @@ def _loading(facts: Facts) -> str:
         'ds = load_dataset("webdataset", data_files={"train": "shards/*.tar"}, split="train",\n'
         "                  features=features)\n```\n\n"
         "`manifest.parquet` lists every sample with its shard, licence and checksums; "
-        "`croissant.json` describes both for Croissant readers.\n").replace("LAST", last)
+        "`croissant.json` describes both for Croissant readers.\n")
 
 
 def _takedown() -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import html
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,15 @@ from builder import __version__
 from builder.errors import UserError
 from builder.exports.papers import atomic_write
 from builder.exports.report_data import GROUPS, ReportData, gather, transient_reasons
-from builder.ledger import reading
+from builder.ledger import Ledger, reading
 
 TOP_CREATORS = 20
+# The dataset version the page describes, so `verify` can tell a page left from an older
+# version (before a takedown or a resumed build) from a current one.
+VERSION_META = "cleanset-version"
+_VERSION_TAG = re.compile(rf'<meta name="{VERSION_META}" content="([^"]*)">')
+# Pages written before the tag existed still name their version in the title.
+_TITLE_VERSION = re.compile(r"<title>.* — version ([^<\s]+)</title>")
 # Okabe & Ito (2008): (kind of licence, colour). Neutral bars (counts that encode nothing
 # else) use NEUTRAL.
 KINDS = (
@@ -75,16 +82,25 @@ code { overflow-wrap: anywhere; }
 """
 
 
-def write_report(out: Path, dest: Path | None = None) -> Path:
+def write_report(out: Path, dest: Path | None = None, *, lock_held: bool = False) -> Path:
     """Write the report of output directory `out` to `dest` (a file, or a directory to hold
-    report.html; default `out`/report.html) and return its path. `out` is only read."""
+    report.html; default `out`/report.html) and return its path. `out` is only read.
+    `lock_held`: the caller (a takedown) already holds the directory's write lock, which a
+    reader's lock would wait for."""
     ledger_path = out / "ledger.sqlite"
     if not ledger_path.exists():
         raise UserError(f"{out}: no ledger.sqlite here; is this a cleanset output directory? "
                         "Run `cleanset build` first.")
     path = _destination(out, dest)
-    with reading(out, "report") as ledger:
-        page = report_html(gather(ledger.another_reader, out.resolve()))
+    if lock_held:
+        ledger = Ledger(ledger_path, readonly=True)
+        try:
+            page = report_html(gather(ledger.another_reader, out.resolve()))
+        finally:
+            ledger.close()
+    else:
+        with reading(out, "report") as ledger:
+            page = report_html(gather(ledger.another_reader, out.resolve()))
     try:
         atomic_write(path, page)
     except OSError as exc:
@@ -114,10 +130,19 @@ def report_html(data: ReportData) -> str:
                 _consent(data), _concentration(data), _duplicates(data), _history(data),
                 _images(data)]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f'<meta name="cleanset-dataset-version" content="{_e(data.version)}">'
+            f'<meta name="{VERSION_META}" content="{_e(data.version)}">'
             f'<meta name="generator" content="cleanset {_e(__version__)}">'
             f"<title>{_e(title)}</title><style>{CSS}</style></head><body>"
             f"<h1>{_e(title)}</h1>" + "".join(sections) + "</body></html>\n")
+
+
+
+def shown_version(path: Path) -> str | None:
+    """The dataset version a report.html describes, or None when it does not say."""
+    with path.open(encoding="utf-8", errors="replace") as f:
+        head = f.read(4096)  # both tags are in <head>, before the charts
+    match = _VERSION_TAG.search(head) or _TITLE_VERSION.search(head)
+    return html.unescape(match.group(1)) if match else None
 
 
 # -- sections -------------------------------------------------------------------------------

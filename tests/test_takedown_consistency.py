@@ -1,0 +1,224 @@
+"""After a takedown (finished or interrupted) every file and every command tells the same story:
+verify changes nothing and names what is unfinished or stale, the report follows the version,
+loading snippets name shards that exist, and the takedown says what it did and did not do."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from pytest_httpserver import HTTPServer
+
+from tests.conftest import REPO, run_cli, write_jsonl
+from tests.test_takedown import N, image, recipe_for, rows_for
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """One build (4 shards of 3 from loopback HTTP), copied by every test."""
+    tmp = tmp_path_factory.mktemp("takedown-consistency")
+    server = HTTPServer()
+    server.start()
+    try:
+        rows = rows_for(server)
+        recipe = recipe_for(tmp, write_jsonl(tmp / "urls.jsonl", rows))
+        out = tmp / "built"
+        run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
+    finally:
+        server.clear()
+        server.stop()
+    keys = [r["key"] for r in pq.read_table(out / "manifest.parquet").to_pylist()]
+    assert len(keys) == N
+    yield {"out": out, "rows": rows, "keys": keys}
+
+
+@pytest.fixture
+def out(built: dict, tmp_path: Path) -> Path:
+    copy = tmp_path / "out"
+    shutil.copytree(built["out"], copy)
+    return copy
+
+
+def every_file(directory: Path) -> dict[str, str]:
+    """Every file (hidden ones too) by relative path, with its sha256."""
+    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def dataset_files(directory: Path) -> dict[str, str]:
+    """Every file but `.lock`, which holds the pid of the last command that took the lock."""
+    return {name: sha for name, sha in every_file(directory).items() if name != ".lock"}
+
+
+def first_shard_keys(built: dict) -> list[str]:
+    return built["keys"][:3]  # samples_per_shard = 3: all of 000000.tar
+
+
+def run_python_as_a_reader(code: str, cwd: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    """Run pasted code as a reader would, without cleanset on the path; warnings are errors."""
+    script = tmp_path / "reader.py"
+    script.write_text(code, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run([sys.executable, "-W", "error", str(script)], cwd=cwd,
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+# -- item 6: verify reports an interrupted takedown, `cleanset takedown DIR` finishes it -------
+def test_verify_reports_an_interrupted_takedown_changes_nothing_and_names_the_command_to_finish(
+        built: dict, out: Path) -> None:
+    # killed after the ledger commit, before the papers: manifest and ledger now disagree
+    crashed = run_cli("takedown", str(out), "--key", built["keys"][4], "--reason", "request",
+                      env={"CLEANSET_CRASH_AT": "takedown_ledger:1"})
+    assert crashed.returncode == -9, crashed.stdout + crashed.stderr
+    before = every_file(out)
+    assert ".takedown.json" in before
+
+    proc = run_cli("verify", str(out))
+
+    assert proc.returncode == 1, proc.stdout
+    assert every_file(out) == before
+    problem = next(line for line in proc.stdout.splitlines() if "interrupted" in line)
+    assert problem.startswith("PROBLEM takedown takedown-v2 was interrupted")
+    command = re.search(r"`(cleanset takedown [^`]+)`", problem)
+    assert command is not None and command.group(1) == f"cleanset takedown {out}"
+
+    done = run_cli(*command.group(1).split()[1:], check=True)
+    assert "completed the interrupted takedown takedown-v2" in done.stdout
+    assert not (out / ".takedown.json").exists()
+    assert run_cli("verify", str(out)).returncode == 0
+    assert built["keys"][4] not in pq.read_table(out / "manifest.parquet").column("key").to_pylist()
+
+
+def test_takedown_without_selectors_and_nothing_to_finish_says_so_and_exits_2(out: Path) -> None:
+    before = dataset_files(out)
+    proc = run_cli("takedown", str(out))
+    assert proc.returncode == 2
+    assert "nothing to finish" in proc.stderr and "--key" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert dataset_files(out) == before
+
+
+# -- item 8: report.html follows the version ---------------------------------------------------
+def test_a_takedown_regenerates_report_html_for_the_new_version(built: dict, out: Path,
+                                                                tmp_path: Path) -> None:
+    run_cli("report", str(out), check=True)
+    run_cli("takedown", str(out), "--key", built["keys"][4], "--reason", "request", check=True)
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert '<meta name="cleanset-version" content="2">' in page
+    assert f"<b>{N - 1}</b>images" in page
+    fresh = tmp_path / "fresh"
+    shutil.copytree(out, fresh)
+    run_cli("report", str(fresh), check=True)
+    # The same page a report written now would show, but for the location it names.
+    regenerated = (fresh / "report.html").read_text(encoding="utf-8")
+    assert regenerated.replace(str(fresh.resolve()), str(out.resolve())) == page
+    assert run_cli("verify", str(out)).returncode == 0
+
+
+def test_verify_flags_a_report_describing_an_older_version_and_names_cleanset_report(
+        built: dict, out: Path) -> None:
+    run_cli("report", str(out), check=True)
+    old_page = (out / "report.html").read_text(encoding="utf-8")
+    assert '<meta name="cleanset-version" content="1">' in old_page
+    run_cli("takedown", str(out), "--key", built["keys"][4], "--reason", "request", check=True)
+    for page in (old_page, old_page.replace('<meta name="cleanset-version" content="1">', "")):
+        (out / "report.html").write_text(page, encoding="utf-8")  # a copy restored, or older
+        proc = run_cli("verify", str(out))
+        assert proc.returncode == 1, proc.stdout
+        assert (f"PROBLEM report.html is stale: it shows version 1, the dataset is at version "
+                f"2; regenerate it with `cleanset report {out}`") in proc.stdout
+    run_cli("report", str(out), check=True)
+    assert run_cli("verify", str(out)).returncode == 0
+
+
+# -- item 9: loading snippets name shards that exist ------------------------------------------
+def test_the_cards_webdataset_snippet_loads_every_sample_after_the_first_shard_is_deleted(
+        built: dict, out: Path, tmp_path: Path) -> None:
+    args = [a for k in first_shard_keys(built) for a in ("--key", k)]
+    run_cli("takedown", str(out), *args, "--reason", "request", check=True)
+    assert not (out / "shards" / "000000.tar").exists()
+    card = (out / "README.md").read_text(encoding="utf-8")
+    snippet = re.search(r"```python\n(.*?import webdataset as wds.*?)```", card, re.S)
+    assert snippet is not None and "builder" not in snippet.group(1)
+    proc = run_python_as_a_reader(
+        snippet.group(1) + "\nprint(sum(1 for _ in dataset), type(image).__name__)\n",
+        out, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [str(N - 3), "Image"]
+    croissant = json.loads((out / "croissant.json").read_text(encoding="utf-8"))
+    urls = [d["contentUrl"] for d in croissant["distribution"] if "contentUrl" in d]
+    shard_urls = [u for u in urls if u.startswith("shards/")]
+    assert shard_urls and all((out / u).exists() for u in shard_urls)
+
+
+def test_the_readme_webdataset_example_reads_the_offline_example_with_warnings_as_errors(
+        tmp_path: Path) -> None:
+    run_cli("build", str(REPO / "examples/offline/recipe.toml"), "--out",
+            "shards/offline-example", "--no-progress", cwd=tmp_path, check=True)
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"```python\n(import glob\nimport webdataset as wds\n.*?)\n\n", readme,
+                      re.S)
+    assert block is not None
+    proc = run_python_as_a_reader(block.group(1) + "\nprint(sum(1 for _ in ds))\n", tmp_path,
+                                  tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["7"]
+
+
+# -- item 10: the takedown says what it did, and what was already done -------------------------
+def test_a_takedown_that_empties_a_shard_reports_it_deleted_not_rewritten(built: dict,
+                                                                         out: Path) -> None:
+    args = [a for k in first_shard_keys(built) + [built["keys"][4]] for a in ("--key", k)]
+    proc = run_cli("takedown", str(out), *args, "--reason", "request", check=True)
+    assert ("takedown: 4 sample(s) removed, 1 shard(s) rewritten, 1 shard(s) deleted because "
+            "emptied (000000.tar), dataset version 2") in proc.stdout
+    log = json.loads((out / "takedowns.jsonl").read_text())
+    assert log["shards_rewritten"] == ["000001.tar"] and log["shards_deleted"] == ["000000.tar"]
+
+
+def test_taking_down_an_already_removed_work_says_when_and_why_by_key_url_and_sha256(
+        built: dict, out: Path) -> None:
+    key, row = built["keys"][4], built["rows"][4]
+    run_cli("takedown", str(out), "--key", key, "--reason", "creator request #17", check=True)
+    when = json.loads((out / "takedowns.jsonl").read_text())["when"][:10]
+    before = dataset_files(out)
+    sha = hashlib.sha256(image(4)).hexdigest().upper()
+    expected = {
+        ("--key", key): f"key={key}: already removed on {when} by takedown-v2 "
+                        "(reason: creator request #17)",
+        ("--url", row["url"]): f"url={row['url']}: already removed on {when} by takedown-v2 "
+                               "(reason: creator request #17)",
+        ("--sha256", sha): f"sha256={sha}: already removed on {when} "
+                           "(reason: creator request #17)",
+    }
+    for selector, line in expected.items():
+        proc = run_cli("takedown", str(out), *selector, "--reason", "again")
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert line in proc.stdout.splitlines()
+        assert "matches" not in proc.stdout and "nothing changed" in proc.stdout
+    assert dataset_files(out) == before
+
+
+@pytest.mark.parametrize(("selector", "value", "says"), [
+    ("--sha256", "abc", "64 hexadecimal digits"),
+    ("--sha256", "g" * 64, "64 hexadecimal digits"),
+    ("--key", "42", "ten digits"),
+    ("--key", "img4", "ten digits"),
+])
+def test_a_malformed_sha256_or_key_is_refused_with_exit_2_naming_the_value(
+        out: Path, selector: str, value: str, says: str) -> None:
+    before = dataset_files(out)
+    proc = run_cli("takedown", str(out), selector, value, "--reason", "request")
+    assert proc.returncode == 2, proc.stdout
+    assert f"{selector} {value!r}" in proc.stderr and says in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert dataset_files(out) == before
