@@ -8,7 +8,7 @@ import pytest
 
 from builder.errors import UserError
 from builder.recipe import load_recipe
-from tests.conftest import run_cli, write_recipe
+from tests.conftest import make_image, run_cli, write_recipe
 
 GOOD = """
 [dataset]
@@ -24,6 +24,7 @@ path = "images"
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
     (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "a.jpg").write_bytes(make_image(1))
     return tmp_path
 
 
