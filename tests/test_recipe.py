@@ -82,3 +82,20 @@ def test_bad_cli_arguments_exit_2(folder: Path) -> None:
     recipe = write_recipe(folder / "r.toml", GOOD)
     proc = run_cli("build", str(recipe), "--limit", "0")
     assert proc.returncode == 2 and "--limit" in proc.stderr
+
+
+def test_load_recipe_refuses_a_misspelt_policy_naming_the_file_and_the_closest_name(
+        folder: Path) -> None:
+    recipe = write_recipe(folder / "r.toml", GOOD.replace('"commercial"', '"public-domian"'))
+    with pytest.raises(UserError) as err:
+        load_recipe(recipe)
+    assert str(recipe) in str(err.value)
+    assert "[policy] use = 'public-domian'" in str(err.value)
+    assert "Did you mean 'public-domain'?" in str(err.value)
+
+
+def test_load_recipe_refuses_an_empty_or_blank_dataset_output(folder: Path) -> None:
+    for value in ('""', '"   "'):
+        body = GOOD.replace('name = "ok"', f'name = "ok"\noutput = {value}')
+        with pytest.raises(UserError, match=r"\[dataset\] output = .* current directory"):
+            load_recipe(write_recipe(folder / "r.toml", body))
