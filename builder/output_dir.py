@@ -13,7 +13,8 @@ A directory is a cleanset output when
   its last file, the ledger, leaves papers and shards but no ledger yet; or
 - it holds nothing but what a first build creates before its ledger has tables (`shards/`
   with at most shard files, the lock, the write probe, a blank ledger and its SQLite
-  companions): a first build killed early must be resumable by the same command.
+  companions), and perhaps a `denylist.jsonl` seeded by the user: a first build killed
+  early must be resumable by the same command.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ FIRST_BUILD_LEFTOVERS = frozenset({
     ".lock", ".write-probe", "shards", LEDGER, f"{LEDGER}-wal", f"{LEDGER}-shm",
     f"{LEDGER}-journal",
 })
+# A denylist carried over into a new output keeps taken-down works out of it; builds read it
+# and takedowns only append to it, so a directory holding it may be built into.
+SEEDED = frozenset({"denylist.jsonl"})
 # Shards and their temporaries (`NNNNNN.tar`, `.tar.tmp`, a worker's `.tar.TOKEN.tmp`).
 _SHARD_FILE_RE = re.compile(r"^\d{6}\.tar(\.[A-Za-z0-9_-]+)?(\.tmp)?$")
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -95,13 +99,15 @@ def is_cleanset_output(directory: Path) -> bool:
     kind = ledger_kind(directory / LEDGER)
     if kind is LedgerKind.CLEANSET or (directory / STAGE_STATE).is_dir():
         return True
-    return kind is not LedgerKind.FOREIGN and _only_first_build_leftovers(directory)
+    return kind is not LedgerKind.FOREIGN and _only_cleanset_files(directory)
 
 
-def _only_first_build_leftovers(directory: Path) -> bool:
+def _only_cleanset_files(directory: Path) -> bool:
+    """Nothing but a stopped first build's leftovers and a seeded denylist: nothing there
+    that a build would replace."""
     try:
         names = set(os.listdir(directory))
-        if not names <= FIRST_BUILD_LEFTOVERS:
+        if not names <= FIRST_BUILD_LEFTOVERS | SEEDED:
             return False
         shards = directory / "shards"
         if "shards" not in names:
@@ -140,8 +146,8 @@ def _not_ours(out: Path, names: list[str], key: str) -> str:
     why = (f"its {LEDGER} is not a cleanset ledger" if foreign
            else f"it holds no cleanset ledger ({LEDGER})")
     return (f"{key} {out}: is not empty ({shown}) and {why}, so it is not the output of a "
-            f"cleanset build. A build writes README.md, {LEDGER}, Parquet and JSON files and "
-            "shards/ into its output directory and would replace files of those names there. "
+            f"cleanset build. cleanset writes README.md, {LEDGER}, Parquet and JSON files and "
+            "shards/ into an output directory, replacing any files of those names. "
             "Build into a new or empty directory, or into the output of an earlier cleanset "
             "build. Nothing was written.")
 

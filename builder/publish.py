@@ -52,7 +52,6 @@ log = logging.getLogger("cleanset.publish")
 MARKER = "_cleanset_published.json"
 MARKER_FORMAT = 1
 STATE = STAGE_STATE  # in the stage: hash cache, the markers it knows, its lock
-
 UPLOAD_TEMP = ".cleanset-upload-"  # remote temporary names: NAME.cleanset-upload-RANDOM
 UPLOAD_WORKERS = 8
 
@@ -170,7 +169,7 @@ def staged(url: str, stage: Path | None, *, where: str, nothing: str, writing: b
     locked and brought up to date with the URL (pulled when empty) for the caller's work;
     `nothing` says in errors what was therefore not done."""
     remote = open_remote(url, where=where, writing=writing)
-    key = "--stage" if stage is not None else f"the stage of {url} (choose another with --stage)"
+    key = "--stage" if stage is not None else f"--stage (the default for {url})"
     stage = stage or default_stage(url)
     check_output_dir(stage, key=key)  # before its lock: a refused stage gets nothing written
     try:

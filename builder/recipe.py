@@ -244,10 +244,10 @@ def load_recipe(path: str | Path) -> Recipe:
     _check_policy(policy, file)
     _check_exclusions(dedup, file)
     sources = _load_sources(table.get("sources"), file)
-    _preflight_sources(sources, file, fetch)
     from builder.optout import load_optout  # [optout] errors stop the build before any work
 
     load_optout(table.get("optout", {}), file=file, base=file.parent)
+    _preflight_sources(sources, file, fetch)  # the recipe's keys first, then the data files
     return Recipe(
         file=file.resolve(),
         sha256=hashlib.sha256(raw).hexdigest(),
