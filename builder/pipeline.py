@@ -46,6 +46,7 @@ from builder.exports.papers import write_papers
 from builder.faults import crash_point
 from builder.ledger import BuildRow, Ledger
 from builder.lock import OutputLock
+from builder.output_dir import check_output_dir
 from builder.provenance import BuildStamp, dumps, make_provenance
 from builder.recipe import Recipe, SourceSpec
 from builder.records import Candidate, Checked, Detached, Reason, Rejection
@@ -78,6 +79,7 @@ MAX_SHARD_WRITES = 2  # shards sent to workers and not yet committed, before the
 @dataclass(frozen=True)
 class BuildOptions:
     out: Path
+    out_key: str = "--out"  # how the user named `out` (flag or recipe key), for messages
     limit: int | None = None
     workers: int | None = None
     progress: bool | None = None  # None: a bar only on a terminal
@@ -106,6 +108,7 @@ class BuildSummary:
     by_source: Counter[str] = field(default_factory=Counter)  # accepted in this run
     by_creator: Counter[str] = field(default_factory=Counter)
     optout: list[str] = field(default_factory=list)  # the opt-out gate's per-signal counts
+    warnings: list[str] = field(default_factory=list)  # printed right under the first line
 
     @property
     def images_per_s(self) -> float:
@@ -118,6 +121,7 @@ class BuildSummary:
             f"{rejected} rejected, {self.shards_written} shards written, "
             f"{self.bytes / 1e6:.1f} MB, {self.seconds:.1f} s, {self.images_per_s:.1f} images/s",
         ]
+        out.extend(f"  WARNING: {warning}" for warning in self.warnings)
         for reason, n in sorted(self.rejected.items()):
             out.append(f"  rejected {reason}: {n}")
         for source, n in sorted(self.by_source.items()):
@@ -143,7 +147,8 @@ class _Cursor:
 
 def build(recipe: Recipe, options: BuildOptions) -> BuildSummary:
     out = options.out
-    _prepare_output(out)
+    _check_options(recipe, options)
+    _prepare_output(out, options.out_key)
     with OutputLock(out):
         from builder.takedown import complete_pending_locked
 
@@ -173,6 +178,7 @@ def _build_locked(recipe: Recipe, options: BuildOptions, ledger: Ledger) -> Buil
             assert row is not None
         run = _Run(recipe, options, ledger, row, policy)
         summary = run.execute()
+        summary.warnings.extend(_empty_source_warnings(recipe, ledger, row.build))
     write_papers(ledger, options.out)
     summary.seconds = time.monotonic() - started
     summary.total_samples = ledger.sample_count()
@@ -180,9 +186,46 @@ def _build_locked(recipe: Recipe, options: BuildOptions, ledger: Ledger) -> Buil
     return summary
 
 
-def _prepare_output(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: exists and is not a directory. Choose a directory.")
+def _check_options(recipe: Recipe, options: BuildOptions) -> None:
+    """Executor settings that only fit Ray, refused before the output directory exists."""
+    if (options.executor or recipe.executor.kind) == "ray":
+        return
+    if (options.write_shards or recipe.executor.write_shards) == "workers":
+        raise UserError(
+            f"{recipe.file}: write_shards = \"workers\" (or --write-shards workers) needs the "
+            "Ray executor ([executor] kind = \"ray\" or --executor ray); the local executors "
+            "write shards in the build process.")
+    parts = recipe.executor.index_parts
+    if parts and recipe.dedup.near:
+        raise UserError(f"{recipe.file}: [executor] index_parts = {parts} splits the "
+                        "near-duplicate index over Ray actors and needs kind = \"ray\" "
+                        "(or --executor ray); set index_parts = 0 otherwise.")
+
+
+def _empty_source_warnings(recipe: Recipe, ledger: Ledger, build: int) -> list[str]:
+    """One line per source that yielded no candidate at all in a build that read every source
+    to its end. Local sources are refused earlier (builder/recipe.py); an API search may
+    legitimately find nothing, but it is more often a typo in a query or a category, and
+    the build is then complete: running it again will not ask again."""
+    row = ledger.build(build)
+    if row is None or not row.exhausted:
+        return []
+    seen = {name for (name,) in ledger.db.execute(
+        "SELECT DISTINCT source FROM candidates WHERE build = ?", (build,))}
+    warnings = []
+    for spec in recipe.sources:
+        if spec.name not in seen:
+            warnings.append(
+                f"source {spec.name!r} ({spec.kind}) yielded no candidates at all. Check its "
+                f"settings in {recipe.file} (query, category, ids, api): this build is "
+                "complete, so the same command will not ask again; a corrected recipe starts "
+                "a new build in the same directory.")
+            log.warning(warnings[-1])
+    return warnings
+
+
+def _prepare_output(out: Path, key: str) -> None:
+    check_output_dir(out, key=key)  # refuses, creating nothing, what is not ours to write
     try:
         (out / "shards").mkdir(parents=True, exist_ok=True)
         probe = out / ".write-probe"
@@ -190,10 +233,10 @@ def _prepare_output(out: Path) -> None:
         probe.unlink()
     except PermissionError:
         raise UserError(
-            f"--out {out}: not writable by this user. Fix its permissions or choose another."
+            f"{key} {out}: not writable by this user. Fix its permissions or choose another."
         ) from None
     except OSError as exc:
-        raise UserError(f"--out {out}: cannot be used: {exc.strerror or exc}.") from None
+        raise UserError(f"{key} {out}: cannot be used: {exc.strerror or exc}.") from None
 
 
 def _start_or_resume(ledger: Ledger, recipe: Recipe, policy: dict[str, Any],

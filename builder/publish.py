@@ -44,14 +44,14 @@ from tqdm import tqdm
 from builder import __version__, clock
 from builder.errors import UserError
 from builder.lock import OutputLock
+from builder.output_dir import LEDGER, STAGE_STATE, check_output_dir
 from builder.shards import file_sha256
 
 log = logging.getLogger("cleanset.publish")
 
 MARKER = "_cleanset_published.json"
 MARKER_FORMAT = 1
-STATE = ".cleanset-publish"  # in the stage: hash cache, the markers it knows, its lock
-LEDGER = "ledger.sqlite"
+STATE = STAGE_STATE  # in the stage: hash cache, the markers it knows, its lock
 UPLOAD_TEMP = ".cleanset-upload-"  # remote temporary names: NAME.cleanset-upload-RANDOM
 UPLOAD_WORKERS = 8
 
@@ -169,7 +169,9 @@ def staged(url: str, stage: Path | None, *, where: str, nothing: str, writing: b
     locked and brought up to date with the URL (pulled when empty) for the caller's work;
     `nothing` says in errors what was therefore not done."""
     remote = open_remote(url, where=where, writing=writing)
+    key = "--stage" if stage is not None else f"--stage (the default for {url})"
     stage = stage or default_stage(url)
+    check_output_dir(stage, key=key)  # before its lock: a refused stage gets nothing written
     try:
         lock = stage_lock(stage)
     except OSError as exc:

@@ -17,6 +17,7 @@ from typing import Any
 from builder.config import from_table
 from builder.errors import UserError
 from builder.sources import source_module
+from builder.sources.base import SourceContext
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
@@ -192,6 +193,11 @@ def is_url(text: str) -> bool:
 
 
 def _check_output(output: str) -> None:
+    if not output.strip():
+        # The OS reads "" as the current directory: never build into it by accident.
+        raise ValueError('output = "" would build into the current directory; give the '
+                         'output directory (e.g. output = "shards/my-dataset") or remove the '
+                         "key for the default shards/<name>.")
     if not is_url(output):
         return  # a local directory, checked when the build opens it
     from builder.publish import protocol_problem  # fsspec only when a URL is given
@@ -233,16 +239,15 @@ def load_recipe(path: str | Path) -> Recipe:
     image = from_table(ImageConfig, table.get("image", {}), file=file, where="image")
     dedup = from_table(DedupConfig, table.get("dedup", {}), file=file, where="dedup")
     executor = from_table(ExecutorConfig, table.get("executor", {}), file=file, where="executor")
-    for i, ex in enumerate(dedup.exclude):
-        if not (file.parent / ex).exists():
-            raise UserError(
-                f"{file}: dedup.exclude[{i}] = {ex!r}: no such file or directory. "
-                "Paths are relative to the recipe file."
-            )
+    # Everything that can be checked offline is checked here, before the build creates its
+    # output directory: a typo must not leave a half-made dataset behind.
+    _check_policy(policy, file)
+    _check_exclusions(dedup, file)
     sources = _load_sources(table.get("sources"), file)
     from builder.optout import load_optout  # [optout] errors stop the build before any work
 
     load_optout(table.get("optout", {}), file=file, base=file.parent)
+    _preflight_sources(sources, file, fetch)  # the recipe's keys first, then the data files
     return Recipe(
         file=file.resolve(),
         sha256=hashlib.sha256(raw).hexdigest(),
@@ -255,6 +260,44 @@ def load_recipe(path: str | Path) -> Recipe:
         executor=executor,
         extra={k: table[k] for k in EXTENSION_SECTIONS if k in table},
     )
+
+
+def _check_policy(policy: PolicyConfig, file: Path) -> None:
+    """The policy named, and its file, load (the build loads it again, recording it)."""
+    from builder.licensing import load_policy
+
+    try:
+        load_policy(policy.use, jurisdiction=policy.jurisdiction, base_dir=file.parent)
+    except UserError as exc:
+        raise UserError(f"{file}: {exc}") from None
+
+
+def _check_exclusions(dedup: DedupConfig, file: Path) -> None:
+    from builder.dedup import image_files
+
+    for i, ex in enumerate(dedup.exclude):
+        path = file.parent / ex
+        if not path.exists():
+            raise UserError(
+                f"{file}: dedup.exclude[{i}] = {ex!r}: no such file or directory. "
+                "Paths are relative to the recipe file."
+            )
+        if not image_files(path):
+            # An evaluation set that excludes nothing would pass silently: say so instead.
+            raise UserError(
+                f"{file}: dedup.exclude[{i}] = {ex!r}: holds no image files (.jpg, .png, "
+                ".webp, ...), so nothing would be excluded. Point it at the evaluation images."
+            )
+
+
+def _preflight_sources(specs: tuple[SourceSpec, ...], file: Path, fetch: FetchConfig) -> None:
+    """Sources that can read their input offline (table, folder) read enough of it now to
+    refuse a bad or empty one, naming the file, before anything is written."""
+    context = SourceContext(recipe_file=file, base_dir=file.parent, fetch=fetch)
+    for spec in specs:
+        module = source_module(spec.kind, file=str(file), where="sources")
+        if hasattr(module.SOURCE, "preflight"):
+            module.SOURCE(spec.name, spec.config, context).preflight()
 
 
 def _load_sources(raw: Any, file: Path) -> tuple[SourceSpec, ...]:

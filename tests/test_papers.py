@@ -330,3 +330,23 @@ def test_the_cards_datasets_snippet_runs_as_written_without_cleanset(tmp_path: P
                           text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split()[:2] == ["7", "CC-PDM-1.0"]
+
+
+def test_the_card_lists_every_file_an_output_directory_can_hold(built: Path,
+                                                                tmp_path: Path) -> None:
+    """An auditor with a copy years later reads the card to learn what each file is."""
+    from builder.publish import MARKER
+
+    out = tmp_path / "copy"
+    shutil.copytree(built, out)
+    key = manifest_keys(out)[0]
+    run_cli("takedown", str(out), "--key", key, "--reason", "rights holder asked",
+            check=True)  # adds takedowns.jsonl and denylist.jsonl, rewrites the card
+    run_cli("report", str(out), check=True)
+    card = (out / "README.md").read_text(encoding="utf-8")
+    files = card.split("## Files", 1)[1]
+    names = {p.name for p in out.iterdir() if p.is_file() and not p.name.startswith(".")}
+    assert {"ledger.sqlite", "denylist.jsonl", "takedowns.jsonl", "report.html"} <= names
+    for name in sorted(names | {MARKER}):
+        assert f"`{name}`" in files, name
+    assert "`shards/*.tar`" in files and "hidden files" in files

@@ -8,7 +8,7 @@ import pytest
 
 from builder.errors import UserError
 from builder.recipe import load_recipe
-from tests.conftest import run_cli, write_recipe
+from tests.conftest import make_image, run_cli, write_recipe
 
 GOOD = """
 [dataset]
@@ -24,6 +24,7 @@ path = "images"
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
     (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "a.jpg").write_bytes(make_image(1))
     return tmp_path
 
 
@@ -81,3 +82,20 @@ def test_bad_cli_arguments_exit_2(folder: Path) -> None:
     recipe = write_recipe(folder / "r.toml", GOOD)
     proc = run_cli("build", str(recipe), "--limit", "0")
     assert proc.returncode == 2 and "--limit" in proc.stderr
+
+
+def test_load_recipe_refuses_a_misspelt_policy_naming_the_file_and_the_closest_name(
+        folder: Path) -> None:
+    recipe = write_recipe(folder / "r.toml", GOOD.replace('"commercial"', '"public-domian"'))
+    with pytest.raises(UserError) as err:
+        load_recipe(recipe)
+    assert str(recipe) in str(err.value)
+    assert "[policy] use = 'public-domian'" in str(err.value)
+    assert "Did you mean 'public-domain'?" in str(err.value)
+
+
+def test_load_recipe_refuses_an_empty_or_blank_dataset_output(folder: Path) -> None:
+    for value in ('""', '"   "'):
+        body = GOOD.replace('name = "ok"', f'name = "ok"\noutput = {value}')
+        with pytest.raises(UserError, match=r"\[dataset\] output = .* current directory"):
+            load_recipe(write_recipe(folder / "r.toml", body))

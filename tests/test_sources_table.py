@@ -299,9 +299,8 @@ def test_mapping_an_unknown_field_is_refused_when_the_recipe_loads(tmp_path: Pat
 
 def test_mapping_a_column_the_file_lacks_names_the_column_and_the_file(tmp_path: Path) -> None:
     write_csv(tmp_path / "u.csv", ["url", "lic"], [["https://e.org/1.jpg", CC0]])
-    source = table(tmp_path, "u.csv", 'columns = { license = "licence_col" }\n')
-    with pytest.raises(UserError) as err:
-        all_of(source)
+    with pytest.raises(UserError) as err:  # refused as the recipe loads, before any work
+        table(tmp_path, "u.csv", 'columns = { license = "licence_col" }\n')
     assert "u.csv" in str(err.value) and "licence_col" in str(err.value)
     assert "'lic'" in str(err.value)  # the columns it does have
 
@@ -346,9 +345,57 @@ def test_a_broken_parquet_file_is_a_user_error(tmp_path: Path) -> None:
         all_of(table(tmp_path, "bad.parquet"))
 
 
-def test_an_empty_csv_yields_nothing(tmp_path: Path) -> None:
-    (tmp_path / "u.csv").write_text("")
-    assert all_of(table(tmp_path, "u.csv")) == []
+@pytest.mark.parametrize("content", ["", "url,license\n", "\n\n", "url,license\n\n  \n"])
+def test_a_csv_without_data_rows_is_refused_as_the_recipe_loads_naming_source_and_file(
+        tmp_path: Path, content: str) -> None:
+    (tmp_path / "u.csv").write_text(content)
+    with pytest.raises(UserError) as err:
+        table(tmp_path, "u.csv")
+    assert "u.csv" in str(err.value) and "'table'" in str(err.value)
+    assert "no data rows" in str(err.value) and "recipe.toml" in str(err.value)
+
+
+@pytest.mark.parametrize(("name", "write"), [
+    ("u.jsonl", lambda p: p.write_text("\n")),
+    ("u.parquet", lambda p: pq.write_table(pa.table({"url": pa.array([], pa.string())}), p)),
+    ("u.csv.gz", lambda p: p.write_bytes(gzip.compress(b"url,license\n"))),
+])
+def test_empty_jsonl_parquet_and_gzip_tables_are_refused_as_the_recipe_loads(
+        tmp_path: Path, name: str, write) -> None:
+    write(tmp_path / name)
+    with pytest.raises(UserError, match="no data rows"):
+        table(tmp_path, name)
+
+
+def test_a_tab_separated_file_named_csv_is_told_to_say_format_tsv(tmp_path: Path) -> None:
+    (tmp_path / "u.csv").write_text(f"url\tlicense\nhttps://e.org/1.jpg\t{CC0}\n")
+    with pytest.raises(UserError) as err:
+        table(tmp_path, "u.csv")
+    message = str(err.value)
+    assert 'format = "tsv"' in message and "tab-separated" in message
+    assert "columns" not in message  # a mapping cannot fix a wrong delimiter
+    # ... and with that advice followed, the same file reads.
+    source = table(tmp_path, "u.csv", 'format = "tsv"\n')
+    assert [c.url for c in all_of(source)] == ["https://e.org/1.jpg"]
+
+
+def test_a_tab_separated_csv_with_a_column_mapping_still_gets_the_tsv_advice(
+        tmp_path: Path) -> None:
+    (tmp_path / "u.csv").write_text(f"link\tlic\nhttps://e.org/1.jpg\t{CC0}\n")
+    with pytest.raises(UserError, match='format = "tsv"'):
+        table(tmp_path, "u.csv", 'columns = { url = "link", license = "lic" }\n')
+
+
+def test_a_comma_separated_file_read_as_tsv_is_told_to_say_format_csv(tmp_path: Path) -> None:
+    (tmp_path / "u.tsv").write_text(f"url,license\nhttps://e.org/1.jpg,{CC0}\n")
+    with pytest.raises(UserError, match='format = "csv"'):
+        table(tmp_path, "u.tsv")
+
+
+def test_a_malformed_first_row_is_refused_as_the_recipe_loads(tmp_path: Path) -> None:
+    (tmp_path / "u.csv").write_text("url,license\nhttps://e.org/1.jpg\n")
+    with pytest.raises(UserError, match="line 2"):
+        table(tmp_path, "u.csv")
 
 
 def test_a_recipe_given_by_a_relative_path_finds_its_table(

@@ -26,9 +26,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                     "same output directory. Exit 0 when the build finished (rejections are "
                     "normal), 2 for a bad recipe or arguments, 1 for a fatal error.")
     p.add_argument("recipe", type=Path, help="recipe .toml file")
-    p.add_argument("--out", metavar="DIR|URL", help="output directory, or an fsspec URL (s3://bucket/name, gs://..., "
+    p.add_argument("--out", type=_output_path, metavar="DIR|URL", help="output directory, or an fsspec URL (s3://bucket/name, gs://..., "
                    "file://...) built in --stage, then published (default: [dataset] output)")
-    p.add_argument("--stage", type=Path, metavar="DIR",
+    p.add_argument("--stage", type=_stage_path, metavar="DIR",
                    help="with a URL output: the local directory it is built in before publishing "
                    "(default: $XDG_CACHE_HOME/cleanset/stage/<sha256 of the URL>)")
     p.add_argument("--limit", type=_positive_int, help="consider at most N candidates")
@@ -41,6 +41,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                    help="who writes the shards (overrides [executor] write_shards; workers: "
                         "Ray workers, onto a filesystem shared with this machine)")
     p.set_defaults(func=run)
+
+
+def _output_path(text: str) -> str:
+    # An empty path is the current directory to the OS: a typo (or an unset shell variable)
+    # must not turn the working directory into a dataset.
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "an empty or blank path (an empty path means the current directory); give the "
+            "output directory, e.g. shards/my-dataset")
+    return text
+
+
+def _stage_path(text: str) -> Path:
+    return Path(_output_path(text))
 
 
 def _positive_int(text: str) -> int:
@@ -65,16 +79,17 @@ def run(args: argparse.Namespace) -> int:
     if args.stage is not None:
         raise UserError(f"--stage {args.stage}: only a URL output (s3://..., file://...) is "
                         "staged; a local --out is built in place. Drop --stage.")
-    summary = build(recipe, _build_options(Path(target), args))
+    key = "--out" if args.out is not None else f"{recipe.file}: [dataset] output ="
+    summary = build(recipe, _build_options(Path(target), args, key))
     for line in summary.lines():
         print(line)
     return 0
 
 
-def _build_options(out: Path, args: argparse.Namespace) -> BuildOptions:
+def _build_options(out: Path, args: argparse.Namespace, out_key: str) -> BuildOptions:
     from builder.pipeline import BuildOptions
 
-    return BuildOptions(out=out, limit=args.limit, workers=args.workers,
+    return BuildOptions(out=out, out_key=out_key, limit=args.limit, workers=args.workers,
                         progress=False if args.no_progress else None,
                         executor=args.executor, ray_address=args.ray_address,
                         write_shards=args.write_shards)
@@ -87,7 +102,7 @@ def _build_and_publish(recipe: Recipe, url: str, where: str, args: argparse.Name
 
     with publish.staged(url, args.stage, where=where, nothing="Nothing was built") as (remote,
                                                                                       stage):
-        summary = build(recipe, _build_options(stage, args))
+        summary = build(recipe, _build_options(stage, args, "--stage"))
         for line in summary.lines():
             print(line)
         result = publish.publish(stage, remote,

@@ -156,13 +156,31 @@ def _takedown() -> str:
 
 
 def _files() -> str:
+    # Every file a cleanset output can hold: an auditor reading a copy years later must be
+    # able to tell what each one is, and which are the record rather than derived from it.
     return ("## Files\n\n" + _table(("File", "What"), [
         ("`shards/*.tar`", "WebDataset shards: `KEY.jpg/png/...`, `KEY.json`, `KEY.txt`"),
+        ("`README.md`", "this dataset card"),
         ("`manifest.parquet`", "one row per sample"),
         ("`candidates.parquet`", "one row per candidate considered, with its outcome"),
         ("`spdx.json`", "SPDX 2.3: the dataset and every image with its licence"),
         ("`croissant.json`", "Croissant metadata with Responsible-AI fields"),
         ("`ATTRIBUTION.md`, `attribution.csv`", "every credit owed"),
+        ("`ledger.sqlite`", "the record every file above is derived from (SQLite): every "
+         "candidate ever considered with its decision and reason, every sample with its "
+         "provenance, each build with its recipe's sha256 and its policy, each dataset "
+         "version; `cleanset verify`, `lookup`, `diff` and `takedown` read it"),
+        ("`takedowns.jsonl`", "after a takedown: one line per takedown, what was removed, "
+         "when and why"),
+        ("`denylist.jsonl`", "after a takedown: the works removed (URLs, sha256, PDQ hash; "
+         "a creator named with --creator); later builds into this directory refuse them"),
+        ("`report.html`", "written by `cleanset report`: charts of licences, sources, "
+         "refusals, creators and sizes"),
+        ("`_cleanset_published.json`", "at a published URL: every file with its size and "
+         "sha256; the files it lists are one consistent version"),
+        ("hidden files (`.NAME`)", "cleanset's working state (the lock of a running build, "
+         "an interrupted takedown's journal, a URL output's stage); not part of the dataset, "
+         "never published"),
     ]))
 
 

@@ -7,6 +7,7 @@ A policy admits an entry when its `family` is listed (or its id is in `ids`), it
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import tomllib
 from dataclasses import dataclass, replace
@@ -89,9 +90,12 @@ def _resolve(use: str, base_dir: Path | None) -> Path:
         path = base_dir / path
     if path.is_file():
         return path
+    close = difflib.get_close_matches(use, known_policies(), n=1)
+    guess = f" Did you mean {close[0]!r}?" if close else ""
     raise UserError(
-        f"[policy] use = {use!r}: no such policy. Use one of {', '.join(known_policies())} "
-        f"(files in {policies_dir()}), or a path to a policy TOML relative to the recipe.")
+        f"[policy] use = {use!r}: no such policy.{guess} Use one of "
+        f"{', '.join(known_policies())} (files in {policies_dir()}), or a path to a policy "
+        "TOML relative to the recipe.")
 
 
 def _build(data: dict[str, Any], path: Path, jurisdiction: str | None) -> Policy:

@@ -4,6 +4,10 @@ A source module defines a frozen `Config` dataclass (its recipe keys; every key 
 and `name`) and a class taking `(name, config, context)` with a `candidates(resume)`
 generator. Each yielded Candidate carries `resume`: the state after it, so a resumed build
 hands the last committed state back instead of paging from the start.
+
+A source that reads local input (table, folder) also has `preflight()`: it reads just enough
+of that input, offline, to refuse a malformed or empty one with a UserError. The recipe
+loader calls it, so such input is refused before the build creates its output directory.
 """
 
 from __future__ import annotations

@@ -80,11 +80,6 @@ class FolderSource:
         self.root = (path if path.is_absolute() else context.base_dir / path).resolve()
 
     def candidates(self, resume: dict[str, Any] | None) -> Iterator[Candidate]:
-        if not self.root.is_dir():
-            raise UserError(
-                f"{self.root}: image folder of source {self.name!r} is gone (named in "
-                f"{self.context.recipe_file}). Restore it or fix the path."
-            )
         images, metadata = self._scan()
         rels = [rel for rel, _ in images]
         after = (resume or {}).get("after")
@@ -105,7 +100,27 @@ class FolderSource:
             return False
         return target.is_relative_to(self.root) and target.is_file()
 
+    def preflight(self) -> None:
+        """Walk the folder and read its metadata files (not the sidecars, read one per image
+        during the build): a malformed metadata file, or a folder without a single image,
+        is refused before the build starts. The walk is repeated by the build; it costs a
+        directory listing, small next to fetching and hashing every image."""
+        images, _ = self._scan()
+        if not images:
+            below = " (recursive = false: its subfolders were not searched)" \
+                if not self.config.recursive else ""
+            raise UserError(
+                f"{self.root}: holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})"
+                f"{below}, so source {self.name!r} of {self.context.recipe_file} would yield "
+                "nothing. Put the images there, fix the path, or remove the source."
+            )
+
     def _scan(self) -> tuple[list[tuple[str, Path]], dict[str, tuple[str, dict[str, Any]]]]:
+        if not self.root.is_dir():
+            raise UserError(
+                f"{self.root}: image folder of source {self.name!r} is gone (named in "
+                f"{self.context.recipe_file}). Restore it or fix the path."
+            )
         images: list[tuple[str, Path]] = []
         metadata: dict[str, tuple[str, dict[str, Any]]] = {}
         for dirpath, dirnames, filenames in os.walk(self.root, followlinks=False):

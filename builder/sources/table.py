@@ -24,6 +24,7 @@ import gzip
 import json
 import zlib
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -109,6 +110,25 @@ class TableSource:
             self.mapping.setdefault("id", config.id_column)
 
     def candidates(self, resume: dict[str, Any] | None) -> Iterator[Candidate]:
+        for index, row, plan, state in self._rows(resume or {}):
+            yield row_to_candidate(
+                row, plan, source=self.name, fallback_id=f"row-{index}",
+                fixed_license=self.config.license, resume=state,
+            )
+
+    def preflight(self) -> None:
+        """Read the header (or schema) and the first row: a file whose columns cannot be
+        understood, or that holds no row at all, is refused before the build starts."""
+        with closing(self._rows({})) as rows:
+            if next(rows, None) is not None:
+                return
+        raise UserError(
+            f"{self.path}: has no data rows (it is empty, or holds only a header), so source "
+            f"{self.name!r} of {self.context.recipe_file} would yield nothing. Give a table "
+            "with a header line and at least one row, or remove the source."
+        )
+
+    def _rows(self, resume: dict[str, Any]) -> Iterator[Row]:
         if not self.path.is_file():
             raise UserError(
                 f"{self.path}: table file of source {self.name!r} is gone "
@@ -117,11 +137,7 @@ class TableSource:
         rows = {"csv": self._csv_rows, "tsv": self._csv_rows, "jsonl": self._jsonl_rows,
                 "parquet": self._parquet_rows}[self.format]
         try:
-            for index, row, plan, state in rows(resume or {}):
-                yield row_to_candidate(
-                    row, plan, source=self.name, fallback_id=f"row-{index}",
-                    fixed_license=self.config.license, resume=state,
-                )
+            yield from rows(resume)
         except (gzip.BadGzipFile, EOFError, zlib.error) as exc:  # a .gz name on other bytes
             raise UserError(
                 f"{self.path}: is not a complete gzip file ({exc}). Re-compress it, or drop "
@@ -131,6 +147,7 @@ class TableSource:
     # -- columns -------------------------------------------------------------
 
     def _plan(self, names: list[str], *, where: str) -> ColumnPlan:
+        self._check_delimiter(names, where=where)
         plan = plan_columns(names, self.mapping,
                             extra=TABLE_EXTRA + tuple(self.config.keep_columns))
         wanted = {**self.mapping, **{f"keep:{c}": c for c in self.config.keep_columns}}
@@ -150,6 +167,21 @@ class TableSource:
             )
         return plan
 
+    def _check_delimiter(self, names: list[str], *, where: str) -> None:
+        """A header read as one column that holds the other delimiter: the format is wrong
+        (a tab-separated file named .csv is common), and no column mapping would fix it."""
+        if self.format not in ("csv", "tsv") or len(names) != 1:
+            return
+        other, other_format = ("\t", "tsv") if self.format == "csv" else (",", "csv")
+        if other not in names[0]:
+            return
+        fields = [n.strip() for n in names[0].split(other)]
+        raise UserError(
+            f"{self.path}: {where} is {'tab' if other_format == 'tsv' else 'comma'}-separated "
+            f"({_show(fields)}), but source {self.name!r} reads it as {self.format.upper()}. "
+            f'Add format = "{other_format}" to that source in {self.context.recipe_file}.'
+        )
+
     # -- CSV / TSV -----------------------------------------------------------
 
     def _csv_rows(self, resume: dict[str, Any]) -> Iterator[Row]:
@@ -159,6 +191,8 @@ class TableSource:
             lines = _Lines(fh, self.path)
             reader = csv.reader(lines, delimiter=delimiter)
             header = self._csv_next(reader, lines)
+            while header is not None and not any(h.strip() for h in header):
+                header = self._csv_next(reader, lines)  # blank lines before the header
             if header is None:
                 return
             header = [h.strip() for h in header]

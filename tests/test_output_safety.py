@@ -1,0 +1,333 @@
+"""Never lose a user's file: cleanset builds only into a new or empty directory or an earlier
+cleanset output, refuses everything else before creating anything, and refuses a recipe it
+can check offline before the output directory exists (#16 items 1, 11, 16)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pytest_httpserver import HTTPServer
+
+from builder.output_dir import is_cleanset_output
+from tests.api_support import ApiServer, recipe_text
+from tests.conftest import make_image, run_cli, write_recipe
+
+CC0 = "https://creativecommons.org/publicdomain/zero/1.0/"
+
+
+def add_images(folder: Path, seeds: range) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for seed in seeds:
+        (folder / f"img{seed:02d}.jpg").write_bytes(make_image(seed))
+
+
+def recipe_in(folder: Path, *, extra_dataset: str = "", policy: str = "commercial",
+              source: str = 'kind = "folder"\npath = "images"', tail: str = "") -> Path:
+    if not (folder / "images").exists():
+        add_images(folder / "images", range(5))
+    return write_recipe(folder / "recipe.toml", f"""
+[dataset]
+name = "safety"
+samples_per_shard = 2
+{extra_dataset}
+[policy]
+use = "{policy}"
+[[sources]]
+{source}
+license = "{CC0}"
+{tail}""")
+
+
+def snapshot(root: Path) -> dict[str, bytes | None]:
+    """Every file (with its bytes) and every directory (None) under `root`, hidden ones too."""
+    found: dict[str, bytes | None] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        for name in dirnames:
+            found[(here / name).relative_to(root).as_posix()] = None
+        for name in filenames:
+            path = here / name
+            found[path.relative_to(root).as_posix()] = (
+                None if path.is_symlink() else path.read_bytes())
+    return found
+
+
+def build(recipe: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return run_cli("build", str(recipe), *args, "--no-progress", cwd=cwd)
+
+
+def assert_refused(proc: subprocess.CompletedProcess[str], *words: str) -> None:
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    for word in words:
+        assert word in proc.stderr, (word, proc.stderr)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A clone of some repository: the README and the code must survive any cleanset mistake."""
+    root = tmp_path / "project"
+    (root / "src").mkdir(parents=True)
+    (root / "README.md").write_text("# My project\n\nHand-written, years of work.\n")
+    (root / "pyproject.toml").write_text("[project]\nname = 'mine'\n")
+    (root / "src" / "main.py").write_text("print('hello')\n")
+    recipe_in(root)
+    return root
+
+
+# -- item 1: where a build may write ------------------------------------------------------------
+def test_out_dot_in_a_project_is_refused_and_leaves_every_file_as_it_was(project: Path) -> None:
+    before = snapshot(project)
+    proc = build(project / "recipe.toml", "--out", ".", cwd=project)
+    assert_refused(proc, "--out .", "no cleanset ledger", "README.md",
+                   "new or empty directory", "earlier cleanset build")
+    assert snapshot(project) == before  # no README replaced, no shards/, no .lock
+
+
+def test_out_naming_a_non_empty_directory_by_its_path_is_refused_too(project: Path) -> None:
+    before = snapshot(project)
+    assert_refused(build(project / "recipe.toml", "--out", str(project)), str(project))
+    assert snapshot(project) == before
+
+
+@pytest.mark.parametrize("flags", [["--out", ""], ["--out", "  "],
+                                   ["--out", "file:///nowhere/ds", "--stage", ""]])
+def test_an_empty_out_or_stage_is_a_usage_error_that_creates_nothing(
+        project: Path, flags: list[str]) -> None:
+    before = snapshot(project)
+    proc = build(project / "recipe.toml", *flags, cwd=project)
+    assert_refused(proc, flags[-2], "empty")
+    assert snapshot(project) == before
+
+
+def test_an_empty_dataset_output_in_the_recipe_is_refused_naming_the_recipe_and_key(
+        tmp_path: Path) -> None:
+    recipe = recipe_in(tmp_path, extra_dataset='output = ""')
+    before = snapshot(tmp_path)
+    assert_refused(build(recipe, cwd=tmp_path), "recipe.toml", "output", "current directory")
+    assert snapshot(tmp_path) == before
+
+
+def test_the_recipes_output_into_a_non_empty_directory_is_refused_naming_the_key(
+        tmp_path: Path) -> None:
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("buy milk\n")
+    recipe = recipe_in(tmp_path, extra_dataset='output = "notes"')
+    before = snapshot(tmp_path)
+    assert_refused(build(recipe, cwd=tmp_path), "[dataset] output", "notes", "todo.txt")
+    assert snapshot(tmp_path) == before
+
+
+def test_a_stranger_ledger_sqlite_does_not_make_a_directory_a_cleanset_output(
+        tmp_path: Path) -> None:
+    books = tmp_path / "books"
+    books.mkdir()
+    db = sqlite3.connect(books / "ledger.sqlite")
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE accounts (name TEXT, balance INTEGER)")
+    db.execute("INSERT INTO accounts VALUES ('rent', -1200)")
+    db.commit()
+    db.close()
+    (books / "README.md").write_text("my accounts\n")
+    recipe = recipe_in(tmp_path)
+    before = snapshot(books)
+    assert_refused(build(recipe, "--out", str(books)), "is not a cleanset ledger")
+    assert snapshot(books) == before  # not even a -shm beside the stranger's database
+
+
+@pytest.mark.parametrize(("make", "out", "words"), [
+    (lambda t: (t / "afile").write_text("mine\n"), "afile",
+     ["exists and is not a directory", "new or empty directory"]),
+    (lambda t: (t / "afile").write_text("mine\n"), "afile/sub/out", ["afile is a file"]),
+    (lambda t: (t / "link").symlink_to(t / "nowhere"), "link", ["broken symbolic link"]),
+    (lambda t: (t / "link").symlink_to(t / "nowhere"), "link/out",
+     ["link is a broken symbolic link"]),
+])
+def test_a_file_a_path_below_a_file_and_a_broken_link_are_refused_creating_nothing(
+        tmp_path: Path, make: Any, out: str, words: list[str]) -> None:
+    recipe = recipe_in(tmp_path)
+    make(tmp_path)
+    before = snapshot(tmp_path)
+    assert_refused(build(recipe, "--out", str(tmp_path / out)), *words)
+    assert snapshot(tmp_path) == before
+
+
+@pytest.fixture
+def read_only_fs(tmp_path: Path) -> Iterator[Path]:
+    """A read-only tmpfs (root in CI ignores chmod); skipped where mounting is not allowed."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    if not shutil.which("mount") or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(mnt)],
+            capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN)")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_an_output_below_a_read_only_directory_names_the_directory_that_cannot_be_written(
+        tmp_path: Path, read_only_fs: Path) -> None:
+    proc = build(recipe_in(tmp_path), "--out", str(read_only_fs / "a" / "b"))
+    assert_refused(proc, f"cannot be created in {read_only_fs}", "Read-only file system")
+
+
+def test_what_a_first_build_stopped_before_its_ledger_leaves_is_resumed_but_a_user_file_is_not(
+        tmp_path: Path) -> None:
+    recipe = recipe_in(tmp_path)
+    stopped = tmp_path / "stopped"
+    (stopped / "shards").mkdir(parents=True)
+    (stopped / ".lock").write_text("12345")
+    assert build(recipe, "--out", str(stopped)).returncode == 0
+    assert run_cli("verify", str(stopped)).returncode == 0
+
+    mine = tmp_path / "mine"
+    (mine / "shards").mkdir(parents=True)
+    (mine / "shards" / "00000.tar").write_bytes(b"someone else's webdataset shard")
+    before = snapshot(mine)
+    assert_refused(build(recipe, "--out", str(mine)), "no cleanset ledger")
+    assert snapshot(mine) == before
+
+
+def test_a_first_build_killed_before_its_ledger_was_checkpointed_is_recognised_and_resumed(
+        tmp_path: Path) -> None:
+    recipe = recipe_in(tmp_path)
+    out = tmp_path / "out"
+    env = {"CLEANSET_COMMIT_EVERY": "2", "CLEANSET_CRASH_AT": "after_commit:1"}
+    killed = run_cli("build", str(recipe), "--out", str(out), "--no-progress", env=env)
+    assert killed.returncode == -9
+    assert (out / "ledger.sqlite-wal").exists()  # its tables are still in the WAL only
+    listing = sorted(p.name for p in out.iterdir())
+    assert is_cleanset_output(out)
+    assert sorted(p.name for p in out.iterdir()) == listing  # recognising it created nothing
+    (out / "NOTES.txt").write_text("a note the operator left while it was down\n")
+    assert build(recipe, "--out", str(out)).returncode == 0
+    reference = tmp_path / "reference"
+    assert build(recipe, "--out", str(reference)).returncode == 0
+    assert {p.name: p.read_bytes() for p in (out / "shards").iterdir()} == \
+        {p.name: p.read_bytes() for p in (reference / "shards").iterdir()}
+
+
+def test_a_url_output_refuses_a_stage_that_is_a_users_directory(project: Path,
+                                                                 tmp_path: Path) -> None:
+    before = snapshot(project)
+    url = (tmp_path / "published").as_uri()
+    proc = build(project / "recipe.toml", "--out", url, "--stage", str(project))
+    assert_refused(proc, f"--stage {project}", "no cleanset ledger")
+    assert snapshot(project) == before  # no .cleanset-publish/, no .lock
+    assert not (tmp_path / "published").exists()
+
+
+def test_a_url_output_still_builds_in_a_new_stage_and_again_in_the_same_one(
+        tmp_path: Path) -> None:
+    recipe = recipe_in(tmp_path)
+    url = (tmp_path / "published").as_uri()
+    stage = tmp_path / "stage"
+    assert build(recipe, "--out", url, "--stage", str(stage)).returncode == 0
+    add_images(tmp_path / "images", range(5, 7))  # a changed recipe is a new build, same stage
+    recipe = recipe_in(tmp_path, tail="# second\n")
+    again = build(recipe, "--out", url, "--stage", str(stage))
+    assert again.returncode == 0, again.stderr
+    assert run_cli("verify", url).returncode == 0
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "a.txt").write_text("x")
+    assert_refused(build(recipe, "--out", url, "--stage", str(tmp_path / "mine")), "a.txt")
+
+
+# -- item 11: everything checked offline is checked before the output exists ---------------------
+def test_a_misspelt_policy_names_the_recipe_suggests_the_closest_and_creates_nothing(
+        tmp_path: Path) -> None:
+    recipe = recipe_in(tmp_path, policy="comercial")
+    proc = build(recipe, "--out", str(tmp_path / "out"))
+    assert_refused(proc, str(recipe), "[policy] use = 'comercial'", "Did you mean 'commercial'?")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_broken_policy_file_names_the_recipe_and_the_policy_file_and_creates_nothing(
+        tmp_path: Path) -> None:
+    (tmp_path / "mine.toml").write_text('name = "mine"\nfamilies = ["CC-BYY"]\n')
+    recipe = recipe_in(tmp_path, policy="mine.toml")
+    proc = build(recipe, "--out", str(tmp_path / "out"))
+    assert_refused(proc, str(recipe), str(tmp_path / "mine.toml"), "CC-BYY")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("table", "words"), [
+    ("url,license\nhttps://e.org/1.jpg\n", ["line 2", "fields"]),
+    ("link,licence\nhttps://e.org/1.jpg,x\n", ["no image URL column"]),
+    ("url\tlicense\nhttps://e.org/1.jpg\tx\n", ['format = "tsv"']),
+    ("", ["no data rows", "'table'"]),
+])
+def test_a_bad_or_empty_table_is_refused_before_the_output_directory_exists(
+        tmp_path: Path, table: str, words: list[str]) -> None:
+    (tmp_path / "urls.csv").write_text(table)
+    recipe = recipe_in(tmp_path, source='kind = "table"\npath = "urls.csv"')
+    proc = build(recipe, "--out", str(tmp_path / "out"))
+    assert_refused(proc, "urls.csv", *words)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_without_images_or_with_a_malformed_metadata_file_creates_nothing(
+        tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "notes.txt").write_text("no pictures yet\n")
+    recipe = recipe_in(tmp_path)
+    assert_refused(build(recipe, "--out", str(tmp_path / "out")), "holds no image files",
+                   "'folder'")
+    add_images(tmp_path / "images", range(2))
+    (tmp_path / "images" / "metadata.jsonl").write_text('{"file_name": "img00.jpg"}\n{oops\n')
+    assert_refused(build(recipe, "--out", str(tmp_path / "out")), "metadata.jsonl", "line 2")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_evaluation_set_without_images_is_refused_before_the_output_exists(
+        tmp_path: Path) -> None:
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "README").write_text("images to come\n")
+    recipe = recipe_in(tmp_path, tail='[dedup]\nexclude = ["eval"]\n')
+    assert_refused(build(recipe, "--out", str(tmp_path / "out")), "dedup.exclude[0]",
+                   "no image files")
+    assert not (tmp_path / "out").exists()
+
+
+def test_ray_only_executor_settings_are_refused_before_the_output_exists(tmp_path: Path) -> None:
+    recipe = recipe_in(tmp_path)
+    assert_refused(build(recipe, "--out", str(tmp_path / "out"), "--write-shards", "workers"),
+                   "write_shards", "--executor ray")
+    recipe = recipe_in(tmp_path, tail="[executor]\nindex_parts = 2\n")
+    assert_refused(build(recipe, "--out", str(tmp_path / "out")), "index_parts")
+    assert not (tmp_path / "out").exists()
+
+
+# -- item 16: a source that yields nothing ---------------------------------------------------------
+def test_an_api_source_that_yields_nothing_is_warned_about_by_name_and_the_build_exits_0(
+        httpserver: HTTPServer, tmp_path: Path) -> None:
+    ApiServer(httpserver, "/api/artworks/",
+              lambda args, path: {"info": {"total": 0, "parameters": args}, "data": []})
+    add_images(tmp_path / "images", range(3))
+    text = recipe_text("empty-search", f"""kind = "folder"
+path = "images"
+license = "{CC0}"
+
+[[sources]]
+kind = "cleveland"
+name = "typo-search"
+api = "{httpserver.url_for('/api')}"
+query = "impresionism"
+""")
+    recipe = write_recipe(tmp_path / "recipe.toml", text)
+    proc = build(recipe, "--out", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    warnings = [line for line in proc.stdout.splitlines() if "WARNING" in line]
+    assert len(warnings) == 1, proc.stdout
+    assert "source 'typo-search' (cleveland) yielded no candidates" in warnings[0]
+    assert "recipe.toml" in warnings[0]
+    assert "typo-search" in proc.stderr  # the log says it too
