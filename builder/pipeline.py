@@ -48,7 +48,7 @@ from builder.ledger import BuildRow, Ledger
 from builder.lock import OutputLock
 from builder.provenance import BuildStamp, dumps, make_provenance
 from builder.recipe import Recipe, SourceSpec
-from builder.records import Candidate, Checked, Detached, Reason, Rejection
+from builder.records import Candidate, Checked, Detached, Reason, Rejection, decided_license
 from builder.shards import OpenShard, fsync_dir, shard_path, temp_path
 from builder.sources import source_module
 from builder.sources.base import SourceContext
@@ -419,13 +419,17 @@ class _Run:
         if self.writing:
             self._commit_written(at_most=MAX_SHARD_WRITES)
         if isinstance(outcome, Checked):
+            admitted_as = decided_license(outcome)
             outcome = self._admit(outcome)
+            if isinstance(outcome, Rejection):  # a duplicate, eval overlap, creator cap
+                outcome = outcome.with_license(admitted_as)
         asked = self.prefetched.pop(seq, None)
         if asked is not None:
             assert self.remote is not None
             self.remote.settle(asked)
         if isinstance(outcome, Rejection):
-            self._record(seq, cand, "rejected", outcome.reason.value, outcome.detail, None, None)
+            self._record(seq, cand, "rejected", outcome.reason.value, outcome.detail, None,
+                         outcome.license)
             self.summary.rejected[outcome.reason.value] += 1
         else:
             key, spdx = outcome
