@@ -42,7 +42,7 @@ from builder.dedup import (
 )
 from builder.errors import UserError
 from builder.executors import make_executor
-from builder.exports.papers import write_papers
+from builder.exports.papers import record_dataset_meta, write_papers
 from builder.faults import crash_point
 from builder.ledger import BuildRow, Ledger
 from builder.lock import OutputLock
@@ -648,8 +648,7 @@ class _Run:
             from builder.versions import record_build_version
 
             record_build_version(self.ledger, note=f"build {self.row.build}")
-        self.ledger.set_meta("dataset_name", self.recipe.dataset.name)
-        self.ledger.set_meta("dataset_description", self.recipe.dataset.description)
+        record_dataset_meta(self.ledger, self.recipe.dataset)
         self.ledger.finish_build(self.row.build, finished_at=clock.wall_iso(),
                                  exhausted=exhausted)
         crash_point("before_finish_commit")
