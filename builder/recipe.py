@@ -63,8 +63,12 @@ EMAIL_RE = re.compile(r"^[^@\s<>()\[\],;:\"]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 
 def is_http_url(text: str) -> bool:
     """An absolute http(s) URL with a host and no whitespace."""
-    parts = urlsplit(text)
-    return parts.scheme in ("http", "https") and bool(parts.hostname) and not any(
+    try:
+        parts = urlsplit(text)
+        host = parts.hostname  # raises on a malformed IPv6 literal ("http://[::1")
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(host) and not any(
         c.isspace() for c in text)
 
 

@@ -164,6 +164,7 @@ def test_collection_timeframe_spans_the_first_and_last_retrieval_and_later_keys_
 @pytest.mark.parametrize(("line", "names"), [
     ('homepage = "example.org/data"', "[dataset] homepage = 'example.org/data'"),
     ('homepage = "ftp://example.org/data"', "[dataset] homepage = 'ftp://example.org/data'"),
+    ('homepage = "http://[::1"', "[dataset] homepage = 'http://[::1'"),
     ('contact = "the maintainers"', "[dataset] contact = 'the maintainers'"),
     ('contact = "mailto:a@example.org"', 'without "mailto:", e.g. "a@example.org"'),
     ('citation = "  "', "[dataset] citation is empty"),
