@@ -42,14 +42,14 @@ from builder.dedup import (
 )
 from builder.errors import UserError
 from builder.executors import make_executor
-from builder.exports.papers import write_papers
+from builder.exports.papers import record_dataset_meta, write_papers
 from builder.faults import crash_point
 from builder.ledger import BuildRow, Ledger
 from builder.lock import OutputLock
 from builder.output_dir import check_output_dir
 from builder.provenance import BuildStamp, dumps, make_provenance
 from builder.recipe import Recipe, SourceSpec
-from builder.records import Candidate, Checked, Detached, Reason, Rejection
+from builder.records import Candidate, Checked, Detached, Reason, Rejection, decided_license
 from builder.shards import OpenShard, fsync_dir, shard_path, temp_path
 from builder.sources import source_module
 from builder.sources.base import SourceContext
@@ -462,13 +462,17 @@ class _Run:
         if self.writing:
             self._commit_written(at_most=MAX_SHARD_WRITES)
         if isinstance(outcome, Checked):
+            admitted_as = decided_license(outcome)
             outcome = self._admit(outcome)
+            if isinstance(outcome, Rejection):  # a duplicate, eval overlap, creator cap
+                outcome = outcome.with_license(admitted_as)
         asked = self.prefetched.pop(seq, None)
         if asked is not None:
             assert self.remote is not None
             self.remote.settle(asked)
         if isinstance(outcome, Rejection):
-            self._record(seq, cand, "rejected", outcome.reason.value, outcome.detail, None, None)
+            self._record(seq, cand, "rejected", outcome.reason.value, outcome.detail, None,
+                         outcome.license)
             self.summary.rejected[outcome.reason.value] += 1
         else:
             key, spdx = outcome
@@ -687,8 +691,7 @@ class _Run:
             from builder.versions import record_build_version
 
             record_build_version(self.ledger, note=f"build {self.row.build}")
-        self.ledger.set_meta("dataset_name", self.recipe.dataset.name)
-        self.ledger.set_meta("dataset_description", self.recipe.dataset.description)
+        record_dataset_meta(self.ledger, self.recipe.dataset)
         # The report states the cap in force (the recipe is not kept beside the dataset).
         self.ledger.set_meta("max_per_creator", str(self.recipe.dataset.max_per_creator or ""))
         self.ledger.finish_build(self.row.build, finished_at=clock.wall_iso(),

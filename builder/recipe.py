@@ -13,6 +13,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from builder.config import from_table
 from builder.errors import UserError
@@ -33,8 +34,14 @@ class DatasetConfig:
     # ("jpg"), original bytes inside; Hugging Face `datasets` needs every sample to have the
     # same members, so mixed formats under their own names ("by-format") cannot be loaded there.
     image_ext: str = "jpg"
+    # Who answers for the dataset, quoted by the papers (card, Croissant, SPDX): a web page,
+    # an email address or URL for requests (takedowns), and how to cite it.
+    homepage: str | None = None
+    contact: str | None = None
+    citation: str | None = None
 
     def __post_init__(self) -> None:
+        _check_dataset_contacts(self)
         if self.image_ext not in ("jpg", "png", "webp", "gif", "tif", "by-format"):
             raise ValueError(
                 f"image_ext = {self.image_ext!r} must be one of jpg, png, webp, gif, tif, by-format."
@@ -50,6 +57,37 @@ class DatasetConfig:
             raise ValueError("max_per_creator must be at least 1 (or absent for no cap).")
         if self.output is not None:
             _check_output(self.output)
+
+
+EMAIL_RE = re.compile(r"^[^@\s<>()\[\],;:\"]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+
+
+def is_http_url(text: str) -> bool:
+    """An absolute http(s) URL with a host and no whitespace."""
+    try:
+        parts = urlsplit(text)
+        host = parts.hostname  # raises on a malformed IPv6 literal ("http://[::1")
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(host) and not any(
+        c.isspace() for c in text)
+
+
+def _check_dataset_contacts(dataset: DatasetConfig) -> None:
+    if dataset.homepage is not None and not is_http_url(dataset.homepage):
+        raise ValueError(f"homepage = {dataset.homepage!r} is not an http(s) URL. Give the "
+                         "dataset's web page, e.g. \"https://example.org/my-dataset\".")
+    contact = dataset.contact
+    if contact is not None and contact.lower().startswith("mailto:"):
+        raise ValueError(f"contact = {contact!r}: write the address without \"mailto:\", "
+                         f"e.g. \"{contact[len('mailto:'):]}\".")
+    if contact is not None and not (EMAIL_RE.match(contact) or is_http_url(contact)):
+        raise ValueError(f"contact = {contact!r} is neither an email address nor an http(s) "
+                         "URL. Give where rights holders can write, e.g. "
+                         "\"datasets@example.org\" or \"https://example.org/contact\".")
+    if dataset.citation is not None and not dataset.citation.strip():
+        raise ValueError("citation is empty. Give how to cite the dataset (plain text or "
+                         "BibTeX), or remove the key.")
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ frozen: a stage never mutates what it was given.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -39,8 +39,19 @@ class Reason(StrEnum):
 
 @dataclass(frozen=True)
 class Rejection:
+    """A refusal. `license` is the normalised SPDX id when one was known: the recognised id
+    a policy refused, or the admitted licence of a candidate refused later (fetch, opt-out,
+    dedup), so auditors can count refusals by licence."""
+
     reason: Reason
     detail: str = ""
+    license: str | None = None
+
+    def with_license(self, spdx: str | None) -> Rejection:
+        """This rejection naming `spdx`, unless it already names a licence."""
+        if self.license is not None or spdx is None:
+            return self
+        return replace(self, license=spdx)
 
 
 @dataclass(frozen=True)
@@ -167,3 +178,12 @@ class Sample:
     shard: int
     checked: Checked
     provenance: dict[str, Any]
+
+
+def decided_license(record: object) -> str | None:
+    """The SPDX id the licence gate admitted for a record past the gate, else None."""
+    if isinstance(record, Checked):
+        record = record.fetched
+    if isinstance(record, Fetched):
+        record = record.licensed
+    return record.license.spdx if isinstance(record, Licensed) else None

@@ -21,6 +21,7 @@ from builder.records import (
     Licensed,
     Reason,
     Rejection,
+    decided_license,
 )
 
 Stage = Callable[[Any], Any]
@@ -108,12 +109,15 @@ def run_stages(record: Any, stages: list[StageSpec]) -> Any:
     candidate or stop a days-long build: it becomes a Rejection naming the stage and error.
     """
     for stage in stages:
+        known = decided_license(record)  # a refusal past the gate still names the licence
         try:
-            record = stage.run(record)
+            outcome = stage.run(record)
         except Exception as exc:  # noqa: BLE001 - recorded, never swallowed silently
-            return Rejection(stage.on_error, f"{stage.name}: unexpected {type(exc).__name__}: {exc}")
-        if isinstance(record, Rejection):
-            return record
+            outcome = Rejection(stage.on_error,
+                                f"{stage.name}: unexpected {type(exc).__name__}: {exc}")
+        if isinstance(outcome, Rejection):
+            return outcome.with_license(known)
+        record = outcome
     return record
 
 

@@ -1,5 +1,6 @@
 """`cleanset licenses`: list the catalogue and policies; `licenses check STRING` explains how a
-licence claim normalises and what every policy decides about it, and why.
+licence claim normalises and what every policy decides about it, and why; `licenses policies`
+prints docs/policies.md.
 
 Exit status: 0, except `check` on a string that names no licence in the catalogue (1).
 """
@@ -40,11 +41,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     chk.add_argument("--policy", action="append", dest="policies", metavar="NAME_OR_PATH",
                      help="check only these policies (repeatable; default: every shipped one)")
     chk.add_argument("--json", action="store_true", help="print the result as JSON")
+    actions.add_parser(
+        "policies", help="what each shipped policy admits, as Markdown (docs/policies.md)",
+        description="Print, per shipped policy, every catalogue entry it admits with example "
+                    "claims: the source of docs/policies.md.")
 
 
 def run(args: argparse.Namespace) -> int:
-    if getattr(args, "licenses_action", "list") == "check":
+    action = getattr(args, "licenses_action", "list")
+    if action == "check":
         return _check(args)
+    if action == "policies":
+        from builder.licensing.policy_doc import policies_markdown
+
+        print(policies_markdown(), end="")
+        return 0
     return _list(args)
 
 

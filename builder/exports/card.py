@@ -58,10 +58,10 @@ def card_markdown(facts: Facts) -> str:
     import yaml
 
     header = yaml.safe_dump(card_header(facts), sort_keys=False, allow_unicode=True)
-    parts = [f"---\n{header}---\n", f"# {facts.name}\n", _summary(facts), _licences(facts),
-             _sources(facts), _policy(facts), _rejections(facts), _loading(facts),
-             _takedown(), _files()]
-    return "\n".join(parts)
+    parts = [f"---\n{header}---\n", f"# {facts.name}\n", _summary(facts), _contact(facts),
+             _licences(facts), _sources(facts), _policy(facts), _rejections(facts),
+             _loading(facts), _takedown(facts), _citation(facts), _files()]
+    return "\n".join(part for part in parts if part)
 
 
 def _summary(facts: Facts) -> str:
@@ -144,15 +144,47 @@ def _loading(facts: Facts) -> str:
         "`croissant.json` describes both for Croissant readers.\n")
 
 
-def _takedown() -> str:
+def _contact(facts: Facts) -> str:
+    """Where the dataset lives and who answers for it ([dataset] homepage, contact)."""
+    lines = []
+    if facts.homepage:
+        lines.append(f"- Homepage: {facts.homepage}")
+    if facts.contact:
+        lines.append(f"- Contact (questions, takedown requests): {_reach(facts)}")
+    return "## Contact\n\n" + "\n".join(lines) + "\n" if lines else ""
+
+
+def _reach(facts: Facts) -> str:
+    return f"<{facts.contact_email}>" if facts.contact_email else str(facts.contact)
+
+
+def _takedown(facts: Facts) -> str:
+    if facts.contact:
+        ask = f"contact the maintainers at {_reach(facts)}"
+    else:
+        ask = ("ask whoever published this dataset (its recipe names no `[dataset] "
+               "contact`)")
     return (
         "## Takedown requests\n\nIf you hold rights in an image here and want it removed, "
-        "open a request with the maintainers of this dataset naming the image (its key, "
+        f"{ask}, naming the image (its key, "
         "its source URL or the file itself). The maintainers run\n\n```\n"
         'cleanset takedown DIR --url URL --reason "request from the rights holder"\n```\n\n'
         "(or `--key`, `--sha256`, `--image PATH`, `--creator NAME`), which removes the "
         "works from the shards, regenerates every paper, records the request in "
         "`takedowns.jsonl` and denylists the works so no later build admits them again.\n")
+
+
+def _citation(facts: Facts) -> str:
+    if not facts.citation:
+        return ""
+    text = facts.citation.strip()
+    fence = "`" * max(3, _longest_backtick_run(text) + 1)  # the citation cannot close it
+    kind = "bibtex" if text.startswith("@") else "text"
+    return f"## Citation\n\n{fence}{kind}\n{text}\n{fence}\n"
+
+
+def _longest_backtick_run(text: str) -> int:
+    return max((len(run) for run in re.findall(r"`+", text)), default=0)
 
 
 def _files() -> str:

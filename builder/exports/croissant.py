@@ -107,11 +107,14 @@ def croissant_document(out: Path, facts: Facts) -> dict[str, Any]:
         "description": facts.description or f"{facts.name}: an image dataset built by cleanset.",
         "version": semver(facts.version),
         **({"datePublished": facts.updated[:10]} if facts.updated else {}),
-        "url": "https://example.invalid/" + facts.name,
+        # No homepage, no `url`: an invented address would send readers nowhere.
+        **({"url": facts.homepage} if facts.homepage else {}),
+        **_maintainers(facts),
         "license": [_license_url(lic) for lic in licenses] or ["https://spdx.org/licenses/"],
         "keywords": ["images", "provenance", "open licences", "webdataset"],
         "isLiveDataset": False,
-        "citeAs": f"{facts.name}, version {semver(facts.version)}. See ATTRIBUTION.md.",
+        "citeAs": facts.citation or (f"{facts.name}, version {semver(facts.version)}. "
+                                     "See ATTRIBUTION.md."),
         **_rai_fields(facts),
         "distribution": distribution,
         "recordSet": record_sets,
@@ -161,6 +164,26 @@ def _images_record_set() -> dict[str, Any]:
     }
 
 
+def _maintainers(facts: Facts) -> dict[str, Any]:
+    """`creator` and `publisher`: whoever the recipe's contact reaches (not the images'
+    creators, who are credited per sample)."""
+    if not facts.contact:
+        return {}
+    maintainers: dict[str, Any] = {"@type": "sc:Organization",
+                                   "name": f"Maintainers of {facts.name}"}
+    if facts.contact_email:
+        maintainers["email"] = facts.contact_email
+    else:
+        maintainers["url"] = facts.contact
+    return {"creator": maintainers, "publisher": maintainers}
+
+
+def _timeframe(facts: Facts) -> dict[str, Any]:
+    if facts.collected is None:
+        return {}
+    return {"rai:dataCollectionTimeframe": list(facts.collected)}
+
+
 def _rai_fields(facts: Facts) -> dict[str, Any]:
     policies = ", ".join(str(p.get("name")) for p in facts.policies) or "none recorded"
     signals = ", ".join(facts.optout_signals) or "none recorded"
@@ -173,6 +196,7 @@ def _rai_fields(facts: Facts) -> dict[str, Any]:
             "exact and near duplicates were removed. candidates.parquet lists every candidate "
             "considered and why each refused one was refused."),
         "rai:dataCollectionType": ["Web Scraping", "Secondary Data Analysis"],
+        **_timeframe(facts),
         "rai:dataBiases": (
             "Only openly licensed and public-domain images are included, which over-represents "
             "institutions and photographers who publish under open licences (museums, "

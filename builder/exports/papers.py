@@ -13,12 +13,28 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from builder.ledger import Ledger
 
+if TYPE_CHECKING:
+    from builder.recipe import DatasetConfig
+
 PAPERS = ("manifest.parquet", "candidates.parquet", "spdx.json", "croissant.json", "README.md",
           "ATTRIBUTION.md", "attribution.csv")
+
+
+# The recipe's [dataset] keys the papers quote, kept in the ledger meta as `dataset_<key>`:
+# a takedown or a verify years later regenerates the same papers without the recipe.
+DATASET_META = ("description", "homepage", "contact", "citation")
+
+
+def record_dataset_meta(ledger: Ledger, dataset: DatasetConfig) -> None:
+    """Store the latest build's dataset description and contacts (empty when unset, so a key
+    removed from the recipe disappears from the papers too)."""
+    ledger.set_meta("dataset_name", dataset.name)
+    for key in DATASET_META:
+        ledger.set_meta(f"dataset_{key}", getattr(dataset, key) or "")
 
 
 def write_papers(ledger: Ledger, out: Path) -> None:
@@ -71,6 +87,15 @@ class Facts:
     optout_signals: list[str]
     shards: list[dict[str, Any]] = field(default_factory=list)
     updated: str | None = None  # when the last build finished
+    homepage: str | None = None
+    contact: str | None = None  # an email address or an http(s) URL
+    citation: str | None = None
+    # The earliest and latest `retrieved_at` of the samples kept (ISO 8601, UTC).
+    collected: tuple[str, str] | None = None
+
+    @property
+    def contact_email(self) -> str | None:
+        return self.contact if self.contact and "://" not in self.contact else None
 
 
 def gather_facts(ledger: Ledger) -> Facts:
@@ -93,7 +118,19 @@ def gather_facts(ledger: Ledger) -> Facts:
         sources=sources, reasons=ledger.reason_counts(), candidates=ledger.candidate_counts(),
         policies=policies, optout_signals=_optout_signals(ledger), shards=shards,
         updated=max((b.finished_at for b in ledger.builds() if b.finished_at), default=None),
+        homepage=ledger.get_meta("dataset_homepage") or None,
+        contact=ledger.get_meta("dataset_contact") or None,
+        citation=ledger.get_meta("dataset_citation") or None,
+        collected=_collection_timeframe(ledger),
     )
+
+
+def _collection_timeframe(ledger: Ledger) -> tuple[str, str] | None:
+    """When the images kept were retrieved, first and last (ISO strings sort as times)."""
+    first, last = ledger.db.execute(
+        "SELECT MIN(json_extract(provenance, '$.retrieved_at')), "
+        "MAX(json_extract(provenance, '$.retrieved_at')) FROM samples").fetchone()
+    return (str(first), str(last)) if first and last else None
 
 
 def _optout_signals(ledger: Ledger) -> list[str]:

@@ -261,7 +261,8 @@ def _package(facts: Facts, files: list[Any], licensing: _Licensing) -> Any:
     sha1s = sorted(next(c.value for c in f.checksums if c.algorithm.name == "SHA1") for f in files)
     return Package(
         name=facts.name, spdx_id=PACKAGE_ID, version=facts.version,
-        download_location=SpdxNoAssertion(), supplier=SpdxNoAssertion(),
+        download_location=SpdxNoAssertion(), supplier=_supplier(facts),
+        homepage=facts.homepage or SpdxNoAssertion(),
         files_analyzed=True,
         verification_code=PackageVerificationCode(
             hashlib.sha1("".join(sha1s).encode()).hexdigest()),
@@ -272,7 +273,28 @@ def _package(facts: Facts, files: list[Any], licensing: _Licensing) -> Any:
         summary=f"Image dataset of {facts.samples} samples built by cleanset.",
         description=facts.description or None,
         primary_package_purpose=PackagePurpose.OTHER,
+        comment=_package_comment(facts),
     )
+
+
+def _supplier(facts: Facts) -> Any:
+    """The maintainers distribute the dataset: the supplier, named with the recipe's contact
+    email. (The originators are the images' creators, named per File.)"""
+    from spdx_tools.spdx.model import Actor, ActorType, SpdxNoAssertion
+
+    if not facts.contact:
+        return SpdxNoAssertion()
+    return Actor(ActorType.ORGANIZATION, f"Maintainers of {facts.name}", facts.contact_email)
+
+
+def _package_comment(facts: Facts) -> str | None:
+    # An SPDX actor holds an email only: a contact URL, and the citation, go in the comment.
+    lines = []
+    if facts.contact and not facts.contact_email:
+        lines.append(f"Contact: {facts.contact}")
+    if facts.citation:
+        lines.append(f"Cite as: {facts.citation}")
+    return "\n".join(lines) or None
 
 
 def _namespace(facts: Facts, files: Iterable[Any]) -> str:

@@ -98,7 +98,10 @@ def _admit(expr: str, policy: Policy, cat: Catalogue) -> LicenseDecision | Rejec
     options = list(tree.args) if isinstance(tree, OR) else [tree]
     admitted = [o for o in options if _admitted(o, policy, cat)]
     if not admitted:
-        return Rejection(Reason.LICENSE_NOT_ALLOWED, _why(options, expr, policy, cat))
+        # The claim was understood: the refusal names the id, so candidates.parquet can
+        # count what was turned away by licence.
+        return Rejection(Reason.LICENSE_NOT_ALLOWED, _why(options, expr, policy, cat),
+                         license=expr)
     best = max(admitted, key=lambda o: _permissiveness(o, cat))  # max keeps the first of ties
     return _decision(best, policy, cat, chosen_from=expr if len(options) > 1 else None)
 
