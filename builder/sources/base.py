@@ -4,6 +4,10 @@ A source module defines a frozen `Config` dataclass (its recipe keys; every key 
 and `name`) and a class taking `(name, config, context)` with a `candidates(resume)`
 generator. Each yielded Candidate carries `resume`: the state after it, so a resumed build
 hands the last committed state back instead of paging from the start.
+
+A source may also define `summary_lines() -> list[str]`: indented lines for the build's
+summary about what it met on the way (e.g. rate limits it waited out); the pipeline asks
+every source it opened once the build ends.
 """
 
 from __future__ import annotations
