@@ -23,7 +23,7 @@ LICENCES: list[tuple[dict[str, str], str | None]] = [
       "LicenseUrl": "https://creativecommons.org/licenses/by-sa/4.0"}, None),
     ({"LicenseShortName": "CC BY-NC 2.0", "License": "cc-by-nc-2.0",
       "LicenseUrl": "https://creativecommons.org/licenses/by-nc/2.0"}, "license_not_allowed"),
-    ({}, "license_missing"),
+    ({}, "license_not_allowed"),  # the fixture's Copyrighted=True with no licence field
     ({"LicenseShortName": "Public domain", "License": "pd"}, None),
     ({"LicenseShortName": "CC0", "License": "cc0",
       "LicenseUrl": "http://creativecommons.org/publicdomain/zero/1.0/deed.en"}, None),
@@ -120,8 +120,9 @@ def test_extmetadata_becomes_evidence_attribution_and_expected_sha1(
     assert first.expected_sha1 == commons.pages[0]["imageinfo"][0]["sha1"]
     policy = load_policy("commercial")
     assert decide(first.evidence, policy).spdx == "CC-BY-SA-4.0"  # type: ignore[union-attr]
-    refused = decide(missing.evidence, policy)
-    assert isinstance(refused, Rejection) and refused.reason is Reason.LICENSE_MISSING
+    refused = decide(missing.evidence, policy)  # Copyrighted=True and no licence field
+    assert isinstance(refused, Rejection) and refused.reason is Reason.LICENSE_NOT_ALLOWED
+    assert refused.detail.startswith("Copyrighted=True and no licence field")
     assert ("wikimedia:Restrictions", "trademarked") in pd.extra
 
 
@@ -209,3 +210,18 @@ batch = {BATCH}
         row = rows[str(1000 + i)]
         assert row["reason"] == reason, (i, row["detail"])
         assert row["status"] == ("accepted" if reason is None else "rejected")
+
+
+@pytest.mark.parametrize("short_name", ["استعمال عادل", "Fair use", "Non-free media"])
+def test_a_non_free_commons_file_is_refused_as_non_free_whatever_its_licence_name(
+        commons: FakeCommons, tmp_path: Path, short_name: str) -> None:
+    meta = commons.pages[0]["imageinfo"][0]["extmetadata"]
+    for key in ("UsageTerms", "LicenseUrl", "License"):
+        meta.pop(key, None)
+    meta["LicenseShortName"] = {"value": short_name, "source": "commons-desc-page"}
+    meta["NonFree"] = {"value": "true", "source": "commons-desc-page"}
+    first = next(iter(source(commons, tmp_path).candidates(None)))
+    refused = decide(first.evidence, load_policy("open-research"))
+    assert isinstance(refused, Rejection) and refused.reason == Reason.LICENSE_NOT_ALLOWED
+    assert refused.detail == "NonFree=true (fair use / non-free media)"
+

@@ -12,8 +12,10 @@ the next request. A batch is complete when the response says `batchcomplete`; un
 the following responses carry more imageinfo for the same pages, and are merged.
 
 Licence evidence is the raw extmetadata (`wikimedia:LicenseShortName`, `UsageTerms`,
-`LicenseUrl`, `License`, plus the informational `AttributionRequired`, `Copyrighted`,
-`Restrictions`); values are HTML on Commons and are reduced to text. Creator from `Artist`
+`LicenseUrl`, `License`, plus `AttributionRequired`, `Copyrighted`, `Restrictions` and
+`NonFree`); values are HTML on Commons and are reduced to text. `NonFree` = "true" (fair use)
+is refused whatever the licence name says, and `Copyrighted` = "True" with no licence field
+is refused too (licenses/fields.toml). Creator from `Artist`
 (its first link becomes `creator_url`), credit from `Credit`, title from `ObjectName`,
 caption from `ImageDescription`, landing page from `descriptionurl`, and the API's `sha1`
 becomes `expected_sha1` (the image check rejects a download that differs). `Restrictions`
@@ -59,8 +61,8 @@ log = logging.getLogger(__name__)
 API = "https://commons.wikimedia.org/w/api.php"
 # extmetadata fields that are licence evidence (claims or informational), in this order.
 EVIDENCE_FIELDS = ("LicenseShortName", "UsageTerms", "LicenseUrl", "License",
-                   "AttributionRequired", "Copyrighted", "Restrictions")
-DESCRIPTIVE_FIELDS = ("Artist", "Credit", "ObjectName", "ImageDescription", "NonFree")
+                   "AttributionRequired", "Copyrighted", "Restrictions", "NonFree")
+DESCRIPTIVE_FIELDS = ("Artist", "Credit", "ObjectName", "ImageDescription")
 LAG_ERRORS = frozenset({"maxlag", "ratelimited"})
 MIN_LAG_WAIT_S = 5.0  # API:Etiquette: pause at least 5 seconds after a maxlag error
 LAG_ATTEMPTS = 6
