@@ -225,3 +225,37 @@ def test_a_non_free_commons_file_is_refused_as_non_free_whatever_its_licence_nam
     assert isinstance(refused, Rejection) and refused.reason == Reason.LICENSE_NOT_ALLOWED
     assert refused.detail == "NonFree=true (fair use / non-free media)"
 
+
+
+# Wikimedia's 2026 limits for anonymous traffic, one shape each, as the servers send them.
+RATE_LIMITS = {
+    "request-limit-reached": (429, '{"httpCode": 429, "httpReason": "Too Many Requests", '
+                                   '"errorKey": "request-limit-reached"}'),
+    "ratelimited": (200, '{"error": {"code": "ratelimited", "info": "You\'ve exceeded your '
+                         'rate limit. Please wait some time and try again."}}'),
+    "maxlag": (200, '{"error": {"code": "maxlag", "info": "Waiting for db1: 7 seconds lagged", '
+                    '"lag": 7}}'),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(RATE_LIMITS))
+def test_a_rate_limit_is_waited_out_counted_in_the_summary_and_rejects_no_file(
+        commons: FakeCommons, tmp_path: Path, shape: str) -> None:
+    status, body = RATE_LIMITS[shape]
+    # Four in a row: more than the recipe's retries (1) allow for ordinary failures.
+    commons.fail(*[(status, body, {"Retry-After": "0"})] * 4)
+    recipe = write_recipe(tmp_path / "recipe.toml", recipe_text("commons-test", f"""
+kind = "wikimedia"
+api = "{commons.url}"
+category = "Test files"
+batch = {BATCH}
+"""))
+    out = tmp_path / "out"
+    proc = run_cli("build", str(recipe), "--out", str(out), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert f"source wikimedia: waited out 4 rate-limit answers ({shape} 4)" in (
+        proc.stdout + proc.stderr)
+    rows = ledger(out)
+    assert {sid: row["reason"] for sid, row in rows.items()} == {
+        str(1000 + i): reason for i, (_, reason) in enumerate(LICENCES)}
+    assert len(commons.requests) == 4 + 3
