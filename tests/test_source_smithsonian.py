@@ -271,3 +271,9 @@ backoff_s = 0.01
     assert proc.returncode == 0, proc.stderr
     assert [q["start"] for q in requests_to(httpserver, SEARCH)] == [["0"], ["10"]]
     assert len(ledger_rows(tmp_path / "out")) == 21
+    if how == "--limit":  # the same command without it resumes at the third page
+        httpserver.clear_log()
+        run_cli("build", str(recipe), "--out", str(tmp_path / "out"), "--no-progress",
+                env={"SI_API_KEY": KEY}, check=True)
+        assert [q["start"] for q in requests_to(httpserver, SEARCH)] == [["20"]]
+        assert len(ledger_rows(tmp_path / "out")) == 31
