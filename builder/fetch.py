@@ -451,8 +451,12 @@ class Fetcher:
     guard, e.g. an internal mirror, while every other host stays guarded.
     """
 
-    def __init__(self, config: FetchConfig, *, trusted_hosts: Iterable[str] = ()) -> None:
+    def __init__(self, config: FetchConfig, *, trusted_hosts: Iterable[str] = (),
+                 hand_back: frozenset[int] = frozenset()) -> None:
         self._config = config
+        # Statuses answered to the caller at once instead of retried here: a source that
+        # waits out rate limits itself (and counts them) asks for 429 back.
+        self._retry_statuses = RETRY_STATUSES - hand_back
         self._timeout = urllib3.Timeout(connect=config.timeout_s, read=config.timeout_s)
         self._deadline_s = config.timeout_s * DEADLINE_FACTOR
         self._guard = None if config.allow_private_addresses else _Guard(trusted_hosts)
@@ -570,7 +574,7 @@ class Fetcher:
             except _Retryable as exc:
                 last = exc.rejection
             else:
-                if last.status not in RETRY_STATUSES:
+                if last.status not in self._retry_statuses:
                     return last
                 wait = parse_retry_after(last.header("retry-after"))
                 if wait is not None and wait > config.max_retry_after_s:

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future
 from contextlib import closing
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -109,6 +110,7 @@ class BuildSummary:
     by_creator: Counter[str] = field(default_factory=Counter)
     optout: list[str] = field(default_factory=list)  # the opt-out gate's per-signal counts
     warnings: list[str] = field(default_factory=list)  # printed right under the first line
+    source_notes: list[str] = field(default_factory=list)  # e.g. API rate limits waited out
 
     @property
     def images_per_s(self) -> float:
@@ -131,6 +133,7 @@ class BuildSummary:
             out.append(f"  accepted from {len(self.by_creator)} creators; most: "
                        + ", ".join(f"{name} {n}" for name, n in top))
         out.extend(self.optout)
+        out.extend(self.source_notes)
         out.append(f"  dataset: {self.total_samples} samples in {self.total_shards} shards "
                    f"at {self.out}")
         return out
@@ -267,9 +270,11 @@ def open_source(spec: SourceSpec, context: SourceContext) -> Any:
     return module.SOURCE(spec.name, spec.config, context)
 
 
-def enumerate_candidates(recipe: Recipe, start: _Cursor
+def enumerate_candidates(recipe: Recipe, start: _Cursor, *, opened: list[Any] | None = None
                          ) -> Iterator[tuple[int, Candidate, dict[str, Any]]]:
-    """(source index, candidate, resume state after it), from the cursor on, in recipe order."""
+    """(source index, candidate, resume state after it), from the cursor on, in recipe order.
+    Each source object is appended to `opened` (when given) as it is opened, so the build's
+    summary can ask it what it met on the way (`summary_lines`, e.g. rate limits waited out)."""
     context = SourceContext(recipe_file=recipe.file, base_dir=recipe.base_dir, fetch=recipe.fetch)
     for index, spec in enumerate(recipe.sources):
         if index < start.source_index:
@@ -280,6 +285,8 @@ def enumerate_candidates(recipe: Recipe, start: _Cursor
         native = None if (resume is None or "__skip__" in resume) else resume
         consumed = skip
         source = open_source(spec, context)
+        if opened is not None:
+            opened.append(source)
         for position, cand in enumerate(source.candidates(native)):
             if position < skip:
                 continue
@@ -320,6 +327,7 @@ class _Run:
         self.prefetched: dict[int, Any] = {}  # seq -> its dedup answers, asked ahead
         self.prefetched_to = 0  # every seq below this has been looked at by _prefetch
         self.index_note = ""
+        self.sources: list[Any] = []  # the source objects this run opened, for the summary
         self.excluded = Exclusions.load(recipe.dedup.exclude, recipe.base_dir, recipe.dedup)
         self.per_creator = clusters.concentration(ledger.db)[1]
 
@@ -352,10 +360,11 @@ class _Run:
                 self.ledger.begin()
                 try:
                     seq = self.cursor.seq
-                    for index, cand, state in enumerate_candidates(self.recipe, self.cursor):
-                        if limit is not None and seq >= limit:
-                            exhausted = False
-                            break
+                    # Never ask the sources for a candidate past --limit: asking for one
+                    # more can fetch a whole API page that no one will look at.
+                    wanted = None if limit is None else max(limit - seq, 0)
+                    stream = enumerate_candidates(self.recipe, self.cursor, opened=self.sources)
+                    for index, cand, state in islice(stream, wanted):
                         future = executor.submit(cand)
                         inflight.append((seq, index, cand, state, future))
                         seq += 1
@@ -363,6 +372,8 @@ class _Run:
                                             or inflight[0][4].done()):
                             self._prefetch(inflight)
                             self._decide(*inflight.popleft())
+                    stream.close()  # the sources' clients, now rather than when collected
+                    exhausted = limit is None or seq < limit
                     while inflight:
                         self._prefetch(inflight)
                         self._decide(*inflight.popleft())
@@ -383,6 +394,8 @@ class _Run:
             bar.close()
         self.summary.optout = executor.summary_lines() + ([self.index_note] if self.index_note
                                                           else [])
+        self.summary.source_notes = [line for source in self.sources
+                                     for line in getattr(source, "summary_lines", list)()]
         self.summary.status = "finished" if exhausted else f"stopped at --limit {limit}"
         return self.summary
 

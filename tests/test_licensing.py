@@ -445,3 +445,40 @@ def test_cli_lists_catalogue_and_policies(capsys: pytest.CaptureFixture[str]) ->
     assert main(["licenses", "list", "--family", "public-domain", "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert rows and all(r["family"] == "public-domain" for r in rows)
+
+
+# --- refusals the source itself states ---------------------------------------------------
+
+
+@pytest.mark.parametrize("short_name", ["استعمال عادل", "Fair use", "Non-free media",
+                                        "CC BY-SA 4.0"])
+def test_nonfree_true_is_a_refusal_whatever_the_licence_name_says(short_name: str) -> None:
+    evidence = ev(("wikimedia:LicenseShortName", short_name), ("wikimedia:NonFree", "true"))
+    for name in ("public-domain", "commercial", "open-research"):
+        r = rejected(decide(evidence, load_policy(name)), Reason.LICENSE_NOT_ALLOWED)
+        assert r.detail == "NonFree=true (fair use / non-free media)"
+
+
+def test_copyrighted_true_with_no_licence_field_is_refused_and_beside_one_is_not() -> None:
+    alone = rejected(decide(ev(("wikimedia:Copyrighted", "True"),
+                               ("wikimedia:AttributionRequired", "true")), COMMERCIAL),
+                     Reason.LICENSE_NOT_ALLOWED)
+    assert alone.detail.startswith("Copyrighted=True and no licence field")
+    licensed = ev(("wikimedia:LicenseShortName", "CC BY 4.0"), ("wikimedia:Copyrighted", "True"))
+    assert admitted(decide(licensed, COMMERCIAL)).spdx == "CC-BY-4.0"
+
+
+@pytest.mark.parametrize(("field", "notice_field"), [
+    ("aic:is_public_domain", "aic:copyright_notice"),
+    ("met:isPublicDomain", "met:rightsAndReproduction"),
+])
+def test_a_not_public_domain_flag_is_refused_saying_only_what_the_source_said(
+        field: str, notice_field: str) -> None:
+    name = field.split(":")[1]
+    bare = rejected(decide(ev((field, "false")), COMMERCIAL), Reason.LICENSE_NOT_ALLOWED)
+    assert bare.detail == (f"the source marks it not public domain ({name}=false) and states "
+                           "no open licence")
+    assert "reserved" not in bare.detail and "NonCommercial" not in bare.detail
+    quoted = rejected(decide(ev((field, "false"), (notice_field, "© 1962 The Estate")),
+                             COMMERCIAL), Reason.LICENSE_NOT_ALLOWED)
+    assert quoted.detail == f"{bare.detail}; {notice_field.split(':')[1]}='© 1962 The Estate'"

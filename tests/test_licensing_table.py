@@ -27,6 +27,8 @@ NC = frozenset({"open-research"})
 NONE: frozenset[str] = frozenset()
 US = "US"  # public domain in the US only: admitted by every policy iff jurisdiction = "US"
 UNRECOGNISED = None
+# Not a licence: the source's own "not public domain" flag, refused in its own words.
+SOURCE_REFUSAL = "(refused by the source's flag, no licence id)"
 
 W_SHORT = "wikimedia:LicenseShortName"
 W_TERMS = "wikimedia:UsageTerms"
@@ -308,10 +310,10 @@ TABLE: list[Row] = [
     # --- Museum flags ---
     one("met:isPublicDomain", "true", "CC0-1.0", PD),
     one("met:isPublicDomain", "True", "CC0-1.0", PD),
-    one("met:isPublicDomain", "false", "LicenseRef-All-Rights-Reserved", NONE),
-    one("met:isPublicDomain", "False", "LicenseRef-All-Rights-Reserved", NONE),
+    one("met:isPublicDomain", "false", SOURCE_REFUSAL, NONE),
+    one("met:isPublicDomain", "False", SOURCE_REFUSAL, NONE),
     one("aic:is_public_domain", "true", "CC0-1.0", PD),
-    one("aic:is_public_domain", "false", "LicenseRef-All-Rights-Reserved", NONE),
+    one("aic:is_public_domain", "false", SOURCE_REFUSAL, NONE),
     one("cleveland:share_license_status", "CC0", "CC0-1.0", PD),
     one("cleveland:share_license_status", "Copyrighted", "LicenseRef-All-Rights-Reserved", NONE),
     one("smithsonian:usage.access", "CC0", "CC0-1.0", PD),

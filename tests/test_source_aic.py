@@ -140,3 +140,21 @@ page_size = 3
     assert set(rows) == {str(i) for i in ARTWORKS}
     for artwork_id, (*_, reason) in ARTWORKS.items():
         assert rows[str(artwork_id)]["reason"] == reason, rows[str(artwork_id)]["detail"]
+
+
+def test_a_work_not_in_the_public_domain_is_refused_in_the_museums_words_quoting_its_notice(
+        aic: FakeAic, tmp_path: Path) -> None:
+    aic.items[1]["copyright_notice"] = None  # 102, as the API answers for most such works
+    aic.items.append({**copy.deepcopy(aic.items[1]), "id": 108,
+                      "copyright_notice": "© 2024 Artist Rights Society (ARS), New York"})
+    by_id = {c.source_id: c for c in source(aic, tmp_path).candidates(None)}
+    policy = load_policy("commercial")
+    bare = decide(by_id["102"].evidence, policy)
+    assert isinstance(bare, Rejection) and bare.reason == Reason.LICENSE_NOT_ALLOWED
+    assert bare.detail == ("the source marks it not public domain (is_public_domain=false) "
+                           "and states no open licence")
+    noticed = decide(by_id["108"].evidence, policy)
+    assert isinstance(noticed, Rejection) and noticed.reason == Reason.LICENSE_NOT_ALLOWED
+    assert noticed.detail == (
+        "the source marks it not public domain (is_public_domain=false) and states no open "
+        "licence; copyright_notice='© 2024 Artist Rights Society (ARS), New York'")

@@ -226,3 +226,12 @@ retries = 0
     assert [q["cursor"] for q in requests_to(httpserver, SEARCH)] == [[CURSORS[1]], [CURSORS[2]]]
     assert sorted(r["candidate_id"] for r in ledger_rows(out)) == sorted(
         f"europeana:90402/RP_P_OB_{n}" for n in range(1, 7))
+
+
+def test_the_limit_key_stops_paging_at_the_page_that_reaches_it(
+        httpserver: HTTPServer, tmp_path: Path, key: str) -> None:
+    serve_search(httpserver, catalogue(serve_images(httpserver, 5)))
+    source = open_source("europeana", tmp_path, api=httpserver.url_for(API), rows=2,
+                         query="*", limit=4)
+    assert ids(source.candidates(None)) == [f"90402/RP_P_OB_{n}" for n in range(1, 5)]
+    assert [q["cursor"] for q in requests_to(httpserver, SEARCH)] == [[c] for c in CURSORS[:2]]

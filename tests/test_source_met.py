@@ -150,3 +150,18 @@ department_ids = [11]
     assert set(rows) == {str(i) for i in OBJECTS}
     for object_id, (_, reason) in OBJECTS.items():
         assert rows[str(object_id)]["reason"] == reason, rows[str(object_id)]["detail"]
+
+
+def test_a_work_not_in_the_public_domain_is_refused_in_the_museums_words(
+        met: FakeMet, tmp_path: Path) -> None:
+    met.objects[15]["isPublicDomain"] = False
+    met.objects[15]["rightsAndReproduction"] = "© Walker Evans Archive"
+    by_id = {c.source_id: c for c in source(met, tmp_path).candidates(None)}
+    policy = load_policy("commercial")
+    bare = decide(by_id["12"].evidence, policy)  # rightsAndReproduction "" in the fixture
+    assert isinstance(bare, Rejection) and bare.reason == Reason.LICENSE_NOT_ALLOWED
+    assert bare.detail == ("the source marks it not public domain (isPublicDomain=false) "
+                           "and states no open licence")
+    noticed = decide(by_id["15"].evidence, policy)
+    assert isinstance(noticed, Rejection)
+    assert noticed.detail.endswith("; rightsAndReproduction='© Walker Evans Archive'")

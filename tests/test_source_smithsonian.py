@@ -235,3 +235,45 @@ api_key_env = "SI_KEY_FOR_THIS_TEST"
     proc = run_cli("build", str(recipe), "--out", str(tmp_path / "out"))
     assert proc.returncode == 2
     assert "SI_KEY_FOR_THIS_TEST" in proc.stderr and "export" in proc.stderr
+
+
+def twenty_one_candidates_in_two_pages_of_ten(httpserver: HTTPServer) -> list[dict[str, Any]]:
+    """30 rows: rows 1-10 give 10 candidates, rows 11-20 give 11 (row 15 has two images),
+    so 21 candidates end exactly with page two (start=10) and a third page exists."""
+    url = httpserver.url_for("/never-fetched.jpg")  # refused by the gate before download
+    return [row(n, [url] * (2 if n == 15 else 1), ["Usage conditions apply"] * (2 if n == 15
+                                                                               else 1))
+            for n in range(1, 31)]
+
+
+@pytest.mark.parametrize("how", ["--limit", "limit key"])
+def test_a_build_that_holds_its_limit_at_a_page_end_never_asks_for_the_next_page(
+        httpserver: HTTPServer, tmp_path: Path, how: str) -> None:
+    serve_search(httpserver, twenty_one_candidates_in_two_pages_of_ten(httpserver))
+    recipe = write_recipe(tmp_path / "recipe.toml", f"""
+[dataset]
+name = "si-test"
+
+[[sources]]
+kind = "smithsonian"
+api = "{httpserver.url_for(API)}"
+rows = 10
+{"limit = 21" if how == "limit key" else ""}
+
+[fetch]
+allow_private_addresses = true
+retries = 1
+backoff_s = 0.01
+""")
+    flags = ["--limit", "21"] if how == "--limit" else []
+    proc = run_cli("build", str(recipe), "--out", str(tmp_path / "out"), "--no-progress",
+                   *flags, env={"SI_API_KEY": KEY})
+    assert proc.returncode == 0, proc.stderr
+    assert [q["start"] for q in requests_to(httpserver, SEARCH)] == [["0"], ["10"]]
+    assert len(ledger_rows(tmp_path / "out")) == 21
+    if how == "--limit":  # the same command without it resumes at the third page
+        httpserver.clear_log()
+        run_cli("build", str(recipe), "--out", str(tmp_path / "out"), "--no-progress",
+                env={"SI_API_KEY": KEY}, check=True)
+        assert [q["start"] for q in requests_to(httpserver, SEARCH)] == [["20"]]
+        assert len(ledger_rows(tmp_path / "out")) == 31

@@ -23,7 +23,7 @@ LICENCES: list[tuple[dict[str, str], str | None]] = [
       "LicenseUrl": "https://creativecommons.org/licenses/by-sa/4.0"}, None),
     ({"LicenseShortName": "CC BY-NC 2.0", "License": "cc-by-nc-2.0",
       "LicenseUrl": "https://creativecommons.org/licenses/by-nc/2.0"}, "license_not_allowed"),
-    ({}, "license_missing"),
+    ({}, "license_not_allowed"),  # the fixture's Copyrighted=True with no licence field
     ({"LicenseShortName": "Public domain", "License": "pd"}, None),
     ({"LicenseShortName": "CC0", "License": "cc0",
       "LicenseUrl": "http://creativecommons.org/publicdomain/zero/1.0/deed.en"}, None),
@@ -120,8 +120,9 @@ def test_extmetadata_becomes_evidence_attribution_and_expected_sha1(
     assert first.expected_sha1 == commons.pages[0]["imageinfo"][0]["sha1"]
     policy = load_policy("commercial")
     assert decide(first.evidence, policy).spdx == "CC-BY-SA-4.0"  # type: ignore[union-attr]
-    refused = decide(missing.evidence, policy)
-    assert isinstance(refused, Rejection) and refused.reason is Reason.LICENSE_MISSING
+    refused = decide(missing.evidence, policy)  # Copyrighted=True and no licence field
+    assert isinstance(refused, Rejection) and refused.reason is Reason.LICENSE_NOT_ALLOWED
+    assert refused.detail.startswith("Copyrighted=True and no licence field")
     assert ("wikimedia:Restrictions", "trademarked") in pd.extra
 
 
@@ -209,3 +210,52 @@ batch = {BATCH}
         row = rows[str(1000 + i)]
         assert row["reason"] == reason, (i, row["detail"])
         assert row["status"] == ("accepted" if reason is None else "rejected")
+
+
+@pytest.mark.parametrize("short_name", ["استعمال عادل", "Fair use", "Non-free media"])
+def test_a_non_free_commons_file_is_refused_as_non_free_whatever_its_licence_name(
+        commons: FakeCommons, tmp_path: Path, short_name: str) -> None:
+    meta = commons.pages[0]["imageinfo"][0]["extmetadata"]
+    for key in ("UsageTerms", "LicenseUrl", "License"):
+        meta.pop(key, None)
+    meta["LicenseShortName"] = {"value": short_name, "source": "commons-desc-page"}
+    meta["NonFree"] = {"value": "true", "source": "commons-desc-page"}
+    first = next(iter(source(commons, tmp_path).candidates(None)))
+    refused = decide(first.evidence, load_policy("open-research"))
+    assert isinstance(refused, Rejection) and refused.reason == Reason.LICENSE_NOT_ALLOWED
+    assert refused.detail == "NonFree=true (fair use / non-free media)"
+
+
+
+# Wikimedia's 2026 limits for anonymous traffic, one shape each, as the servers send them.
+RATE_LIMITS = {
+    "request-limit-reached": (429, '{"httpCode": 429, "httpReason": "Too Many Requests", '
+                                   '"errorKey": "request-limit-reached"}'),
+    "ratelimited": (200, '{"error": {"code": "ratelimited", "info": "You\'ve exceeded your '
+                         'rate limit. Please wait some time and try again."}}'),
+    "maxlag": (200, '{"error": {"code": "maxlag", "info": "Waiting for db1: 7 seconds lagged", '
+                    '"lag": 7}}'),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(RATE_LIMITS))
+def test_a_rate_limit_is_waited_out_counted_in_the_summary_and_rejects_no_file(
+        commons: FakeCommons, tmp_path: Path, shape: str) -> None:
+    status, body = RATE_LIMITS[shape]
+    # Four in a row: more than the recipe's retries (1) allow for ordinary failures.
+    commons.fail(*[(status, body, {"Retry-After": "0"})] * 4)
+    recipe = write_recipe(tmp_path / "recipe.toml", recipe_text("commons-test", f"""
+kind = "wikimedia"
+api = "{commons.url}"
+category = "Test files"
+batch = {BATCH}
+"""))
+    out = tmp_path / "out"
+    proc = run_cli("build", str(recipe), "--out", str(out), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert f"source wikimedia: waited out 4 rate-limit answers ({shape} 4)" in (
+        proc.stdout + proc.stderr)
+    rows = ledger(out)
+    assert {sid: row["reason"] for sid, row in rows.items()} == {
+        str(1000 + i): reason for i, (_, reason) in enumerate(LICENCES)}
+    assert len(commons.requests) == 4 + 3

@@ -66,6 +66,13 @@ class FieldSpec:
     values: dict[str, str] = field(default_factory=dict)
     pair: str | None = None
     prefix: str = ""
+    # Values that are the source's own refusal (cleaned value -> detail, `{value}` filled
+    # in): `refuse` decides whatever the other fields say (Commons' NonFree=true);
+    # `refuse_unlicensed` decides only when no field names a licence (Copyrighted=True,
+    # is_public_domain=false). Neither is a licence: no catalogue id stands for them.
+    refuse: dict[str, str] = field(default_factory=dict)
+    refuse_unlicensed: dict[str, str] = field(default_factory=dict)
+    quoted: bool = False  # informational text quoted in such a refusal (a copyright notice)
 
 
 @dataclass(frozen=True)
@@ -199,15 +206,21 @@ class _Builder:
             self.raw_aliases.append((alias, lid, where))
 
     def _add_field(self, name: str, raw: dict[str, Any], *, where: str) -> None:
-        allowed = {"informational", "exclusive", "values", "pair", "prefix"}
+        allowed = {"informational", "exclusive", "values", "pair", "prefix", "refuse",
+                   "refuse_unlicensed", "quoted"}
         if set(raw) - allowed:
             raise UserError(f"{where}: unknown key(s) {sorted(set(raw) - allowed)}; "
                             f"allowed: {sorted(allowed)}.")
-        values = {_clean_key(k): v for k, v in raw.get("values", {}).items()}
+
+        def table(key: str) -> dict[str, str]:
+            return {_clean_key(k): str(v) for k, v in raw.get(key, {}).items()}
+
         self.fields[name.lower()] = FieldSpec(
             informational=bool(raw.get("informational", False)),
-            exclusive=bool(raw.get("exclusive", False)), values=values,
-            pair=raw.get("pair"), prefix=str(raw.get("prefix", "")))
+            exclusive=bool(raw.get("exclusive", False)), values=table("values"),
+            pair=raw.get("pair"), prefix=str(raw.get("prefix", "")),
+            refuse=table("refuse"), refuse_unlicensed=table("refuse_unlicensed"),
+            quoted=bool(raw.get("quoted", False)))
 
     def _add_cc(self, raw: dict[str, Any], *, where: str) -> None:
         prefix = raw.get("url_prefix", "https://creativecommons.org/licenses/")

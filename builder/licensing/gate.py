@@ -36,9 +36,9 @@ def read_claims(evidence: tuple[Evidence, ...], cat: Catalogue | None = None) ->
     for ev in evidence:
         value = str(ev.value)
         spec = cat.field_spec(ev.field)
-        if spec.informational or is_empty(value):
-            continue
         key = " ".join(clean(value).lower().split())
+        if spec.informational or is_empty(value) or key in spec.refuse_unlicensed:
+            continue  # a source's "not public domain" flag is no licence claim either
         text = value
         if spec.pair:
             paired = by_field.get(spec.pair.lower())
@@ -63,8 +63,14 @@ def decide(evidence: tuple[Evidence, ...], policy: Policy,
     Strict on purpose: one recognised and one unrecognised claim is `license_unrecognized`
     (we cannot tell that the unreadable one does not restrict the work)."""
     cat = catalogue or load_catalogue()
+    vetoed = source_refusal(evidence, cat, unlicensed=False)
+    if vetoed is not None:
+        return Rejection(Reason.LICENSE_NOT_ALLOWED, vetoed)
     claims = read_claims(evidence, cat)
     if not claims:
+        stated = source_refusal(evidence, cat, unlicensed=True)
+        if stated is not None:
+            return Rejection(Reason.LICENSE_NOT_ALLOWED, stated)
         seen = sorted({e.field for e in evidence})
         where = f" (only informational fields: {', '.join(seen)})" if seen else ""
         return Rejection(Reason.LICENSE_MISSING, f"no licence claim in the metadata{where}")
@@ -87,6 +93,31 @@ def decide(evidence: tuple[Evidence, ...], policy: Policy,
     if isinstance(verdict, Rejection):
         return verdict
     return replace(verdict, evidence=tuple(evidence))
+
+
+def source_refusal(evidence: tuple[Evidence, ...], cat: Catalogue, *,
+                   unlicensed: bool) -> str | None:
+    """The detail of a refusal the source itself states (licenses/fields.toml `refuse`, or
+    with `unlicensed` `refuse_unlicensed`), in the source's own words and no more: a
+    not-public-domain flag is not read as "all rights reserved". Any `quoted` field the
+    record carries (a copyright notice) is quoted after it."""
+    for ev in evidence:
+        spec = cat.field_spec(ev.field)
+        refusals = spec.refuse_unlicensed if unlicensed else spec.refuse
+        value = clean(str(ev.value))
+        template = refusals.get(" ".join(value.lower().split()))
+        if template is None:
+            continue
+        notices = [f"{_short_name(e.field)}={clean(str(e.value))!r}" for e in evidence
+                   if cat.field_spec(e.field).quoted and not is_empty(str(e.value))]
+        detail = template.replace("{value}", value)
+        return f"{detail}; {', '.join(notices)}" if notices else detail
+    return None
+
+
+def _short_name(field: str) -> str:
+    """`aic:copyright_notice` -> `copyright_notice`: the name the source itself uses."""
+    return field.rsplit(":", 1)[-1]
 
 
 def _admit(expr: str, policy: Policy, cat: Catalogue) -> LicenseDecision | Rejection:

@@ -22,6 +22,14 @@ REGISTRY: dict[str, str] = {
 }
 
 
+# The kinds that read a remote API. Each takes the same common keys besides `kind` and
+# `name` (which every kind takes): `api` (the API root, so a mirror or a local replay
+# works), `limit` (the most candidates to take from it) and `rps` (requests a second).
+API_KINDS = frozenset({"wikimedia", "met", "aic", "cleveland", "smithsonian", "europeana",
+                       "openverse"})
+COMMON_API_KEYS = ("api", "limit", "rps")
+
+
 def source_module(kind: str, *, file: str, where: str) -> ModuleType:
     if kind not in REGISTRY:
         raise UserError(

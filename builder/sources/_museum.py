@@ -67,10 +67,12 @@ def check_api_source(api: str, *, limit: int | None, rps: float | None, file: ob
         raise UserError(f"{file}: {where}.limit must be at least 1 (or absent).")
 
 
-def api_fetcher(fetch: FetchConfig, *, rps: float | None) -> Fetcher:
+def api_fetcher(fetch: FetchConfig, *, rps: float | None,
+                hand_back: frozenset[int] = frozenset()) -> Fetcher:
     """A Fetcher for one API: one connection, at most `rps` requests per second (the
     stricter of the API's own limit and the recipe's `per_host_rps`), and a User-Agent
-    that also names the HTTP library, as Wikimedia's policy asks."""
+    that also names the HTTP library, as Wikimedia's policy asks. Statuses in `hand_back`
+    come back at once for the source to handle (see Fetcher)."""
     limits = [r for r in (rps, fetch.per_host_rps) if r is not None]
     config = replace(
         fetch,
@@ -78,7 +80,7 @@ def api_fetcher(fetch: FetchConfig, *, rps: float | None) -> Fetcher:
         per_host_rps=min(limits) if limits else None,
         user_agent=with_library(fetch.user_agent),
     )
-    return Fetcher(config)
+    return Fetcher(config, hand_back=hand_back)
 
 
 def with_library(user_agent: str) -> str:
@@ -98,10 +100,16 @@ class JsonClient:
     """GET JSON pages from one API with retries; `SourceError` once they are exhausted."""
 
     def __init__(self, source: str, fetch: FetchConfig, *, rps: float | None,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None,
+                 hand_back: frozenset[int] = frozenset()) -> None:
         self.source = source
         self.config = fetch
-        self.fetcher = api_fetcher(fetch, rps=rps)
+        # Answers with these statuses are returned as they are (parsed JSON or None, and
+        # the response), for a source that waits out rate limits itself; headerless only.
+        if hand_back and headers:
+            raise ValueError("hand_back works on the header-less get_text path only")
+        self.hand_back = hand_back
+        self.fetcher = api_fetcher(fetch, rps=rps, hand_back=hand_back)
         self.headers = dict(headers or {})
 
     def close(self) -> None:
@@ -144,6 +152,11 @@ class JsonClient:
         result = self.fetcher.get_text(full, max_bytes=self.config.max_bytes)
         if isinstance(result, Rejection):
             return "final", result.detail
+        if result.status in self.hand_back:
+            try:
+                return "ok", (json.loads(result.data), result)
+            except ValueError:
+                return "ok", (None, result)  # a plain-text rate-limit page says enough
         if result.status == 404:
             return "404", None
         if result.status in RETRY_PAGE_STATUSES or result.status == 429:

@@ -8,7 +8,9 @@ Each page answers `{"pagination": {"total_pages", "current_page", ...}, "data": 
 Elasticsearch-backed search stops at 10,000 results (page * limit); for more, the museum
 points to its data dumps.
 
-Evidence is `aic:is_public_domain` ("true"/"false"), emitted either way. The image is
+Evidence is `aic:is_public_domain` ("true"/"false"), emitted either way, plus the artwork's
+`copyright_notice` as `aic:copyright_notice` when it has one (informational: the gate quotes
+it when it refuses a work the museum marks not public domain). The image is
 `{config.iiif_url}/{image_id}/full/{image_width},/0/default.jpg` (843 px wide by default, the
 size the AIC docs recommend); an artwork without `image_id` gets an empty URL. Landing page
 `https://www.artic.edu/artworks/{id}`, creator `artist_title` (else the first line of
@@ -147,6 +149,9 @@ class AicSource:
             evidence = (Evidence("aic:is_public_domain", "true" if flag else "false"),)
         elif flag is not None:
             evidence = (Evidence("aic:is_public_domain", str(flag)),)
+        notice = text_or_none(item.get("copyright_notice"))
+        if notice:  # quoted when the gate refuses a work that is not public domain
+            evidence += (Evidence("aic:copyright_notice", notice),)
         image_id = text_or_none(item.get("image_id"))
         url = f"{iiif}/{image_id}/full/{self.config.image_width},/0/default.jpg" \
             if image_id else ""
@@ -155,7 +160,7 @@ class AicSource:
             (display.splitlines()[0].strip() if display else None)
         thumbnail = item.get("thumbnail") if isinstance(item.get("thumbnail"), dict) else {}
         extra = [(f"aic:{k}", str(item[k])) for k in
-                 ("artist_display", "date_display", "medium_display", "copyright_notice")
+                 ("artist_display", "date_display", "medium_display")
                  if text_or_none(item.get(k))]
         if not image_id:
             extra.append(("aic:problem", "no image_id"))

@@ -8,6 +8,10 @@ hands the last committed state back instead of paging from the start.
 A source that reads local input (table, folder) also has `preflight()`: it reads just enough
 of that input, offline, to refuse a malformed or empty one with a UserError. The recipe
 loader calls it, so such input is refused before the build creates its output directory.
+
+A source may also define `summary_lines() -> list[str]`: indented lines for the build's
+summary about what it met on the way (e.g. rate limits it waited out); the pipeline asks
+every source it opened once the build ends.
 """
 
 from __future__ import annotations

@@ -18,6 +18,9 @@ accounted for in the ledger.
 `reusability = "open"` asks only for openly licensed items (PD, CC0, CC BY, CC BY-SA);
 the licence gate still reads every item's own `rights`.
 
+Common API keys: `limit` stops paging once that many candidates were offered (no further
+page is asked for); `rps` spaces the API requests.
+
 Resume state: `{"page": cursor, "skip": n, "count": total}` (see sources/_keys.paged).
 """
 
@@ -28,12 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from builder.config import check_http_url
 from builder.errors import UserError
-from builder.fetch import Fetcher
 from builder.records import Candidate, Evidence
 from builder.sources import _keys
 from builder.sources._keys import as_dict, as_list, first_text
+from builder.sources._museum import api_fetcher, check_api_source
 from builder.sources.base import SourceContext
 
 DEFAULT_API = "https://api.europeana.eu/record/v2"
@@ -50,9 +52,11 @@ class Config:
     qf: tuple[str, ...] = ()
     rows: int = 100
     profile: str = "standard"
+    limit: int | None = None
+    rps: float | None = None
 
     def check(self, *, file: Path | str, base: Path, where: str) -> Config:
-        check_http_url(self.api, file=file, key=f"{where}.api")
+        check_api_source(self.api, limit=self.limit, rps=self.rps, file=file, where=where)
         _keys.check_env_name(self.api_key_env, file=file, key=f"{where}.api_key_env",
                              required=True)
         if not self.query.strip():
@@ -80,7 +84,7 @@ class EuropeanaSource:
     def candidates(self, resume: dict[str, Any] | None) -> Iterator[Candidate]:
         key = _keys.env_key(self.config.api_key_env, file=self.context.recipe_file,
                             key="api_key_env", signup=SIGNUP)
-        with Fetcher(self.context.fetch) as fetcher:
+        with api_fetcher(self.context.fetch, rps=self.config.rps) as fetcher:
             def page(cursor: str) -> _keys.Page:
                 params = self._params(cursor)
                 url = _keys.with_query(self.endpoint, [("wskey", key), *params])
@@ -89,7 +93,7 @@ class EuropeanaSource:
                                       key_env=self.config.api_key_env)
                 return self._page(body, cursor, _keys.with_query(self.endpoint, params))
 
-            yield from _keys.paged("*", page, resume)
+            yield from _keys.paged("*", page, resume, limit=self.config.limit)
 
     def _page(self, body: Any, cursor: str, api_url: str) -> _keys.Page:
         body = as_dict(body)

@@ -8,7 +8,8 @@ response; the ids are taken in ascending order so a resumed build finds its plac
 objects were added since. Then each object: `GET {api}/objects/{id}`.
 
 Evidence is `met:isPublicDomain` ("true"/"false"), emitted either way: the licence gate
-admits true (the Met's Open Access images are CC0) and refuses false. The image is
+admits true (the Met's Open Access images are CC0) and refuses false, quoting the object's
+`rightsAndReproduction` (kept as `met:rightsAndReproduction` evidence) when it has one. The image is
 `primaryImage`; with `additional_images = true` each of `additionalImages` is a candidate
 too, with source_id `<id>-<n>` (n from 1) and the same evidence. Landing page `objectURL`,
 creator `artistDisplayName` (link: `artistWikidata_URL`, else `artistULAN_URL`), title,
@@ -139,6 +140,9 @@ class MetSource:
             evidence = (Evidence("met:isPublicDomain", "true" if flag else "false"),)
         elif flag is not None:
             evidence = (Evidence("met:isPublicDomain", str(flag)),)
+        rights = text_or_none(obj.get("rightsAndReproduction"))
+        if rights:  # quoted when the gate refuses a work that is not public domain
+            evidence += (Evidence("met:rightsAndReproduction", rights),)
         images = [str(obj.get("primaryImage") or "")]
         if self.config.additional_images:
             images += [str(u) for u in obj.get("additionalImages") or [] if u]

@@ -18,6 +18,8 @@ the provider's `url` (not from Openverse); landing page `foreign_landing_url`; `
 `creator_url`, `title`; `attribution` as credit; `provider`, `source`, `id`, `filetype`
 and the declared `width`/`height` kept as extra.
 
+`rps` (a common API key) spaces the API requests further.
+
 Resume state: `{"page": n, "skip": i, "count": total}` (see sources/_keys.paged).
 """
 
@@ -28,12 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from builder.config import check_http_url
 from builder.errors import UserError
-from builder.fetch import Fetcher
 from builder.records import Candidate, Evidence
 from builder.sources import _keys
 from builder.sources._keys import as_dict, as_list, first_text
+from builder.sources._museum import api_fetcher, check_api_source
 from builder.sources.base import SourceContext
 
 DEFAULT_API = "https://api.openverse.org/v1"
@@ -55,9 +56,10 @@ class Config:
     page_size: int = ANONYMOUS_PAGE_SIZE
     limit: int = DEFAULT_LIMIT
     token_env: str | None = None
+    rps: float | None = None
 
     def check(self, *, file: Path | str, base: Path, where: str) -> Config:
-        check_http_url(self.api, file=file, key=f"{where}.api")
+        check_api_source(self.api, limit=None, rps=self.rps, file=file, where=where)
         _keys.check_env_name(self.token_env, file=file, key=f"{where}.token_env",
                              required=False)
         if not self.query.strip():
@@ -104,7 +106,7 @@ class OpenverseSource:
             token = _keys.env_key(self.config.token_env, file=self.context.recipe_file,
                                   key="token_env")
             headers["Authorization"] = f"Bearer {token}"
-        with Fetcher(self.context.fetch) as fetcher:
+        with api_fetcher(self.context.fetch, rps=self.config.rps) as fetcher:
             def page(number: int) -> _keys.Page:
                 url = _keys.with_query(self.endpoint, self._params(number))
                 body = _keys.get_page(fetcher, self.context.fetch, url, source=self.name,

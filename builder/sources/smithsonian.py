@@ -18,6 +18,9 @@ the `resources[]` entry of that label (e.g. "High-resolution JPEG"), falling bac
 title from the row's `title`, landing page from `descriptiveNonRepeating.record_link` (else
 `guid`); `unit_code`, `data_source`, the row id and the metadata's own usage are kept as extra.
 
+Common API keys: `limit` stops paging once that many candidates were offered (no further
+page is asked for); `rps` spaces the API requests (api.data.gov allows 1,000 an hour per key).
+
 Resume state: `{"page": start, "skip": n, "count": total}` (see sources/_keys.paged).
 """
 
@@ -28,12 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builder.config import check_http_url
 from builder.errors import UserError
-from builder.fetch import Fetcher
 from builder.records import Candidate, Evidence
 from builder.sources import _keys
 from builder.sources._keys import as_dict, as_list, first_text
+from builder.sources._museum import api_fetcher, check_api_source
 from builder.sources.base import SourceContext
 
 DEFAULT_API = "https://api.si.edu/openaccess/api/v1.0"
@@ -52,9 +54,11 @@ class Config:
     api_key_env: str = "SI_API_KEY"
     rows: int = 100
     resource: str | None = None
+    limit: int | None = None
+    rps: float | None = None
 
     def check(self, *, file: Path | str, base: Path, where: str) -> Config:
-        check_http_url(self.api, file=file, key=f"{where}.api")
+        check_api_source(self.api, limit=self.limit, rps=self.rps, file=file, where=where)
         _keys.check_env_name(self.api_key_env, file=file, key=f"{where}.api_key_env",
                              required=True)
         if not 1 <= self.rows <= MAX_ROWS:
@@ -81,7 +85,7 @@ class SmithsonianSource:
     def candidates(self, resume: dict[str, Any] | None) -> Iterator[Candidate]:
         key = _keys.env_key(self.config.api_key_env, file=self.context.recipe_file,
                             key="api_key_env", signup=SIGNUP)
-        with Fetcher(self.context.fetch) as fetcher:
+        with api_fetcher(self.context.fetch, rps=self.config.rps) as fetcher:
             def page(start: int) -> _keys.Page:
                 url = _keys.with_query(self.endpoint, [
                     ("q", self.config.query), ("start", str(start)),
@@ -92,7 +96,7 @@ class SmithsonianSource:
                                       key_env=self.config.api_key_env)
                 return self._page(body, start, _keys.strip_secrets(url))
 
-            yield from _keys.paged(0, page, resume)
+            yield from _keys.paged(0, page, resume, limit=self.config.limit)
 
     def _page(self, body: Any, start: int, api_url: str) -> _keys.Page:
         response = as_dict(as_dict(body).get("response"))

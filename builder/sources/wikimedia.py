@@ -12,16 +12,21 @@ the next request. A batch is complete when the response says `batchcomplete`; un
 the following responses carry more imageinfo for the same pages, and are merged.
 
 Licence evidence is the raw extmetadata (`wikimedia:LicenseShortName`, `UsageTerms`,
-`LicenseUrl`, `License`, plus the informational `AttributionRequired`, `Copyrighted`,
-`Restrictions`); values are HTML on Commons and are reduced to text. Creator from `Artist`
+`LicenseUrl`, `License`, plus `AttributionRequired`, `Copyrighted`, `Restrictions` and
+`NonFree`); values are HTML on Commons and are reduced to text. `NonFree` = "true" (fair use)
+is refused whatever the licence name says, and `Copyrighted` = "True" with no licence field
+is refused too (licenses/fields.toml). Creator from `Artist`
 (its first link becomes `creator_url`), credit from `Credit`, title from `ObjectName`,
 caption from `ImageDescription`, landing page from `descriptionurl`, and the API's `sha1`
 becomes `expected_sha1` (the image check rejects a download that differs). `Restrictions`
 (trademarked, personality rights...) is also kept in `extra` so provenance shows it.
 
 Etiquette (https://www.mediawiki.org/wiki/API:Etiquette): requests in series, `maxlag=5`,
-and on `error.code` `maxlag` or `ratelimited` (sent with HTTP 200) a wait of the response's
-`Retry-After` (else the reported lag, at least 5 s) before asking again. The User-Agent is
+and on a rate limit (`error.code` `maxlag` or `ratelimited`, sent with HTTP 200, or the
+HTTP 429 of Wikimedia's 2026 limits for anonymous traffic, `request-limit-reached`) a wait
+of the response's `Retry-After` (capped by `[fetch] max_retry_after_s`; else the reported
+lag, at least 5 s) before asking again, up to 6 times. Rate limits waited out are counted
+in the build summary; they never end as a candidate's rejection. The User-Agent is
 the recipe's `[fetch] user_agent` with the HTTP library appended; a warning is logged when
 it carries no contact, which Wikimedia's User-Agent policy requires.
 
@@ -35,12 +40,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from builder.errors import UserError
+from builder.fetch import Response
 from builder.records import Candidate, Evidence
 from builder.sources._museum import (
     JsonClient,
@@ -59,9 +66,12 @@ log = logging.getLogger(__name__)
 API = "https://commons.wikimedia.org/w/api.php"
 # extmetadata fields that are licence evidence (claims or informational), in this order.
 EVIDENCE_FIELDS = ("LicenseShortName", "UsageTerms", "LicenseUrl", "License",
-                   "AttributionRequired", "Copyrighted", "Restrictions")
-DESCRIPTIVE_FIELDS = ("Artist", "Credit", "ObjectName", "ImageDescription", "NonFree")
+                   "AttributionRequired", "Copyrighted", "Restrictions", "NonFree")
+DESCRIPTIVE_FIELDS = ("Artist", "Credit", "ObjectName", "ImageDescription")
 LAG_ERRORS = frozenset({"maxlag", "ratelimited"})
+# Wikimedia's 2026 limits for anonymous traffic answer HTTP 429 (the REST side's body
+# names `request-limit-reached`): handed back by the Fetcher so it is waited out here.
+RATE_LIMIT_STATUS = 429
 MIN_LAG_WAIT_S = 5.0  # API:Etiquette: pause at least 5 seconds after a maxlag error
 LAG_ATTEMPTS = 6
 
@@ -107,6 +117,15 @@ class WikimediaSource:
                 "%s: [fetch] user_agent %r has no contact; Wikimedia's User-Agent policy asks "
                 "for one, e.g. user_agent = \"cleanset/0.1 (https://example.org/you; "
                 "you@example.org)\"", context.recipe_file, context.fetch.user_agent)
+        self.waits: Counter[str] = Counter()  # rate-limit answers waited out, by kind
+
+    def summary_lines(self) -> list[str]:
+        """For the build summary: the rate limits this source waited out, if any."""
+        if not self.waits:
+            return []
+        kinds = ", ".join(f"{code} {n}" for code, n in sorted(self.waits.items()))
+        return [f"  source {self.name}: waited out {sum(self.waits.values())} rate-limit "
+                f"answers ({kinds})"]
 
     def candidates(self, resume: dict[str, Any] | None) -> Iterator[Candidate]:
         state = resume or {}
@@ -118,7 +137,8 @@ class WikimediaSource:
             return
         skip = int(state.get("index", 0))
         cont = state.get("continue")
-        client = JsonClient(self.name, self.context.fetch, rps=self.config.rps)
+        client = JsonClient(self.name, self.context.fetch, rps=self.config.rps,
+                            hand_back=frozenset({RATE_LIMIT_STATUS}))
         try:
             for used, pages, following in self._batches(client, cont):
                 for index, page in enumerate(pages):
@@ -186,31 +206,38 @@ class WikimediaSource:
                 return
 
     def _query(self, client: JsonClient, cont: dict[str, Any] | None) -> dict[str, Any]:
+        """One API answer. A rate limit (HTTP 429, `ratelimited`, `maxlag`) is waited out
+        as the server asks (Retry-After, capped by max_retry_after_s) and counted; it never
+        reaches a candidate. Any other error stops the build."""
         params = self._params()
         params.update({k: str(v) for k, v in (cont or {}).items()})
         for _ in range(LAG_ATTEMPTS):
             got = client.get_response(self.config.api, params)
             assert got is not None
             data, response = got
-            if not isinstance(data, dict):
-                raise SourceError(f"source {self.name!r}: {self.config.api} answered with "
-                                  f"a JSON {type(data).__name__}, not an object.")
-            error = data.get("error")
-            if not isinstance(error, dict):
-                return data
-            code = str(error.get("code", ""))
-            if code not in LAG_ERRORS:
-                raise SourceError(
-                    f"source {self.name!r}: the API refused the query: {code}: "
-                    f"{error.get('info', '')}. Check the recipe's category/search/start.")
-            lag = error.get("lag")
-            default = max(MIN_LAG_WAIT_S, float(lag) if isinstance(lag, int | float) else 0.0)
+            limited = _rate_limit(data, response)
+            if limited is None:
+                return self._answer(data)
+            code, default = limited
             wait = min(retry_after_s(response, default), self.context.fetch.max_retry_after_s)
+            self.waits[code] += 1
             log.info("%s: %s, waiting %.0fs", self.name, code, wait)
             time.sleep(wait)  # the server asked us to back off
         raise SourceError(
-            f"source {self.name!r}: {self.config.api} kept answering maxlag/ratelimited "
-            f"after {LAG_ATTEMPTS} waits. Run the same command later to resume.")
+            f"source {self.name!r}: {self.config.api} kept answering with rate limits "
+            f"(maxlag/ratelimited/HTTP 429) after {LAG_ATTEMPTS} waits. Run the same command "
+            "later to resume.")
+
+    def _answer(self, data: Any) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            raise SourceError(f"source {self.name!r}: {self.config.api} answered with "
+                              f"a JSON {type(data).__name__}, not an object.")
+        error = data.get("error")
+        if isinstance(error, dict):
+            raise SourceError(
+                f"source {self.name!r}: the API refused the query: {error.get('code', '')}: "
+                f"{error.get('info', '')}. Check the recipe's category/search/start.")
+        return data
 
     # -- one file ----------------------------------------------------------------------
 
@@ -248,6 +275,22 @@ class WikimediaSource:
             extra=tuple(extra),
             resume=resume,
         )
+
+
+def _rate_limit(data: Any, response: Response | None) -> tuple[str, float] | None:
+    """(what the server called it, the wait when it sends no Retry-After) for a rate-limit
+    answer, else None. HTTP 429 is one whatever its body; so are the action API's
+    `ratelimited` and `maxlag` errors, which come with HTTP 200."""
+    body = data if isinstance(data, dict) else {}
+    error = body.get("error")
+    code = str(error.get("code", "")) if isinstance(error, dict) else ""
+    if response is not None and response.status == RATE_LIMIT_STATUS:
+        named = code or str(body.get("errorKey") or body.get("httpReason") or "")
+        return (named or "HTTP 429"), MIN_LAG_WAIT_S
+    if code in LAG_ERRORS:
+        lag = error.get("lag") if isinstance(error, dict) else None
+        return code, max(MIN_LAG_WAIT_S, float(lag) if isinstance(lag, int | float) else 0.0)
+    return None
 
 
 def _raw(meta: dict[str, Any], key: str) -> Any:
