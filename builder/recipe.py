@@ -247,7 +247,7 @@ def _check_output(output: str) -> None:
 
 SECTIONS = {"dataset", "policy", "sources", "fetch", "image", "dedup", "executor"}
 # Sections other modules own; they validate their own tables (see `Recipe.extra`).
-EXTENSION_SECTIONS = {"optout", "denylist"}
+EXTENSION_SECTIONS = {"optout"}
 
 
 def load_recipe(path: str | Path) -> Recipe:

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from pytest_httpserver import HTTPServer
 
-from tests.conftest import REPO, run_cli, write_jsonl
+from tests.conftest import run_cli, write_jsonl
 from tests.test_takedown import N, image, recipe_for, rows_for
 
 
@@ -160,18 +160,8 @@ def test_the_cards_webdataset_snippet_loads_every_sample_after_the_first_shard_i
     assert shard_urls and all((out / u).exists() for u in shard_urls)
 
 
-def test_the_readme_webdataset_example_reads_the_offline_example_with_warnings_as_errors(
-        tmp_path: Path) -> None:
-    run_cli("build", str(REPO / "examples/offline/recipe.toml"), "--out",
-            "shards/offline-example", "--no-progress", cwd=tmp_path, check=True)
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    block = re.search(r"```python\n(import glob\nimport webdataset as wds\n.*?)\n\n", readme,
-                      re.S)
-    assert block is not None
-    proc = run_python_as_a_reader(block.group(1) + "\nprint(sum(1 for _ in ds))\n", tmp_path,
-                                  tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["7"]
+# The README's webdataset example (a glob, shardshuffle=False) runs with warnings as errors in
+# tests/test_docs.py, with every other snippet of the README and docs/.
 
 
 # -- item 10: the takedown says what it did, and what was already done -------------------------
