@@ -42,7 +42,7 @@ from builder.dedup import (
 )
 from builder.errors import UserError
 from builder.executors import make_executor
-from builder.exports.papers import write_papers
+from builder.exports.papers import require_writers, write_papers
 from builder.faults import crash_point
 from builder.ledger import BuildRow, Ledger
 from builder.lock import OutputLock
@@ -143,6 +143,7 @@ class _Cursor:
 
 def build(recipe: Recipe, options: BuildOptions) -> BuildSummary:
     out = options.out
+    require_writers()  # before any shard: the papers are written at the end, from the ledger
     _prepare_output(out)
     with OutputLock(out):
         from builder.takedown import complete_pending_locked

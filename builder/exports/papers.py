@@ -8,6 +8,7 @@ reader (or a crash) never sees half a paper.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from collections import Counter
@@ -15,13 +16,39 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from builder.errors import UserError
 from builder.ledger import Ledger
 
 PAPERS = ("manifest.parquet", "candidates.parquet", "spdx.json", "croissant.json", "README.md",
           "ATTRIBUTION.md", "attribution.csv")
 
+# What the writers import lazily, by the distribution (a base dependency) that provides it.
+WRITER_MODULES = {
+    "spdx_tools.spdx.writer.json.json_writer": "spdx-tools",
+    "spdx_tools.spdx.validation.document_validator": "spdx-tools",
+    "yaml": "pyyaml",
+}
+
+
+def require_writers() -> None:
+    """Raise a UserError naming the missing package if a paper could not be written.
+
+    Called before a build or takedown changes anything, so an incomplete installation stops
+    it at the start instead of after hours of shards, with the papers missing."""
+    for module, dist in WRITER_MODULES.items():
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise UserError(
+                f"cleanset's installation is incomplete: {exc} (package {dist!r}, which "
+                "every build needs to write its papers). Reinstall cleanset with its "
+                "dependencies: pip install cleanset (in a checkout: pip install .), then "
+                "run the same command again."
+            ) from None
+
 
 def write_papers(ledger: Ledger, out: Path) -> None:
+    require_writers()  # all or none: never a fresh manifest beside a stale spdx.json
     # Imported here, not at module level: the writers pull in spdx-tools and friends, which
     # a build only needs once, at the end.
     from builder.exports.attribution import write_attribution
