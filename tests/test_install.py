@@ -1,0 +1,227 @@
+"""What a plain `pip install .` (no extras) must be able to do, and what pyproject.toml declares.
+
+The build runs in a subprocess whose `sitecustomize.py` makes every distribution that is only
+in an extra (or dev) unimportable, as if it were not installed: the base dependencies alone
+must build and verify the offline example. pyproject.toml is the single source of both lists.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import shutil
+import sys
+import tomllib
+from importlib import metadata
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from packaging.requirements import Requirement
+
+from tests.conftest import REPO, run_cli
+
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+EXAMPLE = REPO / "examples" / "offline" / "recipe.toml"
+
+BLOCKER = '''\
+"""Test-only: these top-level modules behave as if their distributions were not installed."""
+import sys
+
+BLOCKED = frozenset({blocked!r})
+
+
+class _NotInstalled:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, _NotInstalled())
+'''
+
+
+def normalise(dist: str) -> str:
+    return re.sub(r"[-_.]+", "-", dist).lower()
+
+
+def declared(requirements: list[str]) -> set[str]:
+    return {normalise(Requirement(r).name) for r in requirements}
+
+
+BASE = declared(PYPROJECT["dependencies"])
+EXTRAS = {name: declared(reqs) for name, reqs in PYPROJECT["optional-dependencies"].items()}
+
+
+def base_closure() -> set[str]:
+    """The base dependencies and everything they require in turn (without their extras)."""
+    seen: set[str] = set()
+    todo = list(BASE)
+    while todo:
+        dist = todo.pop()
+        if dist in seen:
+            continue
+        seen.add(dist)
+        for text in metadata.requires(dist) or []:
+            req = Requirement(text)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(normalise(req.name))
+    return seen
+
+
+def modules_by_distribution() -> dict[str, set[str]]:
+    """Installed distribution -> its top-level import names."""
+    found: dict[str, set[str]] = {}
+    for module, dists in metadata.packages_distributions().items():
+        for dist in dists:
+            found.setdefault(normalise(dist), set()).add(module)
+    return found
+
+
+def optional_modules() -> set[str]:
+    """Import names of every distribution in an extra or dev that a base install lacks."""
+    optional = set().union(*EXTRAS.values()) - base_closure()
+    installed = modules_by_distribution()
+    # Not installed here (s3fs, gcsfs...): their import name is their distribution name.
+    return set().union(*(installed.get(d, {d.replace("-", "_")}) for d in optional))
+
+
+@pytest.fixture(scope="module")
+def base_only_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    site = tmp_path_factory.mktemp("base-only-site")
+    (site / "sitecustomize.py").write_text(BLOCKER.format(blocked=sorted(optional_modules())),
+                                           encoding="utf-8")
+    return {"PYTHONPATH": os.pathsep.join([str(REPO), str(site)])}
+
+
+@pytest.fixture(scope="module")
+def base_only_build(tmp_path_factory: pytest.TempPathFactory, base_only_env: dict[str, str]
+                    ) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("base-only") / "offline-example"
+    proc = run_cli("build", str(EXAMPLE), "--out", str(out), "--no-progress", env=base_only_env)
+    assert proc.returncode == 0, proc.stderr
+    return out, proc.stderr
+
+
+def test_the_blocker_hides_every_extra_but_no_base_dependency(base_only_env: dict[str, str]
+                                                              ) -> None:
+    blocked = optional_modules()
+    assert {"ray", "faiss", "c2pa", "datasets", "mlcroissant"} <= blocked
+    assert not blocked & {"PIL", "pyarrow", "numpy", "webdataset", "spdx_tools", "yaml"}
+
+
+def test_offline_example_builds_and_verifies_with_base_dependencies_only(
+        base_only_build: tuple[Path, str], base_only_env: dict[str, str]) -> None:
+    out, _ = base_only_build
+    proc = run_cli("verify", str(out), env=base_only_env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "verify: OK: 7 samples" in proc.stdout
+    for paper in ("spdx.json", "croissant.json", "README.md", "ATTRIBUTION.md"):
+        assert (out / paper).is_file(), paper
+
+
+def test_base_only_build_says_once_that_faiss_would_be_faster(
+        base_only_build: tuple[Path, str]) -> None:
+    _, stderr = base_only_build
+    assert stderr.count("faiss is not installed") == 1, stderr
+    assert "cleanset[faiss]" in stderr
+
+
+def test_every_other_command_runs_with_base_dependencies_only(
+        base_only_build: tuple[Path, str], base_only_env: dict[str, str],
+        tmp_path: Path) -> None:
+    out, _ = base_only_build
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    image = str(EXAMPLE.parent / "images" / "astronaut.jpg")
+    for args in (("licenses",), ("lookup", str(copy), image), ("report", str(copy)),
+                 ("diff", str(out), str(copy)),
+                 ("takedown", str(copy), "--image", image, "--reason", "test"),
+                 ("diff", str(copy)), ("verify", str(copy))):
+        proc = run_cli(*args, env=base_only_env)
+        assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
+    assert (copy / "report.html").is_file()
+    assert pq.read_metadata(copy / "manifest.parquet").num_rows == 6  # 7 less the one taken down
+
+
+def test_build_without_a_paper_writer_stops_before_writing_anything(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(BLOCKER.format(blocked=["spdx_tools"]),
+                                           encoding="utf-8")
+    out = tmp_path / "out"
+    env = {"PYTHONPATH": os.pathsep.join([str(REPO), str(site)])}
+    proc = run_cli("build", str(EXAMPLE), "--out", str(out), "--no-progress", env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert "'spdx-tools'" in proc.stderr and "pip install" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not out.exists()  # no shard, no ledger: nothing a rerun would have to repair
+
+
+def test_verify_says_a_rerun_rewrites_missing_papers_and_the_rerun_does(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run_cli("build", str(EXAMPLE), "--out", str(out), "--no-progress", check=True)
+    (out / "spdx.json").unlink()
+    (out / "README.md").unlink()
+    proc = run_cli("verify", str(out))
+    assert proc.returncode == 1
+    assert "PROBLEM spdx.json is missing" in proc.stdout
+    assert "run the same `cleanset build RECIPE --out DIR` again to rewrite them" in proc.stdout
+    run_cli("build", str(EXAMPLE), "--out", str(out), "--no-progress", check=True)
+    assert run_cli("verify", str(out)).returncode == 0
+
+
+# -- every import in builder/ is declared -----------------------------------------------------
+def third_party_imports() -> dict[str, set[str]]:
+    """Top-level module -> the builder/ files importing it (absolute imports, not stdlib)."""
+    found: dict[str, set[str]] = {}
+    for path in sorted((REPO / "builder").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.partition(".")[0]
+                if top != "builder" and top not in sys.stdlib_module_names:
+                    found.setdefault(top, set()).add(str(path.relative_to(REPO)))
+    return found
+
+
+def distribution_of(module: str) -> str:
+    dists = metadata.packages_distributions().get(module)
+    assert dists, f"{module} is imported in builder/ but not installed here; cannot check it"
+    return normalise(dists[0])
+
+
+def test_every_third_party_import_in_builder_is_a_base_dependency_or_an_extra() -> None:
+    optional = {name: dists for name, dists in EXTRAS.items() if name != "dev"}
+    undeclared = []
+    for module, files in sorted(third_party_imports().items()):
+        dist = distribution_of(module)
+        extras = [name for name, dists in optional.items() if dist in dists]
+        if dist not in BASE and not extras:
+            undeclared.append(f"{module} ({dist}) in {', '.join(sorted(files))}")
+    assert not undeclared, "declare these in pyproject.toml [project] dependencies: " + \
+        "; ".join(undeclared)
+
+
+def test_every_optional_import_names_its_extra_in_an_install_hint() -> None:
+    code = "\n".join(p.read_text(encoding="utf-8") for p in (REPO / "builder").rglob("*.py"))
+    optional = {name: dists for name, dists in EXTRAS.items() if name != "dev"}
+    for module in sorted(third_party_imports()):
+        dist = distribution_of(module)
+        if dist in BASE:
+            continue
+        extras = [name for name, dists in optional.items() if dist in dists]
+        assert any(f"cleanset[{extra}]" in code for extra in extras), (module, extras)
+
+
+def test_the_papers_extra_still_installs_for_old_instructions() -> None:
+    assert "papers" in EXTRAS
+    assert EXTRAS["papers"] <= BASE  # empty or an alias: it adds nothing a build lacks
