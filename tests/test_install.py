@@ -11,14 +11,17 @@ import ast
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tomllib
+import zipfile
 from importlib import metadata
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 from packaging.requirements import Requirement
+from packaging.version import Version
 
 from tests.conftest import REPO, run_cli
 
@@ -89,11 +92,17 @@ def optional_modules() -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def base_only_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def extras_hidden(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder whose sitecustomize.py hides every extra; put it on PYTHONPATH."""
     site = tmp_path_factory.mktemp("base-only-site")
     (site / "sitecustomize.py").write_text(BLOCKER.format(blocked=sorted(optional_modules())),
                                            encoding="utf-8")
-    return {"PYTHONPATH": os.pathsep.join([str(REPO), str(site)])}
+    return site
+
+
+@pytest.fixture(scope="module")
+def base_only_env(extras_hidden: Path) -> dict[str, str]:
+    return {"PYTHONPATH": os.pathsep.join([str(REPO), str(extras_hidden)])}
 
 
 @pytest.fixture(scope="module")
@@ -171,6 +180,64 @@ def test_verify_says_a_rerun_rewrites_missing_papers_and_the_rerun_does(tmp_path
     assert "run the same `cleanset build RECIPE --out DIR` again to rewrite them" in proc.stdout
     run_cli("build", str(EXAMPLE), "--out", str(out), "--no-progress", check=True)
     assert run_cli("verify", str(out)).returncode == 0
+
+
+# -- the wheel: what `pip install .` puts in site-packages ------------------------------------
+WHEEL_SOURCES = ("pyproject.toml", "README.md", "builder", "licenses")  # what the build reads
+
+
+def setuptools_version() -> Version:
+    try:
+        return Version(metadata.version("setuptools"))
+    except metadata.PackageNotFoundError:
+        return Version("0")
+
+
+@pytest.fixture(scope="module")
+def unpacked_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """cleanset's wheel, built offline by the installed setuptools and unpacked."""
+    if setuptools_version() < Version("77"):
+        pytest.skip(f"setuptools {setuptools_version()} cannot build the wheel offline "
+                    "(>=77, as the dev extra installs)")
+    root = tmp_path_factory.mktemp("wheel")
+    (root / "src").mkdir()
+    for name in WHEEL_SOURCES:
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, root / "src" / name,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(REPO / name, root / "src" / name)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-index",
+         "--no-build-isolation", "--wheel-dir", str(root / "dist"), str(root / "src")],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    with zipfile.ZipFile(next((root / "dist").glob("cleanset-*.whl"))) as wheel:
+        wheel.extractall(root / "site-packages")
+    return root / "site-packages"
+
+
+def test_the_wheel_alone_builds_and_verifies_the_example_with_base_dependencies(
+        unpacked_wheel: Path, extras_hidden: Path, tmp_path: Path) -> None:
+    env = {"PYTHONPATH": os.pathsep.join([str(unpacked_wheel), str(extras_hidden)])}
+    # Run from elsewhere, so the checkout's builder/ and licenses/ cannot be found.
+    out = tmp_path / "out"
+    build = run_cli("build", str(EXAMPLE), "--out", str(out), "--no-progress", env=env,
+                    cwd=tmp_path)
+    assert build.returncode == 0, build.stderr
+    verify = run_cli("verify", str(out), env=env, cwd=tmp_path)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert (unpacked_wheel / "builder" / "licenses" / "policies" / "commercial.toml").is_file()
+
+
+def test_every_package_under_builder_is_listed_for_the_wheel() -> None:
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))[
+        "tool"]["setuptools"]
+    found = {".".join(init.parent.relative_to(REPO).parts)
+             for init in (REPO / "builder").rglob("__init__.py")}
+    assert found <= set(setuptools["packages"]), "add to [tool.setuptools] packages"
+    assert setuptools["package-dir"]["builder.licenses"] == "licenses"
+    assert "builder.licenses" in setuptools["packages"]
 
 
 # -- every import in builder/ is declared -----------------------------------------------------
