@@ -25,7 +25,7 @@ from packaging.version import Version
 
 from tests.conftest import REPO, run_cli
 
-PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
 EXAMPLE = REPO / "examples" / "offline" / "recipe.toml"
 
 BLOCKER = '''\
@@ -54,8 +54,9 @@ def declared(requirements: list[str]) -> set[str]:
     return {normalise(Requirement(r).name) for r in requirements}
 
 
-BASE = declared(PYPROJECT["dependencies"])
-EXTRAS = {name: declared(reqs) for name, reqs in PYPROJECT["optional-dependencies"].items()}
+BASE = declared(PYPROJECT["project"]["dependencies"])
+EXTRAS = {name: declared(reqs)
+          for name, reqs in PYPROJECT["project"]["optional-dependencies"].items()}
 
 
 def base_closure() -> set[str]:
@@ -155,18 +156,49 @@ def test_every_other_command_runs_with_base_dependencies_only(
     assert pq.read_metadata(copy / "manifest.parquet").num_rows == 6  # 7 less the one taken down
 
 
-def test_build_without_a_paper_writer_stops_before_writing_anything(tmp_path: Path) -> None:
-    site = tmp_path / "site"
+@pytest.fixture
+def without_spdx_tools(tmp_path: Path) -> dict[str, str]:
+    site = tmp_path / "no-spdx-tools"
     site.mkdir()
     (site / "sitecustomize.py").write_text(BLOCKER.format(blocked=["spdx_tools"]),
                                            encoding="utf-8")
-    out = tmp_path / "out"
-    env = {"PYTHONPATH": os.pathsep.join([str(REPO), str(site)])}
-    proc = run_cli("build", str(EXAMPLE), "--out", str(out), "--no-progress", env=env)
+    return {"PYTHONPATH": os.pathsep.join([str(REPO), str(site)])}
+
+
+def assert_names_the_missing_package(proc: subprocess.CompletedProcess[str]) -> None:
     assert proc.returncode == 2, proc.stderr
-    assert "'spdx-tools'" in proc.stderr and "pip install" in proc.stderr
+    assert "'spdx-tools'" in proc.stderr and "pip install spdx-tools" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_build_without_a_paper_writer_stops_before_writing_anything(
+        tmp_path: Path, without_spdx_tools: dict[str, str]) -> None:
+    out = tmp_path / "out"
+    proc = run_cli("build", str(EXAMPLE), "--out", str(out), "--no-progress",
+                   env=without_spdx_tools)
+    assert_names_the_missing_package(proc)
     assert not out.exists()  # no shard, no ledger: nothing a rerun would have to repair
+
+
+def test_build_to_a_url_without_a_paper_writer_makes_no_stage(
+        tmp_path: Path, without_spdx_tools: dict[str, str]) -> None:
+    stage = tmp_path / "stage"
+    proc = run_cli("build", str(EXAMPLE), "--out", "memory://install/x", "--stage", str(stage),
+                   "--no-progress", env=without_spdx_tools)
+    assert_names_the_missing_package(proc)
+    assert not stage.exists()
+
+
+def test_takedown_without_a_paper_writer_changes_nothing(
+        tmp_path: Path, without_spdx_tools: dict[str, str]) -> None:
+    out = tmp_path / "out"
+    run_cli("build", str(EXAMPLE), "--out", str(out), "--no-progress", check=True)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    proc = run_cli("takedown", str(out), "--key", "0000000001", "--reason", "test",
+                   env=without_spdx_tools)
+    assert_names_the_missing_package(proc)
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
 
 
 def test_verify_says_a_rerun_rewrites_missing_papers_and_the_rerun_does(tmp_path: Path) -> None:
@@ -231,8 +263,7 @@ def test_the_wheel_alone_builds_and_verifies_the_example_with_base_dependencies(
 
 
 def test_every_package_under_builder_is_listed_for_the_wheel() -> None:
-    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))[
-        "tool"]["setuptools"]
+    setuptools = PYPROJECT["tool"]["setuptools"]
     found = {".".join(init.parent.relative_to(REPO).parts)
              for init in (REPO / "builder").rglob("__init__.py")}
     assert found <= set(setuptools["packages"]), "add to [tool.setuptools] packages"

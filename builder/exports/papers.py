@@ -40,10 +40,10 @@ def require_writers() -> None:
             importlib.import_module(module)
         except ImportError as exc:
             raise UserError(
-                f"cleanset's installation is incomplete: {exc} (package {dist!r}, which "
-                "every build needs to write its papers). Reinstall cleanset with its "
-                "dependencies: pip install cleanset (in a checkout: pip install .), then "
-                "run the same command again."
+                f"cleanset's installation is incomplete: {exc}, from package {dist!r}, which "
+                f"every build needs to write its papers. Install it (pip install {dist}) or "
+                "reinstall cleanset with its dependencies (pip install . in its checkout), "
+                "then run the same command again."
             ) from None
 
 
