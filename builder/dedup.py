@@ -34,6 +34,7 @@ answers are the union, so the result is the same exact search.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -61,6 +62,13 @@ try:  # faiss is an extra; the numpy scan gives the same answers, slower
     import faiss  # type: ignore[import-untyped]
 except ImportError:  # pragma: no cover - depends on the installation
     faiss = None
+
+
+@functools.cache
+def _say_faiss_missing() -> None:
+    """Once per process: a build opens several indexes, and one line tells the whole story."""
+    log.warning("faiss is not installed: near-duplicate search scans new codes with numpy "
+                "(same results, slower). pip install 'cleanset[faiss]'.")
 
 
 @dataclass(frozen=True)
@@ -239,8 +247,7 @@ class NearIndex:
             self._faiss = faiss.IndexBinaryFlat(PDQ_BYTES * 8)  # the scanned codes only
         else:
             if use_faiss:
-                log.warning("faiss is not installed: near-duplicate search scans new codes "
-                            "with numpy (same results, slower). pip install 'cleanset[faiss]'.")
+                _say_faiss_missing()
             self._faiss = None
 
     def __len__(self) -> int:

@@ -43,7 +43,7 @@ from builder.dedup import (
 )
 from builder.errors import UserError
 from builder.executors import make_executor
-from builder.exports.papers import record_dataset_meta, write_papers
+from builder.exports.papers import record_dataset_meta, require_writers, write_papers
 from builder.faults import crash_point
 from builder.ledger import BuildRow, Ledger
 from builder.lock import OutputLock
@@ -151,6 +151,7 @@ class _Cursor:
 def build(recipe: Recipe, options: BuildOptions) -> BuildSummary:
     out = options.out
     _check_options(recipe, options)
+    require_writers()  # before any shard: the papers are written at the end, from the ledger
     _prepare_output(out, options.out_key)
     with OutputLock(out):
         from builder.takedown import complete_pending_locked

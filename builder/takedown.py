@@ -314,6 +314,9 @@ def takedown(out: Path, sel: Selectors, reason: str | None, *, dry_run: bool = F
     sel.check_shapes()
     if dry_run:
         return _dry_run(out, sel)
+    from builder.exports.papers import require_writers
+
+    require_writers()  # before any shard is rewritten: the takedown ends by rewriting the papers
     started = time.monotonic()
     with OutputLock(out):
         completed = _complete_locked(out)

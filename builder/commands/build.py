@@ -98,8 +98,10 @@ def _build_options(out: Path, args: argparse.Namespace, out_key: str) -> BuildOp
 def _build_and_publish(recipe: Recipe, url: str, where: str, args: argparse.Namespace) -> int:
     """Build into the local stage (pulling the published state into an empty one), publish."""
     from builder import publish
+    from builder.exports.papers import require_writers
     from builder.pipeline import build
 
+    require_writers()  # before the stage is made or pulled, as build() checks before shards
     with publish.staged(url, args.stage, where=where, nothing="Nothing was built") as (remote,
                                                                                       stage):
         summary = build(recipe, _build_options(stage, args, "--stage"))

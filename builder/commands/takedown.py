@@ -83,9 +83,12 @@ def _takedown_url(args: argparse.Namespace, sel: Any) -> int:
     import sys
 
     from builder import publish
+    from builder.exports.papers import require_writers
     from builder.takedown import takedown
 
     url = args.dir
+    if not args.dry_run:
+        require_writers()  # before the stage is made or pulled, as takedown() checks
     with publish.staged(url, args.stage, where="takedown", nothing="Nothing was taken down",
                         writing=not args.dry_run) as (remote, stage):
         if not (stage / publish.LEDGER).exists():

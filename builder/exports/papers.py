@@ -8,6 +8,7 @@ reader (or a crash) never sees half a paper.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from collections import Counter
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from builder.errors import UserError
 from builder.ledger import Ledger
 
 if TYPE_CHECKING:
@@ -22,6 +24,30 @@ if TYPE_CHECKING:
 
 PAPERS = ("manifest.parquet", "candidates.parquet", "spdx.json", "croissant.json", "README.md",
           "ATTRIBUTION.md", "attribution.csv")
+
+# What the writers import lazily, by the distribution (a base dependency) that provides it.
+WRITER_MODULES = {
+    "spdx_tools.spdx.writer.json.json_writer": "spdx-tools",
+    "spdx_tools.spdx.validation.document_validator": "spdx-tools",
+    "yaml": "pyyaml",
+}
+
+
+def require_writers() -> None:
+    """Raise a UserError naming the missing package if a paper could not be written.
+
+    Called before a build or takedown changes anything, so an incomplete installation stops
+    it at the start instead of after hours of shards, with the papers missing."""
+    for module, dist in WRITER_MODULES.items():
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise UserError(
+                f"cleanset's installation is incomplete: {exc}, from package {dist!r}, which "
+                f"every build needs to write its papers. Install it (pip install {dist}) or "
+                "reinstall cleanset with its dependencies (pip install . in its checkout), "
+                "then run the same command again."
+            ) from None
 
 
 # The recipe's [dataset] keys the papers quote, kept in the ledger meta as `dataset_<key>`:
@@ -38,6 +64,7 @@ def record_dataset_meta(ledger: Ledger, dataset: DatasetConfig) -> None:
 
 
 def write_papers(ledger: Ledger, out: Path) -> None:
+    require_writers()  # all or none: never a fresh manifest beside a stale spdx.json
     # Imported here, not at module level: the writers pull in spdx-tools and friends, which
     # a build only needs once, at the end.
     from builder.exports.attribution import write_attribution

@@ -22,11 +22,15 @@ _ID_RE = re.compile(r"^(LicenseRef-)?[A-Za-z0-9][A-Za-z0-9.+-]*$")
 _KINDS = {"licence", "dedication", "mark", "statement", "assertion"}
 
 
-_DEFAULT_DIR = Path(__file__).resolve().parents[2] / "licenses"
+_PACKAGE = Path(__file__).resolve().parents[1]  # builder/
+# An installed wheel carries the catalogue as builder/licenses/ (pyproject.toml maps it);
+# a checkout (editable install, PYTHONPATH) has it beside builder/, at the repository's top.
+_DEFAULT_DIR = next((d for d in (_PACKAGE / "licenses", _PACKAGE.parent / "licenses")
+                     if (d / "catalogue.toml").is_file()), _PACKAGE.parent / "licenses")
 
 
 def licenses_dir() -> Path:
-    """The catalogue folder: $CLEANSET_LICENSES, else the repository's licenses/."""
+    """The catalogue folder: $CLEANSET_LICENSES, else the one shipped with cleanset."""
     override = os.environ.get("CLEANSET_LICENSES")
     if override:
         return Path(override)
