@@ -42,6 +42,7 @@ from typing import Any
 
 from builder.errors import UserError
 from builder.records import Candidate, Evidence
+from builder.sources._failures import api_failed
 from builder.sources._museum import (
     JsonClient,
     SourceError,
@@ -118,7 +119,8 @@ class WikimediaSource:
             return
         skip = int(state.get("index", 0))
         cont = state.get("continue")
-        client = JsonClient(self.name, self.context.fetch, rps=self.config.rps)
+        client = JsonClient(self.name, self.context.fetch, rps=self.config.rps,
+                            recipe=self.context.recipe_file)
         try:
             for used, pages, following in self._batches(client, cont):
                 for index, page in enumerate(pages):
@@ -193,8 +195,8 @@ class WikimediaSource:
             assert got is not None
             data, response = got
             if not isinstance(data, dict):
-                raise SourceError(f"source {self.name!r}: {self.config.api} answered with "
-                                  f"a JSON {type(data).__name__}, not an object.")
+                raise api_failed(self.name, f"the answer is a JSON {type(data).__name__}, "
+                                 "not an object", self.config.api)
             error = data.get("error")
             if not isinstance(error, dict):
                 return data
@@ -208,9 +210,8 @@ class WikimediaSource:
             wait = min(retry_after_s(response, default), self.context.fetch.max_retry_after_s)
             log.info("%s: %s, waiting %.0fs", self.name, code, wait)
             time.sleep(wait)  # the server asked us to back off
-        raise SourceError(
-            f"source {self.name!r}: {self.config.api} kept answering maxlag/ratelimited "
-            f"after {LAG_ATTEMPTS} waits. Run the same command later to resume.")
+        raise api_failed(self.name, f"the API kept answering maxlag/ratelimited after "
+                                    f"{LAG_ATTEMPTS} waits", self.config.api)
 
     # -- one file ----------------------------------------------------------------------
 
