@@ -37,7 +37,7 @@ def is_refusal(status: int | None) -> bool:
 
 def api_failed(source: str, cause: str, url: str) -> SourceError:
     """The error for an API that failed after retries (exit 1)."""
-    return SourceError(f"{_cause(cause)} (source {source!r}), at\n  {url}\n{RESUME}")
+    return SourceError(f"{_cause(cause)}; source {source!r} stopped at\n  {url}\n{RESUME}")
 
 
 def api_refused(source: str, cause: str, url: str, *, recipe: Path | str,
@@ -46,7 +46,7 @@ def api_refused(source: str, cause: str, url: str, *, recipe: Path | str,
     fix = f"Check the settings of source {source!r} in {recipe}"
     if key_env:
         fix += f" and the API key in the environment variable {key_env}"
-    return UserError(f"{_cause(cause)}: the API refused the request of source {source!r}, "
+    return UserError(f"{_cause(cause)}: the API refused the request of source {source!r} "
                      f"at\n  {url}\n{fix}.")
 
 
