@@ -5,19 +5,41 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from builder.errors import UserError
+from builder.recipe import is_url
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser(
         "report", help="write DIR/report.html with charts about the dataset",
         description="Write DIR/report.html: licence mix, sources, refusal reasons, per-creator "
                     "concentration, sizes and formats, as one self-contained HTML page.")
-    p.add_argument("dir", type=Path, help="a cleanset output directory")
+    # A string, not a Path: Path("file:///pub") would fold a URL into "file:/pub".
+    p.add_argument("dir", help="a cleanset output directory (local: the report is written "
+                   "into it)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from builder.exports.report import write_report
 
-    path = write_report(args.dir)
+    if is_url(args.dir):
+        raise UserError(_needs_local_directory(args.dir))
+    path = write_report(Path(args.dir))
     print(f"report: wrote {path}")
     return 0
+
+
+def _needs_local_directory(url: str) -> str:
+    """The refusal for a published URL, naming the local directories that would do."""
+    from builder.publish import default_stage
+
+    stage = default_stage(url)
+    if (stage / "ledger.sqlite").exists():
+        where = f"The stage it was built in is here: `cleanset report {stage}`."
+    else:
+        where = (f"Give the stage it was built in (`--stage` of the build; by default {stage} "
+                 "on the machine that built it) or a local copy of it (downloaded with your "
+                 "storage's own tool), e.g. `cleanset report ./my-copy`.")
+    return (f"report {url}: needs a local directory, not a URL (it reads the whole ledger "
+            f"and writes report.html beside it). {where}")
