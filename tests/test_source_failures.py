@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 from pytest_httpserver import HTTPServer
 
+from builder.errors import UserError
 from builder.fetch import Fetcher, FetchError, failure_cause
-from tests.apihelpers import FAST_FETCH
+from builder.sources._failures import SourceError
+from tests.apihelpers import FAST_FETCH, open_source
 from tests.conftest import run_cli, write_recipe
 
 ERROR = "cleanset: error: "
@@ -129,3 +131,18 @@ def test_the_cause_of_an_unresolvable_host_does_not_repeat_the_url() -> None:
     assert failure_cause(f"cannot resolve host of {url}", url) == "cannot resolve host"
     assert failure_cause(f"connect timeout for {url} (after 4 attempts)", url) == (
         "connect timeout (after 4 attempts)")
+
+
+@pytest.mark.parametrize(("code", "error_type"), [("badvalue", UserError),
+                                                  ("internal_api_error_DBQueryError", SourceError)])
+def test_a_wikimedia_error_answer_is_the_recipes_to_fix_unless_the_wiki_itself_failed(
+        httpserver: HTTPServer, tmp_path: Path, code: str, error_type: type) -> None:
+    httpserver.expect_request("/w/api.php").respond_with_json(
+        {"error": {"code": code, "info": "Unrecognized value for parameter gcmtype"}})
+    source = open_source("wikimedia", tmp_path, api=httpserver.url_for("/w/api.php"),
+                         category="Featured pictures")
+    with pytest.raises(UserError) as info:
+        list(source.candidates(None))
+    assert type(info.value) is error_type
+    assert str(info.value).startswith(f"the API answered error {code}: Unrecognized value")
+    assert str(info.value).count(httpserver.url_for("/w/api.php")) == 1

@@ -42,10 +42,9 @@ from typing import Any
 
 from builder.errors import UserError
 from builder.records import Candidate, Evidence
-from builder.sources._failures import api_failed
+from builder.sources._failures import api_failed, api_refused
 from builder.sources._museum import (
     JsonClient,
-    SourceError,
     check_api_source,
     first_link,
     has_contact,
@@ -65,6 +64,8 @@ DESCRIPTIVE_FIELDS = ("Artist", "Credit", "ObjectName", "ImageDescription", "Non
 LAG_ERRORS = frozenset({"maxlag", "ratelimited"})
 MIN_LAG_WAIT_S = 5.0  # API:Etiquette: pause at least 5 seconds after a maxlag error
 LAG_ATTEMPTS = 6
+# Error codes that are the wiki's own trouble, not the query's (MediaWiki API:Errors).
+SERVER_ERROR_PREFIXES = ("internal_api_error", "readonly")
 
 
 @dataclass(frozen=True)
@@ -202,9 +203,7 @@ class WikimediaSource:
                 return data
             code = str(error.get("code", ""))
             if code not in LAG_ERRORS:
-                raise SourceError(
-                    f"source {self.name!r}: the API refused the query: {code}: "
-                    f"{error.get('info', '')}. Check the recipe's category/search/start.")
+                raise self._error(code, str(error.get("info", "")), params)
             lag = error.get("lag")
             default = max(MIN_LAG_WAIT_S, float(lag) if isinstance(lag, int | float) else 0.0)
             wait = min(retry_after_s(response, default), self.context.fetch.max_retry_after_s)
@@ -212,6 +211,15 @@ class WikimediaSource:
             time.sleep(wait)  # the server asked us to back off
         raise api_failed(self.name, f"the API kept answering maxlag/ratelimited after "
                                     f"{LAG_ATTEMPTS} waits", self.config.api)
+
+    def _error(self, code: str, info: str, params: dict[str, str]) -> UserError:
+        """An `error` answer: the server's own trouble is a failure to resume after (exit 1);
+        any other code (badvalue, invalidcategory...) is the recipe's query to fix (exit 2)."""
+        cause = f"the API answered error {code}: {info}".strip().rstrip(":")
+        url = with_params(self.config.api, params)
+        if code.startswith(SERVER_ERROR_PREFIXES):
+            return api_failed(self.name, cause, url)
+        return api_refused(self.name, cause, url, recipe=self.context.recipe_file)
 
     # -- one file ----------------------------------------------------------------------
 
