@@ -22,8 +22,10 @@ becomes `expected_sha1` (the image check rejects a download that differs). `Rest
 Etiquette (https://www.mediawiki.org/wiki/API:Etiquette): requests in series, `maxlag=5`,
 and on `error.code` `maxlag` or `ratelimited` (sent with HTTP 200) a wait of the response's
 `Retry-After` (else the reported lag, at least 5 s) before asking again. The User-Agent is
-the recipe's `[fetch] user_agent` with the HTTP library appended; a warning is logged when
-it carries no contact, which Wikimedia's User-Agent policy requires.
+the recipe's `[fetch] user_agent` with the HTTP library appended; `cleanset build` refuses a
+recipe whose User-Agent has no real contact (none, or example.org), which Wikimedia's
+User-Agent policy requires (recipe.check_user_agent_contact); used as a library, the
+source logs a warning instead.
 
 Resume state after each candidate: `{"continue": <the continue object that fetched its
 batch, or null for the first>, "index": <pages of that batch consumed>, "count": n}`; after
@@ -41,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.errors import UserError
+from builder.recipe import CONTACT_EXAMPLE
 from builder.records import Candidate, Evidence
 from builder.sources._failures import api_failed, api_refused
 from builder.sources._museum import (
@@ -107,8 +110,8 @@ class WikimediaSource:
         if not has_contact(context.fetch.user_agent):
             log.warning(
                 "%s: [fetch] user_agent %r has no contact; Wikimedia's User-Agent policy asks "
-                "for one, e.g. user_agent = \"cleanset/0.1 (https://example.org/you; "
-                "you@example.org)\"", context.recipe_file, context.fetch.user_agent)
+                "for one, e.g. %s", context.recipe_file, context.fetch.user_agent,
+                CONTACT_EXAMPLE)
 
     def candidates(self, resume: dict[str, Any] | None) -> Iterator[Candidate]:
         state = resume or {}
