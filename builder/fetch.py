@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import random
+import re
 import socket
 import threading
 import time
@@ -77,12 +78,20 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
 class FetchError(Exception):
-    """An API request failed for good (after retries): `reason` says how, the message why."""
+    """An API request failed for good (after retries): `reason` says how, `cause` what
+    happened (without the URL), `status` the final HTTP status when there was one.
 
-    def __init__(self, reason: Reason, message: str, *, url: str = "") -> None:
-        super().__init__(message)
+    The message is `cause: url`, the cause first and the URL once: an API URL can run to
+    hundreds of characters, and a reader looks for what went wrong before where.
+    """
+
+    def __init__(self, reason: Reason, cause: str, *, url: str = "",
+                 status: int | None = None) -> None:
+        super().__init__(f"{cause}: {url}" if url else cause)
         self.reason = reason
+        self.cause = cause
         self.url = url
+        self.status = status
 
 
 class BlockedAddressError(Exception):
@@ -509,9 +518,10 @@ class Fetcher:
         for attempt in range(JSON_ATTEMPTS):
             result = self._request(full, self._config.max_bytes, sent)
             if isinstance(result, Rejection):
-                raise FetchError(result.reason, f"{full}: {result.detail}", url=full)
+                raise FetchError(result.reason, failure_cause(result.detail, full), url=full)
             if not result.ok:
-                raise FetchError(Reason.HTTP_ERROR, f"{full}: HTTP {result.status}", url=full)
+                raise FetchError(Reason.HTTP_ERROR, f"HTTP {result.status}", url=full,
+                                 status=result.status)
             try:
                 return json.loads(result.data)
             except ValueError as exc:
@@ -520,8 +530,7 @@ class Fetcher:
                 if attempt + 1 < JSON_ATTEMPTS:
                     time.sleep(backoff_delay(attempt, self._config.backoff_s))
         raise FetchError(
-            Reason.HTTP_ERROR,
-            f"{full}: malformed JSON after {JSON_ATTEMPTS} attempts ({problem})",
+            Reason.HTTP_ERROR, f"malformed JSON after {JSON_ATTEMPTS} attempts ({problem})",
             url=full,
         )
 
@@ -715,6 +724,22 @@ def _with_params(url: str, params: dict[str, str] | None) -> str:
     extra = urlencode(list(params.items()))
     query = f"{parts.query}&{extra}" if parts.query else extra
     return urlunsplit(parts._replace(query=query))
+
+
+# urllib3 prefixes a connection failure with the connection object's repr.
+_CONNECTION_REPR_RE = re.compile(r"\w+Connection\(host=[^)]*\): (Failed to establish a new "
+                                 r"connection: )?")
+
+
+def failure_cause(detail: str, url: str) -> str:
+    """A rejection's detail as the cause of a failed request to `url`, without `url`: the
+    error that reports it names the URL once, after the cause. Other URLs (a redirect's
+    target) stay, they are part of what happened."""
+    cause = detail
+    for written in (repr(url), url):
+        for joint in (" of ", " for ", " from ", " to ", " "):
+            cause = cause.replace(f"{joint}{written}", "")
+    return _CONNECTION_REPR_RE.sub("", cause.replace(url, "the URL")).strip()
 
 
 def _short(exc: BaseException) -> str:

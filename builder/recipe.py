@@ -245,6 +245,62 @@ def _check_output(output: str) -> None:
         raise ValueError(f"output = {output!r}: {problem}.")
 
 
+# -- the User-Agent's contact ------------------------------------------------------------------
+# Domains reserved for documentation (RFC 2606): a contact there reaches nobody.
+PLACEHOLDER_DOMAINS = ("example.org", "example.com", "example.net")
+# Kinds whose candidates are local files; every other kind sends requests to someone's server.
+LOCAL_KINDS = frozenset({"folder"})
+# Kinds whose operators require a contact to reach whoever runs the client, and why.
+CONTACT_REQUIRED = {
+    "wikimedia": "Wikimedia's User-Agent policy "
+                 "(https://meta.wikimedia.org/wiki/User-Agent_policy) requires a way to reach "
+                 "you and blocks clients without one",
+}
+CONTACT_EXAMPLE = 'user_agent = "cleanset/0.1 (https://your.site/contact; you@your.domain)"'
+_UA_URL_RE = re.compile(r"https?://([^/\s;()<>]+)", re.IGNORECASE)
+_UA_EMAIL_RE = re.compile(r"[^\s@;:()<>]+@([^\s@;()<>]+\.[A-Za-z]{2,})")
+
+
+def user_agent_problem(user_agent: str) -> str | None:
+    """Why `user_agent` gives the sites a build asks no way to reach whoever runs it
+    ("no contact", or the placeholder domain it names), or None when it has a contact."""
+    hosts = [h.rsplit("@", 1)[-1].split(":")[0] for h in _UA_URL_RE.findall(user_agent)]
+    hosts += _UA_EMAIL_RE.findall(user_agent)
+    if not hosts:
+        return "has no contact (no URL and no e-mail)"
+    for host in hosts:
+        host = host.lower().rstrip(".")
+        for domain in PLACEHOLDER_DOMAINS:
+            if host == domain or host.endswith(f".{domain}"):
+                return f"still names the placeholder {domain}, which reaches nobody"
+    return None
+
+
+def check_user_agent_contact(recipe: Recipe) -> str | None:
+    """Refuse (UserError) a recipe whose sources require a contact the User-Agent lacks;
+    otherwise the warning to show when network sources will be asked without one, or None.
+
+    Kept apart from `load_recipe` so that loading a recipe (tests, other commands) stays
+    free of it; `cleanset build` calls it before anything is created."""
+    problem = user_agent_problem(recipe.fetch.user_agent)
+    network = [s for s in recipe.sources if s.kind not in LOCAL_KINDS]
+    if problem is None or not network:
+        return None
+    setting = f"[fetch] user_agent = {recipe.fetch.user_agent!r}"
+    for spec in network:
+        if spec.kind in CONTACT_REQUIRED:
+            raise UserError(
+                f"{recipe.file}: {setting} {problem}, and source {spec.name!r} (kind "
+                f"{spec.kind}) needs a real contact: {CONTACT_REQUIRED[spec.kind]}. Set your "
+                f"own URL or e-mail in [fetch], e.g. {CONTACT_EXAMPLE}. Nothing was built."
+            )
+    names = ", ".join(repr(s.name) for s in network)
+    return (f"{recipe.file}: {setting} {problem}; the servers of source(s) {names} cannot "
+            "reach you (the AIC's and Wikimedia's policies ask for a real contact, and "
+            f"operators block clients they cannot reach). Set yours in [fetch], e.g. "
+            f"{CONTACT_EXAMPLE}.")
+
+
 SECTIONS = {"dataset", "policy", "sources", "fetch", "image", "dedup", "executor"}
 # Sections other modules own; they validate their own tables (see `Recipe.extra`).
 EXTENSION_SECTIONS = {"optout"}

@@ -28,7 +28,7 @@ def fixture(path: str) -> Any:
 def context(tmp_path: Path, **fetch: Any) -> SourceContext:
     config = FetchConfig(**{"allow_private_addresses": True, "timeout_s": 5, "retries": 2,
                             "backoff_s": 0.01, "user_agent": "cleanset-test/0.1 "
-                            "(https://example.org/contact)", **fetch})
+                            "(https://ci.cleanset.test/contact)", **fetch})
     recipe = tmp_path / "recipe.toml"
     return SourceContext(recipe_file=recipe, base_dir=tmp_path, fetch=config)
 
@@ -102,7 +102,7 @@ use = "commercial"
 
 [fetch]
 allow_private_addresses = true
-user_agent = "cleanset-test/0.1 (https://example.org/contact)"
+user_agent = "cleanset-test/0.1 (https://ci.cleanset.test/contact)"
 timeout_s = 5
 retries = 1
 backoff_s = 0.01

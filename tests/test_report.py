@@ -126,7 +126,7 @@ def test_refusals_are_grouped_with_examples(page: str) -> None:
     text = " ".join(section(page, "refusals").split())
     for group in ("licence (", "opt-out (", "dedup ("):
         assert group in text, group
-    for reason in ("license_not_allowed", "license_missing", "duplicate_exact",
+    for reason in ("license_not_allowed", "duplicate_exact",
                    "optout_robots_txt"):
         assert reason in text, reason
     assert "examples" in text and "/private/" in text

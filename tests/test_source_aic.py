@@ -79,7 +79,7 @@ def test_pages_the_public_domain_search_with_the_documented_parameters(
         assert args["q"] == "cats" and args["limit"] == "2"
         assert args["query[term][is_public_domain]"] == "true"
         assert "image_id" in args["fields"].split(",")
-        assert headers["Aic-User-Agent"].startswith("cleanset-test/0.1 (https://example.org")
+        assert headers["Aic-User-Agent"].startswith("cleanset-test/0.1 (https://ci.cleanset.test")
 
 
 def test_listing_without_filters_pages_artworks(aic: FakeAic, tmp_path: Path) -> None:
@@ -117,7 +117,7 @@ def test_429_500_and_malformed_json_are_retried(aic: FakeAic, tmp_path: Path) ->
 
 def test_an_api_that_keeps_failing_stops_with_a_clear_error(aic: FakeAic, tmp_path: Path) -> None:
     aic.fail(*[(500, "", {})] * 10)
-    with pytest.raises(SourceError, match=r"source 'aic'.*HTTP 500"):
+    with pytest.raises(SourceError, match=r"^HTTP 500; source 'aic' stopped at\n"):
         list(source(aic, tmp_path).candidates(None))
 
 

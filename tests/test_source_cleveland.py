@@ -114,7 +114,7 @@ def test_429_500_and_malformed_json_are_retried(cma: FakeCleveland, tmp_path: Pa
 def test_an_api_that_keeps_failing_stops_with_a_clear_error(cma: FakeCleveland,
                                                             tmp_path: Path) -> None:
     cma.fail(*[(500, "", {})] * 10)
-    with pytest.raises(SourceError, match=r"source 'cleveland'.*skip=0.*HTTP 500"):
+    with pytest.raises(SourceError, match=r"^HTTP 500; source 'cleveland' stopped at\n.*skip=0"):
         list(source(cma, tmp_path).candidates(None))
 
 

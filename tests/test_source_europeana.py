@@ -153,7 +153,7 @@ def test_an_error_answer_and_a_failing_api_end_in_clear_errors_without_the_key(
         list(source.candidates(None))
     assert key not in str(info.value)
     httpserver.expect_request(SEARCH).respond_with_data("down", status=500)
-    with pytest.raises(UserError, match="kept failing") as info:
+    with pytest.raises(UserError, match=r"^HTTP 500 \(page tried 3 times\); source 'europeana'") as info:
         list(source.candidates(None))
     assert key not in str(info.value)
 

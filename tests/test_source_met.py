@@ -134,7 +134,7 @@ def test_429_500_and_malformed_json_are_retried(met: FakeMet, tmp_path: Path) ->
 
 def test_an_api_that_keeps_failing_stops_with_a_clear_error(met: FakeMet, tmp_path: Path) -> None:
     met.fail(*[(500, "", {})] * 10)
-    with pytest.raises(SourceError, match=r"source 'met'.*/objects.*HTTP 500"):
+    with pytest.raises(SourceError, match=r"^HTTP 500; source 'met' stopped at\n.*/objects"):
         list(source(met, tmp_path).candidates(None))
 
 

@@ -158,7 +158,7 @@ def test_a_refused_query_ends_in_a_clear_error(httpserver: HTTPServer, tmp_path:
     httpserver.expect_request(SEARCH).respond_with_json(
         {"detail": "page_size may not exceed 20 for anonymous requests"}, status=401)
     source = open_source("openverse", tmp_path, api=httpserver.url_for(API), query="x")
-    with pytest.raises(UserError, match="refused the request.*HTTP 401"):
+    with pytest.raises(UserError, match=r"^HTTP 401: the API refused the request of source 'openverse'"):
         list(source.candidates(None))
 
 

@@ -164,7 +164,7 @@ def test_an_api_that_keeps_failing_ends_in_a_clear_error_without_the_key(
         httpserver: HTTPServer, tmp_path: Path, key: str) -> None:
     httpserver.expect_request(SEARCH).respond_with_data("boom", status=500)
     source = open_source("smithsonian", tmp_path, api=httpserver.url_for(API))
-    with pytest.raises(UserError, match="kept failing.*HTTP 500.*resume") as info:
+    with pytest.raises(UserError, match=r"^HTTP 500 \(page tried 3 times\); source 'smithsonian' stopped at\n.*\n.*resume") as info:
         list(source.candidates(None))
     assert key not in str(info.value)
 

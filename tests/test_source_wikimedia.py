@@ -163,7 +163,7 @@ def test_an_api_that_keeps_failing_stops_with_a_clear_error(
     from builder.sources._museum import SourceError
 
     commons.fail(*[(500, "down", {})] * 10)
-    with pytest.raises(SourceError, match=r"source 'wikimedia'.*HTTP 500.*resume"):
+    with pytest.raises(SourceError, match=r"^HTTP 500; source 'wikimedia' stopped at\n.*\n.*resume"):
         list(source(commons, tmp_path).candidates(None))
 
 

@@ -69,21 +69,33 @@ def _positive_int(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from builder.pipeline import build
-    from builder.recipe import load_recipe
+    from builder.recipe import check_user_agent_contact, load_recipe
 
     recipe = load_recipe(args.recipe)
+    # Before anything is created: a source that requires a contact refuses to start.
+    warning = check_user_agent_contact(recipe)
+    if warning:
+        print(f"cleanset: warning: {warning}", file=sys.stderr)
     target = args.out if args.out is not None else recipe.default_output()
     if is_url(target):
         where = "--out" if args.out is not None else f"{recipe.file}: [dataset] output ="
-        return _build_and_publish(recipe, target, where, args)
+        return _build_and_publish(recipe, target, where, args, warning)
     if args.stage is not None:
         raise UserError(f"--stage {args.stage}: only a URL output (s3://..., file://...) is "
                         "staged; a local --out is built in place. Drop --stage.")
     key = "--out" if args.out is not None else f"{recipe.file}: [dataset] output ="
     summary = build(recipe, _build_options(Path(target), args, key))
-    for line in summary.lines():
-        print(line)
+    _print_summary(summary.lines(), warning)
     return 0
+
+
+def _print_summary(lines: list[str], warning: str | None) -> None:
+    """The build's summary; a User-Agent without a real contact is repeated at its end, where
+    it is still in sight when a long build is done."""
+    for line in lines:
+        print(line)
+    if warning:
+        print(f"  warning: {warning}")
 
 
 def _build_options(out: Path, args: argparse.Namespace, out_key: str) -> BuildOptions:
@@ -95,7 +107,8 @@ def _build_options(out: Path, args: argparse.Namespace, out_key: str) -> BuildOp
                         write_shards=args.write_shards)
 
 
-def _build_and_publish(recipe: Recipe, url: str, where: str, args: argparse.Namespace) -> int:
+def _build_and_publish(recipe: Recipe, url: str, where: str, args: argparse.Namespace,
+                       warning: str | None) -> int:
     """Build into the local stage (pulling the published state into an empty one), publish."""
     from builder import publish
     from builder.exports.papers import require_writers
@@ -105,8 +118,7 @@ def _build_and_publish(recipe: Recipe, url: str, where: str, args: argparse.Name
     with publish.staged(url, args.stage, where=where, nothing="Nothing was built") as (remote,
                                                                                       stage):
         summary = build(recipe, _build_options(stage, args, "--stage"))
-        for line in summary.lines():
-            print(line)
+        _print_summary(summary.lines(), warning)
         result = publish.publish(stage, remote,
                                  progress=not args.no_progress and sys.stderr.isatty())
         for line in result.lines():

@@ -6,6 +6,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from builder.errors import UserError
+from builder.recipe import is_url
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser(
@@ -13,7 +16,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         description="Write DIR/report.html (or --out FILE): licence mix, sources, refusal "
                     "reasons, per-creator concentration, sizes and formats, as one "
                     "self-contained HTML page. DIR itself is only read.")
-    p.add_argument("dir", type=Path, help="a cleanset output directory")
+    # A string, not a Path: Path("file:///pub") would fold a URL into "file:/pub".
+    p.add_argument("dir", help="a cleanset output directory (a local one: a published URL is "
+                   "refused, naming the stage)")
     p.add_argument("--out", type=Path, metavar="FILE",
                    help="write the report here instead of DIR/report.html (for a DIR you "
                         "cannot write, e.g. a read-only copy; a directory gets report.html)")
@@ -23,6 +28,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 def run(args: argparse.Namespace) -> int:
     from builder.exports.report import write_report
 
-    path = write_report(args.dir, args.out)
+    if is_url(args.dir):
+        raise UserError(_needs_local_directory(args.dir))
+    path = write_report(Path(args.dir), args.out)
     print(f"report: wrote {path}")
     return 0
+
+
+def _needs_local_directory(url: str) -> str:
+    """The refusal for a published URL, naming the local directories that would do."""
+    from builder.publish import default_stage
+
+    stage = default_stage(url)
+    if (stage / "ledger.sqlite").exists():
+        where = f"The stage it was built in is here: `cleanset report {stage}`."
+    else:
+        where = (f"Give the stage it was built in (`--stage` of the build; by default {stage} "
+                 "on the machine that built it) or a local copy of it (downloaded with your "
+                 "storage's own tool), e.g. `cleanset report ./my-copy`.")
+    return (f"report {url}: needs a local directory, not a URL (it reads the whole ledger "
+            f"and writes report.html beside it). {where}")

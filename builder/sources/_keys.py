@@ -28,6 +28,7 @@ from builder.errors import UserError
 from builder.fetch import Fetcher, FetchError, backoff_delay
 from builder.recipe import FetchConfig
 from builder.records import Candidate
+from builder.sources._failures import api_failed, api_refused, is_refusal
 
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 PAGE_ATTEMPTS = 3  # a page that failed for good in the fetcher is tried this often in all
@@ -128,42 +129,28 @@ def with_query(url: str, params: Iterable[tuple[str, str]]) -> str:
 
 # --- fetching pages ------------------------------------------------------------------------
 
-_STATUS_RE = re.compile(r": HTTP (\d{3})$")
-
-
 def get_page(fetcher: Fetcher, config: FetchConfig, url: str, *, source: str, recipe: Path,
              headers: dict[str, str] | None = None, key_env: str | None = None) -> Any:
     """One API page as parsed JSON. `Fetcher.get_json` already retries 429/502-504 (with
     Retry-After) and malformed JSON; a page that still fails is tried again up to
-    PAGE_ATTEMPTS in all (a 500 from a busy search cluster usually passes), except client
-    errors, which no retry fixes. The final error names the source, the redacted URL and
-    that running the same command resumes at this page."""
-    problem = ""
+    PAGE_ATTEMPTS in all (a 500 from a busy search cluster usually passes), except when the
+    API refuses the request (4xx), which no retry fixes. The final error (sources/_failures)
+    gives the cause, then the redacted URL once, and says the same command resumes here."""
+    shown = scrub(url)
+    cause = ""
     for attempt in range(PAGE_ATTEMPTS):
         try:
             return fetcher.get_json(url, headers=headers)
         except FetchError as exc:
-            problem = scrub(str(exc))
-            match = _STATUS_RE.search(str(exc))
-            status = int(match.group(1)) if match else None
-            if status is not None and 400 <= status < 500:
-                raise UserError(_client_error(status, problem, source, recipe, key_env)) from None
+            cause = scrub(exc.cause)
+            if is_refusal(exc.status):
+                raise api_refused(source, cause, shown, recipe=recipe,
+                                  key_env=key_env if exc.status in (401, 403) else None) from None
             logging.getLogger(__name__).info("source %s: page failed (attempt %d): %s",
-                                             source, attempt + 1, problem)
+                                             source, attempt + 1, cause)
             if attempt + 1 < PAGE_ATTEMPTS:
                 time.sleep(backoff_delay(attempt, config.backoff_s))
-    raise UserError(
-        f"source {source!r} (recipe {recipe}): the API kept failing: {problem}. Everything "
-        "decided so far is kept; run the same command again later to resume at this page."
-    )
-
-
-def _client_error(status: int, problem: str, source: str, recipe: Path,
-                  key_env: str | None) -> str:
-    base = f"source {source!r} (recipe {recipe}): the API refused the request: {problem}."
-    if status in (401, 403) and key_env:
-        return f"{base} Check the API key in the environment variable {key_env}."
-    return f"{base} Check the source's settings in the recipe."
+    raise api_failed(source, f"{cause} (page tried {PAGE_ATTEMPTS} times)", shown)
 
 
 # --- paging with resume --------------------------------------------------------------------

@@ -6,10 +6,11 @@ API's documented request rate as the per-host spacing, so the image downloads of
 (another Fetcher) never eat into the API's budget and the API is never asked faster than it
 allows. Requests are issued in series: a source runs in one thread.
 
-An API page that cannot be had after retries stops the build with a `SourceError` (exit 1)
-naming the source, the URL and what went wrong. Stopping is right: a page we cannot read
-holds candidates we cannot account for, and everything decided so far is committed, so the
-same command resumes at that page once the API answers again.
+An API page that cannot be had after retries stops the build with a `SourceError` (exit 1,
+see sources/_failures: the cause, the source, the URL once). Stopping is right: a page we
+cannot read holds candidates we cannot account for, and everything decided so far is
+committed, so the same command resumes at that page once the API answers again. A request
+the API refuses (4xx) is the recipe's to fix (exit 2).
 """
 
 from __future__ import annotations
@@ -28,9 +29,17 @@ import urllib3
 
 from builder.config import check_http_url
 from builder.errors import UserError
-from builder.fetch import Fetcher, FetchError, Response, backoff_delay, parse_retry_after
+from builder.fetch import (
+    Fetcher,
+    FetchError,
+    Response,
+    backoff_delay,
+    failure_cause,
+    parse_retry_after,
+)
 from builder.recipe import FetchConfig
 from builder.records import Rejection
+from builder.sources._failures import SourceError, api_failed, api_refused, is_refusal
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +48,8 @@ log = logging.getLogger(__name__)
 RETRY_PAGE_STATUSES = frozenset({500, 502, 503, 504})
 _CONTACT_RE = re.compile(r"\(([^)]*(@|https?://|mailto:)[^)]*)\)")
 _LIBRARY_RE = re.compile(r"\)\s*\S+/\S+")
-_STATUS_RE = re.compile(r": HTTP (\d{3})$")
 
-
-class SourceError(UserError):
-    """An API kept failing: the build stops, keeps what it committed, and can be resumed."""
-
-    exit_code = 1
+__all__ = ["SourceError"]  # re-exported: sources and tests import it from here
 
 
 def check_api(value: str, *, file: object, where: str) -> str:
@@ -101,8 +105,9 @@ class JsonClient:
 
     def __init__(self, source: str, fetch: FetchConfig, *, rps: float | None,
                  headers: dict[str, str] | None = None,
-                 hand_back: frozenset[int] = frozenset()) -> None:
+                 hand_back: frozenset[int] = frozenset(), recipe: object = "the recipe") -> None:
         self.source = source
+        self.recipe = recipe
         self.config = fetch
         # Answers with these statuses are returned as they are (parsed JSON or None, and
         # the response), for a source that waits out rate limits itself; headerless only.
@@ -133,53 +138,52 @@ class JsonClient:
             kind, value = fetch(full)
             if kind == "ok":
                 return value
-            if kind == "404":
-                if allow_404:
-                    return None
-                break
-            if kind == "final":
-                problem = value
-                break
+            if kind == "404" and allow_404:
+                return None
+            if kind in ("404", "refused"):
+                raise api_refused(self.source, value or "HTTP 404", full, recipe=self.recipe)
             problem = value
+            if kind == "final":
+                break
             log.info("%s: retrying %s after %s", self.source, full, value)
-        raise SourceError(
-            f"source {self.source!r}: the API failed for {full}: {problem or 'HTTP 404'}. "
-            "Everything decided so far is kept; run the same command again to resume "
-            "from this page."
-        )
+        raise api_failed(self.source, problem, full)
 
     def _via_get_text(self, full: str) -> tuple[str, Any]:
         result = self.fetcher.get_text(full, max_bytes=self.config.max_bytes)
         if isinstance(result, Rejection):
-            return "final", result.detail
+            return "final", failure_cause(result.detail, full)
         if result.status in self.hand_back:
             try:
                 return "ok", (json.loads(result.data), result)
             except ValueError:
                 return "ok", (None, result)  # a plain-text rate-limit page says enough
-        if result.status == 404:
-            return "404", None
-        if result.status in RETRY_PAGE_STATUSES or result.status == 429:
-            return "retry", f"HTTP {result.status}"
-        if not result.ok:
-            return "final", f"HTTP {result.status}"
-        try:
-            return "ok", (json.loads(result.data), result)
-        except ValueError as exc:
-            return "retry", f"malformed JSON ({exc})"
+        return self._judge(result.status, f"HTTP {result.status}",
+                           lambda: (json.loads(result.data), result))
 
     def _via_get_json(self, full: str) -> tuple[str, Any]:
-        # Only get_json takes extra headers; it reports the status in its message.
+        # Only get_json takes extra headers; it raises with the status when there is one.
         try:
             return "ok", (self.fetcher.get_json(full, headers=self.headers), None)
         except FetchError as exc:
-            match = _STATUS_RE.search(str(exc))
-            status = int(match.group(1)) if match else None
-            if status == 404:
-                return "404", None
-            if status is None or status in RETRY_PAGE_STATUSES or status == 429:
-                return "retry", str(exc)
-            return "final", str(exc)
+            if exc.status is None:
+                return "retry", exc.cause
+            return self._judge(exc.status, exc.cause, lambda: None)
+
+    @staticmethod
+    def _judge(status: int, cause: str, parse: Any) -> tuple[str, Any]:
+        """("ok", parsed) / ("404"|"refused"|"retry"|"final", cause) for a final status."""
+        if status == 404:
+            return "404", cause
+        if is_refusal(status):
+            return "refused", cause
+        if status in RETRY_PAGE_STATUSES or status == 429:
+            return "retry", cause
+        if not 200 <= status < 300:
+            return "final", cause
+        try:
+            return "ok", parse()
+        except ValueError as exc:
+            return "retry", f"malformed JSON ({exc})"
 
 
 def retry_after_s(response: Response | None, default: float) -> float:

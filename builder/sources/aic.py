@@ -32,9 +32,9 @@ from typing import Any
 
 from builder.errors import UserError
 from builder.records import Candidate, Evidence
+from builder.sources._failures import api_failed
 from builder.sources._museum import (
     JsonClient,
-    SourceError,
     api_root,
     check_api_source,
     text_or_none,
@@ -91,6 +91,7 @@ class AicSource:
         page, skip = int(state.get("page", 1)), int(state.get("index", 0))
         agent = with_library(self.context.fetch.user_agent)
         client = JsonClient(self.name, self.context.fetch, rps=self.config.rps,
+                            recipe=self.context.recipe_file,
                             headers={"AIC-User-Agent": agent})
         try:
             while True:
@@ -128,7 +129,7 @@ class AicSource:
             url = f"{self.root}/artworks"
         data = client.get(url, params)
         if not isinstance(data, dict):
-            raise SourceError(f"source {self.name!r}: page {page} of {url} is not a JSON object.")
+            raise api_failed(self.name, f"page {page} is not a JSON object", url)
         return data
 
     def _last_page(self, data: dict[str, Any], page: int, items: list[Any]) -> bool:

@@ -26,9 +26,9 @@ from typing import Any, Literal
 
 from builder.errors import UserError
 from builder.records import Candidate, Evidence
+from builder.sources._failures import api_failed
 from builder.sources._museum import (
     JsonClient,
-    SourceError,
     api_root,
     check_api_source,
     html_text,
@@ -74,7 +74,8 @@ class ClevelandSource:
         if limit is not None and count >= limit:
             return
         skip, consumed = int(state.get("skip", 0)), int(state.get("index", 0))
-        client = JsonClient(self.name, self.context.fetch, rps=self.config.rps)
+        client = JsonClient(self.name, self.context.fetch, rps=self.config.rps,
+                            recipe=self.context.recipe_file)
         try:
             while True:
                 data = self._page(client, skip)
@@ -111,7 +112,7 @@ class ClevelandSource:
         url = f"{self.root}/artworks/"
         data = client.get(url, params)
         if not isinstance(data, dict):
-            raise SourceError(f"source {self.name!r}: {url} (skip={skip}) is not a JSON object.")
+            raise api_failed(self.name, f"the page at skip={skip} is not a JSON object", url)
         return data
 
     def _candidate(self, item: dict[str, Any], resume: dict[str, Any]) -> Candidate:

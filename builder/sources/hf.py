@@ -18,6 +18,7 @@ with `.skip(n)` (on a stream, `datasets` skips without decoding the rows it pass
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any
 from builder.config import resolve_path
 from builder.errors import UserError
 from builder.records import Candidate
+from builder.sources._failures import api_failed
 from builder.sources.base import SourceContext
 from builder.sources.columns import (
     TABLE_ALIASES,
@@ -41,6 +43,7 @@ from builder.sources.columns import (
 BUILDERS = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "json", ".json": "json",
             ".ndjson": "json", ".csv": "csv", ".tsv": "csv"}
 INSTALL_HINT = "pip install 'cleanset[hf]' (or pip install datasets)"
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,12 @@ class HfSource:
                                          revision=c.revision, streaming=c.streaming)
         except UserError:
             raise
-        except (FileNotFoundError, ValueError, ConnectionError, OSError) as exc:
+        except ConnectionError as exc:
+            if c.dataset is None:
+                raise
+            # The hub is down, unreachable or switched off: not the recipe's fault (exit 1).
+            raise api_failed(self.name, _hub_cause(exc), _hub_url(c.dataset)) from None
+        except (FileNotFoundError, ValueError, OSError) as exc:
             raise UserError(
                 f"source {self.name!r}: cannot open dataset {self.where!r} split {c.split!r} "
                 f"({type(exc).__name__}: {exc}). Check path/dataset/subset/split in "
@@ -173,6 +181,21 @@ class HfSource:
                 f'of {self.context.recipe_file}: columns = {{ url = "<column name>" }}.'
             )
         return plan
+
+
+def _hub_url(dataset: str) -> str:
+    from huggingface_hub import constants  # installed with `datasets`; honours HF_ENDPOINT
+
+    return f"{constants.ENDPOINT.rstrip('/')}/datasets/{dataset}"
+
+
+def _hub_cause(exc: ConnectionError) -> str:
+    offline = [name for name in OFFLINE_VARIABLES
+               if os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")]
+    if offline:
+        return (f"cannot reach the Hugging Face hub: offline mode is on ({', '.join(offline)} "
+                "set; unset it, or give a local copy of the dataset as path)")
+    return f"cannot reach the Hugging Face hub ({exc})"
 
 
 SOURCE = HfSource

@@ -37,9 +37,9 @@ from typing import Any
 
 from builder.errors import UserError
 from builder.records import Candidate, Evidence
+from builder.sources._failures import api_failed
 from builder.sources._museum import (
     JsonClient,
-    SourceError,
     api_root,
     check_api_source,
     text_or_none,
@@ -84,7 +84,8 @@ class MetSource:
         limit = self.config.limit
         if limit is not None and count >= limit:
             return
-        client = JsonClient(self.name, self.context.fetch, rps=self.config.rps)
+        client = JsonClient(self.name, self.context.fetch, rps=self.config.rps,
+                            recipe=self.context.recipe_file)
         try:
             ids = self._object_ids(client)
             after, done = state.get("after"), int(state.get("image", 0))
@@ -116,14 +117,15 @@ class MetSource:
             params = {"q": c.query, "hasImages": "true", "isPublicDomain": "true"}
             if c.department_ids:
                 params["departmentId"] = str(c.department_ids[0])
-            data = client.get(f"{self.root}/search", params)
+            url = f"{self.root}/search"
         else:
             params = {}
             if c.department_ids:
                 params["departmentIds"] = "|".join(str(d) for d in c.department_ids)
-            data = client.get(f"{self.root}/objects", params)
+            url = f"{self.root}/objects"
+        data = client.get(url, params)
         if not isinstance(data, dict):
-            raise SourceError(f"source {self.name!r}: the object list is not a JSON object.")
+            raise api_failed(self.name, "the object list is not a JSON object", url)
         ids = data.get("objectIDs") or []  # /search answers null when nothing matches
         return sorted({int(i) for i in ids if isinstance(i, int) or str(i).isdigit()})
 

@@ -27,8 +27,10 @@ HTTP 429 of Wikimedia's 2026 limits for anonymous traffic, `request-limit-reache
 of the response's `Retry-After` (capped by `[fetch] max_retry_after_s`; else the reported
 lag, at least 5 s) before asking again, up to 6 times. Rate limits waited out are counted
 in the build summary; they never end as a candidate's rejection. The User-Agent is
-the recipe's `[fetch] user_agent` with the HTTP library appended; a warning is logged when
-it carries no contact, which Wikimedia's User-Agent policy requires.
+the recipe's `[fetch] user_agent` with the HTTP library appended; `cleanset build` refuses a
+recipe whose User-Agent has no real contact (none, or example.org), which Wikimedia's
+User-Agent policy requires (recipe.check_user_agent_contact); used as a library, the
+source logs a warning instead.
 
 Resume state after each candidate: `{"continue": <the continue object that fetched its
 batch, or null for the first>, "index": <pages of that batch consumed>, "count": n}`; after
@@ -48,10 +50,11 @@ from typing import Any
 
 from builder.errors import UserError
 from builder.fetch import Response
+from builder.recipe import CONTACT_EXAMPLE
 from builder.records import Candidate, Evidence
+from builder.sources._failures import api_failed, api_refused
 from builder.sources._museum import (
     JsonClient,
-    SourceError,
     check_api_source,
     first_link,
     has_contact,
@@ -74,6 +77,8 @@ LAG_ERRORS = frozenset({"maxlag", "ratelimited"})
 RATE_LIMIT_STATUS = 429
 MIN_LAG_WAIT_S = 5.0  # API:Etiquette: pause at least 5 seconds after a maxlag error
 LAG_ATTEMPTS = 6
+# Error codes that are the wiki's own trouble, not the query's (MediaWiki API:Errors).
+SERVER_ERROR_PREFIXES = ("internal_api_error", "readonly")
 
 
 @dataclass(frozen=True)
@@ -115,8 +120,8 @@ class WikimediaSource:
         if not has_contact(context.fetch.user_agent):
             log.warning(
                 "%s: [fetch] user_agent %r has no contact; Wikimedia's User-Agent policy asks "
-                "for one, e.g. user_agent = \"cleanset/0.1 (https://example.org/you; "
-                "you@example.org)\"", context.recipe_file, context.fetch.user_agent)
+                "for one, e.g. %s", context.recipe_file, context.fetch.user_agent,
+                CONTACT_EXAMPLE)
         self.waits: Counter[str] = Counter()  # rate-limit answers waited out, by kind
 
     def summary_lines(self) -> list[str]:
@@ -138,7 +143,8 @@ class WikimediaSource:
         skip = int(state.get("index", 0))
         cont = state.get("continue")
         client = JsonClient(self.name, self.context.fetch, rps=self.config.rps,
-                            hand_back=frozenset({RATE_LIMIT_STATUS}))
+                            hand_back=frozenset({RATE_LIMIT_STATUS}),
+                            recipe=self.context.recipe_file)
         try:
             for used, pages, following in self._batches(client, cont):
                 for index, page in enumerate(pages):
@@ -217,27 +223,33 @@ class WikimediaSource:
             data, response = got
             limited = _rate_limit(data, response)
             if limited is None:
-                return self._answer(data)
+                return self._answer(data, params)
             code, default = limited
             wait = min(retry_after_s(response, default), self.context.fetch.max_retry_after_s)
             self.waits[code] += 1
             log.info("%s: %s, waiting %.0fs", self.name, code, wait)
             time.sleep(wait)  # the server asked us to back off
-        raise SourceError(
-            f"source {self.name!r}: {self.config.api} kept answering with rate limits "
-            f"(maxlag/ratelimited/HTTP 429) after {LAG_ATTEMPTS} waits. Run the same command "
-            "later to resume.")
+        raise api_failed(self.name, "the API kept answering with rate limits "
+                         f"(maxlag/ratelimited/HTTP 429) after {LAG_ATTEMPTS} waits",
+                         self.config.api)
 
-    def _answer(self, data: Any) -> dict[str, Any]:
+    def _answer(self, data: Any, params: dict[str, str]) -> dict[str, Any]:
         if not isinstance(data, dict):
-            raise SourceError(f"source {self.name!r}: {self.config.api} answered with "
-                              f"a JSON {type(data).__name__}, not an object.")
+            raise api_failed(self.name, f"the answer is a JSON {type(data).__name__}, "
+                             "not an object", self.config.api)
         error = data.get("error")
         if isinstance(error, dict):
-            raise SourceError(
-                f"source {self.name!r}: the API refused the query: {error.get('code', '')}: "
-                f"{error.get('info', '')}. Check the recipe's category/search/start.")
+            raise self._error(str(error.get("code", "")), str(error.get("info", "")), params)
         return data
+
+    def _error(self, code: str, info: str, params: dict[str, str]) -> UserError:
+        """An `error` answer: the server's own trouble is a failure to resume after (exit 1);
+        any other code (badvalue, invalidcategory...) is the recipe's query to fix (exit 2)."""
+        cause = f"the API answered error {code}: {info}".strip().rstrip(":")
+        url = with_params(self.config.api, params)
+        if code.startswith(SERVER_ERROR_PREFIXES):
+            return api_failed(self.name, cause, url)
+        return api_refused(self.name, cause, url, recipe=self.context.recipe_file)
 
     # -- one file ----------------------------------------------------------------------
 
