@@ -447,6 +447,28 @@ def test_denylist_by_url_creator_sha256_and_pdq(httpserver: HTTPServer, fetcher:
     assert isinstance(run(gate, candidate(control), fetcher), Checked)
 
 
+UTM = "utm_source=commons.wikimedia.org&utm_campaign=imageinfo&utm_content=original"
+
+
+@pytest.mark.parametrize(("listed", "fetched"), [("{url}", "{url}?" + UTM),
+                                                 ("{url}?" + UTM, "{url}")],
+                         ids=["bare-entry-tracked-candidate", "tracked-entry-bare-candidate"])
+def test_denylist_url_refuses_the_file_with_or_without_tracking_parameters(
+        listed: str, fetched: str, httpserver: HTTPServer, fetcher: Fetcher,
+        tmp_path: Path) -> None:
+    url = serve_image(httpserver, "/wiki/Example.jpg")
+    registry = tmp_path / "registry.txt"  # a plain-text export, one URL a line
+    registry.write_text(listed.format(url=url) + "\n", encoding="utf-8")
+    deny = Denylist()
+    deny.load(registry, required=True)
+    gate = make_gate(fetcher, deny)
+    detail = rejected(run(gate, candidate(fetched.format(url=url)), fetcher), "denylisted")
+    assert f"{registry}:1" in detail
+    assert "/wiki/Example.jpg" not in [r.path for r, _ in httpserver.log]  # before download
+    other = serve_image(httpserver, "/wiki/Other.jpg")
+    assert isinstance(run(gate, candidate(f"{other}?{UTM}"), fetcher), Checked)
+
+
 def test_denylist_by_pdq_catches_a_reencoded_copy(httpserver: HTTPServer,
                                                   fetcher: Fetcher) -> None:
     gate = make_gate(fetcher)

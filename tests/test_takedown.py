@@ -266,6 +266,49 @@ def test_diff_lists_removed_keys_between_versions_and_between_directories(
     assert bad.returncode == 2 and "version 9 does not exist" in bad.stderr
 
 
+# -- tracking parameters ------------------------------------------------------------------------
+UTM = "utm_source=commons.wikimedia.org&utm_campaign=imageinfo&utm_content=original"
+
+
+@pytest.fixture
+def tracked(httpserver: HTTPServer, tmp_path: Path) -> dict:
+    """Even rows fetched with Commons' tracking parameters, odd rows without (served alike)."""
+    rows = rows_for(httpserver)
+    bare = [r["url"] for r in rows]
+    for i, row in enumerate(rows):
+        row["url"] = f"{row['url']}?{UTM}" if i % 2 == 0 else row["url"]
+    recipe = recipe_for(tmp_path, write_jsonl(tmp_path / "urls.jsonl", rows))
+    out = tmp_path / "out"
+    run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
+    return {"out": out, "rows": rows, "bare": bare, "keys": manifest_keys(out)}
+
+
+def test_takedown_by_the_bare_url_removes_the_sample_fetched_with_tracking_parameters(
+        tracked: dict) -> None:
+    out, rows, bare, keys = tracked["out"], tracked["rows"], tracked["bare"], tracked["keys"]
+    manifest = {r["key"]: r for r in pq.read_table(out / "manifest.parquet").to_pylist()}
+    assert manifest[keys[4]]["file_url"] == rows[4]["url"]  # provenance keeps it as given
+    proc = takedown(out, "--url", bare[4], "--reason", "rights holder request")
+    assert f"removed {keys[4]}" in proc.stdout and "1 sample(s) removed" in proc.stdout
+    assert keys[4] not in manifest_keys(out)
+    deny = [json.loads(line) for line in (out / "denylist.jsonl").read_text().splitlines()]
+    assert [d["value"] for d in deny if d["kind"] == "url"] == [rows[4]["url"]]
+    again = takedown(out, "--url", bare[4], "--reason", "again", check=False)
+    assert again.returncode == 1 and f"url={bare[4]}: already removed" in again.stdout
+    verify_ok(out)
+
+
+def test_takedown_by_a_url_with_tracking_parameters_removes_the_sample_fetched_bare(
+        tracked: dict) -> None:
+    out, rows, keys = tracked["out"], tracked["rows"], tracked["keys"]
+    with_utm = f"{rows[5]['url']}?{UTM}"
+    assert dry_run_keys(out, "--url", with_utm) == {keys[5]}
+    takedown(out, "--url", with_utm, "--reason", "rights holder request")
+    assert keys[5] not in manifest_keys(out) and len(manifest_keys(out)) == N - 1
+    again = takedown(out, "--url", with_utm, "--reason", "again", check=False)
+    assert again.returncode == 1 and f"url={with_utm}: already removed" in again.stdout
+
+
 # -- permanence ---------------------------------------------------------------------------------
 def test_a_taken_down_work_and_its_near_copy_are_not_readmitted_from_another_url(
         dataset: dict, httpserver: HTTPServer) -> None:

@@ -203,8 +203,9 @@ def test_taking_down_an_already_removed_work_says_when_and_why_by_key_url_and_sh
     ("--sha256", "g" * 64, "64 hexadecimal digits"),
     ("--key", "42", "ten digits"),
     ("--key", "img4", "ten digits"),
+    ("--url", " ", "is empty"),
 ])
-def test_a_malformed_sha256_or_key_is_refused_with_exit_2_naming_the_value(
+def test_a_malformed_sha256_key_or_url_is_refused_with_exit_2_naming_the_value(
         out: Path, selector: str, value: str, says: str) -> None:
     before = dataset_files(out)
     proc = run_cli("takedown", str(out), selector, value, "--reason", "request")

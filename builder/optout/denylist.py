@@ -3,7 +3,9 @@
 One JSON object per line: `{"kind": "url" | "sha256" | "creator" | "pdq", "value": ...,
 "reason": ...}`. A recipe list may also be plain text, one URL or sha256 per line (`#`
 comments), which is how opt-out registries are commonly exported. URL and creator entries
-are decided before download; sha256 and PDQ entries once the bytes are known.
+are decided before download; sha256 and PDQ entries once the bytes are known. URLs are
+compared by `builder.urls.match_key`, so an entry with or without `utm_*` tracking
+parameters denies the file either way.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from builder.errors import UserError
+from builder.urls import match_key
 
 KINDS = ("url", "sha256", "creator", "pdq")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -26,20 +28,6 @@ class Entry:
     value: str
     reason: str
     where: str  # file:line, for the rejection detail
-
-
-def norm_url(url: str) -> str:
-    """Scheme and host lower-cased, default port and fragment dropped; path kept as is."""
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError:
-        return url.strip()
-    host = (parts.hostname or "").lower()
-    scheme = parts.scheme.lower()
-    if port and (scheme, port) not in (("http", 80), ("https", 443)):
-        host = f"{host}:{port}"
-    return urlunsplit((scheme, host, parts.path or "/", parts.query, ""))
 
 
 def norm_creator(name: str) -> str:
@@ -59,7 +47,7 @@ class Denylist:
 
     def add(self, entry: Entry) -> None:
         if entry.kind == "url":
-            self.urls.setdefault(norm_url(entry.value), entry)
+            self.urls.setdefault(match_key(entry.value), entry)
         elif entry.kind == "sha256":
             self.sha256.setdefault(entry.value.lower(), entry)
         elif entry.kind == "creator":
@@ -87,7 +75,7 @@ class Denylist:
 
     def by_url(self, *urls: str | None) -> Entry | None:
         for url in urls:
-            if url and (hit := self.urls.get(norm_url(url))):
+            if url and (hit := self.urls.get(match_key(url))):
                 return hit
         return None
 
