@@ -132,8 +132,9 @@ _STATUS_RE = re.compile(r": HTTP (\d{3})$")
 
 
 def get_page(fetcher: Fetcher, config: FetchConfig, url: str, *, source: str, recipe: Path,
-             headers: dict[str, str] | None = None, key_env: str | None = None) -> Any:
-    """One API page as parsed JSON. `Fetcher.get_json` already retries 429/502-504 (with
+             headers: dict[str, str] | None = None, key_env: str | None = None,
+             allow_404: bool = False) -> Any:
+    """One API page as parsed JSON (None for a 404 when `allow_404`: a record that is gone). `Fetcher.get_json` already retries 429/502-504 (with
     Retry-After) and malformed JSON; a page that still fails is tried again up to
     PAGE_ATTEMPTS in all (a 500 from a busy search cluster usually passes), except client
     errors, which no retry fixes. The final error names the source, the redacted URL and
@@ -146,6 +147,8 @@ def get_page(fetcher: Fetcher, config: FetchConfig, url: str, *, source: str, re
             problem = scrub(str(exc))
             match = _STATUS_RE.search(str(exc))
             status = int(match.group(1)) if match else None
+            if status == 404 and allow_404:
+                return None
             if status is not None and 400 <= status < 500:
                 raise UserError(_client_error(status, problem, source, recipe, key_env)) from None
             logging.getLogger(__name__).info("source %s: page failed (attempt %d): %s",

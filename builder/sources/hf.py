@@ -26,6 +26,7 @@ from typing import Any
 from builder.config import resolve_path
 from builder.errors import UserError
 from builder.records import Candidate
+from builder.sources._recheck import HeadRechecker
 from builder.sources.base import SourceContext
 from builder.sources.columns import (
     TABLE_ALIASES,
@@ -173,6 +174,11 @@ class HfSource:
                 f'of {self.context.recipe_file}: columns = {{ url = "<column name>" }}.'
             )
         return plan
+
+
+def rechecker(name: str, config: Config, context: SourceContext) -> HeadRechecker:
+    """A HEAD on each sample's file URL (the dataset rows themselves are not read again)."""
+    return HeadRechecker(context.fetch)
 
 
 SOURCE = HfSource
