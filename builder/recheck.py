@@ -156,7 +156,7 @@ def _recheck(options: RecheckOptions, *, writable: bool) -> RecheckResult:
         ledger = Ledger(out / LEDGER_FILE, readonly=not writable)
         stack.callback(ledger.close)
         db = ledger.db if writable else _scratch_db(stack)
-        run = _Recheck(options, ledger, RecheckLog(db))
+        run = _Recheck(options, ledger, db)
         stack.callback(run.close)
         result = run.execute()
         result.recorded = writable
@@ -200,11 +200,11 @@ def _apply(out: Path, row: RecheckRow, reason: str) -> Any:
 
 # -- one recheck ----------------------------------------------------------------------------
 class _Recheck:
-    def __init__(self, options: RecheckOptions, ledger: Ledger, record: RecheckLog) -> None:
+    def __init__(self, options: RecheckOptions, ledger: Ledger, db: sqlite3.Connection) -> None:
         self.options = options
         self.out = options.out
         self.ledger = ledger
-        self.record = record
+        self.db = db  # where the record goes: created only once everything checked out
         self.checkers: dict[str, Rechecker] = {}
         self.host_fetcher: Fetcher | None = None
         self.notes: list[str] = []
@@ -260,6 +260,7 @@ class _Recheck:
 
     # -- the loop -------------------------------------------------------------------------
     def execute(self) -> RecheckResult:
+        self.record = RecheckLog(self.db)
         row, resumed = self._start_or_resume()
         bar = tqdm(desc="recheck", unit=" samples", total=row.total, initial=row.done,
                    disable=_progress_off(self.options.progress), dynamic_ncols=True)

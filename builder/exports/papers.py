@@ -71,9 +71,12 @@ class Facts:
     optout_signals: list[str]
     shards: list[dict[str, Any]] = field(default_factory=list)
     updated: str | None = None  # when the last build finished
+    rechecked: Any = None  # the last finished recheck (builder.recheck_log.RecheckRow)
 
 
 def gather_facts(ledger: Ledger) -> Facts:
+    from builder.recheck_log import last_finished
+
     db = ledger.db
     licenses = Counter(dict(db.execute("SELECT license, COUNT(*) FROM samples GROUP BY license")))
     sources = Counter(dict(db.execute("SELECT source, COUNT(*) FROM samples GROUP BY source")))
@@ -93,6 +96,7 @@ def gather_facts(ledger: Ledger) -> Facts:
         sources=sources, reasons=ledger.reason_counts(), candidates=ledger.candidate_counts(),
         policies=policies, optout_signals=_optout_signals(ledger), shards=shards,
         updated=max((b.finished_at for b in ledger.builds() if b.finished_at), default=None),
+        rechecked=last_finished(db),
     )
 
 

@@ -87,6 +87,7 @@ def report_html(ledger: Ledger, facts: Facts) -> str:
                  + _curve(sorted(creators.values(), reverse=True))),
         _section("Image sizes (longest side, px)", _bars(sizes)),
         _section("Formats", _bars(formats.most_common())),
+        _rechecks(ledger),
     ]
     title = html.escape(f"{facts.name} — version {facts.version}")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -101,6 +102,30 @@ def _cards(facts: Facts, rejected: int, creators: int) -> str:
     return '<section class="cards">' + "".join(
         f'<div class="card"><b>{html.escape(str(v))}</b>{html.escape(k)}</div>'
         for k, v in items) + "</section>"
+
+
+def _rechecks(ledger: Ledger) -> str:
+    """Every finished `cleanset recheck`: when, how many samples, what had drifted."""
+    from builder.drift import Outcome
+    from builder.recheck import describe_scope
+    from builder.recheck_log import finished_rechecks
+
+    rows = finished_rechecks(ledger.db)
+    if not rows:
+        return _section("Rechecks", "<p>Never rechecked against its sources "
+                                    "(<code>cleanset recheck DIR</code>).</p>")
+    last = rows[-1]
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in (
+        "recheck", "finished", "version", "scope", "samples", *(o.value for o in Outcome),
+        "refused", "taken down in"))
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
+            r.recheck, r.finished_at, r.version, describe_scope(r.scope), r.total,
+            *(r.counts.get(o.value, 0) for o in Outcome), r.refused, r.applied or "")) + "</tr>"
+        for r in reversed(rows))
+    summary = (f"<p>Last rechecked {html.escape(str(last.finished_at))}: {last.drifted} "
+               f"drifted, {last.refused} would have been refused.</p>")
+    return _section("Rechecks", f"{summary}<table><tr>{head}</tr>{body}</table>")
 
 
 def _section(title: str, body: str) -> str:
