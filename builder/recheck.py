@@ -127,8 +127,9 @@ def recheck(options: RecheckOptions) -> RecheckResult:
 
 def _check_directory(out: Path) -> None:
     if not out.is_dir():
-        raise UserError(f"{out}: no such directory. Give a cleanset output directory (or the "
-                        "URL it was published to).")
+        what = "is not a directory" if out.exists() else "no such directory"
+        raise UserError(f"{out}: {what}. Give a cleanset output directory (or the URL it was "
+                        "published to).")
     if not (out / LEDGER_FILE).is_file():
         raise UserError(f"{out}: no {LEDGER_FILE} here; is this a cleanset output directory?")
 
