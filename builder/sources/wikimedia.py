@@ -325,8 +325,8 @@ class WikimediaRecheck:
                 if isinstance(page, dict):
                     _merge(merged, page)
             nxt = data.get("continue")
-            if "batchcomplete" in data or not isinstance(nxt, dict):
-                break
+            if "batchcomplete" in data or not isinstance(nxt, dict) or nxt == cont:
+                break  # (a server repeating its continuation would loop forever)
             cont = nxt
         found: dict[str, dict[str, Any]] = {}
         for page in merged.values():
