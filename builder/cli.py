@@ -1,5 +1,6 @@
 """cleanset: build clean-licensed image datasets (build), check them (verify), find works in
-them (lookup), remove works (takedown), compare versions (diff), chart them (report) and
+them (lookup), remove works (takedown), ask the sources again for licence changes, deletions
+and opt-outs since the build (recheck), compare versions (diff), chart them (report) and
 explain the licence catalogue (licenses). `cleanset COMMAND --help` for each."""
 
 from __future__ import annotations

@@ -499,6 +499,12 @@ class Fetcher:
         """
         return self._request(url, max_bytes, {})
 
+    def head(self, url: str) -> Response | Rejection:
+        """HEAD `url` (status, validators, length; no body), redirects followed, with the
+        same guard, per-host limits and retries as a download. Any final status comes back
+        as a Response: for `recheck`, a 404 is an answer, not a failure."""
+        return self._request(url, 0, {}, method="HEAD")
+
     def get_json(
         self,
         url: str,
@@ -545,12 +551,13 @@ class Fetcher:
 
     # redirects, retries, one attempt ----------------------------------------------------
 
-    def _request(self, url: str, cap: int, headers: dict[str, str]) -> Response | Rejection:
+    def _request(self, url: str, cap: int, headers: dict[str, str], *,
+                 method: str = "GET") -> Response | Rejection:
         """Follow redirects by hand so every hop passes the URL and address checks."""
         seen = {url}
         current = url
         for _ in range(MAX_REDIRECTS + 1):
-            result = self._with_retries(current, cap, headers)
+            result = self._with_retries(current, cap, headers, method)
             if not isinstance(result, Response) or result.status not in REDIRECT_STATUSES:
                 return result
             location = next(iter(result.header_all("location")), None)  # first, if repeated
@@ -565,7 +572,8 @@ class Fetcher:
             current = target
         return Rejection(Reason.HTTP_ERROR, f"too many redirects (>{MAX_REDIRECTS}) from {url}")
 
-    def _with_retries(self, url: str, cap: int, headers: dict[str, str]) -> Response | Rejection:
+    def _with_retries(self, url: str, cap: int, headers: dict[str, str],
+                      method: str = "GET") -> Response | Rejection:
         problem = _check_url(url)
         host = (urlsplit(url).hostname or "") if problem is None else ""
         if problem is None and self._guard is not None:
@@ -577,7 +585,7 @@ class Fetcher:
         for attempt in range(config.retries + 1):
             delay = backoff_delay(attempt, config.backoff_s)
             try:
-                last = self._attempt(url, host, cap, headers)
+                last = self._attempt(url, host, cap, headers, method)
             except _Final as exc:
                 return exc.rejection
             except _Retryable as exc:
@@ -601,12 +609,13 @@ class Fetcher:
             return Rejection(last.reason, detail)
         return last
 
-    def _attempt(self, url: str, host: str, cap: int, headers: dict[str, str]) -> Response:
+    def _attempt(self, url: str, host: str, cap: int, headers: dict[str, str],
+                 method: str = "GET") -> Response:
         with self._gate.slot(host):
             deadline = _Deadline(time.monotonic() + self._deadline_s)
             _current.deadline = deadline
             try:
-                response = self._open(url, headers)
+                response = self._open(url, headers, method)
             except _Retryable:
                 if deadline.expired:
                     raise _fail(Reason.TIMEOUT, self._late(url, "headers")) from None
@@ -618,17 +627,18 @@ class Fetcher:
                 response.release_conn()
                 raise _fail(Reason.TIMEOUT, self._late(url, "headers"))
             try:
-                return self._read(response, url, cap, deadline.at)
+                return self._read(response, url, cap, deadline.at, body=method != "HEAD")
             finally:
                 response.release_conn()
 
     def _late(self, url: str, part: str) -> str:
         return f"{part} from {url} not complete within the {self._deadline_s:g}s deadline"
 
-    def _open(self, url: str, headers: dict[str, str]) -> urllib3.BaseHTTPResponse:
+    def _open(self, url: str, headers: dict[str, str],
+              method: str = "GET") -> urllib3.BaseHTTPResponse:
         try:
             return self._pool.request(
-                "GET",
+                method,
                 url,
                 headers={"User-Agent": self._config.user_agent, **headers},
                 preload_content=False,
@@ -660,10 +670,14 @@ class Fetcher:
             raise _fail(Reason.HTTP_ERROR, f"bad request for {url}: {_short(exc)}") from None
 
     def _read(
-        self, response: urllib3.BaseHTTPResponse, url: str, cap: int, deadline: float
+        self, response: urllib3.BaseHTTPResponse, url: str, cap: int, deadline: float,
+        *, body: bool = True,
     ) -> Response:
         status = response.status
         headers = tuple((k.lower(), v) for k, v in response.headers.iteritems())
+        if not body:  # HEAD: the headers are the answer; its Content-Length is no body
+            return Response(url=url, status=status, headers=headers, data=b"",
+                            retrieved_at=_now_iso())
         body_wanted = 200 <= status < 300
         limit = cap if body_wanted else ERROR_BODY_CAP
         length = response.headers.get("content-length", "")

@@ -26,7 +26,7 @@ from builder.errors import BuildLockedError
 
 LEGACY_FILE = ".lock"
 # The commands a holder may be running, as they appear in its argv, to name it in messages.
-_WRITERS = ("build", "takedown")
+_WRITERS = ("build", "takedown", "recheck")
 
 
 class OutputLock:

@@ -76,6 +76,8 @@ class Selectors:
     sha256s: tuple[str, ...] = ()
     images: tuple[Path, ...] = ()
     creators: tuple[str, ...] = ()
+    # (key, words) added to that key's `why` in takedowns.jsonl, e.g. what a recheck found
+    notes: tuple[tuple[str, str], ...] = ()
 
     def empty(self) -> bool:
         return not (self.keys or self.urls or self.sha256s or self.images or self.creators)
@@ -201,6 +203,9 @@ def find_matches(ledger: Ledger, sel: Selectors, rule: NearRule | None = None) -
     for path in sel.images:
         for key, shard, label in _image_matches(ledger, path, rule):
             hit([(key, shard)], label)
+    for key, note in sel.notes:
+        if key in shard_of and note not in why[key]:
+            why[key].append(note)
     return [Match(k, shard_of[k], tuple(why[k])) for k in sorted(why)]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import pwd
 import shutil
@@ -168,6 +169,21 @@ def test_a_user_without_write_access_can_run_every_read_only_command(
         assert '"exact": true' in proc.stdout
     if name == "report --out":
         assert "<svg" in (scratch / "report.html").read_text(encoding="utf-8")
+
+
+def test_a_user_without_write_access_can_recheck_and_nothing_is_recorded_there(
+        built: Path, shared_tmp: Path, as_nobody: list[str]) -> None:
+    copy, _ = read_only_copy(built, shared_tmp)
+    before = snapshot(copy)
+    proc = run_as(as_nobody, "recheck", str(copy), "--json", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    outcomes = [json.loads(line)["outcome"] for line in proc.stdout.splitlines()]
+    assert outcomes == ["unchanged"] * IMAGES
+    assert "not recorded: the directory is read-only" in proc.stderr
+    assert snapshot(copy) == before
+    applied = run_as(as_nobody, "recheck", str(copy), "--apply", "--reason", "gone")
+    assert applied.returncode == 2 and "is read-only; --apply" in applied.stderr
+    assert "Traceback" not in applied.stderr and snapshot(copy) == before
 
 
 def test_report_of_a_directory_it_cannot_write_names_out_and_exits_2(

@@ -286,6 +286,26 @@ def test_a_takedown_given_the_url_pulls_removes_and_publishes_and_a_dry_run_publ
     assert "the artist asked" in json.dumps(removed)
 
 
+def test_a_recheck_of_a_url_publishes_nothing_and_with_apply_publishes_the_takedown(
+        tmp_path: Path, memory_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    add_images(tmp_path / "images", [1, 2, 3])
+    recipe = recipe_for(tmp_path, "recipe.toml", "images", per_shard=1)
+    assert cli(capsys, "build", str(recipe), "--out", memory_url, "--stage",
+               str(tmp_path / "build-stage"), "--no-progress")[0] == 0
+    (tmp_path / "images" / "img002.jpg").unlink()  # the work is gone from the source
+    before = memory_files(memory_url)
+    fresh = tmp_path / "recheck-stage"  # another machine: pulled from the URL first
+    code, out, _ = cli(capsys, "recheck", memory_url, "--stage", str(fresh), "--no-progress")
+    assert code == 3 and "0000000001 (folder) deleted" in out
+    assert memory_files(memory_url) == before  # the very same file objects: nothing written
+    code, out, err = cli(capsys, "recheck", memory_url, "--stage", str(fresh), "--no-progress",
+                         "--apply", "--reason", "gone at the source")
+    assert code == 0, err
+    assert "shards/000001.tar" not in memory_files(memory_url)
+    assert_marker_describes(memory_url)
+    assert cli(capsys, "verify", memory_url)[0] == 0
+
+
 def test_lookup_of_a_url_downloads_only_the_ledger_and_finds_the_work(
         tmp_path: Path, memory_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     add_images(tmp_path / "images", [1, 2, 3])

@@ -34,36 +34,48 @@ LICENCES: list[tuple[dict[str, str], str | None]] = [
 ]
 
 
+def make_page(httpserver: HTTPServer, i: int, licence: dict[str, str]) -> dict[str, Any]:
+    """File page `1000 + i` whose image is served at /upload/i.jpg, with these licence fields."""
+    page = copy.deepcopy(fixture("wikimedia/page.json"))
+    page["pageid"] = 1000 + i
+    page["title"] = f"File:Test {i}.jpg"
+    info = page["imageinfo"][0]
+    info["url"], info["sha1"] = serve_image(httpserver, f"/upload/{i}.jpg", seed=100 + i)
+    set_licence(page, licence)
+    return page
+
+
+def set_licence(page: dict[str, Any], licence: dict[str, str]) -> None:
+    """Replace the page's licence fields (a relicensing on Commons)."""
+    meta = page["imageinfo"][0]["extmetadata"]
+    for key in ("LicenseShortName", "UsageTerms", "LicenseUrl", "License"):
+        meta.pop(key, None)
+    for key, value in licence.items():
+        meta[key] = {"value": value, "source": "commons-desc-page"}
+
+
 def make_pages(httpserver: HTTPServer) -> list[dict[str, Any]]:
-    template = fixture("wikimedia/page.json")
-    pages = []
-    for i, (licence, _) in enumerate(LICENCES):
-        page = copy.deepcopy(template)
-        page["pageid"] = 1000 + i
-        page["title"] = f"File:Test {i}.jpg"
-        info = page["imageinfo"][0]
-        info["url"], info["sha1"] = serve_image(httpserver, f"/upload/{i}.jpg", seed=100 + i)
-        if i == len(LICENCES) - 1:
-            info["sha1"] = "f" * 40
-        meta = info["extmetadata"]
-        for key in ("LicenseShortName", "UsageTerms", "LicenseUrl", "License"):
-            meta.pop(key, None)
-        for key, value in licence.items():
-            meta[key] = {"value": value, "source": "commons-desc-page"}
-        if i == 3:
-            meta["Restrictions"] = {"value": "trademarked", "source": "commons-desc-page"}
-        pages.append(page)
+    pages = [make_page(httpserver, i, licence) for i, (licence, _) in enumerate(LICENCES)]
+    pages[-1]["imageinfo"][0]["sha1"] = "f" * 40
+    pages[3]["imageinfo"][0]["extmetadata"]["Restrictions"] = {
+        "value": "trademarked", "source": "commons-desc-page"}
     return pages
 
 
 class FakeCommons(ApiServer):
-    """generator=categorymembers with gcmcontinue paging, as api.php answers it."""
+    """generator=categorymembers with gcmcontinue paging, as api.php answers it; and
+    `prop=imageinfo&pageids=...` (what `cleanset recheck` asks), where a page id in
+    `deleted` answers `missing` as for a deleted file."""
 
-    def __init__(self, httpserver: HTTPServer) -> None:
-        self.pages = make_pages(httpserver)
+    def __init__(self, httpserver: HTTPServer,
+                 pages: list[dict[str, Any]] | None = None) -> None:
+        self.pages = make_pages(httpserver) if pages is None else pages
+        self.deleted: set[int] = set()
         super().__init__(httpserver, "/w/api.php", self._answer)
 
     def _answer(self, args: dict[str, str], path: str) -> Any:
+        if "pageids" in args:
+            return self._imageinfo(args)
         start = int(args.get("gcmcontinue", "file|0").split("|")[1])
         limit = int(args["gcmlimit"])
         body: dict[str, Any] = {"batchcomplete": True,
@@ -72,6 +84,12 @@ class FakeCommons(ApiServer):
             body["continue"] = {"gcmcontinue": f"file|{start + limit}",
                                 "continue": "gcmcontinue||"}
         return body
+
+    def _imageinfo(self, args: dict[str, str]) -> Any:
+        by_id = {p["pageid"]: p for p in self.pages if p["pageid"] not in self.deleted}
+        wanted = [int(i) for i in args["pageids"].split("|")]
+        pages = [by_id.get(i, {"pageid": i, "missing": True}) for i in wanted]
+        return {"batchcomplete": True, "query": {"pages": pages}}
 
 
 @pytest.fixture

@@ -69,7 +69,18 @@ def _summary(facts: Facts) -> str:
     return (f"{text}\n\nVersion {facts.version}: {facts.samples} images "
             f"({facts.total_bytes / 1e6:.1f} MB) in {len(facts.shards)} WebDataset shard(s). "
             "Every image carries its provenance (source, licence with the evidence it was "
-            "decided from, credit line, checksums) in its `.json`.\n")
+            f"decided from, credit line, checksums) in its `.json`.\n{_rechecked(facts)}")
+
+
+def _rechecked(facts: Facts) -> str:
+    """When the sources were last asked again (`cleanset recheck`), and what had drifted."""
+    row = facts.rechecked
+    if row is None:
+        return ""
+    applied = f"; taken down in {row.applied}" if row.applied else ""
+    return (f"\nLast rechecked against its sources {row.finished_at} (recheck {row.recheck}, "
+            f"{row.total} samples of version {row.version}): {row.drifted} drifted, "
+            f"{row.refused} would have been refused{applied}.\n")
 
 
 def _table(head: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:

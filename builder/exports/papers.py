@@ -123,9 +123,12 @@ class Facts:
     @property
     def contact_email(self) -> str | None:
         return self.contact if self.contact and "://" not in self.contact else None
+    rechecked: Any = None  # the last finished recheck (builder.recheck_log.RecheckRow)
 
 
 def gather_facts(ledger: Ledger) -> Facts:
+    from builder.recheck_log import last_finished
+
     db = ledger.db
     licenses = Counter(dict(db.execute("SELECT license, COUNT(*) FROM samples GROUP BY license")))
     sources = Counter(dict(db.execute("SELECT source, COUNT(*) FROM samples GROUP BY source")))
@@ -149,6 +152,7 @@ def gather_facts(ledger: Ledger) -> Facts:
         contact=ledger.get_meta("dataset_contact") or None,
         citation=ledger.get_meta("dataset_citation") or None,
         collected=_collection_timeframe(ledger),
+        rechecked=last_finished(db),
     )
 
 

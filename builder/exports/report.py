@@ -128,7 +128,7 @@ def report_html(data: ReportData) -> str:
     title = f"{data.name} — version {data.version}"
     sections = [_header(data), _obligations(data), _licences(data), _refusals(data),
                 _consent(data), _concentration(data), _duplicates(data), _history(data),
-                _images(data)]
+                _rechecks(data), _images(data)]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f'<meta name="{VERSION_META}" content="{_e(data.version)}">'
             f'<meta name="generator" content="cleanset {_e(__version__)}">'
@@ -167,6 +167,7 @@ def _header(data: ReportData) -> str:
                    + (f"; jurisdiction {_e(policy['jurisdiction'])}"
                       if policy.get("jurisdiction") else "")),
         ("Output", f"<code>{_e(data.out)}</code>"),
+        ("Rechecked", _last_recheck(data)),
         ("Checked", "the files against this record: run <code>cleanset verify "
                     f"{_e(data.out)}</code> (exit 0 when every shard, paper and ledger row "
                     "agree)"),
@@ -377,6 +378,36 @@ def _history(data: ReportData) -> str:
                     f"<h3>Versions</h3>{versions}<h3>Takedowns</h3>{takedown_part}"
                     "<p class=\"note\">Every takedown is also in <code>takedowns.jsonl</code>; "
                     "<code>cleanset diff DIR --from N --to M</code> lists the keys.</p>")
+
+
+def _last_recheck(data: ReportData) -> str:
+    if not data.rechecks:
+        return ("never: <code>cleanset recheck DIR</code> asks every source again whether each "
+                "image is still admitted")
+    last = data.rechecks[-1]
+    return (f"{_e(last.finished_at)}: {last.drifted:,} drifted, {last.refused:,} would now be "
+            "refused" + (f" (taken down in {_e(last.applied)})" if last.applied else ""))
+
+
+def _rechecks(data: ReportData) -> str:
+    """Every finished `cleanset recheck`: when, how many samples, what had drifted."""
+    from builder.drift import Outcome
+    from builder.recheck import describe_scope
+
+    if not data.rechecks:
+        return _section("rechecks", "Rechecks", "<p>Never rechecked against its sources "
+                                                "(<code>cleanset recheck DIR</code>).</p>")
+    head = "".join(f"<th>{_e(h)}</th>" for h in (
+        "recheck", "finished", "version", "scope", "samples", *(o.value for o in Outcome),
+        "refused", "taken down in"))
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_e(v)}</td>" for v in (
+            r.recheck, r.finished_at, r.version, describe_scope(r.scope), r.total,
+            *(r.counts.get(o.value, 0) for o in Outcome), r.refused, r.applied or "")) + "</tr>"
+        for r in reversed(data.rechecks))
+    return _section("rechecks", "Rechecks",
+                    f"<p>Last rechecked {_last_recheck(data)}.</p>"
+                    f"<table><tr>{head}</tr>{body}</table>")
 
 
 def _images(data: ReportData) -> str:

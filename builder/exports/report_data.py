@@ -102,6 +102,7 @@ class ReportData:
     longest_sides: Counter[str]
     licence_facts: dict[str, Any] = field(default_factory=dict)  # spdx -> LicenseInfo
     first_keys: dict[tuple[int, str], str] = field(default_factory=dict)  # (build, source)
+    rechecks: list[Any] = field(default_factory=list)  # finished `cleanset recheck`s, oldest first
 
     @property
     def licenses(self) -> Counter[str]:
@@ -170,6 +171,10 @@ def _gather_rest(db: sqlite3.Connection, out: Path) -> ReportData:
     )
     if "duplicates" in tables:
         _duplicates(db, data)
+    if "rechecks" in tables:
+        from builder.recheck_log import finished_rechecks
+
+        data.rechecks = list(finished_rechecks(db))
     return data
 
 

@@ -130,9 +130,10 @@ def with_query(url: str, params: Iterable[tuple[str, str]]) -> str:
 # --- fetching pages ------------------------------------------------------------------------
 
 def get_page(fetcher: Fetcher, config: FetchConfig, url: str, *, source: str, recipe: Path,
-             headers: dict[str, str] | None = None, key_env: str | None = None) -> Any:
-    """One API page as parsed JSON. `Fetcher.get_json` already retries 429/502-504 (with
-    Retry-After) and malformed JSON; a page that still fails is tried again up to
+             headers: dict[str, str] | None = None, key_env: str | None = None,
+             allow_404: bool = False) -> Any:
+    """One API page as parsed JSON (None for a 404 when `allow_404`: a record that is gone).
+    `Fetcher.get_json` already retries 429/502-504 (with Retry-After) and malformed JSON; a page that still fails is tried again up to
     PAGE_ATTEMPTS in all (a 500 from a busy search cluster usually passes), except when the
     API refuses the request (4xx), which no retry fixes. The final error (sources/_failures)
     gives the cause, then the redacted URL once, and says the same command resumes here."""
@@ -143,6 +144,8 @@ def get_page(fetcher: Fetcher, config: FetchConfig, url: str, *, source: str, re
             return fetcher.get_json(url, headers=headers)
         except FetchError as exc:
             cause = scrub(exc.cause)
+            if exc.status == 404 and allow_404:
+                return None
             if is_refusal(exc.status):
                 raise api_refused(source, cause, shown, recipe=recipe,
                                   key_env=key_env if exc.status in (401, 403) else None) from None

@@ -25,7 +25,7 @@ i artworks of it consumed"; after a page's last artwork it already names the nex
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,8 @@ from builder.sources._museum import (
     text_or_none,
     with_library,
 )
-from builder.sources.base import SourceContext
+from builder.sources._recheck import chunked, now_from_candidate
+from builder.sources.base import GONE, Item, Now, SourceContext
 
 API = "https://api.artic.edu/api/v1"
 IIIF = "https://www.artic.edu/iiif/2"
@@ -179,6 +180,43 @@ class AicSource:
             extra=tuple(extra),
             resume=resume,
         )
+
+
+class AicRecheck:
+    """`GET {api}/artworks?ids=1,2,...&fields=...`: up to 100 artworks a request; an id the
+    API no longer returns is gone."""
+
+    batch = 100  # the API's `limit` cap
+
+    def __init__(self, name: str, config: Config, context: SourceContext) -> None:
+        self.source = AicSource(name, config, context)
+        agent = with_library(context.fetch.user_agent)
+        self.client = JsonClient(name, context.fetch, rps=config.rps,
+                                 headers={"AIC-User-Agent": agent})
+
+    def ask(self, items: Sequence[Item]) -> dict[str, Now]:
+        out: dict[str, Now] = {}
+        for chunk in chunked(items, self.batch):
+            url = f"{self.source.root}/artworks"
+            data = self.client.get(url, {"ids": ",".join(i.source_id for i in chunk),
+                                         "fields": FIELDS, "limit": str(len(chunk))})
+            if not isinstance(data, dict):
+                raise api_failed(self.source.name, "the answer is not a JSON object", url)
+            iiif = str((data.get("config") or {}).get("iiif_url") or IIIF).rstrip("/")
+            found = {str(d.get("id")): d for d in data.get("data") or [] if isinstance(d, dict)}
+            for item in chunk:
+                artwork = found.get(item.source_id)
+                out[item.key] = (Now(GONE, "the API no longer returns this artwork id")
+                                 if artwork is None else
+                                 now_from_candidate(self.source._candidate(artwork, iiif, {})))
+        return out
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def rechecker(name: str, config: Config, context: SourceContext) -> AicRecheck:
+    return AicRecheck(name, config, context)
 
 
 SOURCE = AicSource

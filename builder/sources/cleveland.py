@@ -19,7 +19,7 @@ starting at s, i records of it consumed"; after a page's last record it names th
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -34,7 +34,8 @@ from builder.sources._museum import (
     html_text,
     text_or_none,
 )
-from builder.sources.base import SourceContext
+from builder.sources._recheck import now_from_candidate
+from builder.sources.base import GONE, Item, Now, SourceContext
 
 API = "https://openaccess-api.clevelandart.org/api"
 
@@ -142,6 +143,37 @@ class ClevelandSource:
             extra=tuple(extra),
             resume=resume,
         )
+
+
+class ClevelandRecheck:
+    """`GET {api}/artworks/{id}` per artwork (the API has no batch lookup); 404 is gone."""
+
+    batch = 50
+
+    def __init__(self, name: str, config: Config, context: SourceContext) -> None:
+        self.source = ClevelandSource(name, config, context)
+        self.client = JsonClient(name, context.fetch, rps=config.rps)
+
+    def ask(self, items: Sequence[Item]) -> dict[str, Now]:
+        out: dict[str, Now] = {}
+        for item in items:
+            url = f"{self.source.root}/artworks/{item.source_id}"
+            data = self.client.get(url, allow_404=True)
+            if data is None:
+                out[item.key] = Now(GONE, f"HTTP 404 from {url}")
+                continue
+            artwork = data.get("data") if isinstance(data, dict) else None
+            if not isinstance(artwork, dict):
+                raise api_failed(self.source.name, "the answer has no `data` object", url)
+            out[item.key] = now_from_candidate(self.source._candidate(artwork, {}))
+        return out
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def rechecker(name: str, config: Config, context: SourceContext) -> ClevelandRecheck:
+    return ClevelandRecheck(name, config, context)
 
 
 SOURCE = ClevelandSource

@@ -26,7 +26,7 @@ Resume state: `{"page": cursor, "skip": n, "count": total}` (see sources/_keys.p
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -36,7 +36,8 @@ from builder.records import Candidate, Evidence
 from builder.sources import _keys
 from builder.sources._keys import as_dict, as_list, first_text
 from builder.sources._museum import api_fetcher, check_api_source
-from builder.sources.base import SourceContext
+from builder.sources._recheck import chunked, now_from_candidate
+from builder.sources.base import GONE, Item, Now, SourceContext
 
 DEFAULT_API = "https://api.europeana.eu/record/v2"
 SIGNUP = "https://pro.europeana.eu/page/get-api"
@@ -133,6 +134,47 @@ class EuropeanaSource:
             caption=first_text(item.get("dcDescription")),
             extra=tuple(extra),
         )
+
+
+class EuropeanaRecheck:
+    """The Search API asked for up to 100 records at once by id
+    (`query=europeana_id:("/a/b" OR ...)`, no reusability filter, so a record whose rights
+    were restricted still answers); a record it no longer returns is gone."""
+
+    batch = MAX_ROWS
+
+    def __init__(self, name: str, config: Config, context: SourceContext) -> None:
+        self.source = EuropeanaSource(name, config, context)
+        self.key = _keys.env_key(config.api_key_env, file=context.recipe_file,
+                                 key="api_key_env", signup=SIGNUP)
+        self.fetcher = api_fetcher(context.fetch, rps=config.rps)
+
+    def ask(self, items: Sequence[Item]) -> dict[str, Now]:
+        out: dict[str, Now] = {}
+        for chunk in chunked(items, self.batch):
+            ids = " OR ".join(f'"/{i.source_id}"' for i in chunk)
+            params = [("query", f"europeana_id:({ids})"), ("profile", self.source.config.profile),
+                      ("rows", str(len(chunk)))]
+            url = _keys.with_query(self.source.endpoint, [("wskey", self.key), *params])
+            api_url = _keys.with_query(self.source.endpoint, params)
+            body = as_dict(_keys.get_page(self.fetcher, self.source.context.fetch, url,
+                                          source=self.source.name,
+                                          recipe=self.source.context.recipe_file,
+                                          key_env=self.source.config.api_key_env))
+            found = {c.source_id: c for c in (self.source._item(as_dict(i), api_url)
+                                              for i in as_list(body.get("items")))}
+            for item in chunk:
+                cand = found.get(item.source_id)
+                out[item.key] = (Now(GONE, "the Search API no longer returns this record")
+                                 if cand is None else now_from_candidate(cand))
+        return out
+
+    def close(self) -> None:
+        self.fetcher.close()
+
+
+def rechecker(name: str, config: Config, context: SourceContext) -> EuropeanaRecheck:
+    return EuropeanaRecheck(name, config, context)
 
 
 SOURCE = EuropeanaSource

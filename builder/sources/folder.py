@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import bisect
 import csv
+import hashlib
 import json
 import logging
 import os
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ from typing import Any
 from builder.config import resolve_path
 from builder.errors import UserError
 from builder.records import Candidate, Evidence
-from builder.sources.base import SourceContext
+from builder.sources.base import GONE, PRESENT, UNREACHABLE, Item, Now, SourceContext
 from builder.sources.columns import TABLE_ALIASES, plan_columns, row_evidence, row_to_candidate
 
 log = logging.getLogger(__name__)
@@ -256,6 +257,41 @@ def _read_jsonl(file: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             if not isinstance(value, dict):
                 raise UserError(f"{file}: line {line}: must be a JSON object.")
             yield line, value
+
+
+class FolderRecheck:
+    """Each image still in the folder, with the bytes it had (sha256)."""
+
+    batch = 64
+
+    def __init__(self, name: str, config: Config, context: SourceContext) -> None:
+        self.source = FolderSource(name, config, context)
+
+    def ask(self, items: Sequence[Item]) -> dict[str, Now]:
+        return {item.key: self._one(item) for item in items}
+
+    def _one(self, item: Item) -> Now:
+        rel = item.path or item.source_id
+        path = self.source.root / rel
+        if not (path.exists() or path.is_symlink()):
+            return Now(GONE, f"{path} is gone")
+        if not self.source._inside(path):
+            return Now(GONE, f"{path} is no longer a file inside {self.source.root}")
+        digest = hashlib.sha256()
+        try:
+            with path.open("rb") as f:
+                while chunk := f.read(1 << 20):
+                    digest.update(chunk)
+        except OSError as exc:
+            return Now(UNREACHABLE, f"{path} cannot be read: {exc.strerror or exc}")
+        return Now(PRESENT, sha256=digest.hexdigest())
+
+    def close(self) -> None:
+        pass
+
+
+def rechecker(name: str, config: Config, context: SourceContext) -> FolderRecheck:
+    return FolderRecheck(name, config, context)
 
 
 SOURCE = FolderSource

@@ -28,6 +28,7 @@ from builder.config import resolve_path
 from builder.errors import UserError
 from builder.records import Candidate
 from builder.sources._failures import api_failed
+from builder.sources._recheck import HeadRechecker
 from builder.sources.base import SourceContext
 from builder.sources.columns import (
     TABLE_ALIASES,
@@ -196,6 +197,11 @@ def _hub_cause(exc: ConnectionError) -> str:
         return (f"cannot reach the Hugging Face hub: offline mode is on ({', '.join(offline)} "
                 "set; unset it, or give a local copy of the dataset as path)")
     return f"cannot reach the Hugging Face hub ({exc})"
+
+
+def rechecker(name: str, config: Config, context: SourceContext) -> HeadRechecker:
+    """A HEAD on each sample's file URL (the dataset rows themselves are not read again)."""
+    return HeadRechecker(context.fetch)
 
 
 SOURCE = HfSource

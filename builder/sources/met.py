@@ -30,7 +30,7 @@ Resume state after each candidate: `{"after": <object id>, "image": <n images of
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,8 @@ from builder.sources._museum import (
     check_api_source,
     text_or_none,
 )
-from builder.sources.base import SourceContext
+from builder.sources._recheck import now_from_candidate
+from builder.sources.base import GONE, UNREACHABLE, Item, Now, SourceContext
 
 API = "https://collectionapi.metmuseum.org/public/collection/v1"
 MAX_RPS = 80.0
@@ -169,6 +170,54 @@ class MetSource:
             )
             for n, image in enumerate(images)
         ]
+
+
+class MetRecheck:
+    """`GET {api}/objects/{id}` once per object (its additional images come with it); an
+    object that answers 404, or an image no longer listed, is gone."""
+
+    batch = 50
+
+    def __init__(self, name: str, config: Config, context: SourceContext) -> None:
+        self.source = _every_image(MetSource(name, config, context))
+        self.client = JsonClient(name, context.fetch, rps=config.rps)
+
+    def ask(self, items: Sequence[Item]) -> dict[str, Now]:
+        out: dict[str, Now] = {}
+        objects: dict[str, list[Item]] = {}
+        for item in items:
+            objects.setdefault(item.source_id.split("-", 1)[0], []).append(item)
+        for object_id, wanted in objects.items():
+            if not object_id.isdigit():
+                for item in wanted:
+                    out[item.key] = Now(GONE, f"{object_id!r} is not a Met object id")
+                continue
+            cands = {c.source_id: c for c in self.source._object(self.client, int(object_id))}
+            for item in wanted:
+                cand = cands.get(item.source_id)
+                problem = dict(cand.extra).get("met:problem") if cand is not None else None
+                if cand is None or problem == "object not found (HTTP 404)":
+                    out[item.key] = Now(GONE, problem or "the object no longer lists this image")
+                elif problem == "object is not JSON":
+                    out[item.key] = Now(UNREACHABLE, f"{self.source.root}/objects/{object_id} "
+                                                     "answered something that is not JSON")
+                else:
+                    out[item.key] = now_from_candidate(cand)
+        return out
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _every_image(source: MetSource) -> MetSource:
+    """The source asked for every image of an object: a sample may be an additional image
+    even if the recipe's `additional_images` was switched off since."""
+    source.config = replace(source.config, additional_images=True)
+    return source
+
+
+def rechecker(name: str, config: Config, context: SourceContext) -> MetRecheck:
+    return MetRecheck(name, config, context)
 
 
 SOURCE = MetSource

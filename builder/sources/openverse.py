@@ -25,7 +25,7 @@ Resume state: `{"page": n, "skip": i, "count": total}` (see sources/_keys.paged)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -35,7 +35,8 @@ from builder.records import Candidate, Evidence
 from builder.sources import _keys
 from builder.sources._keys import as_dict, as_list, first_text
 from builder.sources._museum import api_fetcher, check_api_source
-from builder.sources.base import SourceContext
+from builder.sources._recheck import now_from_candidate
+from builder.sources.base import GONE, Item, Now, SourceContext
 
 DEFAULT_API = "https://api.openverse.org/v1"
 DEFAULT_LIMIT = 200
@@ -156,6 +157,39 @@ def _text(value: Any) -> str | None:
     if isinstance(value, (int, float)):
         return str(value)
     return first_text(value)
+
+
+class OpenverseRecheck:
+    """`GET {api}/images/{id}/` per image (the optional token as for a build); 404 is gone."""
+
+    batch = 20
+
+    def __init__(self, name: str, config: Config, context: SourceContext) -> None:
+        self.source = OpenverseSource(name, config, context)
+        self.headers: dict[str, str] = {}
+        if config.token_env:
+            token = _keys.env_key(config.token_env, file=context.recipe_file, key="token_env")
+            self.headers["Authorization"] = f"Bearer {token}"
+        self.fetcher = api_fetcher(context.fetch, rps=config.rps)
+
+    def ask(self, items: Sequence[Item]) -> dict[str, Now]:
+        out: dict[str, Now] = {}
+        for item in items:
+            url = f"{self.source.endpoint}{item.source_id}/"
+            body = _keys.get_page(self.fetcher, self.source.context.fetch, url,
+                                  source=self.source.name,
+                                  recipe=self.source.context.recipe_file, headers=self.headers,
+                                  key_env=self.source.config.token_env, allow_404=True)
+            out[item.key] = (Now(GONE, f"HTTP 404 from {url}") if body is None else
+                             now_from_candidate(self.source._item(as_dict(body), url)))
+        return out
+
+    def close(self) -> None:
+        self.fetcher.close()
+
+
+def rechecker(name: str, config: Config, context: SourceContext) -> OpenverseRecheck:
+    return OpenverseRecheck(name, config, context)
 
 
 SOURCE = OpenverseSource

@@ -26,7 +26,7 @@ Resume state: `{"page": start, "skip": n, "count": total}` (see sources/_keys.pa
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,8 @@ from builder.records import Candidate, Evidence
 from builder.sources import _keys
 from builder.sources._keys import as_dict, as_list, first_text
 from builder.sources._museum import api_fetcher, check_api_source
-from builder.sources.base import SourceContext
+from builder.sources._recheck import now_from_candidate
+from builder.sources.base import GONE, Item, Now, SourceContext
 
 DEFAULT_API = "https://api.si.edu/openaccess/api/v1.0"
 SIGNUP = "https://api.data.gov/signup/"
@@ -178,6 +179,47 @@ def _media_extra(item: dict[str, Any]) -> list[tuple[str, str]]:
         if (value := first_text(item.get(field))) is not None:
             kept.append((f"media.{field}", value))
     return kept
+
+
+class SmithsonianRecheck:
+    """`GET {api}/content/{record id}` per record (its media items come with it), key in
+    `X-Api-Key`; a record that answers 404, or a media item no longer in it, is gone."""
+
+    batch = 50
+
+    def __init__(self, name: str, config: Config, context: SourceContext) -> None:
+        self.source = SmithsonianSource(name, config, context)
+        self.key = _keys.env_key(config.api_key_env, file=context.recipe_file,
+                                 key="api_key_env", signup=SIGNUP)
+        self.fetcher = api_fetcher(context.fetch, rps=config.rps)
+
+    def ask(self, items: Sequence[Item]) -> dict[str, Now]:
+        out: dict[str, Now] = {}
+        records: dict[str, list[Item]] = {}
+        for item in items:
+            records.setdefault(item.extra_value("record_id") or item.source_id, []).append(item)
+        base = self.source.config.api.rstrip("/")
+        for record_id, wanted in records.items():
+            url = f"{base}/content/{record_id}"
+            body = _keys.get_page(self.fetcher, self.source.context.fetch, url,
+                                  source=self.source.name, recipe=self.source.context.recipe_file,
+                                  headers={"X-Api-Key": self.key},
+                                  key_env=self.source.config.api_key_env, allow_404=True)
+            row = as_dict(as_dict(body).get("response")) if body is not None else {}
+            cands = {c.source_id: c for c in self.source._row(row, url)} if row else {}
+            for item in wanted:
+                cand = cands.get(item.source_id)
+                out[item.key] = (Now(GONE, f"HTTP 404 from {url}" if body is None else
+                                     f"record {record_id} no longer lists this media item")
+                                 if cand is None else now_from_candidate(cand))
+        return out
+
+    def close(self) -> None:
+        self.fetcher.close()
+
+
+def rechecker(name: str, config: Config, context: SourceContext) -> SmithsonianRecheck:
+    return SmithsonianRecheck(name, config, context)
 
 
 SOURCE = SmithsonianSource

@@ -32,6 +32,7 @@ from typing import IO, Any, Literal
 from builder.config import resolve_path
 from builder.errors import UserError
 from builder.records import Candidate
+from builder.sources._recheck import HeadRechecker
 from builder.sources.base import SourceContext
 from builder.sources.columns import (
     TABLE_ALIASES,
@@ -382,6 +383,11 @@ def _open_binary(path: Path) -> IO[bytes]:
 def _show(names: list[str]) -> str:
     shown = ", ".join(repr(n) for n in names[:30])
     return shown + (f" and {len(names) - 30} more" if len(names) > 30 else "")
+
+
+def rechecker(name: str, config: Config, context: SourceContext) -> HeadRechecker:
+    """A HEAD on each sample's file URL: the table itself is the user's own file."""
+    return HeadRechecker(context.fetch)
 
 
 SOURCE = TableSource

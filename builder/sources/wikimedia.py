@@ -43,7 +43,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,7 +62,8 @@ from builder.sources._museum import (
     retry_after_s,
     with_params,
 )
-from builder.sources.base import SourceContext
+from builder.sources._recheck import chunked, now_from_candidate
+from builder.sources.base import GONE, Item, Now, SourceContext
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +218,10 @@ class WikimediaSource:
         reaches a candidate. Any other error stops the build."""
         params = self._params()
         params.update({k: str(v) for k, v in (cont or {}).items()})
+        return self._ask(client, params)
+
+    def _ask(self, client: JsonClient, params: dict[str, str]) -> dict[str, Any]:
+        """One API answer, waiting out maxlag / ratelimited as the etiquette asks."""
         for _ in range(LAG_ATTEMPTS):
             got = client.get_response(self.config.api, params)
             assert got is not None
@@ -335,6 +340,71 @@ def _page_api_url(api: str, title: str) -> str | None:
         return None
     return with_params(api, {"action": "query", "titles": title, "prop": "imageinfo",
                              "iiprop": "url|sha1|extmetadata", "format": "json"})
+
+
+class WikimediaRecheck:
+    """`prop=imageinfo` for up to 50 files a request (`pageids=`, or `titles=` for files
+    recorded without a page id), `iiprop=sha1|url|extmetadata`: the licence fields, the
+    SHA-1 of the current upload, and `missing` for a deleted file."""
+
+    batch = 50  # the API's cap for clients without the apihighlimits right
+
+    def __init__(self, name: str, config: Config, context: SourceContext) -> None:
+        self.source = WikimediaSource(name, config, context)
+        self.client = JsonClient(name, context.fetch, rps=config.rps)
+
+    def ask(self, items: Sequence[Item]) -> dict[str, Now]:
+        out: dict[str, Now] = {}
+        by_id = [i for i in items if i.source_id.isdigit()]
+        by_title = [i for i in items if not i.source_id.isdigit()]
+        for group, param in ((by_id, "pageids"), (by_title, "titles")):
+            for chunk in chunked(group, self.batch):
+                pages = self._pages(param, [i.source_id for i in chunk])
+                for item in chunk:
+                    out[item.key] = self._now(pages.get(item.source_id))
+        return out
+
+    def _pages(self, param: str, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The pages for `ids`, by page id or title, imageinfo merged across continuations."""
+        params = {"action": "query", "format": "json", "formatversion": "2",
+                  "maxlag": str(self.source.config.maxlag), "prop": "imageinfo",
+                  "iiprop": "sha1|url|extmetadata",
+                  "iiextmetadatafilter": "|".join(EVIDENCE_FIELDS + DESCRIPTIVE_FIELDS),
+                  param: "|".join(ids)}
+        merged: dict[Any, dict[str, Any]] = {}
+        cont: dict[str, Any] = {}
+        while True:
+            data = self.source._ask(self.client, {**params, **{k: str(v) for k, v in
+                                                               cont.items()}})
+            for page in (data.get("query") or {}).get("pages") or []:
+                if isinstance(page, dict):
+                    _merge(merged, page)
+            nxt = data.get("continue")
+            if "batchcomplete" in data or not isinstance(nxt, dict) or nxt == cont:
+                break  # (a server repeating its continuation would loop forever)
+            cont = nxt
+        found: dict[str, dict[str, Any]] = {}
+        for page in merged.values():
+            if page.get("pageid") is not None:
+                found[str(page["pageid"])] = page
+            if page.get("title"):
+                found[str(page["title"])] = page
+        return found
+
+    def _now(self, page: dict[str, Any] | None) -> Now:
+        if page is None or page.get("missing") or page.get("invalid"):
+            return Now(GONE, "the API answers `missing` for it (deleted)")
+        info = (page.get("imageinfo") or [{}])[0]
+        if not info or info.get("filemissing"):
+            return Now(GONE, "the file page has no file any more (filemissing)")
+        return now_from_candidate(self.source._candidate(page, {}))
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def rechecker(name: str, config: Config, context: SourceContext) -> WikimediaRecheck:
+    return WikimediaRecheck(name, config, context)
 
 
 SOURCE = WikimediaSource

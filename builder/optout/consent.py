@@ -1,0 +1,159 @@
+"""Host-level consent today, for `cleanset recheck`: robots.txt (our product token, then
+`*`), ai.txt and `/.well-known/tdmrep.json`, each fetched once per host.
+
+One difference from a build: a build reads a robots.txt it cannot get (5xx, timeout, DNS)
+as "disallow everything" (RFC 9309 2.3.1.4) and admits nothing from that host until it
+answers. A recheck reports the same failure as *transient*: a network hiccup must never be
+recorded as an artist's opt-out, and the next recheck asks again. Only a file that was read
+and refuses us is a refusal; its detail names the file, the rule and its line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from builder.optout.config import OptoutConfig
+from builder.optout.hostfiles import Answer, HostFiles, origin
+from builder.optout.robots import RobotsFile, parse_ai_txt, parse_robots
+from builder.optout.tdmrep import RESERVED, WELL_KNOWN, location_pattern, parse_tdmrep
+
+TRANSIENT_STATUS = 429  # "too many requests" after retries: ask again later, not a refusal
+
+
+@dataclass(frozen=True)
+class HostSignal:
+    """What one host file says today about one URL."""
+
+    signal: str  # robots.txt | ai.txt | tdmrep.json
+    refused: bool
+    transient: bool  # could not be read (5xx, 429, timeout, DNS): nothing is known
+    said: str
+
+
+@dataclass(frozen=True)
+class _HostFile:
+    parsed: Any  # RobotsFile | TdmFile; None when transient
+    text: str | None  # robots.txt / ai.txt body, to name the refusing line
+    transient: str | None
+
+
+class HostConsent:
+    """The consent files of every host asked about, read once each and kept parsed."""
+
+    def __init__(self, fetcher: Any, config: OptoutConfig, *, workers: int) -> None:
+        self.config = config
+        self.token = config.product_token.lower()
+        self.files = HostFiles(fetcher)
+        self.workers = workers
+        self._hosts: dict[str, dict[str, _HostFile]] = {}
+
+    @property
+    def requests(self) -> int:
+        return self.files.requests
+
+    def warm(self, urls: Iterable[str]) -> None:
+        """Read the files of every host among `urls` not read yet, many hosts at once."""
+        new = sorted({o for u in urls if (o := origin(u)) is not None} - set(self._hosts))
+        if not new:
+            return
+        with ThreadPoolExecutor(max_workers=max(1, min(self.workers, len(new))),
+                                thread_name_prefix="recheck-host") as pool:
+            for base, files in zip(new, pool.map(self._read_host, new), strict=True):
+                self._hosts[base] = files
+
+    def signals(self, url: str) -> list[HostSignal]:
+        """Every enabled host signal for `url` (an http(s) file URL), in build order."""
+        base = origin(url)
+        if base is None:
+            return []
+        if base not in self._hosts:
+            self.warm([url])
+        files = self._hosts[base]
+        out = []
+        for name, file in files.items():
+            if file.transient is not None:
+                out.append(HostSignal(name, False, True, file.transient))
+            elif name == "tdmrep.json":
+                said = file.parsed.verdict(url)
+                out.append(HostSignal(name, said.startswith(RESERVED), False, said))
+            else:
+                out.append(self._robots_signal(name, file, url))
+        return out
+
+    # -- reading ------------------------------------------------------------------------
+    def _read_host(self, base: str) -> dict[str, _HostFile]:
+        wanted = [(name, path, parse) for name, path, parse, on in (
+            ("robots.txt", "/robots.txt", parse_robots, self.config.robots_txt),
+            ("ai.txt", "/ai.txt", parse_ai_txt, self.config.ai_txt),
+            ("tdmrep.json", WELL_KNOWN, parse_tdmrep, self.config.tdmrep)) if on]
+        files = {}
+        for name, path, parse in wanted:
+            answer = self.files.fetch(base + path)
+            problem = _transient(answer)
+            if problem is not None:
+                files[name] = _HostFile(None, None, problem)
+            else:
+                text = answer.text if name != "tdmrep.json" else None
+                files[name] = _HostFile(parse(answer), text, None)
+        return files
+
+    def _robots_signal(self, name: str, file: _HostFile, url: str) -> HostSignal:
+        rules: RobotsFile = file.parsed
+        allowed, said = rules.verdict(url, self.token)
+        if not allowed and said.startswith("Disallow") and file.text:
+            group = self.token if self.token in rules.agents else "*"
+            line = disallow_line(file.text, group, url)
+            if line is not None:
+                said = f"{said} (line {line[0]}: {line[1]!r})"
+        return HostSignal(name, not allowed, False, said)
+
+
+def _transient(answer: Answer) -> str | None:
+    if answer.problem is not None or answer.status is None:
+        return f"unreachable ({answer.problem}) at {answer.url}"
+    if answer.status >= 500 or answer.status == TRANSIENT_STATUS:
+        return f"HTTP {answer.status} at {answer.url}"
+    return None
+
+
+def disallow_line(text: str, group: str, url: str) -> tuple[int, str] | None:
+    """The line of the rule that disallows `url` for user-agent `group` ('*' or our
+    token): among the group's Allow/Disallow rules matching the path, the longest wins and
+    Allow wins a tie (RFC 9309 2.2.2). None when no Disallow line decides it."""
+    parts = urlsplit(url)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    best: tuple[int, bool, int, str] | None = None
+    for number, raw, kind, pattern in _group_rules(text, group):
+        if pattern and location_pattern(pattern).match(path):
+            candidate = (len(pattern), kind == "allow", number, raw.strip())
+            if best is None or candidate[:2] > best[:2]:
+                best = candidate
+    if best is None or best[1]:
+        return None
+    return best[2], best[3]
+
+
+def _group_rules(text: str, group: str) -> list[tuple[int, str, str, str]]:
+    """(line number, line, allow|disallow, pattern) of every rule in groups naming `group`."""
+    rules: list[tuple[int, str, str, str]] = []
+    agents: list[str] = []
+    in_rules = False
+    for number, raw in enumerate(text.splitlines(), 1):
+        key, sep, value = raw.split("#", 1)[0].partition(":")
+        if not sep:
+            continue
+        key, value = key.strip().lower(), value.strip()
+        if key == "user-agent":
+            if in_rules:
+                agents, in_rules = [], False
+            agents.append(value.lower())
+            continue
+        in_rules = True
+        if key in ("allow", "disallow") and group in agents:
+            rules.append((number, raw, key, value))
+    return rules
+

@@ -1,0 +1,454 @@
+"""`cleanset recheck`: ask every source again about every sample (or a seeded random sample)
+and say what changed since the build, without downloading any image.
+
+    ledger samples (key order, a chunk at a time)
+      -> each source's rechecker (its API in batches, a HEAD, or the local file)   -> Now
+      -> each host's robots.txt / ai.txt / tdmrep.json, read once per host         -> signals
+      -> builder.drift.judge, under the policy recorded for the sample's build      -> Verdict
+      -> ledger: the chunk's verdicts and progress, one transaction (resumable)
+
+The sources and the politeness settings (user agent, rates, retries, private-address guard)
+come from the recipe each build recorded, read again from its path when the file is still
+there with the same sha256, or from `--recipe PATH`. A plain recheck changes no shard,
+manifest or paper; only its record in the ledger. `--apply` then takes down every sample a
+build today would refuse, through builder.takedown.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import sqlite3
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from builder.drift import Outcome, Recorded, Verdict, judge
+from builder.errors import UserError
+from builder.faults import crash_point
+from builder.fetch import Fetcher
+from builder.ledger import LEDGER_FILE, Ledger
+from builder.licensing import Policy
+from builder.lock import OutputLock, ReadLock
+from builder.optout import load_optout
+from builder.optout.config import OptoutConfig
+from builder.optout.consent import HostConsent
+from builder.recheck_log import RecheckLog, RecheckRow
+from builder.recipe import Recipe, load_recipe
+from builder.records import Evidence
+from builder.sources import source_module
+from builder.sources.base import UNREACHABLE, Item, Now, Rechecker, SourceContext
+
+log = logging.getLogger("cleanset.recheck")
+
+SAMPLE_COLUMNS = ("key, build, source, source_id, file_url, landing_url, sha1, sha256, license,"
+                  " bytes, provenance")
+REFUSED_SHOWN = 20  # refused samples listed in the summary; --json lists every one
+
+
+@dataclass(frozen=True)
+class RecheckOptions:
+    out: Path
+    sources: tuple[str, ...] = ()  # () = every source
+    sample: int | None = None  # a random sample of this many samples
+    seed: int | None = None  # the sample's seed (reported; random when not given)
+    recipes: tuple[Path, ...] = ()  # --recipe: for builds whose recorded recipe is gone
+    apply_reason: str | None = None  # --apply --reason TEXT
+    progress: bool | None = None  # None: a bar only on a terminal
+    emit: Callable[[dict[str, Any]], None] | None = None  # --json: each sample's verdict
+    # Samples per ledger transaction; the env var lets the crash tests commit often.
+    chunk: int = field(default_factory=lambda: int(os.environ.get("CLEANSET_RECHECK_CHUNK",
+                                                                  "500")))
+
+
+@dataclass
+class RecheckResult:
+    row: RecheckRow
+    seconds: float
+    resumed: bool
+    recorded: bool  # False for a read-only DIR: nothing was written there
+    host_requests: int
+    refused: list[Verdict]  # the first REFUSED_SHOWN
+    notes: list[str] = field(default_factory=list)
+    takedown: Any = None  # builder.takedown.TakedownResult with --apply
+
+    def lines(self) -> list[str]:
+        row = self.row
+        out = [f"cleanset recheck {row.recheck} finished: {row.total} samples rechecked "
+               f"({describe_scope(row.scope)}), {self.host_requests} host files read, "
+               f"{self.seconds:.1f} s" + (" (resumed)" if self.resumed else "")]
+        out += [f"  note: {n}" for n in self.notes]
+        for outcome in Outcome:
+            out.append(f"  {outcome.value}: {row.counts.get(outcome.value, 0)}")
+        out.append(f"  would now be refused: {row.refused}")
+        out += [f"    {v.key} ({v.source}) {v.outcome.value}: {v.detail}" for v in self.refused]
+        if row.refused > len(self.refused):
+            out.append(f"    ... and {row.refused - len(self.refused)} more (--json lists "
+                       "every sample)")
+        if not self.recorded:
+            out.append("  not recorded: the directory is read-only (a writable copy keeps "
+                       "the record and can resume)")
+        if self.takedown is not None:
+            out += [f"  {line}" for line in self.takedown.lines()
+                    if not line.startswith("removed ")]
+        elif row.refused:
+            out.append("  take them down with the same command plus --apply --reason TEXT")
+        return out
+
+
+def describe_scope(scope: dict[str, Any]) -> str:
+    sources = ", ".join(scope.get("sources") or []) or "every source"
+    if scope.get("sample") is None:
+        return sources
+    return f"{sources}; a random sample, seed {scope['seed']}"
+
+
+# -- the command ----------------------------------------------------------------------------
+def recheck(options: RecheckOptions) -> RecheckResult:
+    out = options.out
+    _check_directory(out)
+    started = time.monotonic()
+    result = _recheck(options, writable=_writable(out))
+    if options.apply_reason is not None and result.row.refused:
+        result.takedown = _apply(out, result.row, options.apply_reason)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _check_directory(out: Path) -> None:
+    if not out.is_dir():
+        what = "is not a directory" if out.exists() else "no such directory"
+        raise UserError(f"{out}: {what}. Give a cleanset output directory (or the URL it was "
+                        "published to).")
+    if not (out / LEDGER_FILE).is_file():
+        raise UserError(f"{out}: no {LEDGER_FILE} here; is this a cleanset output directory?")
+
+
+def _writable(out: Path) -> bool:
+    return os.access(out, os.W_OK) and os.access(out / LEDGER_FILE, os.W_OK)
+
+
+def _recheck(options: RecheckOptions, *, writable: bool) -> RecheckResult:
+    out = options.out
+    if not writable and options.apply_reason is not None:
+        raise UserError(f"{out}: is read-only; --apply takes samples down, which rewrites "
+                        "shards. Run it where the directory can be written.")
+    with ExitStack() as stack:
+        if writable:
+            stack.enter_context(OutputLock(out))
+            from builder.takedown import complete_pending_locked
+
+            complete_pending_locked(out)
+        else:
+            stack.enter_context(ReadLock(out, "recheck"))
+            if (out / ".takedown.json").exists():
+                raise UserError(f"{out}: holds an interrupted takedown; run `cleanset takedown "
+                                f"{out}` where the directory can be written, then recheck.")
+        ledger = Ledger(out / LEDGER_FILE, readonly=not writable)
+        stack.callback(ledger.close)
+        db = ledger.db if writable else _scratch_db(stack)
+        run = _Recheck(options, ledger, db)
+        stack.callback(run.close)
+        result = run.execute()
+        result.recorded = writable
+        return result
+
+
+def _scratch_db(stack: ExitStack) -> sqlite3.Connection:
+    """Where a recheck of a read-only directory keeps its record while it runs."""
+    scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cleanset-recheck-")))
+    db = sqlite3.connect(str(scratch / "recheck.sqlite"), isolation_level=None,
+                         check_same_thread=False)
+    stack.callback(db.close)
+    return db
+
+
+def _apply(out: Path, row: RecheckRow, reason: str) -> Any:
+    """Take down every refused sample in one takedown (one new version); each key's entry in
+    takedowns.jsonl names its recheck outcome and what changed."""
+    from builder.takedown import Selectors, takedown
+
+    ledger = Ledger(out / LEDGER_FILE)
+    try:
+        refused = list(RecheckLog(ledger.db).verdicts(row.recheck, refused_only=True))
+    finally:
+        ledger.close()
+    notes = tuple((v.key, f"recheck {row.recheck}: {v.outcome.value}: {v.detail}")
+                  for v in refused)
+    selectors = Selectors(keys=tuple(v.key for v in refused), notes=notes)
+    result = takedown(out, selectors, f"recheck {row.recheck}: {reason.strip()}")
+    if result.version is not None:
+        with OutputLock(out):
+            ledger = Ledger(out / LEDGER_FILE)
+            try:
+                log_ = RecheckLog(ledger.db)
+                with log_.transaction():
+                    log_.mark_applied(row.recheck, f"takedown-v{result.version}")
+            finally:
+                ledger.close()
+    return result
+
+
+# -- one recheck ----------------------------------------------------------------------------
+class _Recheck:
+    def __init__(self, options: RecheckOptions, ledger: Ledger, db: sqlite3.Connection) -> None:
+        self.options = options
+        self.out = options.out
+        self.ledger = ledger
+        self.db = db  # where the record goes: created only once everything checked out
+        self.checkers: dict[str, Rechecker] = {}
+        self.host_fetcher: Fetcher | None = None
+        self.notes: list[str] = []
+        self.scope_sources = self._scope_sources()
+        self.where, self.where_args = _source_filter(self.scope_sources)
+        try:
+            self._prepare()  # every user error (recipe, keys) before anything is recorded
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for checker in self.checkers.values():
+            checker.close()
+        if self.host_fetcher is not None:
+            self.host_fetcher.close()
+
+    # -- what to ask, and how -------------------------------------------------------------
+    def _scope_sources(self) -> list[str]:
+        known = [s for (s,) in self.ledger.db.execute(
+            "SELECT DISTINCT source FROM samples ORDER BY source")]
+        unknown = [s for s in self.options.sources if s not in known]
+        if unknown:
+            raise UserError(f"--source {unknown[0]}: no sample of {self.out} comes from a "
+                            f"source of that name. Its sources: {', '.join(known) or 'none'}.")
+        return sorted(set(self.options.sources)) or known
+
+    def _prepare(self) -> None:
+        db = self.ledger.db
+        builds = {b.build: b for b in self.ledger.builds()}
+        if not builds:
+            raise UserError(f"{self.out}: the ledger records no build; nothing to recheck.")
+        used = [b for (b,) in db.execute(
+            f"SELECT DISTINCT build FROM samples {self.where} ORDER BY build", self.where_args)]
+        recipes = _resolve_recipes(self.out, [builds[b] for b in used], self.options.recipes,
+                                   self.notes)
+        self.policies = {b: Policy.from_json(json.loads(builds[b].policy)) for b in used}
+        newest: dict[str, int] = dict(db.execute(
+            f"SELECT source, MAX(build) FROM samples {self.where} GROUP BY source",
+            self.where_args))
+        for name in self.scope_sources:
+            self.checkers[name] = _open_rechecker(name, recipes[newest[name]])
+        latest = recipes[max(used)] if used else None
+        if latest is None:
+            self.optout = OptoutConfig()
+            self.consent = None
+            return
+        self.optout, _ = load_optout(latest.extra.get("optout", {}), file=latest.file,
+                                     base=latest.base_dir)
+        self.host_fetcher = Fetcher(latest.fetch, trusted_hosts=latest.fetch.trusted_hosts)
+        self.consent = HostConsent(self.host_fetcher, self.optout,
+                                   workers=latest.fetch.workers)
+
+    # -- the loop -------------------------------------------------------------------------
+    def execute(self) -> RecheckResult:
+        self.record = RecheckLog(self.db)
+        row, resumed = self._start_or_resume()
+        bar = tqdm(desc="recheck", unit=" samples", total=row.total, initial=row.done,
+                   disable=_progress_off(self.options.progress), dynamic_ncols=True)
+        try:
+            last = row.last_key
+            while (chunk := self._next_chunk(row, last)):
+                verdicts = self._judge(chunk)
+                last = chunk[-1].item.key
+                with self.record.transaction():
+                    self.record.record(row.recheck, verdicts, last)
+                crash_point("recheck_chunk")
+                bar.update(len(chunk))
+        finally:
+            bar.close()
+        if self.options.emit is not None:
+            for verdict in self.record.verdicts(row.recheck):
+                self.options.emit(verdict.to_json())
+        with self.record.transaction():
+            self.record.finish(row.recheck)
+        row = self.record.get(row.recheck)
+        refused = []
+        for verdict in self.record.verdicts(row.recheck, refused_only=True):
+            if len(refused) == REFUSED_SHOWN:
+                break
+            refused.append(verdict)
+        requests = self.consent.requests if self.consent is not None else 0
+        return RecheckResult(row=row, seconds=0.0, resumed=resumed, recorded=True,
+                             host_requests=requests, refused=refused, notes=self.notes)
+
+    def _start_or_resume(self) -> tuple[RecheckRow, bool]:
+        version = int(self.ledger.get_meta("dataset_version") or 0)
+        running = self.record.running()
+        wanted = {"sources": list(self.options.sources and self.scope_sources),
+                  "sample": self.options.sample}
+        if running is not None and running.version == version and \
+                {k: running.scope.get(k) for k in wanted} == wanted and \
+                self.options.seed in (None, running.scope.get("seed")):
+            return running, True
+        total = int(self.ledger.db.execute(f"SELECT COUNT(*) FROM samples {self.where}",
+                                           self.where_args).fetchone()[0])
+        sample = self.options.sample
+        seed = self.options.seed
+        if sample is not None and sample >= total:
+            self.notes.append(f"--sample {sample} covers all {total} samples in scope")
+            sample = None
+        if sample is not None and seed is None:
+            seed = random.SystemRandom().randrange(2**31)
+        scope = {**wanted, "sample": sample, "seed": seed if sample is not None else None}
+        with self.record.transaction():
+            if running is not None:
+                self.record.abandon(running.recheck)
+            keys = self._choose(total, sample, seed) if sample is not None else ()
+            recheck = self.record.start(scope, version, sample or total, keys)
+        return self.record.get(recheck), False
+
+    def _choose(self, total: int, sample: int, seed: int | None) -> Iterator[str]:
+        """`sample` keys picked by a seeded RNG from the scope's keys in key order: the same
+        seed on the same dataset version picks the same samples."""
+        picks = sorted(random.Random(seed).sample(range(total), sample))
+        cursor = self.ledger.db.execute(f"SELECT key FROM samples {self.where} ORDER BY key",
+                                        self.where_args)
+        wanted = iter(picks)
+        target = next(wanted, None)
+        for index, (key,) in enumerate(cursor):
+            if target is None:
+                break
+            if index == target:
+                yield key
+                target = next(wanted, None)
+
+    def _next_chunk(self, row: RecheckRow, after: str | None) -> list[Recorded]:
+        size = max(1, self.options.chunk)
+        db = self.ledger.db
+        if row.scope.get("sample") is not None:
+            keys = self.record.sample_keys(row.recheck, after, size)
+            if not keys:
+                return []
+            marks = ",".join("?" for _ in keys)
+            rows = db.execute(f"SELECT {SAMPLE_COLUMNS} FROM samples WHERE key IN ({marks}) "
+                              "ORDER BY key", keys)
+        else:
+            clause = f"{self.where} {'AND' if self.where else 'WHERE'} key > ?"
+            rows = db.execute(f"SELECT {SAMPLE_COLUMNS} FROM samples {clause} ORDER BY key "
+                              "LIMIT ?", (*self.where_args, after or "", size))
+        return [_recorded(r) for r in rows]
+
+    def _judge(self, chunk: list[Recorded]) -> list[Verdict]:
+        answers: dict[str, Now] = {}
+        by_source: dict[str, list[Item]] = defaultdict(list)
+        for rec in chunk:
+            by_source[rec.source].append(rec.item)
+        for name, items in by_source.items():
+            checker = self.checkers[name]
+            for start in range(0, len(items), checker.batch):
+                answers.update(checker.ask(items[start:start + checker.batch]))
+        urls = [rec.item.file_url for rec in chunk if rec.item.file_url]
+        if self.consent is not None:
+            self.consent.warm(urls)
+        missing = Now(UNREACHABLE, "the source gave no answer for it")
+        return [judge(rec, answers.get(rec.item.key, missing),
+                      self.consent.signals(rec.item.file_url)
+                      if self.consent is not None and rec.item.file_url else [],
+                      policy=self.policies[rec.build], optout=self.optout)
+                for rec in chunk]
+
+
+def _source_filter(sources: list[str]) -> tuple[str, tuple[str, ...]]:
+    marks = ",".join("?" for _ in sources)
+    return (f"WHERE source IN ({marks})", tuple(sources)) if sources else ("WHERE 0", ())
+
+
+def _progress_off(progress: bool | None) -> bool | None:
+    return None if progress is None else not progress
+
+
+def _recorded(row: tuple[Any, ...]) -> Recorded:
+    (key, build, source, source_id, file_url, landing_url, sha1, sha256, license_id, size,
+     provenance) = row
+    prov = json.loads(provenance)
+    src = prov.get("source") or {}
+    http = prov.get("http") or {}
+    evidence = tuple(Evidence(str(e.get("field")), str(e.get("value")))
+                     for e in (prov.get("license") or {}).get("evidence") or [])
+    item = Item(key=key, source_id=source_id, file_url=file_url, landing_url=landing_url,
+                api_url=src.get("api_url"), path=src.get("path"), sha1=sha1, sha256=sha256,
+                bytes=size, etag=http.get("etag"), last_modified=http.get("last_modified"),
+                extra=tuple((str(e.get("name")), str(e.get("value")))
+                            for e in prov.get("extra") or []))
+    return Recorded(item=item, source=source, build=build, license=license_id,
+                    evidence=evidence)
+
+
+# -- recipes --------------------------------------------------------------------------------
+def _resolve_recipes(out: Path, builds: list[Any], given: tuple[Path, ...],
+                     notes: list[str]) -> dict[int, Recipe]:
+    """The recipe of each build: a --recipe with the recorded sha256, else the recorded
+    file if unchanged, else a --recipe that is an edited copy (noted), else exit 2."""
+    offered = [load_recipe(path) for path in given]
+    found: dict[int, Recipe] = {}
+    for build in builds:
+        recipe = next((r for r in offered if r.sha256 == build.recipe_sha256), None)
+        if recipe is None:
+            recipe = _recorded_recipe(build)
+        if recipe is None and offered:
+            recipe = offered[0]
+            notes.append(f"build {build.build}: using {recipe.file} (sha256 "
+                         f"{recipe.sha256[:12]}), not the recipe it was built from "
+                         f"({build.recipe_path}, sha256 {build.recipe_sha256[:12]})")
+        if recipe is None:
+            raise UserError(_recipe_missing(out, build))
+        found[build.build] = recipe
+    return found
+
+
+def _recorded_recipe(build: Any) -> Recipe | None:
+    path = Path(build.recipe_path)
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    if hashlib.sha256(data).hexdigest() != build.recipe_sha256:
+        return None
+    return load_recipe(path)
+
+
+def _recipe_missing(out: Path, build: Any) -> str:
+    path = Path(build.recipe_path)
+    state = "has changed since" if path.is_file() else "is gone"
+    return (f"{out}: build {build.build} was made from the recipe {path} (sha256 "
+            f"{build.recipe_sha256[:12]}...), which {state}; recheck reads its sources and "
+            "[fetch] settings from it. Give it with --recipe PATH (the same file, or a copy "
+            "whose sources keep their names).")
+
+
+def _open_rechecker(name: str, recipe: Recipe) -> Rechecker:
+    spec = next((s for s in recipe.sources if s.name == name), None)
+    if spec is None:
+        raise UserError(f"{recipe.file}: has no source named {name!r}, which samples of this "
+                        f"dataset come from. Give the recipe that built them with --recipe "
+                        "PATH.")
+    module = source_module(spec.kind, file=str(recipe.file), where=f"source {name!r}")
+    opener = getattr(module, "rechecker", None)
+    if opener is None:
+        raise UserError(f"source {name!r} (kind {spec.kind}) cannot be rechecked by this "
+                        "version of cleanset; leave it out with --source.")
+    context = SourceContext(recipe_file=recipe.file, base_dir=recipe.base_dir,
+                            fetch=recipe.fetch)
+    checker: Rechecker = opener(spec.name, spec.config, context)
+    return checker
+

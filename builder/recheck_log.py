@@ -1,0 +1,189 @@
+"""The ledger's record of rechecks: one row per recheck (date, scope, progress, outcomes)
+and one per sample that drifted or could not be checked.
+
+A recheck commits after every chunk of samples (their verdicts, how many are done, and the
+last key done, in key order), so a recheck killed at any point resumes after the last chunk
+it committed. While it runs it keeps every sample's verdict (for `--json` after a resume);
+once finished, the `unchanged` rows are dropped (their count stays in `counts`): a weekly
+recheck of a million samples must not add a million rows a week.
+
+`rechecks.status`: running, finished, or abandoned (a recheck of another scope, or of an
+earlier dataset version, started before it finished).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from builder import clock
+from builder.drift import DRIFT, Outcome, Verdict
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS rechecks (
+        recheck      INTEGER PRIMARY KEY,
+        started_at   TEXT NOT NULL,
+        finished_at  TEXT,
+        status       TEXT NOT NULL CHECK (status IN ('running', 'finished', 'abandoned')),
+        scope        TEXT NOT NULL,            -- JSON: sources ([] = all), sample, seed
+        version      INTEGER NOT NULL,         -- the dataset version rechecked
+        total        INTEGER NOT NULL,         -- samples in scope
+        done         INTEGER NOT NULL DEFAULT 0,
+        last_key     TEXT,                     -- every sample in scope up to it is judged
+        counts       TEXT NOT NULL DEFAULT '{}',  -- JSON: outcome -> samples
+        refused      INTEGER NOT NULL DEFAULT 0,  -- samples a build today would refuse
+        applied      TEXT                      -- the takedown that removed them (--apply)
+    )""",
+    """CREATE TABLE IF NOT EXISTS recheck_results (
+        recheck     INTEGER NOT NULL,
+        key         TEXT NOT NULL,
+        source      TEXT NOT NULL,
+        outcome     TEXT NOT NULL,
+        refuse      INTEGER NOT NULL,
+        detail      TEXT NOT NULL,
+        checked_at  TEXT NOT NULL,
+        PRIMARY KEY (recheck, key)
+    )""",
+    """CREATE TABLE IF NOT EXISTS recheck_sample (   -- the keys of a --sample recheck
+        recheck  INTEGER NOT NULL,
+        key      TEXT NOT NULL,
+        PRIMARY KEY (recheck, key)
+    )""",
+)
+
+
+@dataclass(frozen=True)
+class RecheckRow:
+    recheck: int
+    started_at: str
+    finished_at: str | None
+    status: str
+    scope: dict[str, Any]
+    version: int
+    total: int
+    done: int
+    last_key: str | None
+    counts: Counter[str]
+    refused: int
+    applied: str | None
+
+    @property
+    def drifted(self) -> int:
+        return sum(n for outcome, n in self.counts.items() if outcome in DRIFT)
+
+
+def has_rechecks(db: sqlite3.Connection) -> bool:
+    """False for a ledger no recheck has touched (read-only readers must not create it)."""
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = "
+                      "'rechecks'").fetchone() is not None
+
+
+def last_finished(db: sqlite3.Connection) -> RecheckRow | None:
+    if not has_rechecks(db):
+        return None
+    row = db.execute("SELECT * FROM rechecks WHERE status = 'finished' "
+                     "ORDER BY recheck DESC LIMIT 1").fetchone()
+    return _row(row) if row else None
+
+
+def finished_rechecks(db: sqlite3.Connection) -> list[RecheckRow]:
+    if not has_rechecks(db):
+        return []
+    return [_row(r) for r in db.execute(
+        "SELECT * FROM rechecks WHERE status = 'finished' ORDER BY recheck")]
+
+
+class RecheckLog:
+    """The recheck tables on one connection (the ledger's, or a scratch database when the
+    output directory is read-only). Transactions are explicit: one per chunk."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        for statement in _SCHEMA:
+            db.execute(statement)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def running(self) -> RecheckRow | None:
+        row = self.db.execute("SELECT * FROM rechecks WHERE status = 'running' "
+                              "ORDER BY recheck DESC LIMIT 1").fetchone()
+        return _row(row) if row else None
+
+    def get(self, recheck: int) -> RecheckRow:
+        return _row(self.db.execute("SELECT * FROM rechecks WHERE recheck = ?",
+                                    (recheck,)).fetchone())
+
+    def abandon(self, recheck: int) -> None:
+        self.db.execute("UPDATE rechecks SET status = 'abandoned' WHERE recheck = ?", (recheck,))
+
+    def start(self, scope: dict[str, Any], version: int, total: int,
+              sample_keys: Iterable[str] = ()) -> int:
+        cur = self.db.execute(
+            "INSERT INTO rechecks(started_at, status, scope, version, total) "
+            "VALUES (?, 'running', ?, ?, ?)",
+            (clock.wall_iso(), json.dumps(scope, sort_keys=True), version, total))
+        recheck = int(cur.lastrowid or 0)
+        self.db.executemany("INSERT OR IGNORE INTO recheck_sample(recheck, key) VALUES (?, ?)",
+                            ((recheck, k) for k in sample_keys))
+        return recheck
+
+    def sample_keys(self, recheck: int, after: str | None, limit: int) -> list[str]:
+        return [k for (k,) in self.db.execute(
+            "SELECT key FROM recheck_sample WHERE recheck = ? AND key > ? ORDER BY key LIMIT ?",
+            (recheck, after or "", limit))]
+
+    def record(self, recheck: int, verdicts: list[Verdict], last_key: str) -> None:
+        """The verdicts of one chunk and the progress they make (inside a transaction)."""
+        now = clock.wall_iso()
+        self.db.executemany(
+            "INSERT OR REPLACE INTO recheck_results(recheck, key, source, outcome, refuse, "
+            "detail, checked_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(recheck, v.key, v.source, v.outcome.value, int(v.refuse), v.detail, now)
+             for v in verdicts])
+        row = self.get(recheck)
+        counts = row.counts + Counter(v.outcome.value for v in verdicts)
+        self.db.execute(
+            "UPDATE rechecks SET done = ?, last_key = ?, counts = ?, refused = ? "
+            "WHERE recheck = ?",
+            (row.done + len(verdicts), last_key, json.dumps(dict(sorted(counts.items()))),
+             row.refused + sum(v.refuse for v in verdicts), recheck))
+
+    def verdicts(self, recheck: int, *, refused_only: bool = False) -> Iterator[Verdict]:
+        """Recorded verdicts in key order, read lazily (a million fit in no memory)."""
+        where = " AND refuse = 1" if refused_only else ""
+        for key, source, outcome, refuse, detail in self.db.execute(
+                "SELECT key, source, outcome, refuse, detail FROM recheck_results "
+                f"WHERE recheck = ?{where} ORDER BY key", (recheck,)):
+            yield Verdict(key, source, Outcome(outcome), bool(refuse), detail)
+
+    def finish(self, recheck: int) -> None:
+        self.db.execute("UPDATE rechecks SET status = 'finished', finished_at = ? "
+                        "WHERE recheck = ?", (clock.wall_iso(), recheck))
+        self.db.execute("DELETE FROM recheck_results WHERE recheck = ? AND outcome = ?",
+                        (recheck, Outcome.UNCHANGED.value))
+
+    def mark_applied(self, recheck: int, takedown_id: str) -> None:
+        self.db.execute("UPDATE rechecks SET applied = ? WHERE recheck = ?",
+                        (takedown_id, recheck))
+
+
+def _row(row: tuple[Any, ...]) -> RecheckRow:
+    (recheck, started, finished, status, scope, version, total, done, last_key, counts,
+     refused, applied) = row
+    return RecheckRow(recheck=recheck, started_at=started, finished_at=finished, status=status,
+                      scope=json.loads(scope), version=version, total=total, done=done,
+                      last_key=last_key, counts=Counter(json.loads(counts or "{}")),
+                      refused=refused, applied=applied)

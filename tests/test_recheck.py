@@ -1,0 +1,385 @@
+"""`cleanset recheck` after the world moved on: a Commons replay where files are relicensed,
+deleted and re-uploaded, plain file hosts where a URL starts answering 404 and a host starts
+refusing us in robots.txt. Every server is on 127.0.0.1 and records what it was asked."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+from pytest_httpserver import HTTPServer
+from werkzeug.wrappers import Request, Response
+
+from tests.conftest import make_image, run_cli, serve_no_site_policies, write_jsonl, write_recipe
+from tests.test_source_wikimedia import FakeCommons, make_page, set_licence
+
+CC0 = "https://creativecommons.org/publicdomain/zero/1.0/"
+BY_SA = {"LicenseShortName": "CC BY-SA 4.0", "License": "cc-by-sa-4.0",
+         "LicenseUrl": "https://creativecommons.org/licenses/by-sa/4.0"}
+BY_NC = {"LicenseShortName": "CC BY-NC 2.0", "License": "cc-by-nc-2.0",
+         "LicenseUrl": "https://creativecommons.org/licenses/by-nc/2.0"}
+CC0_CLAIM = {"LicenseShortName": "CC0", "License": "cc0", "LicenseUrl": CC0}
+POLICY_FILES = ("/robots.txt", "/ai.txt", "/.well-known/tdmrep.json")
+
+# key -> (outcome, refuse) once the world has drifted (see World.drift)
+EXPECTED = {
+    "0000000000": ("license_changed", True),    # Commons: BY-SA -> BY-NC (not admitted)
+    "0000000001": ("deleted", True),            # Commons: file deleted (`missing`)
+    "0000000002": ("content_changed", False),   # Commons: a new upload (new sha1)
+    "0000000003": ("license_changed", False),   # Commons: BY-SA -> CC0 (still admitted)
+    "0000000004": ("unchanged", False),
+    "0000000005": ("deleted", True),            # table URL answers 404
+    "0000000006": ("unchanged", False),
+    "0000000007": ("optout", True),             # its host now says Disallow: /
+    "0000000008": ("optout", True),
+}
+REFUSED = sorted(k for k, (_, refuse) in EXPECTED.items() if refuse)
+
+
+class Origin:
+    """A plain file host on its own port: JPEGs with ETags, robots.txt, and a log of every
+    request (method, path) it answered."""
+
+    def __init__(self, prefix: str, seeds: list[int]) -> None:
+        self.server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+        self.server.start()
+        self.files = {f"/{prefix}/{i}.jpg": make_image(seed, (64, 48))
+                      for i, seed in enumerate(seeds)}
+        self.seen: list[tuple[str, str]] = []
+        self.reset()
+        self.server.expect_request(re.compile(".*")).respond_with_handler(self._handle)
+
+    def reset(self) -> None:
+        self.robots = (404, "")
+        self.forced: dict[str, int] = {}  # path -> status answered instead of the file
+        self.seen.clear()
+
+    def urls(self) -> list[str]:
+        return [self.server.url_for(path) for path in self.files]
+
+    def _handle(self, request: Request) -> Response:
+        self.seen.append((request.method, request.path))
+        if request.path in self.forced:
+            return Response("", status=self.forced[request.path])
+        if request.path == "/robots.txt":
+            return Response(self.robots[1], status=self.robots[0], content_type="text/plain")
+        data = self.files.get(request.path)
+        if data is None:
+            return Response("not found", status=404)
+        etag = f'"{hashlib.sha1(data).hexdigest()[:16]}"'
+        return Response(data, content_type="image/jpeg", headers={"ETag": etag})
+
+    def image_gets(self) -> list[str]:
+        return [p for m, p in self.seen if m == "GET" and p in self.files]
+
+    def stop(self) -> None:
+        self.server.clear()
+        self.server.stop()
+
+
+class World:
+    """Commons (API and uploads) on one port, two file hosts on two more."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.commons_server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+        self.commons_server.start()
+        serve_no_site_policies(self.commons_server)
+        self.pages = [make_page(self.commons_server, i, CC0_CLAIM if i == 4 else BY_SA)
+                      for i in range(5)]
+        self.pristine = json.dumps(self.pages)
+        self.commons = FakeCommons(self.commons_server, self.pages)
+        self.hosts = Origin("t", [300, 301])
+        self.refusing = Origin("c", [310, 311])
+        rows = [{"url": u, "license": CC0} for u in self.hosts.urls() + self.refusing.urls()]
+        table = write_jsonl(tmp / "urls.jsonl", rows)
+        self.recipe = write_recipe(tmp / "recipe.toml", f"""
+[dataset]
+name = "recheck-test"
+samples_per_shard = 4
+[policy]
+use = "commercial"
+[[sources]]
+kind = "wikimedia"
+name = "commons"
+api = "{self.commons.url}"
+category = "Test files"
+[[sources]]
+kind = "table"
+name = "urls"
+path = "{table.name}"
+[fetch]
+allow_private_addresses = true
+user_agent = "cleanset-test/0.1 (https://ci.cleanset.test/contact)"
+timeout_s = 5
+retries = 1
+backoff_s = 0.01
+workers = 2
+[image]
+min_width = 8
+min_height = 8
+""")
+
+    def reset(self) -> None:
+        self.pages[:] = json.loads(self.pristine)
+        self.commons.deleted.clear()
+        self.commons.requests.clear()
+        self.commons_server.clear_log()
+        self.hosts.reset()
+        self.refusing.reset()
+
+    def drift(self) -> None:
+        set_licence(self.pages[0], BY_NC)
+        self.commons.deleted.add(1001)
+        self.pages[2]["imageinfo"][0]["sha1"] = "a" * 40
+        set_licence(self.pages[3], CC0_CLAIM)
+        self.hosts.forced["/t/0.jpg"] = 404
+        self.refusing.robots = (200, "User-agent: *\nDisallow: /\n")
+        self.commons.requests.clear()
+
+    def image_gets(self) -> list[str]:
+        commons = [r.path for r, _ in self.commons_server.log
+                   if r.method == "GET" and r.path.startswith("/upload/")]
+        return commons + self.hosts.image_gets() + self.refusing.image_gets()
+
+    def imageinfo_requests(self) -> list[dict[str, str]]:
+        return [args for _, args, _ in self.commons.requests if "pageids" in args]
+
+    def stop(self) -> None:
+        for server in (self.commons_server,):
+            server.clear()
+            server.stop()
+        self.hosts.stop()
+        self.refusing.stop()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[World, Path]]:
+    tmp = tmp_path_factory.mktemp("recheck")
+    world = World(tmp)
+    out = tmp / "built"
+    try:
+        run_cli("build", str(world.recipe), "--out", str(out), "--no-progress", check=True)
+        yield world, out
+    finally:
+        world.stop()
+
+
+@pytest.fixture
+def dataset(world: tuple[World, Path], tmp_path: Path) -> tuple[World, Path]:
+    """A fresh copy of the built dataset, the servers as they were at build time."""
+    w, built = world
+    w.reset()
+    out = tmp_path / "out"
+    shutil.copytree(built, out)
+    return w, out
+
+
+def recheck(out: Path, *args: str, env: dict[str, str] | None = None) -> Any:
+    return run_cli("recheck", str(out), "--no-progress", *args, env=env)
+
+
+def verdicts(stdout: str) -> dict[str, dict[str, Any]]:
+    return {v["key"]: v for v in map(json.loads, stdout.splitlines())}
+
+
+def papers(out: Path) -> dict[str, bytes]:
+    names = ["manifest.parquet", "candidates.parquet", "spdx.json", "croissant.json",
+             "README.md", "ATTRIBUTION.md", "attribution.csv"]
+    files = {n: (out / n).read_bytes() for n in names}
+    files.update({p.name: p.read_bytes() for p in (out / "shards").iterdir()})
+    return files
+
+
+def test_each_drift_gets_its_outcome_and_refuse_and_the_recheck_exits_3_without_any_image_get(
+        dataset: tuple[World, Path]) -> None:
+    world, out = dataset
+    before = papers(out)
+    world.drift()
+    proc = recheck(out, "--json")
+    assert proc.returncode == 3, proc.stderr
+    found = verdicts(proc.stdout)
+    assert {k: (v["outcome"], v["refuse"]) for k, v in found.items()} == EXPECTED
+    assert world.image_gets() == []  # metadata, HEADs and host files only
+    assert papers(out) == before  # a plain recheck changes no shard, manifest or paper
+    # Commons: one batched imageinfo request for the five files
+    (asked,) = world.imageinfo_requests()
+    assert asked["pageids"] == "1000|1001|1002|1003|1004"
+    assert asked["iiprop"] == "sha1|url|extmetadata" and asked["prop"] == "imageinfo"
+    # each host's consent files read once
+    for host in (world.hosts, world.refusing):
+        assert [p for _, p in host.seen if p in POLICY_FILES] == list(POLICY_FILES)
+    assert ("HEAD", "/t/1.jpg") in world.hosts.seen
+    detail = {k: v["detail"] for k, v in found.items()}
+    assert "CC-BY-SA-4.0 -> refused (license_not_allowed" in detail["0000000000"]
+    assert "'CC BY-SA 4.0' -> 'CC BY-NC 2.0'" in detail["0000000000"]
+    assert "missing" in detail["0000000001"]
+    assert "SHA-1 " + "a" * 40 in detail["0000000002"]
+    assert "CC-BY-SA-4.0 -> CC0-1.0, still admitted" in detail["0000000003"]
+    assert detail["0000000005"].startswith("HTTP 404 from ")
+    assert "robots.txt" in detail["0000000007"] and "line 2: 'Disallow: /'" in \
+        detail["0000000007"]
+    summary = proc.stderr
+    assert "would now be refused: 5" in summary and "license_changed: 2" in summary
+    for key in REFUSED:
+        assert f"    {key} " in summary
+
+
+def test_every_recheck_is_recorded_in_the_ledger_with_date_scope_and_outcomes(
+        dataset: tuple[World, Path]) -> None:
+    world, out = dataset
+    world.drift()
+    assert recheck(out).returncode == 3
+    with sqlite3.connect(out / "ledger.sqlite") as db:
+        status, finished, scope, total, counts, refused = db.execute(
+            "SELECT status, finished_at, scope, total, counts, refused FROM rechecks").fetchone()
+        kept = dict(db.execute("SELECT key, outcome FROM recheck_results"))
+    assert status == "finished" and finished and total == 9 and refused == 5
+    assert json.loads(scope) == {"sources": [], "sample": None, "seed": None}
+    assert json.loads(counts) == {"content_changed": 1, "deleted": 2, "license_changed": 2,
+                                  "optout": 2, "unchanged": 2}
+    # the samples that drifted keep their detail; the unchanged ones only their count
+    assert kept == {k: o for k, (o, _) in EXPECTED.items() if o != "unchanged"}
+    report = run_cli("report", str(out), check=True)
+    assert report.returncode == 0
+    html = (out / "report.html").read_text()
+    assert "Last rechecked" in html and "7 drifted" in html
+
+
+def test_apply_takes_down_exactly_the_refused_samples_then_verify_passes_and_a_recheck_exits_0(
+        dataset: tuple[World, Path]) -> None:
+    world, out = dataset
+    world.drift()
+    proc = recheck(out, "--apply", "--reason", "weekly recheck")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "takedown: 5 sample(s) removed" in proc.stdout
+    keys = pq.read_table(out / "manifest.parquet").column("key").to_pylist()
+    assert keys == sorted(set(EXPECTED) - set(REFUSED))
+    (entry,) = [json.loads(line) for line in (out / "takedowns.jsonl").read_text().splitlines()]
+    assert entry["reason"] == "recheck 1: weekly recheck"
+    why = {m["key"]: " ".join(m["why"]) for m in entry["matched"]}
+    assert sorted(why) == REFUSED
+    for key in REFUSED:
+        assert f"recheck 1: {EXPECTED[key][0]}: " in why[key]
+    assert run_cli("verify", str(out)).returncode == 0
+    card = (out / "README.md").read_text()
+    assert "Last rechecked" in card and "7 drifted" in card
+    again = recheck(out, "--json")
+    assert again.returncode == 0, again.stderr
+    assert {k: v["outcome"] for k, v in verdicts(again.stdout).items()} == {
+        "0000000002": "content_changed", "0000000003": "license_changed",
+        "0000000004": "unchanged", "0000000006": "unchanged"}
+
+
+def test_an_unreachable_host_gives_unreachable_and_refuses_nothing(
+        dataset: tuple[World, Path]) -> None:
+    world, out = dataset
+    for path in (*POLICY_FILES, "/t/0.jpg", "/t/1.jpg"):
+        world.hosts.forced[path] = 503
+    proc = recheck(out, "--json")
+    assert proc.returncode == 0, proc.stderr
+    found = verdicts(proc.stdout)
+    for key in ("0000000005", "0000000006"):
+        assert found[key]["outcome"] == "unreachable" and found[key]["refuse"] is False
+        assert "HTTP 503" in found[key]["detail"]
+    assert {v["outcome"] for k, v in found.items() if k not in ("0000000005", "0000000006")} \
+        == {"unchanged"}
+
+
+def test_kill_9_mid_recheck_then_the_same_command_resumes_where_it_stopped(
+        dataset: tuple[World, Path], tmp_path: Path) -> None:
+    world, out = dataset
+    world.drift()
+    reference = tmp_path / "reference"
+    shutil.copytree(out, reference)
+    expected = verdicts(recheck(reference, "--json").stdout)
+    env = {"CLEANSET_RECHECK_CHUNK": "2"}
+    world.commons.requests.clear()
+    killed = recheck(out, "--json", env={**env, "CLEANSET_CRASH_AT": "recheck_chunk:2"})
+    assert killed.returncode == -9
+    assert [a["pageids"] for a in world.imageinfo_requests()] == ["1000|1001", "1002|1003"]
+    world.commons.requests.clear()
+    resumed = recheck(out, "--json", env=env)
+    assert resumed.returncode == 3, resumed.stderr
+    assert "(resumed)" in resumed.stderr
+    assert verdicts(resumed.stdout) == expected  # every sample, the first four from the ledger
+    assert [a["pageids"] for a in world.imageinfo_requests()] == ["1004"]
+    with sqlite3.connect(out / "ledger.sqlite") as db:
+        assert db.execute("SELECT recheck, status, done FROM rechecks").fetchall() == [
+            (1, "finished", 9)]
+
+
+def test_sample_rechecks_a_seeded_random_sample_and_reports_the_seed(
+        dataset: tuple[World, Path]) -> None:
+    world, out = dataset
+    world.drift()
+    first = recheck(out, "--json", "--sample", "4")
+    seed = re.search(r"a random sample, seed (\d+)", first.stderr)
+    assert seed, first.stderr
+    picked = sorted(verdicts(first.stdout))
+    assert len(picked) == 4 and set(picked) <= set(EXPECTED)
+    assert "4 samples rechecked" in first.stderr
+    again = recheck(out, "--json", "--sample", "4", "--seed", seed.group(1))
+    assert sorted(verdicts(again.stdout)) == picked
+    for key, verdict in verdicts(again.stdout).items():
+        assert (verdict["outcome"], verdict["refuse"]) == EXPECTED[key]
+    assert again.returncode == (3 if set(picked) & set(REFUSED) else 0)
+
+
+def test_source_limits_the_recheck_to_that_source(dataset: tuple[World, Path]) -> None:
+    world, out = dataset
+    world.drift()
+    proc = recheck(out, "--json", "--source", "urls")
+    assert sorted(verdicts(proc.stdout)) == ["0000000005", "0000000006", "0000000007",
+                                             "0000000008"]
+    assert world.commons.requests == []
+    bad = recheck(out, "--source", "flickr")
+    assert bad.returncode == 2
+    assert "--source flickr" in bad.stderr and "commons, urls" in bad.stderr
+
+
+def test_a_missing_recipe_is_exit_2_naming_recipe_and_recipe_path_fixes_it(
+        dataset: tuple[World, Path], tmp_path: Path) -> None:
+    world, out = dataset
+    moved = tmp_path / "elsewhere.toml"
+    shutil.copy(world.recipe, moved)
+    shutil.copy(world.recipe.with_name("urls.jsonl"), tmp_path)  # its table, beside it
+    with sqlite3.connect(out / "ledger.sqlite") as db:
+        db.execute("UPDATE builds SET recipe_path = ?", (str(tmp_path / "gone.toml"),))
+    proc = recheck(out)
+    assert proc.returncode == 2
+    assert "gone.toml" in proc.stderr and "--recipe PATH" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    with sqlite3.connect(out / "ledger.sqlite") as db:
+        assert db.execute("SELECT name FROM sqlite_master WHERE name = 'rechecks'"
+                          ).fetchone() is None  # nothing recorded
+    assert recheck(out, "--recipe", str(moved)).returncode == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--apply"], "--apply needs --reason"),
+    (["--reason", "x"], "--reason goes with --apply"),
+    (["--sample", "0"], "--sample 0"),
+    (["--seed", "3"], "--seed goes with --sample"),
+])
+def test_bad_arguments_are_exit_2_and_change_nothing(dataset: tuple[World, Path],
+                                                     args: list[str], message: str) -> None:
+    _, out = dataset
+    before = (out / "ledger.sqlite").read_bytes()
+    proc = recheck(out, *args)
+    assert proc.returncode == 2 and message in proc.stderr
+    assert (out / "ledger.sqlite").read_bytes() == before
+
+
+def test_an_unknown_directory_is_exit_2(tmp_path: Path) -> None:
+    proc = recheck(tmp_path / "nope")
+    assert proc.returncode == 2 and "no such directory" in proc.stderr
+    proc = recheck(tmp_path)
+    assert proc.returncode == 2 and "no ledger.sqlite" in proc.stderr

@@ -1,0 +1,213 @@
+"""Each source's `rechecker` against a local replay of its API: what it asks (batched where
+the API allows), and what it reports today for an item that is there, changed or gone."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pytest_httpserver import HTTPServer
+from werkzeug.wrappers import Response
+
+from builder.errors import UserError
+from builder.records import Evidence
+from builder.sources import source_module
+from builder.sources.base import GONE, PRESENT, UNREACHABLE, Item, Now
+from tests.api_support import ApiServer, context, fixture
+from tests.conftest import make_image
+
+KEY = "test-key-0123456789"
+
+
+def item(key: str, source_id: str, **fields: Any) -> Item:
+    base: dict[str, Any] = {"file_url": None, "landing_url": None, "api_url": None,
+                            "path": None, "sha1": "0" * 40, "sha256": "0" * 64, "bytes": 100,
+                            "etag": None, "last_modified": None}
+    return Item(key=key, source_id=source_id, **{**base, **fields})
+
+
+def open_rechecker(kind: str, tmp_path: Path, **config: Any) -> Any:
+    module = source_module(kind, file="recipe.toml", where="sources[0]")
+    checked = module.Config(**config).check(file=tmp_path / "recipe.toml", base=tmp_path,
+                                            where="sources[0]")
+    return module.rechecker(kind, checked, context(tmp_path))
+
+
+def ask(checker: Any, items: list[Item]) -> dict[str, Now]:
+    try:
+        return checker.ask(items)
+    finally:
+        checker.close()
+
+
+def test_aic_asks_up_to_100_ids_in_one_request_and_an_id_it_no_longer_returns_is_gone(
+        httpserver: HTTPServer, tmp_path: Path) -> None:
+    artwork = fixture("aic/artwork.json") | {"is_public_domain": False}
+
+    def answer(args: dict[str, str], path: str) -> Any:
+        return {"data": [artwork], "config": {"iiif_url": "https://www.artic.edu/iiif/2"}}
+
+    api = ApiServer(httpserver, "/api/v1", answer)
+    now = ask(open_rechecker("aic", tmp_path, api=api.url), [
+        item("k1", "27992"), item("k2", "404404")])
+    (path, args, headers), = api.requests
+    assert path == "/api/v1/artworks" and args["ids"] == "27992,404404"
+    assert "Aic-User-Agent" in headers  # as werkzeug spells it
+    assert now["k1"].state == PRESENT
+    assert now["k1"].evidence == (Evidence("aic:is_public_domain", "false"),)
+    assert now["k2"].state == GONE
+
+
+def test_met_asks_each_object_once_and_an_object_answering_404_is_gone(
+        httpserver: HTTPServer, tmp_path: Path) -> None:
+    obj = fixture("met/object.json")
+
+    def answer(args: dict[str, str], path: str) -> Any:
+        if path.endswith("/436535"):
+            return obj
+        return Response('{"message": "ObjectID not found"}', status=404)
+
+    api = ApiServer(httpserver, "/public/collection/v1", answer)
+    now = ask(open_rechecker("met", tmp_path, api=api.url), [
+        item("k1", "436535"), item("k2", "436535-1"), item("k3", "1")])
+    assert [p for p, _, _ in api.requests] == ["/public/collection/v1/objects/436535",
+                                                "/public/collection/v1/objects/1"]
+    assert now["k1"].state == PRESENT and now["k1"].file_url == obj["primaryImage"]
+    assert now["k2"].state == PRESENT and now["k2"].file_url == obj["additionalImages"][0]
+    assert now["k3"].state == GONE and "404" in now["k3"].detail
+
+
+def test_cleveland_404_is_gone_and_a_record_states_its_own_licence_status(
+        httpserver: HTTPServer, tmp_path: Path) -> None:
+    artwork = fixture("cleveland/artwork.json") | {"share_license_status": "Copyrighted"}
+
+    def answer(args: dict[str, str], path: str) -> Any:
+        if path.endswith("/135382"):
+            return {"data": artwork}
+        return Response("{}", status=404)
+
+    api = ApiServer(httpserver, "/api", answer)
+    now = ask(open_rechecker("cleveland", tmp_path, api=api.url),
+              [item("k1", "135382"), item("k2", "7")])
+    assert now["k1"].evidence == (Evidence("cleveland:share_license_status", "Copyrighted"),)
+    assert now["k2"].state == GONE
+
+
+def test_openverse_asks_the_single_image_endpoint(httpserver: HTTPServer,
+                                                  tmp_path: Path) -> None:
+    result = fixture("openverse/result.json")
+
+    def answer(args: dict[str, str], path: str) -> Any:
+        if result["id"] in path:
+            return result
+        return Response('{"detail": "Not found."}', status=404)
+
+    api = ApiServer(httpserver, "/v1", answer)
+    now = ask(open_rechecker("openverse", tmp_path, api=api.url, query="x"),
+              [item("k1", result["id"]), item("k2", "gone-id")])
+    assert [p for p, _, _ in api.requests] == [f"/v1/images/{result['id']}/",
+                                                "/v1/images/gone-id/"]
+    assert ("openverse:license", "by") in [(e.field, e.value) for e in now["k1"].evidence or ()]
+    assert now["k2"].state == GONE
+
+
+def test_europeana_asks_many_records_by_id_in_one_search_without_the_reusability_filter(
+        httpserver: HTTPServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EUROPEANA_API_KEY", KEY)
+    record = fixture("europeana/item.json")
+    restricted = copy.deepcopy(record) | {"rights": ["http://rightsstatements.org/vocab/InC/1.0/"]}
+
+    def answer(args: dict[str, str], path: str) -> Any:
+        return {"success": True, "itemsCount": 1, "items": [restricted]}
+
+    api = ApiServer(httpserver, "/record/v2/search.json", answer)
+    wanted = record["id"].lstrip("/")
+    now = ask(open_rechecker("europeana", tmp_path, api=api.url.rsplit("/", 1)[0],
+                             query="*"), [item("k1", wanted), item("k2", "9/gone")])
+    (_, args, _), = api.requests
+    assert args["query"] == f'europeana_id:("/{wanted}" OR "/9/gone")'
+    assert "reusability" not in args and args["wskey"] == KEY
+    assert now["k1"].evidence == (Evidence("europeana:rights",
+                                           "http://rightsstatements.org/vocab/InC/1.0/"),)
+    assert now["k2"].state == GONE
+
+
+def test_smithsonian_asks_each_record_once_with_the_key_in_a_header(
+        httpserver: HTTPServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SI_API_KEY", KEY)
+    row = fixture("smithsonian/row.json")
+
+    def answer(args: dict[str, str], path: str) -> Any:
+        if path.endswith(row["id"]):
+            return {"status": 200, "response": row}
+        return Response("{}", status=404)
+
+    api = ApiServer(httpserver, "/openaccess/api/v1.0", answer)
+    media = row["content"]["descriptiveNonRepeating"]["online_media"]["media"][0]["idsId"]
+    now = ask(open_rechecker("smithsonian", tmp_path, api=api.url), [
+        item("k1", media, extra=(("record_id", row["id"]),)),
+        item("k2", "gone", extra=(("record_id", "edanmdm-gone"),))])
+    assert [p for p, _, _ in api.requests] == [
+        f"/openaccess/api/v1.0/content/{row['id']}", "/openaccess/api/v1.0/content/edanmdm-gone"]
+    assert all(h.get("X-Api-Key") == KEY and "api_key" not in a for _, a, h in api.requests)
+    assert now["k1"].evidence == (Evidence("smithsonian:usage.access", "CC0"),)
+    assert now["k2"].state == GONE
+
+
+def test_a_key_missing_from_the_environment_stops_before_any_request(
+        httpserver: HTTPServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SI_API_KEY", KEY)  # the recipe check needs it ...
+    module = source_module("smithsonian", file="recipe.toml", where="sources[0]")
+    config = module.Config(api=httpserver.url_for("/si")).check(
+        file=tmp_path / "recipe.toml", base=tmp_path, where="sources[0]")
+    monkeypatch.delenv("SI_API_KEY")  # ... and it is gone by the time of the recheck
+    with pytest.raises(UserError, match="SI_API_KEY"):
+        module.rechecker("si", config, context(tmp_path))
+    assert list(httpserver.log) == []
+
+
+def test_a_head_tells_gone_from_unreachable_and_reports_validators(
+        httpserver: HTTPServer, tmp_path: Path) -> None:
+    data = make_image(5)
+    httpserver.expect_request("/ok.jpg").respond_with_data(
+        data, content_type="image/jpeg", headers={"ETag": '"v2"', "Last-Modified":
+                                                  "Wed, 01 Jan 2025 00:00:00 GMT"})
+    httpserver.expect_request("/gone.jpg").respond_with_data("", status=410)
+    httpserver.expect_request("/nohead.jpg").respond_with_data("", status=405)
+    httpserver.expect_request("/down.jpg").respond_with_data("", status=503)
+    urls = {name: httpserver.url_for(f"/{name}.jpg") for name in ("ok", "gone", "nohead",
+                                                                 "down")}
+    checker = open_rechecker("table", tmp_path, path=str(_table(tmp_path)))
+    now = ask(checker, [item(name, name, file_url=url) for name, url in urls.items()])
+    assert (now["ok"].state, now["ok"].etag, now["ok"].length) == (PRESENT, '"v2"', len(data))
+    assert now["ok"].last_modified == "Wed, 01 Jan 2025 00:00:00 GMT"
+    assert now["gone"].state == GONE
+    assert now["nohead"].state == UNREACHABLE and "does not answer HEAD" in now["nohead"].detail
+    assert now["down"].state == UNREACHABLE
+    assert {r.method for r, _ in httpserver.log} == {"HEAD"}
+
+
+def _table(tmp_path: Path) -> Path:
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"url": "http://127.0.0.1/x.jpg"}\n', encoding="utf-8")
+    return path
+
+
+def test_a_folder_image_that_is_gone_or_rewritten_is_told_apart_from_one_unchanged(
+        tmp_path: Path) -> None:
+    import hashlib
+
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    (folder / "same.jpg").write_bytes(b"same bytes")
+    (folder / "changed.jpg").write_bytes(b"new bytes")
+    same = hashlib.sha256(b"same bytes").hexdigest()
+    now = ask(open_rechecker("folder", tmp_path, path="pics"), [
+        item("a", "same.jpg", path="same.jpg", sha256=same),
+        item("b", "changed.jpg", path="changed.jpg", sha256=same),
+        item("c", "gone.jpg", path="gone.jpg")])
+    assert now["a"] == Now(PRESENT, sha256=same)
+    assert now["b"].sha256 == hashlib.sha256(b"new bytes").hexdigest()
+    assert now["c"].state == GONE
