@@ -466,7 +466,7 @@ class _Run:
         if self.remote is None or not inflight:
             return
         start = max(self.prefetched_to - inflight[0][0].order, 0)
-        seqs: list[int] = []
+        orders: list[int] = []
         queries: list[tuple[Hashes | None, str | None]] = []
         for position in range(start, len(inflight)):
             work, future = inflight[position]
@@ -477,11 +477,11 @@ class _Run:
             if isinstance(outcome, Checked):
                 image = outcome.image
                 hashes = Hashes(image.pdq, image.pdq_quality, image.phash)
-                seqs.append(work.order)
+                orders.append(work.order)
                 queries.append((hashes if self.remote.usable(hashes) else None,
                                 image.sha256 if self.recipe.dedup.exact else None))
         if queries:
-            self.prefetched.update(zip(seqs, self.remote.prefetch(queries), strict=True))
+            self.prefetched.update(zip(orders, self.remote.prefetch(queries), strict=True))
 
     def _open_near_index(self) -> Any:
         dedup = self.recipe.dedup

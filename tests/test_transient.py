@@ -17,9 +17,12 @@ import pyarrow.parquet as pq
 import pytest
 from pytest_httpserver import HTTPServer
 
+from builder.fetch import Fetcher
 from builder.ledger import Ledger
+from builder.recipe import FetchConfig
 from tests.apihelpers import files_containing
 from tests.conftest import make_image, run_cli, write_jsonl, write_recipe
+from tests.test_optout_signals import candidate, make_gate, rejected, run
 
 CC0 = "https://creativecommons.org/publicdomain/zero/1.0/"
 
@@ -300,3 +303,19 @@ def test_an_older_ledger_gains_the_attempt_columns_and_counts_its_rows_as_one_at
         assert not ledger.has_retryable(1, max_attempts=3, reasons={"timeout"})
     finally:
         ledger.close()
+
+
+# --- the opt-out gate alone, in this process -------------------------------------------------
+
+
+def test_an_unreachable_tdmrep_json_holds_the_candidate_as_transient_not_as_no_reservation(
+        down_port: int) -> None:
+    config = FetchConfig(allow_private_addresses=True, retries=0, timeout_s=5)
+    with Fetcher(config) as fetcher:
+        gate = make_gate(fetcher, robots_txt=False, ai_txt=False, c2pa=False)
+        url = f"http://127.0.0.1:{down_port}/img/a.jpg"
+        detail = rejected(run(gate, candidate(url), fetcher), "tdmrep_unreachable")
+    assert "tdmrep.json" in detail and "unreachable" in detail
+    assert "opt-out tdmrep.json: checked 0, rejected 0, could not be read 1" in "\n".join(
+        gate.summary_lines())
+

@@ -4,7 +4,7 @@ RFC 9309 §2.3.1: a 4xx robots.txt means no rules; a 5xx or an unreachable one m
 "assume complete disallow" until it can be read. That is a network state, not the host's
 wish: the candidate is refused as robots_unreachable (transient, retried by the next run),
 never as an opt-out. ai.txt is not a standard, so a 5xx one is recorded as unavailable
-rather than treated as a refusal; an unreachable one is robots_unreachable too. robots.txt groups may also
+rather than treated as a refusal; one the network kept from us is robots_unreachable too. robots.txt groups may also
 carry usage preferences: Cloudflare's `Content-Signal: ai-train=no` and the IETF aipref
 `Content-Usage: [path] train-ai=n`.
 """
@@ -73,16 +73,16 @@ class RobotsFile:
 
 def parse_robots(answer: Answer, name: str = "robots.txt") -> RobotsFile:
     strict = name == "robots.txt"
-    unread = answer.unread(name, Reason.ROBOTS_UNREACHABLE, busy_counts=strict)
+    unread = answer.unread(name, Reason.ROBOTS_UNREACHABLE, strict=strict)
     if unread is not None:
         if strict and unread.transient:
             unread = Rejection(unread.reason, f"{unread.detail}; RFC 9309 2.3.1.4: assume "
                                "complete disallow until it can be read")
         return RobotsFile(name, answer.url, None, frozenset(), (), unread.detail, unread)
-    assert answer.status is not None  # unread() covers the transport failures
-    if answer.status >= 500:
-        note = f"HTTP {answer.status} at {answer.url}"
-        return RobotsFile(name, answer.url, None, frozenset(), (), f"unavailable: {note}")
+    if answer.status is None or answer.status >= 500:  # ai.txt: broken, but not a refusal
+        why = answer.problem or f"HTTP {answer.status}"
+        return RobotsFile(name, answer.url, None, frozenset(), (),
+                          f"unavailable: {why} at {answer.url}")
     if not answer.found:
         return RobotsFile(name, answer.url, None, frozenset(), (),
                           f"absent (HTTP {answer.status})")

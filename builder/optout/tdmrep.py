@@ -38,8 +38,8 @@ class TdmFile:
     url: str
     rules: tuple[Rule, ...]
     note: str
-    # Not reached at all (a 5xx answer is "absent", as before): a reservation we cannot
-    # see is not "no reservation", so the candidate waits for the next run.
+    # Kept from us by the network (a 5xx answer is "absent", as before): a reservation we
+    # cannot see is not "no reservation", so the candidate waits for the next run.
     unread: Rejection | None = None
 
     def verdict(self, url: str) -> str:
