@@ -14,9 +14,12 @@ One `Fetcher` per build, shared by every worker thread. For each request it
 - streams bodies in chunks and stops at `max_bytes + 1`, so an oversized body is never
   held whole; a per-attempt wall deadline stops a server that drips bytes forever.
 
-Failures are values: `fetch` and `get_text` return a `Rejection` (http_error, timeout,
-too_large) with a detail a person can act on; `get_json` raises `FetchError` because API
-sources have no candidate to reject yet.
+Failures are values: `fetch` and `get_text` return a `Rejection` with a detail a person can
+act on; `get_json` raises `FetchError` because API sources have no candidate to reject yet.
+The reason says whether trying again later can help: connection_error (refused, reset, DNS),
+timeout and http_unavailable (5xx / 429 after retries) are transient (records.py
+TRANSIENT_REASONS); http_error (4xx, bad URL, redirect loop, TLS), too_large and
+address_refused (the SSRF guard, a recipe setting) are not.
 """
 
 from __future__ import annotations
@@ -487,7 +490,7 @@ class Fetcher:
         cap = self._config.max_bytes if max_bytes is None else max_bytes
         result = self._request(url, cap, {})
         if isinstance(result, Response) and not result.ok:
-            return Rejection(Reason.HTTP_ERROR, f"HTTP {result.status} from {result.url}")
+            return Rejection(_status_reason(result.status), f"HTTP {result.status} from {result.url}")
         return result
 
     def get_text(self, url: str, *, max_bytes: int = 1_000_000) -> Response | Rejection:
@@ -526,7 +529,7 @@ class Fetcher:
             if isinstance(result, Rejection):
                 raise FetchError(result.reason, failure_cause(result.detail, full), url=full)
             if not result.ok:
-                raise FetchError(Reason.HTTP_ERROR, f"HTTP {result.status}", url=full,
+                raise FetchError(_status_reason(result.status), f"HTTP {result.status}", url=full,
                                  status=result.status)
             try:
                 return json.loads(result.data)
@@ -576,10 +579,11 @@ class Fetcher:
                       method: str = "GET") -> Response | Rejection:
         problem = _check_url(url)
         host = (urlsplit(url).hostname or "") if problem is None else ""
-        if problem is None and self._guard is not None:
-            problem = self._guard.check_literal(host)
         if problem is not None:
             return Rejection(Reason.HTTP_ERROR, problem)
+        refusal = self._guard.check_literal(host) if self._guard is not None else None
+        if refusal is not None:
+            return Rejection(Reason.ADDRESS_REFUSED, refusal)
         config = self._config
         last: Response | Rejection = Rejection(Reason.HTTP_ERROR, f"no attempt made for {url}")
         for attempt in range(config.retries + 1):
@@ -596,7 +600,7 @@ class Fetcher:
                 wait = parse_retry_after(last.header("retry-after"))
                 if wait is not None and wait > config.max_retry_after_s:
                     return Rejection(
-                        Reason.HTTP_ERROR,
+                        Reason.HTTP_UNAVAILABLE,
                         f"HTTP {last.status} from {url} asks Retry-After {wait:.0f}s, more than "
                         f"max_retry_after_s = {config.max_retry_after_s:g}",
                     )
@@ -647,13 +651,14 @@ class Fetcher:
                 timeout=self._timeout,
             )
         except BlockedAddressError as exc:
-            raise _fail(Reason.HTTP_ERROR, str(exc)) from None
+            raise _fail(Reason.ADDRESS_REFUSED, str(exc)) from None
         # urllib3 derives NewConnectionError from ConnectTimeoutError: most specific first.
         except NameResolutionError:
-            raise _fail(Reason.HTTP_ERROR, f"cannot resolve host of {url}") from None
+            # Not retried here (a resolver answers at once); offline, the next run retries.
+            raise _fail(Reason.CONNECTION_ERROR, f"cannot resolve host of {url}") from None
         except NewConnectionError as exc:
             detail = f"connection error for {url}: {_short(exc)}"
-            raise _fail(Reason.HTTP_ERROR, detail, retry=True) from None
+            raise _fail(Reason.CONNECTION_ERROR, detail, retry=True) from None
         except ConnectTimeoutError:
             raise _fail(Reason.TIMEOUT, f"connect timeout for {url}", retry=True) from None
         except ReadTimeoutError:
@@ -664,7 +669,7 @@ class Fetcher:
             raise _fail(Reason.HTTP_ERROR, f"TLS error for {url}: {exc}") from None
         except ProtocolError as exc:
             raise _fail(
-                Reason.HTTP_ERROR, f"connection error for {url}: {_short(exc)}", retry=True
+                Reason.CONNECTION_ERROR, f"connection error for {url}: {_short(exc)}", retry=True
             ) from None
         except (HTTPError, ValueError) as exc:  # LocationParseError and friends
             raise _fail(Reason.HTTP_ERROR, f"bad request for {url}: {_short(exc)}") from None
@@ -724,11 +729,21 @@ class Fetcher:
             raise _fail(
                 Reason.TIMEOUT, f"body from {url} stalled for {self._config.timeout_s:g}s"
             ) from None
-        except (ProtocolError, DecodeError, SSLError) as exc:
+        except ProtocolError as exc:  # reset or cut short: the network's doing
+            response.close()
+            raise _fail(
+                Reason.CONNECTION_ERROR, f"body from {url} broken: {_short(exc)}", retry=True
+            ) from None
+        except (DecodeError, SSLError) as exc:
             response.close()
             raise _fail(
                 Reason.HTTP_ERROR, f"body from {url} broken: {_short(exc)}", retry=True
             ) from None
+
+
+def _status_reason(status: int) -> Reason:
+    """A final non-2xx status: the server busy or broken (try again later) or a refusal."""
+    return Reason.HTTP_UNAVAILABLE if status >= 500 or status == 429 else Reason.HTTP_ERROR
 
 
 def _with_params(url: str, params: dict[str, str] | None) -> str:

@@ -56,6 +56,9 @@ CREATE TABLE IF NOT EXISTS candidates (
     key           TEXT,
     license       TEXT,
     decided_at    TEXT NOT NULL,
+    attempts      INTEGER NOT NULL DEFAULT 1,   -- runs that tried it (transient failures retry)
+    retry_with    TEXT,   -- the Candidate as JSON while its outcome is transient, else null
+    earlier       TEXT,   -- JSON list of earlier attempts' outcomes, oldest first
     PRIMARY KEY (build, seq)
 );
 CREATE INDEX IF NOT EXISTS candidates_key ON candidates(key);
@@ -115,6 +118,20 @@ class BuildRow:
 
 
 @dataclass(frozen=True)
+class RetryRow:
+    """A candidate whose last outcome was transient, as the ledger holds it."""
+
+    build: int
+    seq: int
+    attempts: int
+    candidate_json: str
+    reason: str
+    detail: str | None
+    decided_at: str
+    earlier: str | None  # JSON list of the outcomes before the last one
+
+
+@dataclass(frozen=True)
 class ShardRow:
     shard: int
     build: int
@@ -154,7 +171,8 @@ class Ledger:
         if self._pending_candidates:
             self._db.executemany(
                 "INSERT INTO candidates(build, seq, candidate_id, source, url, status, reason,"
-                " detail, key, license, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " detail, key, license, decided_at, attempts, retry_with)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 self._pending_candidates)
             self._pending_candidates = []
         for cols, rows in self._pending_samples.items():
@@ -217,6 +235,9 @@ class Ledger:
             (key, value),
         )
 
+    def delete_meta(self, key: str) -> None:
+        self._db.execute("DELETE FROM meta WHERE key = ?", (key,))
+
     # -- builds -------------------------------------------------------------------------
     def latest_build(self) -> BuildRow | None:
         row = self._db.execute("SELECT * FROM builds ORDER BY build DESC LIMIT 1").fetchone()
@@ -263,10 +284,46 @@ class Ledger:
     # -- candidates ---------------------------------------------------------------------
     def record_candidate(self, *, build: int, seq: int, candidate_id: str, source: str, url: str,
                          status: str, reason: str | None, detail: str | None, key: str | None,
-                         license: str | None, decided_at: str) -> None:
+                         license: str | None, decided_at: str,
+                         retry_with: str | None = None) -> None:
         self._pending_candidates.append(
             (build, seq, candidate_id, source, url, status, reason, detail, key, license,
-             decided_at))
+             decided_at, 1, retry_with))
+
+    # -- candidates to try again (transient failures of earlier runs) ------------------
+    def retryable(self, build: int, *, after_seq: int, max_attempts: int,
+                  reasons: Iterable[str], limit: int = 256) -> list[RetryRow]:
+        """The next `limit` rows of `build` after `after_seq` whose last outcome was one of
+        the transient `reasons` and that have attempts left, in seq order. Read a page at a
+        time: the caller updates these rows while it works through them."""
+        reasons = sorted(reasons)
+        marks = ", ".join("?" for _ in reasons)
+        rows = self.db.execute(
+            "SELECT build, seq, attempts, retry_with, reason, detail, decided_at, earlier"
+            " FROM candidates WHERE build = ? AND seq > ? AND retry_with IS NOT NULL"
+            f" AND status = 'rejected' AND attempts < ? AND reason IN ({marks})"
+            " ORDER BY seq LIMIT ?", (build, after_seq, max_attempts, *reasons, limit))
+        return [RetryRow(*row) for row in rows]
+
+    def has_retryable(self, build: int, *, max_attempts: int, reasons: Iterable[str]) -> bool:
+        return bool(self.retryable(build, after_seq=-1, max_attempts=max_attempts,
+                                   reasons=reasons, limit=1))
+
+    def record_retry(self, row: RetryRow, *, status: str, reason: str | None,
+                     detail: str | None, key: str | None, license: str | None,
+                     decided_at: str, retry_with: str | None) -> None:
+        """Replace a retried candidate's outcome in its own row (one row per candidate),
+        keeping the outcome it replaces in `earlier`."""
+        earlier = json.loads(row.earlier) if row.earlier else []
+        earlier.append({"attempt": row.attempts, "reason": row.reason, "detail": row.detail,
+                        "decided_at": row.decided_at})
+        self.flush()
+        self._db.execute(
+            "UPDATE candidates SET status = ?, reason = ?, detail = ?, key = ?, license = ?,"
+            " decided_at = ?, attempts = ?, retry_with = ?, earlier = ?"
+            " WHERE build = ? AND seq = ?",
+            (status, reason, detail, key, license, decided_at, row.attempts + 1, retry_with,
+             json.dumps(earlier, ensure_ascii=False), row.build, row.seq))
 
     def candidate_counts(self) -> dict[str, int]:
         return dict(self.db.execute("SELECT status, COUNT(*) FROM candidates GROUP BY status"))
@@ -357,6 +414,7 @@ def _connect_for_writing(path: Path) -> sqlite3.Connection:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
     db.executescript(SCHEMA)
+    _add_missing_columns(db)
     db.execute(
         "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
     )
@@ -420,6 +478,26 @@ def _check_readable(path: Path) -> None:
     except PermissionError:
         raise UserError(f"{path}: this user may not read it. Ask for read access to the "
                         "output directory, or audit a copy you can read.") from None
+
+
+# Columns added after a ledger format was first released: (table, column, declaration).
+LATER_COLUMNS = (
+    ("candidates", "attempts", "INTEGER NOT NULL DEFAULT 1"),
+    ("candidates", "retry_with", "TEXT"),
+    ("candidates", "earlier", "TEXT"),
+)
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """Bring a ledger written by an older cleanset up to this schema, in place (every row
+    an older build decided counts as one attempt, with nothing to retry)."""
+    for table, column, declaration in LATER_COLUMNS:
+        present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+    # Only transient rows carry retry_with: a small partial index finds them in any ledger.
+    db.execute("CREATE INDEX IF NOT EXISTS candidates_retry ON candidates(build, seq)"
+               " WHERE retry_with IS NOT NULL")
 
 
 def _build_row(row: tuple[Any, ...]) -> BuildRow:

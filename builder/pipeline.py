@@ -9,6 +9,11 @@ depend on timing. Every `commit_every` decisions the open shard is fsynced, then
 transaction recording those decisions commits: a crash loses at most the uncommitted window,
 which the resumed build redoes identically.
 
+A candidate refused for a transient reason (the network, not the candidate: records.py
+TRANSIENT_REASONS) keeps what a retry needs in its ledger row. The next run of the same
+recipe first retries those, in seq order, updating each row in place, up to MAX_ATTEMPTS
+runs per candidate; only when none is left is the build "already complete".
+
 On Ray two pieces can leave this process: the dedup indexes (`index_parts`, asked ahead a
 batch at a time and reconciled here, builder/executors/ray_index.py) and the shard writing
 (`write_shards = "workers"`, builder/worker_shards.py); the decisions never do.
@@ -16,6 +21,8 @@ batch at a time and reconciled here, builder/executors/ray_index.py) and the sha
 
 from __future__ import annotations
 
+import itertools
+import json
 import logging
 import os
 import time
@@ -45,12 +52,22 @@ from builder.errors import UserError
 from builder.executors import make_executor
 from builder.exports.papers import record_dataset_meta, require_writers, write_papers
 from builder.faults import crash_point
-from builder.ledger import BuildRow, Ledger
+from builder.ledger import BuildRow, Ledger, RetryRow
 from builder.lock import OutputLock
 from builder.output_dir import check_output_dir
 from builder.provenance import BuildStamp, dumps, make_provenance
 from builder.recipe import Recipe, SourceSpec
-from builder.records import Candidate, Checked, Detached, Reason, Rejection, decided_license
+from builder.records import (
+    MAX_ATTEMPTS,
+    TRANSIENT_REASONS,
+    Candidate,
+    Checked,
+    Detached,
+    Reason,
+    Rejection,
+    decided_license,
+    is_transient,
+)
 from builder.shards import OpenShard, fsync_dir, shard_path, temp_path
 from builder.sources import source_module
 from builder.sources.base import SourceContext
@@ -75,6 +92,9 @@ class ShardWriteError(UserError):
 
 
 MAX_SHARD_WRITES = 2  # shards sent to workers and not yet committed, before the driver waits
+# Meta key: the last seq decided by an unfinished retry pass, so a crashed pass resumes after
+# it instead of trying those candidates a second time.
+RETRY_CURSOR = "retry_cursor"
 
 
 @dataclass(frozen=True)
@@ -111,6 +131,9 @@ class BuildSummary:
     optout: list[str] = field(default_factory=list)  # the opt-out gate's per-signal counts
     warnings: list[str] = field(default_factory=list)  # printed right under the first line
     source_notes: list[str] = field(default_factory=list)  # e.g. API rate limits waited out
+    transient: Counter[str] = field(default_factory=Counter)  # not in `rejected`
+    transient_attempts: Counter[int] = field(default_factory=Counter)  # attempt made -> count
+    retried: int = 0  # candidates of earlier runs tried again in this one
 
     @property
     def images_per_s(self) -> float:
@@ -118,14 +141,21 @@ class BuildSummary:
 
     def lines(self) -> list[str]:
         rejected = sum(self.rejected.values())
+        transient = sum(self.transient.values())
         out = [
             f"cleanset build {self.status}: {self.considered} candidates, {self.accepted} accepted, "
-            f"{rejected} rejected, {self.shards_written} shards written, "
+            f"{rejected} rejected, " + (f"{transient} transient, " if transient else "")
+            + f"{self.shards_written} shards written, "
             f"{self.bytes / 1e6:.1f} MB, {self.seconds:.1f} s, {self.images_per_s:.1f} images/s",
         ]
         out.extend(f"  WARNING: {warning}" for warning in self.warnings)
+        if self.retried:
+            out.append(f"  retried {self.retried} candidates that failed for a transient "
+                       "reason in an earlier run")
         for reason, n in sorted(self.rejected.items()):
             out.append(f"  rejected {reason}: {n}")
+        if transient:
+            out.append("  " + self.transient_line())
         for source, n in sorted(self.by_source.items()):
             out.append(f"  accepted from source {source}: {n}")
         if self.by_creator:
@@ -137,6 +167,40 @@ class BuildSummary:
         out.append(f"  dataset: {self.total_samples} samples in {self.total_shards} shards "
                    f"at {self.out}")
         return out
+
+
+    def transient_line(self) -> str:
+        """How many failed for a passing reason, and whether running again retries them."""
+        total = sum(self.transient.values())
+        reasons = ", ".join(f"{r} {n}" for r, n in sorted(self.transient.items()))
+        head = f"{total} candidates failed for a transient reason ({reasons})"
+        spent = sum(n for attempt, n in self.transient_attempts.items()
+                    if attempt >= MAX_ATTEMPTS)
+        left = total - spent
+        if not left:
+            return (f"{head}; they have had all {MAX_ATTEMPTS} attempts and are not retried "
+                    "again (their reasons stay in the ledger)")
+        tried = sorted(a for a in self.transient_attempts if a < MAX_ATTEMPTS)
+        attempt = (f"attempt {tried[0]}" if len(tried) == 1
+                   else f"attempts {tried[0]}-{tried[-1]}")
+        line = (f"{head}; run the same command again to retry them ({attempt} of "
+                f"{MAX_ATTEMPTS})")
+        if spent:
+            line += f"; {spent} of them had their last attempt and are not retried again"
+        return line
+
+
+@dataclass(frozen=True)
+class _Work:
+    """One candidate to decide: fresh from a source (with the source cursor after it), or
+    one an earlier run refused for a transient reason (`retry`, its ledger row)."""
+
+    order: int  # its place in this run's decisions (the Ray index's prefetch answers)
+    seq: int  # its ledger row
+    candidate: Candidate
+    source_index: int = 0
+    state: dict[str, Any] | None = None
+    retry: RetryRow | None = None
 
 
 @dataclass
@@ -248,9 +312,10 @@ def _start_or_resume(ledger: Ledger, recipe: Recipe, policy: dict[str, Any],
     """The build to work on, or None when this recipe's build has nothing left to do."""
     latest = ledger.latest_build()
     if latest is not None and latest.recipe_sha256 == recipe.sha256:
-        if latest.exhausted:
-            return None
-        if limit is not None and latest.next_seq >= limit and latest.finished_at is not None:
+        read_all = latest.exhausted or (limit is not None and latest.next_seq >= limit)
+        if (latest.finished_at is not None and read_all
+                and not ledger.has_retryable(latest.build, max_attempts=MAX_ATTEMPTS,
+                                             reasons=TRANSIENT_REASONS)):
             return None
         return latest
     if latest is not None and latest.finished_at is None:
@@ -316,6 +381,10 @@ class _Run:
         self.shard: OpenShard | None = None
         self.since_commit = 0
         self.current_seq = self.cursor.seq
+        self.current_order = 0
+        self.exhausted = True  # every source read to its end (False: stopped at --limit)
+        self.retrying = False  # deciding the retries of earlier runs' transient failures
+        self.retry_cursor: int | None = None  # last retried seq not yet committed as done
         self.summary = BuildSummary(out=options.out, build=row.build, status="finished")
         # Dedup state: every sample already in DIR (earlier builds too), the eval set, the cap.
         clusters.ensure_schema(ledger.db)
@@ -325,8 +394,8 @@ class _Run:
         self.executor: Any = None
         self.near: Any = None  # opened by execute(), once the executor (maybe Ray) is up
         self.remote: RayNearIndex | None = None  # self.near when it lives on Ray actors
-        self.prefetched: dict[int, Any] = {}  # seq -> its dedup answers, asked ahead
-        self.prefetched_to = 0  # every seq below this has been looked at by _prefetch
+        self.prefetched: dict[int, Any] = {}  # order -> its dedup answers, asked ahead
+        self.prefetched_to = 0  # every order below this has been looked at by _prefetch
         self.index_note = ""
         self.sources: list[Any] = []  # the source objects this run opened, for the summary
         self.excluded = Exclusions.load(recipe.dedup.exclude, recipe.base_dir, recipe.dedup)
@@ -350,42 +419,27 @@ class _Run:
                     "ray); the local executors write shards in the build process.")
             executor.detach_bytes()
         limit = self.options.limit
-        exhausted = True
         bar = tqdm(desc="cleanset", unit=" cand", disable=self._progress_off(), total=limit,
                    initial=self.cursor.seq if limit else 0, dynamic_ncols=True)
         self.bar = bar
-        inflight: deque[tuple[int, int, Candidate, dict[str, Any], Future[Any]]] = deque()
+        inflight: deque[tuple[_Work, Future[Any]]] = deque()
+        order = itertools.count()
         try:
             with closing(executor):
                 self.near = self._open_near_index()  # Ray actors need the executor's Ray
                 self.ledger.begin()
                 try:
-                    seq = self.cursor.seq
-                    # Never ask the sources for a candidate past --limit: asking for one
-                    # more can fetch a whole API page that no one will look at.
-                    wanted = None if limit is None else max(limit - seq, 0)
-                    stream = enumerate_candidates(self.recipe, self.cursor, opened=self.sources)
-                    for index, cand, state in islice(stream, wanted):
-                        future = executor.submit(cand)
-                        inflight.append((seq, index, cand, state, future))
-                        seq += 1
-                        while inflight and (len(inflight) >= max_inflight
-                                            or inflight[0][4].done()):
-                            self._prefetch(inflight)
-                            self._decide(*inflight.popleft())
-                    stream.close()  # the sources' clients, now rather than when collected
-                    exhausted = limit is None or seq < limit
-                    while inflight:
-                        self._prefetch(inflight)
-                        self._decide(*inflight.popleft())
+                    self._decide_all(self._retries(order), inflight, max_inflight)
+                    self._end_retry_pass()
+                    self._decide_all(self._fresh(order), inflight, max_inflight)
                     if self.planned is not None:
                         self._send_shard()
                     self._commit_written(at_most=0)  # while the executor (Ray) is up
                 finally:
                     self._close_near_index()
-            self._finish(exhausted)
+            self._finish(self.exhausted)
         except BaseException:
-            for *_, future in inflight:
+            for _, future in inflight:
                 future.cancel()
             self.ledger.rollback()
             if self.shard is not None:
@@ -397,32 +451,98 @@ class _Run:
                                                           else [])
         self.summary.source_notes = [line for source in self.sources
                                      for line in getattr(source, "summary_lines", list)()]
-        self.summary.status = "finished" if exhausted else f"stopped at --limit {limit}"
+        self.summary.status = "finished" if self.exhausted else f"stopped at --limit {limit}"
         return self.summary
 
-    def _prefetch(self, inflight: deque[tuple[int, int, Candidate, dict[str, Any], Future[Any]]]
-                  ) -> None:
+    def _decide_all(self, work: Iterator[_Work], inflight: deque[tuple[_Work, Future[Any]]],
+                    max_inflight: int) -> None:
+        """Run every item's stages on the executor and decide them in the order given."""
+        for item in work:
+            inflight.append((item, self.executor.submit(item.candidate)))
+            while inflight and (len(inflight) >= max_inflight or inflight[0][1].done()):
+                self._prefetch(inflight)
+                self._decide(*inflight.popleft())
+        while inflight:
+            self._prefetch(inflight)
+            self._decide(*inflight.popleft())
+
+    def _fresh(self, order: Iterator[int]) -> Iterator[_Work]:
+        """The sources' candidates from the build's cursor on, up to --limit."""
+        limit = self.options.limit
+        seq = self.cursor.seq
+        if self.row.exhausted:
+            return  # read to the end already: this run only retried
+        if limit is not None and seq >= limit:
+            self.exhausted = False  # without opening a source (it may be the one offline)
+            return
+        # Never ask the sources for a candidate past --limit: asking for one more can fetch
+        # a whole API page that no one will look at.
+        wanted = None if limit is None else limit - seq
+        stream = enumerate_candidates(self.recipe, self.cursor, opened=self.sources)
+        try:
+            for index, cand, state in islice(stream, wanted):
+                yield _Work(next(order), seq, cand, source_index=index, state=state)
+                seq += 1
+        finally:
+            stream.close()  # the sources' clients, now rather than when collected
+        if limit is not None and seq >= limit:
+            self.exhausted = False
+
+    def _retries(self, order: Iterator[int]) -> Iterator[_Work]:
+        """Earlier runs' transient failures of this build with attempts left, in seq order,
+        from where an interrupted retry pass stopped."""
+        saved = self.ledger.get_meta(RETRY_CURSOR)
+        after = json.loads(saved)["seq"] if saved else -1
+        while True:
+            page = self.ledger.retryable(self.row.build, after_seq=after,
+                                         max_attempts=MAX_ATTEMPTS, reasons=TRANSIENT_REASONS)
+            if not page:
+                return
+            if not self.retrying:
+                self.retrying = True
+                self.ledger.reopen_build(self.row.build)  # unfinished until the pass ends
+                log.info("retrying candidates that failed for a transient reason")
+            for row in page:
+                yield _Work(next(order), row.seq, Candidate.from_json(row.candidate_json),
+                            retry=row)
+            after = page[-1].seq
+
+    def _end_retry_pass(self) -> None:
+        if self.ledger.get_meta(RETRY_CURSOR) is None and not self.retrying:
+            return
+        if self.worker_shards:
+            # Retried samples have no rewind point a later run could use (their seqs are
+            # behind the cursor), so their shards are written before the pass commits.
+            if self.planned is not None:
+                self._send_shard()
+            self._commit_written(at_most=0)
+        self.retrying = False
+        self.retry_cursor = None
+        self.ledger.delete_meta(RETRY_CURSOR)
+        self._commit()
+
+    def _prefetch(self, inflight: deque[tuple[_Work, Future[Any]]]) -> None:
         """Send the near-duplicate queries of every outcome already back, in one go, when the
         index is remote (a round trip per candidate would bound the build by the latency)."""
         if self.remote is None or not inflight:
             return
-        start = max(self.prefetched_to - inflight[0][0], 0)
-        seqs: list[int] = []
+        start = max(self.prefetched_to - inflight[0][0].order, 0)
+        orders: list[int] = []
         queries: list[tuple[Hashes | None, str | None]] = []
         for position in range(start, len(inflight)):
-            seq, *_, future = inflight[position]
+            work, future = inflight[position]
             if not future.done():
                 break
-            self.prefetched_to = seq + 1
+            self.prefetched_to = work.order + 1
             outcome = future.result() if future.exception() is None else None
             if isinstance(outcome, Checked):
                 image = outcome.image
                 hashes = Hashes(image.pdq, image.pdq_quality, image.phash)
-                seqs.append(seq)
+                orders.append(work.order)
                 queries.append((hashes if self.remote.usable(hashes) else None,
                                 image.sha256 if self.recipe.dedup.exact else None))
         if queries:
-            self.prefetched.update(zip(seqs, self.remote.prefetch(queries), strict=True))
+            self.prefetched.update(zip(orders, self.remote.prefetch(queries), strict=True))
 
     def _open_near_index(self) -> Any:
         dedup = self.recipe.dedup
@@ -468,11 +588,11 @@ class _Run:
         return not self.options.progress
 
     # -- one decision, in source order --------------------------------------------------
-    def _decide(self, seq: int, index: int, cand: Candidate, state: dict[str, Any],
-                future: Future[Any]) -> None:
+    def _decide(self, work: _Work, future: Future[Any]) -> None:
         outcome = future.result()
         crash_point("decide")
-        self.current_seq = seq
+        self.current_seq = work.seq
+        self.current_order = work.order
         if self.writing:
             self._commit_written(at_most=MAX_SHARD_WRITES)
         if isinstance(outcome, Checked):
@@ -480,27 +600,41 @@ class _Run:
             outcome = self._admit(outcome)
             if isinstance(outcome, Rejection):  # a duplicate, eval overlap, creator cap
                 outcome = outcome.with_license(admitted_as)
-        asked = self.prefetched.pop(seq, None)
+        asked = self.prefetched.pop(work.order, None)
         if asked is not None:
             assert self.remote is not None
             self.remote.settle(asked)
         if isinstance(outcome, Rejection):
-            self._record(seq, cand, "rejected", outcome.reason.value, outcome.detail, None,
+            self._record(work, "rejected", outcome.reason.value, outcome.detail, None,
                          outcome.license)
-            self.summary.rejected[outcome.reason.value] += 1
+            self._count_rejection(work, outcome)
         else:
             key, spdx = outcome
-            self._record(seq, cand, "accepted", None, None, key, spdx)
+            self._record(work, "accepted", None, None, key, spdx)
             self.summary.accepted += 1
         self.summary.considered += 1
-        self.cursor = _Cursor(seq + 1, index, state)
+        if work.retry is None:
+            self.cursor = _Cursor(work.seq + 1, work.source_index, work.state)
+        else:
+            self.retry_cursor = work.seq
+            self.summary.retried += 1
         self.since_commit += 1
         if self.summary.considered % 16 == 0 or self.since_commit == 1:
             self.bar.set_postfix(accepted=self.summary.accepted,
                                  rejected=sum(self.summary.rejected.values()), refresh=False)
         self.bar.update(1)
-        if self.since_commit >= self.options.commit_every:
+        # Worker-written shards of a retry pass commit with the pass (see _end_retry_pass).
+        if (self.since_commit >= self.options.commit_every
+                and not (self.retrying and self.worker_shards)):
             self._commit()
+
+    def _count_rejection(self, work: _Work, rejection: Rejection) -> None:
+        if not rejection.transient:
+            self.summary.rejected[rejection.reason.value] += 1
+            return
+        self.summary.transient[rejection.reason.value] += 1
+        attempt = 1 if work.retry is None else work.retry.attempts + 1
+        self.summary.transient_attempts[attempt] += 1
 
     def _admit(self, checked: Checked) -> tuple[str, str] | Rejection:
         image = checked.image
@@ -537,7 +671,7 @@ class _Run:
         return key, checked.fetched.licensed.license.spdx
 
     def _near_matches(self, hashes: Hashes) -> list[Match]:
-        asked = self.prefetched.get(self.current_seq)
+        asked = self.prefetched.get(self.current_order)
         if self.remote is not None and asked is not None and asked.row is not None:
             return self.remote.search_prefetched(asked)
         return self.near.search(hashes)
@@ -548,7 +682,7 @@ class _Run:
         up in the ledger; otherwise the ledger answers alone."""
         if self.remote is None:
             return self.ledger.key_for_sha256(sha256)
-        asked = self.prefetched.get(self.current_seq)
+        asked = self.prefetched.get(self.current_order)
         if asked is not None and asked.sha_row is not None:
             maybe = self.remote.seen_prefetched(asked)
         else:
@@ -666,12 +800,21 @@ class _Run:
         self.summary.shards_written += 1
         self.shard = None
 
-    def _record(self, seq: int, cand: Candidate, status: str, reason: str | None,
+    def _record(self, work: _Work, status: str, reason: str | None,
                 detail: str | None, key: str | None, spdx: str | None) -> None:
+        cand = work.candidate
+        # A transient outcome keeps the candidate itself: the retry must not need the source.
+        retry_with = cand.to_json() if is_transient(reason) else None
+        if work.retry is not None:
+            self.ledger.record_retry(
+                work.retry, status=status, reason=reason, key=key, license=spdx,
+                detail=_with_earlier(detail, work.retry), decided_at=clock.wall_iso(),
+                retry_with=retry_with)
+            return
         self.ledger.record_candidate(
-            build=self.row.build, seq=seq, candidate_id=cand.candidate_id, source=cand.source,
-            url=cand.url, status=status, reason=reason, detail=detail, key=key, license=spdx,
-            decided_at=clock.wall_iso(),
+            build=self.row.build, seq=work.seq, candidate_id=cand.candidate_id,
+            source=cand.source, url=cand.url, status=status, reason=reason, detail=detail,
+            key=key, license=spdx, decided_at=clock.wall_iso(), retry_with=retry_with,
         )
 
     # -- durability ---------------------------------------------------------------------
@@ -686,6 +829,8 @@ class _Run:
                             source_index=self.cursor.source_index,
                             source_resume=self.cursor.source_resume)
         self.ledger.set_meta("next_key", str(self.next_key))
+        if self.retry_cursor is not None:
+            self.ledger.set_meta(RETRY_CURSOR, json.dumps({"seq": self.retry_cursor}))
         self.ledger.commit()
         crash_point("after_commit")
         self.ledger.begin()
@@ -750,6 +895,16 @@ class _Run:
         self.ledger.reopen_build(self.row.build)
         self.ledger.commit()
         assert temp_path(self.shards_dir, open_row.shard).exists()
+
+
+def _with_earlier(detail: str | None, row: RetryRow) -> str:
+    """The retried outcome's detail, followed by every earlier attempt's reason: the row is
+    updated in place, and candidates.parquet must still show why it was refused before."""
+    earlier = json.loads(row.earlier) if row.earlier else []
+    reasons = [f"attempt {e['attempt']} {e['reason']}" for e in earlier]
+    reasons.append(f"attempt {row.attempts} {row.reason}")
+    note = f"attempt {row.attempts + 1} of {MAX_ATTEMPTS}; before: {', '.join(reasons)}"
+    return f"{detail} ({note})" if detail else note
 
 
 def _sample_row(key: str, shard: int, build: int, seq: int, checked: Checked,

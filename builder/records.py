@@ -6,7 +6,8 @@ frozen: a stage never mutates what it was given.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any
 
@@ -24,7 +25,12 @@ class Reason(StrEnum):
     OPTOUT_EMBEDDED = "optout_embedded"
     DENYLISTED = "denylisted"
     HTTP_ERROR = "http_error"
+    ADDRESS_REFUSED = "address_refused"
+    CONNECTION_ERROR = "connection_error"
+    HTTP_UNAVAILABLE = "http_unavailable"
     TIMEOUT = "timeout"
+    ROBOTS_UNREACHABLE = "robots_unreachable"
+    TDMREP_UNREACHABLE = "tdmrep_unreachable"
     TOO_LARGE = "too_large"
     NOT_IMAGE = "not_image"
     CORRUPT_IMAGE = "corrupt_image"
@@ -35,6 +41,24 @@ class Reason(StrEnum):
     EVAL_OVERLAP = "eval_overlap"
     AI_GENERATED = "ai_generated"
     CREATOR_CAP = "creator_cap"
+
+
+# Outcomes that say nothing about the candidate, only about the network at the time: the
+# same recipe run again retries them (up to MAX_ATTEMPTS runs). They are never opt-outs, even
+# robots_unreachable, which RFC 9309 2.3.1.4 reads as "disallow" only while it lasts.
+# address_refused is not here: the recipe's allow_private_addresses decides it, not the network.
+TRANSIENT_REASONS = frozenset({
+    Reason.CONNECTION_ERROR,
+    Reason.HTTP_UNAVAILABLE,
+    Reason.TIMEOUT,
+    Reason.ROBOTS_UNREACHABLE,
+    Reason.TDMREP_UNREACHABLE,
+})
+MAX_ATTEMPTS = 3  # runs that try a candidate before a transient failure is left as it is
+
+
+def is_transient(reason: str | None) -> bool:
+    return reason in TRANSIENT_REASONS
 
 
 @dataclass(frozen=True)
@@ -52,6 +76,10 @@ class Rejection:
         if self.license is not None or spdx is None:
             return self
         return replace(self, license=spdx)
+
+    @property
+    def transient(self) -> bool:
+        return self.reason in TRANSIENT_REASONS
 
 
 @dataclass(frozen=True)
@@ -90,6 +118,23 @@ class Candidate:
     @property
     def candidate_id(self) -> str:
         return f"{self.source}:{self.source_id}"
+
+    def to_json(self) -> str:
+        """Everything a later run needs to try this candidate again without re-reading its
+        source (the resume state is the source's business, not the candidate's)."""
+        data = asdict(self)
+        data.pop("resume")
+        return json.dumps(data, sort_keys=True, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> Candidate:
+        data = json.loads(text)
+        known = {f.name for f in fields(cls)} - {"resume"}
+        values = {k: v for k, v in data.items() if k in known}
+        values["evidence"] = tuple(Evidence(e["field"], e["value"])
+                                   for e in values.get("evidence", ()))
+        values["extra"] = tuple((k, v) for k, v in values.get("extra", ()))
+        return cls(**values)
 
 
 @dataclass(frozen=True)

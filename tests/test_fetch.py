@@ -160,11 +160,12 @@ def test_429_with_retry_after_is_honoured_then_succeeds(httpserver, fetcher):
     assert paths_seen(httpserver) == ["/busy", "/busy"]
 
 
-def test_503_burst_exhausting_retries_is_an_http_error(httpserver, fetcher):
+def test_503_burst_exhausting_retries_is_http_unavailable_a_transient_reason(httpserver,
+                                                                             fetcher):
     httpserver.expect_request("/down").respond_with_data(b"down", status=503)
     result = fetcher.fetch(httpserver.url_for("/down"))
     assert isinstance(result, Rejection)
-    assert result.reason == Reason.HTTP_ERROR
+    assert result.reason == Reason.HTTP_UNAVAILABLE and result.transient
     assert "HTTP 503" in result.detail
     assert served(httpserver, "/down") == 4  # 1 try + retries = 3
 
@@ -184,7 +185,7 @@ def test_retry_after_longer_than_the_cap_gives_up_at_once_naming_it(httpserver, 
     )
     result = fetcher.fetch(httpserver.url_for("/later"))
     assert isinstance(result, Rejection)
-    assert result.reason == Reason.HTTP_ERROR
+    assert result.reason == Reason.HTTP_UNAVAILABLE
     assert "Retry-After 3600s" in result.detail and "max_retry_after_s" in result.detail
     assert served(httpserver, "/later") == 1
 
@@ -207,7 +208,7 @@ def test_retry_after_accepts_seconds_and_http_dates():
     assert parse_retry_after(None) is None
 
 
-def test_connection_refused_is_retried_then_an_http_error():
+def test_connection_refused_is_retried_then_a_transient_connection_error():
     # A port that was just free: nothing listens there.
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -215,7 +216,7 @@ def test_connection_refused_is_retried_then_an_http_error():
     with Fetcher(config(retries=1)) as f:
         result = f.fetch(f"http://127.0.0.1:{port}/x.jpg")
     assert isinstance(result, Rejection)
-    assert result.reason == Reason.HTTP_ERROR
+    assert result.reason == Reason.CONNECTION_ERROR and result.transient
     assert "connection error" in result.detail and "after 2 attempts" in result.detail
 
 
@@ -380,7 +381,7 @@ def test_redirect_to_a_private_address_is_refused(httpserver):
     with Fetcher(config(allow_private_addresses=False), trusted_hosts=["localhost"]) as f:
         result = f.fetch(f"http://localhost:{port}/start")
     assert isinstance(result, Rejection)
-    assert result.reason == Reason.HTTP_ERROR
+    assert result.reason == Reason.ADDRESS_REFUSED and not result.transient
     assert "private address" in result.detail
     assert paths_seen(httpserver) == ["/start"]
 
@@ -405,7 +406,7 @@ def test_loopback_test_server_is_refused_without_a_request(httpserver):
     with Fetcher(config(allow_private_addresses=False)) as f:
         result = f.fetch(httpserver.url_for("/x"))
     assert isinstance(result, Rejection)
-    assert result.reason == Reason.HTTP_ERROR
+    assert result.reason == Reason.ADDRESS_REFUSED
     assert "private address 127.0.0.1" in result.detail
     assert httpserver.log == []
 
@@ -435,7 +436,7 @@ def test_private_addresses_are_refused_before_any_connection(url):
     with Fetcher(config(allow_private_addresses=False, timeout_s=0.001, retries=0)) as f:
         result = f.fetch(url)
     assert isinstance(result, Rejection)
-    assert result.reason == Reason.HTTP_ERROR
+    assert result.reason == Reason.ADDRESS_REFUSED
     assert "refused private address" in result.detail
 
 
@@ -602,7 +603,8 @@ def test_get_json_timeout_raises_with_timeout_reason(httpserver):
 # --- hostile bodies ---------------------------------------------------------------------------
 
 
-def test_truncated_body_shorter_than_content_length_is_retried_then_an_http_error(httpserver):
+def test_truncated_body_shorter_than_content_length_is_retried_then_a_connection_error(
+        httpserver):
     def liar(request: Request) -> WResponse:
         resp = WResponse(b"only ten b")
         resp.headers["Content-Length"] = "1000"
@@ -612,7 +614,7 @@ def test_truncated_body_shorter_than_content_length_is_retried_then_an_http_erro
     with Fetcher(config(retries=1)) as f:
         result = f.fetch(httpserver.url_for("/short"))
     assert isinstance(result, Rejection)
-    assert result.reason == Reason.HTTP_ERROR
+    assert result.reason == Reason.CONNECTION_ERROR
     assert "IncompleteRead" in result.detail and "after 2 attempts" in result.detail
     # count only this path: a slow request of an earlier test may finish while this one runs
     assert sum(1 for request, _ in httpserver.log if request.path == "/short") == 2
@@ -654,11 +656,11 @@ def test_connection_dropped_before_a_response_is_retried_and_can_recover():
     assert isinstance(result, Response) and result.data == b"ok"
 
 
-def test_connection_dropped_every_time_is_an_http_error():
+def test_connection_dropped_every_time_is_a_connection_error():
     with raw_server([b""] * 3) as base, Fetcher(config(retries=2)) as f:
         result = f.fetch(base + "/img.jpg")
     assert isinstance(result, Rejection)
-    assert result.reason == Reason.HTTP_ERROR
+    assert result.reason == Reason.CONNECTION_ERROR
     assert "connection error" in result.detail and "after 3 attempts" in result.detail
 
 
@@ -689,11 +691,11 @@ def test_server_dripping_headers_forever_hits_the_wall_deadline():
     assert "headers" in result.detail and "deadline" in result.detail
 
 
-def test_garbage_instead_of_http_is_an_http_error():
+def test_garbage_instead_of_http_is_a_connection_error():
     with raw_server([b"SSH-2.0-OpenSSH_9.6\r\n"] * 2) as base, Fetcher(config(retries=1)) as f:
         result = f.fetch(base + "/img.jpg")
     assert isinstance(result, Rejection)
-    assert result.reason == Reason.HTTP_ERROR
+    assert result.reason == Reason.CONNECTION_ERROR
 
 
 def test_empty_body_is_returned_for_the_image_check_to_judge(httpserver, fetcher):

@@ -234,11 +234,11 @@ def test_missing_robots_txt_means_no_restriction(httpserver: HTTPServer,
     assert trail(result)["robots.txt"] == "absent (HTTP 404)"
 
 
-def test_robots_txt_server_error_means_complete_disallow_per_rfc_9309(
+def test_robots_txt_server_error_means_disallow_for_now_per_rfc_9309_not_an_optout(
         httpserver: HTTPServer, fetcher: Fetcher) -> None:
     serve_text(httpserver, "/robots.txt", "oops", status=500)
     detail = rejected(run(make_gate(fetcher), candidate(serve_image(httpserver, "/a.jpg")),
-                          fetcher), "optout_robots_txt")
+                          fetcher), "robots_unreachable")
     assert "HTTP 500" in detail and "RFC 9309" in detail
     assert "/a.jpg" not in [r.path for r, _ in httpserver.log]  # decided before download
 

@@ -133,7 +133,21 @@ def _rejections(facts: Facts) -> str:
     counts = ", ".join(f"{n} {status}" for status, n in sorted(facts.candidates.items()))
     return (f"## What was refused\n\n{total} candidates considered ({counts or 'none'}). "
             "`candidates.parquet` has one row per candidate with its reason.\n\n"
-            + (_table(("Reason", "Candidates"), rows) if rows else "Nothing was refused.\n"))
+            + (_table(("Reason", "Candidates"), rows) if rows else "Nothing was refused.\n")
+            + _transient_note(facts))
+
+
+def _transient_note(facts: Facts) -> str:
+    """Network failures are listed with the refusals but are nobody's opt-out: say so."""
+    from builder.records import MAX_ATTEMPTS, TRANSIENT_REASONS
+
+    transient = {r: n for r, n in facts.reasons.items() if r in TRANSIENT_REASONS}
+    if not transient:
+        return ""
+    names = ", ".join(f"`{r}`" for r in sorted(transient))
+    return (f"\n{sum(transient.values())} of these ({names}) could not be checked or "
+            "downloaded because of a network failure at build time. They are not opt-outs; "
+            f"running the same recipe again retries each, {MAX_ATTEMPTS} runs in all.\n")
 
 
 def _loading(facts: Facts) -> str:

@@ -29,7 +29,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
                  "license_conflict")),
     ("opt-out", ("optout_robots_txt", "optout_tdmrep", "optout_x_robots_tag",
                  "optout_embedded", "denylisted", "ai_generated")),
-    ("fetch", ("http_error", "timeout", "too_large", "robots_unreachable", "address_refused")),
+    ("fetch", ("http_error", "address_refused", "too_large")),
     ("image", ("not_image", "corrupt_image", "decompression_bomb", "too_small")),
     ("dedup", ("duplicate_exact", "duplicate_near", "eval_overlap")),
     ("policy caps", ("creator_cap",)),
@@ -50,12 +50,9 @@ def host_sql(column: str) -> str:
 
 def transient_reasons() -> frozenset[str]:
     """Reasons a later run retries (network trouble, not a decision)."""
-    from builder import records
+    from builder.records import TRANSIENT_REASONS
 
-    found = getattr(records, "TRANSIENT_REASONS", None)
-    if found is not None:
-        return frozenset(str(r) for r in found)
-    return frozenset({"http_error", "timeout", "robots_unreachable"})
+    return frozenset(str(r) for r in TRANSIENT_REASONS)
 
 
 @dataclass

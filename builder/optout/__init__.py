@@ -67,6 +67,7 @@ class OptoutGate:
         self._lock = threading.Lock()
         self.checked: Counter[str] = Counter()
         self.rejected: Counter[str] = Counter()
+        self.unread: Counter[str] = Counter()  # signals that could not be read: no verdict
 
     @classmethod
     def from_recipe(cls, recipe: Any, *, fetcher: Any, out: Path, policy: Any) -> OptoutGate:
@@ -118,10 +119,13 @@ class OptoutGate:
             rules = self.files.get(base, path, parse)
             allowed, said = rules.verdict(cand.url, self.token)
             if not allowed:
-                return name, Rejection(Reason.OPTOUT_ROBOTS_TXT, f"{name}: {said}")
+                return name, rules.unread or Rejection(Reason.OPTOUT_ROBOTS_TXT,
+                                                       f"{name}: {said}")
             trail.append((name, said))
         if self.config.tdmrep:
             tdm = self.files.get(base, WELL_KNOWN, parse_tdmrep)
+            if tdm.unread is not None:
+                return "tdmrep.json", tdm.unread
             trail.append(("tdmrep.json", tdm.verdict(cand.url)))
         else:
             trail.append(("tdmrep.json", "off in the recipe"))
@@ -296,23 +300,35 @@ class OptoutGate:
             for signal, said in trail:
                 if not said.startswith(("n/a", "off in", "not checked")):
                     self.checked[signal] += 1
-            if isinstance(result, tuple):
+            if isinstance(result, tuple) and _is_verdict(result[1]):
                 self.checked[result[0]] += 1
                 self.rejected[result[0]] += 1
+            elif isinstance(result, tuple):
+                self.unread[result[0]] += 1
         if isinstance(result, tuple):
             return result[1]
         return extend(tuple(trail))
 
     def summary_lines(self) -> list[str]:
         with self._lock:
-            checked, rejected = dict(self.checked), dict(self.rejected)
-        lines = [f"  opt-out {signal}: checked {n}, rejected {rejected.get(signal, 0)}"
-                 for signal, n in sorted(checked.items())]
+            checked, rejected, unread = dict(self.checked), dict(self.rejected), dict(self.unread)
+        lines = []
+        for signal in sorted(checked.keys() | unread.keys()):
+            line = (f"  opt-out {signal}: checked {checked.get(signal, 0)}, "
+                    f"rejected {rejected.get(signal, 0)}")
+            if signal in unread:
+                line += f", could not be read {unread[signal]} (not opt-outs)"
+            lines.append(line)
         if self.config.c2pa and not self.c2pa:
             lines.append(f"  C2PA: not checked ({c2pa_mod.INSTALL_HINT})")
         elif not self.config.c2pa:
             lines.append("  C2PA: not checked (off in the recipe)")
         return lines
+
+
+def _is_verdict(rejection: Rejection) -> bool:
+    """A refusal the signal itself made, as opposed to the signal not being readable."""
+    return not rejection.transient and rejection.reason != Reason.ADDRESS_REFUSED
 
 
 def _denied(entry: Any, what: str) -> Rejection:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from builder.records import Rejection
+from builder.records import TRANSIENT_REASONS, Reason, Rejection
 
 
 @dataclass(frozen=True)
@@ -24,10 +24,30 @@ class Answer:
     status: int | None
     text: str | None
     problem: str | None = None  # timeout / connection error / refused address
+    failure: Reason | None = None  # the fetcher's reason for `problem`
 
     @property
     def found(self) -> bool:
         return self.status is not None and 200 <= self.status < 300
+
+    def unread(self, name: str, transient: Reason, *, strict: bool = False) -> Rejection | None:
+        """Why the file could not be read at all, as the candidate's rejection, or None.
+
+        A network failure (records.py TRANSIENT_REASONS) is `transient`: it says nothing
+        about the host's wishes and the next run asks again. `strict` (robots.txt, RFC 9309
+        2.3.1.4) also holds any other transport failure and a 5xx or 429 answer. A private
+        address refused by the SSRF guard stays address_refused: only the recipe changes that.
+        """
+        if self.failure == Reason.ADDRESS_REFUSED:
+            said = (self.problem or "").removeprefix(f"{Reason.ADDRESS_REFUSED.value}: ")
+            return Rejection(Reason.ADDRESS_REFUSED, f"{name} at {self.url}: {said}")
+        if self.problem is not None or self.status is None:
+            if strict or self.failure in TRANSIENT_REASONS:
+                return Rejection(transient, f"{name}: unreachable ({self.problem}) at {self.url}")
+            return None
+        if strict and (self.status >= 500 or self.status == 429):
+            return Rejection(transient, f"{name}: HTTP {self.status} at {self.url}")
+        return None
 
 
 def origin(url: str) -> str | None:
@@ -78,6 +98,7 @@ class HostFiles:
             self.requests += 1
         response = self._fetcher.get_text(url, max_bytes=512 * 1024)
         if isinstance(response, Rejection):
-            return Answer(url, None, None, f"{response.reason.value}: {response.detail}")
+            return Answer(url, None, None, f"{response.reason.value}: {response.detail}",
+                          response.reason)
         text = response.text() if response.ok else None
         return Answer(url, response.status, text)

@@ -1,8 +1,10 @@
 """robots.txt (RFC 9309, parsed by protego) and Spawning's ai.txt, for our product token.
 
 RFC 9309 §2.3.1: a 4xx robots.txt means no rules; a 5xx or an unreachable one means
-"assume complete disallow" until it can be read. ai.txt is not a standard, so a broken one
-is recorded as unavailable rather than treated as a refusal. robots.txt groups may also
+"assume complete disallow" until it can be read. That is a network state, not the host's
+wish: the candidate is refused as robots_unreachable (transient, retried by the next run),
+never as an opt-out. ai.txt is not a standard, so a 5xx one is recorded as unavailable
+rather than treated as a refusal; one the network kept from us is robots_unreachable too. robots.txt groups may also
 carry usage preferences: Cloudflare's `Content-Signal: ai-train=no` and the IETF aipref
 `Content-Usage: [path] train-ai=n`.
 """
@@ -16,6 +18,7 @@ from protego import Protego
 
 from builder.optout.headers import usage_refusal
 from builder.optout.hostfiles import Answer
+from builder.records import Reason, Rejection
 
 
 @dataclass(frozen=True)
@@ -37,11 +40,11 @@ class RobotsFile:
     agents: frozenset[str]
     usages: tuple[Usage, ...]
     note: str
-    disallow_all: bool = False  # RFC 9309: 5xx / unreachable
+    unread: Rejection | None = None  # could not be read: refuse with this, not as an opt-out
 
     def verdict(self, url: str, token: str) -> tuple[bool, str]:
         """(allowed, what the trail or the rejection says)."""
-        if self.disallow_all:
+        if self.unread is not None:
             return False, self.note
         if self.parser is None:
             return True, self.note
@@ -70,18 +73,16 @@ class RobotsFile:
 
 def parse_robots(answer: Answer, name: str = "robots.txt") -> RobotsFile:
     strict = name == "robots.txt"
-    if answer.problem is not None or answer.status is None:
-        note = f"unreachable ({answer.problem}) at {answer.url}"
-        if strict:
-            return RobotsFile(name, answer.url, None, frozenset(), (),
-                              f"{note}; RFC 9309 2.3.1.4: assume complete disallow", True)
-        return RobotsFile(name, answer.url, None, frozenset(), (), f"unavailable: {note}")
-    if answer.status >= 500:
-        note = f"HTTP {answer.status} at {answer.url}"
-        if strict:
-            return RobotsFile(name, answer.url, None, frozenset(), (),
-                              f"{note}; RFC 9309 2.3.1.4: assume complete disallow", True)
-        return RobotsFile(name, answer.url, None, frozenset(), (), f"unavailable: {note}")
+    unread = answer.unread(name, Reason.ROBOTS_UNREACHABLE, strict=strict)
+    if unread is not None:
+        if strict and unread.transient:
+            unread = Rejection(unread.reason, f"{unread.detail}; RFC 9309 2.3.1.4: assume "
+                               "complete disallow until it can be read")
+        return RobotsFile(name, answer.url, None, frozenset(), (), unread.detail, unread)
+    if answer.status is None or answer.status >= 500:  # ai.txt: broken, but not a refusal
+        why = answer.problem or f"HTTP {answer.status}"
+        return RobotsFile(name, answer.url, None, frozenset(), (),
+                          f"unavailable: {why} at {answer.url}")
     if not answer.found:
         return RobotsFile(name, answer.url, None, frozenset(), (),
                           f"absent (HTTP {answer.status})")

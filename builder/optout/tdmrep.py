@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from builder.optout.hostfiles import Answer
+from builder.records import Reason, Rejection
 
 WELL_KNOWN = "/.well-known/tdmrep.json"
 RESERVED = "reserved"  # trail results that begin with this word carry a reservation
@@ -37,6 +38,9 @@ class TdmFile:
     url: str
     rules: tuple[Rule, ...]
     note: str
+    # Kept from us by the network (a 5xx answer is "absent", as before): a reservation we
+    # cannot see is not "no reservation", so the candidate waits for the next run.
+    unread: Rejection | None = None
 
     def verdict(self, url: str) -> str:
         """The trail result for `url`: 'reserved: ...', 'not reserved: ...', or a note."""
@@ -65,6 +69,9 @@ def location_pattern(location: str) -> re.Pattern[str]:
 
 
 def parse_tdmrep(answer: Answer) -> TdmFile:
+    unread = answer.unread("tdmrep.json", Reason.TDMREP_UNREACHABLE)
+    if unread is not None:
+        return TdmFile(answer.url, (), unread.detail, unread)
     if not answer.found:
         why = answer.problem or f"HTTP {answer.status}"
         return TdmFile(answer.url, (), f"absent ({why})")
