@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sqlite3
 import sys
 from collections.abc import Sequence
 
@@ -70,11 +71,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cleanset: interrupted; run the same command again to resume.", file=sys.stderr)
         return 130
+    except sqlite3.DatabaseError as exc:
+        # A ledger damaged on disk (truncated by a bad copy, overwritten) fails on whichever
+        # query reads the damaged page first: name the file and the way back, not the query.
+        print(f"cleanset: fatal: the ledger (ledger.sqlite) cannot be used: {exc}. "
+              f"{_ledger_fix(exc)}", file=sys.stderr)
+        return 1
     except OSError as exc:
         # Disk full, permissions changed mid-build...: nothing committed is lost; say what broke.
         print(f"cleanset: fatal: {exc}. Everything committed so far is kept; fix the cause and "
               "run the same command again to resume.", file=sys.stderr)
         return 1
+
+
+def _ledger_fix(exc: sqlite3.DatabaseError) -> str:
+    if "readonly" in str(exc):
+        return ("This user cannot write the directory or its ledger: fix the permissions, or "
+                "run it on a writable copy.")
+    return ("If it was damaged (an interrupted copy, a file written over it), restore the "
+            "directory from a good copy; `cleanset verify DIR` checks one.")
 
 
 if __name__ == "__main__":

@@ -359,6 +359,8 @@ def takedown(out: Path, sel: Selectors, reason: str | None, *, dry_run: bool = F
     sel.check_shapes()
     if dry_run:
         return _dry_run(out, sel)
+    if not sel.empty() or pending_takedown(out) is not None:
+        _require_writable(out)
     from builder.exports.papers import require_writers
 
     require_writers()  # before any shard is rewritten: the takedown ends by rewriting the papers
@@ -391,6 +393,18 @@ def takedown(out: Path, sel: Selectors, reason: str | None, *, dry_run: bool = F
                           shards_deleted=plan["log"]["shards_deleted"],
                           already_removed=removed, completed_pending=completed,
                           seconds=time.monotonic() - started)
+
+
+def _require_writable(out: Path) -> None:
+    """Refuse (exit 2, nothing changed) a directory this user cannot write, before the lock
+    or the ledger is touched: SQLite would fail half-way in with 'readonly database'."""
+    needed = [out, out / "ledger.sqlite", out / "shards"]
+    unwritable = [path for path in needed if path.exists() and not os.access(path, os.W_OK)]
+    if unwritable:
+        raise UserError(f"{out}: is read-only ({unwritable[0]} cannot be written); a takedown "
+                        "rewrites shards, the ledger and the papers. Run it where the "
+                        "directory can be written (fix its permissions, or take down in a "
+                        "writable copy); `--dry-run` lists the matches here. Nothing changed.")
 
 
 def pending_takedown(out: Path) -> str | None:

@@ -299,6 +299,28 @@ def test_report_on_a_folder_without_a_ledger_is_a_clear_error(tmp_path: Path) ->
     assert "no ledger.sqlite" in proc.stderr
 
 
+def test_report_out_never_replaces_the_datasets_files_or_a_page_it_did_not_write(
+        built: Path, tmp_path: Path) -> None:
+    out = tmp_path / "copy"
+    shutil.copytree(built, out)
+    own_page = tmp_path / "notes.html"
+    own_page.write_text("<html>my notes</html>", encoding="utf-8")
+    targets = [out / "ledger.sqlite", out / "manifest.parquet", out / "shards",
+               out / "other.html", own_page]
+    before = {p: p.read_bytes() for p in [*targets, *out.rglob("*")] if p.is_file()}
+    for target in targets:
+        proc = run_cli("report", str(out), "--out", str(target))
+        assert proc.returncode == 2, (target, proc.stderr)
+        assert str(target) in proc.stderr and "Traceback" not in proc.stderr
+    assert {p: p.read_bytes() for p in before} == before
+    assert not (out / "other.html").exists() and not (out / "shards" / "report.html").exists()
+    assert run_cli("verify", str(out)).returncode == 0
+    # Its own pages it may replace: the dataset's report.html, and a FILE it wrote before.
+    for target in (out / "report.html", tmp_path / "report.html"):
+        run_cli("report", str(out), "--out", str(target), check=True)
+        run_cli("report", str(out), "--out", str(target), check=True)
+
+
 def test_running_the_build_again_regenerates_papers_that_were_lost(built: Path,
                                                                    tmp_path: Path) -> None:
     out = tmp_path / "copy"

@@ -186,6 +186,17 @@ def test_a_user_without_write_access_can_recheck_and_nothing_is_recorded_there(
     assert "Traceback" not in applied.stderr and snapshot(copy) == before
 
 
+def test_a_takedown_in_a_directory_the_user_cannot_write_exits_2_and_changes_nothing(
+        built: Path, shared_tmp: Path, as_nobody: list[str]) -> None:
+    copy, _ = read_only_copy(built, shared_tmp)
+    before = snapshot(copy)
+    proc = run_as(as_nobody, "takedown", str(copy), "--key", "0000000001", "--reason", "asked")
+    assert proc.returncode == 2, proc.stderr
+    assert "is read-only" in proc.stderr and "--dry-run" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert snapshot(copy) == before
+
+
 def test_report_of_a_directory_it_cannot_write_names_out_and_exits_2(
         built: Path, shared_tmp: Path, as_nobody: list[str]) -> None:
     copy, _ = read_only_copy(built, shared_tmp)

@@ -158,3 +158,23 @@ def test_a_really_full_filesystem_is_a_clear_error_and_the_build_moves_on_elsewh
 def test_a_read_only_output_filesystem_is_a_clear_error(recipe: Path, tmpfs: Path) -> None:
     subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
     assert_clear_error(run_cli(*build_args(recipe, tmpfs / "out"), env=ENV), "Read-only file system")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "overwritten"])
+def test_a_damaged_ledger_is_a_clear_fatal_error_in_every_command(
+        damage: str, recipe: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run_cli(*build_args(recipe, out), env=ENV, check=True)
+    ledger = out / "ledger.sqlite"
+    if damage == "truncated":  # a copy interrupted half-way
+        ledger.write_bytes(ledger.read_bytes()[:5000])
+    else:
+        ledger.write_bytes(ledger.read_bytes()[:100] + b"<html>" * 4000)
+    image = str(recipe.parent / "images" / "img0.png")
+    for argv in (["verify", str(out)], ["diff", str(out)], ["lookup", str(out), image],
+                 ["report", str(out), "--out", str(tmp_path / "r.html")],
+                 ["takedown", str(out), "--key", "0000000001", "--reason", "asked"],
+                 ["recheck", str(out), "--no-progress"]):
+        proc = run_cli(*argv, env=ENV)
+        assert proc.returncode == 1, (argv, proc.stderr)
+        assert_clear_error(proc, "ledger.sqlite", "restore")

@@ -84,6 +84,10 @@ def test_a_takedown_without_selectors_completes_an_interrupted_one(built: dict,
     crashed = run_cli("takedown", str(out), *built["args"],
                       env={"CLEANSET_CRASH_AT": "takedown_renamed:1"})
     assert crashed.returncode == -9
+    verify = run_cli("verify", str(out))
+    assert verify.returncode == 1
+    assert f"finish the interrupted takedown first (`cleanset takedown {out}`)" in verify.stdout
+    assert "cleanset build" not in verify.stdout  # a build is not what finishes it
     done = run_cli("takedown", str(out), check=True)
     assert "completed the interrupted takedown takedown-v2" in done.stdout
     assert state(out) == state(built["reference"])

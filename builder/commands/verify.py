@@ -29,8 +29,11 @@ def run(args: argparse.Namespace) -> int:
 
     if is_url(args.dir):
         return _verify_url(args.dir)
+    from builder.takedown import pending_takedown
+
     problems, checked = verify(Path(args.dir))
-    return _report_verify(problems, checked, Path(args.dir))
+    interrupted = pending_takedown(Path(args.dir)) is not None
+    return _report_verify(problems, checked, Path(args.dir), takedown_interrupted=interrupted)
 
 
 def _verify_url(url: str) -> int:
@@ -46,12 +49,18 @@ def _verify_url(url: str) -> int:
     return _report_verify(problems + more, checked, url)
 
 
-def _report_verify(problems: list[str], checked: int, where: Path | str) -> int:
+def _report_verify(problems: list[str], checked: int, where: Path | str, *,
+                   takedown_interrupted: bool = False) -> int:
     for problem in problems:
         print(f"PROBLEM {problem}")
     if problems:
         print(f"verify: {len(problems)} problem(s) in {where}")
-        if any(_about_a_paper(problem) for problem in problems):
+        if takedown_interrupted:
+            # Its papers are half-way between two versions: finishing it rewrites them, and
+            # the other problems are most likely that same half-way state.
+            print(f"verify: finish the interrupted takedown first (`cleanset takedown {where}`), "
+                  "then verify again")
+        elif any(_about_a_paper(problem) for problem in problems):
             # The papers derive from the ledger alone, so no problem in them is lasting.
             print("verify: the papers derive from the ledger; run the same `cleanset build "
                   "RECIPE --out DIR` again to rewrite them")

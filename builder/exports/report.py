@@ -115,13 +115,31 @@ def write_report(out: Path, dest: Path | None = None, *, lock_held: bool = False
 
 def _destination(out: Path, dest: Path | None) -> Path:
     if dest is None:
-        return out / "report.html"
-    if dest.is_dir():
-        return dest / "report.html"
-    if not dest.parent.is_dir():
-        raise UserError(f"--out {dest}: the directory {dest.parent} does not exist; create it "
-                        "or give a FILE in an existing directory.")
-    return dest
+        return _replaceable(out / "report.html", "")
+    path = dest / "report.html" if dest.is_dir() else dest
+    if not path.parent.is_dir():
+        what = "is not a directory" if path.parent.exists() else "does not exist"
+        raise UserError(f"--out {dest}: {path.parent} {what}; give a FILE in an existing "
+                        "directory.")
+    inside = path.resolve().is_relative_to(out.resolve())
+    if inside and path.resolve() != (out / "report.html").resolve():
+        # Only the report's own place: anything else there is the dataset's (a page among
+        # the shards would also be read by a `shards/*` glob).
+        raise UserError(f"--out {dest}: is inside the dataset {out}, where only report.html "
+                        f"belongs; drop --out to write {out / 'report.html'}, or give a "
+                        "FILE outside it.")
+    return _replaceable(path, f"--out {dest}: ")
+
+
+def _replaceable(path: Path, named: str) -> Path:
+    """`path`, unless it holds something other than a report this tool wrote: `--out` aimed
+    at a user's own page (or any other file) must not replace it."""
+    if not path.exists() and not path.is_symlink():
+        return path
+    if path.is_file() and shown_version(path) is not None:
+        return path
+    raise UserError(f"{named}{path} exists and is not a cleanset report, so it is left as it "
+                    "is. Give --out a new FILE, e.g. report.html in a directory of your own.")
 
 
 def report_html(data: ReportData) -> str:
