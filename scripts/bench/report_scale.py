@@ -68,7 +68,9 @@ def fill(out: Path, samples: int) -> None:
                  f"robots.txt: Disallow /{i}" if REASONS[i % len(REASONS)] == "optout_robots_txt"
                  else f"detail {i}", None, None, "2026-01-01T00:00:00Z")
                 for i in range(samples // 4)]
-    db.executemany("INSERT INTO candidates VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rejected)
+    db.executemany("INSERT INTO candidates (build, seq, candidate_id, source, url, status, "
+                   "reason, detail, key, license, decided_at) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rejected)
     db.executemany(
         "INSERT OR IGNORE INTO duplicates (build, seq, winner, exact, candidate_id, source, "
         "license, sha256) VALUES (1, ?, ?, ?, ?, 'mirror', 'CC-BY-4.0', ?)",
