@@ -5,9 +5,13 @@
 
 The per-candidate stages run concurrently; their outcomes are taken back strictly in the
 order the sources yielded the candidates, so keys, dedup winners and shard contents never
-depend on timing. Every `commit_every` decisions the open shard is fsynced, then the ledger
-transaction recording those decisions commits: a crash loses at most the uncommitted window,
-which the resumed build redoes identically.
+depend on timing. Every `commit_every` decisions the open shard and the open evidence file
+are fsynced, then the ledger transaction recording those decisions commits: a crash loses
+at most the uncommitted window, which the resumed build redoes identically.
+
+Every HTTP answer a decision relied on (the source's API pages, fetched here; robots.txt
+and the image, fetched by the stages and carried back with the outcome) is written to the
+evidence archive as the decision is taken, in the same order (builder/evidence).
 
 On Ray two pieces can leave this process: the dedup indexes (`index_parts`, asked ahead a
 batch at a time and reconciled here, builder/executors/ray_index.py) and the shard writing
@@ -42,15 +46,26 @@ from builder.dedup import (
     open_ledger_index,
 )
 from builder.errors import UserError
+from builder.evidence.archive import NO_EVIDENCE, Evidence, EvidenceArchive, load_evidence_config
 from builder.executors import make_executor
 from builder.exports.papers import record_dataset_meta, write_papers
 from builder.faults import crash_point
+from builder.fetch import recording
 from builder.ledger import BuildRow, Ledger
 from builder.lock import OutputLock
 from builder.output_dir import check_output_dir
 from builder.provenance import BuildStamp, dumps, make_provenance
 from builder.recipe import Recipe, SourceSpec
-from builder.records import Candidate, Checked, Detached, Reason, Rejection, decided_license
+from builder.records import (
+    Candidate,
+    Checked,
+    Detached,
+    Exchange,
+    Exchanges,
+    Reason,
+    Rejection,
+    decided_license,
+)
 from builder.shards import OpenShard, fsync_dir, shard_path, temp_path
 from builder.sources import source_module
 from builder.sources.base import SourceContext
@@ -137,6 +152,19 @@ class BuildSummary:
         out.append(f"  dataset: {self.total_samples} samples in {self.total_shards} shards "
                    f"at {self.out}")
         return out
+
+
+@dataclass(frozen=True)
+class Sourced:
+    """A candidate as its source gave it: where the source resumes after it, the API
+    responses asked since the previous candidate (`fetched`, archived before it is decided)
+    and those its data came from (`api`, shared by every candidate of the same page)."""
+
+    index: int  # of its [[sources]] entry
+    candidate: Candidate
+    state: dict[str, Any]
+    fetched: Exchanges = ()
+    api: Exchanges = ()
 
 
 @dataclass
@@ -270,12 +298,14 @@ def open_source(spec: SourceSpec, context: SourceContext) -> Any:
     return module.SOURCE(spec.name, spec.config, context)
 
 
-def enumerate_candidates(recipe: Recipe, start: _Cursor, *, opened: list[Any] | None = None
-                         ) -> Iterator[tuple[int, Candidate, dict[str, Any]]]:
-    """(source index, candidate, resume state after it), from the cursor on, in recipe order.
-    Each source object is appended to `opened` (when given) as it is opened, so the build's
-    summary can ask it what it met on the way (`summary_lines`, e.g. rate limits waited out)."""
+def enumerate_candidates(recipe: Recipe, start: _Cursor, *, opened: list[Any] | None = None,
+                         trailing: list[Exchange] | None = None) -> Iterator[Sourced]:
+    """Every candidate from the cursor on, in recipe order, with its resume state and API
+    responses. Each source object is appended to `opened` (when given) as it is opened, so
+    the build's summary can ask it what it met on the way (`summary_lines`, e.g. rate limits
+    waited out); API responses asked after the last candidate go to `trailing`."""
     context = SourceContext(recipe_file=recipe.file, base_dir=recipe.base_dir, fetch=recipe.fetch)
+    pending: list[Exchange] = []  # asked, not yet handed out with a candidate
     for index, spec in enumerate(recipe.sources):
         if index < start.source_index:
             continue
@@ -287,12 +317,31 @@ def enumerate_candidates(recipe: Recipe, start: _Cursor, *, opened: list[Any] | 
         source = open_source(spec, context)
         if opened is not None:
             opened.append(source)
-        for position, cand in enumerate(source.candidates(native)):
-            if position < skip:
+        api: Exchanges = ()
+        for position, (cand, fetched) in enumerate(_taped(source.candidates(native))):
+            pending.extend(fetched)
+            api = fetched or api
+            if cand is None or position < skip:
                 continue
             consumed += 1
             state = cand.resume if cand.resume is not None else {"__skip__": consumed}
-            yield index, cand, state
+            yield Sourced(index, cand, state, tuple(pending), api)
+            pending = []
+    if trailing is not None:
+        trailing.extend(pending)
+
+
+def _taped(candidates: Iterator[Candidate]) -> Iterator[tuple[Candidate | None, Exchanges]]:
+    """Each candidate with the HTTP exchanges its source made to produce it; a last
+    (None, exchanges) for what the source asked after its last candidate."""
+    while True:
+        with recording() as taped:
+            cand = next(candidates, None)
+        if cand is None:
+            if taped:
+                yield None, tuple(taped)
+            return
+        yield cand, tuple(taped)
 
 
 class _Run:
@@ -330,11 +379,17 @@ class _Run:
         self.sources: list[Any] = []  # the source objects this run opened, for the summary
         self.excluded = Exclusions.load(recipe.dedup.exclude, recipe.base_dir, recipe.dedup)
         self.per_creator = clusters.concentration(ledger.db)[1]
+        evidence = load_evidence_config(recipe.extra.get("evidence", {}), file=recipe.file)
+        self.archive = EvidenceArchive(options.out, ledger.db, build=row.build,
+                                       dataset=recipe.dataset.name,
+                                       max_file_bytes=evidence.max_file_bytes)
+        self.evidence: Evidence = NO_EVIDENCE  # the records of the candidate being decided
 
     # -- the loop -----------------------------------------------------------------------
     def execute(self) -> BuildSummary:
         self._clean_orphans()
         self._reopen_shard()
+        self.archive.open()
         workers = self.options.workers or self.recipe.fetch.workers
         executor = make_executor(self.options.executor or self.recipe.executor.kind, self.plan,
                                  workers=workers, **self._executor_options())
@@ -353,7 +408,8 @@ class _Run:
         bar = tqdm(desc="cleanset", unit=" cand", disable=self._progress_off(), total=limit,
                    initial=self.cursor.seq if limit else 0, dynamic_ncols=True)
         self.bar = bar
-        inflight: deque[tuple[int, int, Candidate, dict[str, Any], Future[Any]]] = deque()
+        inflight: deque[tuple[int, Sourced, Future[Any]]] = deque()
+        trailing: list[Exchange] = []  # API responses asked after the last candidate
         try:
             with closing(executor):
                 self.near = self._open_near_index()  # Ray actors need the executor's Ray
@@ -363,13 +419,14 @@ class _Run:
                     # Never ask the sources for a candidate past --limit: asking for one
                     # more can fetch a whole API page that no one will look at.
                     wanted = None if limit is None else max(limit - seq, 0)
-                    stream = enumerate_candidates(self.recipe, self.cursor, opened=self.sources)
-                    for index, cand, state in islice(stream, wanted):
-                        future = executor.submit(cand)
-                        inflight.append((seq, index, cand, state, future))
+                    stream = enumerate_candidates(self.recipe, self.cursor, opened=self.sources,
+                                                  trailing=trailing)
+                    for sourced in islice(stream, wanted):
+                        future = executor.submit(sourced.candidate)
+                        inflight.append((seq, sourced, future))
                         seq += 1
                         while inflight and (len(inflight) >= max_inflight
-                                            or inflight[0][4].done()):
+                                            or inflight[0][2].done()):
                             self._prefetch(inflight)
                             self._decide(*inflight.popleft())
                     stream.close()  # the sources' clients, now rather than when collected
@@ -377,6 +434,8 @@ class _Run:
                     while inflight:
                         self._prefetch(inflight)
                         self._decide(*inflight.popleft())
+                    for exchange in trailing:
+                        self.archive.pointer(exchange)
                     if self.planned is not None:
                         self._send_shard()
                     self._commit_written(at_most=0)  # while the executor (Ray) is up
@@ -389,6 +448,7 @@ class _Run:
             self.ledger.rollback()
             if self.shard is not None:
                 self.shard.abandon()
+            self.archive.abandon()
             raise
         finally:
             bar.close()
@@ -399,8 +459,7 @@ class _Run:
         self.summary.status = "finished" if exhausted else f"stopped at --limit {limit}"
         return self.summary
 
-    def _prefetch(self, inflight: deque[tuple[int, int, Candidate, dict[str, Any], Future[Any]]]
-                  ) -> None:
+    def _prefetch(self, inflight: deque[tuple[int, Sourced, Future[Any]]]) -> None:
         """Send the near-duplicate queries of every outcome already back, in one go, when the
         index is remote (a round trip per candidate would bound the build by the latency)."""
         if self.remote is None or not inflight:
@@ -467,13 +526,16 @@ class _Run:
         return not self.options.progress
 
     # -- one decision, in source order --------------------------------------------------
-    def _decide(self, seq: int, index: int, cand: Candidate, state: dict[str, Any],
-                future: Future[Any]) -> None:
+    def _decide(self, seq: int, sourced: Sourced, future: Future[Any]) -> None:
         outcome = future.result()
         crash_point("decide")
         self.current_seq = seq
+        cand = sourced.candidate
         if self.writing:
             self._commit_written(at_most=MAX_SHARD_WRITES)
+        for exchange in sourced.fetched:  # the source's pages, as it asked for them
+            self.archive.pointer(exchange)
+        self.evidence = self.archive.keep(seq, (*sourced.api, *outcome.exchanges))
         if isinstance(outcome, Checked):
             admitted_as = decided_license(outcome)
             outcome = self._admit(outcome)
@@ -492,7 +554,7 @@ class _Run:
             self._record(seq, cand, "accepted", None, None, key, spdx)
             self.summary.accepted += 1
         self.summary.considered += 1
-        self.cursor = _Cursor(seq + 1, index, state)
+        self.cursor = _Cursor(seq + 1, sourced.index, sourced.state)
         self.since_commit += 1
         if self.summary.considered % 16 == 0 or self.since_commit == 1:
             self.bar.set_postfix(accepted=self.summary.accepted,
@@ -590,7 +652,7 @@ class _Run:
 
     def _sample_members(self, key: str, checked: Checked
                         ) -> tuple[dict[str, Any], bytes, str, bytes]:
-        provenance = make_provenance(key, checked, self.stamp)
+        provenance = make_provenance(key, checked, self.stamp, evidence=self.evidence.to_json())
         ext = self.image_ext or checked.image.ext
         caption = checked.fetched.licensed.candidate.caption or ""
         # Every sample has the same three members: readers infer a schema from the first few.
@@ -681,6 +743,7 @@ class _Run:
             self.ledger.upsert_shard(shard=self.shard.shard, build=self.row.build,
                                      samples=self.shard.samples, data_end=data_end,
                                      complete=False)
+        self.archive.sync()  # its bytes too, before the rows that point at them commit
         self.ledger.advance(self.row.build, next_seq=self.cursor.seq,
                             source_index=self.cursor.source_index,
                             source_resume=self.cursor.source_resume)
@@ -693,6 +756,8 @@ class _Run:
     def _finish(self, exhausted: bool) -> None:
         if self.shard is not None:
             self._close_shard()
+        # A build stopped at --limit goes on appending to its open file when resumed.
+        self.archive.finish(complete=exhausted)
         self.ledger.advance(self.row.build, next_seq=self.cursor.seq,
                             source_index=self.cursor.source_index,
                             source_resume=self.cursor.source_resume)

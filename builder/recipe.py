@@ -247,7 +247,7 @@ def _check_output(output: str) -> None:
 
 SECTIONS = {"dataset", "policy", "sources", "fetch", "image", "dedup", "executor"}
 # Sections other modules own; they validate their own tables (see `Recipe.extra`).
-EXTENSION_SECTIONS = {"optout", "denylist"}
+EXTENSION_SECTIONS = {"optout", "denylist", "evidence"}
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -285,6 +285,9 @@ def load_recipe(path: str | Path) -> Recipe:
     from builder.optout import load_optout  # [optout] errors stop the build before any work
 
     load_optout(table.get("optout", {}), file=file, base=file.parent)
+    from builder.evidence.archive import load_evidence_config
+
+    load_evidence_config(table.get("evidence", {}), file=file)
     _preflight_sources(sources, file, fetch)  # the recipe's keys first, then the data files
     return Recipe(
         file=file.resolve(),
