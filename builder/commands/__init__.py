@@ -8,6 +8,15 @@ from types import ModuleType
 
 
 def command_modules() -> list[ModuleType]:
-    from builder.commands import build, diff, licenses, lookup, report, takedown, verify
+    from builder.commands import (
+        build,
+        diff,
+        evidence,
+        licenses,
+        lookup,
+        report,
+        takedown,
+        verify,
+    )
 
-    return [build, verify, lookup, takedown, diff, report, licenses]
+    return [build, verify, lookup, evidence, takedown, diff, report, licenses]

@@ -172,13 +172,26 @@ def _request_headers(ex: Exchange, target: str, scrub: Any) -> StatusAndHeaders:
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     headers = [(name, "***" if name.lower() in SECRET_HEADERS else scrub(value))
                for name, value in ex.request]
-    return StatusAndHeaders(f"GET {path} {ex.protocol}", headers, is_http_request=True)
+    # http.client always asks in HTTP/1.1, whatever version the server answers in.
+    return StatusAndHeaders(f"GET {path} HTTP/1.1", headers, is_http_request=True)
 
 
 def _strip_credentials(url: str) -> str:
-    from builder.sources._keys import strip_secrets
+    """`url` without credential query parameters, every other byte as it was sent (the
+    sources' own `strip_secrets` re-encodes the whole query)."""
+    from urllib.parse import unquote_plus
 
-    return strip_secrets(url)
+    from builder.sources._keys import SECRET_PARAMS
+
+    head, mark, query = url.partition("?")
+    if not mark:
+        return url
+    query, hash_mark, fragment = query.partition("#")
+    kept = [part for part in query.split("&")
+            if unquote_plus(part.partition("=")[0]).lower() not in SECRET_PARAMS]
+    if len(kept) == len(query.split("&")):
+        return url
+    return head + (f"?{'&'.join(kept)}" if kept else "") + hash_mark + fragment
 
 
 def scrub_bytes(data: bytes, scrub: Any) -> bytes:
