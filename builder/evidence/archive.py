@@ -14,6 +14,8 @@ sequence: `NAME-build0001-00000.warc.gz`. Each starts with a `warcinfo` record.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import sqlite3
@@ -284,7 +286,8 @@ class EvidenceArchive:
     def abandon(self) -> None:
         """Close without recording anything: the ledger rolls back to the last commit."""
         if self.file is not None:
-            self.file.close()
+            with contextlib.suppress(OSError):  # the disk that failed may fail the flush too
+                self.file.close()
             self.file = None
 
     def _close_file(self) -> None:
@@ -310,3 +313,49 @@ class EvidenceArchive:
         self.db.executemany("INSERT OR REPLACE INTO evidence_links VALUES (?, ?, ?, ?, ?)",
                             self.links)
         self.rows, self.links, self.written = [], [], {}
+
+
+# -- takedowns ------------------------------------------------------------------------------
+def log_takedown(out: Path, db: sqlite3.Connection, log: dict[str, Any]) -> None:
+    """Archive a takedown as a `metadata` record in its own file, `evidence/ID.warc.gz`.
+
+    The evidence of the removed samples stays where it is (it is the record of what was
+    once included); this record says when, why and what was removed, and names the records
+    each removed sample was decided from. The file is written whole under a temporary name,
+    fsynced and renamed, and its ledger row goes in the caller's transaction: a takedown
+    re-run after a crash writes the same bytes again."""
+    ensure_schema(db)
+    folder = out / DIRNAME
+    folder.mkdir(exist_ok=True)
+    name = f"{log['id']}.warc.gz"
+    body = json.dumps({**log, "evidence": _records_of(db, log["keys"])}, sort_keys=True,
+                      indent=1).encode("utf-8")
+    tmp = folder / f".{name}.tmp"
+    with tmp.open("wb") as f:
+        out_warc = warc.writer(f)
+        out_warc.write_record(warc.warcinfo(name, {
+            "software": f"cleanset/{__version__}", "format": "WARC File Format 1.1",
+            "description": f"cleanset {log['id']}: the takedown's log entry (takedowns.jsonl) "
+                           "and the evidence records of every sample it removed."},
+            log["when"]))
+        out_warc.write_record(warc.metadata(f"urn:cleanset:{log['id']}",
+                                            warc.record_id("takedown", log["id"]), log["when"],
+                                            body))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, folder / name)
+    fsync_dir(folder)
+    path = folder / name
+    db.execute("INSERT OR REPLACE INTO evidence_files(name, build, number, size, complete, "
+               "sha256) VALUES (?, 0, ?, ?, 1, ?)",
+               (name, int(log["version"]), path.stat().st_size, file_sha256(path)))
+
+
+def _records_of(db: sqlite3.Connection, keys: list[str]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {key: [] for key in keys}
+    for key, record_id in db.execute(
+            "SELECT c.key, l.record_id FROM candidates c JOIN evidence_links l ON "
+            f"l.build = c.build AND l.seq = c.seq WHERE c.key IN ({','.join('?' * len(keys))}) "
+            "ORDER BY c.key, l.position", keys):
+        found[key].append(record_id)
+    return found
