@@ -1,6 +1,7 @@
 """cleanset: build clean-licensed image datasets (build), check them (verify), find works in
-them (lookup), remove works (takedown), compare versions (diff), chart them (report) and
-explain the licence catalogue (licenses). `cleanset COMMAND --help` for each."""
+them (lookup), show what the sources answered for them (evidence), remove works (takedown),
+compare versions (diff), chart them (report) and explain the licence catalogue (licenses).
+`cleanset COMMAND --help` for each."""
 
 from __future__ import annotations
 
