@@ -113,6 +113,11 @@ def _verify(out: Path, ledger: Ledger) -> tuple[list[str], int]:
 
     # 3. the ledger's own accounting: inputs == accepted + rejected (+ removed)
     problems.extend(_check_accounting(ledger, samples))
+
+    # 4. the evidence archive: every record intact, every sample's pointers true
+    from builder.evidence.check import check_evidence
+
+    problems.extend(check_evidence(out, ledger))
     return problems, len(seen)
 
 

@@ -1,7 +1,8 @@
 """cleanset: build clean-licensed image datasets (build), check them (verify), find works in
-them (lookup), remove works (takedown), ask the sources again for licence changes, deletions
-and opt-outs since the build (recheck), compare versions (diff), chart them (report) and
-explain the licence catalogue (licenses). `cleanset COMMAND --help` for each."""
+them (lookup), show what the sources answered for them (evidence), remove works (takedown),
+ask the sources again for licence changes, deletions and opt-outs since the build
+(recheck), compare versions (diff), chart them (report) and explain the licence catalogue
+(licenses). `cleanset COMMAND --help` for each."""
 
 from __future__ import annotations
 

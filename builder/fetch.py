@@ -20,10 +20,15 @@ The reason says whether trying again later can help: connection_error (refused, 
 timeout and http_unavailable (5xx / 429 after retries) are transient (records.py
 TRANSIENT_REASONS); http_error (4xx, bad URL, redirect loop, TLS), too_large and
 address_refused (the SSRF guard, a recipe setting) are not.
+
+Every response that counted (each redirect hop's last attempt) is also noted as an
+`Exchange` on the calling thread's tape when one is running (`recording()`): that is how
+the evidence archive (builder/evidence) learns, byte for byte, what each source answered.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import itertools
 import json
@@ -58,8 +63,9 @@ from urllib3.exceptions import (
 )
 from urllib3.util.connection import allowed_gai_family
 
+from builder import clock
 from builder.recipe import FetchConfig
-from builder.records import Reason, Rejection
+from builder.records import Exchange, Reason, Rejection
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +115,10 @@ class Response:
     headers: tuple[tuple[str, str], ...]  # lower-cased names, in order received
     data: bytes
     retrieved_at: str  # UTC ISO-8601 with 'Z', second precision
+    reason: str = ""  # the status line's reason phrase
+    protocol: str = "HTTP/1.1"
+    received: tuple[tuple[str, str], ...] = ()  # the headers with their names as sent
+    truncated: bool = False  # an error page cut at ERROR_BODY_CAP
 
     def header(self, name: str) -> str | None:
         """All values of a header joined by ', ' (RFC 9110 field combination), or None."""
@@ -134,6 +144,61 @@ class Response:
             return self.data.decode(charset, errors="replace")
         except LookupError:
             return self.data.decode("utf-8", errors="replace")
+
+
+# --- the evidence tape ------------------------------------------------------------------
+
+
+class _Tape(threading.local):
+    exchanges: list[Exchange] | None = None
+
+
+_tape = _Tape()
+
+
+@contextmanager
+def recording() -> Iterator[list[Exchange]]:
+    """Note every exchange this thread makes inside the block, in order, in the list it
+    yields. A tape inside a tape takes over until it ends; nothing is passed to the outer
+    one, so a caller that re-uses what it recorded (a cached robots.txt) says so with
+    `cite`, every time."""
+    outer = _tape.exchanges
+    _tape.exchanges = taped = []
+    try:
+        yield taped
+    finally:
+        _tape.exchanges = outer
+
+
+def cite(exchanges: Iterable[Exchange]) -> None:
+    """Add exchanges made earlier (maybe by another thread) to this thread's tape: the
+    current decision relies on them too."""
+    if _tape.exchanges is not None:
+        _tape.exchanges.extend(exchanges)
+
+
+def _note(kind: str, sent: dict[str, str], response: Response, *, keep_body: bool) -> None:
+    if _tape.exchanges is None:
+        return
+    parts = urlsplit(response.url)
+    request = (("Host", _host_header(parts)), *(
+        () if any(k.lower() == "accept-encoding" for k in sent) else
+        (("Accept-Encoding", "identity"),)), *sent.items())
+    _tape.exchanges.append(Exchange(
+        kind=kind, url=response.url, request=request, protocol=response.protocol,
+        status=response.status, reason=response.reason, headers=response.received,
+        body=response.data if keep_body else None,
+        payload_sha256=hashlib.sha256(response.data).hexdigest(),
+        truncated=response.truncated, retrieved_at=clock.now_iso()))
+
+
+def _host_header(parts: Any) -> str:
+    """The Host header http.client sends: the port only when it is not the scheme's own."""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    default = 443 if parts.scheme == "https" else 80
+    return host if parts.port in (None, default) else f"{host}:{parts.port}"
 
 
 # --- the SSRF guard ---------------------------------------------------------------------
@@ -488,25 +553,27 @@ class Fetcher:
     def fetch(self, url: str, *, max_bytes: int | None = None) -> Response | Rejection:
         """Download an image. Any final status other than 2xx is an http_error Rejection."""
         cap = self._config.max_bytes if max_bytes is None else max_bytes
-        result = self._request(url, cap, {})
+        result = self._request(url, cap, {}, kind="image")
         if isinstance(result, Response) and not result.ok:
             return Rejection(_status_reason(result.status), f"HTTP {result.status} from {result.url}")
         return result
 
-    def get_text(self, url: str, *, max_bytes: int = 1_000_000) -> Response | Rejection:
-        """Fetch a small policy file (robots.txt, tdmrep.json, ai.txt).
+    def get_text(self, url: str, *, max_bytes: int = 1_000_000,
+                 kind: str = "text") -> Response | Rejection:
+        """Fetch a small policy file (robots.txt, tdmrep.json, ai.txt), a landing page or
+        an API page; `kind` names which, for the evidence archive.
 
         Unlike `fetch`, any final HTTP status comes back as a Response, because the
         status is the answer there (RFC 9309: 4xx means no rules, 5xx means disallow);
         callers check `.status` / `.ok`. Transport failures are still Rejections.
         """
-        return self._request(url, max_bytes, {})
+        return self._request(url, max_bytes, {}, kind=kind)
 
     def head(self, url: str) -> Response | Rejection:
         """HEAD `url` (status, validators, length; no body), redirects followed, with the
         same guard, per-host limits and retries as a download. Any final status comes back
         as a Response: for `recheck`, a 404 is an answer, not a failure."""
-        return self._request(url, 0, {}, method="HEAD")
+        return self._request(url, 0, {}, kind="head", method="HEAD")
 
     def get_json(
         self,
@@ -525,7 +592,7 @@ class Fetcher:
         sent.update(headers or {})
         problem = ""
         for attempt in range(JSON_ATTEMPTS):
-            result = self._request(full, self._config.max_bytes, sent)
+            result = self._request(full, self._config.max_bytes, sent, kind="api")
             if isinstance(result, Rejection):
                 raise FetchError(result.reason, failure_cause(result.detail, full), url=full)
             if not result.ok:
@@ -555,12 +622,16 @@ class Fetcher:
     # redirects, retries, one attempt ----------------------------------------------------
 
     def _request(self, url: str, cap: int, headers: dict[str, str], *,
-                 method: str = "GET") -> Response | Rejection:
+                 kind: str, method: str = "GET") -> Response | Rejection:
         """Follow redirects by hand so every hop passes the URL and address checks."""
         seen = {url}
         current = url
+        sent = {"User-Agent": self._config.user_agent, **headers}
         for _ in range(MAX_REDIRECTS + 1):
             result = self._with_retries(current, cap, headers, method)
+            if isinstance(result, Response):
+                # An image's payload goes to the shard; its error pages are kept here.
+                _note(kind, sent, result, keep_body=kind != "image" or not result.ok)
             if not isinstance(result, Response) or result.status not in REDIRECT_STATUSES:
                 return result
             location = next(iter(result.header_all("location")), None)  # first, if repeated
@@ -690,7 +761,11 @@ class Fetcher:
             response.close()
             raise _fail(Reason.TOO_LARGE, f"Content-Length {int(length)} over the {cap}-byte cap")
         data = self._read_body(response, url, limit, deadline, truncate=not body_wanted)
-        return Response(url=url, status=status, headers=headers, data=data, retrieved_at=_now_iso())
+        return Response(url=url, status=status, headers=headers, data=data,
+                        retrieved_at=_now_iso(), reason=response.reason or "",
+                        protocol=_protocol(response.version),
+                        received=tuple(response.headers.iteritems()),
+                        truncated=not body_wanted and len(data) >= limit)
 
     def _read_body(
         self,
@@ -744,6 +819,12 @@ class Fetcher:
 def _status_reason(status: int) -> Reason:
     """A final non-2xx status: the server busy or broken (try again later) or a refusal."""
     return Reason.HTTP_UNAVAILABLE if status >= 500 or status == 429 else Reason.HTTP_ERROR
+
+
+def _protocol(version: int) -> str:
+    """http.client's version number (11) as a status line spells it (HTTP/1.1)."""
+    return {9: "HTTP/0.9", 10: "HTTP/1.0", 11: "HTTP/1.1", 20: "HTTP/2"}.get(version,
+                                                                          "HTTP/1.1")
 
 
 def _with_params(url: str, params: dict[str, str] | None) -> str:

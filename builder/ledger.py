@@ -266,10 +266,13 @@ class Ledger:
 
     def advance(self, build: int, *, next_seq: int, source_index: int,
                 source_resume: dict[str, Any] | None) -> None:
+        # Keys in the source's own order: a source that turns its state back into a query
+        # (MediaWiki's `continue`) then asks byte for byte what it asked before the stop,
+        # and the evidence archive records the same request.
         self._db.execute(
             "UPDATE builds SET next_seq = ?, source_index = ?, source_resume = ? WHERE build = ?",
             (next_seq, source_index,
-             None if source_resume is None else json.dumps(source_resume, sort_keys=True), build),
+             None if source_resume is None else json.dumps(source_resume), build),
         )
 
     def finish_build(self, build: int, *, finished_at: str, exhausted: bool) -> None:

@@ -5,9 +5,13 @@
 
 The per-candidate stages run concurrently; their outcomes are taken back strictly in the
 order the sources yielded the candidates, so keys, dedup winners and shard contents never
-depend on timing. Every `commit_every` decisions the open shard is fsynced, then the ledger
-transaction recording those decisions commits: a crash loses at most the uncommitted window,
-which the resumed build redoes identically.
+depend on timing. Every `commit_every` decisions the open shard and the open evidence file
+are fsynced, then the ledger transaction recording those decisions commits: a crash loses
+at most the uncommitted window, which the resumed build redoes identically.
+
+Every HTTP answer a decision relied on (the source's API pages, fetched here; robots.txt
+and the image, fetched by the stages and carried back with the outcome) is written to the
+evidence archive as the decision is taken, in the same order (builder/evidence).
 
 A candidate refused for a transient reason (the network, not the candidate: records.py
 TRANSIENT_REASONS) keeps what a retry needs in its ledger row. The next run of the same
@@ -49,9 +53,11 @@ from builder.dedup import (
     open_ledger_index,
 )
 from builder.errors import UserError
+from builder.evidence.archive import NO_EVIDENCE, Evidence, EvidenceArchive, load_evidence_config
 from builder.executors import make_executor
 from builder.exports.papers import record_dataset_meta, require_writers, write_papers
 from builder.faults import crash_point
+from builder.fetch import recording
 from builder.ledger import BuildRow, Ledger, RetryRow
 from builder.lock import OutputLock
 from builder.output_dir import check_output_dir
@@ -63,6 +69,8 @@ from builder.records import (
     Candidate,
     Checked,
     Detached,
+    Exchange,
+    Exchanges,
     Reason,
     Rejection,
     decided_license,
@@ -201,6 +209,21 @@ class _Work:
     source_index: int = 0
     state: dict[str, Any] | None = None
     retry: RetryRow | None = None
+    fetched: Exchanges = ()  # the source's API responses asked since the previous candidate
+    api: Exchanges = ()  # those its data came from (a retry has none: it reuses the candidate)
+
+
+@dataclass(frozen=True)
+class Sourced:
+    """A candidate as its source gave it: where the source resumes after it, the API
+    responses asked since the previous candidate (`fetched`, archived before it is decided)
+    and those its data came from (`api`, shared by every candidate of the same page)."""
+
+    index: int  # of its [[sources]] entry
+    candidate: Candidate
+    state: dict[str, Any]
+    fetched: Exchanges = ()
+    api: Exchanges = ()
 
 
 @dataclass
@@ -336,12 +359,14 @@ def open_source(spec: SourceSpec, context: SourceContext) -> Any:
     return module.SOURCE(spec.name, spec.config, context)
 
 
-def enumerate_candidates(recipe: Recipe, start: _Cursor, *, opened: list[Any] | None = None
-                         ) -> Iterator[tuple[int, Candidate, dict[str, Any]]]:
-    """(source index, candidate, resume state after it), from the cursor on, in recipe order.
-    Each source object is appended to `opened` (when given) as it is opened, so the build's
-    summary can ask it what it met on the way (`summary_lines`, e.g. rate limits waited out)."""
+def enumerate_candidates(recipe: Recipe, start: _Cursor, *, opened: list[Any] | None = None,
+                         trailing: list[Exchange] | None = None) -> Iterator[Sourced]:
+    """Every candidate from the cursor on, in recipe order, with its resume state and API
+    responses. Each source object is appended to `opened` (when given) as it is opened, so
+    the build's summary can ask it what it met on the way (`summary_lines`, e.g. rate limits
+    waited out); API responses asked after the last candidate go to `trailing`."""
     context = SourceContext(recipe_file=recipe.file, base_dir=recipe.base_dir, fetch=recipe.fetch)
+    pending: list[Exchange] = []  # asked, not yet handed out with a candidate
     for index, spec in enumerate(recipe.sources):
         if index < start.source_index:
             continue
@@ -353,12 +378,31 @@ def enumerate_candidates(recipe: Recipe, start: _Cursor, *, opened: list[Any] | 
         source = open_source(spec, context)
         if opened is not None:
             opened.append(source)
-        for position, cand in enumerate(source.candidates(native)):
-            if position < skip:
+        api: Exchanges = ()
+        for position, (cand, fetched) in enumerate(_taped(source.candidates(native))):
+            pending.extend(fetched)
+            api = fetched or api
+            if cand is None or position < skip:
                 continue
             consumed += 1
             state = cand.resume if cand.resume is not None else {"__skip__": consumed}
-            yield index, cand, state
+            yield Sourced(index, cand, state, tuple(pending), api)
+            pending = []
+    if trailing is not None:
+        trailing.extend(pending)
+
+
+def _taped(candidates: Iterator[Candidate]) -> Iterator[tuple[Candidate | None, Exchanges]]:
+    """Each candidate with the HTTP exchanges its source made to produce it; a last
+    (None, exchanges) for what the source asked after its last candidate."""
+    while True:
+        with recording() as taped:
+            cand = next(candidates, None)
+        if cand is None:
+            if taped:
+                yield None, tuple(taped)
+            return
+        yield cand, tuple(taped)
 
 
 class _Run:
@@ -400,11 +444,17 @@ class _Run:
         self.sources: list[Any] = []  # the source objects this run opened, for the summary
         self.excluded = Exclusions.load(recipe.dedup.exclude, recipe.base_dir, recipe.dedup)
         self.per_creator = clusters.concentration(ledger.db)[1]
+        evidence = load_evidence_config(recipe.extra.get("evidence", {}), file=recipe.file)
+        self.archive = EvidenceArchive(options.out, ledger.db, build=row.build,
+                                       dataset=recipe.dataset.name,
+                                       max_file_bytes=evidence.max_file_bytes)
+        self.evidence: Evidence = NO_EVIDENCE  # the records of the candidate being decided
 
     # -- the loop -----------------------------------------------------------------------
     def execute(self) -> BuildSummary:
         self._clean_orphans()
         self._reopen_shard()
+        self.archive.open()
         workers = self.options.workers or self.recipe.fetch.workers
         executor = make_executor(self.options.executor or self.recipe.executor.kind, self.plan,
                                  workers=workers, **self._executor_options())
@@ -424,6 +474,7 @@ class _Run:
         self.bar = bar
         inflight: deque[tuple[_Work, Future[Any]]] = deque()
         order = itertools.count()
+        self.trailing: list[Exchange] = []  # API responses asked after the last candidate
         try:
             with closing(executor):
                 self.near = self._open_near_index()  # Ray actors need the executor's Ray
@@ -432,6 +483,8 @@ class _Run:
                     self._decide_all(self._retries(order), inflight, max_inflight)
                     self._end_retry_pass()
                     self._decide_all(self._fresh(order), inflight, max_inflight)
+                    for exchange in self.trailing:
+                        self.archive.pointer(exchange)
                     if self.planned is not None:
                         self._send_shard()
                     self._commit_written(at_most=0)  # while the executor (Ray) is up
@@ -444,6 +497,7 @@ class _Run:
             self.ledger.rollback()
             if self.shard is not None:
                 self.shard.abandon()
+            self.archive.abandon()
             raise
         finally:
             bar.close()
@@ -478,10 +532,12 @@ class _Run:
         # Never ask the sources for a candidate past --limit: asking for one more can fetch
         # a whole API page that no one will look at.
         wanted = None if limit is None else limit - seq
-        stream = enumerate_candidates(self.recipe, self.cursor, opened=self.sources)
+        stream = enumerate_candidates(self.recipe, self.cursor, opened=self.sources,
+                                      trailing=self.trailing)
         try:
-            for index, cand, state in islice(stream, wanted):
-                yield _Work(next(order), seq, cand, source_index=index, state=state)
+            for sourced in islice(stream, wanted):
+                yield _Work(next(order), seq, sourced.candidate, source_index=sourced.index,
+                            state=sourced.state, fetched=sourced.fetched, api=sourced.api)
                 seq += 1
         finally:
             stream.close()  # the sources' clients, now rather than when collected
@@ -595,6 +651,9 @@ class _Run:
         self.current_order = work.order
         if self.writing:
             self._commit_written(at_most=MAX_SHARD_WRITES)
+        for exchange in work.fetched:  # the source's pages, as it asked for them
+            self.archive.pointer(exchange)
+        self.evidence = self.archive.keep(work.seq, (*work.api, *outcome.exchanges))
         if isinstance(outcome, Checked):
             admitted_as = decided_license(outcome)
             outcome = self._admit(outcome)
@@ -725,7 +784,7 @@ class _Run:
 
     def _sample_members(self, key: str, checked: Checked
                         ) -> tuple[dict[str, Any], bytes, str, bytes]:
-        provenance = make_provenance(key, checked, self.stamp)
+        provenance = make_provenance(key, checked, self.stamp, evidence=self.evidence.to_json())
         ext = self.image_ext or checked.image.ext
         caption = checked.fetched.licensed.candidate.caption or ""
         # Every sample has the same three members: readers infer a schema from the first few.
@@ -825,6 +884,7 @@ class _Run:
             self.ledger.upsert_shard(shard=self.shard.shard, build=self.row.build,
                                      samples=self.shard.samples, data_end=data_end,
                                      complete=False)
+        self.archive.sync()  # its bytes too, before the rows that point at them commit
         self.ledger.advance(self.row.build, next_seq=self.cursor.seq,
                             source_index=self.cursor.source_index,
                             source_resume=self.cursor.source_resume)
@@ -839,6 +899,8 @@ class _Run:
     def _finish(self, exhausted: bool) -> None:
         if self.shard is not None:
             self._close_shard()
+        # A build stopped at --limit goes on appending to its open file when resumed.
+        self.archive.finish(complete=exhausted)
         self.ledger.advance(self.row.build, next_seq=self.cursor.seq,
                             source_index=self.cursor.source_index,
                             source_resume=self.cursor.source_resume)

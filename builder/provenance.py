@@ -15,7 +15,9 @@ from builder.licensing import credit_line_text
 from builder.media import HASH_PIPELINE
 from builder.records import Checked
 
-PROVENANCE_VERSION = 1
+# 2: `evidence` (the WARC records the sample was decided from, builder/evidence)
+PROVENANCE_VERSION = 2
+NO_EVIDENCE: dict[str, Any] = {"api": [], "signals": [], "image": None}
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,10 @@ class BuildStamp:
 
 
 def make_provenance(key: str, checked: Checked, stamp: BuildStamp,
-                    optout_result: str = "allowed") -> dict[str, Any]:
+                    optout_result: str = "allowed",
+                    evidence: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`evidence`: {"api": [...], "signals": [...], "image": ...}, each record a
+    {"file", "record_id", "offset"} in DIR/evidence/ (see EvidenceArchive.keep)."""
     fetched = checked.fetched
     licensed = fetched.licensed
     cand = licensed.candidate
@@ -85,6 +90,7 @@ def make_provenance(key: str, checked: Checked, stamp: BuildStamp,
             "result": optout_result,
         },
         "extra": [{"name": k, "value": v} for k, v in cand.extra],
+        "evidence": evidence or NO_EVIDENCE,
         "build": {
             "tool": "cleanset",
             "tool_version": __version__,

@@ -331,8 +331,9 @@ def hash_stage(stage: Path, rels: list[str]) -> dict[str, FileEntry]:
 
 
 def _order(rel: str) -> tuple[int, str]:
-    """Shards first (the papers refer to them), the ledger last (it records everything)."""
-    return (0 if rel.startswith("shards/") else 2 if rel == LEDGER else 1, rel)
+    """Shards and the evidence archive first (the papers refer to them, and provenance to
+    the archive), the ledger last (it records everything)."""
+    return (0 if rel.startswith(("shards/", "evidence/")) else 2 if rel == LEDGER else 1, rel)
 
 
 # -- publish ---------------------------------------------------------------------------------

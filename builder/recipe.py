@@ -303,7 +303,7 @@ def check_user_agent_contact(recipe: Recipe) -> str | None:
 
 SECTIONS = {"dataset", "policy", "sources", "fetch", "image", "dedup", "executor"}
 # Sections other modules own; they validate their own tables (see `Recipe.extra`).
-EXTENSION_SECTIONS = {"optout"}
+EXTENSION_SECTIONS = {"optout", "evidence"}
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -341,6 +341,9 @@ def load_recipe(path: str | Path) -> Recipe:
     from builder.optout import load_optout  # [optout] errors stop the build before any work
 
     load_optout(table.get("optout", {}), file=file, base=file.parent)
+    from builder.evidence.archive import load_evidence_config
+
+    load_evidence_config(table.get("evidence", {}), file=file)
     _preflight_sources(sources, file, fetch)  # the recipe's keys first, then the data files
     return Recipe(
         file=file.resolve(),

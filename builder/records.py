@@ -62,6 +62,34 @@ def is_transient(reason: str | None) -> bool:
 
 
 @dataclass(frozen=True)
+class Exchange:
+    """One HTTP request and the response that counted (the last attempt, after retries), as
+    the evidence archive keeps it (builder/evidence). Made wherever the fetch ran (a worker
+    thread, process or Ray task) and carried back to the build process with the outcome.
+
+    `kind` says what was asked: "api", "image", "robots.txt", "ai.txt", "tdmrep.json" or
+    "landing-page". `body` is the payload as read (after content decoding), or None when it
+    is kept elsewhere: an image's bytes are in the shard, tied to the record by
+    `payload_sha256`. Secrets are still in here; the archive removes them when it writes."""
+
+    kind: str
+    url: str
+    request: tuple[tuple[str, str], ...]  # headers sent, in order, Host first
+    protocol: str  # "HTTP/1.1"
+    status: int
+    reason: str
+    headers: tuple[tuple[str, str], ...]  # as received, names spelled as the server did
+    body: bytes | None
+    payload_sha256: str
+    truncated: bool  # an error page cut at the fetcher's cap
+    retrieved_at: str  # follows SOURCE_DATE_EPOCH, like provenance `retrieved_at`
+
+
+# What a candidate's stages fetched, in order (kept out of equality: evidence, not verdict).
+Exchanges = tuple[Exchange, ...]
+
+
+@dataclass(frozen=True)
 class Rejection:
     """A refusal. `license` is the normalised SPDX id when one was known: the recognised id
     a policy refused, or the admitted licence of a candidate refused later (fetch, opt-out,
@@ -70,6 +98,7 @@ class Rejection:
     reason: Reason
     detail: str = ""
     license: str | None = None
+    exchanges: Exchanges = field(default=(), compare=False, repr=False)
 
     def with_license(self, spdx: str | None) -> Rejection:
         """This rejection naming `spdx`, unless it already names a licence."""
@@ -213,6 +242,7 @@ class Checked:
     fetched: Fetched
     image: ImageInfo
     optout: OptoutTrail = ()
+    exchanges: Exchanges = field(default=(), compare=False, repr=False)
 
 
 @dataclass(frozen=True)

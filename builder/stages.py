@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -164,7 +164,15 @@ class Workbench:
     optout: Any
 
     def run(self, candidate: Candidate) -> Any:
-        return run_stages(candidate, self.stages)
+        """The outcome, carrying every HTTP exchange its stages relied on (host files, the
+        image) back to the build process for the evidence archive."""
+        from builder.fetch import recording
+
+        with recording() as taped:
+            outcome = run_stages(candidate, self.stages)
+        if taped and isinstance(outcome, Checked | Rejection):
+            outcome = replace(outcome, exchanges=tuple(taped))
+        return outcome
 
     def close(self) -> None:
         self.fetcher.close()

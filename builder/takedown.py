@@ -10,7 +10,9 @@ A takedown is a journal, so a crash leaves the old dataset or (after any re-run)
   3. the temp files are renamed over their shards (untouched shards are never opened for
      writing) and the directory is fsynced;
   4. one ledger transaction: samples rows deleted, candidate rows `removed` with the reason,
-     shard rows updated, `dataset_version` bumped, the version's removed keys recorded;
+     shard rows updated, `dataset_version` bumped, the version's removed keys recorded, and
+     the takedown archived as a WARC metadata record (`evidence/ID.warc.gz`, written just
+     before; the removed samples' evidence records are kept);
   5. the denylist and `takedowns.jsonl` are appended (entries already there are not repeated);
   6. the papers (manifest, candidates, SPDX, Croissant, card, attribution, and report.html
      when there is one) are regenerated;
@@ -584,7 +586,10 @@ def _commit_ledger(out: Path, plan: dict[str, Any]) -> None:
                 "changed outside cleanset. Restore it from a copy.")
         keys = plan["keys"]
         detail = f"{plan['id']}: {plan['reason']}"
+        from builder.evidence.archive import log_takedown
+
         ledger.begin()
+        log_takedown(out, ledger.db, plan["log"])  # the archive keeps what was removed, and why
         marks = ",".join("?" for _ in keys)
         ledger.db.execute(
             f"UPDATE candidates SET status = 'removed', detail = ? WHERE key IN ({marks})"

@@ -19,6 +19,7 @@ if str(REPO) not in sys.path:
 
 # Provenance timestamps pinned, so rebuilds can be compared byte for byte.
 FIXED_EPOCH = "1700000000"
+FIXED_HTTP_DATE = "Tue, 14 Nov 2023 22:13:20 GMT"  # FIXED_EPOCH as an HTTP Date header
 
 
 def make_image(seed: int, size: tuple[int, int] = (96, 64), fmt: str = "JPEG",
@@ -60,6 +61,20 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+@pytest.fixture(autouse=True)
+def test_servers_state_a_fixed_date(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test HTTP server (pytest-httpserver runs on http.server) sends this Date header.
+
+    The evidence archive keeps each response's headers, and provenance points at its records
+    (builder/evidence), so a server stating the real time makes two builds differ, exactly
+    as a live server would: comparing builds byte for byte needs the same responses, Date
+    included. A replay or mirror with fixed headers is what these servers stand for."""
+    from http.server import BaseHTTPRequestHandler
+
+    monkeypatch.setattr(BaseHTTPRequestHandler, "date_time_string",
+                        lambda self, timestamp=None: FIXED_HTTP_DATE)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 
 def test_every_command_lives_in_builder_commands_and_is_named_in_the_top_level_help(capsys):
     commands = _subparsers(make_parser())
-    assert set(commands) == {"build", "verify", "lookup", "takedown", "recheck", "diff",
+    assert set(commands) == {"build", "verify", "lookup", "evidence", "takedown", "recheck", "diff",
                              "report", "licenses"}
     assert {m.__name__.rsplit(".", 1)[1] for m in command_modules()} == set(commands)
     with pytest.raises(SystemExit):

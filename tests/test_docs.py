@@ -186,6 +186,7 @@ def accepted_keys() -> dict[str, set[str]]:
     import importlib
 
     from builder import recipe
+    from builder.evidence.archive import EvidenceConfig
     from builder.optout.config import OptoutConfig
     from builder.sources import REGISTRY
 
@@ -195,7 +196,8 @@ def accepted_keys() -> dict[str, set[str]]:
     keys = {"dataset": names(recipe.DatasetConfig), "policy": names(recipe.PolicyConfig),
             "fetch": names(recipe.FetchConfig), "image": names(recipe.ImageConfig),
             "dedup": names(recipe.DedupConfig), "executor": names(recipe.ExecutorConfig),
-            "optout": names(OptoutConfig), "sources": {"kind", "name"}}
+            "optout": names(OptoutConfig), "evidence": names(EvidenceConfig),
+            "sources": {"kind", "name"}}
     for kind, module in REGISTRY.items():
         keys[f"sources.{kind}"] = names(importlib.import_module(module).Config)
     return keys

@@ -92,7 +92,9 @@ def arrivals(out: Path) -> dict[str, int]:
 
 
 def shard_bytes(out: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted((out / "shards").iterdir())}
+    """The shards and the evidence archive, which must survive a crash just as well."""
+    return {f"{p.parent.name}/{p.name}": p.read_bytes()
+            for folder in ("shards", "evidence") for p in sorted((out / folder).iterdir())}
 
 
 def check_ledger(out: Path) -> None:

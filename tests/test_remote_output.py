@@ -118,7 +118,7 @@ def test_a_memory_url_receives_exactly_the_files_of_a_local_build_and_a_marker_l
     code, out, err = cli(capsys, "build", str(corpus), "--out", memory_url, "--stage", str(stage),
                          "--no-progress")
     assert code == 0, err
-    assert f"published to {memory_url}: 11 files uploaded" in out
+    assert f"published to {memory_url}: 12 files uploaded" in out  # evidence/ too
 
     local = local_files(tmp_path / "local")
     remote = assert_marker_describes(memory_url)
@@ -158,7 +158,7 @@ def test_publishing_an_unchanged_dataset_again_writes_nothing(
     code, out, _ = cli(capsys, *args)
     assert code == 0
     assert "already complete" in out
-    assert f"published to {memory_url}: up to date (11 files unchanged)" in out
+    assert f"published to {memory_url}: up to date (12 files unchanged)" in out
     after = memory_files(memory_url)
     assert after.keys() == before.keys()
     assert all(after[rel] is before[rel] for rel in before)  # not one file rewritten
@@ -180,8 +180,9 @@ def test_a_second_build_uploads_only_new_and_changed_files(
     # A new build starts new shards: 000003 (2 samples) and 000004 (1); the old three stay.
     assert {rel for rel in rewritten if rel.startswith("shards/")} == {"shards/000003.tar",
                                                                        "shards/000004.tar"}
+    # ...and its own evidence file; the first build's archive is not uploaded again.
     assert rewritten - {"shards/000003.tar", "shards/000004.tar"} <= \
-        PAPERS | {"ledger.sqlite", MARKER}
+        PAPERS | {"ledger.sqlite", MARKER, "evidence/remote-test-build0002-00000.warc.gz"}
     assert {"ledger.sqlite", MARKER, "manifest.parquet"} <= rewritten
     assert f"{len(rewritten) - 1} files uploaded" in out  # the marker is not counted as a file
     assert_marker_describes(memory_url)
@@ -377,7 +378,7 @@ def test_a_file_url_through_the_cli_matches_a_local_build_and_verifies(
     url = remote_dir.as_uri()
     proc = run_cli("build", str(corpus), "--out", url, "--stage", str(tmp_path / "stage"),
                    "--no-progress", check=True)
-    assert f"published to {url}: 11 files uploaded" in proc.stdout
+    assert f"published to {url}: 12 files uploaded" in proc.stdout
     local = local_files(tmp_path / "local")
     remote = local_files(remote_dir)
     assert set(remote) == set(local) | {MARKER}

@@ -63,8 +63,14 @@ def shard_bytes(out: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted((out / "shards").iterdir())}
 
 
+def evidence_bytes(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((out / "evidence").iterdir())}
+
+
 def assert_same_dataset(out: Path, reference: Path) -> None:
     assert shard_bytes(out) == shard_bytes(reference)
+    # The evidence archive too: no record lost or doubled by the crash (#19).
+    assert evidence_bytes(out) == evidence_bytes(reference)
     cands = pq.read_table(out / "candidates.parquet").to_pylist()
     assert len(cands) == N
     assert len({(c["build"], c["seq"]) for c in cands}) == N

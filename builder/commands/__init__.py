@@ -11,6 +11,7 @@ def command_modules() -> list[ModuleType]:
     from builder.commands import (
         build,
         diff,
+        evidence,
         licenses,
         lookup,
         recheck,
@@ -19,4 +20,4 @@ def command_modules() -> list[ModuleType]:
         verify,
     )
 
-    return [build, verify, lookup, takedown, recheck, diff, report, licenses]
+    return [build, verify, lookup, evidence, takedown, recheck, diff, report, licenses]

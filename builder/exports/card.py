@@ -227,6 +227,11 @@ def _files() -> str:
          "candidate ever considered with its decision and reason, every sample with its "
          "provenance, each build with its recipe's sha256 and its policy, each dataset "
          "version; `cleanset verify`, `lookup`, `diff` and `takedown` read it"),
+        ("`evidence/*.warc.gz`", "the evidence archive (WARC 1.1, ISO 28500): every "
+         "response a source's API, a host's robots.txt / ai.txt / tdmrep.json and an image "
+         "server gave while deciding a candidate, with headers and dates, API keys removed; "
+         "provenance `evidence` points at the records (`cleanset evidence DIR KEY` prints "
+         "them); a takedown is logged there as a metadata record"),
         ("`takedowns.jsonl`", "after a takedown: one line per takedown, what was removed, "
          "when and why"),
         ("`denylist.jsonl`", "after a takedown: the works removed (URLs, sha256, PDQ hash; "
@@ -246,6 +251,7 @@ def _files() -> str:
 FEATURES_SNIPPET = """from datasets import Features, Image, List, Value, load_dataset
 
 s, i, b = Value("string"), Value("int64"), Value("bool")
+warc = {"file": s, "record_id": s, "offset": i}  # a record in evidence/*.warc.gz
 features = Features({
     "__key__": s, "__url__": s, "txt": s,
     **{ext: Image() for ext in ("jpg", "png", "webp", "gif", "tif")},
@@ -262,6 +268,7 @@ features = Features({
         "http": {"status": i, "etag": s, "last_modified": s, "content_type": s},
         "optout": {"checked": List({"signal": s, "result": s}), "result": s},
         "extra": List({"name": s, "value": s}),
+        "evidence": {"api": List(warc), "signals": List(warc), "image": warc},
         "build": {"tool": s, "tool_version": s, "provenance_version": i,
                   "recipe_sha256": s, "policy": s, "dataset": s, "build": i},
     },

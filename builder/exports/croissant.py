@@ -88,6 +88,7 @@ def croissant_document(out: Path, facts: Facts) -> dict[str, Any]:
         "contentUrl": f"shards/{shard_name(s['shard'])}", "contentSize": f"{s['size']} B",
         "encodingFormat": "application/x-tar", "sha256": s["sha256"],
     } for s in shards]
+    distribution += [_evidence_file(out, f) for f in facts.evidence]
     if shards:
         distribution.append({
             "@type": "cr:FileSet", "@id": "image-files", "name": "image-files",
@@ -231,6 +232,19 @@ def _license_url(license_id: str) -> str:
     return f"https://spdx.org/licenses/{license_id}.html"
 
 
+def _evidence_file(out: Path, f: dict[str, Any]) -> dict[str, Any]:
+    url = f"evidence/{f['name']}"
+    return {
+        "@type": "cr:FileObject", "@id": url, "name": f["name"],
+        "description": "Evidence archive (WARC 1.1, gzip per record): the responses the "
+                       f"build decided from, {f['records']} of them; provenance `evidence` "
+                       "points at records by file, WARC-Record-ID and offset.",
+        "contentUrl": url, "contentSize": f"{f['size']} B",
+        "encodingFormat": "application/warc",
+        "sha256": f["sha256"] or _sha256(out / url),
+    }
+
+
 def _sha256(path: Path) -> str:
     from builder.shards import file_sha256
 
@@ -261,4 +275,9 @@ def check_croissant(out: Path, ledger: Ledger, facts: Facts,
     if listed != expected:
         problems.append(f"croissant.json: lists {len(listed)} shard(s) that differ from the "
                         f"ledger's {len(expected)} complete shard(s)")
+    archived = {f"evidence/{f['name']}" for f in facts.evidence}
+    listed_evidence = {url for url in files if url and url.startswith("evidence/")}
+    if listed_evidence != archived:
+        problems.append(f"croissant.json: lists {len(listed_evidence)} evidence file(s); the "
+                        f"ledger has {len(archived)}")
     return problems

@@ -119,6 +119,9 @@ class Facts:
     citation: str | None = None
     # The earliest and latest `retrieved_at` of the samples kept (ISO 8601, UTC).
     collected: tuple[str, str] | None = None
+    # The evidence archive's files (builder/evidence): name, size, sha256 (None while a
+    # build may still append to it), records.
+    evidence: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def contact_email(self) -> str | None:
@@ -153,7 +156,14 @@ def gather_facts(ledger: Ledger) -> Facts:
         citation=ledger.get_meta("dataset_citation") or None,
         collected=_collection_timeframe(ledger),
         rechecked=last_finished(db),
+        evidence=_evidence_files(ledger),
     )
+
+
+def _evidence_files(ledger: Ledger) -> list[dict[str, Any]]:
+    from builder.evidence.archive import file_rows
+
+    return file_rows(ledger.db)
 
 
 def _collection_timeframe(ledger: Ledger) -> tuple[str, str] | None:

@@ -294,6 +294,13 @@ def _package_comment(facts: Facts) -> str | None:
         lines.append(f"Contact: {facts.contact}")
     if facts.citation:
         lines.append(f"Cite as: {facts.citation}")
+    if facts.evidence:
+        records = sum(f["records"] for f in facts.evidence)
+        lines.append(
+            f"Evidence archive: {len(facts.evidence)} WARC 1.1 file(s) in evidence/ holding "
+            f"{records} responses (API pages, robots.txt / ai.txt / tdmrep.json, image "
+            "headers) as the sources gave them, API keys removed; each sample's provenance "
+            "`evidence` names the records its licence and download were decided from.")
     return "\n".join(lines) or None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import pyarrow.parquet as pq
 from builder.ledger import Ledger
 from builder.shards import shard_name
 
+WARC_RECORD = pa.struct([("file", pa.string()), ("record_id", pa.string()),
+                         ("offset", pa.int64())])
 MANIFEST_SCHEMA = pa.schema([
     ("key", pa.string()),
     ("shard", pa.string()),
@@ -38,8 +41,11 @@ MANIFEST_SCHEMA = pa.schema([
     ("duplicates", pa.int32()),
     ("also_found_as", pa.list_(pa.struct([("source", pa.string()), ("license", pa.string()),
                                           ("url", pa.string()), ("exact", pa.bool_())]))),
+    # The WARC records the sample was decided from (provenance `evidence`, builder/evidence).
+    ("evidence", pa.struct([("api", pa.list_(WARC_RECORD)), ("signals", pa.list_(WARC_RECORD)),
+                            ("image", WARC_RECORD)])),
 ])
-_DERIVED = {"shard", "hash_pipeline", "duplicates", "also_found_as"}
+_DERIVED = {"shard", "hash_pipeline", "duplicates", "also_found_as", "evidence"}
 
 CANDIDATES_SCHEMA = pa.schema([
     ("candidate_id", pa.string()),
@@ -92,6 +98,8 @@ def write_manifest(ledger: Ledger, path: Path) -> int:
             row["also_found_as"] = [
                 {"source": d.source, "license": d.license,
                  "url": d.landing_url or d.file_url, "exact": d.exact} for d in found]
+            # Samples built before the archive existed (provenance_version 1) have none.
+            row["evidence"] = json.loads(r["provenance"]).get("evidence")
             yield row
 
     return _write_atomically(path, MANIFEST_SCHEMA, rows())

@@ -141,7 +141,7 @@ class OptoutGate:
         if not url or origin(url) is None:
             trail.append(("landing-page", "no landing page"))
             return None
-        response = self.fetcher.get_text(url, max_bytes=2_000_000)
+        response = self.fetcher.get_text(url, max_bytes=2_000_000, kind="landing-page")
         if isinstance(response, Rejection) or not response.ok:
             why = response.detail if isinstance(response, Rejection) else f"HTTP {response.status}"
             trail.append(("landing-page", f"unavailable ({why})"))

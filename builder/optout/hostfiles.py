@@ -2,7 +2,9 @@
 
 Many worker threads reach the same host at once; a lock per (origin, file) makes the first
 one fetch and parse while the others wait for its result, so a host is asked once. Only the
-parsed result is kept, never the body.
+parsed result is kept, never the body; the exchanges that fetched it are kept too, and
+cited on the tape of every candidate that relies on them, so each candidate's evidence
+names the robots.txt that allowed it however many candidates shared the one request.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from builder.records import TRANSIENT_REASONS, Reason, Rejection
+from builder.fetch import cite, recording
+from builder.records import TRANSIENT_REASONS, Exchanges, Reason, Rejection
 
 
 @dataclass(frozen=True)
@@ -74,29 +77,35 @@ class HostFiles:
         self._fetcher = fetcher
         self._lock = threading.Lock()
         self._locks: dict[str, threading.Lock] = {}
-        self._parsed: dict[str, Any] = {}
+        self._parsed: dict[str, tuple[Any, Exchanges]] = {}
         self.requests = 0  # how many files were actually fetched (for tests and the summary)
 
     def get(self, base: str, path: str, parse: Callable[[Answer], Any]) -> Any:
         key = base + path
         with self._lock:
-            if key in self._parsed:
-                return self._parsed[key]
-            lock = self._locks.setdefault(key, threading.Lock())
-        with lock:
-            with self._lock:
-                if key in self._parsed:
-                    return self._parsed[key]
-            result = parse(self.fetch(key))
-            with self._lock:
-                self._parsed[key] = result
-                self._locks.pop(key, None)
-            return result
+            found = self._parsed.get(key)
+            if found is None:
+                lock = self._locks.setdefault(key, threading.Lock())
+        if found is None:
+            with lock:
+                with self._lock:
+                    found = self._parsed.get(key)
+                if found is None:
+                    with recording() as taped:
+                        answer = self.fetch(key)
+                    found = (parse(answer), tuple(taped))
+                    with self._lock:
+                        self._parsed[key] = found
+                        self._locks.pop(key, None)
+        result, exchanges = found
+        cite(exchanges)
+        return result
 
     def fetch(self, url: str) -> Answer:
         with self._lock:
             self.requests += 1
-        response = self._fetcher.get_text(url, max_bytes=512 * 1024)
+        kind = url.rsplit("/", 1)[-1]  # robots.txt, ai.txt, tdmrep.json
+        response = self._fetcher.get_text(url, max_bytes=512 * 1024, kind=kind)
         if isinstance(response, Rejection):
             return Answer(url, None, None, f"{response.reason.value}: {response.detail}",
                           response.reason)

@@ -149,7 +149,7 @@ class JsonClient:
         raise api_failed(self.source, problem, full)
 
     def _via_get_text(self, full: str) -> tuple[str, Any]:
-        result = self.fetcher.get_text(full, max_bytes=self.config.max_bytes)
+        result = self.fetcher.get_text(full, max_bytes=self.config.max_bytes, kind="api")
         if isinstance(result, Rejection):
             return "final", failure_cause(result.detail, full)
         if result.status in self.hand_back:

@@ -122,7 +122,7 @@ def driver_cost(recipe_path: Path, out: Path) -> tuple[float, int]:
     policy = load_policy(recipe.policy.use, jurisdiction=recipe.policy.jurisdiction,
                          base_dir=recipe.base_dir)
     bench = StagePlan(recipe=recipe, policy=policy, out=out).build()
-    cands = [c for _, c, _ in enumerate_candidates(recipe, _Cursor(0, 0, None))]
+    cands = [s.candidate for s in enumerate_candidates(recipe, _Cursor(0, 0, None))]
     with ThreadPoolExecutor(16) as pool:
         outcomes = dict(zip((c.candidate_id for c in cands), pool.map(bench.run, cands),
                             strict=True))

@@ -1,0 +1,39 @@
+"""`cleanset evidence DIR KEY|URL`: what the sources answered when a candidate was decided."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from builder.errors import UserError
+from builder.recipe import is_url
+
+DESCRIPTION = """Print the archived HTTP responses (DIR/evidence/*.warc.gz) a sample or a
+refused candidate was decided from: the source's API response (its licence fields), the
+host signals (robots.txt, ai.txt, tdmrep.json) and the image response, each with its
+request, date, status line, headers and body (JSON pretty-printed; an image's payload is
+in its shard, so its digest is shown). KEY is a sample key (0000000042), a candidate id
+(source:id) or the image or landing page URL. Records are read by offset from the ledger's
+index, never by scanning the archive. Exit 0; 2 when DIR or KEY is not found."""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "evidence", help="print the archived responses a sample or candidate was decided from",
+        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dir", help="the output directory of a build")
+    p.add_argument("wanted", metavar="KEY|URL",
+                   help="a sample key, a candidate id (source:id), or the image or landing "
+                   "page URL")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if is_url(args.dir):
+        raise UserError(f"evidence {args.dir}: give a local output directory; download the "
+                        "published dataset's ledger.sqlite and evidence/ first.")
+    from builder.evidence.show import show
+
+    for line in show(Path(args.dir), args.wanted):
+        print(line)
+    return 0

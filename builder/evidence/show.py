@@ -1,0 +1,167 @@
+"""`cleanset evidence DIR KEY|URL`: the archived responses that decided a sample or candidate.
+
+The candidate is found in the ledger (by sample key, candidate id `source:id`, or the URL it
+was fetched from or described at), its records by the ledger's links, and each record is
+read at its offset: nothing else in the archive is read. Prints, per record, its role, file,
+offset and id, the request line and headers (keys removed), the WARC-Date, the status line,
+the response headers and the body (JSON pretty-printed; an image's payload is in its shard,
+so its record holds the digest instead).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder.errors import UserError
+from builder.evidence.archive import DIRNAME, has_schema
+from builder.evidence.warc import ReadRecord, hex_of_label, read_at
+from builder.ledger import reading
+
+_KEY = re.compile(r"[0-9]{10,}")
+BODY_LIMIT = 200_000  # characters of a text body shown; the rest is counted, not printed
+
+
+@dataclass(frozen=True)
+class Found:
+    build: int
+    seq: int
+    candidate_id: str
+    url: str
+    status: str
+    reason: str | None
+    detail: str | None
+    key: str | None
+    sha256: str | None  # of the sample's image, when it was admitted
+
+
+def show(out: Path, wanted: str) -> Iterator[str]:
+    """The lines to print for every candidate matching `wanted`."""
+    _check_output(out)
+    with reading(out, "evidence") as ledger:
+        db = ledger.db
+        if not has_schema(db):
+            raise UserError(f"{out}: built before cleanset kept an evidence archive; its "
+                            "ledger points at no records. A new build into another "
+                            "--out keeps them.")
+        found = _find(db, wanted)
+        if not found:
+            raise UserError(f"{out}: no candidate with key, id or URL {wanted!r}. Give a "
+                            "sample key (e.g. 0000000042, see manifest.parquet), a candidate "
+                            "id (source:id, see candidates.parquet) or the image or landing "
+                            "page URL.")
+        for index, cand in enumerate(found):
+            if index:
+                yield ""
+            yield from _candidate_lines(out, db, cand)
+
+
+def _check_output(out: Path) -> None:
+    if not out.is_dir():
+        raise UserError(f"{out}: no such directory. Give the output directory of a build.")
+    if not (out / "ledger.sqlite").is_file():
+        raise UserError(f"{out}: has no ledger.sqlite; it is not the output of cleanset build.")
+
+
+def _find(db: sqlite3.Connection, wanted: str) -> list[Found]:
+    select = ("SELECT c.build, c.seq, c.candidate_id, c.url, c.status, c.reason, c.detail, "
+              "c.key, (SELECT sha256 FROM samples s WHERE s.key = c.key) FROM candidates c ")
+    order = " ORDER BY c.build, c.seq"
+    if _KEY.fullmatch(wanted):
+        rows = db.execute(select + "WHERE c.key = ?" + order, (wanted,)).fetchall()
+    else:
+        rows = db.execute(select + "WHERE c.candidate_id = ? OR c.url = ?" + order,
+                          (wanted, wanted)).fetchall()
+        if not rows:  # a landing page: samples and duplicates record it, candidates do not
+            rows = db.execute(select + "WHERE c.key IN (SELECT key FROM samples WHERE "
+                              "landing_url = ? OR file_url = ?)" + order,
+                              (wanted, wanted)).fetchall()
+    return [Found(*row) for row in rows]
+
+
+def _candidate_lines(out: Path, db: sqlite3.Connection, cand: Found) -> Iterator[str]:
+    if cand.status == "accepted":
+        outcome = f"accepted as sample {cand.key}"
+    elif cand.status == "removed":
+        outcome = f"accepted as sample {cand.key}, since removed ({cand.detail})"
+    else:
+        outcome = f"rejected, {cand.reason}: {cand.detail}"
+    yield f"candidate {cand.candidate_id} (build {cand.build}, seq {cand.seq}): {outcome}"
+    yield f"  url: {cand.url}"
+    links = db.execute(
+        "SELECT l.role, r.record_id, r.file, r.offset, r.kind FROM evidence_links l "
+        "JOIN evidence_records r ON r.record_id = l.record_id "
+        "WHERE l.build = ? AND l.seq = ? ORDER BY l.position", (cand.build, cand.seq)).fetchall()
+    if not links:
+        yield ("  no archived response: nothing was asked for it (a local file, or refused "
+               "before any request), or no answer came (see the detail above)")
+        return
+    for role, record_id, file, offset, kind in links:
+        yield ""
+        yield f"== {kind} ({role}) {file} offset {offset} {record_id}"
+        yield from _record_lines(out, file, offset, record_id, cand.sha256 if role == "image"
+                                 else None)
+
+
+def _record_lines(out: Path, file: str, offset: int, record_id: str,
+                  sample_sha256: str | None) -> Iterator[str]:
+    path = out / file
+    if not file.startswith(f"{DIRNAME}/") or not path.is_file():
+        raise UserError(f"{path}: the evidence file the ledger names is missing. Restore "
+                        f"{out / DIRNAME} from a copy; `cleanset verify {out}` lists what "
+                        "else is missing.")
+    with path.open("rb") as stream:
+        try:
+            records = read_at(stream, offset)
+        except Exception as exc:  # noqa: BLE001 - a damaged archive is reported, not a crash
+            raise UserError(f"{path}: cannot read the record at offset {offset}: "
+                            f"{type(exc).__name__}: {exc}. The file was changed; `cleanset "
+                            f"verify {out}` names every damaged record.") from None
+    if not records or records[0].record_id != record_id:
+        raise UserError(f"{path}: offset {offset} holds "
+                        f"{records[0].record_id if records else 'no record'}, not {record_id}. "
+                        f"The file was changed; `cleanset verify {out}` names what differs.")
+    response = records[0]
+    request = records[1] if len(records) > 1 and records[1].warc_type == "request" else None
+    if request is not None:
+        yield f"  request: {request.status_line}"
+        yield from (f"    {name}: {value}" for name, value in request.http_headers)
+    yield f"  target: {response.target_uri}"
+    yield f"  date: {response.date}"
+    yield f"  status: {response.status_line}"
+    yield from (f"    {name}: {value}" for name, value in response.http_headers)
+    if response.digest_ok is False:
+        yield "  WARNING: the record's digest does not match its content (changed since written)"
+    yield from _body_lines(response, sample_sha256)
+
+
+def _body_lines(record: ReadRecord, sample_sha256: str | None) -> Iterator[str]:
+    if record.warc_type == "revisit":
+        label = dict(record.fields).get("WARC-Payload-Digest", "")
+        digest = hex_of_label(label) or label
+        yield f"  payload: not in the archive; sha256 {digest}"
+        if sample_sha256 is not None:
+            same = "the same as" if digest == sample_sha256 else "DIFFERENT from"
+            yield f"    {same} the sample's image in the shard (sha256 {sample_sha256})"
+        return
+    yield from (f"  {line}" for line in _body_text(record).splitlines())
+
+
+def _body_text(record: ReadRecord) -> str:
+    body = record.body
+    if not body:
+        return "(empty body)"
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"({len(body)} bytes, not text)"
+    with contextlib.suppress(ValueError):  # not JSON: shown as it is
+        text = json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+    if len(text) > BODY_LIMIT:
+        return f"{text[:BODY_LIMIT]}\n... ({len(text) - BODY_LIMIT} more characters)"
+    return text

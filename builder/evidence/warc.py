@@ -1,0 +1,268 @@
+"""Exchanges as WARC 1.1 records (ISO 28500), written and read with `warcio`.
+
+An exchange becomes two records, each its own gzip member so it can be read by offset:
+
+- a `response` holding the status line, the headers and the body as read (API pages,
+  robots.txt, ai.txt, tdmrep.json, landing pages, and an image's error page), or, for an
+  image that was received, a `revisit` record with the WARC 1.1 identical-payload-digest
+  profile: status line and headers only, `WARC-Payload-Digest` the sha256 of the bytes,
+  which are the sample's bytes in its shard (revisit records are how crawlers and replay
+  tools already say "this payload is stored elsewhere");
+- the `request` that asked for it (`WARC-Concurrent-To` the response).
+
+Bodies are recorded after content decoding (urllib3 undoes gzip and chunking as it reads),
+so `Content-Encoding`, `Transfer-Encoding` and a `Content-Length` that counted encoded
+bytes are renamed `X-Archive-Orig-*`, as pywb does, and the real length is given.
+
+Redaction: API keys never reach the archive. Credential query parameters (`wskey`,
+`api_key`, ...) are dropped from target URIs, credential headers (`Authorization`,
+`X-Api-Key`, ...) keep their name with the value `***`, and any key registered by a source
+(builder.sources._keys) is scrubbed from every URI, header and body before digests are made.
+
+Record ids are UUIDv5 over the build, the target URI and the sha256 of the record block, so
+the same answer asked twice in a build (a resumed page, a robots.txt asked by two worker
+processes) is one record, and identical input gives identical ids. Dates are the retrieval
+times, which follow SOURCE_DATE_EPOCH (builder/clock.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from io import BytesIO
+from typing import IO, Any
+from urllib.parse import urlsplit
+
+from warcio.archiveiterator import ArchiveIterator
+from warcio.recordbuilder import RecordBuilder
+from warcio.statusandheaders import StatusAndHeaders
+from warcio.utils import Digester
+from warcio.warcwriter import WARCWriter
+
+from builder.records import Exchange
+
+NAMESPACE = uuid.UUID("5b0f3c1e-2a7d-5e44-9c0b-6f1e0d6c1a57")  # cleanset evidence records
+REVISIT_PROFILE = RecordBuilder.REVISIT_PROFILE_1_1
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "x-api-key", "api-key",
+                            "x-auth-token", "cookie"})
+# Names the archive renames because the recorded body is decoded (see the module docstring).
+DECODED = frozenset({"content-encoding", "transfer-encoding"})
+REDACTION_NOTE = (
+    "API keys removed: credential query parameters (wskey, api_key, apikey, key, "
+    "access_token, token) are dropped from URIs, credential headers (Authorization, "
+    "X-Api-Key, Cookie...) are recorded as ***, and every key read from the environment "
+    "is replaced by *** in URIs, headers and bodies, before digests are computed.")
+IMAGE_NOTE = (
+    "Image responses are revisit records (profile identical-payload-digest): status line "
+    "and headers only; WARC-Payload-Digest is the sha256 of the image bytes, which are "
+    "the sample's bytes in its shard (provenance sha256). Error pages are kept whole.")
+DECODING_NOTE = (
+    "Bodies are recorded as read after content decoding; Content-Encoding, "
+    "Transfer-Encoding and the encoded Content-Length are renamed X-Archive-Orig-*. Request "
+    "records list the request line and headers cleanset sent. Retried attempts are not "
+    "kept: each record is the answer that counted.")
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """Where a response record is: what provenance, the manifest and the ledger hold."""
+
+    file: str  # evidence/NAME.warc.gz, relative to the output directory
+    record_id: str  # <urn:uuid:...>
+    offset: int  # of the record's gzip member in the file
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.file, "record_id": self.record_id, "offset": self.offset}
+
+
+@dataclass(frozen=True)
+class Pair:
+    """An exchange made ready to write: its records, and what the ledger indexes."""
+
+    record_id: str
+    kind: str
+    target_uri: str
+    status: int
+    response: Any  # warcio ArcWarcRecord
+    request: Any
+
+
+class _Sha256Writer(WARCWriter):
+    """warcio's writer with sha256 digests (warcio's default is sha1)."""
+
+    @staticmethod
+    def _create_digester() -> Digester:
+        return Digester("sha256")
+
+
+def writer(out: IO[bytes]) -> WARCWriter:
+    return _Sha256Writer(out, gzip=True, warc_version="1.1")
+
+
+def record_id(*parts: object) -> str:
+    return f"<urn:uuid:{uuid.uuid5(NAMESPACE, chr(10).join(map(str, parts)))}>"
+
+
+def sha256_label(hex_digest: str) -> str:
+    """A sha256 in the WARC convention (base32), from the hex form provenance uses."""
+    return "sha256:" + base64.b32encode(bytes.fromhex(hex_digest)).decode("ascii")
+
+
+def hex_of_label(label: str) -> str | None:
+    """The hex form of a `sha256:BASE32` digest, or None for another algorithm/encoding."""
+    algorithm, _, value = label.partition(":")
+    if algorithm.lower() != "sha256":
+        return None
+    if len(value) == 64:
+        return value.lower()
+    try:
+        return base64.b32decode(value).hex()
+    except ValueError:
+        return None
+
+
+def make_pair(build: int, ex: Exchange, scrub: Any) -> Pair:
+    """The records of one exchange; `scrub(text) -> text` removes registered secrets."""
+    target = scrub(_strip_credentials(ex.url))
+    headers = [(name, scrub(value)) for name, value in _as_recorded(ex)]
+    http = StatusAndHeaders(f"{ex.status} {ex.reason}".rstrip(), headers, protocol=ex.protocol)
+    body = None if ex.body is None else scrub_bytes(ex.body, scrub)
+    block = http.to_ascii_bytes() + (body or b"")
+    rid = record_id(build, target, hashlib.sha256(block).hexdigest())
+    fields = {"WARC-Record-ID": rid, "WARC-Date": ex.retrieved_at, "WARC-Target-URI": target}
+    build_records = writer(BytesIO())
+    if body is None:
+        response = build_records.create_revisit_record(
+            target, sha256_label(ex.payload_sha256), target, ex.retrieved_at,
+            http_headers=http, warc_headers_dict=fields)
+        response.rec_headers.replace_header("WARC-Profile", REVISIT_PROFILE)
+    else:
+        if ex.truncated:
+            fields["WARC-Truncated"] = "length"
+        response = build_records.create_warc_record(
+            target, "response", payload=BytesIO(body), length=len(body), http_headers=http,
+            warc_headers_dict=fields)
+    request = build_records.create_warc_record(
+        target, "request", http_headers=_request_headers(ex, target, scrub),
+        warc_headers_dict={"WARC-Record-ID": record_id(rid, "request"),
+                           "WARC-Date": ex.retrieved_at, "WARC-Target-URI": target,
+                           "WARC-Concurrent-To": rid})
+    return Pair(rid, ex.kind, target, ex.status, response, request)
+
+
+def _as_recorded(ex: Exchange) -> list[tuple[str, str]]:
+    decoded = any(name.lower() in DECODED for name, _ in ex.headers)
+    out = []
+    for name, value in ex.headers:
+        lower = name.lower()
+        if lower in DECODED or (decoded and lower == "content-length"):
+            out.append((f"X-Archive-Orig-{name}", value))
+        else:
+            out.append((name, value))
+    if decoded and ex.body is not None:
+        out.append(("Content-Length", str(len(ex.body))))
+    return out
+
+
+def _request_headers(ex: Exchange, target: str, scrub: Any) -> StatusAndHeaders:
+    parts = urlsplit(target)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    headers = [(name, "***" if name.lower() in SECRET_HEADERS else scrub(value))
+               for name, value in ex.request]
+    # http.client always asks in HTTP/1.1, whatever version the server answers in.
+    return StatusAndHeaders(f"GET {path} HTTP/1.1", headers, is_http_request=True)
+
+
+def _strip_credentials(url: str) -> str:
+    """`url` without credential query parameters, every other byte as it was sent (the
+    sources' own `strip_secrets` re-encodes the whole query)."""
+    from urllib.parse import unquote_plus
+
+    from builder.sources._keys import SECRET_PARAMS
+
+    head, mark, query = url.partition("?")
+    if not mark:
+        return url
+    query, hash_mark, fragment = query.partition("#")
+    kept = [part for part in query.split("&")
+            if unquote_plus(part.partition("=")[0]).lower() not in SECRET_PARAMS]
+    if len(kept) == len(query.split("&")):
+        return url
+    return head + (f"?{'&'.join(kept)}" if kept else "") + hash_mark + fragment
+
+
+def scrub_bytes(data: bytes, scrub: Any) -> bytes:
+    """`data` with registered secrets removed, when it is text that holds any."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data
+    cleaned = scrub(text)
+    return data if cleaned == text else cleaned.encode("utf-8")
+
+
+def warcinfo(name: str, fields: dict[str, str], date: str) -> Any:
+    """The record each file starts with: what made it, what it holds, what was removed."""
+    payload = "".join(f"{k}: {v}\r\n" for k, v in fields.items()).encode("utf-8")
+    return writer(BytesIO()).create_warc_record(
+        "", "warcinfo", payload=BytesIO(payload), length=len(payload),
+        warc_content_type="application/warc-fields",
+        warc_headers_dict={"WARC-Record-ID": record_id("warcinfo", name, *fields.values()),
+                           "WARC-Date": date, "WARC-Filename": name})
+
+
+def metadata(target: str, rid: str, date: str, body: bytes) -> Any:
+    """A `metadata` record (a takedown's log entry, as JSON)."""
+    return writer(BytesIO()).create_warc_record(
+        target, "metadata", payload=BytesIO(body), length=len(body),
+        warc_content_type="application/json",
+        warc_headers_dict={"WARC-Record-ID": rid, "WARC-Date": date})
+
+
+# -- reading --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ReadRecord:
+    """One record as read back: its WARC headers, HTTP status line and headers, body."""
+
+    offset: int
+    warc_type: str
+    record_id: str
+    target_uri: str
+    date: str
+    fields: list[tuple[str, str]]
+    status_line: str
+    http_headers: list[tuple[str, str]]
+    body: bytes
+    digest_ok: bool | None  # None: nothing warcio could check (a revisit)
+
+
+def read_at(stream: IO[bytes], offset: int, count: int = 2) -> list[ReadRecord]:
+    """Up to `count` records from `offset` on (a response and its request), checking digests."""
+    stream.seek(offset)
+    out = []
+    for record in records(stream):
+        out.append(record)
+        if len(out) == count:
+            break
+    return out
+
+
+def records(stream: IO[bytes]) -> Iterator[ReadRecord]:
+    """Every record from the stream's position on; offsets are the stream's own."""
+    iterator = ArchiveIterator(stream, check_digests=True)
+    for record in iterator:
+        body = record.content_stream().read()
+        http = record.http_headers
+        line = "" if http is None else f"{http.protocol} {http.statusline}".strip()
+        rec = record.rec_headers
+        yield ReadRecord(
+            offset=iterator.get_record_offset(), warc_type=rec.get_header("WARC-Type"),
+            record_id=rec.get_header("WARC-Record-ID") or "",
+            target_uri=rec.get_header("WARC-Target-URI") or "",
+            date=rec.get_header("WARC-Date") or "", fields=list(rec.headers),
+            status_line=line, http_headers=list(http.headers) if http else [], body=body,
+            digest_ok=record.digest_checker.passed)

@@ -1,0 +1,426 @@
+"""The evidence archive (#19): a build from a local MediaWiki API and a table source keeps
+every response it decided from as WARC, provenance points at the records, `cleanset
+evidence` prints them, rebuilds are identical and verify catches a changed byte."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+from pytest_httpserver import HTTPServer
+from warcio.archiveiterator import ArchiveIterator
+
+from tests.api_support import recipe_text
+from tests.conftest import make_image, run_cli, serve_no_site_policies, write_jsonl, write_recipe
+from tests.test_source_wikimedia import BATCH, FakeCommons
+
+CC0 = "https://creativecommons.org/publicdomain/zero/1.0/"
+TABLE_ROWS = 4
+
+
+def make_recipe(httpserver: HTTPServer, tmp_path: Path, extra: str = "",
+                padding: int = 0) -> Path:
+    """Seven Commons files in pages of three, then four table rows (one refused, NC).
+    `padding` bytes of incompressible text ride in the second API page."""
+    commons = FakeCommons(httpserver)
+    if padding:
+        noise = random.Random(19).randbytes(padding * 3 // 4)
+        commons.pages[3]["padding"] = base64.b64encode(noise).decode("ascii")
+    serve_no_site_policies(httpserver)
+    rows = []
+    for i in range(TABLE_ROWS):
+        path = f"/table/{i}.jpg"
+        httpserver.expect_request(path).respond_with_data(make_image(500 + i, (64, 48)),
+                                                          content_type="image/jpeg")
+        lic = CC0 if i != 2 else "https://creativecommons.org/licenses/by-nc/4.0/"
+        rows.append({"id": f"t{i}", "url": httpserver.url_for(path), "license": lic})
+    write_jsonl(tmp_path / "urls.jsonl", rows)
+    text = recipe_text("evidence-test", f"""
+kind = "wikimedia"
+api = "{commons.url}"
+category = "Test files"
+batch = {BATCH}
+
+[[sources]]
+kind = "table"
+path = "urls.jsonl"
+""") + extra
+    return write_recipe(tmp_path / "recipe.toml", text)
+
+
+@pytest.fixture
+def recipe(httpserver: HTTPServer, tmp_path: Path) -> Path:
+    return make_recipe(httpserver, tmp_path)
+
+
+def build(recipe: Path, out: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return run_cli("build", str(recipe), "--out", str(out), "--no-progress", env=env,
+                   check=True)
+
+
+def archive_files(out: Path) -> list[Path]:
+    return sorted((out / "evidence").glob("*.warc.gz"))
+
+
+def read_records(out: Path) -> list[dict[str, Any]]:
+    """Every record of every file, read by warcio with digests checked."""
+    found = []
+    for path in archive_files(out):
+        with path.open("rb") as stream:
+            it = ArchiveIterator(stream, check_digests=True)
+            for rec in it:
+                body = rec.content_stream().read()
+                found.append({
+                    "file": f"evidence/{path.name}", "offset": it.get_record_offset(),
+                    "type": rec.rec_type, "id": rec.rec_headers.get_header("WARC-Record-ID"),
+                    "uri": rec.rec_headers.get_header("WARC-Target-URI"),
+                    "status": rec.http_headers.get_statuscode() if rec.http_headers and
+                    rec.rec_type != "request" else None,
+                    "headers": rec.rec_headers, "body": body,
+                    "digest_ok": rec.digest_checker.passed})
+    return found
+
+
+def warcio_check(paths: list[Path]) -> subprocess.CompletedProcess[str]:
+    """`warcio check FILE...`: the reference reader's digest check, exit 0 when all pass."""
+    code = "import sys; from warcio.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, "check", "-v", *map(str, paths)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def samples(out: Path) -> list[dict[str, Any]]:
+    return pq.read_table(out / "manifest.parquet").to_pylist()
+
+
+def provenance(out: Path, key: str) -> dict[str, Any]:
+    import sqlite3
+
+    with sqlite3.connect(out / "ledger.sqlite") as db:
+        (text,) = db.execute("SELECT provenance FROM samples WHERE key = ?", (key,)).fetchone()
+    return json.loads(text)
+
+
+def test_every_api_page_host_file_and_image_is_archived_as_request_and_response(
+        recipe: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    build(recipe, out)
+    records = read_records(out)
+    assert records[0]["type"] == "warcinfo"
+    assert all(r["digest_ok"] is not False for r in records)
+    responses = [r for r in records if r["type"] in ("response", "revisit")]
+    requests = [r for r in records if r["type"] == "request"]
+    assert len(requests) == len(responses)
+    for response, request in zip(responses, requests, strict=True):
+        assert request["headers"].get_header("WARC-Concurrent-To") == response["id"]
+    api = [r for r in responses if "/w/api.php" in r["uri"]]
+    assert len(api) == 3  # three pages of three, three and one
+    assert all(json.loads(r["body"])["query"]["pages"] for r in api)
+    robots = [r for r in responses if r["uri"].endswith("/robots.txt")]
+    assert len(robots) == 1 and robots[0]["status"] == "404"
+    images = [r for r in responses if r["type"] == "revisit"]
+    assert {r["uri"].rsplit("/", 1)[-1] for r in images} >= {"0.jpg", "1.jpg"}
+    assert warcio_check(archive_files(out)).returncode == 0
+
+
+def record_at(out: Path, pointer: dict[str, Any]) -> dict[str, Any]:
+    """The record a pointer names, read at its offset as a third-party reader would."""
+    with (out / pointer["file"]).open("rb") as stream:
+        stream.seek(pointer["offset"])
+        rec = next(iter(ArchiveIterator(stream)))
+        return {"type": rec.rec_type, "id": rec.rec_headers.get_header("WARC-Record-ID"),
+                "headers": rec.rec_headers, "http": rec.http_headers,
+                "body": rec.content_stream().read()}
+
+
+def test_each_sample_points_at_the_api_response_holding_its_licence_and_at_its_image_record(
+        recipe: Path, tmp_path: Path) -> None:
+    from builder.evidence.warc import sha256_label
+
+    out = tmp_path / "out"
+    build(recipe, out)
+    rows = samples(out)
+    assert {r["source"] for r in rows} == {"wikimedia", "table"}
+    for row in rows:
+        prov = provenance(out, row["key"])
+        assert prov["build"]["provenance_version"] == 2
+        assert prov["evidence"] == row["evidence"]  # the manifest carries the same pointers
+        image = record_at(out, prov["evidence"]["image"])
+        assert image["id"] == prov["evidence"]["image"]["record_id"]
+        assert image["type"] == "revisit" and image["http"].get_statuscode() == "200"
+        assert image["headers"].get_header("WARC-Payload-Digest") == sha256_label(row["sha256"])
+        signals = [record_at(out, p)["headers"].get_header("WARC-Target-URI")
+                   for p in prov["evidence"]["signals"]]
+        assert [s.rsplit("/", 1)[-1] for s in signals] == ["robots.txt", "ai.txt",
+                                                           "tdmrep.json"]
+        if row["source"] == "table":
+            assert prov["evidence"]["api"] == []
+            continue
+        (api,) = prov["evidence"]["api"]
+        page = json.loads(record_at(out, api)["body"])
+        mine = [p for p in page["query"]["pages"] if str(p["pageid"]) == row["source_id"]]
+        licence = mine[0]["imageinfo"][0]["extmetadata"]["LicenseShortName"]["value"]
+        assert licence in [e["value"] for e in prov["license"]["evidence"]]
+
+
+def test_a_refused_candidates_ledger_row_points_at_what_it_was_refused_on(
+        recipe: Path, tmp_path: Path) -> None:
+    import sqlite3
+
+    out = tmp_path / "out"
+    build(recipe, out)
+    with sqlite3.connect(out / "ledger.sqlite") as db:
+        def linked(candidate_id: str) -> list[tuple[str, str]]:
+            return db.execute(
+                "SELECT l.role, r.kind FROM candidates c JOIN evidence_links l ON "
+                "l.build = c.build AND l.seq = c.seq JOIN evidence_records r ON "
+                "r.record_id = l.record_id WHERE c.candidate_id = ? ORDER BY l.position",
+                (candidate_id,)).fetchall()
+
+        # refused on its licence: the API page that stated it, nothing fetched
+        assert linked("wikimedia:1001") == [("api", "api")]
+        # refused on its bytes (the API's sha1 differs): the page, host files and image
+        assert linked("wikimedia:1006") == [
+            ("api", "api"), ("signal", "robots.txt"), ("signal", "ai.txt"),
+            ("signal", "tdmrep.json"), ("image", "image")]
+        assert linked("table:t2") == []  # an NC licence in the table: no request at all
+
+
+def test_cleanset_evidence_prints_the_licence_fields_and_the_image_digest_by_key_or_url(
+        recipe: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    build(recipe, out)
+    first = samples(out)[0]
+    proc = run_cli("evidence", str(out), first["key"])
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    print(text[:3000])  # the closing note quotes this
+    assert text.startswith(f"candidate wikimedia:{first['source_id']} (build 1, seq 0): "
+                           f"accepted as sample {first['key']}")
+    assert "== api (api) evidence/" in text and "== image (image) evidence/" in text
+    assert '"LicenseShortName": {' in text and '"value": "CC BY-SA 4.0"' in text  # pretty JSON
+    assert "status: HTTP/1.0 200 OK" in text and "Content-Type: image/jpeg" in text
+    assert f"the same as the sample's image in the shard (sha256 {first['sha256']})" in text
+    by_url = run_cli("evidence", str(out), first["file_url"])
+    assert by_url.returncode == 0 and by_url.stdout == text
+    refused = run_cli("evidence", str(out), "wikimedia:1001")
+    assert "rejected, license_not_allowed" in refused.stdout
+    assert '"value": "CC BY-NC 2.0"' in refused.stdout
+
+
+def test_cleanset_evidence_refuses_an_unknown_key_or_directory_with_exit_2(
+        recipe: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    build(recipe, out)
+    for args, words in ((("evidence", str(out), "0000009999"), "no candidate with key"),
+                        (("evidence", str(tmp_path / "nope"), "0000000000"), "no such directory"),
+                        (("evidence", str(tmp_path), "0000000000"), "has no ledger.sqlite")):
+        proc = run_cli(*args)
+        assert proc.returncode == 2, proc.stderr
+        assert words in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_two_builds_with_source_date_epoch_write_byte_identical_archives_whatever_the_executor(
+        recipe: Path, tmp_path: Path) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    build(recipe, one)
+    run_cli("build", str(recipe), "--out", str(two), "--no-progress", "--executor", "processes",
+            "--workers", "4", check=True)
+    assert [p.name for p in archive_files(one)] == [p.name for p in archive_files(two)]
+    for a, b in zip(archive_files(one), archive_files(two), strict=True):
+        assert a.read_bytes() == b.read_bytes(), a.name
+
+
+@pytest.mark.parametrize("point", ["decide:5", "after_commit:2", "before_finish_commit:1"])
+def test_kill_9_mid_page_then_resume_gives_the_uninterrupted_archive(
+        recipe: Path, tmp_path: Path, point: str) -> None:
+    """The resumed source asks for its page again: the same answer is the same record."""
+    reference, out = tmp_path / "reference", tmp_path / "crashed"
+    build(recipe, reference, CLEANSET_COMMIT_EVERY="2")
+    crashed = run_cli("build", str(recipe), "--out", str(out), "--no-progress",
+                      env={"CLEANSET_COMMIT_EVERY": "2", "CLEANSET_CRASH_AT": point})
+    assert crashed.returncode == -9, crashed.stderr
+    build(recipe, out, CLEANSET_COMMIT_EVERY="2")
+    assert {p.name: p.read_bytes() for p in archive_files(out)} == {
+        p.name: p.read_bytes() for p in archive_files(reference)}
+    assert run_cli("verify", str(out)).returncode == 0
+
+
+def test_a_build_stopped_at_limit_continues_its_archive_file_when_resumed(
+        recipe: Path, tmp_path: Path) -> None:
+    reference, out = tmp_path / "reference", tmp_path / "limited"
+    build(recipe, reference)
+    run_cli("build", str(recipe), "--out", str(out), "--no-progress", "--limit", "4", check=True)
+    build(recipe, out)
+    assert {p.name: p.read_bytes() for p in archive_files(out)} == {
+        p.name: p.read_bytes() for p in archive_files(reference)}
+
+
+def flip_byte(path: Path, at: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x20
+    path.write_bytes(bytes(data))
+
+
+def test_verify_names_the_file_and_record_of_a_flipped_byte_or_a_hand_edited_record(
+        recipe: Path, tmp_path: Path) -> None:
+    import shutil
+    import zlib
+
+    out = tmp_path / "out"
+    build(recipe, out)
+    assert run_cli("verify", str(out)).returncode == 0
+    (path,) = archive_files(out)
+    records = read_records(out)
+    api = next(r for r in records if r["type"] == "response" and "/w/api.php" in r["uri"])
+    after = next(r for r in records if r["offset"] > api["offset"])
+
+    flipped = tmp_path / "flipped"
+    shutil.copytree(out, flipped)
+    flip_byte(flipped / "evidence" / path.name, (api["offset"] + after["offset"]) // 2)
+    proc = run_cli("verify", str(flipped))
+    assert proc.returncode == 1
+    assert f"evidence/{path.name}: record at offset {api['offset']}:" in proc.stdout
+
+    # By hand: one record decompressed, a licence changed, compressed again (valid gzip).
+    edited = tmp_path / "edited"
+    shutil.copytree(out, edited)
+    data = (edited / "evidence" / path.name).read_bytes()
+    member = zlib.decompress(data[api["offset"]:after["offset"]], 31)
+    changed = member.replace(b"CC BY-NC 2.0", b"CC BY 2.0   ")
+    assert changed != member
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    (edited / "evidence" / path.name).write_bytes(
+        data[:api["offset"]] + packer.compress(changed) + packer.flush() + data[after["offset"]:])
+    proc = run_cli("verify", str(edited))
+    assert proc.returncode == 1
+    assert (f"evidence/{path.name}: record at offset {api['offset']}: WARC-Block-Digest "
+            in proc.stdout)
+    assert api["id"] in proc.stdout
+
+
+def test_the_archive_rolls_to_a_new_file_at_max_file_mb_and_every_pointer_still_reads(
+        httpserver: HTTPServer, tmp_path: Path) -> None:
+    recipe = make_recipe(httpserver, tmp_path, "\n[evidence]\nmax_file_mb = 0.004\n")
+    out = tmp_path / "out"
+    build(recipe, out)
+    files = archive_files(out)
+    assert len(files) >= 3
+    assert [p.name for p in files] == [f"evidence-test-build0001-{n:05d}.warc.gz"
+                                       for n in range(len(files))]
+    assert all(read_records(out)[0]["type"] == "warcinfo" for _ in files)
+    for row in samples(out):
+        for pointer in [*row["evidence"]["api"], row["evidence"]["image"]]:
+            assert record_at(out, pointer)["id"] == pointer["record_id"]
+    assert warcio_check(files).returncode == 0
+    assert run_cli("verify", str(out)).returncode == 0
+
+
+def test_a_bad_max_file_mb_is_refused_before_anything_is_written(
+        httpserver: HTTPServer, tmp_path: Path) -> None:
+    recipe = make_recipe(httpserver, tmp_path, "\n[evidence]\nmax_file_mb = 0\n")
+    proc = run_cli("build", str(recipe), "--out", str(tmp_path / "out"), "--no-progress")
+    assert proc.returncode == 2
+    assert "[evidence] max_file_mb = 0 must be positive" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_takedown_keeps_the_evidence_and_archives_itself_as_a_metadata_record(
+        recipe: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    build(recipe, out)
+    before = {p.name: p.read_bytes() for p in archive_files(out)}
+    key = samples(out)[0]["key"]
+    run_cli("takedown", str(out), "--key", key, "--reason", "the artist asked", check=True)
+    after = {p.name: p.read_bytes() for p in archive_files(out)}
+    assert {n: after[n] for n in before} == before  # nothing of the build's archive changed
+    (log,) = set(after) - set(before)
+    assert log == "takedown-v2.warc.gz"
+    records = [r for r in read_records(out) if r["file"] == f"evidence/{log}"]
+    assert [r["type"] for r in records] == ["warcinfo", "metadata"]
+    entry = json.loads(records[1]["body"])
+    assert entry["keys"] == [key] and entry["reason"] == "the artist asked"
+    assert entry["evidence"][key]  # the records the removed sample was decided from
+    assert "accepted as sample" in run_cli("evidence", str(out), key).stdout  # still shown
+    croissant = json.loads((out / "croissant.json").read_text())
+    listed = {d.get("contentUrl") for d in croissant["distribution"]}
+    assert {f"evidence/{n}" for n in after} <= listed
+    assert run_cli("verify", str(out)).returncode == 0
+
+
+def test_the_card_and_spdx_document_mention_the_archive(recipe: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    build(recipe, out)
+    assert "`evidence/*.warc.gz`" in (out / "README.md").read_text()
+    spdx = json.loads((out / "spdx.json").read_text())
+    assert "Evidence archive: 1 WARC 1.1 file(s) in evidence/" in spdx["packages"][0]["comment"]
+
+
+def test_api_keys_never_reach_the_archive(httpserver: HTTPServer, tmp_path: Path) -> None:
+    from tests.apihelpers import serve_images
+    from tests.test_source_europeana import API, KEY, catalogue, serve_search
+
+    serve_search(httpserver, catalogue(serve_images(httpserver, 5)))  # its pages echo wskey
+    recipe = write_recipe(tmp_path / "recipe.toml", f"""
+[dataset]
+name = "eu-test"
+
+[[sources]]
+kind = "europeana"
+api = "{httpserver.url_for(API)}"
+query = "*"
+rows = 2
+
+[fetch]
+allow_private_addresses = true
+""")
+    out = tmp_path / "out"
+    run_cli("build", str(recipe), "--out", str(out), "--no-progress",
+            env={"EUROPEANA_API_KEY": KEY}, check=True)
+    everything = b"".join(gzip.decompress(p.read_bytes()) for p in archive_files(out))
+    assert KEY.encode() not in everything
+    pages = [r for r in read_records(out) if r["type"] == "response" and "search.json" in r["uri"]]
+    assert len(pages) == 3 and all("wskey=" not in r["uri"] for r in pages)
+    assert all(json.loads(r["body"])["apikey"] == "***" for r in pages)
+    assert b"cleanset-redaction: API keys removed" in everything
+
+
+def test_disk_full_while_writing_evidence_stops_and_the_same_command_finishes_identically(
+        httpserver: HTTPServer, tmp_path: Path) -> None:
+    import os
+    import resource
+    import signal
+
+    from tests.conftest import FIXED_EPOCH, REPO
+
+    # The second API page is 3 MB: no file but the archive grows past 1.5 MB.
+    recipe = make_recipe(httpserver, tmp_path, padding=3_000_000)
+    reference, out = tmp_path / "reference", tmp_path / "out"
+    build(recipe, reference, CLEANSET_COMMIT_EVERY="2")
+    assert archive_files(reference)[0].stat().st_size > 2_000_000
+
+    def limit() -> None:  # EFBIG from write() past 1.5 MB, as on a full disk
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1_500_000, 1_500_000))
+
+    env = {**os.environ, "SOURCE_DATE_EPOCH": FIXED_EPOCH, "PYTHONPATH": str(REPO),
+           "CLEANSET_COMMIT_EVERY": "2"}
+    args = [sys.executable, "-m", "builder", "build", str(recipe), "--out", str(out),
+            "--no-progress"]
+    failed = subprocess.run(args, capture_output=True, text=True, env=env, preexec_fn=limit,
+                            timeout=300)
+    assert failed.returncode == 1, failed.stderr
+    assert "Traceback" not in failed.stderr, failed.stderr
+    assert "run the same command again" in failed.stderr
+    assert (out / "ledger.sqlite").exists() and list((out / "shards").glob("*.tar*"))
+    build(recipe, out, CLEANSET_COMMIT_EVERY="2")
+    assert {p.name: p.read_bytes() for p in archive_files(out)} == {
+        p.name: p.read_bytes() for p in archive_files(reference)}
+    assert run_cli("verify", str(out)).returncode == 0
