@@ -12,7 +12,6 @@ from typing import Any
 
 from builder import __version__
 from builder.licensing import credit_line_text
-from builder.media import HASH_PIPELINE
 from builder.records import Checked
 
 PROVENANCE_VERSION = 1
@@ -24,6 +23,7 @@ class BuildStamp:
     recipe_sha256: str
     policy: str
     dataset: str
+    hash_pipeline: str  # the dataset's (builder/dedup.py dataset_hash_pipeline)
 
 
 def make_provenance(key: str, checked: Checked, stamp: BuildStamp,
@@ -41,7 +41,7 @@ def make_provenance(key: str, checked: Checked, stamp: BuildStamp,
         "pdq": img.pdq,
         "pdq_quality": img.pdq_quality,
         "phash": img.phash,
-        "hash_pipeline": HASH_PIPELINE,
+        "hash_pipeline": stamp.hash_pipeline,
         "width": img.width,
         "height": img.height,
         "mime": img.mime,
