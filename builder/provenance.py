@@ -97,6 +97,9 @@ def make_provenance(key: str, checked: Checked, stamp: BuildStamp,
     }
 
 
+# One encoder for every sample: json.dumps with options builds a new one per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
 def dumps(provenance: dict[str, Any]) -> bytes:
-    return json.dumps(provenance, ensure_ascii=False, sort_keys=True,
-                      separators=(",", ":")).encode("utf-8")
+    return _ENCODER.encode(provenance).encode("utf-8")
