@@ -31,7 +31,7 @@ import pdqhash
 from PIL import Image
 
 V2 = "canon128-draft256-bilinear-white-pdq-phash-v2"
-V3 = "canon128-cv2reduced256-halve-linear256-area-white-pdq64-dctphash-v3"
+V3 = "canon128-cv2reduced256-halve-linear256-area-white-pdq-phash-v3"
 
 CANONICAL_SIZE = (128, 128)
 # A JPEG is decoded at the smallest DCT scale that keeps at least this size. Not the

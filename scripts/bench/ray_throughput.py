@@ -115,7 +115,6 @@ def driver_cost(recipe_path: Path, out: Path) -> tuple[float, float, int]:
 
     from builder import pipeline
     from builder.licensing import load_policy
-    from builder.media import HASH_PIPELINE
     from builder.pipeline import BuildOptions, _Cursor, enumerate_candidates
     from builder.recipe import load_recipe
     from builder.stages import StagePlan
@@ -123,7 +122,7 @@ def driver_cost(recipe_path: Path, out: Path) -> tuple[float, float, int]:
     recipe = load_recipe(recipe_path)
     policy = load_policy(recipe.policy.use, jurisdiction=recipe.policy.jurisdiction,
                          base_dir=recipe.base_dir)
-    bench = StagePlan(recipe=recipe, policy=policy, out=out, hash_pipeline=HASH_PIPELINE).build()
+    bench = StagePlan(recipe=recipe, policy=policy, out=out).build()  # a new dataset's pipeline
     cands = [c for _, c, _ in enumerate_candidates(recipe, _Cursor(0, 0, None))]
     with ThreadPoolExecutor(16) as pool:
         outcomes = dict(zip((c.candidate_id for c in cands), pool.map(bench.run, cands),

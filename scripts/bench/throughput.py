@@ -228,11 +228,15 @@ def write_bench_recipe(recipe: Path, urls: Path, per_shard: int, workers: int,
 
 
 def cleanset_round(work: Path, urls: Path, per_shard: int, workers: int,
-                   executor: str = "processes") -> tuple[float, int, int]:
+                   executor: str = "processes", tree: Path | None = None
+                   ) -> tuple[float, int, int]:
+    """One build; `tree`: run the cleanset source tree there instead (an earlier version)."""
     out = work / "out-cleanset"
     shutil.rmtree(out, ignore_errors=True)
     recipe = write_bench_recipe(work / "bench-recipe.toml", urls, per_shard, workers)
     env = {**os.environ, "SOURCE_DATE_EPOCH": "1700000000"}
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
     wall, code, peak = run_measured([sys.executable, "-m", "builder", "build", str(recipe),
                                      "--out", str(out), "--no-progress",
                                      "--executor", executor], env)
@@ -313,6 +317,9 @@ def main() -> None:
     parser.add_argument("--skip-img2dataset", action="store_true")
     parser.add_argument("--executor", default="processes", choices=("threads", "processes"),
                         help="cleanset's executor (default: processes)")
+    parser.add_argument("--baseline-tree", type=Path,
+                        help="also run the cleanset source tree there (e.g. `git archive` of an "
+                             "earlier commit), alternated in the same rounds: before and after")
     args = parser.parse_args()
 
     work = args.workdir
@@ -330,21 +337,24 @@ def main() -> None:
     }), urls)
     venv = None if args.skip_img2dataset else ensure_venv(args.img2dataset_venv)
     server = start_server(work, port)
-    results: dict[str, list[float]] = {"cleanset": [], "img2dataset": []}
-    peaks: dict[str, list[int]] = {"cleanset": [], "img2dataset": []}
+    tools = ["cleanset", "img2dataset"] + (["baseline"] if args.baseline_tree else [])
+    results: dict[str, list[float]] = {tool: [] for tool in tools}
+    peaks: dict[str, list[int]] = {tool: [] for tool in tools}
     ratios: list[float] = []
+    baseline_ratios: list[float] = []
     try:
         # warm the page cache and the server once
         cleanset_round(work, urls, args.per_shard, args.workers, args.executor)
         for r in range(args.rounds):
-            order = ["cleanset", "img2dataset"] if r % 2 == 0 else ["img2dataset", "cleanset"]
+            order = tools if r % 2 == 0 else tools[::-1]
             round_rates: dict[str, float] = {}
             for tool in order:
                 if tool == "img2dataset" and venv is None:
                     continue
-                if tool == "cleanset":
+                if tool in ("cleanset", "baseline"):
+                    tree = args.baseline_tree if tool == "baseline" else None
                     wall, ok, peak = cleanset_round(work, urls, args.per_shard, args.workers,
-                                                    args.executor)
+                                                    args.executor, tree)
                 else:
                     assert venv is not None
                     wall, ok, peak = img2dataset_round(work, urls, args.per_shard, venv,
@@ -357,6 +367,8 @@ def main() -> None:
                       f"({ok} written)  peak {peak} MB")
             if "img2dataset" in round_rates:
                 ratios.append(round_rates["cleanset"] / round_rates["img2dataset"])
+                if "baseline" in round_rates:
+                    baseline_ratios.append(round_rates["baseline"] / round_rates["img2dataset"])
     finally:
         server.terminate()
         server.wait()
@@ -367,13 +379,15 @@ def main() -> None:
     }
     print()
     print(f"{'images/s on this machine':30s} {'median':>8s}  (min .. max)")
-    for tool in ("cleanset", "img2dataset"):
+    for tool in tools:
         print(f"{tool:30s} {fmt(results[tool])}   peak memory {max(peaks[tool], default=0)} MB "
               "(all its processes)")
     for name, rate in limits.items():
         print(f"{name + ' (2 processes)':30s} {rate:8.1f}")
     if ratios:
         print(f"cleanset / img2dataset          {fmt(ratios, 2)}   (per round, paired)")
+    if baseline_ratios:
+        print(f"baseline / img2dataset          {fmt(baseline_ratios, 2)}   (per round, paired)")
     median = statistics.median(results["cleanset"])
     print(f"cleanset / reduced-decode limit {median / limits['reduced (draft) decode']:8.2f}")
     print(f"cleanset / full-decode limit    {median / limits['full decode']:8.2f}")
