@@ -176,8 +176,23 @@ def _status_kb(pid: int, field: str) -> int:
     return 0
 
 
-def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, int, int]:
-    """(wall seconds, exit code, peak RSS in MB of the whole process tree at one instant).
+def _cpu_ticks(pid: int) -> int:
+    """utime + stime of one process so far, in clock ticks (0 once it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    fields = stat[stat.rindex(")") + 2:].split()  # fields[0] is the state (field 3)
+    return int(fields[11]) + int(fields[12])
+
+
+def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, int, int, float]:
+    """(wall seconds, exit code, peak RSS in MB of the whole process tree at one instant,
+    CPU seconds of the whole tree).
+
+    CPU is each process's own utime + stime as last seen in the same polls (children's
+    times are not added in, so nothing counts twice; a process living under 0.1 s may be
+    missed). It is what load on a shared machine does not inflate.
 
     Polled from /proc, not wait4's ru_maxrss: a child's ru_maxrss starts at its parent's RSS
     at fork (Linux carries the high-water mark over exec), so it reported this script's own
@@ -186,12 +201,16 @@ def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, int, int]:
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak_kb = 0
+    ticks: dict[int, int] = {}
     stop = threading.Event()
 
     def poll() -> None:
         nonlocal peak_kb
         while not stop.is_set():
-            peak_kb = max(peak_kb, sum(_status_kb(pid, "VmRSS") for pid in _tree(proc.pid)))
+            tree = _tree(proc.pid)
+            peak_kb = max(peak_kb, sum(_status_kb(pid, "VmRSS") for pid in tree))
+            for pid in tree:
+                ticks[pid] = max(ticks.get(pid, 0), _cpu_ticks(pid))
             stop.wait(0.1)  # sampling interval of a measurement, not a wait for an event
 
     poller = threading.Thread(target=poll, daemon=True)
@@ -203,7 +222,8 @@ def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, int, int]:
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         sys.stderr.write(stderr.decode(errors="replace")[-3000:])
-    return wall, proc.returncode, peak_kb // 1024
+    cpu = sum(ticks.values()) / os.sysconf("SC_CLK_TCK")
+    return wall, proc.returncode, peak_kb // 1024, cpu
 
 
 def write_bench_recipe(recipe: Path, urls: Path, per_shard: int, workers: int,
@@ -229,7 +249,7 @@ def write_bench_recipe(recipe: Path, urls: Path, per_shard: int, workers: int,
 
 def cleanset_round(work: Path, urls: Path, per_shard: int, workers: int,
                    executor: str = "processes", tree: Path | None = None
-                   ) -> tuple[float, int, int]:
+                   ) -> tuple[float, int, int, float]:
     """One build; `tree`: run the cleanset source tree there instead (an earlier version)."""
     out = work / "out-cleanset"
     shutil.rmtree(out, ignore_errors=True)
@@ -237,15 +257,15 @@ def cleanset_round(work: Path, urls: Path, per_shard: int, workers: int,
     env = {**os.environ, "SOURCE_DATE_EPOCH": "1700000000"}
     if tree is not None:
         env["PYTHONPATH"] = str(tree)
-    wall, code, peak = run_measured([sys.executable, "-m", "builder", "build", str(recipe),
-                                     "--out", str(out), "--no-progress",
-                                     "--executor", executor], env)
+    wall, code, peak, cpu = run_measured([sys.executable, "-m", "builder", "build",
+                                          str(recipe), "--out", str(out), "--no-progress",
+                                          "--executor", executor], env)
     accepted = len(pq.read_table(out / "manifest.parquet")) if code == 0 else 0
-    return wall, accepted, peak
+    return wall, accepted, peak, cpu
 
 
 def img2dataset_round(work: Path, urls: Path, per_shard: int, venv: Path, threads: int
-                      ) -> tuple[float, int, int]:
+                      ) -> tuple[float, int, int, float]:
     out = work / "out-img2dataset"
     shutil.rmtree(out, ignore_errors=True)
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled",
@@ -256,11 +276,11 @@ def img2dataset_round(work: Path, urls: Path, per_shard: int, venv: Path, thread
            "--resize_mode", "no", "--disable_all_reencoding", "True",
            "--number_sample_per_shard", str(per_shard), "--enable_wandb", "False",
            "--retries", "0", "--timeout", "20"]
-    wall, code, peak = run_measured(cmd, env)
+    wall, code, peak, cpu = run_measured(cmd, env)
     ok = 0
     for stats in out.glob("*_stats.json"):
         ok += int(json.loads(stats.read_text()).get("successes", 0))
-    return wall, ok, peak
+    return wall, ok, peak, cpu
 
 
 # -- machine limits -----------------------------------------------------------------------
@@ -340,6 +360,7 @@ def main() -> None:
     tools = ["cleanset", "img2dataset"] + (["baseline"] if args.baseline_tree else [])
     results: dict[str, list[float]] = {tool: [] for tool in tools}
     peaks: dict[str, list[int]] = {tool: [] for tool in tools}
+    cpu_ms: dict[str, list[float]] = {tool: [] for tool in tools}  # CPU ms per input image
     ratios: list[float] = []
     baseline_ratios: list[float] = []
     try:
@@ -353,18 +374,20 @@ def main() -> None:
                     continue
                 if tool in ("cleanset", "baseline"):
                     tree = args.baseline_tree if tool == "baseline" else None
-                    wall, ok, peak = cleanset_round(work, urls, args.per_shard, args.workers,
-                                                    args.executor, tree)
+                    wall, ok, peak, cpu = cleanset_round(work, urls, args.per_shard,
+                                                         args.workers, args.executor, tree)
                 else:
                     assert venv is not None
-                    wall, ok, peak = img2dataset_round(work, urls, args.per_shard, venv,
-                                                       args.workers)
+                    wall, ok, peak, cpu = img2dataset_round(work, urls, args.per_shard, venv,
+                                                            args.workers)
                 rate = len(names) / wall  # candidates per second, the same input for both
                 round_rates[tool] = rate
                 results[tool].append(rate)
                 peaks[tool].append(peak)
+                cpu_ms[tool].append(cpu * 1e3 / len(names))
                 print(f"round {r + 1}: {tool:11s} {wall:6.1f} s  {rate:7.1f} input images/s  "
-                      f"({ok} written)  peak {peak} MB")
+                      f"({ok} written)  peak {peak} MB  CPU {cpu:.1f} s "
+                      f"({cpu * 1e3 / len(names):.2f} ms per input image)")
             if "img2dataset" in round_rates:
                 ratios.append(round_rates["cleanset"] / round_rates["img2dataset"])
                 if "baseline" in round_rates:
@@ -381,7 +404,7 @@ def main() -> None:
     print(f"{'images/s on this machine':30s} {'median':>8s}  (min .. max)")
     for tool in tools:
         print(f"{tool:30s} {fmt(results[tool])}   peak memory {max(peaks[tool], default=0)} MB "
-              "(all its processes)")
+              f"(all its processes), CPU {fmt(cpu_ms[tool], 2)} ms per input image")
     for name, rate in limits.items():
         print(f"{name + ' (2 processes)':30s} {rate:8.1f}")
     if ratios:
