@@ -39,6 +39,7 @@ import hashlib
 import json
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -466,7 +467,7 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".tif", ".
 
 def open_ledger_index(ledger: Ledger, config: DedupConfig) -> NearIndex:
     """The index of every sample already in the output directory (earlier builds included)."""
-    check_hash_pipeline(ledger, config)
+    record_dedup_rule(ledger, config)
     started = time.perf_counter()
     index = load_index(ledger_hash_rows(ledger), config)
     log.info("near-duplicate index: %d hashes loaded in %.2f s (%s)", len(index),
@@ -474,21 +475,45 @@ def open_ledger_index(ledger: Ledger, config: DedupConfig) -> NearIndex:
     return index
 
 
-def check_hash_pipeline(ledger: Ledger, config: DedupConfig) -> None:
-    """Refuse a directory whose hashes came from another hash pipeline (distances between
-    hashes of different pipelines mean nothing); record this pipeline and rule."""
-    from builder.media import HASH_PIPELINE
+def dataset_hash_pipeline(db: sqlite3.Connection, where: Path) -> str:
+    """The hash pipeline the dataset whose ledger is `db` was built with: every build, lookup
+    and takedown into it hashes with that one (distances across pipelines mean nothing).
 
-    recorded = ledger.get_meta("hash_pipeline")
-    if recorded is not None and recorded != HASH_PIPELINE and ledger.sample_count():
+    The ledger meta records it; a dataset from before that meta existed says it in its
+    samples' provenance (and was hashed with v2, the last pipeline before the meta); a new
+    dataset gets builder.media.HASH_PIPELINE. A pipeline this cleanset does not have is a
+    user error naming the directory.
+    """
+    from builder.canonical import V2
+    from builder.media import HASH_PIPELINE, HASH_PIPELINES
+
+    row = db.execute("SELECT value FROM meta WHERE key = 'hash_pipeline'").fetchone()
+    recorded = row[0] if row else _sample_pipeline(db, V2)
+    if recorded is None:
+        return HASH_PIPELINE
+    if recorded not in HASH_PIPELINES:
         raise UserError(
-            f"{ledger.path.parent}: its samples were hashed with pipeline {recorded!r}, this "
-            f"cleanset hashes with {HASH_PIPELINE!r}; their near-duplicate distances are not "
-            "comparable. Build into a new --out, or use the cleanset version that made it."
-        )
-    if recorded != HASH_PIPELINE:
-        ledger.set_meta("hash_pipeline", HASH_PIPELINE)
-    # `cleanset lookup` applies the rule of the latest build into the directory.
+            f"{where}: its samples were hashed with pipeline {recorded!r}, which this cleanset "
+            f"does not have (it has {', '.join(HASH_PIPELINES)}); near-duplicate distances "
+            "between pipelines are not comparable. Use the cleanset version that made it, or "
+            "build into a new --out.")
+    return recorded
+
+
+def _sample_pipeline(db: sqlite3.Connection, default: str) -> str | None:
+    """The pipeline named in the first sample's provenance; None without samples."""
+    row = db.execute("SELECT provenance FROM samples ORDER BY key LIMIT 1").fetchone()
+    if row is None:
+        return None
+    try:
+        named = json.loads(row[0]).get("hash_pipeline")
+    except (TypeError, ValueError, AttributeError):
+        named = None
+    return named if isinstance(named, str) else default
+
+
+def record_dedup_rule(ledger: Ledger, config: DedupConfig) -> None:
+    """`cleanset lookup` applies the rule of the latest build into the directory."""
     rule = {name: getattr(config, name) for name in RULE_FIELDS}
     ledger.set_meta("dedup_rule", json.dumps(rule, sort_keys=True))
 
@@ -515,7 +540,9 @@ class Exclusions:
         self.index = NearIndex(config)
 
     @classmethod
-    def load(cls, paths: Sequence[str], base: Path, config: DedupConfig) -> Exclusions:
+    def load(cls, paths: Sequence[str], base: Path, config: DedupConfig, *,
+             pipeline: str) -> Exclusions:
+        """Hash every evaluation image in the dataset's hash `pipeline`."""
         from builder.media import perceptual_hashes
 
         excl = cls(config)
@@ -525,7 +552,7 @@ class Exclusions:
                 name = str(file.relative_to(base)) if file.is_relative_to(base) else str(file)
                 excl.by_sha256.setdefault(hashlib.sha256(data).hexdigest(), name)
                 try:
-                    pdq, quality, phash = perceptual_hashes(data)
+                    pdq, quality, phash = perceptual_hashes(data, pipeline=pipeline)
                 except ValueError as exc:
                     log.warning("dedup.exclude: %s is not a usable image (%s); only its exact "
                                 "bytes are excluded", file, exc)

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from builder import clusters
-from builder.dedup import Hashes, Match, image_files, load_index
+from builder.dedup import Hashes, Match, dataset_hash_pipeline, image_files, load_index
 from builder.errors import UserError
 from builder.ledger import reading
-from builder.media import HASH_PIPELINE, hamming, perceptual_hashes
+from builder.media import hamming, perceptual_hashes
 from builder.recipe import DedupConfig
 
 
@@ -46,9 +46,9 @@ def lookup(out: Path, paths: list[Path], config: DedupConfig | None = None
     files = _query_files(paths)
     with reading(out, "lookup") as ledger:
         db = ledger.db
-        _check_pipeline(db, out)
+        pipeline = dataset_hash_pipeline(db, out)  # queries hash as the dataset was hashed
         config = config or _dedup_config(db)
-        queries = [_hash(path) for path in files]
+        queries = [_hash(path, pipeline) for path in files]
         index = load_index(db.execute("SELECT key, pdq, pdq_quality, phash FROM samples"),
                            config)
         near = index.search_many([q.hashes or Hashes(None, None, None) for q in queries])
@@ -60,13 +60,6 @@ def _check_output(out: Path) -> None:
         raise UserError(f"{out}: no such directory. Give the output directory of a build.")
     if not (out / "ledger.sqlite").is_file():
         raise UserError(f"{out}: has no ledger.sqlite; it is not the output of cleanset build.")
-
-
-def _check_pipeline(db: sqlite3.Connection, out: Path) -> None:
-    recorded = _meta(db, "hash_pipeline")
-    if recorded is not None and recorded != HASH_PIPELINE:
-        raise UserError(f"{out}: hashed with pipeline {recorded!r}, this cleanset hashes with "
-                        f"{HASH_PIPELINE!r}; use the cleanset version that built it.")
 
 
 def _meta(db: sqlite3.Connection, key: str) -> str | None:
@@ -89,11 +82,11 @@ def _query_files(paths: list[Path]) -> list[Path]:
     return files
 
 
-def _hash(path: Path) -> Query:
+def _hash(path: Path, pipeline: str) -> Query:
     data = path.read_bytes()
     sha = hashlib.sha256(data).hexdigest()
     try:
-        pdq, quality, phash = perceptual_hashes(data)
+        pdq, quality, phash = perceptual_hashes(data, pipeline=pipeline)
     except ValueError as exc:
         return Query(path, sha, None, error=str(exc))
     return Query(path, sha, Hashes(pdq, quality, phash))

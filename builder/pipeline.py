@@ -46,11 +46,12 @@ from builder.dedup import (
     Exclusions,
     Hashes,
     Match,
-    check_hash_pipeline,
+    dataset_hash_pipeline,
     ledger_hash_rows,
     near_detail,
     nearest,
     open_ledger_index,
+    record_dedup_rule,
 )
 from builder.errors import UserError
 from builder.evidence.archive import NO_EVIDENCE, Evidence, EvidenceArchive, load_evidence_config
@@ -256,6 +257,9 @@ def _build_locked(recipe: Recipe, options: BuildOptions, ledger: Ledger) -> Buil
 
     policy = load_policy(recipe.policy.use, jurisdiction=recipe.policy.jurisdiction,
                          base_dir=recipe.base_dir)
+    # Every build into a dataset hashes as its first build did (refused before a build starts
+    # when this cleanset lacks that pipeline).
+    hash_pipeline = dataset_hash_pipeline(ledger.db, options.out)
     row = _start_or_resume(ledger, recipe, policy.to_json(), options.limit)
     started = time.monotonic()
     if row is None:
@@ -267,7 +271,9 @@ def _build_locked(recipe: Recipe, options: BuildOptions, ledger: Ledger) -> Buil
             log.info("rewound to the first shard that no worker had written")
             row = ledger.build(row.build)
             assert row is not None
-        run = _Run(recipe, options, ledger, row, policy)
+        if ledger.get_meta("hash_pipeline") is None:
+            ledger.set_meta("hash_pipeline", hash_pipeline)
+        run = _Run(recipe, options, ledger, row, policy, hash_pipeline)
         summary = run.execute()
         summary.warnings.extend(_empty_source_warnings(recipe, ledger, row.build))
     write_papers(ledger, options.out)
@@ -407,7 +413,7 @@ def _taped(candidates: Iterator[Candidate]) -> Iterator[tuple[Candidate | None, 
 
 class _Run:
     def __init__(self, recipe: Recipe, options: BuildOptions, ledger: Ledger, row: BuildRow,
-                 policy: Any) -> None:
+                 policy: Any, hash_pipeline: str) -> None:
 
         self.recipe = recipe
         self.options = options
@@ -417,9 +423,12 @@ class _Run:
         self.shards_dir = options.out / "shards"
         self.per_shard = recipe.dataset.samples_per_shard
         self.image_ext = None if recipe.dataset.image_ext == "by-format" else recipe.dataset.image_ext
+        self.hash_pipeline = hash_pipeline  # the dataset's (builder/dedup.py)
         self.stamp = BuildStamp(build=row.build, recipe_sha256=recipe.sha256,
-                                policy=policy.name, dataset=recipe.dataset.name)
-        self.plan = StagePlan(recipe=recipe, policy=policy, out=options.out)
+                                policy=policy.name, dataset=recipe.dataset.name,
+                                hash_pipeline=self.hash_pipeline)
+        self.plan = StagePlan(recipe=recipe, policy=policy, out=options.out,
+                              hash_pipeline=self.hash_pipeline)
         self.cursor = _Cursor(row.next_seq, row.source_index, row.source_resume)
         self.next_key = int(ledger.get_meta("next_key") or 0)
         self.shard: OpenShard | None = None
@@ -442,7 +451,8 @@ class _Run:
         self.prefetched_to = 0  # every order below this has been looked at by _prefetch
         self.index_note = ""
         self.sources: list[Any] = []  # the source objects this run opened, for the summary
-        self.excluded = Exclusions.load(recipe.dedup.exclude, recipe.base_dir, recipe.dedup)
+        self.excluded = Exclusions.load(recipe.dedup.exclude, recipe.base_dir, recipe.dedup,
+                                        pipeline=self.hash_pipeline)
         self.per_creator = clusters.concentration(ledger.db)[1]
         evidence = load_evidence_config(recipe.extra.get("evidence", {}), file=recipe.file)
         self.archive = EvidenceArchive(options.out, ledger.db, build=row.build,
@@ -617,7 +627,7 @@ class _Run:
                             "(or --executor ray); set index_parts = 0 otherwise.")
         from builder.executors.ray_index import RayNearIndex
 
-        check_hash_pipeline(self.ledger, dedup)
+        record_dedup_rule(self.ledger, dedup)
         self.remote = RayNearIndex(dedup, parts, reload=lambda: ledger_hash_rows(self.ledger),
                                    reload_shas=self.ledger.sample_sha256s)
         return self.remote

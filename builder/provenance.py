@@ -12,7 +12,6 @@ from typing import Any
 
 from builder import __version__
 from builder.licensing import credit_line_text
-from builder.media import HASH_PIPELINE
 from builder.records import Checked
 
 # 2: `evidence` (the WARC records the sample was decided from, builder/evidence)
@@ -26,6 +25,7 @@ class BuildStamp:
     recipe_sha256: str
     policy: str
     dataset: str
+    hash_pipeline: str  # the dataset's (builder/dedup.py dataset_hash_pipeline)
 
 
 def make_provenance(key: str, checked: Checked, stamp: BuildStamp,
@@ -46,7 +46,7 @@ def make_provenance(key: str, checked: Checked, stamp: BuildStamp,
         "pdq": img.pdq,
         "pdq_quality": img.pdq_quality,
         "phash": img.phash,
-        "hash_pipeline": HASH_PIPELINE,
+        "hash_pipeline": stamp.hash_pipeline,
         "width": img.width,
         "height": img.height,
         "mime": img.mime,
@@ -103,6 +103,9 @@ def make_provenance(key: str, checked: Checked, stamp: BuildStamp,
     }
 
 
+# One encoder for every sample: json.dumps with options builds a new one per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
 def dumps(provenance: dict[str, Any]) -> bytes:
-    return json.dumps(provenance, ensure_ascii=False, sort_keys=True,
-                      separators=(",", ":")).encode("utf-8")
+    return _ENCODER.encode(provenance).encode("utf-8")

@@ -87,10 +87,12 @@ def _read_local(licensed: Licensed, max_bytes: int) -> Fetched | Rejection:
                    optout=licensed.optout)
 
 
-def image_check(fetched: Fetched, *, config: Any) -> Checked | Rejection:
-    from builder.media import check_image
+def image_check(fetched: Fetched, *, config: Any, pipeline: str | None = None
+                ) -> Checked | Rejection:
+    """`pipeline`: the dataset's hash pipeline; None for the one a new dataset gets."""
+    from builder.media import HASH_PIPELINE, check_image
 
-    info = check_image(fetched.data, config)
+    info = check_image(fetched.data, config, pipeline=pipeline or HASH_PIPELINE)
     if isinstance(info, Rejection):
         return info
     expected = fetched.licensed.candidate.expected_sha1
@@ -133,6 +135,9 @@ class StagePlan:
     recipe: Any
     policy: Any
     out: Any
+    # The dataset's (builder/dedup.py dataset_hash_pipeline): every build into a dataset
+    # hashes as its first build did. None: the pipeline a new dataset gets.
+    hash_pipeline: str | None = None
 
     def build(self) -> Workbench:
         from builder.fetch import Fetcher
@@ -149,7 +154,8 @@ class StagePlan:
             StageSpec("fetch", partial(fetch_stage, fetcher=fetcher,
                                        max_bytes=recipe.fetch.max_bytes), Reason.HTTP_ERROR),
             StageSpec("optout-headers", optout.after_fetch, Reason.OPTOUT_X_ROBOTS_TAG),
-            StageSpec("image", partial(image_check, config=recipe.image), Reason.CORRUPT_IMAGE),
+            StageSpec("image", partial(image_check, config=recipe.image,
+                                       pipeline=self.hash_pipeline), Reason.CORRUPT_IMAGE),
             StageSpec("optout-embedded", optout.after_check, Reason.OPTOUT_EMBEDDED),
         ]
         return Workbench(stages=stages, fetcher=fetcher, optout=optout)

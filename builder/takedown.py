@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from builder import clock
+from builder.dedup import dataset_hash_pipeline
 from builder.errors import UserError
 from builder.faults import crash_point
 from builder.ledger import Ledger, reading
@@ -248,8 +249,9 @@ def _image_matches(ledger: Ledger, path: Path, rule: NearRule) -> list[tuple[str
     sha = hashlib.sha256(data).hexdigest()
     out = [(k, s, f"image={path} (exact)") for k, s in ledger.db.execute(
         "SELECT key, shard FROM samples WHERE sha256 = ?", (sha,))]
-    try:
-        pdq, quality, phash = perceptual_hashes(data)
+    try:  # hashed as the dataset's samples were, or the distances mean nothing
+        pdq, quality, phash = perceptual_hashes(
+            data, pipeline=dataset_hash_pipeline(ledger.db, ledger.path.parent))
     except ValueError as exc:
         if out:
             return out  # exact matches need no decoding

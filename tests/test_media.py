@@ -6,11 +6,14 @@ import io
 import struct
 import zlib
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from functools import partial
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFile, ImageOps
 
+from builder.canonical import V2, V3, hashes_v2, pdq_of_canonical
+from builder.jpeg_markers import reaches_eoi
 from builder.media import (
     HASH_PIPELINE,
     check_image,
@@ -52,16 +55,22 @@ def encode(im: Image.Image, fmt: str, **params) -> bytes:
     return buf.getvalue()
 
 
-def accepted(data: bytes, config: ImageConfig = CONFIG) -> ImageInfo:
-    result = check_image(data, config)
+def accepted(data: bytes, config: ImageConfig = CONFIG, pipeline: str = HASH_PIPELINE
+             ) -> ImageInfo:
+    result = check_image(data, config, pipeline=pipeline)
     assert isinstance(result, ImageInfo), result
     return result
 
 
-def rejected(data: bytes, config: ImageConfig = CONFIG) -> Rejection:
-    result = check_image(data, config)
+def rejected(data: bytes, config: ImageConfig = CONFIG, pipeline: str = HASH_PIPELINE
+             ) -> Rejection:
+    result = check_image(data, config, pipeline=pipeline)
     assert isinstance(result, Rejection), result
     return result
+
+
+# Every dataset keeps its hash pipeline, so every hashing property holds in each of them.
+each_pipeline = pytest.mark.parametrize("pipeline", [V2, V3], ids=["v2", "v3"])
 
 
 def png_chunk(kind: bytes, body: bytes) -> bytes:
@@ -150,22 +159,24 @@ def test_magic_bytes_of_a_format_with_a_broken_header_are_corrupt_not_missing():
 # --- corrupt and truncated ------------------------------------------------------------------
 
 
+@each_pipeline
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "TIFF"])
-def test_truncated_image_is_corrupt(fmt):
+def test_truncated_image_is_corrupt(fmt, pipeline):
     data = encode(scene(4), fmt)
 
-    assert rejected(data[: len(data) // 2]).reason is Reason.CORRUPT_IMAGE
+    assert rejected(data[: len(data) // 2], pipeline=pipeline).reason is Reason.CORRUPT_IMAGE
 
 
-def test_reduced_jpeg_decode_still_reads_every_byte_and_catches_truncation():
+@each_pipeline
+def test_reduced_jpeg_decode_still_reads_every_byte_and_catches_truncation(pipeline):
     data = encode(scene(5, (2400, 1800)), "JPEG", quality=90)
     probe = Image.open(io.BytesIO(data))
     probe.draft("RGB", (512, 512))
     assert probe.size[0] < 2400  # the check's JPEG decode really is DCT-scaled for this size
 
-    assert isinstance(check_image(data, CONFIG), ImageInfo)
+    assert isinstance(check_image(data, CONFIG, pipeline=pipeline), ImageInfo)
     for cut in (len(data) // 2, len(data) - 2000):
-        assert rejected(data[:cut]).reason is Reason.CORRUPT_IMAGE
+        assert rejected(data[:cut], pipeline=pipeline).reason is Reason.CORRUPT_IMAGE
 
 
 def test_process_wide_load_truncated_images_mode_is_refused_loudly(monkeypatch):
@@ -228,28 +239,31 @@ def test_hash_pipeline_version_is_named():
     assert HASH_PIPELINE.startswith("canon128-") and "pdq" in HASH_PIPELINE
 
 
-def test_same_bytes_give_the_same_hashes():
+@each_pipeline
+def test_same_bytes_give_the_same_hashes(pipeline):
     data = encode(scene(9), "JPEG")
 
-    assert accepted(data) == accepted(data)
+    assert accepted(data, pipeline=pipeline) == accepted(data, pipeline=pipeline)
 
 
-def test_hashes_survive_a_half_size_resize_and_a_quality_40_reencode():
+@each_pipeline
+def test_hashes_survive_a_half_size_resize_and_a_quality_40_reencode(pipeline):
     original = scene(10, (1024, 768))
-    base = accepted(encode(original, "PNG"))
+    base = accepted(encode(original, "PNG"), pipeline=pipeline)
     variants = [
         encode(original.resize((512, 384), Image.Resampling.LANCZOS), "PNG"),
         encode(original, "JPEG", quality=40),
     ]
 
     for data in variants:
-        info = accepted(data)
+        info = accepted(data, pipeline=pipeline)
         assert hamming(base.pdq, info.pdq) <= 16
         assert hamming(base.phash, info.phash) <= 6
 
 
-def test_unrelated_images_are_far_apart():
-    infos = [accepted(encode(scene(100 + i), "JPEG")) for i in range(6)]
+@each_pipeline
+def test_unrelated_images_are_far_apart(pipeline):
+    infos = [accepted(encode(scene(100 + i), "JPEG"), pipeline=pipeline) for i in range(6)]
 
     for i, a in enumerate(infos):
         for b in infos[i + 1 :]:
@@ -257,14 +271,16 @@ def test_unrelated_images_are_far_apart():
             assert hamming(a.phash, b.phash) > 10
 
 
-def test_flat_single_colour_image_has_low_pdq_quality():
+@each_pipeline
+def test_flat_single_colour_image_has_low_pdq_quality(pipeline):
     flat = Image.new("RGB", (640, 480), (120, 160, 200))
 
-    assert accepted(encode(flat, "PNG")).pdq_quality <= 49
-    assert accepted(encode(scene(11), "PNG")).pdq_quality >= 50
+    assert accepted(encode(flat, "PNG"), pipeline=pipeline).pdq_quality <= 49
+    assert accepted(encode(scene(11), "PNG"), pipeline=pipeline).pdq_quality >= 50
 
 
-def test_exif_rotated_image_hashes_like_its_upright_twin():
+@each_pipeline
+def test_exif_rotated_image_hashes_like_its_upright_twin(pipeline):
     upright = scene(12, (640, 480))
     stored = upright.transpose(Image.Transpose.ROTATE_90)  # how a sideways camera stores it
     exif = Image.Exif()
@@ -272,9 +288,9 @@ def test_exif_rotated_image_hashes_like_its_upright_twin():
     data = encode(stored, "JPEG", quality=95, exif=exif.tobytes())
     assert ImageOps.exif_transpose(Image.open(io.BytesIO(data))).size == (640, 480)
 
-    rotated = accepted(data)
-    twin = accepted(encode(upright, "JPEG", quality=95))
-    unrotated = accepted(encode(stored, "JPEG", quality=95))
+    rotated = accepted(data, pipeline=pipeline)
+    twin = accepted(encode(upright, "JPEG", quality=95), pipeline=pipeline)
+    unrotated = accepted(encode(stored, "JPEG", quality=95), pipeline=pipeline)
 
     assert (rotated.width, rotated.height) == (480, 640)  # as stored in the file
     assert hamming(rotated.pdq, twin.pdq) <= 8
@@ -282,19 +298,21 @@ def test_exif_rotated_image_hashes_like_its_upright_twin():
     assert hamming(unrotated.pdq, twin.pdq) > 80
 
 
-def test_transparent_pixels_are_flattened_on_white():
+@each_pipeline
+def test_transparent_pixels_are_flattened_on_white(pipeline):
     shape = Image.new("RGBA", (400, 300), (0, 0, 0, 0))
     ImageDraw.Draw(shape).ellipse((50, 40, 300, 260), fill=(200, 30, 30, 255))
     on_white = Image.new("RGB", (400, 300), (255, 255, 255))
     on_white.paste(shape, mask=shape.getchannel("A"))
 
-    transparent = accepted(encode(shape, "PNG"))
-    flat = accepted(encode(on_white, "PNG"))
+    transparent = accepted(encode(shape, "PNG"), pipeline=pipeline)
+    flat = accepted(encode(on_white, "PNG"), pipeline=pipeline)
 
     assert hamming(transparent.pdq, flat.pdq) <= 4
     assert hamming(transparent.phash, flat.phash) <= 2
 
 
+@each_pipeline
 @pytest.mark.parametrize(
     ("mode", "fmt"),
     [
@@ -310,7 +328,7 @@ def test_transparent_pixels_are_flattened_on_white():
         ("F", "TIFF"),
     ],
 )
-def test_every_common_mode_reaches_a_meaningful_hash(mode, fmt):
+def test_every_common_mode_reaches_a_meaningful_hash(mode, fmt, pipeline):
     rgb = scene(13)
     if mode == "I;16":
         grey = np.asarray(rgb.convert("L")).astype(np.uint16) * 257
@@ -323,22 +341,128 @@ def test_every_common_mode_reaches_a_meaningful_hash(mode, fmt):
         im = rgb.convert(mode)
     reference = accepted(encode(rgb.convert("L").convert("RGB"), "PNG"))
 
-    info = accepted(encode(im, fmt))
+    info = accepted(encode(im, fmt), pipeline=pipeline)
 
     assert info.pdq_quality >= 50
     if mode in ("L", "LA", "I;16", "F"):  # same luminance as the reference, other bit depths
         assert hamming(info.pdq, reference.pdq) <= 16
 
 
-def test_animated_gif_is_hashed_from_its_first_frame():
+@each_pipeline
+def test_animated_gif_is_hashed_from_its_first_frame(pipeline):
     first, second = scene(14), scene(15)
     buf = io.BytesIO()
     first.save(buf, "GIF", save_all=True, append_images=[second], duration=100, loop=0)
 
-    animated = accepted(buf.getvalue())
-    still = accepted(encode(first, "GIF"))
+    animated = accepted(buf.getvalue(), pipeline=pipeline)
+    still = accepted(encode(first, "GIF"), pipeline=pipeline)
 
     assert hamming(animated.pdq, still.pdq) <= 16
+
+
+def test_pdq_of_the_pixels_pdq_reads_equals_pdq_of_the_whole_canonical_image():
+    import pdqhash
+
+    for seed in range(8):
+        canonical = np.asarray(scene(300 + seed, (128, 128)))
+        bits, quality = pdqhash.compute(canonical)
+
+        fast_bits, fast_quality = pdq_of_canonical(canonical)
+
+        assert (fast_bits == bits).all() and fast_quality == quality
+
+
+def test_v2_hashes_are_unchanged_by_the_faster_pdq():
+    import imagehash
+    import pdqhash
+
+    canonical = scene(310, (128, 128))
+    bits, quality = pdqhash.compute(np.asarray(canonical))
+    pdq = np.packbits(np.asarray(bits, dtype=np.uint8)).tobytes().hex()
+
+    assert hashes_v2(canonical) == (pdq, int(quality), str(imagehash.phash(canonical)))
+
+
+def test_v3_phash_is_imagehash_phash_but_for_a_few_coefficients_on_the_median():
+    import imagehash
+
+    for seed in range(10):
+        data = encode(scene(320 + seed), "PNG")
+        canonical = Image.open(io.BytesIO(data)).convert("RGB").resize((128, 128))
+        reference = str(imagehash.phash(canonical))
+
+        ours = accepted(encode(canonical, "PNG"), pipeline=V3).phash
+
+        assert hamming(ours, reference) <= 4
+
+
+def jpeg_kinds() -> dict[str, bytes]:
+    """Baseline, progressive, greyscale, CMYK, restart markers, and EXIF with a thumbnail."""
+    import cv2
+
+    im = scene(21, (360, 270))
+    thumb = encode(im.resize((64, 48)), "JPEG")  # a whole JPEG, EOI included, inside APP1
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif_bytes = exif.tobytes()
+    app1 = b"\xff\xe1" + (len(exif_bytes) + len(thumb) + 2).to_bytes(2, "big")
+    plain = encode(im, "JPEG", quality=85)
+    ok, with_rst = cv2.imencode(".jpg", np.asarray(im)[:, :, ::-1],
+                                [cv2.IMWRITE_JPEG_RST_INTERVAL, 2])
+    assert ok
+    return {
+        "baseline": plain,
+        "progressive": encode(im, "JPEG", quality=85, progressive=True),
+        "grey": encode(im.convert("L"), "JPEG"),
+        "cmyk": encode(im.convert("CMYK"), "JPEG"),
+        "restart": with_rst.tobytes(),
+        "thumbnail": plain[:2] + app1 + exif_bytes + thumb + plain[2:],
+    }
+
+
+def test_jpeg_marker_walk_reaches_eoi_only_when_the_file_is_whole():
+    for name, data in jpeg_kinds().items():
+        assert reaches_eoi(data), name
+        assert reaches_eoi(data + b"trailer after EOI"), name
+        for cut in range(2, len(data) - 1, 97):
+            assert not reaches_eoi(data[:cut]), (name, cut)
+        assert not reaches_eoi(data[:-2]), name
+
+
+def test_v3_refuses_exactly_the_truncated_and_corrupted_jpegs_v2_refuses():
+    rng = np.random.default_rng(22)
+    for name, data in jpeg_kinds().items():
+        damaged = [data[:cut] for cut in range(2, len(data), 211)]
+        damaged += [data[:-cut] for cut in range(1, 12)]
+        for _ in range(40):  # bytes overwritten anywhere after SOI
+            copy = bytearray(data)
+            for at in rng.integers(2, len(data), int(rng.integers(1, 6))):
+                copy[int(at)] = int(rng.integers(0, 256))
+            damaged.append(bytes(copy))
+        for _ in range(20):  # a run of bytes lost from the middle
+            at = int(rng.integers(2, len(data) - 600))
+            damaged.append(data[:at] + data[at + int(rng.integers(1, 500)):])
+        for bad in damaged:
+            v2 = check_image(bad, CONFIG, pipeline=V2)
+            v3 = check_image(bad, CONFIG, pipeline=V3)
+            assert isinstance(v3, Rejection) == isinstance(v2, Rejection), (name, len(bad))
+            if isinstance(v2, Rejection):
+                assert v3.reason is v2.reason
+
+
+def test_a_clean_jpeg_hashes_in_v3_like_the_same_pixels_stored_as_png():
+    im = scene(23, (900, 700))
+
+    as_jpeg = accepted(encode(im, "JPEG", quality=95), pipeline=V3)
+    as_png = accepted(encode(im, "PNG"), pipeline=V3)
+
+    assert hamming(as_jpeg.pdq, as_png.pdq) <= 8
+    assert hamming(as_jpeg.phash, as_png.phash) <= 2
+
+
+def test_an_unknown_hash_pipeline_is_a_programming_error():
+    with pytest.raises(ValueError, match="unknown hash pipeline"):
+        check_image(encode(scene(24), "PNG"), CONFIG, pipeline="canon512-v1")
 
 
 def test_perceptual_hashes_can_be_skipped_but_the_image_is_still_validated():
@@ -378,21 +502,24 @@ def _batch() -> list[bytes]:
     return good + bad
 
 
-def test_results_are_identical_from_many_threads_at_once():
+@each_pipeline
+def test_results_are_identical_from_many_threads_at_once(pipeline):
     batch = _batch() * 3
-    sequential = [check_image(d, CONFIG) for d in batch]
+    sequential = [check_image(d, CONFIG, pipeline=pipeline) for d in batch]
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        threaded = list(pool.map(lambda d: check_image(d, CONFIG), batch))
+        threaded = list(pool.map(lambda d: check_image(d, CONFIG, pipeline=pipeline), batch))
 
     assert threaded == sequential
 
 
-def test_results_are_identical_from_worker_processes():
+@each_pipeline
+def test_results_are_identical_from_worker_processes(pipeline):
     batch = _batch()
-    sequential = [check_image(d, CONFIG) for d in batch]
+    sequential = [check_image(d, CONFIG, pipeline=pipeline) for d in batch]
 
     with ProcessPoolExecutor(max_workers=2) as pool:
-        in_processes = list(pool.map(check_image, batch, [CONFIG] * len(batch)))
+        in_processes = list(pool.map(partial(check_image, pipeline=pipeline), batch,
+                                     [CONFIG] * len(batch)))
 
     assert in_processes == sequential

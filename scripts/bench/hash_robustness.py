@@ -1,11 +1,13 @@
 """How well the canonical PDQ + pHash survive common edits, and how often unrelated images match.
 
     python scripts/bench/hash_robustness.py [--generated 450] [--images DIR] [--workers 2]
+                                            [--pipelines v2,v3]
 
 Hashes every original and every edit with builder.media.check_image (the pipeline's own
-code path), then prints recall per edit for PDQ alone and for the joint rule, and the
-false-match rate over all pairs of distinct originals (450 originals = 101,025 pairs).
-Originals are generated photo-like scenes, plus every image in --images (real examples).
+code path) in each hash pipeline, then prints side by side, per pipeline, the recall per
+edit for PDQ alone and for the joint rule, and the false matches over all pairs of distinct
+originals (450 originals = 101,025 pairs). Originals are generated photo-like scenes, plus
+every image in --images (real examples).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageOps
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from builder.dedup import IMAGE_SUFFIXES  # noqa: E402
-from builder.media import HASH_PIPELINE, check_image, hamming  # noqa: E402
+from builder.media import HASH_PIPELINES, check_image, hamming  # noqa: E402
 from builder.recipe import DedupConfig, ImageConfig  # noqa: E402
 from builder.records import ImageInfo  # noqa: E402
 
@@ -104,18 +106,20 @@ def original_bytes(item: tuple[str, int | str]) -> bytes:
     return Path(str(ref)).read_bytes()
 
 
-def hash_item(item: tuple[str, int | str]) -> list[tuple[str, str, int, str] | None]:
-    """Hashes of the original and of each edit, in EDITS order (None when rejected)."""
+Row = list  # per original: its hashes, then each edit's, in EDITS order (None when rejected)
+
+
+def hash_item(item: tuple[str, int | str]) -> dict[str, Row]:
+    """Per pipeline, the hashes of the original and of each edit (the same bytes for all)."""
     data = original_bytes(item)
     im = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
-    results = [_hash(data)]
-    for name, edit in EDITS.items():
-        results.append(_hash(encode(edit(im), quality=40 if name == "jpeg_q40" else 92)))
-    return results
+    files = [data] + [encode(edit(im), quality=40 if name == "jpeg_q40" else 92)
+                      for name, edit in EDITS.items()]
+    return {pipeline: [_hash(f, pipeline) for f in files] for pipeline in HASH_PIPELINES}
 
 
-def _hash(data: bytes) -> tuple[str, str, int, str] | None:
-    info = check_image(data, CONFIG)
+def _hash(data: bytes, pipeline: str) -> tuple[str, str, int, str] | None:
+    info = check_image(data, CONFIG, pipeline=pipeline)
     if not isinstance(info, ImageInfo):
         return None
     return ("ok", info.pdq or "", info.pdq_quality or 0, info.phash or "")
@@ -147,7 +151,12 @@ def main() -> None:
     parser.add_argument("--generated", type=int, default=450)
     parser.add_argument("--images", type=Path, help="folder of real example images to add")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--pipelines", default="v2,v3",
+                        help="which hash pipelines to compare, by their last part")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="also print recall and false matches per threshold")
     args = parser.parse_args()
+    wanted = [p for p in HASH_PIPELINES if p.rsplit("-", 1)[-1] in args.pipelines.split(",")]
     items: list[tuple[str, int | str]] = [("generated", i) for i in range(args.generated)]
     if args.images:
         items += [("file", str(p)) for p in sorted(args.images.iterdir())
@@ -155,30 +164,44 @@ def main() -> None:
 
     start = time.perf_counter()
     with ProcessPoolExecutor(args.workers) as pool:
-        rows = list(pool.map(hash_item, items, chunksize=4))
+        results = list(pool.map(hash_item, items, chunksize=4))
     seconds = time.perf_counter() - start
-    rows = [r for r in rows if r[0] is not None]
     dedup = DedupConfig()
+    print(f"{len(items)} originals, {len(EDITS)} edits each, hashed in every pipeline in "
+          f"{seconds:.0f} s on {args.workers} workers")
+    print(f"rule: PDQ <= {dedup.max_distance}, or pHash <= {dedup.phash_max_distance} and "
+          f"PDQ <= {dedup.pdq_max_distance_with_phash}; PDQ quality >= {dedup.min_pdq_quality}")
+    for name in wanted:
+        print(f"  {name.rsplit('-', 1)[-1]} = {name}")
+    stats = {p: pipeline_stats([r[p] for r in results if r[p][0] is not None], dedup)
+             for p in wanted}
+    tags = [p.rsplit("-", 1)[-1] for p in wanted]
+    head = "".join(f" {t + ' ' + c:>12s}" for c in ("PDQ med", "pHash med", "PDQ<=31", "joint")
+                   for t in tags)
+    print(f"{'edit':14s}{head}")
+    for edit in EDITS:
+        cells = "".join(f" {stats[p]['edits'][edit][c]:>12}" for c in range(4) for p in wanted)
+        print(f"{edit:14s}{cells}")
+    for p, tag in zip(wanted, tags, strict=True):
+        print(f"{tag}: {stats[p]['pairs']}")
+    if args.calibrate:
+        for p, tag in zip(wanted, tags, strict=True):
+            print(f"-- {tag}")
+            calibrate(*stats[p]["calibration"])
+
+
+def pipeline_stats(rows: list[Row], dedup: DedupConfig) -> dict:
+    """One pipeline's per-edit medians and recalls, and its unrelated pairs' false matches."""
     pdq_only = DedupConfig(pdq_max_distance_with_phash=0)  # joint branch can never fire
-    print(
-        f"hash pipeline {HASH_PIPELINE}; {len(rows)} originals, {len(EDITS)} edits each, "
-        f"{len(rows) * (len(EDITS) + 1) / seconds:.0f} images/s hashed on {args.workers} workers"
-    )
-    print(
-        f"rule: PDQ <= {dedup.max_distance}, or pHash <= {dedup.phash_max_distance} and "
-        f"PDQ <= {dedup.pdq_max_distance_with_phash}; PDQ quality >= {dedup.min_pdq_quality}"
-    )
-    print(f"{'edit':14s} {'PDQ median':>10s} {'pHash median':>12s} {'PDQ<=31':>8s} {'joint':>8s}")
+    edits = {}
     for k, name in enumerate(EDITS, start=1):
         pairs = [(r[0], r[k]) for r in rows if r[k] is not None]
         pdq_d = [hamming(a[1], b[1]) for a, b in pairs]
         ph_d = [hamming(a[3], b[3]) for a, b in pairs]
         alone = np.mean([near(a, b, pdq_only) for a, b in pairs])
         joint = np.mean([near(a, b, dedup) for a, b in pairs])
-        print(
-            f"{name:14s} {np.median(pdq_d):10.0f} {np.median(ph_d):12.0f} {alone:8.1%} {joint:8.1%}"
-        )
-
+        edits[name] = (f"{np.median(pdq_d):.0f}", f"{np.median(ph_d):.0f}", f"{alone:.1%}",
+                       f"{joint:.1%}")
     originals = [r[0] for r in rows]
     pdq = pairwise([o[1] for o in originals])
     ph = pairwise([o[3] for o in originals])
@@ -189,12 +212,12 @@ def main() -> None:
         (pdq <= dedup.max_distance)
         | ((ph <= dedup.phash_max_distance) & (pdq <= dedup.pdq_max_distance_with_phash))
     )
-    print(
-        f"unrelated pairs {len(pdq):,}: min PDQ {pdq.min()}, min pHash {ph.min()}; "
-        f"false matches PDQ<=31 {int(((pdq <= 31) & usable).sum())}, "
-        f"joint {int(joint_fp.sum())}, pHash<=10 alone {int((ph <= 10).sum())}"
-    )
-    calibrate(rows, pdq, ph, usable)
+    pairs = (f"unrelated pairs {len(pdq):,}: min PDQ {pdq.min()}, min pHash {ph.min()}; "
+             f"false matches PDQ<=31 {int(((pdq <= 31) & usable).sum())}, "
+             f"joint {int(joint_fp.sum())}, pHash<=10 alone {int((ph <= 10).sum())}; "
+             f"PDQ quality < {dedup.min_pdq_quality}: {int((quality < dedup.min_pdq_quality).sum())}"
+             " originals")
+    return {"edits": edits, "pairs": pairs, "calibration": (rows, pdq, ph, usable)}
 
 
 # Edits a near-duplicate rule is expected to catch; mirror and rotation are reported above

@@ -107,8 +107,9 @@ class _Precomputed:
         pass
 
 
-def driver_cost(recipe_path: Path, out: Path) -> tuple[float, int]:
-    """(microseconds per candidate the driver spends, candidates) with the stages done."""
+def driver_cost(recipe_path: Path, out: Path) -> tuple[float, float, int]:
+    """(microseconds per candidate the driver spends, of them on a CPU, candidates) with the
+    stages done. The CPU figure is what load on a shared machine does not inflate."""
     os.environ["SOURCE_DATE_EPOCH"] = "1700000000"
     from concurrent.futures import ThreadPoolExecutor
 
@@ -121,7 +122,7 @@ def driver_cost(recipe_path: Path, out: Path) -> tuple[float, int]:
     recipe = load_recipe(recipe_path)
     policy = load_policy(recipe.policy.use, jurisdiction=recipe.policy.jurisdiction,
                          base_dir=recipe.base_dir)
-    bench = StagePlan(recipe=recipe, policy=policy, out=out).build()
+    bench = StagePlan(recipe=recipe, policy=policy, out=out).build()  # a new dataset's pipeline
     cands = [s.candidate for s in enumerate_candidates(recipe, _Cursor(0, 0, None))]
     with ThreadPoolExecutor(16) as pool:
         outcomes = dict(zip((c.candidate_id for c in cands), pool.map(bench.run, cands),
@@ -133,17 +134,19 @@ def driver_cost(recipe_path: Path, out: Path) -> tuple[float, int]:
     pipeline.make_executor = lambda *a, **k: _Precomputed(outcomes)
     execute = pipeline._Run.execute
     timed: list[float] = []
+    cpu: list[float] = []
 
     def timed_execute(run: Any) -> Any:
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         try:
             return execute(run)
         finally:
             timed.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
 
     pipeline._Run.execute = timed_execute  # type: ignore[method-assign]
     pipeline.build(recipe, BuildOptions(out=out, progress=False))
-    return timed[0] / len(cands) * 1e6, len(cands)
+    return timed[0] / len(cands) * 1e6, cpu[0] / len(cands) * 1e6, len(cands)
 
 
 def fmt(values: list[float]) -> str:
@@ -163,6 +166,8 @@ def main() -> None:
     parser.add_argument("--index-parts", type=int, default=2,
                         help="also run the largest batch with the near-duplicate index split "
                              "over this many Ray actors (0: skip)")
+    parser.add_argument("--driver-only", action="store_true",
+                        help="measure only the driver alone (step 3): no Ray, no builds")
     args = parser.parse_args()
 
     work = args.workdir
@@ -184,6 +189,15 @@ def main() -> None:
         (f"ray local, batch {batches[-1]}", "ray", recipes[batches[-1]], ())]
     rates: dict[str, list[float]] = {}
     server = start_server(work, port)
+    if args.driver_only:
+        try:
+            micros, cpu_micros, count = driver_cost(recipes[batches[0]], work / "out-driver")
+        finally:
+            server.terminate()
+            server.wait()
+        print(f"driver alone: {micros:.0f} us per candidate ({cpu_micros:.0f} us CPU) over "
+              f"{count} candidates (ceiling {1e6 / micros:.0f} candidates/s for one driver)")
+        return
     head, address = start_ray_head(os.cpu_count() or 2)
     configs += [(f"ray head, batch {b}", "ray", recipes[b], ("--ray-address", address))
                 for b in batches]
@@ -202,7 +216,7 @@ def main() -> None:
                 rates.setdefault(label, []).append(len(names) / wall)
                 print(f"round {r + 1}: {label:40s} {wall:6.1f} s  "
                       f"{len(names) / wall:7.1f} candidates/s")
-        micros, count = driver_cost(recipes[batches[0]], work / "out-driver")
+        micros, cpu_micros, count = driver_cost(recipes[batches[0]], work / "out-driver")
     finally:
         head.send_signal(signal.SIGTERM)
         head.wait()
@@ -212,8 +226,8 @@ def main() -> None:
     print(f"{'candidates/s on this machine':40s} {'median':>8s}  (min .. max)")
     for label, values in rates.items():
         print(f"{label:40s} {fmt(values)}")
-    print(f"driver alone: {micros:.0f} us per candidate over {count} candidates "
-          f"(ceiling {1e6 / micros:.0f} candidates/s for one driver)")
+    print(f"driver alone: {micros:.0f} us per candidate ({cpu_micros:.0f} us CPU) over "
+          f"{count} candidates (ceiling {1e6 / micros:.0f} candidates/s for one driver)")
 
 
 if __name__ == "__main__":

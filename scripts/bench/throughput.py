@@ -176,8 +176,23 @@ def _status_kb(pid: int, field: str) -> int:
     return 0
 
 
-def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, int, int]:
-    """(wall seconds, exit code, peak RSS in MB of the whole process tree at one instant).
+def _cpu_ticks(pid: int) -> int:
+    """utime + stime of one process so far, in clock ticks (0 once it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    fields = stat[stat.rindex(")") + 2:].split()  # fields[0] is the state (field 3)
+    return int(fields[11]) + int(fields[12])
+
+
+def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, int, int, float]:
+    """(wall seconds, exit code, peak RSS in MB of the whole process tree at one instant,
+    CPU seconds of the whole tree).
+
+    CPU is each process's own utime + stime as last seen in the same polls (children's
+    times are not added in, so nothing counts twice; a process living under 0.1 s may be
+    missed). It is what load on a shared machine does not inflate.
 
     Polled from /proc, not wait4's ru_maxrss: a child's ru_maxrss starts at its parent's RSS
     at fork (Linux carries the high-water mark over exec), so it reported this script's own
@@ -186,12 +201,16 @@ def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, int, int]:
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak_kb = 0
+    ticks: dict[int, int] = {}
     stop = threading.Event()
 
     def poll() -> None:
         nonlocal peak_kb
         while not stop.is_set():
-            peak_kb = max(peak_kb, sum(_status_kb(pid, "VmRSS") for pid in _tree(proc.pid)))
+            tree = _tree(proc.pid)
+            peak_kb = max(peak_kb, sum(_status_kb(pid, "VmRSS") for pid in tree))
+            for pid in tree:
+                ticks[pid] = max(ticks.get(pid, 0), _cpu_ticks(pid))
             stop.wait(0.1)  # sampling interval of a measurement, not a wait for an event
 
     poller = threading.Thread(target=poll, daemon=True)
@@ -203,7 +222,8 @@ def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, int, int]:
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         sys.stderr.write(stderr.decode(errors="replace")[-3000:])
-    return wall, proc.returncode, peak_kb // 1024
+    cpu = sum(ticks.values()) / os.sysconf("SC_CLK_TCK")
+    return wall, proc.returncode, peak_kb // 1024, cpu
 
 
 def write_bench_recipe(recipe: Path, urls: Path, per_shard: int, workers: int,
@@ -228,20 +248,24 @@ def write_bench_recipe(recipe: Path, urls: Path, per_shard: int, workers: int,
 
 
 def cleanset_round(work: Path, urls: Path, per_shard: int, workers: int,
-                   executor: str = "processes") -> tuple[float, int, int]:
+                   executor: str = "processes", tree: Path | None = None
+                   ) -> tuple[float, int, int, float]:
+    """One build; `tree`: run the cleanset source tree there instead (an earlier version)."""
     out = work / "out-cleanset"
     shutil.rmtree(out, ignore_errors=True)
     recipe = write_bench_recipe(work / "bench-recipe.toml", urls, per_shard, workers)
     env = {**os.environ, "SOURCE_DATE_EPOCH": "1700000000"}
-    wall, code, peak = run_measured([sys.executable, "-m", "builder", "build", str(recipe),
-                                     "--out", str(out), "--no-progress",
-                                     "--executor", executor], env)
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
+    wall, code, peak, cpu = run_measured([sys.executable, "-m", "builder", "build",
+                                          str(recipe), "--out", str(out), "--no-progress",
+                                          "--executor", executor], env)
     accepted = len(pq.read_table(out / "manifest.parquet")) if code == 0 else 0
-    return wall, accepted, peak
+    return wall, accepted, peak, cpu
 
 
 def img2dataset_round(work: Path, urls: Path, per_shard: int, venv: Path, threads: int
-                      ) -> tuple[float, int, int]:
+                      ) -> tuple[float, int, int, float]:
     out = work / "out-img2dataset"
     shutil.rmtree(out, ignore_errors=True)
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled",
@@ -252,11 +276,11 @@ def img2dataset_round(work: Path, urls: Path, per_shard: int, venv: Path, thread
            "--resize_mode", "no", "--disable_all_reencoding", "True",
            "--number_sample_per_shard", str(per_shard), "--enable_wandb", "False",
            "--retries", "0", "--timeout", "20"]
-    wall, code, peak = run_measured(cmd, env)
+    wall, code, peak, cpu = run_measured(cmd, env)
     ok = 0
     for stats in out.glob("*_stats.json"):
         ok += int(json.loads(stats.read_text()).get("successes", 0))
-    return wall, ok, peak
+    return wall, ok, peak, cpu
 
 
 # -- machine limits -----------------------------------------------------------------------
@@ -313,6 +337,9 @@ def main() -> None:
     parser.add_argument("--skip-img2dataset", action="store_true")
     parser.add_argument("--executor", default="processes", choices=("threads", "processes"),
                         help="cleanset's executor (default: processes)")
+    parser.add_argument("--baseline-tree", type=Path,
+                        help="also run the cleanset source tree there (e.g. `git archive` of an "
+                             "earlier commit), alternated in the same rounds: before and after")
     args = parser.parse_args()
 
     work = args.workdir
@@ -330,33 +357,41 @@ def main() -> None:
     }), urls)
     venv = None if args.skip_img2dataset else ensure_venv(args.img2dataset_venv)
     server = start_server(work, port)
-    results: dict[str, list[float]] = {"cleanset": [], "img2dataset": []}
-    peaks: dict[str, list[int]] = {"cleanset": [], "img2dataset": []}
+    tools = ["cleanset", "img2dataset"] + (["baseline"] if args.baseline_tree else [])
+    results: dict[str, list[float]] = {tool: [] for tool in tools}
+    peaks: dict[str, list[int]] = {tool: [] for tool in tools}
+    cpu_ms: dict[str, list[float]] = {tool: [] for tool in tools}  # CPU ms per input image
     ratios: list[float] = []
+    baseline_ratios: list[float] = []
     try:
         # warm the page cache and the server once
         cleanset_round(work, urls, args.per_shard, args.workers, args.executor)
         for r in range(args.rounds):
-            order = ["cleanset", "img2dataset"] if r % 2 == 0 else ["img2dataset", "cleanset"]
+            order = tools if r % 2 == 0 else tools[::-1]
             round_rates: dict[str, float] = {}
             for tool in order:
                 if tool == "img2dataset" and venv is None:
                     continue
-                if tool == "cleanset":
-                    wall, ok, peak = cleanset_round(work, urls, args.per_shard, args.workers,
-                                                    args.executor)
+                if tool in ("cleanset", "baseline"):
+                    tree = args.baseline_tree if tool == "baseline" else None
+                    wall, ok, peak, cpu = cleanset_round(work, urls, args.per_shard,
+                                                         args.workers, args.executor, tree)
                 else:
                     assert venv is not None
-                    wall, ok, peak = img2dataset_round(work, urls, args.per_shard, venv,
-                                                       args.workers)
+                    wall, ok, peak, cpu = img2dataset_round(work, urls, args.per_shard, venv,
+                                                            args.workers)
                 rate = len(names) / wall  # candidates per second, the same input for both
                 round_rates[tool] = rate
                 results[tool].append(rate)
                 peaks[tool].append(peak)
+                cpu_ms[tool].append(cpu * 1e3 / len(names))
                 print(f"round {r + 1}: {tool:11s} {wall:6.1f} s  {rate:7.1f} input images/s  "
-                      f"({ok} written)  peak {peak} MB")
+                      f"({ok} written)  peak {peak} MB  CPU {cpu:.1f} s "
+                      f"({cpu * 1e3 / len(names):.2f} ms per input image)")
             if "img2dataset" in round_rates:
                 ratios.append(round_rates["cleanset"] / round_rates["img2dataset"])
+                if "baseline" in round_rates:
+                    baseline_ratios.append(round_rates["baseline"] / round_rates["img2dataset"])
     finally:
         server.terminate()
         server.wait()
@@ -367,13 +402,15 @@ def main() -> None:
     }
     print()
     print(f"{'images/s on this machine':30s} {'median':>8s}  (min .. max)")
-    for tool in ("cleanset", "img2dataset"):
+    for tool in tools:
         print(f"{tool:30s} {fmt(results[tool])}   peak memory {max(peaks[tool], default=0)} MB "
-              "(all its processes)")
+              f"(all its processes), CPU {fmt(cpu_ms[tool], 2)} ms per input image")
     for name, rate in limits.items():
         print(f"{name + ' (2 processes)':30s} {rate:8.1f}")
     if ratios:
         print(f"cleanset / img2dataset          {fmt(ratios, 2)}   (per round, paired)")
+    if baseline_ratios:
+        print(f"baseline / img2dataset          {fmt(baseline_ratios, 2)}   (per round, paired)")
     median = statistics.median(results["cleanset"])
     print(f"cleanset / reduced-decode limit {median / limits['reduced (draft) decode']:8.2f}")
     print(f"cleanset / full-decode limit    {median / limits['full decode']:8.2f}")
