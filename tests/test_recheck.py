@@ -18,6 +18,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug.wrappers import Request, Response
 
+from tests.api_support import recipe_text
 from tests.conftest import make_image, run_cli, serve_no_site_policies, write_jsonl, write_recipe
 from tests.test_source_wikimedia import FakeCommons, make_page, set_licence
 
@@ -100,32 +101,17 @@ class World:
         self.refusing = Origin("c", [310, 311])
         rows = [{"url": u, "license": CC0} for u in self.hosts.urls() + self.refusing.urls()]
         table = write_jsonl(tmp / "urls.jsonl", rows)
-        self.recipe = write_recipe(tmp / "recipe.toml", f"""
-[dataset]
-name = "recheck-test"
-samples_per_shard = 4
-[policy]
-use = "commercial"
-[[sources]]
+        self.recipe = write_recipe(tmp / "recipe.toml", recipe_text("recheck-test", f"""
 kind = "wikimedia"
 name = "commons"
 api = "{self.commons.url}"
 category = "Test files"
+
 [[sources]]
 kind = "table"
 name = "urls"
 path = "{table.name}"
-[fetch]
-allow_private_addresses = true
-user_agent = "cleanset-test/0.1 (https://ci.cleanset.test/contact)"
-timeout_s = 5
-retries = 1
-backoff_s = 0.01
-workers = 2
-[image]
-min_width = 8
-min_height = 8
-""")
+"""))
 
     def reset(self) -> None:
         self.pages[:] = json.loads(self.pristine)
