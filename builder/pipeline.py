@@ -470,13 +470,7 @@ class _Run:
                                  workers=workers, **self._executor_options())
         max_inflight = executor.max_inflight
         self.executor = executor
-        if self.worker_shards:
-            if not hasattr(executor, "write_shard"):
-                executor.close()
-                raise UserError(
-                    f"{self.recipe.file}: write_shards = \"workers\" (or --write-shards "
-                    "workers) needs the Ray executor ([executor] kind = \"ray\" or --executor "
-                    "ray); the local executors write shards in the build process.")
+        if self.worker_shards:  # Ray only: build() checked the options (_check_options)
             executor.detach_bytes()
         limit = self.options.limit
         bar = tqdm(desc="cleanset", unit=" cand", disable=self._progress_off(), total=limit,
@@ -621,11 +615,7 @@ class _Run:
             return None
         if not parts:
             return open_ledger_index(self.ledger, dedup)
-        if (self.options.executor or self.recipe.executor.kind) != "ray":
-            raise UserError(f"{self.recipe.file}: [executor] index_parts = {parts} splits the "
-                            "near-duplicate index over Ray actors and needs kind = \"ray\" "
-                            "(or --executor ray); set index_parts = 0 otherwise.")
-        from builder.executors.ray_index import RayNearIndex
+        from builder.executors.ray_index import RayNearIndex  # Ray: see _check_options
 
         record_dedup_rule(self.ledger, dedup)
         self.remote = RayNearIndex(dedup, parts, reload=lambda: ledger_hash_rows(self.ledger),
