@@ -631,7 +631,7 @@ class _Run:
     def _executor_options(self) -> dict[str, Any]:
         config = self.recipe.executor
         kind = self.options.executor or config.kind
-        if kind == "processes":
+        if kind in ("auto", "processes"):
             return {"processes": config.processes}
         if kind == "ray":
             return {"address": self.options.ray_address or config.ray_address,

@@ -168,8 +168,8 @@ class DedupConfig:
 class ExecutorConfig:
     """Where the per-candidate stages run. The dataset is the same whichever is chosen."""
 
-    kind: str = "threads"  # threads | processes | ray
-    processes: int | None = None  # processes: worker count (default: one per core)
+    kind: str = "auto"  # auto | threads | processes | ray
+    processes: int | None = None  # auto, processes: worker count (default: one per core)
     ray_address: str | None = None  # ray: "auto", "ray://host:10001", or None for a local Ray
     batch_size: int = 128  # ray: candidates per task (128 measured fastest here)
     # ray: the dedup indexes (near and exact) split over this many Ray actors (0: in the driver)
@@ -179,8 +179,9 @@ class ExecutorConfig:
     write_shards: str = "driver"
 
     def __post_init__(self) -> None:
-        if self.kind not in ("threads", "processes", "ray"):
-            raise ValueError(f"kind = {self.kind!r} must be one of threads, processes, ray.")
+        if self.kind not in ("auto", "threads", "processes", "ray"):
+            raise ValueError(f"kind = {self.kind!r} must be one of auto, threads, processes, "
+                             "ray.")
         if self.processes is not None and self.processes < 1:
             raise ValueError("processes must be at least 1.")
         if not 1 <= self.batch_size <= 10_000:

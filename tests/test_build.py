@@ -283,7 +283,7 @@ def test_limit_then_continue_gives_the_same_shards_as_one_build(corpus: dict,
 
 
 def test_worker_processes_give_the_same_shards_as_threads(corpus: dict, tmp_path: Path) -> None:
-    build(corpus["recipe"], tmp_path / "threads")
+    build(corpus["recipe"], tmp_path / "threads", "--executor", "threads")
     build(corpus["recipe"], tmp_path / "procs", "--executor", "processes")
     one = sorted((tmp_path / "threads" / "shards").glob("*.tar"))
     two = sorted((tmp_path / "procs" / "shards").glob("*.tar"))
@@ -294,3 +294,51 @@ def test_worker_processes_give_the_same_shards_as_threads(corpus: dict, tmp_path
                pq.read_table(tmp_path / "procs" / "candidates.parquet").to_pylist()]
     assert reasons == [(c["candidate_id"], c["reason"]) for c in
                        pq.read_table(tmp_path / "threads" / "candidates.parquet").to_pylist()]
+
+
+def test_the_default_executor_moves_a_large_build_to_worker_processes_with_the_same_result(
+        httpserver: HTTPServer, tmp_path: Path) -> None:
+    """A build past AutoExecutor.SWITCH_AFTER candidates runs the rest in worker processes
+    (one per core) and writes exactly what the threads executor writes."""
+    from builder.executors.local import AutoExecutor
+
+    serve_no_site_policies(httpserver)
+    count = AutoExecutor.SWITCH_AFTER + 40
+    image = make_image(0, (48, 40))
+    rows = [{"id": f"r{i}", "url": serve(httpserver, f"/{i}.jpg", make_image(i, (48, 40))),
+             "license": CC0} for i in range(count)]
+    rows.append({"id": "copy", "url": serve(httpserver, "/copy.jpg", image), "license": CC0})
+    table = write_jsonl(tmp_path / "urls.jsonl", rows)
+    recipe = write_recipe(tmp_path / "recipe.toml", f"""
+[dataset]
+name = "auto-test"
+samples_per_shard = 50
+[policy]
+use = "commercial"
+[[sources]]
+kind = "table"
+path = "{table.name}"
+[fetch]
+allow_private_addresses = true
+retries = 0
+[image]
+min_width = 8
+min_height = 8
+""")
+    default = build(recipe, tmp_path / "auto")
+    build(recipe, tmp_path / "threads", "--executor", "threads")
+    assert f"the first {AutoExecutor.SWITCH_AFTER} candidates' stages ran in threads" in default
+    assert "worker processes" in default
+    for name in ("auto", "threads"):
+        assert run_cli("verify", str(tmp_path / name)).returncode == 0
+    one = sorted((tmp_path / "auto" / "shards").glob("*.tar"))
+    two = sorted((tmp_path / "threads" / "shards").glob("*.tar"))
+    assert [p.name for p in one] == [p.name for p in two] and len(one) == 4
+    for a, b in zip(one, two, strict=True):
+        assert a.read_bytes() == b.read_bytes(), a.name
+    for a, b in zip(sorted((tmp_path / "auto" / "evidence").iterdir()),
+                    sorted((tmp_path / "threads" / "evidence").iterdir()), strict=True):
+        assert a.name == b.name and a.read_bytes() == b.read_bytes(), a.name
+    reasons = [c["reason"] for c in pq.read_table(tmp_path / "auto" / "candidates.parquet")
+               .to_pylist()]
+    assert reasons.count("duplicate_exact") == 1 and reasons.count(None) == count

@@ -32,7 +32,7 @@ def test_a_good_recipe_loads_with_defaults(folder: Path) -> None:
     recipe = load_recipe(write_recipe(folder / "r.toml", GOOD))
     assert recipe.dataset.samples_per_shard == 1000
     assert recipe.sources[0].kind == "folder" and recipe.sources[0].name == "folder"
-    assert recipe.executor.kind == "threads"
+    assert recipe.executor.kind == "auto"
     assert recipe.fetch.allow_private_addresses is False
 
 

@@ -34,7 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--limit", type=_positive_int, help="consider at most N candidates")
     p.add_argument("--workers", type=_positive_int, help="concurrent fetch/check workers")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--executor", choices=("threads", "processes", "ray"),
+    p.add_argument("--executor", choices=("auto", "threads", "processes", "ray"),
                    help="where the per-candidate stages run (default: [executor] kind)")
     p.add_argument("--ray-address", help="Ray cluster address (executor ray), e.g. auto")
     p.add_argument("--write-shards", choices=("driver", "workers"),

@@ -254,9 +254,7 @@ class EvidenceArchive:
         if self.file.tell() >= self.max_file_bytes:
             self._roll()
         offset = self.file.tell()
-        out = warc.writer(self.file)
-        out.write_record(pair.response)
-        out.write_record(pair.request)
+        self.file.write(warc.render(pair.response) + warc.render(pair.request))
         pointer = Pointer(f"{DIRNAME}/{self.name}", pair.record_id, offset)
         self.written[pair.record_id] = pointer
         self.rows.append((pair.record_id, self.build, pointer.file, offset, pair.kind,

@@ -26,10 +26,14 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
-KINDS = ("threads", "processes", "ray")
+KINDS = ("auto", "threads", "processes", "ray")
 
 
 def make_executor(kind: str, plan: StagePlan, *, workers: int, **options: Any) -> Executor:
+    if kind == "auto":
+        from builder.executors.local import AutoExecutor
+
+        return AutoExecutor(plan, workers=workers, **options)
     if kind == "threads":
         from builder.executors.local import ThreadExecutor
 

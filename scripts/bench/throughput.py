@@ -248,7 +248,7 @@ def write_bench_recipe(recipe: Path, urls: Path, per_shard: int, workers: int,
 
 
 def cleanset_round(work: Path, urls: Path, per_shard: int, workers: int,
-                   executor: str = "processes", tree: Path | None = None
+                   executor: str | None = None, tree: Path | None = None
                    ) -> tuple[float, int, int, float]:
     """One build; `tree`: run the cleanset source tree there instead (an earlier version)."""
     out = work / "out-cleanset"
@@ -257,11 +257,18 @@ def cleanset_round(work: Path, urls: Path, per_shard: int, workers: int,
     env = {**os.environ, "SOURCE_DATE_EPOCH": "1700000000"}
     if tree is not None:
         env["PYTHONPATH"] = str(tree)
+    if executor is None and tree is not None and not _knows_auto(tree):
+        executor = "processes"  # what that version was measured with
+    chosen = [] if executor is None else ["--executor", executor]
     wall, code, peak, cpu = run_measured([sys.executable, "-m", "builder", "build",
                                           str(recipe), "--out", str(out), "--no-progress",
-                                          "--executor", executor], env)
+                                          *chosen], env)
     accepted = len(pq.read_table(out / "manifest.parquet")) if code == 0 else 0
     return wall, accepted, peak, cpu
+
+
+def _knows_auto(tree: Path) -> bool:
+    return '"auto"' in (tree / "builder" / "executors" / "__init__.py").read_text()
 
 
 def img2dataset_round(work: Path, urls: Path, per_shard: int, venv: Path, threads: int
@@ -335,8 +342,9 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/cleanset-bench"))
     parser.add_argument("--img2dataset-venv", type=Path, default=Path("/tmp/i2d-venv"))
     parser.add_argument("--skip-img2dataset", action="store_true")
-    parser.add_argument("--executor", default="processes", choices=("threads", "processes"),
-                        help="cleanset's executor (default: processes)")
+    parser.add_argument("--executor", choices=("auto", "threads", "processes"),
+                        help="cleanset's executor (default: the recipe's default, as a user "
+                             "gets it; a baseline tree older than `auto` gets processes)")
     parser.add_argument("--baseline-tree", type=Path,
                         help="also run the cleanset source tree there (e.g. `git archive` of an "
                              "earlier commit), alternated in the same rounds: before and after")
