@@ -45,6 +45,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from functools import cached_property
 from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
@@ -120,6 +121,11 @@ class Response:
     received: tuple[tuple[str, str], ...] = ()  # the headers with their names as sent
     truncated: bool = False  # an error page cut at ERROR_BODY_CAP
 
+    @cached_property
+    def sha256(self) -> str:
+        """Of `data`: computed once, for the evidence archive and the image check both."""
+        return hashlib.sha256(self.data).hexdigest()
+
     def header(self, name: str) -> str | None:
         """All values of a header joined by ', ' (RFC 9110 field combination), or None."""
         values = self.header_all(name)
@@ -188,7 +194,7 @@ def _note(kind: str, sent: dict[str, str], response: Response, *, keep_body: boo
         kind=kind, url=response.url, request=request, protocol=response.protocol,
         status=response.status, reason=response.reason, headers=response.received,
         body=response.data if keep_body else None,
-        payload_sha256=hashlib.sha256(response.data).hexdigest(),
+        payload_sha256=response.sha256,
         truncated=response.truncated, retrieved_at=clock.now_iso()))
 
 

@@ -134,13 +134,14 @@ def _describe_non_image(data: bytes) -> str:
 
 def check_image(
     data: bytes, config: ImageConfig, *, perceptual: bool = True,
-    pipeline: str = HASH_PIPELINE,
+    pipeline: str = HASH_PIPELINE, sha256: str | None = None,
 ) -> ImageInfo | Rejection:
     """Validate `data` as an image under `config`; hash it perceptually unless told not to.
 
     `pipeline` is the dataset's hash pipeline (one of HASH_PIPELINES). Returns ImageInfo with
     the original width/height (as stored, before EXIF orientation) or a Rejection: not_image,
-    corrupt_image, decompression_bomb or too_small.
+    corrupt_image, decompression_bomb or too_small. `sha256`: of `data`, when the caller
+    already has it (the fetcher hashes every response for the evidence archive).
     """
     if pipeline not in HASH_PIPELINES:
         raise ValueError(f"unknown hash pipeline {pipeline!r}; known: {HASH_PIPELINES}")
@@ -181,7 +182,7 @@ def check_image(
         ext=EXT[fmt],
         width=width,
         height=height,
-        sha256=hashlib.sha256(data).hexdigest(),
+        sha256=sha256 or hashlib.sha256(data).hexdigest(),
         sha1=hashlib.sha1(data).hexdigest(),
         pdq=pdq,
         pdq_quality=pdq_quality,

@@ -220,6 +220,7 @@ class Fetched:
     retrieved_at: str
     http: HttpInfo
     optout: OptoutTrail = ()
+    sha256: str | None = None  # of `data`, when the fetch already hashed it (not hashed twice)
 
 
 @dataclass(frozen=True)

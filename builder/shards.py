@@ -17,8 +17,10 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import queue
 import re
 import tarfile
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -172,6 +174,38 @@ def _writev_all(fd: int, parts: list[bytes]) -> None:
             views[0] = views[0][done:]
 
 
+class BackgroundSha256:
+    """sha256 of the bytes given to `update`, in order, computed on a thread of its own.
+
+    The one ordered writer of a build spends ~0.15 ms per sample hashing its shard; hashlib
+    lets go of the GIL while it hashes, so a thread does it beside the writer (on another
+    core when there is one) instead of in its way."""
+
+    def __init__(self, digest: Any) -> None:
+        self.digest = digest
+        # Bounded: a writer far ahead of its hasher would hold every image it wrote.
+        self.parts: queue.Queue[bytes | None] = queue.Queue(maxsize=1024)
+        self.thread = threading.Thread(target=self._run, name="shard-sha256", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (part := self.parts.get()) is not None:
+            self.digest.update(part)
+
+    def update(self, part: bytes) -> None:
+        self.parts.put(part)
+
+    def hexdigest(self) -> str:
+        """The digest of everything given so far; no update may follow."""
+        self.stop()
+        return str(self.digest.hexdigest())
+
+    def stop(self) -> None:
+        if self.thread.is_alive():
+            self.parts.put(None)
+            self.thread.join()
+
+
 def write_whole_shard(path: Path, samples: Iterable[tuple[str, dict[str, bytes]]]
                       ) -> tuple[int, int, str]:
     """Write a complete shard to `path` in one go (a worker writing for the driver), durably;
@@ -232,6 +266,7 @@ class OpenShard:
             self.digest.update(chunk)
             remaining -= len(chunk)
         self.file.seek(data_end)
+        self.digest = BackgroundSha256(self.digest)
         self.writer = _TarMembers(self.file, self.digest, data_end)
 
     def write(self, key: str, members: dict[str, bytes]) -> int:
@@ -262,6 +297,7 @@ class OpenShard:
 
     def abandon(self) -> None:
         """Close without finishing (on error); the temporary file stays for the resume."""
+        self.digest.stop()
         try:
             self.file.flush()
         finally:

@@ -66,6 +66,7 @@ def fetch_stage(licensed: Licensed, *, fetcher: Any, max_bytes: int) -> Fetched 
             headers=response.headers,
         ),
         optout=licensed.optout,
+        sha256=response.sha256,
     )
 
 
@@ -92,7 +93,8 @@ def image_check(fetched: Fetched, *, config: Any, pipeline: str | None = None
     """`pipeline`: the dataset's hash pipeline; None for the one a new dataset gets."""
     from builder.media import HASH_PIPELINE, check_image
 
-    info = check_image(fetched.data, config, pipeline=pipeline or HASH_PIPELINE)
+    info = check_image(fetched.data, config, pipeline=pipeline or HASH_PIPELINE,
+                       sha256=fetched.sha256)
     if isinstance(info, Rejection):
         return info
     expected = fetched.licensed.candidate.expected_sha1
