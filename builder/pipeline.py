@@ -428,7 +428,7 @@ class _Run:
                                 policy=policy.name, dataset=recipe.dataset.name,
                                 hash_pipeline=self.hash_pipeline)
         self.plan = StagePlan(recipe=recipe, policy=policy, out=options.out,
-                              hash_pipeline=self.hash_pipeline)
+                              hash_pipeline=self.hash_pipeline, evidence_build=row.build)
         self.cursor = _Cursor(row.next_seq, row.source_index, row.source_resume)
         self.next_key = int(ledger.get_meta("next_key") or 0)
         self.shard: OpenShard | None = None

@@ -85,8 +85,9 @@ class Exchange:
     retrieved_at: str  # follows SOURCE_DATE_EPOCH, like provenance `retrieved_at`
 
 
-# What a candidate's stages fetched, in order (kept out of equality: evidence, not verdict).
-Exchanges = tuple[Exchange, ...]
+# What a candidate's stages fetched, in order (kept out of equality: evidence, not verdict):
+# Exchange, or already made into WARC records where the stages ran (evidence.warc.Prepared).
+Exchanges = tuple[Any, ...]
 
 
 @dataclass(frozen=True)

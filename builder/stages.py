@@ -7,8 +7,10 @@ Ray worker); the pipeline strings them together and records the outcome.
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -25,6 +27,7 @@ from builder.records import (
 )
 
 Stage = Callable[[Any], Any]
+_PREPARED_KEPT = 256
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,9 @@ class StagePlan:
     # The dataset's (builder/dedup.py dataset_hash_pipeline): every build into a dataset
     # hashes as its first build did. None: the pipeline a new dataset gets.
     hash_pipeline: str | None = None
+    # The build the evidence archive records for: exchanges are made into its WARC records
+    # where the stages ran, off the build's one ordered writer. None: left raw.
+    evidence_build: int | None = None
 
     def build(self) -> Workbench:
         from builder.fetch import Fetcher
@@ -160,7 +166,8 @@ class StagePlan:
                                        pipeline=self.hash_pipeline), Reason.CORRUPT_IMAGE),
             StageSpec("optout-embedded", optout.after_check, Reason.OPTOUT_EMBEDDED),
         ]
-        return Workbench(stages=stages, fetcher=fetcher, optout=optout)
+        return Workbench(stages=stages, fetcher=fetcher, optout=optout,
+                         evidence_build=self.evidence_build)
 
 
 @dataclass
@@ -170,17 +177,42 @@ class Workbench:
     stages: list[StageSpec]
     fetcher: Any
     optout: Any
+    evidence_build: int | None = None
+    # Exchanges cited by many candidates (a host's robots.txt) are prepared once.
+    prepared: OrderedDict[Any, Any] = field(default_factory=OrderedDict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def run(self, candidate: Candidate) -> Any:
         """The outcome, carrying every HTTP exchange its stages relied on (host files, the
-        image) back to the build process for the evidence archive."""
+        image) back to the build process for the evidence archive, as records ready to
+        write when the plan names the build."""
         from builder.fetch import recording
 
         with recording() as taped:
             outcome = run_stages(candidate, self.stages)
         if taped and isinstance(outcome, Checked | Rejection):
-            outcome = replace(outcome, exchanges=tuple(taped))
+            outcome = replace(outcome, exchanges=self._for_archive(taped))
         return outcome
+
+    def _for_archive(self, taped: list[Any]) -> tuple[Any, ...]:
+        if self.evidence_build is None:
+            return tuple(taped)
+        from builder.evidence.warc import prepare
+        from builder.sources import _keys
+
+        secrets = _keys.registered()  # a new secret makes a cached record stale
+        out = []
+        for exchange in taped:
+            with self.lock:
+                known = self.prepared.get((exchange, secrets))
+            if known is None:
+                known = prepare(self.evidence_build, exchange, _keys.scrub)
+                with self.lock:
+                    self.prepared[(exchange, secrets)] = known
+                    if len(self.prepared) > _PREPARED_KEPT:
+                        self.prepared.popitem(last=False)
+            out.append(known)
+        return tuple(out)
 
     def close(self) -> None:
         self.fetcher.close()

@@ -392,6 +392,46 @@ allow_private_addresses = true
     assert b"cleanset-redaction: API keys removed" in everything
 
 
+@pytest.mark.parametrize("executor", ["threads", "processes"])
+def test_a_key_echoed_by_an_image_host_is_scrubbed_wherever_the_stages_ran(
+        httpserver: HTTPServer, tmp_path: Path, executor: str) -> None:
+    """Image exchanges are made into records where they were fetched (a worker process
+    too); the key the build process read is handed to it and scrubbed there."""
+    from tests.test_source_europeana import API, KEY, catalogue, serve_search
+
+    serve_no_site_policies(httpserver)
+    images = []
+    for i in range(5):
+        path = f"/echo/{i}.jpg"
+        httpserver.expect_request(path).respond_with_data(
+            make_image(200 + i, (64, 48)), content_type="image/jpeg",
+            headers={"X-Echo": f"requested with {KEY}"})
+        images.append(httpserver.url_for(path))
+    serve_search(httpserver, catalogue(images))
+    recipe = write_recipe(tmp_path / "recipe.toml", f"""
+[dataset]
+name = "eu-test"
+
+[[sources]]
+kind = "europeana"
+api = "{httpserver.url_for(API)}"
+query = "*"
+rows = 2
+
+[fetch]
+allow_private_addresses = true
+""")
+    out = tmp_path / "out"
+    run_cli("build", str(recipe), "--out", str(out), "--no-progress", "--executor", executor,
+            env={"EUROPEANA_API_KEY": KEY}, check=True)
+    everything = b"".join(gzip.decompress(p.read_bytes()) for p in archive_files(out))
+    assert KEY.encode() not in everything
+    echoed = [r for r in read_records(out) if r["type"] == "revisit"]
+    assert len(echoed) == 3  # the admitted images (PD, CC0, BY-SA)
+    assert b"X-Echo: requested with ***" in everything
+    assert run_cli("verify", str(out)).returncode == 0
+
+
 def test_disk_full_while_writing_evidence_stops_and_the_same_command_finishes_identically(
         httpserver: HTTPServer, tmp_path: Path) -> None:
     import os

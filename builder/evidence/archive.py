@@ -211,7 +211,7 @@ class EvidenceArchive:
         }
 
     # -- writing ------------------------------------------------------------------------
-    def keep(self, seq: int, exchanges: Iterable[Exchange]) -> Evidence:
+    def keep(self, seq: int, exchanges: Iterable[Exchange | warc.Prepared]) -> Evidence:
         """Write what is not archived yet, link candidate `seq` to all of them, in order."""
         api: list[Pointer] = []
         signals: list[Pointer] = []
@@ -228,14 +228,22 @@ class EvidenceArchive:
                 signals.append(pointer)
         return Evidence(tuple(api), tuple(signals), image)
 
-    def pointer(self, ex: Exchange) -> Pointer:
-        """Where `ex` is archived, writing it first when it is not."""
+    def pointer(self, ex: Exchange | warc.Prepared) -> Pointer:
+        """Where `ex` is archived, writing it first when it is not. An exchange the stages
+        prepared (warc.Prepared) is placed as it is; a raw one (the sources' API pages,
+        made in this process) is made into records here."""
         known = self.recent.get(ex)
         if known is not None:
             self.recent.move_to_end(ex)
             return known
-        pair = warc.make_pair(self.build, ex, self.scrub)
-        pointer = self._archived(pair.record_id) or self._write(pair, ex.payload_sha256)
+        if isinstance(ex, warc.Prepared):
+            if ex.build != self.build:
+                raise RuntimeError(f"evidence prepared for build {ex.build} reached build "
+                                   f"{self.build}: the stage plan names the wrong build")
+            prepared = ex
+        else:
+            prepared = warc.prepare(self.build, ex, self.scrub)
+        pointer = self._archived(prepared.record_id) or self._write(prepared)
         self.recent[ex] = pointer
         if len(self.recent) > KNOWN_EXCHANGES:
             self.recent.popitem(last=False)
@@ -249,16 +257,16 @@ class EvidenceArchive:
                               (record_id,)).fetchone()
         return None if row is None else Pointer(row[0], record_id, row[1])
 
-    def _write(self, pair: warc.Pair, payload_sha256: str) -> Pointer:
+    def _write(self, prepared: warc.Prepared) -> Pointer:
         assert self.file is not None
         if self.file.tell() >= self.max_file_bytes:
             self._roll()
         offset = self.file.tell()
-        self.file.write(warc.render(pair.response) + warc.render(pair.request))
-        pointer = Pointer(f"{DIRNAME}/{self.name}", pair.record_id, offset)
-        self.written[pair.record_id] = pointer
-        self.rows.append((pair.record_id, self.build, pointer.file, offset, pair.kind,
-                          pair.target_uri, pair.status, payload_sha256))
+        self.file.write(prepared.records)
+        pointer = Pointer(f"{DIRNAME}/{self.name}", prepared.record_id, offset)
+        self.written[prepared.record_id] = pointer
+        self.rows.append((prepared.record_id, self.build, pointer.file, offset, prepared.kind,
+                          prepared.target_uri, prepared.status, prepared.payload_sha256))
         return pointer
 
     def _roll(self) -> None:

@@ -91,6 +91,20 @@ class Pair:
     request: Any
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """An exchange made into its two records, gzip members ready to append, where the fetch
+    ran (a worker thread, process or Ray task): the build's one writer only places them."""
+
+    build: int
+    record_id: str
+    kind: str
+    target_uri: str
+    status: int
+    payload_sha256: str
+    records: bytes  # the response (or revisit) record, then the request record
+
+
 class _Sha256Writer(WARCWriter):
     """warcio's writer with sha256 digests (warcio's default is sha1)."""
 
@@ -168,6 +182,13 @@ def make_pair(build: int, ex: Exchange, scrub: Any) -> Pair:
                            "WARC-Date": ex.retrieved_at, "WARC-Target-URI": target,
                            "WARC-Concurrent-To": rid})
     return Pair(rid, ex.kind, target, ex.status, response, request)
+
+
+def prepare(build: int, ex: Exchange, scrub: Any) -> Prepared:
+    """`ex` as the archive writes it: records made, secrets scrubbed, gzipped."""
+    pair = make_pair(build, ex, scrub)
+    return Prepared(build, pair.record_id, pair.kind, pair.target_uri, pair.status,
+                    ex.payload_sha256, render(pair.response) + render(pair.request))
 
 
 def _as_recorded(ex: Exchange) -> list[tuple[str, str]]:

@@ -11,6 +11,7 @@ from typing import Any
 
 from builder.executors.batches import Batcher
 from builder.records import Candidate
+from builder.sources._keys import registered
 from builder.stages import StagePlan, Workbench
 
 
@@ -45,9 +46,13 @@ def _init_worker(plan: StagePlan, threads: int) -> None:
     _WORKER = (plan.build(), ThreadPoolExecutor(threads, thread_name_prefix="stage"))
 
 
-def _run_batch(candidates: list[Candidate]) -> list[Any]:
-    """In a worker process: every stage of a batch of candidates, downloads overlapping."""
+def _run_batch(candidates: list[Candidate], secrets: tuple[str, ...]) -> list[Any]:
+    """In a worker process: every stage of a batch of candidates, downloads overlapping.
+    `secrets`: the API keys the build process knows, scrubbed here too (logs, evidence)."""
+    from builder.sources._keys import register_all
+
     assert _WORKER is not None
+    register_all(secrets)
     bench, pool = _WORKER
     return list(pool.map(bench.run, candidates))
 
@@ -72,7 +77,8 @@ class ProcessExecutor:
         context.set_forkserver_preload(list(STAGE_MODULES))
         self.pool = ProcessPoolExecutor(self.processes, mp_context=context,
                                         initializer=_init_worker, initargs=(plan, threads))
-        self.batches = Batcher(lambda batch: self.pool.submit(_run_batch, batch), batch_size)
+        self.batches = Batcher(
+            lambda batch: self.pool.submit(_run_batch, batch, registered()), batch_size)
         self.max_inflight = self.inflight_for(workers, self.processes, batch_size)
 
     @staticmethod

@@ -30,6 +30,7 @@ from builder.errors import UserError
 from builder.executors.batches import Batcher
 from builder.records import Candidate, Checked, Detached
 from builder.shards import shard_name, write_whole_shard
+from builder.sources._keys import register_all, registered
 from builder.stages import StagePlan, Workbench
 
 # A batch whose worker dies is re-run this many times before the build stops (and can be
@@ -70,16 +71,19 @@ def _bench_for(token: str, plan_box: list[Any], threads: int
 
 @ray.remote
 def _run_batch(token: str, plan_box: list[Any], threads: int,
-               candidates: list[Candidate]) -> list[Any]:
+               candidates: list[Candidate], secrets: tuple[str, ...] = ()) -> list[Any]:
+    register_all(secrets)  # the driver's API keys, scrubbed here too (logs, evidence)
     bench, pool = _bench_for(token, plan_box, threads)
     return list(pool.map(bench.run, candidates))
 
 
 @ray.remote(num_returns=2)
 def _run_batch_detached(token: str, plan_box: list[Any], threads: int,
-                        candidates: list[Candidate]) -> tuple[list[Any], list[bytes]]:
+                        candidates: list[Candidate], secrets: tuple[str, ...] = ()
+                        ) -> tuple[list[Any], list[bytes]]:
     """The stages of a batch; the accepted bytes come back as a second object, which the
     driver never fetches: a shard writer task reads them where they are."""
+    register_all(secrets)
     bench, pool = _bench_for(token, plan_box, threads)
     outcomes = list(pool.map(bench.run, candidates))
     data: list[bytes] = []
@@ -146,7 +150,7 @@ class RayExecutor:
         if self.detached:
             return self._send_detached(batch)
         ref = _run_batch.options(max_retries=TASK_RETRIES, retry_exceptions=False).remote(
-            self.token, self.plan_box, self.threads, batch)
+            self.token, self.plan_box, self.threads, batch, registered())
         with self.lock:
             self.running[ref] = batch
         done = ref.future()
@@ -156,7 +160,7 @@ class RayExecutor:
     def _send_detached(self, batch: list[Candidate]) -> Future[list[Any]]:
         ref, data_ref = _run_batch_detached.options(
             max_retries=TASK_RETRIES, retry_exceptions=False).remote(
-            self.token, self.plan_box, self.threads, batch)
+            self.token, self.plan_box, self.threads, batch, registered())
         with self.lock:
             self.running[ref] = batch
         outcomes: Future[list[Any]] = Future()

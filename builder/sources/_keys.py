@@ -97,10 +97,24 @@ def redact(secret: str) -> None:
     if len(secret) < 4:  # too short to replace safely inside ordinary text
         return
     with _lock:
+        if secret in _secrets:
+            return
         _secrets.add(secret)
         fetch_log = logging.getLogger("builder.fetch")
         if _FILTER not in fetch_log.filters:
             fetch_log.addFilter(_FILTER)
+
+
+def registered() -> tuple[str, ...]:
+    """Every secret registered in this process: what a worker process must scrub too (the
+    executors hand them over with each batch of candidates)."""
+    with _lock:
+        return tuple(sorted(_secrets))
+
+
+def register_all(secrets: Iterable[str]) -> None:
+    for secret in secrets:
+        redact(secret)
 
 
 def scrub(text: str) -> str:

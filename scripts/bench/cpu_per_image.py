@@ -70,21 +70,27 @@ def stage_costs(recipe_path: Path, out: Path, sample: int) -> tuple[dict[str, fl
     recipe = load_recipe(recipe_path)
     policy = load_policy(recipe.policy.use, jurisdiction=recipe.policy.jurisdiction,
                          base_dir=recipe.base_dir)
-    bench = StagePlan(recipe=recipe, policy=policy, out=out).build()
+    bench = StagePlan(recipe=recipe, policy=policy, out=out, evidence_build=1).build()
     costs: dict[str, float] = defaultdict(float)
     fetched = []
     stream = enumerate_candidates(recipe, _Cursor(0, 0, None))
+    from builder.fetch import recording
+
     for n, sourced in enumerate(stream):
         if n >= sample:
             break
         record = sourced.candidate
-        for stage in bench.stages:
-            record, seconds = cpu(lambda stage=stage, record=record: stage.run(record))
-            costs[stage.name] += seconds
-            if isinstance(record, Rejection):
-                break
-            if stage.name == "fetch":
-                fetched.append(record.data)
+        with recording() as taped:
+            for stage in bench.stages:
+                record, seconds = cpu(lambda stage=stage, record=record: stage.run(record))
+                costs[stage.name] += seconds
+                if isinstance(record, Rejection):
+                    break
+                if stage.name == "fetch":
+                    fetched.append(record.data)
+        # the WARC records of what it fetched, made where the stages run (Workbench.run)
+        _, seconds = cpu(lambda taped=taped: bench._for_archive(taped))
+        costs["evidence records"] += seconds
     stream.close()
     bench.close()
     return {name: seconds / sample for name, seconds in costs.items()}, fetched

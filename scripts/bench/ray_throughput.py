@@ -122,7 +122,8 @@ def driver_cost(recipe_path: Path, out: Path) -> tuple[float, float, int]:
     recipe = load_recipe(recipe_path)
     policy = load_policy(recipe.policy.use, jurisdiction=recipe.policy.jurisdiction,
                          base_dir=recipe.base_dir)
-    bench = StagePlan(recipe=recipe, policy=policy, out=out).build()  # a new dataset's pipeline
+    # a new dataset's pipeline; the evidence records made where the stages run, as in a build
+    bench = StagePlan(recipe=recipe, policy=policy, out=out, evidence_build=1).build()
     cands = [s.candidate for s in enumerate_candidates(recipe, _Cursor(0, 0, None))]
     with ThreadPoolExecutor(16) as pool:
         outcomes = dict(zip((c.candidate_id for c in cands), pool.map(bench.run, cands),
