@@ -74,10 +74,11 @@ def stage_costs(recipe_path: Path, out: Path, sample: int) -> tuple[dict[str, fl
     costs: dict[str, float] = defaultdict(float)
     fetched = []
     stream = enumerate_candidates(recipe, _Cursor(0, 0, None))
-    for n, (_, cand, _) in enumerate(stream):
+    for n, sourced in enumerate(stream):
         if n >= sample:
             break
-        record = cand
+        # A Sourced record; trees before it yielded (index, candidate, state) tuples.
+        record = sourced.candidate if hasattr(sourced, "candidate") else sourced[1]
         for stage in bench.stages:
             record, seconds = cpu(lambda stage=stage, record=record: stage.run(record))
             costs[stage.name] += seconds
