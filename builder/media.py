@@ -261,7 +261,8 @@ def _decode_jpeg_cv2(data: bytes, header: ImageFile.ImageFile, width: int, heigh
                                   reduced | cv2.IMREAD_IGNORE_ORIENTATION)
         except cv2.error:
             pixels = None
-        if pixels is not None and pixels.shape[2:] == (() if grey else (3,)):
+        wanted = () if grey else (3,)  # the shape after HxW: grey, or three channels
+        if pixels is not None and pixels.shape[2:] == wanted:
             return pixels
     return _decode(header, "jpeg", want_reduced=True)
 
