@@ -6,14 +6,15 @@ One function, `check_image`, turns fetched bytes into an `ImageInfo` or a `Rejec
 2. the header is parsed and its size checked against the pixel cap *before* any pixel is decoded;
 3. the image is decoded once — a reduced decode for JPEG (DCT scaling) — which is also what
    proves the bytes are complete;
-4. that decode is brought to one canonical 128x128 RGB image (EXIF orientation applied, first
-   frame, alpha flattened on white), and PDQ and pHash are computed from it, so the hashes cost
-   little and do not drift with the size of the original.
+4. that decode is brought to one canonical 128x128 image (EXIF orientation applied, first
+   frame, alpha flattened on white; RGB, or grey in v4), and PDQ and pHash are computed from
+   it, so the hashes cost little and do not drift with the size of the original.
 
-Steps 3 and 4 follow the dataset's hash pipeline (builder/canonical.py). In v3 a JPEG whose
-marker structure reaches its EOI (builder/jpeg_markers.py) is decoded by OpenCV, a third
-faster than Pillow; any other JPEG, one OpenCV refuses, and every other format are decoded by
-Pillow, whose decode is what notices truncation, as in v2.
+Steps 3 and 4 follow the dataset's hash pipeline (builder/canonical.py). In v3 and v4 a JPEG
+whose marker structure reaches its EOI (builder/jpeg_markers.py) is decoded by OpenCV, a third
+faster than Pillow (v4 decodes it straight to grey, cheaper still); any other JPEG, one OpenCV
+refuses, and every other format are decoded by Pillow, whose decode is what notices
+truncation, as in v2.
 
 The original bytes are never re-encoded; the caller keeps them. Everything here is a pure
 function of the bytes and the config, safe to call from threads and processes at once: no
@@ -48,8 +49,8 @@ from builder.records import ImageInfo, Reason, Rejection
 # The hash pipeline a new dataset is built with. Hashes from different pipelines are not
 # comparable: a dataset keeps the one it was built with (builder/dedup.py), so every pipeline
 # a dataset may have been built with stays here. Add a new one, never change one.
-HASH_PIPELINE = canonical.V3
-HASH_PIPELINES = (canonical.V2, canonical.V3)
+HASH_PIPELINE = canonical.V4
+HASH_PIPELINES = (canonical.V2, canonical.V3, canonical.V4)
 
 # OpenCV's own thread pool would split each small resize over every core and spin waiting
 # for more work; the executors already run one image per thread (img2dataset does the same).
@@ -62,6 +63,14 @@ _CV2_REDUCED = {
     2: cv2.IMREAD_REDUCED_COLOR_2,
     4: cv2.IMREAD_REDUCED_COLOR_4,
     8: cv2.IMREAD_REDUCED_COLOR_8,
+}
+# v4's: libjpeg outputs the Y component alone (or converts CMYK to grey), so it skips the
+# chroma IDCT, upsampling and colour conversion.
+_CV2_REDUCED_GREY = {
+    1: cv2.IMREAD_GRAYSCALE,
+    2: cv2.IMREAD_REDUCED_GRAYSCALE_2,
+    4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
+    8: cv2.IMREAD_REDUCED_GRAYSCALE_8,
 }
 
 MIME = {
@@ -168,8 +177,8 @@ def check_image(
             Reason.TOO_SMALL,
             f"{width}x{height} is below the minimum {config.min_width}x{config.min_height}",
         )
-    if pipeline == canonical.V3 and fmt == "jpeg":
-        decoded = _decode_jpeg_v3(data, im, width, height)
+    if pipeline in (canonical.V3, canonical.V4) and fmt == "jpeg":
+        decoded = _decode_jpeg_cv2(data, im, width, height, grey=pipeline == canonical.V4)
     else:
         decoded = _decode(im, fmt, want_reduced=perceptual)
     if isinstance(decoded, Rejection):
@@ -236,9 +245,10 @@ def _failure(fmt: str, where: str, exc: BaseException) -> Rejection:
     return Rejection(Reason.CORRUPT_IMAGE, f"{fmt} {where}: {text}")
 
 
-def _decode_jpeg_v3(data: bytes, header: ImageFile.ImageFile, width: int, height: int
-                    ) -> np.ndarray | Image.Image | Rejection:
-    """OpenCV's DCT-scaled decode (BGR) of a JPEG that plainly ends; else Pillow's verdict.
+def _decode_jpeg_cv2(data: bytes, header: ImageFile.ImageFile, width: int, height: int, *,
+                     grey: bool) -> np.ndarray | Image.Image | Rejection:
+    """OpenCV's DCT-scaled decode (BGR, or grey HxW with `grey`: v3, v4) of a JPEG that
+    plainly ends; else Pillow's verdict.
 
     OpenCV fills a truncated JPEG with grey instead of failing, so it only decodes files whose
     marker structure reaches EOI. The rest, and anything OpenCV refuses, go to Pillow's decode
@@ -246,13 +256,15 @@ def _decode_jpeg_v3(data: bytes, header: ImageFile.ImageFile, width: int, height
     complete without an EOI (or that only Pillow reads).
     """
     if reaches_eoi(data):
-        flags = _CV2_REDUCED[_dct_scale(width, height)] | cv2.IMREAD_IGNORE_ORIENTATION
+        reduced = (_CV2_REDUCED_GREY if grey else _CV2_REDUCED)[_dct_scale(width, height)]
         try:
-            bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
+            pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8),
+                                  reduced | cv2.IMREAD_IGNORE_ORIENTATION)
         except cv2.error:
-            bgr = None
-        if bgr is not None and bgr.ndim == 3 and bgr.shape[2] == 3:
-            return bgr
+            pixels = None
+        wanted = () if grey else (3,)  # the shape after HxW: grey, or three channels
+        if pixels is not None and pixels.shape[2:] == wanted:
+            return pixels
     return _decode(header, "jpeg", want_reduced=True)
 
 
@@ -269,9 +281,13 @@ def _hashes(decoded: np.ndarray | Image.Image, orientation: int | None,
     if pipeline == canonical.V2:
         assert isinstance(decoded, Image.Image)
         return canonical.hashes_v2(canonical.canonical_v2(decoded, orientation))
+    if pipeline == canonical.V3:
+        if isinstance(decoded, np.ndarray):
+            return canonical.hashes_v3(canonical.canonical_v3_from_bgr(decoded, orientation))
+        return canonical.hashes_v3(canonical.canonical_v3_from_pillow(decoded, orientation))
     if isinstance(decoded, np.ndarray):
-        return canonical.hashes_v3(canonical.canonical_v3_from_bgr(decoded, orientation))
-    return canonical.hashes_v3(canonical.canonical_v3_from_pillow(decoded, orientation))
+        return canonical.hashes_v4(canonical.canonical_v4_from_grey(decoded, orientation))
+    return canonical.hashes_v4(canonical.canonical_v4_from_pillow(decoded, orientation))
 
 
 def _orientation(im: Image.Image) -> int | None:

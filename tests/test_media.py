@@ -7,12 +7,13 @@ import struct
 import zlib
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFile, ImageOps
 
-from builder.canonical import V2, V3, hashes_v2, pdq_of_canonical
+from builder.canonical import V2, V3, V4, canonical_v4_from_pillow, hashes_v2, pdq_of_canonical
 from builder.jpeg_markers import reaches_eoi
 from builder.media import (
     HASH_PIPELINE,
@@ -25,6 +26,7 @@ from builder.recipe import ImageConfig
 from builder.records import ImageInfo, Reason, Rejection
 
 CONFIG = ImageConfig()
+EXAMPLE_IMAGES = Path(__file__).resolve().parents[1] / "examples" / "offline" / "images"
 
 
 # --- generated images -----------------------------------------------------------------------
@@ -70,7 +72,9 @@ def rejected(data: bytes, config: ImageConfig = CONFIG, pipeline: str = HASH_PIP
 
 
 # Every dataset keeps its hash pipeline, so every hashing property holds in each of them.
-each_pipeline = pytest.mark.parametrize("pipeline", [V2, V3], ids=["v2", "v3"])
+each_pipeline = pytest.mark.parametrize("pipeline", [V2, V3, V4], ids=["v2", "v3", "v4"])
+# The pipelines that decode a JPEG reaching its EOI with OpenCV (v4 straight to grey).
+opencv_pipelines = pytest.mark.parametrize("pipeline", [V3, V4], ids=["v3", "v4"])
 
 
 def png_chunk(kind: bytes, body: bytes) -> bytes:
@@ -429,7 +433,8 @@ def test_jpeg_marker_walk_reaches_eoi_only_when_the_file_is_whole():
         assert not reaches_eoi(data[:-2]), name
 
 
-def test_v3_refuses_exactly_the_truncated_and_corrupted_jpegs_v2_refuses():
+@opencv_pipelines
+def test_opencv_pipelines_refuse_exactly_the_truncated_and_corrupted_jpegs_v2_refuses(pipeline):
     rng = np.random.default_rng(22)
     for name, data in jpeg_kinds().items():
         damaged = [data[:cut] for cut in range(2, len(data), 211)]
@@ -444,20 +449,82 @@ def test_v3_refuses_exactly_the_truncated_and_corrupted_jpegs_v2_refuses():
             damaged.append(data[:at] + data[at + int(rng.integers(1, 500)):])
         for bad in damaged:
             v2 = check_image(bad, CONFIG, pipeline=V2)
-            v3 = check_image(bad, CONFIG, pipeline=V3)
-            assert isinstance(v3, Rejection) == isinstance(v2, Rejection), (name, len(bad))
+            ours = check_image(bad, CONFIG, pipeline=pipeline)
+            assert isinstance(ours, Rejection) == isinstance(v2, Rejection), (name, len(bad))
             if isinstance(v2, Rejection):
-                assert v3.reason is v2.reason
+                assert ours.reason is v2.reason
 
 
-def test_a_clean_jpeg_hashes_in_v3_like_the_same_pixels_stored_as_png():
+@opencv_pipelines
+def test_a_clean_jpeg_hashes_like_the_same_pixels_stored_as_png(pipeline):
     im = scene(23, (900, 700))
 
-    as_jpeg = accepted(encode(im, "JPEG", quality=95), pipeline=V3)
-    as_png = accepted(encode(im, "PNG"), pipeline=V3)
+    as_jpeg = accepted(encode(im, "JPEG", quality=95), pipeline=pipeline)
+    as_png = accepted(encode(im, "PNG"), pipeline=pipeline)
 
     assert hamming(as_jpeg.pdq, as_png.pdq) <= 8
     assert hamming(as_jpeg.phash, as_png.phash) <= 2
+
+
+def v4_test_images() -> dict[str, bytes]:
+    """Generated photos of many sizes in every format v4 decodes one way or the other, and
+    the bundled example images."""
+    images = {}
+    for seed in range(16):
+        im = scene(400 + seed, (300 + seed * 83 % 1300, 250 + seed * 61 % 900))
+        images[f"scene{seed}.jpg"] = encode(im, "JPEG", quality=85)
+        images[f"scene{seed}.{('png', 'webp', 'gif', 'tif')[seed % 4]}"] = encode(
+            im, ("PNG", "WEBP", "GIF", "TIFF")[seed % 4])
+    for path in sorted(EXAMPLE_IMAGES.iterdir()):
+        if path.suffix.lower() in (".jpg", ".png"):
+            images[path.name] = path.read_bytes()
+    return images
+
+
+def test_v4_hashes_are_within_a_few_bits_of_v3s_on_photos_and_the_bundled_examples():
+    # Measured: PDQ at most 6 bits apart (median 0), pHash at most 2.
+    pdq_distances = []
+    for name, data in v4_test_images().items():
+        v3, v4 = accepted(data, pipeline=V3), accepted(data, pipeline=V4)
+        pdq_distances.append(hamming(v3.pdq, v4.pdq))
+        assert hamming(v3.pdq, v4.pdq) <= 10, name
+        assert hamming(v3.phash, v4.phash) <= 4, name
+        assert abs(v3.pdq_quality - v4.pdq_quality) <= 5, name
+    assert len(pdq_distances) >= 40 and np.median(pdq_distances) <= 2
+
+
+def test_a_cmyk_jpeg_hashes_in_v4_within_a_few_bits_of_its_rgb_original():
+    for seed in range(4):
+        im = scene(500 + seed, (700, 600))
+        cmyk_bytes = encode(im.convert("CMYK"), "JPEG", quality=90)
+        assert Image.open(io.BytesIO(cmyk_bytes)).mode == "CMYK" and reaches_eoi(cmyk_bytes)
+
+        cmyk = accepted(cmyk_bytes, pipeline=V4)
+        rgb = accepted(encode(im, "JPEG", quality=90), pipeline=V4)
+
+        assert hamming(cmyk.pdq, rgb.pdq) <= 8
+        assert hamming(cmyk.phash, rgb.phash) <= 2
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P"])
+def test_v4s_canonical_grey_image_of_a_transparent_png_is_flattened_on_white(mode):
+    shape = Image.new("RGBA", (400, 300), (0, 0, 0, 0))  # transparent black
+    ImageDraw.Draw(shape).rectangle((100, 75, 299, 224), fill=(20, 20, 20, 255))
+    if mode == "P":  # a palette whose entry 0, black, is the transparent one
+        stored = Image.new("P", shape.size, 0)
+        stored.putpalette([0, 0, 0, 20, 20, 20])
+        ImageDraw.Draw(stored).rectangle((100, 75, 299, 224), fill=1)
+        data = encode(stored, "PNG", transparency=0)
+    else:
+        data = encode(shape.convert(mode), "PNG")
+    decoded = Image.open(io.BytesIO(data))
+    decoded.load()
+
+    grey = canonical_v4_from_pillow(decoded, None)
+
+    assert grey.shape == (128, 128) and grey.dtype == np.uint8
+    assert grey[:24, :].min() == 255 and grey[-24:, :].min() == 255  # transparent: white
+    assert grey[48:80, 48:80].max() <= 25  # the opaque square keeps its own grey
 
 
 def test_an_unknown_hash_pipeline_is_a_programming_error():

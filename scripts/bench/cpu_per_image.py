@@ -79,7 +79,8 @@ def stage_costs(recipe_path: Path, out: Path, sample: int) -> tuple[dict[str, fl
     for n, sourced in enumerate(stream):
         if n >= sample:
             break
-        record = sourced.candidate
+        # A Sourced record; trees before it yielded (index, candidate, state) tuples.
+        record = sourced.candidate if hasattr(sourced, "candidate") else sourced[1]
         with recording() as taped:
             for stage in bench.stages:
                 record, seconds = cpu(lambda stage=stage, record=record: stage.run(record))
@@ -88,9 +89,9 @@ def stage_costs(recipe_path: Path, out: Path, sample: int) -> tuple[dict[str, fl
                     break
                 if stage.name == "fetch":
                     fetched.append(record.data)
-        # the WARC records of what it fetched, made where the stages run (Workbench.run)
-        _, seconds = cpu(lambda taped=taped: bench._for_archive(taped))
-        costs["evidence records"] += seconds
+        if hasattr(bench, "_for_archive"):  # the WARC records, made where the stages run
+            _, seconds = cpu(lambda taped=taped: bench._for_archive(taped))
+            costs["evidence records"] += seconds
     stream.close()
     bench.close()
     return {name: seconds / sample for name, seconds in costs.items()}, fetched
@@ -120,28 +121,42 @@ def check_steps(files: list[bytes]) -> dict[str, dict[str, float]]:
 def _steps(media: Any, data: bytes, config: Any, pipeline: str) -> list[tuple[str, float]]:
     fmt = media.sniff_format(data)
     (im, width, height), header = cpu(lambda: media._open_header(data, fmt, config))
-    v3 = pipeline.endswith("-v3")
-    if v3 and fmt == "jpeg":
-        decoded, decode = cpu(lambda: media._decode_jpeg_v3(data, im, width, height))
+    tag = pipeline.rsplit("-", 1)[-1]
+    if tag in ("v3", "v4") and fmt == "jpeg":
+        decoded, decode = cpu(lambda: _opencv_jpeg_decode(media, data, im, width, height, tag))
     else:
         decoded, decode = cpu(lambda: media._decode(im, fmt, want_reduced=True))
     if hasattr(media, "canonical"):  # the tree with builder/canonical.py
-        canonical = media.canonical
+        make, hash_of = _canonical_steps(media.canonical, tag, decoded)
         orientation = media._orientation(im)
-        if v3:
-            make = (canonical.canonical_v3_from_bgr if isinstance(decoded, np.ndarray)
-                    else canonical.canonical_v3_from_pillow)
-            small, canon = cpu(lambda: make(decoded, orientation))
-            _, hashes = cpu(lambda: canonical.hashes_v3(small))
-        else:
-            small, canon = cpu(lambda: canonical.canonical_v2(decoded, orientation))
-            _, hashes = cpu(lambda: canonical.hashes_v2(small))
+        small, canon = cpu(lambda: make(decoded, orientation))
+        _, hashes = cpu(lambda: hash_of(small))
     else:  # the tree before it: media does it all
         small, canon = cpu(lambda: media.canonical_image(decoded))
         _, hashes = cpu(lambda: media._hashes(small))
     _, digests = cpu(lambda: (hashlib.sha256(data).hexdigest(), hashlib.sha1(data).hexdigest()))
     return [("header", header), ("decode", decode), ("canonical image", canon),
             ("hashes (PDQ + pHash)", hashes), ("digests (sha256 + sha1)", digests)]
+
+
+def _opencv_jpeg_decode(media: Any, data: bytes, im: Any, width: int, height: int,
+                        tag: str) -> Any:
+    """The JPEG decode of v3 (BGR) or v4 (grey), in the tree that has v4 or the one before."""
+    if hasattr(media, "_decode_jpeg_cv2"):
+        return media._decode_jpeg_cv2(data, im, width, height, grey=tag == "v4")
+    return media._decode_jpeg_v3(data, im, width, height)
+
+
+def _canonical_steps(canonical: Any, tag: str, decoded: Any) -> tuple[Callable, Callable]:
+    """The canonical-image and hash functions `tag`'s check calls on this decode."""
+    from_opencv = isinstance(decoded, np.ndarray)
+    if tag == "v2":
+        return canonical.canonical_v2, canonical.hashes_v2
+    if tag == "v3":
+        return (canonical.canonical_v3_from_bgr if from_opencv
+                else canonical.canonical_v3_from_pillow), canonical.hashes_v3
+    return (canonical.canonical_v4_from_grey if from_opencv
+            else canonical.canonical_v4_from_pillow), canonical.hashes_v4
 
 
 def large_jpegs(seconds_each: float = 20.0) -> None:

@@ -1,10 +1,10 @@
 """How well the canonical PDQ + pHash survive common edits, and how often unrelated images match.
 
     python scripts/bench/hash_robustness.py [--generated 450] [--images DIR] [--workers 2]
-                                            [--pipelines v2,v3]
+                                            [--pipelines v2,v3,v4]
 
 Hashes every original and every edit with builder.media.check_image (the pipeline's own
-code path) in each hash pipeline, then prints side by side, per pipeline, the recall per
+code path) in each hash pipeline (every one the tree has, unless --pipelines picks), then prints side by side, per pipeline, the recall per
 edit for PDQ alone and for the joint rule, and the false matches over all pairs of distinct
 originals (450 originals = 101,025 pairs). Originals are generated photo-like scenes, plus
 every image in --images (real examples).
@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -109,13 +110,13 @@ def original_bytes(item: tuple[str, int | str]) -> bytes:
 Row = list  # per original: its hashes, then each edit's, in EDITS order (None when rejected)
 
 
-def hash_item(item: tuple[str, int | str]) -> dict[str, Row]:
+def hash_item(item: tuple[str, int | str], pipelines: list[str]) -> dict[str, Row]:
     """Per pipeline, the hashes of the original and of each edit (the same bytes for all)."""
     data = original_bytes(item)
     im = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
     files = [data] + [encode(edit(im), quality=40 if name == "jpeg_q40" else 92)
                       for name, edit in EDITS.items()]
-    return {pipeline: [_hash(f, pipeline) for f in files] for pipeline in HASH_PIPELINES}
+    return {pipeline: [_hash(f, pipeline) for f in files] for pipeline in pipelines}
 
 
 def _hash(data: bytes, pipeline: str) -> tuple[str, str, int, str] | None:
@@ -151,12 +152,16 @@ def main() -> None:
     parser.add_argument("--generated", type=int, default=450)
     parser.add_argument("--images", type=Path, help="folder of real example images to add")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--pipelines", default="v2,v3",
-                        help="which hash pipelines to compare, by their last part")
+    tags = [p.rsplit("-", 1)[-1] for p in HASH_PIPELINES]
+    parser.add_argument("--pipelines", default=",".join(tags),
+                        help=f"which hash pipelines to compare, by their last part (default: "
+                             f"every one, {','.join(tags)})")
     parser.add_argument("--calibrate", action="store_true",
                         help="also print recall and false matches per threshold")
     args = parser.parse_args()
     wanted = [p for p in HASH_PIPELINES if p.rsplit("-", 1)[-1] in args.pipelines.split(",")]
+    if not wanted:
+        parser.error(f"--pipelines {args.pipelines!r} names none of {', '.join(tags)}")
     items: list[tuple[str, int | str]] = [("generated", i) for i in range(args.generated)]
     if args.images:
         items += [("file", str(p)) for p in sorted(args.images.iterdir())
@@ -164,10 +169,10 @@ def main() -> None:
 
     start = time.perf_counter()
     with ProcessPoolExecutor(args.workers) as pool:
-        results = list(pool.map(hash_item, items, chunksize=4))
+        results = list(pool.map(partial(hash_item, pipelines=wanted), items, chunksize=4))
     seconds = time.perf_counter() - start
     dedup = DedupConfig()
-    print(f"{len(items)} originals, {len(EDITS)} edits each, hashed in every pipeline in "
+    print(f"{len(items)} originals, {len(EDITS)} edits each, hashed in each pipeline in "
           f"{seconds:.0f} s on {args.workers} workers")
     print(f"rule: PDQ <= {dedup.max_distance}, or pHash <= {dedup.phash_max_distance} and "
           f"PDQ <= {dedup.pdq_max_distance_with_phash}; PDQ quality >= {dedup.min_pdq_quality}")
