@@ -29,6 +29,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -199,7 +200,10 @@ def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, int, int, 
     size (500 MB after generating the corpus) instead of the tool's.
     """
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # Not this checkout's directory: `python -m` puts the working directory first on
+    # sys.path, ahead of PYTHONPATH, so a baseline tree would run today's code.
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            cwd=tempfile.gettempdir())
     peak_kb = 0
     ticks: dict[int, int] = {}
     stop = threading.Event()
