@@ -129,8 +129,11 @@ class _TarMembers:
             parts.append(_ZEROS[:-size % BLOCK])
 
     def _write(self, parts: list[bytes]) -> None:
-        for part in parts:
-            self.digest.update(part)
+        if isinstance(self.digest, BackgroundSha256):
+            self.digest.update_all(parts)  # one hand-over per sample, not per part
+        else:
+            for part in parts:
+                self.digest.update(part)
         written = sum(len(part) for part in parts)
         if self.fd is None:
             for part in parts:
@@ -184,16 +187,20 @@ class BackgroundSha256:
     def __init__(self, digest: Any) -> None:
         self.digest = digest
         # Bounded: a writer far ahead of its hasher would hold every image it wrote.
-        self.parts: queue.Queue[bytes | None] = queue.Queue(maxsize=1024)
+        self.parts: queue.Queue[list[bytes] | None] = queue.Queue(maxsize=256)
         self.thread = threading.Thread(target=self._run, name="shard-sha256", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
-        while (part := self.parts.get()) is not None:
-            self.digest.update(part)
+        while (parts := self.parts.get()) is not None:
+            for part in parts:
+                self.digest.update(part)
 
     def update(self, part: bytes) -> None:
-        self.parts.put(part)
+        self.parts.put([part])
+
+    def update_all(self, parts: list[bytes]) -> None:
+        self.parts.put(parts)
 
     def hexdigest(self) -> str:
         """The digest of everything given so far; no update may follow."""
