@@ -184,7 +184,8 @@ def version_of(out: Path) -> int | None:
 def _manifest_keys(out: Path) -> dict[str, str]:
     path = out / "manifest.parquet"
     if not out.is_dir():
-        raise UserError(f"{out}: no such directory; give a cleanset output directory.")
+        what = "is a file, not a directory" if out.exists() else "no such directory"
+        raise UserError(f"{out}: {what}; give a cleanset output directory.")
     with ReadLock(out, "diff"):  # a build still writing it has no final manifest yet
         if not path.exists():
             raise UserError(f"{out}: no manifest.parquet here; is this a cleanset output "
