@@ -35,6 +35,15 @@ class ThreadExecutor:
         self.bench.close()
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (a container or `taskset` limits them; the
+    machine's count would start worker processes that only take turns)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 _WORKER: tuple[Workbench, ThreadPoolExecutor] | None = None
 # What the stages import, loaded once by the forkserver that worker processes fork from.
 STAGE_MODULES = ("builder.stages", "builder.fetch", "builder.media", "builder.optout",
@@ -68,7 +77,7 @@ class ProcessExecutor:
 
     def __init__(self, plan: StagePlan, *, workers: int, processes: int | None = None,
                  batch_size: int = 32) -> None:
-        self.processes = processes or os.cpu_count() or 2
+        self.processes = processes or usable_cores()
         threads = max(2, workers // self.processes)
         # forkserver: never fork a process that already runs threads. The server imports
         # what every worker needs once, and each worker forks from it with those modules
@@ -117,7 +126,7 @@ class AutoExecutor:
         self.threads = ThreadExecutor(plan, workers=workers)
         self.pool: ProcessExecutor | None = None
         self.submitted = 0
-        self.cores = processes or os.cpu_count() or 1
+        self.cores = processes or usable_cores()
         self.max_inflight = self.threads.max_inflight
         if self.cores > 1:  # the bound the worker processes will need (read once, up front)
             self.max_inflight = max(self.max_inflight,
