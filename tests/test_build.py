@@ -342,3 +342,52 @@ min_height = 8
     reasons = [c["reason"] for c in pq.read_table(tmp_path / "auto" / "candidates.parquet")
                .to_pylist()]
     assert reasons.count("duplicate_exact") == 1 and reasons.count(None) == count
+
+
+def test_a_build_allowed_one_connection_per_host_stays_in_threads_under_the_default_executor(
+        httpserver: HTTPServer, tmp_path: Path) -> None:
+    """Worker processes each keep their own per-host limits; one connection cannot be shared
+    out among two, so the default executor never starts them (politeness over speed)."""
+    from builder.executors.local import AutoExecutor
+
+    serve_no_site_policies(httpserver)
+    rows = [{"id": f"r{i}", "url": serve(httpserver, f"/{i}.jpg", make_image(i, (40, 32))),
+             "license": CC0} for i in range(AutoExecutor.SWITCH_AFTER + 10)]
+    table = write_jsonl(tmp_path / "urls.jsonl", rows)
+    recipe = write_recipe(tmp_path / "recipe.toml", f"""
+[dataset]
+name = "polite"
+[policy]
+use = "commercial"
+[[sources]]
+kind = "table"
+path = "{table.name}"
+[fetch]
+allow_private_addresses = true
+per_host_connections = 1
+[executor]
+processes = 2
+[image]
+min_width = 8
+min_height = 8
+""")
+    stdout = build(recipe, tmp_path / "out")
+    assert "worker processes" not in stdout
+    assert f"opt-out robots.txt: checked {len(rows)}, rejected 0" in stdout  # threads' counts
+
+
+def test_worker_processes_share_out_the_per_host_limits_the_recipe_sets() -> None:
+    from dataclasses import replace
+
+    from builder.executors.local import split_host_limits
+    from builder.recipe import FetchConfig, load_recipe
+    from builder.stages import StagePlan
+
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "examples/offline/recipe.toml")
+    recipe = replace(recipe, fetch=FetchConfig(per_host_connections=8, per_host_rps=3.0))
+    plan = StagePlan(recipe=recipe, policy=None, out=Path("out"))
+    two = split_host_limits(plan, 2).recipe.fetch
+    assert (two.per_host_connections, two.per_host_rps) == (4, 1.5)
+    three = split_host_limits(plan, 3).recipe.fetch
+    assert (three.per_host_connections, three.per_host_rps) == (2, 1.0)
+    assert split_host_limits(plan, 1) is plan

@@ -7,6 +7,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 from builder.executors.batches import Batcher
@@ -79,6 +80,7 @@ class ProcessExecutor:
                  batch_size: int = 32) -> None:
         self.processes = processes or usable_cores()
         threads = max(2, workers // self.processes)
+        plan = split_host_limits(plan, self.processes)
         # forkserver: never fork a process that already runs threads. The server imports
         # what every worker needs once, and each worker forks from it with those modules
         # loaded (0.34 s of CPU per worker otherwise).
@@ -107,13 +109,28 @@ class ProcessExecutor:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
+def split_host_limits(plan: StagePlan, parts: int) -> StagePlan:
+    """The plan with [fetch] per_host_connections and per_host_rps shared out over `parts`
+    processes, each of which enforces its own: together they keep to what the recipe says
+    one host may get (at least one connection each; AutoExecutor stays in threads when
+    there are fewer connections than processes)."""
+    fetch = plan.recipe.fetch
+    if parts <= 1:
+        return plan
+    shared = replace(
+        fetch, per_host_connections=max(1, fetch.per_host_connections // parts),
+        per_host_rps=None if fetch.per_host_rps is None else fetch.per_host_rps / parts)
+    return replace(plan, recipe=replace(plan.recipe, fetch=shared))
+
+
 class AutoExecutor:
     """The default: threads for a small build, worker processes for a large one.
 
     A build starts in threads of this process, which costs nothing to start (a test, the
     bundled example, a re-run that only retries a few). Once SWITCH_AFTER candidates have
     been submitted on a machine with more than one core, the rest go to one worker process
-    per core (ProcessExecutor), which runs ~1.3x faster on two cores and scales with them.
+    per core (ProcessExecutor), which runs ~1.3x faster on two cores and scales with them;
+    the per-host politeness limits are shared out among them (split_host_limits).
     Which executor ran a candidate never changes what is decided (builder/executors).
     """
 
@@ -127,6 +144,8 @@ class AutoExecutor:
         self.pool: ProcessExecutor | None = None
         self.submitted = 0
         self.cores = processes or usable_cores()
+        if plan.recipe.fetch.per_host_connections < self.cores:
+            self.cores = 1  # processes could not share so few connections to a host: threads
         self.max_inflight = self.threads.max_inflight
         if self.cores > 1:  # the bound the worker processes will need (read once, up front)
             self.max_inflight = max(self.max_inflight,
