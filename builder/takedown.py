@@ -389,6 +389,7 @@ def takedown(out: Path, sel: Selectors, reason: str | None, *, dry_run: bool = F
             plan = _make_plan(ledger, sel, reason.strip(), matches)
         finally:
             ledger.close()
+        _require_shards(out, plan)
         _write_journal(out, plan)
         crash_point("takedown_journal")
         _apply(out, plan)
@@ -397,6 +398,22 @@ def takedown(out: Path, sel: Selectors, reason: str | None, *, dry_run: bool = F
                           shards_deleted=plan["log"]["shards_deleted"],
                           already_removed=removed, completed_pending=completed,
                           seconds=time.monotonic() - started)
+
+
+def _require_shards(out: Path, plan: dict[str, Any]) -> None:
+    """Refuse (exit 2, nothing changed) when a shard the takedown must rewrite is gone: a
+    journal written now could never be finished, and every later command would ask for it."""
+    shards = out / "shards"
+    missing = [entry["file"] for entry in plan["shards"] if not (shards / entry["file"]).exists()]
+    if missing:
+        listed = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5
+                                          else "")
+        raise UserError(
+            f"{shards}: {listed} {'is' if len(missing) == 1 else 'are'} missing, and the "
+            "takedown must rewrite "
+            f"{'it' if len(missing) == 1 else 'them'}. The directory was changed outside "
+            "cleanset: restore the shards from a copy (`cleanset verify` lists what differs "
+            "from the ledger), then take down again. Nothing changed.")
 
 
 def _require_writable(out: Path) -> None:

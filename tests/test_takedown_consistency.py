@@ -213,3 +213,22 @@ def test_a_malformed_sha256_key_or_url_is_refused_with_exit_2_naming_the_value(
     assert f"{selector} {value!r}" in proc.stderr and says in proc.stderr
     assert "Traceback" not in proc.stderr
     assert dataset_files(out) == before
+
+
+def test_a_takedown_needing_a_shard_someone_deleted_changes_nothing_and_says_restore_it(
+        built: dict, out: Path) -> None:
+    """It used to journal the takedown, fail on the missing file and tell the user to run
+    the same command again, which failed the same way: verify then asked to finish a
+    takedown that could never finish."""
+    (out / "shards" / "000000.tar").unlink()
+    before = dataset_files(out)
+    proc = run_cli("takedown", str(out), "--key", built["keys"][1], "--reason", "request")
+    assert proc.returncode == 2, proc.stderr
+    assert "000000.tar is missing" in proc.stderr and "restore the shards" in proc.stderr
+    assert "run the same command again" not in proc.stderr
+    assert dataset_files(out) == before  # no journal, nothing rewritten
+    verify = run_cli("verify", str(out))
+    assert "interrupted takedown" not in verify.stdout + verify.stderr
+    assert "000000.tar: in the ledger but the file is missing" in verify.stdout
+    later = run_cli("takedown", str(out), "--key", built["keys"][4], "--reason", "request")
+    assert later.returncode == 0, later.stderr  # shards that are there can still be taken down
