@@ -129,11 +129,7 @@ class _TarMembers:
             parts.append(_ZEROS[:-size % BLOCK])
 
     def _write(self, parts: list[bytes]) -> None:
-        if isinstance(self.digest, BackgroundSha256):
-            self.digest.update_all(parts)  # one hand-over per sample, not per part
-        else:
-            for part in parts:
-                self.digest.update(part)
+        self.digest.update_all(parts)
         written = sum(len(part) for part in parts)
         if self.fd is None:
             for part in parts:
@@ -196,11 +192,8 @@ class BackgroundSha256:
             for part in parts:
                 self.digest.update(part)
 
-    def update(self, part: bytes) -> None:
-        self.parts.put([part])
-
     def update_all(self, parts: list[bytes]) -> None:
-        self.parts.put(parts)
+        self.parts.put(parts)  # one hand-over per sample, not per part
 
     def hexdigest(self) -> str:
         """The digest of everything given so far; no update may follow."""
@@ -218,7 +211,7 @@ def write_whole_shard(path: Path, samples: Iterable[tuple[str, dict[str, bytes]]
     """Write a complete shard to `path` in one go (a worker writing for the driver), durably;
     (data_end, size, sha256), data_end being where the end-of-archive blocks start. The same
     bytes as OpenShard writing the same samples."""
-    digest = hashlib.sha256()
+    digest = BackgroundSha256(hashlib.sha256())
     with path.open("wb", buffering=WRITE_BUFFER) as file:
         writer = _TarMembers(file, digest, 0)
         for key, members in samples:

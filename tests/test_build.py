@@ -296,6 +296,26 @@ def test_worker_processes_give_the_same_shards_as_threads(corpus: dict, tmp_path
                        pq.read_table(tmp_path / "threads" / "candidates.parquet").to_pylist()]
 
 
+def many_images_recipe(tmp_path: Path, rows: list[dict], dataset: str, rest: str) -> Path:
+    """A table recipe over `rows` for the executor tests: the commercial policy, small images
+    allowed, `dataset` lines under [dataset] and `rest` (whole sections) after the source."""
+    table = write_jsonl(tmp_path / "urls.jsonl", rows)
+    return write_recipe(tmp_path / "recipe.toml", f"""
+[dataset]
+name = "executor-test"
+{dataset}
+[policy]
+use = "commercial"
+[[sources]]
+kind = "table"
+path = "{table.name}"
+{rest}
+[image]
+min_width = 8
+min_height = 8
+""")
+
+
 def test_the_default_executor_moves_a_large_build_to_worker_processes_with_the_same_result(
         httpserver: HTTPServer, tmp_path: Path) -> None:
     """A build past AutoExecutor.SWITCH_AFTER candidates runs the rest in worker processes
@@ -308,23 +328,8 @@ def test_the_default_executor_moves_a_large_build_to_worker_processes_with_the_s
     rows = [{"id": f"r{i}", "url": serve(httpserver, f"/{i}.jpg", make_image(i, (48, 40))),
              "license": CC0} for i in range(count)]
     rows.append({"id": "copy", "url": serve(httpserver, "/copy.jpg", image), "license": CC0})
-    table = write_jsonl(tmp_path / "urls.jsonl", rows)
-    recipe = write_recipe(tmp_path / "recipe.toml", f"""
-[dataset]
-name = "auto-test"
-samples_per_shard = 50
-[policy]
-use = "commercial"
-[[sources]]
-kind = "table"
-path = "{table.name}"
-[fetch]
-allow_private_addresses = true
-retries = 0
-[image]
-min_width = 8
-min_height = 8
-""")
+    recipe = many_images_recipe(tmp_path, rows, "samples_per_shard = 50",
+                                "[fetch]\nallow_private_addresses = true\nretries = 0")
     default = build(recipe, tmp_path / "auto")
     build(recipe, tmp_path / "threads", "--executor", "threads")
     assert f"the first {AutoExecutor.SWITCH_AFTER} candidates' stages ran in threads" in default
@@ -353,24 +358,8 @@ def test_a_build_allowed_one_connection_per_host_stays_in_threads_under_the_defa
     serve_no_site_policies(httpserver)
     rows = [{"id": f"r{i}", "url": serve(httpserver, f"/{i}.jpg", make_image(i, (40, 32))),
              "license": CC0} for i in range(AutoExecutor.SWITCH_AFTER + 10)]
-    table = write_jsonl(tmp_path / "urls.jsonl", rows)
-    recipe = write_recipe(tmp_path / "recipe.toml", f"""
-[dataset]
-name = "polite"
-[policy]
-use = "commercial"
-[[sources]]
-kind = "table"
-path = "{table.name}"
-[fetch]
-allow_private_addresses = true
-per_host_connections = 1
-[executor]
-processes = 2
-[image]
-min_width = 8
-min_height = 8
-""")
+    recipe = many_images_recipe(tmp_path, rows, "", "[fetch]\nallow_private_addresses = true\n"
+                                "per_host_connections = 1\n[executor]\nprocesses = 2")
     stdout = build(recipe, tmp_path / "out")
     assert "worker processes" not in stdout
     assert f"opt-out robots.txt: checked {len(rows)}, rejected 0" in stdout  # threads' counts

@@ -365,22 +365,10 @@ def test_the_card_and_spdx_document_mention_the_archive(recipe: Path, tmp_path: 
 
 def test_api_keys_never_reach_the_archive(httpserver: HTTPServer, tmp_path: Path) -> None:
     from tests.apihelpers import serve_images
-    from tests.test_source_europeana import API, KEY, catalogue, serve_search
+    from tests.test_source_europeana import KEY, build_recipe, catalogue, serve_search
 
     serve_search(httpserver, catalogue(serve_images(httpserver, 5)))  # its pages echo wskey
-    recipe = write_recipe(tmp_path / "recipe.toml", f"""
-[dataset]
-name = "eu-test"
-
-[[sources]]
-kind = "europeana"
-api = "{httpserver.url_for(API)}"
-query = "*"
-rows = 2
-
-[fetch]
-allow_private_addresses = true
-""")
+    recipe = build_recipe(httpserver, tmp_path / "recipe.toml")
     out = tmp_path / "out"
     run_cli("build", str(recipe), "--out", str(out), "--no-progress",
             env={"EUROPEANA_API_KEY": KEY}, check=True)
@@ -397,7 +385,7 @@ def test_a_key_echoed_by_an_image_host_is_scrubbed_wherever_the_stages_ran(
         httpserver: HTTPServer, tmp_path: Path, executor: str) -> None:
     """Image exchanges are made into records where they were fetched (a worker process
     too); the key the build process read is handed to it and scrubbed there."""
-    from tests.test_source_europeana import API, KEY, catalogue, serve_search
+    from tests.test_source_europeana import KEY, build_recipe, catalogue, serve_search
 
     serve_no_site_policies(httpserver)
     images = []
@@ -408,19 +396,7 @@ def test_a_key_echoed_by_an_image_host_is_scrubbed_wherever_the_stages_ran(
             headers={"X-Echo": f"requested with {KEY}"})
         images.append(httpserver.url_for(path))
     serve_search(httpserver, catalogue(images))
-    recipe = write_recipe(tmp_path / "recipe.toml", f"""
-[dataset]
-name = "eu-test"
-
-[[sources]]
-kind = "europeana"
-api = "{httpserver.url_for(API)}"
-query = "*"
-rows = 2
-
-[fetch]
-allow_private_addresses = true
-""")
+    recipe = build_recipe(httpserver, tmp_path / "recipe.toml")
     out = tmp_path / "out"
     run_cli("build", str(recipe), "--out", str(out), "--no-progress", "--executor", executor,
             env={"EUROPEANA_API_KEY": KEY}, check=True)

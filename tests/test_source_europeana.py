@@ -78,6 +78,24 @@ def serve_search(httpserver: HTTPServer, items: list[dict[str, Any]], size: int 
     httpserver.expect_request(SEARCH).respond_with_handler(handler)
 
 
+def build_recipe(httpserver: HTTPServer, path: Path, *, name: str = "eu-test",
+                 fetch: str = "") -> Path:
+    """A build recipe with one Europeana source over the fake API, pages of two."""
+    return write_recipe(path, f"""
+[dataset]
+name = "{name}"
+
+[[sources]]
+kind = "europeana"
+api = "{httpserver.url_for(API)}"
+query = "*"
+rows = 2
+
+[fetch]
+allow_private_addresses = true
+{fetch}""")
+
+
 @pytest.fixture
 def key(monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("EUROPEANA_API_KEY", KEY)
@@ -171,21 +189,8 @@ def test_build_ledgers_every_item_and_the_key_appears_in_no_output_or_log(
     httpserver.expect_oneshot_request(SEARCH).respond_with_data("{not json",
                                                                 content_type="application/json")
     serve_search(httpserver, catalogue(serve_images(httpserver, 5)))
-    recipe = write_recipe(tmp_path / "recipe.toml", f"""
-[dataset]
-name = "eu-test"
-
-[[sources]]
-kind = "europeana"
-api = "{httpserver.url_for(API)}"
-query = "*"
-rows = 2
-
-[fetch]
-allow_private_addresses = true
-retries = 1
-backoff_s = 0.01
-""")
+    recipe = build_recipe(httpserver, tmp_path / "recipe.toml",
+                          fetch="retries = 1\nbackoff_s = 0.01\n")
     out = tmp_path / "out"
     proc = run_cli("-v", "build", str(recipe), "--out", str(out), "--no-progress",
                    env={"EUROPEANA_API_KEY": KEY})
@@ -203,20 +208,8 @@ backoff_s = 0.01
 def test_a_build_stopped_mid_paging_resumes_at_the_saved_cursor(
         httpserver: HTTPServer, tmp_path: Path) -> None:
     serve_search(httpserver, catalogue(serve_images(httpserver, 5)))
-    recipe = write_recipe(tmp_path / "recipe.toml", f"""
-[dataset]
-name = "eu-resume"
-
-[[sources]]
-kind = "europeana"
-api = "{httpserver.url_for(API)}"
-query = "*"
-rows = 2
-
-[fetch]
-allow_private_addresses = true
-retries = 0
-""")
+    recipe = build_recipe(httpserver, tmp_path / "recipe.toml", name="eu-resume",
+                          fetch="retries = 0\n")
     out, env = tmp_path / "out", {"EUROPEANA_API_KEY": KEY}
     run_cli("build", str(recipe), "--out", str(out), "--no-progress", "--limit", "3",
             env=env, check=True)

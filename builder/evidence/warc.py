@@ -136,7 +136,11 @@ def record_id(*parts: object) -> str:
 
 def sha256_label(hex_digest: str) -> str:
     """A sha256 in the WARC convention (base32), from the hex form provenance uses."""
-    return "sha256:" + base64.b32encode(bytes.fromhex(hex_digest)).decode("ascii")
+    return _label(bytes.fromhex(hex_digest))
+
+
+def _label(digest: bytes) -> str:
+    return "sha256:" + base64.b32encode(digest).decode("ascii")
 
 
 def hex_of_label(label: str) -> str | None:
@@ -154,9 +158,9 @@ def hex_of_label(label: str) -> str | None:
 
 def make_pair(build: int, ex: Exchange, scrub: Any) -> Pair:
     """The records of one exchange; `scrub(text) -> text` removes registered secrets."""
-    target = as_uri(scrub(_strip_credentials(ex.url)))
-    headers = [(name, scrub(value)) for name, value in _as_recorded(ex)]
-    http = StatusAndHeaders(f"{ex.status} {ex.reason}".rstrip(), headers, protocol=ex.protocol)
+    seen = _Scrubbed.of(ex, scrub)
+    target = seen.target
+    http = StatusAndHeaders(seen.status_line, seen.response, protocol=ex.protocol)
     body = None if ex.body is None else scrub_bytes(ex.body, scrub)
     block = http.to_ascii_bytes() + (body or b"")
     rid = record_id(build, target, hashlib.sha256(block).hexdigest())
@@ -174,7 +178,8 @@ def make_pair(build: int, ex: Exchange, scrub: Any) -> Pair:
             target, "response", payload=BytesIO(body), length=len(body), http_headers=http,
             warc_headers_dict=fields)
     request = build_records.create_warc_record(
-        target, "request", http_headers=_request_headers(ex, target, scrub),
+        target, "request",
+        http_headers=StatusAndHeaders(seen.request_line, seen.request, is_http_request=True),
         warc_headers_dict={"WARC-Record-ID": record_id(rid, "request"),
                            "WARC-Date": ex.retrieved_at, "WARC-Target-URI": target,
                            "WARC-Concurrent-To": rid})
@@ -202,19 +207,14 @@ def _revisit_pair_bytes(build: int, ex: Exchange, scrub: Any
     per image on ~1 KB of headers, more than the rest of the archive's work. Anything
     outside plain ASCII (warcio would percent-encode it) or holding a line break goes
     through warcio instead (None)."""
-    target = as_uri(scrub(_strip_credentials(ex.url)))
-    status_line = f"{ex.status} {ex.reason}".rstrip()
-    response = [(name, scrub(value)) for name, value in _as_recorded(ex)]
-    request = [(name, "***" if name.lower() in SECRET_HEADERS else scrub(value))
-               for name, value in ex.request]
-    parts = urlsplit(target)
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    first = " ".join(part for part in (ex.protocol, status_line) if part)
-    texts = [target, ex.retrieved_at, first, path, *(x for pair in response for x in pair),
-             *(x for pair in request for x in pair)]
+    seen = _Scrubbed.of(ex, scrub)
+    target = seen.target
+    first = " ".join(part for part in (ex.protocol, seen.status_line) if part)
+    texts = [target, ex.retrieved_at, first, seen.request_line,
+             *(x for pair in (*seen.response, *seen.request) for x in pair)]
     if not all(text.isascii() and "\r" not in text and "\n" not in text for text in texts):
         return None
-    http = _head(first, response)
+    http = _head(first, seen.response)
     rid = record_id(build, target, hashlib.sha256(http).hexdigest())
     revisit = _record([("WARC-Record-ID", rid), ("WARC-Date", ex.retrieved_at),
                        ("WARC-Target-URI", target), ("WARC-Type", "revisit"),
@@ -223,7 +223,7 @@ def _revisit_pair_bytes(build: int, ex: Exchange, scrub: Any
                        ("WARC-Refers-To-Date", ex.retrieved_at),
                        ("WARC-Payload-Digest", sha256_label(ex.payload_sha256))],
                       "response", http)
-    asked = _head(f"GET {path} HTTP/1.1", request)
+    asked = _head(seen.request_line, seen.request)
     request_record = _record([("WARC-Record-ID", record_id(rid, "request")),
                               ("WARC-Date", ex.retrieved_at), ("WARC-Target-URI", target),
                               ("WARC-Concurrent-To", rid), ("WARC-Type", "request"),
@@ -232,7 +232,7 @@ def _revisit_pair_bytes(build: int, ex: Exchange, scrub: Any
     return rid, target, (revisit, request_record)
 
 
-_EMPTY_SHA256 = "sha256:" + base64.b32encode(hashlib.sha256(b"").digest()).decode("ascii")
+_EMPTY_SHA256 = _label(hashlib.sha256(b"").digest())
 
 
 def _head(first: str, headers: list[tuple[str, str]]) -> bytes:
@@ -244,8 +244,7 @@ def _head(first: str, headers: list[tuple[str, str]]) -> bytes:
 
 def _record(fields: list[tuple[str, str]], msgtype: str, block: bytes) -> bytes:
     """A WARC record whose block is an HTTP head, as warcio's writer lays it out."""
-    digest = base64.b32encode(hashlib.sha256(block).digest()).decode("ascii")
-    fields = [*fields, ("WARC-Block-Digest", f"sha256:{digest}"),
+    fields = [*fields, ("WARC-Block-Digest", _label(hashlib.sha256(block).digest())),
               ("Content-Type", f"application/http; msgtype={msgtype}"),
               ("Content-Length", str(len(block)))]
     text = "WARC/1.1\r\n" + "".join(f"{name}: {value}\r\n" for name, value in fields)
@@ -272,13 +271,29 @@ def _as_recorded(ex: Exchange) -> list[tuple[str, str]]:
     return out
 
 
-def _request_headers(ex: Exchange, target: str, scrub: Any) -> StatusAndHeaders:
-    parts = urlsplit(target)
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    headers = [(name, "***" if name.lower() in SECRET_HEADERS else scrub(value))
-               for name, value in ex.request]
-    # http.client always asks in HTTP/1.1, whatever version the server answers in.
-    return StatusAndHeaders(f"GET {path} HTTP/1.1", headers, is_http_request=True)
+@dataclass(frozen=True)
+class _Scrubbed:
+    """What the records of an exchange say, secrets removed: both ways of writing them
+    (warcio's builder, and the direct layout of an image's records) start from this."""
+
+    target: str  # the URI asked, credentials and registered secrets removed
+    status_line: str
+    response: list[tuple[str, str]]  # headers as recorded (see _as_recorded)
+    request_line: str
+    request: list[tuple[str, str]]
+
+    @classmethod
+    def of(cls, ex: Exchange, scrub: Any) -> _Scrubbed:
+        target = as_uri(scrub(_strip_credentials(ex.url)))
+        parts = urlsplit(target)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        return cls(
+            target=target, status_line=f"{ex.status} {ex.reason}".rstrip(),
+            response=[(name, scrub(value)) for name, value in _as_recorded(ex)],
+            # http.client always asks in HTTP/1.1, whatever version the server answers in.
+            request_line=f"GET {path} HTTP/1.1",
+            request=[(name, "***" if name.lower() in SECRET_HEADERS else scrub(value))
+                     for name, value in ex.request])
 
 
 def as_uri(url: str) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 from builder.executors.batches import Batcher
 from builder.records import Candidate
-from builder.sources._keys import registered
+from builder.sources._keys import register_all, registered
 from builder.stages import StagePlan, Workbench
 
 
@@ -59,8 +59,6 @@ def _init_worker(plan: StagePlan, threads: int) -> None:
 def _run_batch(candidates: list[Candidate], secrets: tuple[str, ...]) -> list[Any]:
     """In a worker process: every stage of a batch of candidates, downloads overlapping.
     `secrets`: the API keys the build process knows, scrubbed here too (logs, evidence)."""
-    from builder.sources._keys import register_all
-
     assert _WORKER is not None
     register_all(secrets)
     bench, pool = _WORKER
@@ -143,17 +141,17 @@ class AutoExecutor:
         self.threads = ThreadExecutor(plan, workers=workers)
         self.pool: ProcessExecutor | None = None
         self.submitted = 0
-        self.cores = processes or usable_cores()
-        if plan.recipe.fetch.per_host_connections < self.cores:
-            self.cores = 1  # processes could not share so few connections to a host: threads
+        cores = processes or usable_cores()
+        # Processes could not share out fewer connections to a host than there are of them.
+        self.switches = 1 < cores <= plan.recipe.fetch.per_host_connections
         self.max_inflight = self.threads.max_inflight
-        if self.cores > 1:  # the bound the worker processes will need (read once, up front)
+        if self.switches:  # the bound the worker processes will need (read once, up front)
             self.max_inflight = max(self.max_inflight,
-                                    ProcessExecutor.inflight_for(workers, self.cores))
+                                    ProcessExecutor.inflight_for(workers, cores))
 
     def submit(self, candidate: Candidate) -> Future[Any]:
         self.submitted += 1
-        if self.pool is None and self.cores > 1 and self.submitted > self.SWITCH_AFTER:
+        if self.pool is None and self.switches and self.submitted > self.SWITCH_AFTER:
             self.pool = ProcessExecutor(self.plan, workers=self.workers,
                                         processes=self.processes)
         return (self.pool or self.threads).submit(candidate)
