@@ -138,7 +138,14 @@ def hashes_v3(canonical: np.ndarray) -> Hashes:
 def _matrix_phash(grey: np.ndarray) -> str:
     """imagehash's pHash of a 128x128 grey image, as two matrix products (see _phash_rows)."""
     low = _PHASH_ROWS @ grey.astype(np.float32) @ _PHASH_ROWS.T  # the 8x8 lowest frequencies
-    return np.packbits(low > np.median(low)).tobytes().hex()
+    return np.packbits(low > _median64(low)).tobytes().hex()
+
+
+def _median64(low: np.ndarray) -> np.float32:
+    """np.median of the 64 coefficients, the same float32 (the mean of the 32nd and 33rd),
+    in a sixth of its time: np.median's generic machinery costs more than the sorting."""
+    middle = np.partition(low.ravel(), (31, 32))
+    return np.float32((middle[31] + middle[32]) / np.float32(2))
 
 
 def _phash_rows(size: int = CANONICAL_SIZE[0], reduced: int = 32, kept: int = 8) -> np.ndarray:

@@ -180,10 +180,16 @@ class BackgroundSha256:
     lets go of the GIL while it hashes, so a thread does it beside the writer (on another
     core when there is one) instead of in its way."""
 
+    # Parts are handed over in bundles of about this many bytes: every hand-over wakes the
+    # hasher, and a wake-up per sample cost the writer more than the hashing it moved away.
+    BUNDLE = 1 << 20
+
     def __init__(self, digest: Any) -> None:
         self.digest = digest
-        # Bounded: a writer far ahead of its hasher would hold every image it wrote.
-        self.parts: queue.Queue[list[bytes] | None] = queue.Queue(maxsize=256)
+        # Bounded (~32 MiB): a writer far ahead of its hasher would hold every image it wrote.
+        self.parts: queue.Queue[list[bytes] | None] = queue.Queue(maxsize=32)
+        self.bundle: list[bytes] = []
+        self.bundled = 0
         self.thread = threading.Thread(target=self._run, name="shard-sha256", daemon=True)
         self.thread.start()
 
@@ -193,7 +199,15 @@ class BackgroundSha256:
                 self.digest.update(part)
 
     def update_all(self, parts: list[bytes]) -> None:
-        self.parts.put(parts)  # one hand-over per sample, not per part
+        self.bundle.extend(parts)
+        self.bundled += sum(map(len, parts))
+        if self.bundled >= self.BUNDLE:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        if self.bundle:
+            self.parts.put(self.bundle)
+            self.bundle, self.bundled = [], 0
 
     def hexdigest(self) -> str:
         """The digest of everything given so far; no update may follow."""
@@ -202,6 +216,7 @@ class BackgroundSha256:
 
     def stop(self) -> None:
         if self.thread.is_alive():
+            self._hand_over()
             self.parts.put(None)
             self.thread.join()
 

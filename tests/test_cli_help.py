@@ -64,3 +64,21 @@ def test_verbose_is_accepted_before_and_after_the_subcommand(argv):
 
 def test_verbose_defaults_off():
     assert make_parser().parse_args(["build", "x.toml"]).verbose is False
+
+
+def test_the_program_hands_a_pipe_all_its_output_and_main_s_exit_code(tmp_path, capsys):
+    # `cleanset` ends its process without the interpreter's teardown (builder.cli.run):
+    # what it printed must still reach a pipe whole, and the exit code be main()'s.
+    import subprocess
+    import sys
+
+    assert main(["licenses"]) == 0
+    expected = capsys.readouterr().out
+    listed = subprocess.run([sys.executable, "-m", "builder", "licenses"], capture_output=True,
+                            text=True, check=False)
+    assert listed.returncode == 0 and listed.stdout == expected and len(expected) > 10_000
+
+    missing = subprocess.run([sys.executable, "-m", "builder", "verify", str(tmp_path / "nope")],
+                             capture_output=True, text=True, check=False)
+    assert missing.returncode == 2
+    assert "nope" in missing.stderr and "ledger" in missing.stderr

@@ -400,6 +400,19 @@ def test_v3_phash_is_imagehash_phash_but_for_a_few_coefficients_on_the_median():
         assert hamming(ours, reference) <= 4
 
 
+def test_the_phash_threshold_is_numpys_median_to_the_bit_ties_included():
+    from builder.canonical import _median64
+
+    rng = np.random.default_rng(5)
+    for draw in range(3000):
+        if draw % 3 == 0:  # few distinct values: the middle two tie
+            low = rng.integers(-4, 4, (8, 8)).astype(np.float32)
+        else:
+            low = (rng.standard_normal((8, 8)) * 10.0 ** rng.integers(-3, 7)).astype(np.float32)
+        ours, reference = _median64(low), np.median(low)
+        assert ours.dtype == reference.dtype and ours == reference
+
+
 def jpeg_kinds() -> dict[str, bytes]:
     """Baseline, progressive, greyscale, CMYK, restart markers, and EXIF with a thumbnail."""
     import cv2

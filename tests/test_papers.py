@@ -138,6 +138,55 @@ def test_fast_validation_reports_the_same_messages_as_spdx_tools(tmp_path: Path)
     assert len(ours) == 3
 
 
+def test_the_streamed_spdx_document_is_the_whole_document_spdx_tools_reads_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from spdx_tools.spdx.parser.parse_anything import parse_file
+    from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
+
+    from builder.exports.papers import gather_facts
+    from builder.exports.spdx import build_document, write_spdx
+    from builder.ledger import Ledger
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    fill_ledger(ledger, ["CC-BY-4.0", "LicenseRef-US-Government-Work", "CC0-1.0",
+                         "CC-BY-SA-4.0 OR LicenseRef-Odd+Id"] * 5,
+                keys=[f"k_{i:02d}" for i in range(20)])
+    facts = gather_facts(ledger)
+
+    assert write_spdx(ledger, tmp_path / "spdx.json", facts) == 20
+    written = parse_file(str(tmp_path / "spdx.json"))
+
+    assert written == build_document(ledger, facts)
+    assert validate_full_spdx_document(written) == []
+    assert [f.spdx_id for f in written.files] == [f"SPDXRef-File-k.{i:02d}" for i in range(20)]
+
+    empty = Ledger(tmp_path / "empty.sqlite")
+    fill_ledger(empty, [])
+    assert write_spdx(empty, tmp_path / "empty.json", gather_facts(empty)) == 0
+    assert parse_file(str(tmp_path / "empty.json")) == build_document(empty, gather_facts(empty))
+
+
+def test_a_file_spdx_tools_refuses_stops_the_writer_and_keeps_the_last_document(
+        tmp_path: Path) -> None:
+    from builder.exports.papers import gather_facts
+    from builder.exports.spdx import SpdxInvalid, write_spdx
+    from builder.ledger import Ledger
+
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    fill_ledger(ledger, ["CC0-1.0"] * 3)
+    write_spdx(ledger, tmp_path / "spdx.json", gather_facts(ledger))
+    before = (tmp_path / "spdx.json").read_bytes()
+    ledger.db.execute("UPDATE samples SET sha1 = 'not-a-sha1' WHERE key = '0000000001'")
+
+    with pytest.raises(SpdxInvalid, match=r"SPDXRef-File-0000000001") as raised:
+        write_spdx(ledger, tmp_path / "spdx.json", gather_facts(ledger))
+
+    assert "not-a-sha1" in str(raised.value)
+    assert (tmp_path / "spdx.json").read_bytes() == before
+    assert not list(tmp_path.glob("spdx.json.*"))
+
+
 def fill_ledger(ledger, licenses: list[str], keys: list[str] | None = None) -> None:  # type: ignore[no-untyped-def]
     ledger.set_meta("dataset_name", "synthetic")
     ledger.set_meta("dataset_version", "1")

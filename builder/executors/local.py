@@ -46,9 +46,13 @@ def usable_cores() -> int:
 
 
 _WORKER: tuple[Workbench, ThreadPoolExecutor] | None = None
-# What the stages import, loaded once by the forkserver that worker processes fork from.
+# What the stages import, loaded once by the forkserver that worker processes fork from;
+# the rest is what a worker imported on its first batch (python -X importtime): the
+# executor itself, the evidence records, the table source the plan names, IDNA for host
+# names, C2PA (an optional extra: the forkserver skips what is not installed).
 STAGE_MODULES = ("builder.stages", "builder.fetch", "builder.media", "builder.optout",
-                 "builder.licensing")
+                 "builder.licensing", "builder.executors.local", "builder.evidence.warc",
+                 "builder.sources.table", "encodings.idna", "numpy.ma", "c2pa")
 
 
 def _init_worker(plan: StagePlan, threads: int) -> None:

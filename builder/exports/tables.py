@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from builder.ledger import Ledger
@@ -68,18 +69,35 @@ def _write_atomically(path: Path, schema: pa.Schema, rows_iter) -> int:  # type:
     tmp = path.with_name(path.name + ".tmp")
     count = 0
     with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-        batch: list[dict] = []
+        batch: list[str] = []
         for row in rows_iter:
-            batch.append(row)
+            batch.append(json.dumps(row, ensure_ascii=False))
             if len(batch) >= BATCH:
-                writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+                writer.write_table(_table(batch, schema))
                 count += len(batch)
                 batch = []
         if batch or count == 0:
-            writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+            writer.write_table(_table(batch, schema))
             count += len(batch)
     os.replace(tmp, path)
     return count
+
+
+def _table(lines: list[str], schema: pa.Schema) -> pa.Table:
+    """Rows (one JSON object per line) as a table of exactly `schema`.
+
+    Through Arrow's JSON reader rather than Table.from_pylist: the rows are read in C++
+    (~4x faster), and from_pylist imports pandas when it is installed (0.25 s at every
+    build's end, to find out that a list is not a pandas object)."""
+    if not lines:
+        return schema.empty_table()
+    data = "\n".join(lines).encode("utf-8")
+    return pa_json.read_json(
+        pa.BufferReader(data),
+        # One block: a row may be larger than the default block of 1 MiB.
+        read_options=pa_json.ReadOptions(use_threads=False, block_size=len(data) + 1),
+        parse_options=pa_json.ParseOptions(explicit_schema=schema,
+                                           unexpected_field_behavior="error"))
 
 
 def write_manifest(ledger: Ledger, path: Path) -> int:
