@@ -135,7 +135,7 @@ class _TarMembers:
             for part in parts:
                 self.file.write(part)
         else:
-            _writev_all(self.fd, parts)
+            writev_all(self.fd, parts)
         self.offset += written
 
     @staticmethod
@@ -161,7 +161,7 @@ _ZEROS = bytes(BLOCK)
 _IOV_MAX = 1024  # what Linux takes in one writev
 
 
-def _writev_all(fd: int, parts: list[bytes]) -> None:
+def writev_all(fd: int, parts: list[bytes]) -> None:
     """Every byte of `parts`, in order, however many calls a short write takes."""
     views = [memoryview(part) for part in parts if part]
     while views:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import struct
 import tarfile
+import tempfile
 import zlib
 from pathlib import Path
 
@@ -330,7 +331,12 @@ def test_the_default_executor_moves_a_large_build_to_worker_processes_with_the_s
     rows.append({"id": "copy", "url": serve(httpserver, "/copy.jpg", image), "license": CC0})
     recipe = many_images_recipe(tmp_path, rows, "samples_per_shard = 50",
                                 "[fetch]\nallow_private_addresses = true\nretries = 0")
-    default = build(recipe, tmp_path / "auto")
+    # The temporary directory, where worker processes spool images for the build process,
+    # is a short path of its own (multiprocessing puts its forkserver's socket there too).
+    with tempfile.TemporaryDirectory(prefix="spool-") as temp:
+        default = run_cli("build", str(recipe), "--out", str(tmp_path / "auto"),
+                          "--no-progress", env={"TMPDIR": temp}, check=True).stdout
+        assert list(Path(temp).iterdir()) == []
     build(recipe, tmp_path / "threads", "--executor", "threads")
     assert f"the first {AutoExecutor.SWITCH_AFTER} candidates' stages ran in threads" in default
     assert "worker processes" in default

@@ -19,6 +19,8 @@ from builder.records import Candidate
 Send = Callable[[list[Candidate]], "Future[list[Any]]"]
 # given a failed batch and the error, the error its candidates should raise
 WrapError = Callable[[list[Candidate], BaseException], BaseException]
+# given what a batch sent back, its outcomes in order
+Receive = Callable[[Any], list[Any]]
 
 
 class _BatchedFuture(Future):  # type: ignore[type-arg]
@@ -38,10 +40,12 @@ class _BatchedFuture(Future):  # type: ignore[type-arg]
 
 
 class Batcher:
-    def __init__(self, send: Send, batch_size: int, wrap_error: WrapError | None = None) -> None:
+    def __init__(self, send: Send, batch_size: int, wrap_error: WrapError | None = None,
+                 receive: Receive | None = None) -> None:
         self.send = send
         self.batch_size = batch_size
         self.wrap_error = wrap_error
+        self.receive = receive
         # Re-entrant: a batch already done resolves inside add_done_callback.
         self.lock = threading.RLock()
         self.pending: list[tuple[Candidate, _BatchedFuture]] = []
@@ -75,9 +79,14 @@ class Batcher:
     def _resolve(self, done: Future[list[Any]], candidates: list[Candidate],
                  futures: list[_BatchedFuture]) -> None:
         error = done.exception()
+        outcomes: list[Any] = [None] * len(futures)
+        if error is None:
+            try:
+                outcomes = done.result() if self.receive is None else self.receive(done.result())
+            except Exception as exc:  # noqa: BLE001 - the batch's candidates raise it
+                error = exc
         if error is not None and self.wrap_error is not None:
             error = self.wrap_error(candidates, error)
-        outcomes = [None] * len(futures) if error is not None else done.result()
         for future, outcome in zip(futures, outcomes, strict=True):
             try:
                 if error is not None:

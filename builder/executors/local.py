@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
+import tempfile
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
 from builder.executors.batches import Batcher
+from builder.executors.spool import SpooledBatch, receive, spool_images
 from builder.records import Candidate
 from builder.sources._keys import register_all, registered
 from builder.stages import StagePlan, Workbench
@@ -60,13 +63,15 @@ def _init_worker(plan: StagePlan, threads: int) -> None:
     _WORKER = (plan.build(), ThreadPoolExecutor(threads, thread_name_prefix="stage"))
 
 
-def _run_batch(candidates: list[Candidate], secrets: tuple[str, ...]) -> list[Any]:
+def _run_batch(candidates: list[Candidate], secrets: tuple[str, ...], spool_dir: str | None
+               ) -> list[Any] | SpooledBatch:
     """In a worker process: every stage of a batch of candidates, downloads overlapping.
-    `secrets`: the API keys the build process knows, scrubbed here too (logs, evidence)."""
+    `secrets`: the API keys the build process knows, scrubbed here too (logs, evidence).
+    The images go back through a file in `spool_dir` (builder/executors/spool.py)."""
     assert _WORKER is not None
     register_all(secrets)
     bench, pool = _WORKER
-    return list(pool.map(bench.run, candidates))
+    return spool_images(list(pool.map(bench.run, candidates)), spool_dir)
 
 
 class ProcessExecutor:
@@ -88,10 +93,12 @@ class ProcessExecutor:
         # loaded (0.34 s of CPU per worker otherwise).
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(list(STAGE_MODULES))
+        self.spool = tempfile.mkdtemp(prefix="cleanset-spool-")
         self.pool = ProcessPoolExecutor(self.processes, mp_context=context,
                                         initializer=_init_worker, initargs=(plan, threads))
         self.batches = Batcher(
-            lambda batch: self.pool.submit(_run_batch, batch, registered()), batch_size)
+            lambda batch: self.pool.submit(_run_batch, batch, registered(), self.spool),
+            batch_size, receive=receive)
         self.max_inflight = self.inflight_for(workers, self.processes, batch_size)
 
     @staticmethod
@@ -108,7 +115,12 @@ class ProcessExecutor:
 
     def close(self) -> None:
         self.batches.drop_pending()
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        try:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        finally:
+            # What no outcome came back for (a worker that died mid-batch); the images
+            # received are unlinked already and live on in their mappings.
+            shutil.rmtree(self.spool, ignore_errors=True)
 
 
 def split_host_limits(plan: StagePlan, parts: int) -> StagePlan:
