@@ -284,9 +284,16 @@ def _build_locked(recipe: Recipe, options: BuildOptions, ledger: Ledger) -> Buil
 
 
 def _check_options(recipe: Recipe, options: BuildOptions) -> None:
-    """Executor settings that only fit Ray, refused before the output directory exists."""
-    if (options.executor or recipe.executor.kind) == "ray":
+    """Executor settings that cannot work, refused before the output directory exists."""
+    kind = options.executor or recipe.executor.kind
+    if kind == "ray":
         return
+    if kind == "processes":
+        from builder.executors.local import processes_blocked
+
+        if (blocked := processes_blocked()) is not None:
+            raise UserError(f"{recipe.file}: the processes executor cannot start here: "
+                            f"{blocked}; or use --executor threads.")
     if (options.write_shards or recipe.executor.write_shards) == "workers":
         raise UserError(
             f"{recipe.file}: write_shards = \"workers\" (or --write-shards workers) needs the "

@@ -355,6 +355,34 @@ def test_the_default_executor_moves_a_large_build_to_worker_processes_with_the_s
     assert reasons.count("duplicate_exact") == 1 and reasons.count(None) == count
 
 
+def test_a_temporary_directory_too_long_for_a_socket_keeps_the_stages_in_threads(
+        httpserver: HTTPServer, tmp_path: Path) -> None:
+    """Worker processes are started through a Unix socket in TMPDIR (107 bytes at most):
+    with a longer TMPDIR the default executor says so and stays in threads, and the
+    processes executor is refused before anything is created."""
+    from builder.executors.local import AutoExecutor
+
+    serve_no_site_policies(httpserver)
+    rows = [{"id": f"r{i}", "url": serve(httpserver, f"/{i}.jpg", make_image(i, (40, 32))),
+             "license": CC0} for i in range(AutoExecutor.SWITCH_AFTER + 10)]
+    recipe = many_images_recipe(tmp_path, rows, "", "[fetch]\nallow_private_addresses = true\n"
+                                "[executor]\nprocesses = 2")
+    deep = tmp_path / ("t" * 100)
+    deep.mkdir()
+
+    built = run_cli("build", str(recipe), "--out", str(tmp_path / "out"), "--no-progress",
+                    env={"TMPDIR": str(deep)})
+    refused = run_cli("build", str(recipe), "--out", str(tmp_path / "refused"),
+                      "--executor", "processes", env={"TMPDIR": str(deep)})
+
+    assert built.returncode == 0, built.stderr
+    assert "stages ran in threads, not worker processes" in built.stdout
+    assert "set TMPDIR to a shorter one" in built.stdout and "stay in threads" in built.stderr
+    assert run_cli("verify", str(tmp_path / "out")).returncode == 0
+    assert refused.returncode == 2 and "TMPDIR" in refused.stderr
+    assert not (tmp_path / "refused").exists()
+
+
 def test_a_build_allowed_one_connection_per_host_stays_in_threads_under_the_default_executor(
         httpserver: HTTPServer, tmp_path: Path) -> None:
     """Worker processes each keep their own per-host limits; one connection cannot be shared

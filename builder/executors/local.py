@@ -4,6 +4,7 @@ first in threads and the rest in worker processes once the build proves large.""
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import shutil
@@ -12,11 +13,14 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
+from builder.errors import UserError
 from builder.executors.batches import Batcher
 from builder.executors.spool import SpooledBatch, receive, spool_images
 from builder.records import Candidate
 from builder.sources._keys import register_all, registered
 from builder.stages import StagePlan, Workbench
+
+log = logging.getLogger(__name__)
 
 
 class ThreadExecutor:
@@ -46,6 +50,23 @@ def usable_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+# multiprocessing's forkserver listens on a Unix socket at TMPDIR/pymp-XXXXXXXX/listener-
+# XXXXXXXX, and a socket path holds at most 107 bytes.
+_SOCKET_PATH_MAX = 107
+_SOCKET_PATH_SUFFIX = len("/pymp-XXXXXXXX/listener-XXXXXXXX")
+
+
+def processes_blocked() -> str | None:
+    """Why worker processes cannot start on this machine, or None."""
+    temp = tempfile.gettempdir()
+    if len(os.fsencode(temp)) + _SOCKET_PATH_SUFFIX > _SOCKET_PATH_MAX:
+        return (f"the temporary directory {temp} is too long a path for the Unix socket "
+                f"worker processes are started through (at most "
+                f"{_SOCKET_PATH_MAX - _SOCKET_PATH_SUFFIX} bytes): set TMPDIR to a shorter "
+                "one, e.g. TMPDIR=/tmp")
+    return None
 
 
 _WORKER: tuple[Workbench, ThreadPoolExecutor] | None = None
@@ -85,6 +106,8 @@ class ProcessExecutor:
 
     def __init__(self, plan: StagePlan, *, workers: int, processes: int | None = None,
                  batch_size: int = 32) -> None:
+        if (blocked := processes_blocked()) is not None:
+            raise UserError(f"--executor processes: {blocked}; or use --executor threads.")
         self.processes = processes or usable_cores()
         threads = max(2, workers // self.processes)
         plan = split_host_limits(plan, self.processes)
@@ -160,6 +183,9 @@ class AutoExecutor:
         cores = processes or usable_cores()
         # Processes could not share out fewer connections to a host than there are of them.
         self.switches = 1 < cores <= plan.recipe.fetch.per_host_connections
+        self.blocked = processes_blocked() if self.switches else None
+        if self.blocked is not None:
+            self.switches = False
         self.max_inflight = self.threads.max_inflight
         if self.switches:  # the bound the worker processes will need (read once, up front)
             self.max_inflight = max(self.max_inflight,
@@ -167,6 +193,8 @@ class AutoExecutor:
 
     def submit(self, candidate: Candidate) -> Future[Any]:
         self.submitted += 1
+        if self.blocked and self.submitted == self.SWITCH_AFTER + 1:
+            log.warning("the stages stay in threads: %s", self.blocked)
         if self.pool is None and self.switches and self.submitted > self.SWITCH_AFTER:
             self.pool = ProcessExecutor(self.plan, workers=self.workers,
                                         processes=self.processes)
@@ -174,7 +202,9 @@ class AutoExecutor:
 
     def summary_lines(self) -> list[str]:
         if self.pool is None:
-            return self.threads.summary_lines()
+            stayed = ([f"  stages ran in threads, not worker processes: {self.blocked}"]
+                      if self.blocked and self.submitted > self.SWITCH_AFTER else [])
+            return stayed + self.threads.summary_lines()
         return [f"  the first {self.SWITCH_AFTER} candidates' stages ran in threads, the rest "
                 f"in {self.pool.processes} worker processes (per-signal opt-out counts are "
                 "in the ledger's reasons)"]
