@@ -175,13 +175,12 @@ def _collection_timeframe(ledger: Ledger) -> tuple[str, str] | None:
 
 
 def _optout_signals(ledger: Ledger) -> list[str]:
-    """Every do-not-train signal the build checked, as recorded in the samples' provenance."""
-    seen: set[str] = set()
-    for (prov,) in ledger.db.execute("SELECT provenance FROM samples"):
-        for check in (json.loads(prov).get("optout") or {}).get("checked") or []:
-            if check.get("signal"):
-                seen.add(str(check["signal"]))
-    return sorted(seen)
+    """Every do-not-train signal the build checked, as recorded in the samples' provenance
+    (read by SQLite's JSON functions: no provenance parsed into Python objects)."""
+    rows = ledger.db.execute(
+        "SELECT DISTINCT json_extract(checked.value, '$.signal') FROM samples, "
+        "json_each(samples.provenance, '$.optout.checked') AS checked")
+    return sorted(str(signal) for (signal,) in rows if signal)
 
 
 def semver(version: str) -> str:
