@@ -10,7 +10,8 @@
    URL list, alternating which goes first, for several rounds; img2dataset runs from its own
    virtualenv (--img2dataset-venv, created with `pip install img2dataset` when missing);
 4. measures on the same files, in the same run, what the machine can do at best on 2
-   processes: sha256 only, full Pillow decode, reduced (draft) decode;
+   processes: sha256 only, full Pillow decode, reduced (draft) decode, and cleanset's own
+   per-candidate stages with no build process behind them (scripts/bench/stages_alone.py);
 and prints images/s (min/median/max), the ratios cleanset/img2dataset and
 cleanset/reduced-decode, and each tool's peak memory. Figures are ratios within one run:
 absolute numbers on a shared machine drift.
@@ -313,6 +314,17 @@ def _draft(path: str) -> int:
     return 1
 
 
+def stages_alone(recipe: Path, workers: int) -> float:
+    """Candidates/s of cleanset's stages in 2 worker processes with no build process
+    (scripts/bench/stages_alone.py), over the same URLs from the same server."""
+    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("stages_alone.py")),
+                           str(recipe), "--processes", "2", "--threads", str(workers // 2)],
+                          capture_output=True, text=True, check=True, cwd=tempfile.gettempdir())
+    line = proc.stdout.strip().splitlines()[-1]
+    print(line)
+    return float(line.split()[2])
+
+
 def limit_rate(fn, files: list[str]) -> float:  # type: ignore[no-untyped-def]
     with Pool(2) as pool:
         start = time.perf_counter()
@@ -404,6 +416,7 @@ def main() -> None:
                 ratios.append(round_rates["cleanset"] / round_rates["img2dataset"])
                 if "baseline" in round_rates:
                     baseline_ratios.append(round_rates["baseline"] / round_rates["img2dataset"])
+        stages = stages_alone(work / "bench-recipe.toml", args.workers)
     finally:
         server.terminate()
         server.wait()
@@ -423,7 +436,13 @@ def main() -> None:
         print(f"cleanset / img2dataset          {fmt(ratios, 2)}   (per round, paired)")
     if baseline_ratios:
         print(f"baseline / img2dataset          {fmt(baseline_ratios, 2)}   (per round, paired)")
+    print(f"{'cleanset stages alone (2 proc.)':30s} {stages:8.1f}   (no build process: "
+          "no decisions, dedup, shards, ledger or papers)")
     median = statistics.median(results["cleanset"])
+    print(f"cleanset / its stages alone     {median / stages:8.2f}")
+    if results["img2dataset"]:
+        print(f"img2dataset / cleanset stages   "
+              f"{statistics.median(results['img2dataset']) / stages:8.2f}")
     print(f"cleanset / reduced-decode limit {median / limits['reduced (draft) decode']:8.2f}")
     print(f"cleanset / full-decode limit    {median / limits['full decode']:8.2f}")
 
