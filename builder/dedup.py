@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from builder.errors import UserError
-from builder.ledger import Ledger
+from builder.ledger import Ledger, rows_of
 from builder.recipe import DedupConfig
 
 log = logging.getLogger("cleanset.dedup")
@@ -520,7 +520,8 @@ def record_dedup_rule(ledger: Ledger, config: DedupConfig) -> None:
 
 def ledger_hash_rows(ledger: Ledger) -> Iterator[tuple[str, str | None, int | None, str | None]]:
     """(key, pdq, pdq quality, phash) of every sample, in key order, the uncommitted too."""
-    yield from ledger.db.execute("SELECT key, pdq, pdq_quality, phash FROM samples ORDER BY key")
+    yield from rows_of(
+        ledger.db.execute("SELECT key, pdq, pdq_quality, phash FROM samples ORDER BY key"))
 
 
 def image_files(path: Path) -> list[Path]:

@@ -342,7 +342,7 @@ class Ledger:
     def iter_candidates(self) -> Iterator[sqlite3.Row]:
         cur = self.db.cursor()
         cur.row_factory = sqlite3.Row
-        yield from cur.execute("SELECT * FROM candidates ORDER BY build, seq")
+        yield from rows_of(cur.execute("SELECT * FROM candidates ORDER BY build, seq"))
 
     # -- samples ------------------------------------------------------------------------
     def add_sample(self, row: dict[str, Any]) -> None:
@@ -384,7 +384,7 @@ class Ledger:
     def iter_samples(self, where: str = "", args: Iterable[Any] = ()) -> Iterator[sqlite3.Row]:
         cur = self.db.cursor()
         cur.row_factory = sqlite3.Row
-        yield from cur.execute(f"SELECT * FROM samples {where} ORDER BY key", tuple(args))
+        yield from rows_of(cur.execute(f"SELECT * FROM samples {where} ORDER BY key", tuple(args)))
 
     # -- shards -------------------------------------------------------------------------
     def open_shard(self) -> ShardRow | None:
@@ -518,3 +518,11 @@ def _shard_row(row: tuple[Any, ...]) -> ShardRow:
     shard, build, samples, data_end, complete, size, sha = row
     return ShardRow(shard=shard, build=build, samples=samples, data_end=data_end,
                     complete=bool(complete), size=size, sha256=sha)
+
+
+def rows_of(cursor: sqlite3.Cursor) -> Iterator[Any]:
+    """A cursor's rows, for a generator to hand on. Not `yield from cursor`: a generator
+    dropped half-way (Ctrl-C while the papers are written) then closes the cursor, after
+    the ledger itself was closed, and Python prints that error as "Exception ignored"."""
+    for row in cursor:  # noqa: UP028 - the point of this function
+        yield row

@@ -421,3 +421,46 @@ def test_the_card_lists_every_file_an_output_directory_can_hold(built: Path,
     for name in sorted(names | {MARKER}):
         assert f"`{name}`" in files, name
     assert "`shards/*.tar`" in files and "hidden files" in files
+
+
+def test_a_table_interrupted_while_written_leaves_the_last_whole_one_and_no_temporary(
+        tmp_path: Path) -> None:
+    from builder.exports.tables import CANDIDATES_SCHEMA, _write_atomically
+
+    path = tmp_path / "candidates.parquet"
+    row = {name: None for name in CANDIDATES_SCHEMA.names}
+    _write_atomically(path, CANDIDATES_SCHEMA, iter([row]))
+    before = path.read_bytes()
+
+    def interrupted():  # type: ignore[no-untyped-def]
+        yield row
+        raise KeyboardInterrupt  # Ctrl-C while the papers are written
+
+    with pytest.raises(KeyboardInterrupt):
+        _write_atomically(path, CANDIDATES_SCHEMA, interrupted())
+
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["candidates.parquet"]
+
+
+def test_a_ledger_read_dropped_half_way_after_the_ledger_closed_prints_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Ctrl-C while the papers are written: the build closes the ledger, then the half-read
+    # generators are collected; closing their cursor then failed, printed as "Exception
+    # ignored" with a traceback after "interrupted".
+    import gc
+
+    from builder.ledger import Ledger
+
+    unraisable: list[object] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    fill_ledger(ledger, ["CC0-1.0"] * 3)
+    samples, candidates = ledger.iter_samples(), ledger.iter_candidates()
+    next(samples)
+    next(candidates, None)
+    ledger.close()
+    del samples, candidates
+    gc.collect()
+
+    assert unraisable == []

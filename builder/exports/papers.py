@@ -190,5 +190,9 @@ def semver(version: str) -> str:
 
 def atomic_write(path: Path, data: str | bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    try:
+        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # Ctrl-C, a full disk: the last whole paper stays
+        raise
     os.replace(tmp, path)
