@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
 import tarfile
 import tempfile
@@ -15,6 +16,8 @@ import webdataset as wds
 from pytest_httpserver import HTTPServer
 
 from tests.conftest import (
+    FIXED_EPOCH,
+    REPO,
     make_image,
     run_cli,
     serve_no_site_policies,
@@ -353,6 +356,61 @@ def test_the_default_executor_moves_a_large_build_to_worker_processes_with_the_s
     reasons = [c["reason"] for c in pq.read_table(tmp_path / "auto" / "candidates.parquet")
                .to_pylist()]
     assert reasons.count("duplicate_exact") == 1 and reasons.count(None) == count
+
+
+def test_ctrl_c_in_the_worker_process_phase_exits_130_quietly_and_the_rerun_finishes(
+        httpserver: HTTPServer, tmp_path: Path) -> None:
+    """Ctrl-C reaches the whole process group (the build and its worker processes): the
+    build says it was interrupted, exits 130 with no traceback from any process, and
+    running the same command again finishes the dataset."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from werkzeug import Request, Response
+
+    from builder.executors.local import AutoExecutor
+
+    serve_no_site_policies(httpserver)
+    count = AutoExecutor.SWITCH_AFTER + 120
+    images = {f"/{i}.jpg": make_image(i, (40, 32)) for i in range(count)}
+    served, reached, release = [0], threading.Event(), threading.Event()
+
+    def image(request: Request) -> Response:
+        served[0] += 1
+        if served[0] >= AutoExecutor.SWITCH_AFTER + 30:  # worker processes are fetching
+            reached.set()
+            release.wait(60)  # until the test has pressed Ctrl-C
+        return Response(images[request.path], content_type="image/jpeg")
+
+    for path in images:
+        httpserver.expect_request(path).respond_with_handler(image)
+    rows = [{"id": path, "url": httpserver.url_for(path), "license": CC0} for path in images]
+    recipe = many_images_recipe(tmp_path, rows, "samples_per_shard = 100",
+                                "[fetch]\nallow_private_addresses = true\nretries = 0\n"
+                                "[executor]\nprocesses = 2")
+    command = [sys.executable, "-m", "builder", "build", str(recipe), "--out",
+               str(tmp_path / "out"), "--no-progress"]
+    env = {**os.environ, "SOURCE_DATE_EPOCH": FIXED_EPOCH, "PYTHONPATH": str(REPO)}
+    # A session of its own: the process group a terminal's Ctrl-C is sent to.
+    build_process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert reached.wait(120), "the build never reached its worker processes"
+        os.killpg(build_process.pid, signal.SIGINT)
+    finally:
+        release.set()
+    stdout, stderr = build_process.communicate(timeout=120)
+
+    assert build_process.returncode == 130, stderr
+    assert "interrupted; run the same command again to resume" in stderr
+    assert "Traceback" not in stderr and "ERROR" not in stderr, stderr
+    assert "dataset:" not in stdout
+    rerun = run_cli("build", str(recipe), "--out", str(tmp_path / "out"), "--no-progress")
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"dataset: {count} samples" in rerun.stdout
+    assert run_cli("verify", str(tmp_path / "out")).returncode == 0
 
 
 def test_a_temporary_directory_too_long_for_a_socket_keeps_the_stages_in_threads(

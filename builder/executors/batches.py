@@ -78,6 +78,10 @@ class Batcher:
 
     def _resolve(self, done: Future[list[Any]], candidates: list[Candidate],
                  futures: list[_BatchedFuture]) -> None:
+        if done.cancelled():  # the build is stopping (Ctrl-C): the batch never ran
+            for future in futures:
+                future.cancel()
+            return
         error = done.exception()
         outcomes: list[Any] = [None] * len(futures)
         if error is None:

@@ -8,6 +8,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+import signal
 import tempfile
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import replace
@@ -81,6 +82,9 @@ STAGE_MODULES = ("builder.stages", "builder.fetch", "builder.media", "builder.op
 
 def _init_worker(plan: StagePlan, threads: int) -> None:
     global _WORKER
+    # Ctrl-C reaches the whole process group: the build process stops the build (it lets the
+    # batches running finish and shuts the pool down); a worker would only print a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER = (plan.build(), ThreadPoolExecutor(threads, thread_name_prefix="stage"))
 
 

@@ -1,0 +1,57 @@
+"""Worker processes and their batches when a build stops: Ctrl-C is the build process's to
+handle, and batches the stopping pool never ran resolve quietly."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+from concurrent.futures import Future, ProcessPoolExecutor
+
+import pytest
+
+from builder.executors.batches import Batcher
+from builder.executors.local import _init_worker
+from builder.licensing import load_policy
+from builder.records import Candidate
+from builder.stages import StagePlan
+from tests.conftest import write_jsonl, write_recipe
+
+
+def test_worker_processes_leave_ctrl_c_to_the_build_process(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # A terminal's Ctrl-C reaches every process of the group; an idle worker used to die on
+    # it printing a traceback while the build process was stopping the pool itself.
+    from builder.recipe import load_recipe
+
+    write_jsonl(tmp_path / "urls.jsonl", [{"url": "https://example.org/a.jpg",
+                                           "license": "CC0-1.0"}])
+    recipe = load_recipe(write_recipe(tmp_path / "recipe.toml", """
+[dataset]
+name = "signals"
+[[sources]]
+kind = "table"
+path = "urls.jsonl"
+"""))
+    plan = StagePlan(recipe=recipe, policy=load_policy("commercial"), out=tmp_path)
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(1, mp_context=context, initializer=_init_worker,
+                             initargs=(plan, 1)) as pool:
+        assert pool.submit(signal.getsignal, signal.SIGINT).result() == signal.SIG_IGN
+
+
+def test_a_batch_the_stopping_pool_cancelled_cancels_its_candidates_without_an_error(
+        caplog: pytest.LogCaptureFixture) -> None:
+    sent: list[Future[list[object]]] = []
+
+    def send(batch: list[Candidate]) -> Future[list[object]]:
+        sent.append(Future())
+        return sent[-1]
+
+    batcher = Batcher(send, batch_size=2)
+    futures = [batcher.submit(Candidate(source="s", source_id=str(i), url=f"https://e.org/{i}"))
+               for i in range(2)]
+    with caplog.at_level(logging.ERROR):
+        assert sent[0].cancel()  # what shutdown(cancel_futures=True) does to a queued batch
+
+    assert all(f.cancelled() for f in futures)
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
