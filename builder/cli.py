@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import ctypes
 import logging
 import os
 import sqlite3
@@ -97,6 +98,25 @@ def _ledger_fix(exc: sqlite3.DatabaseError) -> str:
             "directory from a good copy; `cleanset verify DIR` checks one.")
 
 
+def limit_malloc_arenas() -> None:
+    """Two glibc malloc arenas per process, this one and the worker processes it starts.
+
+    glibc gives threads that allocate at once arenas of their own (up to 8 per core), and a
+    build's dozen threads passing ~100 KB images around fragment them: the processes of a
+    10,000-image build held 700 MB at their peak, 563 MB with two arenas, at the same speed
+    (docs/performance-round2.md). A MALLOC_ARENA_MAX the user set is kept; elsewhere than
+    Linux (or without glibc's mallopt) nothing changes.
+    """
+    if not sys.platform.startswith("linux") or "MALLOC_ARENA_MAX" in os.environ:
+        return
+    os.environ["MALLOC_ARENA_MAX"] = "2"  # read by every process started from here on
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).mallopt(_M_ARENA_MAX, 2)  # this process: its threads start later
+
+
+_M_ARENA_MAX = -8  # glibc's malloc.h
+
+
 def run() -> NoReturn:
     """The `cleanset` program: main(), then end the process without tearing the interpreter
     down, which unloads every extension module one by one (OpenCV, faiss, Arrow, SQLite...)
@@ -106,6 +126,7 @@ def run() -> NoReturn:
     handlers still run (logging's flush, multiprocessing's reaping of its processes). A
     thread still running, or an exception main() did not handle, takes the ordinary exit.
     """
+    limit_malloc_arenas()
     code = main()
     if any(t.is_alive() and not t.daemon for t in threading.enumerate()
            if t is not threading.main_thread()):
