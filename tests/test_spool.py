@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from builder.executors.spool import SpooledBatch, receive, spool_images
 from builder.records import (
     Candidate,
@@ -67,3 +69,12 @@ def test_a_spool_that_cannot_be_written_sends_the_images_through_the_pipe(tmp_pa
     assert unwritable == outcomes and no_spool == outcomes and nothing_to_move == [outcomes[1]]
     assert receive(unwritable) == outcomes
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_spool_file_removed_before_it_was_read_is_named_as_such(tmp_path: Path) -> None:
+    sent = spool_images(batch(), str(tmp_path))
+    assert isinstance(sent, SpooledBatch)
+    Path(sent.path).unlink()  # a cleaner of temporary files
+
+    with pytest.raises(FileNotFoundError, match="vanished from the temporary directory"):
+        receive(sent)

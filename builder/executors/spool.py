@@ -83,6 +83,11 @@ def receive(result: list[Any] | SpooledBatch) -> list[Any]:
     try:
         with open(result.path, "rb") as file:
             mapped = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{result.path}: the images a worker process left there for the build process "
+            "vanished from the temporary directory before they were read (a cleaner of "
+            "temporary files?)") from None
     finally:
         Path(result.path).unlink(missing_ok=True)
     view = memoryview(mapped)

@@ -56,7 +56,7 @@ def write_spdx(ledger: Ledger, path: Path, facts: Facts) -> int:
     Written as a stream, one sample at a time: the document's head (creation info, the
     Package, extracted licensing info, DESCRIBES) is built and validated whole with
     spdx-tools; then each File is built, validated against that head and converted by
-    spdx-tools, and written as one JSON line, followed by its CONTAINS relationship. The
+    spdx-tools, and written as one JSON line; then a CONTAINS relationship per File. The
     same document as build_document's (tests/test_papers.py), in memory that does not grow
     with the dataset, in half the time (no pure-Python indenting of every file)."""
     licensing = _Licensing()
