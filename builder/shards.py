@@ -129,8 +129,8 @@ class _TarMembers:
             parts.append(_ZEROS[:-size % BLOCK])
 
     def _write(self, parts: list[bytes]) -> None:
-        self.digest.update_all(parts)
         written = sum(len(part) for part in parts)
+        self.digest.update_all(parts, written)
         if self.fd is None:
             for part in parts:
                 self.file.write(part)
@@ -198,9 +198,10 @@ class BackgroundSha256:
             for part in parts:
                 self.digest.update(part)
 
-    def update_all(self, parts: list[bytes]) -> None:
+    def update_all(self, parts: list[bytes], size: int) -> None:
+        """`parts`, `size` bytes in all, after what was given so far."""
         self.bundle.extend(parts)
-        self.bundled += sum(map(len, parts))
+        self.bundled += size
         if self.bundled >= self.BUNDLE:
             self._hand_over()
 

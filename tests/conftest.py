@@ -63,6 +63,21 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def table_recipe(tmp_path: Path, rows: list[dict], dataset: str) -> Path:
+    """A recipe over `rows` (urls.jsonl, a table source) fetching from the test server:
+    `dataset` is the [dataset] table's body."""
+    table = write_jsonl(tmp_path / "urls.jsonl", rows)
+    return write_recipe(tmp_path / "recipe.toml", f"""
+[dataset]
+{dataset}
+[[sources]]
+kind = "table"
+path = "{table.name}"
+[fetch]
+allow_private_addresses = true
+""")
+
+
 @pytest.fixture(autouse=True)
 def test_servers_state_a_fixed_date(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test HTTP server (pytest-httpserver runs on http.server) sends this Date header.

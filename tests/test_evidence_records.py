@@ -99,30 +99,15 @@ def test_a_url_list_holding_an_iri_builds_and_archives_the_uri_that_was_asked(
         httpserver, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """`/wiki/Datei:Müller.jpg` as a browser shows it: the build used to stop with a
     traceback writing its evidence (warcio cannot put a non-ASCII request line in a WARC)."""
-    from tests.conftest import (
-        make_image,
-        run_cli,
-        serve_no_site_policies,
-        write_jsonl,
-        write_recipe,
-    )
+    from tests.conftest import make_image, run_cli, serve_no_site_policies, table_recipe
 
     serve_no_site_policies(httpserver)
     httpserver.expect_request(re.compile(r"^/Datei:M.*ller.*\.jpg$")).respond_with_data(
         make_image(5, (64, 48)), content_type="image/jpeg")
     url = httpserver.url_for("/Datei:Müller_1.jpg")
-    table = write_jsonl(tmp_path / "urls.jsonl", [
+    recipe = table_recipe(tmp_path, [
         {"id": "m", "url": url,
-         "license": "https://creativecommons.org/publicdomain/zero/1.0/"}])
-    recipe = write_recipe(tmp_path / "recipe.toml", f"""
-[dataset]
-name = "iri"
-[[sources]]
-kind = "table"
-path = "{table.name}"
-[fetch]
-allow_private_addresses = true
-""")
+         "license": "https://creativecommons.org/publicdomain/zero/1.0/"}], 'name = "iri"')
     out = tmp_path / "out"
     proc = run_cli("build", str(recipe), "--out", str(out), "--no-progress")
     assert proc.returncode == 0, proc.stderr

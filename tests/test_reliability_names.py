@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from pytest_httpserver import HTTPServer
 
 from builder.optout.embedded import scan
-from tests.conftest import make_image, run_cli, write_jsonl, write_recipe
+from tests.conftest import make_image, run_cli, table_recipe, write_recipe
 
 CC0 = "https://creativecommons.org/publicdomain/zero/1.0/"
 MEMBER_RE = re.compile(r"^[0-9]{10}\.(jpg|png|json|txt)$")
@@ -60,17 +60,7 @@ def test_hostile_source_ids_become_ten_digit_keys_and_stay_data(
                                                                   content_type="image/jpeg")
         rows.append({"id": sid, "url": httpserver.url_for(f"/{i}.jpg"), "license": CC0,
                      "caption": sid, "title": sid})
-    table = write_jsonl(tmp_path / "urls.jsonl", rows)
-    recipe = write_recipe(tmp_path / "recipe.toml", f"""
-[dataset]
-name = "hostile-ids"
-samples_per_shard = 5
-[[sources]]
-kind = "table"
-path = "{table.name}"
-[fetch]
-allow_private_addresses = true
-""")
+    recipe = table_recipe(tmp_path, rows, 'name = "hostile-ids"\nsamples_per_shard = 5')
     out = tmp_path / "out"
     run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
     assert_contained(out, len(HOSTILE_IDS))

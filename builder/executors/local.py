@@ -14,7 +14,6 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
-from builder.errors import UserError
 from builder.executors.batches import Batcher
 from builder.executors.spool import SpooledBatch, receive, spool_images
 from builder.records import Candidate
@@ -110,8 +109,6 @@ class ProcessExecutor:
 
     def __init__(self, plan: StagePlan, *, workers: int, processes: int | None = None,
                  batch_size: int = 32) -> None:
-        if (blocked := processes_blocked()) is not None:
-            raise UserError(f"--executor processes: {blocked}; or use --executor threads.")
         self.processes = processes or usable_cores()
         threads = max(2, workers // self.processes)
         plan = split_host_limits(plan, self.processes)

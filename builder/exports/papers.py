@@ -12,6 +12,8 @@ import importlib
 import json
 import os
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -188,11 +190,19 @@ def semver(version: str) -> str:
     return version if version.count(".") == 2 else f"{int(version or 0)}.0.0"
 
 
-def atomic_write(path: Path, data: str | bytes) -> None:
+@contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """A temporary name to write `path` under; renamed over `path` when the block ends
+    normally, removed on any error or Ctrl-C (the last whole paper stays)."""
     tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+        yield tmp
     except BaseException:
-        tmp.unlink(missing_ok=True)  # Ctrl-C, a full disk: the last whole paper stays
+        tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, path)
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    with replacing(path) as tmp:
+        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)

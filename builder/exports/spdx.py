@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import uuid
 from collections.abc import Iterable
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from builder import __version__, clock
+from builder.exports.papers import replacing
 from builder.ledger import Ledger
 from builder.shards import shard_name
 
@@ -62,8 +62,7 @@ def write_spdx(ledger: Ledger, path: Path, facts: Facts) -> int:
     licensing = _Licensing()
     head = _head(ledger, facts, licensing)
     messages = validate_document(head)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    with replacing(path) as tmp:  # the last good document stays until this one validates
         with tmp.open("w", encoding="utf-8") as out:
             count = _write_streamed(out, ledger, head, licensing, messages)
         if messages:
@@ -72,10 +71,6 @@ def write_spdx(ledger: Ledger, path: Path, facts: Facts) -> int:
                                for m in messages[:20])
             raise SpdxInvalid(f"{path}: the SPDX document does not validate "
                               f"({len(messages)} message(s) or more):\n{listed}")
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # the last good document stays as it was
-        raise
-    os.replace(tmp, path)
     return count
 
 

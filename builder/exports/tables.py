@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
+from builder.exports.papers import replacing
 from builder.ledger import Ledger
 from builder.shards import shard_name
 
@@ -66,24 +66,18 @@ BATCH = 10_000
 
 
 def _write_atomically(path: Path, schema: pa.Schema, rows_iter) -> int:  # type: ignore[no-untyped-def]
-    tmp = path.with_name(path.name + ".tmp")
     count = 0
-    try:
-        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-            batch: list[str] = []
-            for row in rows_iter:
-                batch.append(json.dumps(row, ensure_ascii=False))
-                if len(batch) >= BATCH:
-                    writer.write_table(_table(batch, schema))
-                    count += len(batch)
-                    batch = []
-            if batch or count == 0:
+    with replacing(path) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+        batch: list[str] = []
+        for row in rows_iter:
+            batch.append(json.dumps(row, ensure_ascii=False))
+            if len(batch) >= BATCH:
                 writer.write_table(_table(batch, schema))
                 count += len(batch)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # Ctrl-C, a full disk: the last whole table stays
-        raise
-    os.replace(tmp, path)
+                batch = []
+        if batch or count == 0:
+            writer.write_table(_table(batch, schema))
+            count += len(batch)
     return count
 
 
