@@ -390,7 +390,12 @@ def test_ctrl_c_in_the_worker_process_phase_exits_130_quietly_and_the_rerun_fini
     recipe = many_images_recipe(tmp_path, rows, "samples_per_shard = 100",
                                 "[fetch]\nallow_private_addresses = true\nretries = 0\n"
                                 "[executor]\nprocesses = 2")
-    command = [sys.executable, "-m", "builder", "build", str(recipe), "--out",
+    # Python keeps SIGINT ignored when it starts ignored (a test runner started in the
+    # background, as `cmd &` in a script does): the build gets Ctrl-C as in a terminal.
+    as_in_a_terminal = ("import signal, sys; signal.signal(signal.SIGINT, "
+                        "signal.default_int_handler); from builder.cli import run; "
+                        "sys.argv = ['cleanset', *sys.argv[1:]]; run()")
+    command = [sys.executable, "-c", as_in_a_terminal, "build", str(recipe), "--out",
                str(tmp_path / "out"), "--no-progress"]
     env = {**os.environ, "SOURCE_DATE_EPOCH": FIXED_EPOCH, "PYTHONPATH": str(REPO)}
     # A session of its own: the process group a terminal's Ctrl-C is sent to.
