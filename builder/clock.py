@@ -4,6 +4,7 @@ so a rebuild over the same responses can be byte-identical even though fetches h
 from __future__ import annotations
 
 import os
+import time
 from datetime import UTC, datetime
 
 
@@ -16,4 +17,13 @@ def now_iso() -> str:
 
 def wall_iso() -> str:
     """The real time, for the ledger's own bookkeeping (never written into shards)."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    global _wall_second, _wall_text
+    second = int(time.time())
+    if second != _wall_second:  # the build's writer asks once per candidate: format once a second
+        _wall_text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        _wall_second = second
+    return _wall_text
+
+
+_wall_second = -1
+_wall_text = ""

@@ -311,7 +311,25 @@ class NearIndex:
 
     # -- searching ----------------------------------------------------------------------
     def search(self, hashes: Hashes) -> list[Match]:
-        return self.search_many([hashes])[0]
+        """search_many's answer for one query (the build's case, once per candidate),
+        without the batching: most queries match nothing and return after the probe."""
+        if not self.usable(hashes) or not self.keys:
+            return []
+        assert hashes.pdq is not None and hashes.phash is not None
+        code = pdq_code(hashes.pdq)[None, :]
+        phash = np.array([phash_int(hashes.phash)], dtype=np.uint64)
+        _, ids = self._pairs(code, phash)
+        if not len(ids):
+            return []
+        ids = np.unique(ids)  # a code probed through two chunks comes twice
+        pdq_d = np.bitwise_count(self._pdq64()[ids] ^ code.view(np.uint64)).sum(axis=1)
+        ph_d = np.bitwise_count(self._phash[ids] ^ phash)
+        keep = (pdq_d <= self.config.max_distance) | (
+            (ph_d <= self.config.phash_max_distance)
+            & (pdq_d <= self.config.pdq_max_distance_with_phash))
+        ids, pdq_d, ph_d = ids[keep], pdq_d[keep], ph_d[keep]
+        return [Match(self.keys[int(ids[j])], int(pdq_d[j]), int(ph_d[j]))
+                for j in np.lexsort((ids, pdq_d))]
 
     def search_many(self, queries: Sequence[Hashes]) -> list[list[Match]]:
         """Matches per query, nearest first (ties: first indexed first)."""
@@ -356,7 +374,9 @@ class NearIndex:
     def _pairs(self, codes: np.ndarray, phashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(query row, id) candidates: every true match is among them, possibly twice."""
         parts = [self._scan(codes)]
-        if self._hashed and self._pdq_table is not None and self._phash_table is not None:
+        if not self._hashed:
+            return parts[0]
+        if self._pdq_table is not None and self._phash_table is not None:
             rows, ids = self._pdq_table.candidates(codes.view(np.uint64))
             parts.append(self._within(rows, ids, codes.view(np.uint64), self.config.max_distance))
             parts.append(self._phash_table.within(phashes))

@@ -171,6 +171,27 @@ def _near_queries(rng: np.random.Generator, pdq: np.ndarray, phash: np.ndarray,
     return queries
 
 
+def test_a_query_s_matches_come_nearest_first_ties_in_the_order_they_were_indexed() -> None:
+    rng = np.random.default_rng(5)
+    query = rng.integers(0, 256, 32, dtype=np.uint8)
+
+    def flipped(count: int) -> np.ndarray:
+        bits = np.unpackbits(query.copy())
+        bits[rng.choice(256, count, replace=False)] ^= 1
+        return np.packbits(bits)
+
+    distances = {"far": 20, "near-a": 5, "unrelated": 120, "near-b": 5, "mid": 12}
+    for use_faiss in (True, False):
+        index = NearIndex(RULE, use_faiss=use_faiss)
+        index.add_codes(list(distances), np.stack([flipped(d) for d in distances.values()]),
+                        np.zeros(len(distances), dtype=np.uint64))
+        asked = Hashes(query.tobytes().hex(), 100, f"{0:016x}")
+        found = index.search(asked)
+        assert [(m.key, m.pdq_distance) for m in found] == [
+            ("near-a", 5), ("near-b", 5), ("mid", 12), ("far", 20)]
+        assert index.search_many([asked]) == [found]
+
+
 def test_multi_index_hashing_finds_exactly_what_a_full_scan_finds() -> None:
     rng = np.random.default_rng(11)
     pdq, phash = _synthetic(rng, 50_000)
@@ -185,11 +206,14 @@ def test_multi_index_hashing_finds_exactly_what_a_full_scan_finds() -> None:
         lo += step
         sample = queries[:: 7]
         assert hashed.search_many(sample) == scanned.search_many(sample)
+        # one query at a time (the build's way) answers as the batch does, tables or not
+        assert [hashed.search(q) for q in sample] == hashed.search_many(sample)
     assert lo == len(pdq)
     assert hashed._hashed > 0, "the index never moved codes into its chunk tables"
     found = hashed.search_many(queries)
     assert found == scanned.search_many(queries)
-    assert [hashed.search(q) for q in queries[:50]] == found[:50]
+    for index in (hashed, scanned):
+        assert [index.search(q) for q in queries] == found
     matched = sum(1 for f in found if f)
     assert 150 < matched < 400  # boundaries both ways: some copies match, far ones do not
 

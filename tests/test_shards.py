@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
+import os
 import tarfile
 from pathlib import Path
 
 import pytest
 import webdataset as wds
 
-from builder.shards import SHARD_MTIME, OpenShard, read_shard_members, write_whole_shard
+from builder.shards import (
+    SHARD_MTIME,
+    BackgroundAppend,
+    OpenShard,
+    read_shard_members,
+    write_whole_shard,
+)
 
 
 def samples() -> list[tuple[str, dict[str, bytes]]]:
@@ -81,3 +89,45 @@ def test_a_member_name_longer_than_ustar_holds_is_refused_as_tarfile_refuses_it(
         webdataset_bytes(items)
     with pytest.raises(ValueError, match="name is too long"):
         write_whole_shard(tmp_path / "000001.tar", items)
+
+
+def test_a_shard_of_many_bundles_and_views_is_written_whole_in_order(tmp_path: Path) -> None:
+    """Several MiB: the writer thread gets many bundles, images as views (as from a spool)."""
+    items = [(f"{i:010d}", {"jpg": memoryview(bytes([i]) * (200_000 + 777 * i)),
+                            "json": b'{"n": %d}' % i, "txt": b"x" * (i % 3)})
+             for i in range(40)]
+    shard = OpenShard(tmp_path, 0)
+    for key, members in items[:25]:
+        shard.write(key, members)
+    durable = shard.sync()
+    assert (tmp_path / "000000.tar.tmp").stat().st_size == durable  # all of it on disk
+    for key, members in items[25:]:
+        shard.write(key, members)
+    final, size, sha = shard.finalize()
+
+    plain = [(key, {ext: bytes(data) for ext, data in members.items()}) for key, members in items]
+    expected = webdataset_bytes(plain)
+    assert final.read_bytes() == expected
+    assert (size, sha) == (len(expected), hashlib.sha256(expected).hexdigest())
+
+
+def test_a_write_the_shard_thread_could_not_make_is_raised_to_the_writer(
+        tmp_path: Path) -> None:
+    """A failed write (here: a file open for reading only; in life, a full disk) reaches the
+    writer at its next call, and the thread writes nothing after it."""
+    path = tmp_path / "000000.tar.tmp"
+    path.write_bytes(b"")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        sink = BackgroundAppend(hashlib.sha256(), fd)
+        sink.append([b"a" * (BackgroundAppend.BUNDLE + 1)], BackgroundAppend.BUNDLE + 1)
+        with pytest.raises(OSError) as raised:
+            sink.drain()
+        assert raised.value.errno == errno.EBADF
+        with pytest.raises(OSError):
+            sink.append([b"b"], 1)
+        sink.stop()
+        assert not sink.thread.is_alive()
+    finally:
+        os.close(fd)
+    assert path.stat().st_size == 0

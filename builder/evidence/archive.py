@@ -146,7 +146,7 @@ class EvidenceArchive:
         self.written: dict[str, Pointer] = {}  # since the last sync, not in the ledger yet
         self.rows: list[tuple[Any, ...]] = []
         self.links: list[tuple[Any, ...]] = []
-        self.recent: OrderedDict[Exchange, Pointer] = OrderedDict()
+        self.recent: OrderedDict[Exchange | str, Pointer] = OrderedDict()
         from builder.sources._keys import scrub
 
         self.scrub = scrub
@@ -232,9 +232,12 @@ class EvidenceArchive:
         """Where `ex` is archived, writing it first when it is not. An exchange the stages
         prepared (warc.Prepared) is placed as it is; a raw one (the sources' API pages,
         made in this process) is made into records here."""
-        known = self.recent.get(ex)
+        # A prepared exchange is known by its record id (what _archived goes by anyway):
+        # hashing the dataclass hashed its records' bytes, new objects from every batch.
+        seen: Exchange | str = ex.record_id if isinstance(ex, warc.Prepared) else ex
+        known = self.recent.get(seen)
         if known is not None:
-            self.recent.move_to_end(ex)
+            self.recent.move_to_end(seen)
             return known
         if isinstance(ex, warc.Prepared):
             if ex.build != self.build:
@@ -244,7 +247,7 @@ class EvidenceArchive:
         else:
             prepared = warc.prepare(self.build, ex, self.scrub)
         pointer = self._archived(prepared.record_id) or self._write(prepared)
-        self.recent[ex] = pointer
+        self.recent[seen] = pointer
         if len(self.recent) > KNOWN_EXCHANGES:
             self.recent.popitem(last=False)
         return pointer
