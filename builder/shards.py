@@ -199,9 +199,11 @@ class BackgroundAppend:
     # thread, and a wake-up per sample cost the writer more than the work it moved away.
     BUNDLE = 1 << 20
 
-    def __init__(self, digest: Any, fd: int | None = None, offset: int = 0) -> None:
+    def __init__(self, digest: Any, fd: int | None = None, offset: int = 0,
+                 path: Path | None = None) -> None:
         self.digest = digest
         self.fd = fd
+        self.path = path  # named in a write error (os.writev's own names no file)
         self.written = offset  # where the thread's next bundle goes
         self.buffer = bytearray()
         self.error: BaseException | None = None
@@ -217,6 +219,9 @@ class BackgroundAppend:
             try:
                 if self.error is None:
                     self._write(*item)
+            except OSError as exc:
+                self.error = (OSError(exc.errno, exc.strerror, str(self.path))
+                              if self.path is not None and exc.filename is None else exc)
             except BaseException as exc:  # noqa: BLE001 - handed to the writer, see _raise
                 self.error = exc
             finally:
@@ -285,7 +290,7 @@ def write_whole_shard(path: Path, samples: Iterable[tuple[str, dict[str, bytes]]
     (data_end, size, sha256), data_end being where the end-of-archive blocks start. The same
     bytes as OpenShard writing the same samples."""
     with path.open("w+b", buffering=0) as file:  # read too: the thread hashes what it wrote
-        sink = BackgroundAppend(hashlib.sha256(), file.fileno())
+        sink = BackgroundAppend(hashlib.sha256(), file.fileno(), path=path)
         try:
             writer = _TarMembers(sink, 0)
             for key, members in samples:
@@ -342,7 +347,7 @@ class OpenShard:
             self.digest.update(chunk)
             remaining -= len(chunk)
         self.file.seek(data_end)
-        self.sink = BackgroundAppend(self.digest, self.file.fileno(), data_end)
+        self.sink = BackgroundAppend(self.digest, self.file.fileno(), data_end, self.tmp)
         self.writer = _TarMembers(self.sink, data_end)
 
     def write(self, key: str, members: dict[str, bytes]) -> int:
