@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+import orjson
 import pyarrow as pa
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
@@ -68,9 +68,9 @@ BATCH = 10_000
 def _write_atomically(path: Path, schema: pa.Schema, rows_iter) -> int:  # type: ignore[no-untyped-def]
     count = 0
     with replacing(path) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-        batch: list[str] = []
+        batch: list[bytes] = []
         for row in rows_iter:
-            batch.append(json.dumps(row, ensure_ascii=False))
+            batch.append(orjson.dumps(row))
             if len(batch) >= BATCH:
                 writer.write_table(_table(batch, schema))
                 count += len(batch)
@@ -81,7 +81,7 @@ def _write_atomically(path: Path, schema: pa.Schema, rows_iter) -> int:  # type:
     return count
 
 
-def _table(lines: list[str], schema: pa.Schema) -> pa.Table:
+def _table(lines: list[bytes], schema: pa.Schema) -> pa.Table:
     """Rows (one JSON object per line) as a table of exactly `schema`.
 
     Through Arrow's JSON reader rather than Table.from_pylist: the rows are read in C++
@@ -89,7 +89,7 @@ def _table(lines: list[str], schema: pa.Schema) -> pa.Table:
     build's end, to find out that a list is not a pandas object)."""
     if not lines:
         return schema.empty_table()
-    data = "\n".join(lines).encode("utf-8")
+    data = b"\n".join(lines)
     return pa_json.read_json(
         pa.BufferReader(data),
         # One block: a row may be larger than the default block of 1 MiB.
@@ -115,7 +115,7 @@ def write_manifest(ledger: Ledger, path: Path) -> int:
                 {"source": d.source, "license": d.license,
                  "url": d.landing_url or d.file_url, "exact": d.exact} for d in found]
             # Samples built before the archive existed (provenance_version 1) have none.
-            row["evidence"] = json.loads(r["provenance"]).get("evidence")
+            row["evidence"] = orjson.loads(r["provenance"]).get("evidence")
             yield row
 
     return _write_atomically(path, MANIFEST_SCHEMA, rows())
