@@ -15,6 +15,7 @@ member, which cost the build's one ordered writer more than the bytes themselves
 from __future__ import annotations
 
 import ctypes
+import errno
 import hashlib
 import os
 import queue
@@ -184,8 +185,8 @@ _START_WRITEBACK = _sync_file_range() if sys.platform.startswith("linux") else N
 
 
 class BackgroundAppend:
-    """Appends the parts given to `append` to the file `fd`, in order, and feeds them to
-    `digest`, on a thread of its own; with `fd` None it only hashes.
+    """Appends the parts given to `append` to the file `fd` (open for reading too), in
+    order, and feeds them to `digest`, on a thread of its own.
 
     The one ordered writer of a build spent ~75 us per 172 KB sample handing it to the
     kernel and ~0.15 ms hashing its shard; `writev` and hashlib both let go of the GIL, so
@@ -199,7 +200,7 @@ class BackgroundAppend:
     # thread, and a wake-up per sample cost the writer more than the work it moved away.
     BUNDLE = 1 << 20
 
-    def __init__(self, digest: Any, fd: int | None = None, offset: int = 0,
+    def __init__(self, digest: Any, fd: int, offset: int = 0,
                  path: Path | None = None) -> None:
         self.digest = digest
         self.fd = fd
@@ -229,21 +230,19 @@ class BackgroundAppend:
         self.bundles.task_done()
 
     def _write(self, parts: list[bytes], size: int) -> None:
-        if self.fd is None:
-            for part in parts:
-                self.digest.update(part)
-            return
         writev_all(self.fd, parts)
         if _START_WRITEBACK is not None:
             _START_WRITEBACK(self.fd, self.written, size)
-        # Hashed from one buffer read back from the page cache: every call that lets go of
-        # the GIL waits up to the switch interval (5 ms) to get it back while the writer runs
-        # Python, and a dozen parts per bundle kept this thread waiting more than working.
+        # Hashed from one buffer read back from the page cache, not part by part: every call
+        # that lets go of the GIL may wait up to the switch interval (5 ms) to get it back
+        # while the writer runs Python, and hashing a bundle's dozens of parts one by one kept
+        # this thread waiting more than working (it fell ~30 MB behind at every commit).
         if len(self.buffer) < size:
             self.buffer = bytearray(size)
         view = memoryview(self.buffer)[:size]
         if os.preadv(self.fd, [view], self.written) != size:
-            raise OSError(f"shard file shorter than written at offset {self.written}")
+            raise OSError(errno.EIO, "read back fewer bytes than were just written (truncated "
+                          "by another program?)", str(self.path or self.fd))
         self.digest.update(view)
         self.written += size
 
