@@ -123,13 +123,16 @@ def run() -> NoReturn:
     and takes 0.3 s after the work is done and reported.
 
     Everything a command writes is closed (and synced) before main() returns; the exit
-    handlers still run (logging's flush, multiprocessing's reaping of its processes). A
-    thread still running, or an exception main() did not handle, takes the ordinary exit.
+    handlers still run (logging's flush, multiprocessing's reaping of its processes). After
+    a success, a thread still running takes the ordinary exit, which waits for it; after a
+    failure or Ctrl-C it does not: what such a thread does (a stage's fetch from a host that
+    does not answer, held up to its timeout) is thrown away, and Ctrl-C must not wait for
+    it. An exception main() did not handle takes the ordinary exit.
     """
     limit_malloc_arenas()
     code = main()
-    if any(t.is_alive() and not t.daemon for t in threading.enumerate()
-           if t is not threading.main_thread()):
+    if code == 0 and any(t.is_alive() and not t.daemon for t in threading.enumerate()
+                         if t is not threading.main_thread()):
         raise SystemExit(code)
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):

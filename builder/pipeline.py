@@ -33,7 +33,6 @@ import time
 from collections import Counter, deque
 from collections.abc import Iterator
 from concurrent.futures import Future
-from contextlib import closing
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -487,7 +486,7 @@ class _Run:
         order = itertools.count()
         self.trailing: list[Exchange] = []  # API responses asked after the last candidate
         try:
-            with closing(executor):
+            try:
                 self.near = self._open_near_index()  # Ray actors need the executor's Ray
                 self.ledger.begin()
                 try:
@@ -501,6 +500,12 @@ class _Run:
                     self._commit_written(at_most=0)  # while the executor (Ray) is up
                 finally:
                     self._close_near_index()
+            except BaseException:
+                # Stopping (Ctrl-C, an error): what is still running is thrown away, so the
+                # executor does not wait for it (a slow host held Ctrl-C for its timeouts).
+                executor.close(wait=False)
+                raise
+            executor.close()
             self._finish(self.exhausted)
         except BaseException:
             for _, future in inflight:

@@ -23,7 +23,10 @@ class Executor(Protocol):
 
     def summary_lines(self) -> list[str]: ...
 
-    def close(self) -> None: ...
+    def close(self, *, wait: bool = True) -> None:
+        """Release the executor. wait=False: the build is stopping (Ctrl-C, an error) and
+        throws away the outcomes of what is still running, so do not wait for it."""
+        ...
 
 
 KINDS = ("auto", "threads", "processes", "ray")

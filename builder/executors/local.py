@@ -38,9 +38,10 @@ class ThreadExecutor:
     def summary_lines(self) -> list[str]:
         return list(self.bench.optout.summary_lines())
 
-    def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
-        self.bench.close()
+    def close(self, *, wait: bool = True) -> None:
+        self.pool.shutdown(wait=wait, cancel_futures=True)
+        if wait:  # otherwise the threads still fetching keep the bench until they give up
+            self.bench.close()
 
 
 def usable_cores() -> int:
@@ -137,14 +138,31 @@ class ProcessExecutor:
         return [f"  stages ran in {self.processes} worker processes "
                 "(per-signal opt-out counts are in the ledger's reasons)"]
 
-    def close(self) -> None:
+    def close(self, *, wait: bool = True) -> None:
         self.batches.drop_pending()
         try:
+            if not wait:
+                self._stop_workers()
             self.pool.shutdown(wait=True, cancel_futures=True)
         finally:
             # What no outcome came back for (a worker that died mid-batch); the images
             # received are unlinked already and live on in their mappings.
             shutil.rmtree(self.spool, ignore_errors=True)
+
+
+    def _stop_workers(self) -> None:
+        """Terminate the worker processes now. A stopping build throws away what they run,
+        and a batch stuck on a slow host held Ctrl-C up to its fetches' timeouts (18 s on a
+        host that accepts and never answers, up to a batch's candidates in turn); the same
+        command redoes that work. Python 3.14's terminate_workers() does this; before it,
+        the pool's own table of processes is the only way to reach them."""
+        terminate = getattr(self.pool, "terminate_workers", None)
+        if terminate is not None:
+            terminate()
+            return
+        processes = getattr(self.pool, "_processes", None) or {}
+        for process in list(processes.values()):
+            process.terminate()
 
 
 def split_host_limits(plan: StagePlan, parts: int) -> StagePlan:
@@ -210,9 +228,9 @@ class AutoExecutor:
                 f"in {self.pool.processes} worker processes (per-signal opt-out counts are "
                 "in the ledger's reasons)"]
 
-    def close(self) -> None:
+    def close(self, *, wait: bool = True) -> None:
         try:
             if self.pool is not None:
-                self.pool.close()
+                self.pool.close(wait=wait)
         finally:
-            self.threads.close()
+            self.threads.close(wait=wait)

@@ -207,7 +207,8 @@ class RayExecutor:
             lines.append(f"  {self.shard_writes} shards written by Ray workers")
         return lines
 
-    def close(self) -> None:
+    def close(self, *, wait: bool = True) -> None:
+        # Never waits for running work: what is unfinished is cancelled on the cluster.
         self.batches.drop_pending()
         with self.lock:
             unfinished = list(self.running)

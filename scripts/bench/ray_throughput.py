@@ -105,7 +105,7 @@ class _Precomputed:
     def summary_lines(self) -> list[str]:
         return []
 
-    def close(self) -> None:
+    def close(self, *, wait: bool = True) -> None:
         pass
 
 
