@@ -55,3 +55,61 @@ def test_a_batch_the_stopping_pool_cancelled_cancels_its_candidates_without_an_e
 
     assert all(f.cancelled() for f in futures)
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_the_fork_server_ignores_ctrl_c_before_it_imports_the_stages(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A Ctrl-C in a build's first second reached the fork server while it was still
+    importing the stage modules (multiprocessing ignores SIGINT there only afterwards) and
+    printed its traceback. The server's first preloaded module ignores SIGINT; the build
+    process never imports it, so its own Ctrl-C still works."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from builder.executors.local import FORKSERVER_SIGINT
+    from tests.conftest import REPO
+
+    ignores = subprocess.run(
+        [sys.executable, "-c", f"import signal, {FORKSERVER_SIGINT}; "
+         "print(signal.getsignal(signal.SIGINT) == signal.SIG_IGN)"],
+        capture_output=True, text=True, check=True)
+    assert ignores.stdout.strip() == "True"
+
+    write_jsonl(tmp_path / "urls.jsonl", [{"url": "https://example.org/a.jpg",
+                                           "license": "CC0-1.0"}])
+    write_recipe(tmp_path / "recipe.toml", """
+[dataset]
+name = "signals"
+[[sources]]
+kind = "table"
+path = "urls.jsonl"
+""")
+    # In a process of its own: the fork server is one per process, started by whoever
+    # asks first (an earlier test here, with other preloads).
+    build_process = f"""
+import json, signal, sys
+from pathlib import Path
+from builder.executors.local import ProcessExecutor
+from builder.licensing import load_policy
+from builder.recipe import load_recipe
+from builder.stages import StagePlan
+out = Path({str(tmp_path)!r})
+plan = StagePlan(recipe=load_recipe(out / "recipe.toml"), policy=load_policy("commercial"),
+                 out=out)
+executor = ProcessExecutor(plan, workers=2, processes=1)
+try:
+    # sys.modules keeps import order: a worker, forked from the server, shows its preloading
+    imported = executor.pool.submit(eval, "list(__import__('sys').modules)").result()
+finally:
+    executor.close()
+print(json.dumps({{"worker": imported, "here": list(sys.modules),
+                  "ctrl_c": signal.getsignal(signal.SIGINT) is signal.default_int_handler}}))
+"""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    seen = json.loads(subprocess.run([sys.executable, "-c", build_process], capture_output=True,
+                                     text=True, check=True, cwd=tmp_path, env=env).stdout)
+    first = seen["worker"].index(FORKSERVER_SIGINT)
+    assert first < seen["worker"].index("numpy")
+    assert first < seen["worker"].index("builder.stages")
+    assert FORKSERVER_SIGINT not in seen["here"] and seen["ctrl_c"]

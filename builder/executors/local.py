@@ -75,6 +75,7 @@ _WORKER: tuple[Workbench, ThreadPoolExecutor] | None = None
 # the rest is what a worker imported on its first batch (python -X importtime): the
 # executor itself, the evidence records, the table source the plan names, IDNA for host
 # names, C2PA (an optional extra: the forkserver skips what is not installed).
+FORKSERVER_SIGINT = "builder.forkserver_sigint"  # first, before numpy and all: see that module
 STAGE_MODULES = ("builder.stages", "builder.fetch", "builder.media", "builder.optout",
                  "builder.licensing", "builder.executors.local", "builder.evidence.warc",
                  "builder.sources.table", "encodings.idna", "numpy.ma", "c2pa")
@@ -117,7 +118,7 @@ class ProcessExecutor:
         # what every worker needs once, and each worker forks from it with those modules
         # loaded (0.34 s of CPU per worker otherwise).
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(list(STAGE_MODULES))
+        context.set_forkserver_preload([FORKSERVER_SIGINT, *STAGE_MODULES])
         self.spool = tempfile.mkdtemp(prefix="cleanset-spool-")
         self.pool = ProcessPoolExecutor(self.processes, mp_context=context,
                                         initializer=_init_worker, initargs=(plan, threads))
@@ -159,9 +160,11 @@ class ProcessExecutor:
         terminate = getattr(self.pool, "terminate_workers", None)
         if terminate is not None:
             terminate()
-            return
-        processes = getattr(self.pool, "_processes", None) or {}
-        for process in list(processes.values()):
+        processes = list((getattr(self.pool, "_processes", None) or {}).values())
+        # A worker Ctrl-C caught half-way through its start is a child not in the pool's
+        # table yet; left running, it failed to find the pool's semaphores once the pool
+        # was shut down and printed a traceback.
+        for process in {*processes, *multiprocessing.active_children()}:
             process.terminate()
 
 
