@@ -4,12 +4,16 @@ first in threads and the rest in worker processes once the build proves large.""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import shutil
 import signal
 import tempfile
+import threading
+from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
@@ -75,7 +79,6 @@ _WORKER: tuple[Workbench, ThreadPoolExecutor] | None = None
 # the rest is what a worker imported on its first batch (python -X importtime): the
 # executor itself, the evidence records, the table source the plan names, IDNA for host
 # names, C2PA (an optional extra: the forkserver skips what is not installed).
-FORKSERVER_SIGINT = "builder.forkserver_sigint"  # first, before numpy and all: see that module
 STAGE_MODULES = ("builder.stages", "builder.fetch", "builder.media", "builder.optout",
                  "builder.licensing", "builder.executors.local", "builder.evidence.warc",
                  "builder.sources.table", "encodings.idna", "numpy.ma", "c2pa")
@@ -83,8 +86,9 @@ STAGE_MODULES = ("builder.stages", "builder.fetch", "builder.media", "builder.op
 
 def _init_worker(plan: StagePlan, threads: int) -> None:
     global _WORKER
-    # Ctrl-C reaches the whole process group: the build process stops the build (it lets the
-    # batches running finish and shuts the pool down); a worker would only print a traceback.
+    # Ctrl-C reaches the whole process group: the build process stops the build (it stops
+    # the workers and exits 130); a worker would only print a traceback. (Forked from a
+    # server started ignoring it, a worker ignores it already: see _start_fork_server.)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER = (plan.build(), ThreadPoolExecutor(threads, thread_name_prefix="stage"))
 
@@ -118,13 +122,12 @@ class ProcessExecutor:
         # what every worker needs once, and each worker forks from it with those modules
         # loaded (0.34 s of CPU per worker otherwise).
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([FORKSERVER_SIGINT, *STAGE_MODULES])
+        context.set_forkserver_preload(list(STAGE_MODULES))
+        _start_fork_server()
         self.spool = tempfile.mkdtemp(prefix="cleanset-spool-")
         self.pool = ProcessPoolExecutor(self.processes, mp_context=context,
                                         initializer=_init_worker, initargs=(plan, threads))
-        self.batches = Batcher(
-            lambda batch: self.pool.submit(_run_batch, batch, registered(), self.spool),
-            batch_size, receive=receive)
+        self.batches = Batcher(self._send, batch_size, receive=receive)
         self.max_inflight = self.inflight_for(workers, self.processes, batch_size)
 
     @staticmethod
@@ -139,6 +142,13 @@ class ProcessExecutor:
         return [f"  stages ran in {self.processes} worker processes "
                 "(per-signal opt-out counts are in the ledger's reasons)"]
 
+    def _send(self, batch: list[Candidate]) -> Future[Any]:
+        # A submit may fork a worker (the pool starts them as batches come); Ctrl-C in the
+        # middle of that left a worker half-started, which then printed a traceback when it
+        # found the stopped pool's semaphores gone. Held back, it arrives right after.
+        with _ctrl_c_held():
+            return self.pool.submit(_run_batch, batch, registered(), self.spool)
+
     def close(self, *, wait: bool = True) -> None:
         self.batches.drop_pending()
         try:
@@ -150,7 +160,6 @@ class ProcessExecutor:
             # received are unlinked already and live on in their mappings.
             shutil.rmtree(self.spool, ignore_errors=True)
 
-
     def _stop_workers(self) -> None:
         """Terminate the worker processes now. A stopping build throws away what they run,
         and a batch stuck on a slow host held Ctrl-C up to its fetches' timeouts (18 s on a
@@ -160,12 +169,49 @@ class ProcessExecutor:
         terminate = getattr(self.pool, "terminate_workers", None)
         if terminate is not None:
             terminate()
-        processes = list((getattr(self.pool, "_processes", None) or {}).values())
-        # A worker Ctrl-C caught half-way through its start is a child not in the pool's
-        # table yet; left running, it failed to find the pool's semaphores once the pool
-        # was shut down and printed a traceback.
-        for process in {*processes, *multiprocessing.active_children()}:
+            return
+        for process in list((getattr(self.pool, "_processes", None) or {}).values()):
             process.terminate()
+
+
+def _handles_ctrl_c() -> bool:
+    """Whether this thread may change what SIGINT does: the main thread, with a handler
+    Python installed (signal.signal can put back only such a one)."""
+    return (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is not None)
+
+
+def _start_fork_server() -> None:
+    """Start the server worker processes fork from, ignoring Ctrl-C for its whole life.
+
+    A terminal's Ctrl-C reaches the whole process group; multiprocessing's server ignores it
+    only once it has imported what it preloads (~0.4 s), and a Ctrl-C before printed its
+    traceback. A process started while SIGINT is ignored keeps ignoring it (exec keeps an
+    ignored signal, and Python then leaves it so), and so does every worker forked from it.
+    The build process ignores Ctrl-C only for the few milliseconds of that start."""
+    if not _handles_ctrl_c():
+        return  # the server starts with the first worker, as multiprocessing does it
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def _ctrl_c_held() -> Iterator[None]:
+    """A Ctrl-C arriving inside the block delivered as it ends."""
+    if not _handles_ctrl_c():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            signal.raise_signal(signal.SIGINT)
 
 
 def split_host_limits(plan: StagePlan, parts: int) -> StagePlan:
