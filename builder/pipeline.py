@@ -33,6 +33,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -54,7 +55,7 @@ from builder.dedup import (
 )
 from builder.errors import UserError
 from builder.evidence.archive import NO_EVIDENCE, Evidence, EvidenceArchive, load_evidence_config
-from builder.executors import make_executor
+from builder.executors import Executor, make_executor
 from builder.exports.papers import record_dataset_meta, require_writers, write_papers
 from builder.faults import crash_point
 from builder.fetch import recording
@@ -417,6 +418,19 @@ def _taped(candidates: Iterator[Candidate]) -> Iterator[tuple[Candidate | None, 
         yield cand, tuple(taped)
 
 
+@contextmanager
+def _closing(executor: Executor) -> Iterator[Executor]:
+    """Close `executor` when the block ends; when it ends stopping (Ctrl-C, an error), what
+    is still running is thrown away, so without waiting for it (a host that never answers
+    held Ctrl-C up to its fetches' timeouts)."""
+    try:
+        yield executor
+    except BaseException:
+        executor.close(wait=False)
+        raise
+    executor.close()
+
+
 class _Run:
     def __init__(self, recipe: Recipe, options: BuildOptions, ledger: Ledger, row: BuildRow,
                  policy: Any, hash_pipeline: str) -> None:
@@ -486,7 +500,7 @@ class _Run:
         order = itertools.count()
         self.trailing: list[Exchange] = []  # API responses asked after the last candidate
         try:
-            try:
+            with _closing(executor):
                 self.near = self._open_near_index()  # Ray actors need the executor's Ray
                 self.ledger.begin()
                 try:
@@ -500,12 +514,6 @@ class _Run:
                     self._commit_written(at_most=0)  # while the executor (Ray) is up
                 finally:
                     self._close_near_index()
-            except BaseException:
-                # Stopping (Ctrl-C, an error): what is still running is thrown away, so the
-                # executor does not wait for it (a slow host held Ctrl-C for its timeouts).
-                executor.close(wait=False)
-                raise
-            executor.close()
             self._finish(self.exhausted)
         except BaseException:
             for _, future in inflight:
