@@ -431,6 +431,103 @@ def test_ctrl_c_mid_build_exits_130_at_once_quietly_and_the_rerun_finishes(
     assert run_cli("verify", str(tmp_path / "out")).returncode == 0
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (Linux's /proc children lists), before it goes."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            found += [int(child), *_descendants(int(child))]
+    return found
+
+
+def _still_running(pids: list[int], timeout: float) -> list[int]:
+    """The processes of `pids` that have not ended within `timeout` seconds (woken by
+    the kernel as each one ends, through a pidfd)."""
+    import select
+    import time
+
+    deadline = time.monotonic() + timeout
+    left = []
+    for pid in pids:
+        try:
+            handle = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue
+        try:
+            readable, _, _ = select.select([handle], [], [], max(0, deadline - time.monotonic()))
+        finally:
+            os.close(handle)
+        if not readable:
+            left.append(pid)
+    return left
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open") or not Path("/proc/self/task").exists(),
+                    reason="needs Linux's pidfds and /proc")
+def test_a_build_process_killed_outright_takes_its_worker_processes_and_spool_with_it(
+        httpserver: HTTPServer, tmp_path: Path) -> None:
+    """The OOM killer or `kill -9` gives the build process no chance to stop its workers:
+    they notice by themselves, remove the spool of images and exit (with them the fork
+    server and multiprocessing's resource tracker), even while fetching; the same command
+    then finishes the dataset."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from werkzeug import Request, Response
+
+    from builder.executors.local import AutoExecutor
+
+    serve_no_site_policies(httpserver)
+    count = AutoExecutor.SWITCH_AFTER + 120
+    answered = AutoExecutor.SWITCH_AFTER + 30  # past the switch to worker processes
+    images = {f"/{i}.jpg": make_image(i, (40, 32)) for i in range(count)}
+    served, reached, release = [0], threading.Event(), threading.Event()
+
+    def image(request: Request) -> Response:
+        served[0] += 1
+        if served[0] >= answered:
+            reached.set()
+            release.wait(60)  # the workers are mid-batch, waiting on these
+        return Response(images[request.path], content_type="image/jpeg")
+
+    for path in images:
+        httpserver.expect_request(path).respond_with_handler(image)
+    rows = [{"id": path, "url": httpserver.url_for(path), "license": CC0} for path in images]
+    recipe = many_images_recipe(tmp_path, rows, "samples_per_shard = 100",
+                                "[fetch]\nallow_private_addresses = true\nretries = 0\n"
+                                "[executor]\nprocesses = 2")
+    with tempfile.TemporaryDirectory(prefix="spool-") as temp:
+        env = {**os.environ, "SOURCE_DATE_EPOCH": FIXED_EPOCH, "PYTHONPATH": str(REPO),
+               "TMPDIR": temp}
+        command = [sys.executable, "-m", "builder", "build", str(recipe), "--out",
+                   str(tmp_path / "out"), "--no-progress"]
+        build_process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL)
+        below: list[int] = []
+        try:
+            assert reached.wait(120), "the build never reached its worker processes"
+            below = _descendants(build_process.pid)
+            assert len(below) >= 3, below  # the fork server and two workers at least
+            assert any(p.name.startswith("cleanset-spool-") for p in Path(temp).iterdir())
+            build_process.send_signal(signal.SIGKILL)
+            build_process.wait()
+            survivors = _still_running(below, timeout=30)
+        finally:
+            release.set()
+            for pid in _still_running(below, timeout=0):
+                os.kill(pid, signal.SIGKILL)
+        assert survivors == [], [Path(f"/proc/{p}/cmdline").read_bytes()[:120]
+                                 for p in survivors]
+        assert not [p for p in Path(temp).iterdir() if p.name.startswith("cleanset-spool-")]
+
+    rerun = run_cli("build", str(recipe), "--out", str(tmp_path / "out"), "--no-progress")
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"dataset: {count} samples" in rerun.stdout
+    assert run_cli("verify", str(tmp_path / "out")).returncode == 0
+
+
 def test_a_temporary_directory_too_long_for_a_socket_keeps_the_stages_in_threads(
         httpserver: HTTPServer, tmp_path: Path) -> None:
     """Worker processes are started through a Unix socket in TMPDIR (107 bytes at most):

@@ -9,10 +9,12 @@ import logging
 import multiprocessing
 import multiprocessing.forkserver
 import os
+import select
 import shutil
 import signal
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import replace
@@ -84,13 +86,55 @@ STAGE_MODULES = ("builder.stages", "builder.fetch", "builder.media", "builder.op
                  "builder.sources.table", "encodings.idna", "numpy.ma", "c2pa")
 
 
-def _init_worker(plan: StagePlan, threads: int) -> None:
+def _init_worker(plan: StagePlan, threads: int, build_pid: int | None = None,
+                 spool_dir: str | None = None) -> None:
     global _WORKER
     # Ctrl-C reaches the whole process group: the build process stops the build (it stops
     # the workers and exits 130); a worker would only print a traceback. (Forked from a
     # server started ignoring it, a worker ignores it already: see _start_fork_server.)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if build_pid is not None:
+        threading.Thread(target=_end_with_build, args=(build_pid, spool_dir),
+                         name="build-watch", daemon=True).start()
     _WORKER = (plan.build(), ThreadPoolExecutor(threads, thread_name_prefix="stage"))
+
+
+def _end_with_build(build_pid: int, spool_dir: str | None) -> None:
+    """In a worker process: exit as soon as the build process is gone, its spool with it.
+
+    A build process killed outright (the kernel's OOM killer, `kill -9`) cannot stop its
+    workers, and they never notice on their own: each holds both ends of the pool's pipes,
+    so a worker stays blocked sending its last batch's outcome to nobody, keeping its memory
+    (~130 MB), the fork server, multiprocessing's resource tracker and the spool of images
+    alive for good. Their work was never committed; the same command redoes it."""
+    _wait_for_exit(build_pid)
+    if spool_dir is not None:
+        shutil.rmtree(spool_dir, ignore_errors=True)
+    os._exit(1)
+
+
+def _wait_for_exit(pid: int) -> None:
+    """Return once process `pid` has ended: woken by the kernel where it has pidfds
+    (Linux 5.3+), else by looking once a second."""
+    try:
+        handle = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    except (AttributeError, OSError):  # no pidfd_open here (macOS, an older kernel)
+        while _exists(pid):
+            time.sleep(1.0)
+        return
+    select.select([handle], [], [])
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a process of another user now has the number: ours is gone
+        return False
+    return True
 
 
 def _run_batch(candidates: list[Candidate], secrets: tuple[str, ...], spool_dir: str | None
@@ -125,8 +169,9 @@ class ProcessExecutor:
         context.set_forkserver_preload(list(STAGE_MODULES))
         _start_fork_server()
         self.spool = tempfile.mkdtemp(prefix="cleanset-spool-")
-        self.pool = ProcessPoolExecutor(self.processes, mp_context=context,
-                                        initializer=_init_worker, initargs=(plan, threads))
+        self.pool = ProcessPoolExecutor(
+            self.processes, mp_context=context, initializer=_init_worker,
+            initargs=(plan, threads, os.getpid(), self.spool))
         self.batches = Batcher(self._send, batch_size, receive=receive)
         self.max_inflight = self.inflight_for(workers, self.processes, batch_size)
 
