@@ -43,6 +43,7 @@ from PIL import (
 from builder import canonical
 from builder.canonical import DRAFT_SIZE, Hashes
 from builder.jpeg_markers import reaches_eoi
+from builder.png_inflate import restored
 from builder.recipe import ImageConfig
 from builder.records import ImageInfo, Reason, Rejection
 
@@ -179,13 +180,18 @@ def check_image(
         )
     if pipeline in (canonical.V3, canonical.V4) and fmt == "jpeg":
         decoded = _decode_jpeg_cv2(data, im, width, height, grey=pipeline == canonical.V4)
+    elif fmt == "png":
+        decoded = _decode_png(data, im)
     else:
         decoded = _decode(im, fmt, want_reduced=perceptual)
     if isinstance(decoded, Rejection):
         return decoded
     pdq = pdq_quality = phash = None
     if perceptual:
-        pdq, pdq_quality, phash = _hashes(decoded, _orientation(im), pipeline)
+        # The decoded image's own EXIF where Pillow decoded it (a PNG's eXIf chunk may follow
+        # its image data; asked of the header, Pillow would decode the original again).
+        shown = decoded if isinstance(decoded, Image.Image) else im
+        pdq, pdq_quality, phash = _hashes(decoded, _orientation(shown), pipeline)
     return ImageInfo(
         mime=MIME[fmt],
         ext=EXT[fmt],
@@ -235,6 +241,21 @@ def _decode(im: ImageFile.ImageFile, fmt: str, *, want_reduced: bool) -> Image.I
     except _DECODE_ERRORS as exc:
         return _failure(fmt, "data", exc)
     return im
+
+
+def _decode_png(data: bytes, header: ImageFile.ImageFile) -> Image.Image | Rejection:
+    """Pillow's decode of the PNG with its image data inflated by ISA-L where that is plain
+    (builder/png_inflate.py): the same pixels, ~2/3 of the CPU; else of the original bytes."""
+    stored = restored(data)
+    if stored is not None:
+        try:
+            again = PngImagePlugin.PngImageFile(io.BytesIO(stored))
+        except _DECODE_ERRORS:  # its head is the header's, parsed already; never seen
+            again = None
+        decoded = _decode(again, "png", want_reduced=False) if again is not None else None
+        if isinstance(decoded, Image.Image):
+            return decoded
+    return _decode(header, "png", want_reduced=False)
 
 
 def _failure(fmt: str, where: str, exc: BaseException) -> Rejection:
