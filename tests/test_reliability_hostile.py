@@ -119,15 +119,24 @@ def test_every_hostile_response_ends_with_the_right_reason_and_the_build_finishe
     assert run_cli("verify", str(out)).returncode == 0
 
 
+# A process's peak RSS (ru_maxrss) starts at the peak of the process it was forked from, which
+# Linux records when it execs: started from pytest, whose own peak grows with the tests it
+# ran (682 MB seen), not the build's. A small Python process in between starts the build and
+# reports the build's own peak (wait4: this one child's rusage), in KiB, and its exit status.
+_MEASURED = ("import os, subprocess, sys; "
+             "child = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, "
+             "stderr=subprocess.DEVNULL); _, status, usage = os.wait4(child.pid, 0); "
+             "print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)")
+
+
 def run_measured(args: list[str]) -> tuple[int, int]:
-    """Run the CLI as a child; its exit status and its own peak RSS in bytes (Linux: KiB)."""
+    """Run the CLI as a child; its exit status and its own peak RSS in bytes."""
     env = {**os.environ, "SOURCE_DATE_EPOCH": FIXED_EPOCH, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "builder", *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    # wait4 gives this one child's rusage, not the maximum over every child pytest ever ran.
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, usage.ru_maxrss * 1024
+    measured = subprocess.run([sys.executable, "-c", _MEASURED, sys.executable, "-m",
+                               "builder", *args], env=env, capture_output=True, text=True,
+                              check=True)
+    code, peak_kib = map(int, measured.stdout.split())
+    return code, peak_kib * 1024
 
 
 def test_endless_bodies_are_cut_at_max_bytes_and_memory_stays_bounded(
