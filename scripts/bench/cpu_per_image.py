@@ -124,11 +124,13 @@ def _steps(media: Any, data: bytes, config: Any, pipeline: str) -> list[tuple[st
     tag = pipeline.rsplit("-", 1)[-1]
     if tag in ("v3", "v4") and fmt == "jpeg":
         decoded, decode = cpu(lambda: _opencv_jpeg_decode(media, data, im, width, height, tag))
+    elif fmt == "png" and hasattr(media, "_decode_png"):  # image data inflated by ISA-L
+        decoded, decode = cpu(lambda: media._decode_png(data, im))
     else:
         decoded, decode = cpu(lambda: media._decode(im, fmt, want_reduced=True))
     if hasattr(media, "canonical"):  # the tree with builder/canonical.py
         make, hash_of = _canonical_steps(media.canonical, tag, decoded)
-        orientation = media._orientation(im)
+        orientation = media._orientation(decoded if hasattr(decoded, "getexif") else im)
         small, canon = cpu(lambda: make(decoded, orientation))
         _, hashes = cpu(lambda: hash_of(small))
     else:  # the tree before it: media does it all
