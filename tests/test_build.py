@@ -7,6 +7,7 @@ import os
 import struct
 import tarfile
 import tempfile
+import threading
 import zlib
 from pathlib import Path
 
@@ -358,6 +359,33 @@ def test_the_default_executor_moves_a_large_build_to_worker_processes_with_the_s
     assert reasons.count("duplicate_exact") == 1 and reasons.count(None) == count
 
 
+def holding_recipe(httpserver: HTTPServer, tmp_path: Path, count: int, answered: int
+                   ) -> tuple[Path, threading.Event, threading.Event]:
+    """A recipe of `count` images whose server answers `answered` requests, then holds every
+    further one until `release` is set (60 s at most): the fetches in flight stay in flight.
+    Returns the recipe, `reached` (set once it holds) and `release`."""
+    from werkzeug import Request, Response
+
+    serve_no_site_policies(httpserver)
+    images = {f"/{i}.jpg": make_image(i, (40, 32)) for i in range(count)}
+    served, reached, release = [0], threading.Event(), threading.Event()
+
+    def image(request: Request) -> Response:
+        served[0] += 1
+        if served[0] >= answered:
+            reached.set()
+            release.wait(60)
+        return Response(images[request.path], content_type="image/jpeg")
+
+    for path in images:
+        httpserver.expect_request(path).respond_with_handler(image)
+    rows = [{"id": path, "url": httpserver.url_for(path), "license": CC0} for path in images]
+    recipe = many_images_recipe(tmp_path, rows, "samples_per_shard = 100",
+                                "[fetch]\nallow_private_addresses = true\nretries = 0\n"
+                                "[executor]\nprocesses = 2")
+    return recipe, reached, release
+
+
 @pytest.mark.parametrize("phase", ["worker processes", "threads"])
 def test_ctrl_c_mid_build_exits_130_at_once_quietly_and_the_rerun_finishes(
         httpserver: HTTPServer, tmp_path: Path, phase: str) -> None:
@@ -369,34 +397,15 @@ def test_ctrl_c_mid_build_exits_130_at_once_quietly_and_the_rerun_finishes(
     import signal
     import subprocess
     import sys
-    import threading
-
-    from werkzeug import Request, Response
 
     from builder.executors.local import AutoExecutor
 
-    serve_no_site_policies(httpserver)
     in_threads = phase == "threads"
     count = 60 if in_threads else AutoExecutor.SWITCH_AFTER + 120
-    # requests answered before the server starts holding them: past the switch to worker
-    # processes, or a few into the threads' build
+    # requests answered before the server holds them (until the test has pressed Ctrl-C):
+    # past the switch to worker processes, or a few into the threads' build
     answered = 20 if in_threads else AutoExecutor.SWITCH_AFTER + 30
-    images = {f"/{i}.jpg": make_image(i, (40, 32)) for i in range(count)}
-    served, reached, release = [0], threading.Event(), threading.Event()
-
-    def image(request: Request) -> Response:
-        served[0] += 1
-        if served[0] >= answered:
-            reached.set()
-            release.wait(60)  # until the test has pressed Ctrl-C
-        return Response(images[request.path], content_type="image/jpeg")
-
-    for path in images:
-        httpserver.expect_request(path).respond_with_handler(image)
-    rows = [{"id": path, "url": httpserver.url_for(path), "license": CC0} for path in images]
-    recipe = many_images_recipe(tmp_path, rows, "samples_per_shard = 100",
-                                "[fetch]\nallow_private_addresses = true\nretries = 0\n"
-                                "[executor]\nprocesses = 2")
+    recipe, reached, release = holding_recipe(httpserver, tmp_path, count, answered)
     # Python keeps SIGINT ignored when it starts ignored (a test runner started in the
     # background, as `cmd &` in a script does): the build gets Ctrl-C as in a terminal.
     as_in_a_terminal = ("import signal, sys; signal.signal(signal.SIGINT, "
@@ -473,31 +482,13 @@ def test_a_build_process_killed_outright_takes_its_worker_processes_and_spool_wi
     import signal
     import subprocess
     import sys
-    import threading
-
-    from werkzeug import Request, Response
 
     from builder.executors.local import AutoExecutor
 
-    serve_no_site_policies(httpserver)
     count = AutoExecutor.SWITCH_AFTER + 120
-    answered = AutoExecutor.SWITCH_AFTER + 30  # past the switch to worker processes
-    images = {f"/{i}.jpg": make_image(i, (40, 32)) for i in range(count)}
-    served, reached, release = [0], threading.Event(), threading.Event()
-
-    def image(request: Request) -> Response:
-        served[0] += 1
-        if served[0] >= answered:
-            reached.set()
-            release.wait(60)  # the workers are mid-batch, waiting on these
-        return Response(images[request.path], content_type="image/jpeg")
-
-    for path in images:
-        httpserver.expect_request(path).respond_with_handler(image)
-    rows = [{"id": path, "url": httpserver.url_for(path), "license": CC0} for path in images]
-    recipe = many_images_recipe(tmp_path, rows, "samples_per_shard = 100",
-                                "[fetch]\nallow_private_addresses = true\nretries = 0\n"
-                                "[executor]\nprocesses = 2")
+    # held past the switch to worker processes: the workers are mid-batch, waiting on them
+    recipe, reached, release = holding_recipe(httpserver, tmp_path, count,
+                                              AutoExecutor.SWITCH_AFTER + 30)
     with tempfile.TemporaryDirectory(prefix="spool-") as temp:
         env = {**os.environ, "SOURCE_DATE_EPOCH": FIXED_EPOCH, "PYTHONPATH": str(REPO),
                "TMPDIR": temp}
