@@ -239,6 +239,7 @@ class _Cursor:
 def build(recipe: Recipe, options: BuildOptions) -> BuildSummary:
     out = options.out
     _check_options(recipe, options)
+    _warm_up_workers(recipe, options)
     require_writers()  # before any shard: the papers are written at the end, from the ledger
     _prepare_output(out, options.out_key)
     with OutputLock(out):
@@ -304,6 +305,31 @@ def _check_options(recipe: Recipe, options: BuildOptions) -> None:
         raise UserError(f"{recipe.file}: [executor] index_parts = {parts} splits the "
                         "near-duplicate index over Ray actors and needs kind = \"ray\" "
                         "(or --executor ray); set index_parts = 0 otherwise.")
+
+
+def _warm_up_workers(recipe: Recipe, options: BuildOptions) -> None:
+    """Worker processes' fork server started now if the build will want it, so that it
+    imports the stages while this process starts up (builder/executors/local.py)."""
+    kind = options.executor or recipe.executor.kind
+    if kind not in ("auto", "processes"):
+        return
+    from builder.executors.local import warm_up
+
+    warm_up(kind, processes=recipe.executor.processes,
+            per_host_connections=recipe.fetch.per_host_connections,
+            expected=_expected_candidates(recipe))
+
+
+def _expected_candidates(recipe: Recipe) -> int:
+    """What the sources can tell cheaply of the candidates they hold (a table's rows, from
+    its metadata or size); a source that cannot tell counts none."""
+    total = 0
+    for spec in recipe.sources:
+        module = source_module(spec.kind, file=str(recipe.file), where="sources")
+        estimate = getattr(module, "expected_candidates", None)
+        if estimate is not None:
+            total += estimate(spec.config)
+    return total
 
 
 def _empty_source_warnings(recipe: Recipe, ledger: Ledger, build: int) -> list[str]:

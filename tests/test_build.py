@@ -16,6 +16,7 @@ import pytest
 import webdataset as wds
 from pytest_httpserver import HTTPServer
 
+from builder.executors.local import AutoExecutor
 from tests.conftest import (
     FIXED_EPOCH,
     REPO,
@@ -325,8 +326,6 @@ def test_the_default_executor_moves_a_large_build_to_worker_processes_with_the_s
         httpserver: HTTPServer, tmp_path: Path) -> None:
     """A build past AutoExecutor.SWITCH_AFTER candidates runs the rest in worker processes
     (one per core) and writes exactly what the threads executor writes."""
-    from builder.executors.local import AutoExecutor
-
     serve_no_site_policies(httpserver)
     count = AutoExecutor.SWITCH_AFTER + 40
     image = make_image(0, (48, 40))
@@ -398,8 +397,6 @@ def test_ctrl_c_mid_build_exits_130_at_once_quietly_and_the_rerun_finishes(
     import subprocess
     import sys
 
-    from builder.executors.local import AutoExecutor
-
     in_threads = phase == "threads"
     count = 60 if in_threads else AutoExecutor.SWITCH_AFTER + 120
     # requests answered before the server holds them (until the test has pressed Ctrl-C):
@@ -438,6 +435,42 @@ def test_ctrl_c_mid_build_exits_130_at_once_quietly_and_the_rerun_finishes(
     assert rerun.returncode == 0, rerun.stderr
     assert f"dataset: {count} samples" in rerun.stdout
     assert run_cli("verify", str(tmp_path / "out")).returncode == 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux's /proc")
+@pytest.mark.parametrize("rows, executor, started", [
+    (AutoExecutor.SWITCH_AFTER + 120, None, True), (40, None, False),
+    (AutoExecutor.SWITCH_AFTER + 120, "threads", False), (40, "processes", True)],
+    ids=["large table", "small table", "threads", "processes"])
+def test_the_fork_server_starts_with_a_build_that_will_want_worker_processes(
+        httpserver: HTTPServer, tmp_path: Path, rows: int, executor: str | None,
+        started: bool) -> None:
+    """It imports the stages while the build process starts up, instead of after the switch
+    with the first batch waiting: running already when the first image is asked for, in a
+    build whose table has more rows than the default executor keeps in threads (or with
+    the processes executor); not for a small table, nor with the threads executor."""
+    import signal
+    import subprocess
+    import sys
+
+    recipe, reached, release = holding_recipe(httpserver, tmp_path, rows, answered=1)
+    command = [sys.executable, "-m", "builder", "build", str(recipe), "--out",
+               str(tmp_path / "out"), "--no-progress", *(["--executor", executor]
+                                                       if executor else [])]
+    env = {**os.environ, "SOURCE_DATE_EPOCH": FIXED_EPOCH, "PYTHONPATH": str(REPO)}
+    build_process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+    try:
+        assert reached.wait(120), "the build never asked for an image"
+        servers = [pid for pid in _descendants(build_process.pid)
+                   if b"multiprocessing.forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    finally:
+        build_process.send_signal(signal.SIGKILL)
+        build_process.wait()
+        release.set()
+
+    assert bool(servers) is started, servers
+    assert _still_running(servers, timeout=30) == []  # it ends with the build process
 
 
 def _descendants(pid: int) -> list[int]:
@@ -482,8 +515,6 @@ def test_a_build_process_killed_outright_takes_its_worker_processes_and_spool_wi
     import signal
     import subprocess
     import sys
-
-    from builder.executors.local import AutoExecutor
 
     count = AutoExecutor.SWITCH_AFTER + 120
     # held past the switch to worker processes: the workers are mid-batch, waiting on them

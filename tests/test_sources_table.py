@@ -411,3 +411,18 @@ def test_a_recipe_given_by_a_relative_path_finds_its_table(
     source = source_module("table", file="r", where="w").SOURCE(
         spec.name, spec.config, SourceContext(loaded.file, loaded.base_dir, loaded.fetch))
     assert [c.url for c in all_of(source)] == ["https://e.org/1.jpg"]
+
+
+def test_a_table_s_expected_candidates_come_cheaply_from_its_metadata_or_size(tmp_path):
+    """For planning only (the build warms its worker processes up when a table is large):
+    a Parquet file's row count from its metadata, a text table's guessed from its bytes."""
+    from builder.sources.table import expected_candidates
+
+    pq.write_table(pd12m_table(1234), tmp_path / "many.parquet", row_group_size=100)
+    urls = [[f"https://example.org/images/{i:06d}.jpg", CC0] for i in range(2000)]
+    write_csv(tmp_path / "many.csv", ["url", "license"], urls)
+    write_csv(tmp_path / "few.csv", ["url", "license"], urls[:10])
+
+    assert expected_candidates(table(tmp_path, "many.parquet").config) == 1234
+    assert 1000 <= expected_candidates(table(tmp_path, "many.csv").config) <= 4000
+    assert expected_candidates(table(tmp_path, "few.csv").config) < 128
