@@ -104,3 +104,26 @@ def test_the_program_limits_malloc_arenas_for_itself_and_its_workers_unless_told
     out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True,
                          env=env, check=True).stdout.strip()
     assert out == (seen if sys.platform.startswith("linux") else (preset or ""))
+
+
+def test_a_ctrl_c_while_the_commands_are_still_importing_exits_130_with_one_line():
+    """The commands (and a build's stages) take ~0.25 s to import before a command runs: a
+    Ctrl-C then is a Ctrl-C, not a traceback. Here the KeyboardInterrupt a real SIGINT
+    raises mid-import is raised by an import hook as the build command is imported."""
+    import subprocess
+    import sys
+
+    child = ("import sys\n"
+             "class CtrlC:\n"
+             "    def find_spec(self, name, path=None, target=None):\n"
+             "        if name == 'builder.commands.build':\n"
+             "            raise KeyboardInterrupt\n"
+             "sys.meta_path.insert(0, CtrlC())\n"
+             "from builder.cli import run\n"
+             "sys.argv = ['cleanset', 'build', 'recipe.toml']\n"
+             "run()\n")
+    interrupted = subprocess.run([sys.executable, "-c", child], capture_output=True,
+                                 text=True, check=False)
+
+    assert interrupted.returncode == 130, interrupted.stderr
+    assert interrupted.stderr == "cleanset: interrupted; run the same command again to resume.\n"
