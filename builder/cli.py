@@ -66,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = make_parser()
     except KeyboardInterrupt:
         return _interrupted()
+    except ModuleNotFoundError as exc:
+        return _incomplete(exc)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -81,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except KeyboardInterrupt:
         return _interrupted()
+    except ModuleNotFoundError as exc:
+        return _incomplete(exc)
     except sqlite3.DatabaseError as exc:
         # A ledger damaged on disk (truncated by a bad copy, overwritten) fails on whichever
         # query reads the damaged page first: name the file and the way back, not the query.
@@ -92,6 +96,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cleanset: fatal: {exc}. Everything committed so far is kept; fix the cause and "
               "run the same command again to resume.", file=sys.stderr)
         return 1
+
+
+def _incomplete(exc: ModuleNotFoundError) -> int:
+    """A dependency a command imports is missing: most often a checkout updated (a new base
+    dependency) without installing it again. The import fails before the command's work
+    starts (a build has at most made its empty output directory by then), so the same
+    command, once reinstalled, simply runs."""
+    print(f"cleanset: fatal: {exc}: cleanset's installation is incomplete or older than its "
+          "code (a checkout updated without reinstalling?). Install it again (pip install -e "
+          ". in its checkout, or pip install --upgrade cleanset), then run the same command "
+          "again.", file=sys.stderr)
+    return 1
 
 
 def _interrupted() -> int:

@@ -127,3 +127,26 @@ def test_a_ctrl_c_while_the_commands_are_still_importing_exits_130_with_one_line
 
     assert interrupted.returncode == 130, interrupted.stderr
     assert interrupted.stderr == "cleanset: interrupted; run the same command again to resume.\n"
+
+
+def test_a_base_dependency_missing_after_an_update_is_named_with_the_way_to_reinstall():
+    """A checkout updated to a version with a new base dependency, not installed again: the
+    program names the module and says to reinstall, instead of a traceback."""
+    import subprocess
+    import sys
+
+    child = ("import sys\n"
+             "class Gone:\n"
+             "    def find_spec(self, name, path=None, target=None):\n"
+             "        if name == 'isal':\n"
+             "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+             "sys.meta_path.insert(0, Gone())\n"
+             "from builder.cli import run\n"
+             "sys.argv = ['cleanset', 'verify', 'somewhere']\n"
+             "run()\n")
+    missing = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True,
+                             check=False)
+
+    assert missing.returncode == 1, missing.stderr
+    assert "No module named 'isal'" in missing.stderr and "pip install -e ." in missing.stderr
+    assert "Traceback" not in missing.stderr
