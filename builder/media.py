@@ -23,6 +23,7 @@ Pillow global is read-modify-written.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import struct
@@ -248,13 +249,13 @@ def _decode_png(data: bytes, header: ImageFile.ImageFile) -> Image.Image | Rejec
     (builder/png_inflate.py): the same pixels, ~2/3 of the CPU; else of the original bytes."""
     stored = restored(data)
     if stored is not None:
-        try:
-            again = PngImagePlugin.PngImageFile(io.BytesIO(stored))
-        except _DECODE_ERRORS:  # its head is the header's, parsed already; never seen
-            again = None
-        decoded = _decode(again, "png", want_reduced=False) if again is not None else None
-        if isinstance(decoded, Image.Image):
-            return decoded
+        # Its head is the header's, parsed already: not expected to fail; if it does, or
+        # the decode does, the original bytes get Pillow's own verdict below.
+        with contextlib.suppress(*_DECODE_ERRORS):
+            decoded = _decode(PngImagePlugin.PngImageFile(io.BytesIO(stored)), "png",
+                              want_reduced=False)
+            if isinstance(decoded, Image.Image):
+                return decoded
     return _decode(header, "png", want_reduced=False)
 
 

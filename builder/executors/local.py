@@ -130,9 +130,7 @@ def _wait_for_exit(pid: int) -> None:
 def _exists(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # a process of another user now has the number: ours is gone
+    except (ProcessLookupError, PermissionError):  # PermissionError: another user's now
         return False
     return True
 
@@ -165,9 +163,7 @@ class ProcessExecutor:
         # forkserver: never fork a process that already runs threads. The server imports
         # what every worker needs once, and each worker forks from it with those modules
         # loaded (0.34 s of CPU per worker otherwise).
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(list(STAGE_MODULES))
-        _start_fork_server()
+        context = _start_fork_server()
         self.spool = tempfile.mkdtemp(prefix="cleanset-spool-")
         self.pool = ProcessPoolExecutor(
             self.processes, mp_context=context, initializer=_init_worker,
@@ -220,25 +216,21 @@ class ProcessExecutor:
 
 
 def warm_up(kind: str, *, processes: int | None, per_host_connections: int,
-            expected: int) -> bool:
+            expected: int) -> None:
     """Start the server worker processes fork from now, while this process still starts up,
     if the build will need worker processes: `kind` "processes", or the default executor
     with `expected` (a cheap estimate of the candidates) past its switch. The server spends
     ~0.5 s of CPU importing the stages; started at the switch, the first batch waited for
-    it while the other core idled through this process's own start-up. Returns whether it
-    started the server (a build that ends up not needing it leaves it idle: it exits with
-    this process)."""
+    it while the other core idled through this process's own start-up. (A build that ends
+    up not needing it leaves it idle; it exits with this process.)"""
     if kind == "auto":
         cores = processes or usable_cores()
         wanted = (expected > AutoExecutor.SWITCH_AFTER
                   and AutoExecutor.may_switch(cores, per_host_connections))
     else:
         wanted = kind == "processes"
-    if not wanted or processes_blocked() is not None:
-        return False
-    multiprocessing.get_context("forkserver").set_forkserver_preload(list(STAGE_MODULES))
-    _start_fork_server()
-    return True
+    if wanted and processes_blocked() is None:
+        _start_fork_server()
 
 
 def _handles_ctrl_c() -> bool:
@@ -248,21 +240,25 @@ def _handles_ctrl_c() -> bool:
             and signal.getsignal(signal.SIGINT) is not None)
 
 
-def _start_fork_server() -> None:
-    """Start the server worker processes fork from, ignoring Ctrl-C for its whole life.
+def _start_fork_server() -> multiprocessing.context.BaseContext:
+    """Start the server worker processes fork from, preloading the stages and ignoring
+    Ctrl-C for its whole life (unless it runs already); its multiprocessing context.
 
     A terminal's Ctrl-C reaches the whole process group; multiprocessing's server ignores it
     only once it has imported what it preloads (~0.4 s), and a Ctrl-C before printed its
     traceback. A process started while SIGINT is ignored keeps ignoring it (exec keeps an
     ignored signal, and Python then leaves it so), and so does every worker forked from it.
     The build process ignores Ctrl-C only for the few milliseconds of that start."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(STAGE_MODULES))
     if not _handles_ctrl_c():
-        return  # the server starts with the first worker, as multiprocessing does it
+        return context  # the server starts with the first worker, as multiprocessing does it
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         multiprocessing.forkserver.ensure_running()
     finally:
         signal.signal(signal.SIGINT, previous)
+    return context
 
 
 @contextlib.contextmanager
