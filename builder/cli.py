@@ -77,10 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cleanset: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:
-        # `cleanset licenses | head`: the reader left; that is not our error.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 0
+        return _output_closed()
     except KeyboardInterrupt:
         return _interrupted()
     except ModuleNotFoundError as exc:
@@ -108,6 +105,19 @@ def _incomplete(exc: ModuleNotFoundError) -> int:
           ". in its checkout, or pip install --upgrade cleanset), then run the same command "
           "again.", file=sys.stderr)
     return 1
+
+
+def _output_closed() -> int:
+    """`cleanset recheck --json | head -1`: the reader left before the command finished.
+    Not an error of ours, but the command stopped there (a recheck's `--apply` never ran):
+    exit 141, as a shell reports a process SIGPIPE ended, never 0, and say so on stderr."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's last flush cannot fail
+    with contextlib.suppress(OSError):  # stderr may be the same closed pipe
+        print("cleanset: stopped: its output was closed (broken pipe) before it finished; "
+              "what it had committed is kept. Run it again with its output going somewhere "
+              "that stays open to finish it.", file=sys.stderr)
+    return 141
 
 
 def _interrupted() -> int:

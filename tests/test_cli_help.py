@@ -150,3 +150,22 @@ def test_a_base_dependency_missing_after_an_update_is_named_with_the_way_to_rein
     assert missing.returncode == 1, missing.stderr
     assert "No module named 'isal'" in missing.stderr and "pip install -e ." in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_an_output_closed_before_the_command_finished_is_exit_141_and_said_on_stderr():
+    """`cleanset recheck --json | head -1` once exited 0 in silence, a recheck's `--apply`
+    never run: a job could not tell a finished command from one whose reader left."""
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader left before the first line
+    try:
+        proc = subprocess.run([sys.executable, "-m", "builder", "licenses"], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, check=False, timeout=120)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141
+    assert "output was closed (broken pipe) before it finished" in proc.stderr
+    assert "Traceback" not in proc.stderr

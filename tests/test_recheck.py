@@ -9,7 +9,7 @@ import json
 import re
 import shutil
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +116,7 @@ path = "{table.name}"
     def reset(self) -> None:
         self.pages[:] = json.loads(self.pristine)
         self.commons.deleted.clear()
+        self.commons.degrade = None
         self.commons.requests.clear()
         self.commons_server.clear_log()
         self.hosts.reset()
@@ -277,6 +278,53 @@ def test_an_unreachable_host_gives_unreachable_and_refuses_nothing(
         assert "HTTP 503" in found[key]["detail"]
     assert {v["outcome"] for k, v in found.items() if k not in ("0000000005", "0000000006")} \
         == {"unchanged"}
+
+
+def _no_pages(answer: dict[str, Any]) -> Any:
+    return {"batchcomplete": True}
+
+
+def _empty(answer: dict[str, Any]) -> Any:
+    return {}
+
+
+def _pages_left_out(answer: dict[str, Any]) -> Any:
+    answer["query"]["pages"] = answer["query"]["pages"][1:]
+    return answer
+
+
+def _no_extmetadata(answer: dict[str, Any]) -> Any:
+    for page in answer["query"]["pages"]:
+        for info in page.get("imageinfo", []):
+            info.pop("extmetadata", None)
+    return answer
+
+
+@pytest.mark.parametrize(("degrade", "exit_code"), [
+    (_no_pages, 1), (_empty, 1), (_pages_left_out, 0), (_no_extmetadata, 0)],
+    ids=["no query", "empty object", "pages left out", "no extmetadata"])
+def test_a_short_or_broken_api_answer_is_never_read_as_deleted_or_relicensed(
+        dataset: tuple[World, Path], degrade: Callable[[dict[str, Any]], Any],
+        exit_code: int) -> None:
+    """An answer of HTTP 200 that says nothing about the files (no pages, some left out,
+    no licence fields) once read as "every file deleted" or "every licence gone", and
+    `--apply` then took the whole dataset down."""
+    world, out = dataset
+    world.commons.degrade = degrade
+    before = papers(out)
+    proc = recheck(out, "--json", "--apply", "--reason", "weekly")
+    assert proc.returncode == exit_code, proc.stdout + proc.stderr
+    assert papers(out) == before
+    assert not (out / "takedowns.jsonl").exists()
+    if exit_code == 1:
+        assert "query.pages" in proc.stderr and "Traceback" not in proc.stderr
+        return
+    found = verdicts(proc.stdout)
+    commons = [k for k, v in found.items() if v["outcome"] != "unchanged"]
+    assert commons, found  # the degraded files are named, not passed over
+    for key in commons:
+        assert found[key]["outcome"] == "unreachable" and found[key]["refuse"] is False
+    assert {v["outcome"] for v in found.values()} <= {"unchanged", "unreachable"}
 
 
 def test_kill_9_mid_recheck_then_the_same_command_resumes_where_it_stopped(

@@ -14,6 +14,7 @@ from werkzeug.wrappers import Response
 from builder.errors import UserError
 from builder.records import Evidence
 from builder.sources import source_module
+from builder.sources._failures import SourceError
 from builder.sources.base import GONE, PRESENT, UNREACHABLE, Item, Now
 from tests.api_support import ApiServer, context, fixture
 from tests.conftest import make_image
@@ -211,3 +212,24 @@ def test_a_folder_image_that_is_gone_or_rewritten_is_told_apart_from_one_unchang
     assert now["a"] == Now(PRESENT, sha256=same)
     assert now["b"].sha256 == hashlib.sha256(b"new bytes").hexdigest()
     assert now["c"].state == GONE
+
+
+@pytest.mark.parametrize("kind", ["aic", "europeana"])
+@pytest.mark.parametrize("answer", [{}, {"success": False, "error": "Invalid query"},
+                                    {"pagination": {}}], ids=["empty", "failed", "no list"])
+def test_an_answer_without_its_result_list_stops_the_recheck_instead_of_reading_as_gone(
+        httpserver: HTTPServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str,
+        answer: dict[str, Any]) -> None:
+    """An id left out of a whole answer is gone; left out of a broken one (HTTP 200 with no
+    result list), nothing is known: every sample once read as deleted, and `--apply` would
+    have taken the batch down."""
+    monkeypatch.setenv("EUROPEANA_API_KEY", KEY)
+    if kind == "aic":
+        api = ApiServer(httpserver, "/api/v1", lambda args, path: answer)
+        checker = open_rechecker("aic", tmp_path, api=api.url)
+    else:
+        api = ApiServer(httpserver, "/record/v2/search.json", lambda args, path: answer)
+        checker = open_rechecker("europeana", tmp_path, api=api.url.rsplit("/", 1)[0],
+                                 query="*")
+    with pytest.raises(SourceError, match="nothing was judged"):
+        ask(checker, [item("k1", "27992"), item("k2", "9/gone")])

@@ -207,3 +207,21 @@ def test_a_report_with_thousands_of_samples_keeps_its_numbers_whole() -> None:
 
     html = _chart([("CC-BY-SA-4.0", 3600, "#E69F00"), ("CC0-1.0", 400, "#009E73")], 4000)
     assert ">3,600<" in html and ">90.0%<" in html and ">400<" in html
+
+
+def test_a_build_that_adds_a_version_rewrites_the_report_a_user_asked_for(
+        tmp_path: Path) -> None:
+    """A report written after a first build once stayed at version 1 through the next
+    build, and `cleanset verify` then failed on a dataset nobody had touched."""
+    from tests.conftest import REPO
+
+    recipe = REPO / "examples" / "offline" / "recipe.toml"
+    out = tmp_path / "out"
+    run_cli("build", str(recipe), "--out", str(out), "--limit", "3", "--no-progress",
+            check=True)
+    run_cli("report", str(out), check=True)
+    assert '<meta name="cleanset-version" content="1">' in (out / "report.html").read_text()
+    run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
+    assert '<meta name="cleanset-version" content="2">' in (out / "report.html").read_text()
+    proc = run_cli("verify", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,8 @@ class FakeCommons(ApiServer):
                  pages: list[dict[str, Any]] | None = None) -> None:
         self.pages = make_pages(httpserver) if pages is None else pages
         self.deleted: set[int] = set()
+        # answer -> what is sent instead: a short or broken imageinfo answer, for a test
+        self.degrade: Callable[[dict[str, Any]], Any] | None = None
         super().__init__(httpserver, "/w/api.php", self._answer)
 
     def _answer(self, args: dict[str, str], path: str) -> Any:
@@ -89,7 +92,8 @@ class FakeCommons(ApiServer):
         by_id = {p["pageid"]: p for p in self.pages if p["pageid"] not in self.deleted}
         wanted = [int(i) for i in args["pageids"].split("|")]
         pages = [by_id.get(i, {"pageid": i, "missing": True}) for i in wanted]
-        return {"batchcomplete": True, "query": {"pages": pages}}
+        answer = {"batchcomplete": True, "query": {"pages": pages}}
+        return answer if self.degrade is None else self.degrade(copy.deepcopy(answer))
 
 
 @pytest.fixture

@@ -200,8 +200,11 @@ class AicRecheck:
             url = f"{self.source.root}/artworks"
             data = self.client.get(url, {"ids": ",".join(i.source_id for i in chunk),
                                          "fields": FIELDS, "limit": str(len(chunk))})
-            if not isinstance(data, dict):
-                raise api_failed(self.source.name, "the answer is not a JSON object", url)
+            if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+                # Without its `data` list the answer says nothing about these ids: an id
+                # left out of a whole answer is gone, one left out of a broken answer is not.
+                raise api_failed(self.source.name, "the answer is not a JSON object with a "
+                                 "`data` list; nothing was judged", url)
             iiif = str((data.get("config") or {}).get("iiif_url") or IIIF).rstrip("/")
             found = {str(d.get("id")): d for d in data.get("data") or [] if isinstance(d, dict)}
             for item in chunk:

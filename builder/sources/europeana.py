@@ -34,6 +34,7 @@ from typing import Any, Literal
 from builder.errors import UserError
 from builder.records import Candidate, Evidence
 from builder.sources import _keys
+from builder.sources._failures import api_failed
 from builder.sources._keys import as_dict, as_list, first_text
 from builder.sources._museum import api_fetcher, check_api_source
 from builder.sources._recheck import chunked, now_from_candidate
@@ -161,6 +162,11 @@ class EuropeanaRecheck:
                                           source=self.source.name,
                                           recipe=self.source.context.recipe_file,
                                           key_env=self.source.config.api_key_env))
+            if body.get("success") is not True or "items" not in body and \
+                    "itemsCount" not in body:
+                # A record left out of a whole answer is gone; of a failed one, unknown.
+                raise api_failed(self.source.name, "the Search API's answer is not a "
+                                 "successful result list; nothing was judged", api_url)
             found = {c.source_id: c for c in (self.source._item(as_dict(i), api_url)
                                               for i in as_list(body.get("items")))}
             for item in chunk:

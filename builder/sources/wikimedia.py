@@ -63,7 +63,7 @@ from builder.sources._museum import (
     with_params,
 )
 from builder.sources._recheck import chunked, now_from_candidate
-from builder.sources.base import GONE, Item, Now, SourceContext
+from builder.sources.base import GONE, UNREACHABLE, Item, Now, SourceContext
 
 log = logging.getLogger(__name__)
 
@@ -372,13 +372,23 @@ class WikimediaRecheck:
                   "iiextmetadatafilter": "|".join(EVIDENCE_FIELDS + DESCRIPTIVE_FIELDS),
                   param: "|".join(ids)}
         merged: dict[Any, dict[str, Any]] = {}
+        renamed: dict[str, str] = {}  # a title as recorded -> as the API spells it
         cont: dict[str, Any] = {}
         while True:
             data = self.source._ask(self.client, {**params, **{k: str(v) for k, v in
                                                                cont.items()}})
-            for page in (data.get("query") or {}).get("pages") or []:
+            query = data.get("query")
+            if not isinstance(query, dict) or not isinstance(query.get("pages"), list):
+                # The API answers every id it is asked, if only with `missing`: an answer
+                # without pages says nothing about the files, and must not read as deleted.
+                raise api_failed(self.source.name, "the answer to an imageinfo query has no "
+                                 "query.pages list; nothing was judged", self.source.config.api)
+            for page in query["pages"]:
                 if isinstance(page, dict):
                     _merge(merged, page)
+            for pair in query.get("normalized") or []:
+                if isinstance(pair, dict) and pair.get("from") and pair.get("to"):
+                    renamed[str(pair["from"])] = str(pair["to"])
             nxt = data.get("continue")
             if "batchcomplete" in data or not isinstance(nxt, dict) or nxt == cont:
                 break  # (a server repeating its continuation would loop forever)
@@ -389,14 +399,27 @@ class WikimediaRecheck:
                 found[str(page["pageid"])] = page
             if page.get("title"):
                 found[str(page["title"])] = page
+        for asked, spelled in renamed.items():
+            if spelled in found:
+                found.setdefault(asked, found[spelled])
         return found
 
     def _now(self, page: dict[str, Any] | None) -> Now:
-        if page is None or page.get("missing") or page.get("invalid"):
+        if page is None:
+            # Left out of an answer that had pages: a short or broken answer, not a deletion
+            # (a deleted file is answered, with `missing`).
+            return Now(UNREACHABLE, "the API's answer left this file out (neither its page "
+                       "nor `missing`)")
+        if page.get("missing") or page.get("invalid"):
             return Now(GONE, "the API answers `missing` for it (deleted)")
         info = (page.get("imageinfo") or [{}])[0]
         if not info or info.get("filemissing"):
             return Now(GONE, "the file page has no file any more (filemissing)")
+        if not isinstance(info.get("extmetadata"), dict) or not info["extmetadata"]:
+            # Asked for, extmetadata always comes (at least with the file's own fields);
+            # without it the answer cannot say the licence changed.
+            return Now(UNREACHABLE, "the API's answer has no extmetadata (licence fields) "
+                       "for this file")
         return now_from_candidate(self.source._candidate(page, {}))
 
     def close(self) -> None:
