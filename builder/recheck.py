@@ -143,12 +143,13 @@ def _recheck(options: RecheckOptions, *, writable: bool) -> RecheckResult:
     if not writable and options.apply_reason is not None:
         raise UserError(f"{out}: is read-only; --apply takes samples down, which rewrites "
                         "shards. Run it where the directory can be written.")
+    finished = None  # an interrupted takedown this recheck finished first
     with ExitStack() as stack:
         if writable:
             stack.enter_context(OutputLock(out))
             from builder.takedown import complete_pending_locked
 
-            complete_pending_locked(out)
+            finished = complete_pending_locked(out)
         else:
             stack.enter_context(ReadLock(out, "recheck"))
             if (out / ".takedown.json").exists():
@@ -161,6 +162,9 @@ def _recheck(options: RecheckOptions, *, writable: bool) -> RecheckResult:
         stack.callback(run.close)
         result = run.execute()
         result.recorded = writable
+        if writable and finished is not None:
+            result.notes.insert(0, f"finished the interrupted takedown {finished} first "
+                                   "(see takedowns.jsonl)")
         return result
 
 
@@ -185,18 +189,9 @@ def _apply(out: Path, row: RecheckRow, reason: str) -> Any:
         ledger.close()
     notes = tuple((v.key, f"recheck {row.recheck}: {v.outcome.value}: {v.detail}")
                   for v in refused)
-    selectors = Selectors(keys=tuple(v.key for v in refused), notes=notes)
-    result = takedown(out, selectors, f"recheck {row.recheck}: {reason.strip()}")
-    if result.version is not None:
-        with OutputLock(out):
-            ledger = Ledger(out / LEDGER_FILE)
-            try:
-                log_ = RecheckLog(ledger.db)
-                with log_.transaction():
-                    log_.mark_applied(row.recheck, f"takedown-v{result.version}")
-            finally:
-                ledger.close()
-    return result
+    selectors = Selectors(keys=tuple(v.key for v in refused), notes=notes,
+                          recheck=row.recheck)  # marked applied as the takedown commits
+    return takedown(out, selectors, f"recheck {row.recheck}: {reason.strip()}")
 
 
 # -- one recheck ----------------------------------------------------------------------------

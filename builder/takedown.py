@@ -81,6 +81,9 @@ class Selectors:
     creators: tuple[str, ...] = ()
     # (key, words) added to that key's `why` in takedowns.jsonl, e.g. what a recheck found
     notes: tuple[tuple[str, str], ...] = ()
+    # The recheck whose --apply this is: marked applied in the takedown's own ledger commit,
+    # so a takedown interrupted and finished by a later command still names it.
+    recheck: int | None = None
 
     def empty(self) -> bool:
         return not (self.keys or self.urls or self.sha256s or self.images or self.creators)
@@ -505,7 +508,7 @@ def _make_plan(ledger: Ledger, sel: Selectors, reason: str, matches: list[Match]
                                     (n,)).fetchone()[0] == len(ks)]
     return {
         "id": takedown_id, "phase": "planned", "created_at": now, "reason": reason,
-        "old_version": old, "new_version": new, "keys": keys,
+        "old_version": old, "new_version": new, "keys": keys, "recheck": sel.recheck,
         "shards": [{"shard": n, "file": shard_name(n), "tmp": shard_name(n) + TEMP_SUFFIX,
                     "remove": sorted(ks)} for n, ks in sorted(by_shard.items())],
         "denylist": _denylist_entries(ledger, keys, sel, reason, now),
@@ -623,6 +626,10 @@ def _commit_ledger(out: Path, plan: dict[str, Any]) -> None:
                 (s["samples"], s["data_end"], s["size"], s["sha256"], s["shard"]))
         ledger.set_meta("dataset_version", str(plan["new_version"]))
         record_takedown_version(ledger, plan["new_version"], keys, detail)
+        if plan.get("recheck") is not None:
+            from builder.recheck_log import RecheckLog
+
+            RecheckLog(ledger.db).mark_applied(plan["recheck"], plan["id"])
         ledger.commit()
     finally:
         ledger.close()

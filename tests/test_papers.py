@@ -370,6 +370,22 @@ def test_report_out_never_replaces_the_datasets_files_or_a_page_it_did_not_write
         run_cli("report", str(out), "--out", str(target), check=True)
 
 
+def test_report_out_never_puts_one_dataset_s_report_into_another(built: Path,
+                                                                  tmp_path: Path) -> None:
+    """Written into another output directory, the page once sat there as that dataset's
+    report (verify passed it, both being at version 1)."""
+    out, other = tmp_path / "one", tmp_path / "other"
+    shutil.copytree(built, out)
+    shutil.copytree(built, other)
+    before = {p: p.read_bytes() for p in other.rglob("*") if p.is_file()}
+    for target in (other, other / "shards", other / "report.html", other / "shards" / "x.html"):
+        proc = run_cli("report", str(out), "--out", str(target))
+        assert proc.returncode == 2, (target, proc.stdout, proc.stderr)
+        assert "inside another cleanset output directory" in proc.stderr, proc.stderr
+    assert {p: p.read_bytes() for p in other.rglob("*") if p.is_file()} == before
+    assert run_cli("verify", str(other)).returncode == 0
+
+
 def test_running_the_build_again_regenerates_papers_that_were_lost(built: Path,
                                                                    tmp_path: Path) -> None:
     out = tmp_path / "copy"
@@ -464,3 +480,12 @@ def test_a_ledger_read_dropped_half_way_after_the_ledger_closed_prints_nothing(
     gc.collect()
 
     assert unraisable == []
+
+
+def test_report_out_where_no_file_can_be_made_is_exit_2_naming_it(built: Path) -> None:
+    """`--out /proc/x` once ended in "fatal: ... /proc/x.tmp ... run the same command again
+    to resume", as if a build had broken."""
+    proc = run_cli("report", str(built), "--out", "/proc/cleanset-report.html")
+    assert proc.returncode == 2, proc.stderr
+    assert "/proc/cleanset-report.html: cannot be written" in proc.stderr
+    assert "resume" not in proc.stderr and "Traceback" not in proc.stderr

@@ -265,6 +265,29 @@ def test_apply_takes_down_exactly_the_refused_samples_then_verify_passes_and_a_r
         "0000000004": "unchanged", "0000000006": "unchanged"}
 
 
+@pytest.mark.parametrize("point", ["takedown_ready", "takedown_renamed", "takedown_logged"])
+def test_a_recheck_s_takedown_killed_midway_is_finished_by_the_rerun_and_still_named_applied(
+        dataset: tuple[World, Path], point: str) -> None:
+    """The rerun once finished the interrupted takedown in silence and the recheck that
+    asked for it never recorded it (`applied` empty: the report's "taken down in" blank)."""
+    world, out = dataset
+    world.drift()
+    killed = recheck(out, "--apply", "--reason", "weekly",
+                     env={"CLEANSET_CRASH_AT": f"{point}:1"})
+    assert killed.returncode == -9, killed.stdout + killed.stderr
+    assert (out / ".takedown.json").exists()
+    again = recheck(out, "--apply", "--reason", "weekly")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "finished the interrupted takedown takedown-v2 first" in again.stdout
+    with sqlite3.connect(out / "ledger.sqlite") as db:
+        rows = db.execute("SELECT recheck, refused, applied FROM rechecks ORDER BY recheck"
+                          ).fetchall()
+    assert rows[0] == (1, len(REFUSED), "takedown-v2")
+    keys = pq.read_table(out / "manifest.parquet").column("key").to_pylist()
+    assert keys == sorted(set(EXPECTED) - set(REFUSED))
+    assert run_cli("verify", str(out)).returncode == 0
+
+
 def test_an_unreachable_host_gives_unreachable_and_refuses_nothing(
         dataset: tuple[World, Path]) -> None:
     world, out = dataset

@@ -15,7 +15,6 @@ from builder/exports/report_data.py.
 
 from __future__ import annotations
 
-import errno
 import html
 import re
 from pathlib import Path
@@ -103,9 +102,7 @@ def write_report(out: Path, dest: Path | None = None, *, lock_held: bool = False
             page = report_html(gather(ledger.another_reader, out.resolve()))
     try:
         atomic_write(path, page)
-    except OSError as exc:
-        if not isinstance(exc, PermissionError) and exc.errno != errno.EROFS:
-            raise
+    except OSError as exc:  # read-only, /proc, a full disk: the dataset itself is untouched
         fix = ("write it elsewhere with --out FILE, e.g. "
                f"`cleanset report {out} --out report.html`" if dest is None
                else "choose a FILE in a directory you can write")
@@ -128,7 +125,22 @@ def _destination(out: Path, dest: Path | None) -> Path:
         raise UserError(f"--out {dest}: is inside the dataset {out}, where only report.html "
                         f"belongs; drop --out to write {out / 'report.html'}, or give a "
                         "FILE outside it.")
+    other = _dataset_holding(path.resolve().parent)
+    if other is not None and other != out.resolve():
+        # Another dataset's report.html would be taken for its own (and verify would
+        # hold that dataset to a report of this one).
+        raise UserError(f"--out {dest}: is inside another cleanset output directory "
+                        f"({other}), where only its own report belongs; give a FILE outside "
+                        "any output directory, or run `cleanset report` on that one.")
     return _replaceable(path, f"--out {dest}: ")
+
+
+def _dataset_holding(directory: Path) -> Path | None:
+    """The cleanset output directory `directory` is, or lies in (it holds ledger.sqlite)."""
+    for candidate in (directory, *directory.parents):
+        if (candidate / "ledger.sqlite").is_file():
+            return candidate
+    return None
 
 
 def _replaceable(path: Path, named: str) -> Path:
