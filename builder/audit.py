@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,15 @@ def verify(out: Path, shown_as: str | None = None) -> tuple[list[str], int]:
         problems += found
         problems += _check_report(out, ledger, shown_as or str(out))
     return problems, checked
+
+
+def note_pending_takedown(out: Path) -> None:
+    """For a command that only reads (lookup, evidence, report): say on stderr when an
+    interrupted takedown leaves shards, ledger and papers at different versions, since what
+    it answers may describe the version before that takedown."""
+    for problem in _check_pending_takedown(out, str(out)):
+        print(f"cleanset: note: {problem}; until then, what this command shows may describe "
+              "the version before it", file=sys.stderr)
 
 
 def _check_pending_takedown(out: Path, name: str) -> list[str]:

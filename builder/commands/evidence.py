@@ -32,8 +32,10 @@ def run(args: argparse.Namespace) -> int:
     if is_url(args.dir):
         raise UserError(f"evidence {args.dir}: give a local output directory; download the "
                         "published dataset's ledger.sqlite and evidence/ first.")
+    from builder.audit import note_pending_takedown
     from builder.evidence.show import show
 
+    note_pending_takedown(Path(args.dir))
     for line in show(Path(args.dir), args.wanted):
         print(line)
     return 0

@@ -34,8 +34,10 @@ def run(args: argparse.Namespace) -> int:
     if is_url(args.dir):
         lines = _lookup_url(args.dir, args.paths)
     else:
+        from builder.audit import note_pending_takedown
         from builder.lookup import lookup
 
+        note_pending_takedown(Path(args.dir))
         lines = lookup(Path(args.dir), args.paths)
     for line in lines:
         print(json.dumps(line, sort_keys=False))

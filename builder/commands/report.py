@@ -30,6 +30,9 @@ def run(args: argparse.Namespace) -> int:
 
     if is_url(args.dir):
         raise UserError(_needs_local_directory(args.dir))
+    from builder.audit import note_pending_takedown
+
+    note_pending_takedown(Path(args.dir))
     path = write_report(Path(args.dir), args.out)
     print(f"report: wrote {path}")
     return 0
