@@ -117,8 +117,8 @@ class OutputLock:
     def _locked(self, pid: int | None) -> BuildLockedError:
         who = f"another cleanset process (pid {pid})" if pid else "another cleanset process"
         return BuildLockedError(
-            f"{self.out}: {who} is working on this output directory. Wait for it to finish, "
-            "or build into another --out.")
+            f"{self.out}: {who} is working on this output directory. Wait for it to finish "
+            "and run the same command again (a build can also go to another --out).")
 
 
 class ReadLock(OutputLock):

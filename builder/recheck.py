@@ -101,8 +101,11 @@ class RecheckResult:
         if self.takedown is not None:
             out += [f"  {line}" for line in self.takedown.lines()
                     if not line.startswith("removed ")]
-        elif row.refused:
+        elif row.refused and self.recorded:
             out.append("  take them down with the same command plus --apply --reason TEXT")
+        elif row.refused:
+            out.append("  take them down with --apply --reason TEXT where the directory can "
+                       "be written (the original, or a writable copy)")
         return out
 
 

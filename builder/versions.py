@@ -157,7 +157,7 @@ def diff_versions(out: Path, old: int, new: int) -> Diff:
     _check_ledger(out)
     with reading(out, "diff") as ledger:
         latest = current_version(ledger)
-        for v in (old, new):
+        for v in (new, old):  # --to N alone asks N-1 too: name the N the user gave first
             if not 0 <= v <= latest:
                 raise UserError(f"{out}: has versions 0..{latest}; version {v} does not exist. "
                                 "Pick --from/--to in that range.")

@@ -253,3 +253,10 @@ def test_a_takedown_needing_a_shard_someone_deleted_changes_nothing_and_says_res
     assert "000000.tar: in the ledger but the file is missing" in verify.stdout
     later = run_cli("takedown", str(out), "--key", built["keys"][4], "--reason", "request")
     assert later.returncode == 0, later.stderr  # shards that are there can still be taken down
+
+
+def test_diff_to_a_version_that_does_not_exist_names_the_version_given(out: Path) -> None:
+    """`--to 99` alone once said "version 98 does not exist" (the --from it derived)."""
+    proc = run_cli("diff", str(out), "--to", "99")
+    assert proc.returncode == 2, proc.stderr
+    assert "version 99 does not exist" in proc.stderr

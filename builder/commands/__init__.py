@@ -4,6 +4,8 @@ module here, listed in COMMANDS (in the order `cleanset --help` shows them)."""
 
 from __future__ import annotations
 
+import argparse
+from pathlib import Path
 from types import ModuleType
 
 
@@ -21,3 +23,11 @@ def command_modules() -> list[ModuleType]:
     )
 
     return [build, verify, lookup, evidence, takedown, recheck, diff, report, licenses]
+
+
+def path_argument(text: str) -> Path:
+    """argparse's `type` for a path: '' (a shell variable never set) would be read as the
+    current directory."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty string; give a path")
+    return Path(text)

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from builder.commands import path_argument
 from builder.errors import UserError
 from builder.recipe import is_url
 
@@ -25,7 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         description="Build the dataset a recipe describes, or resume its unfinished build in the "
                     "same output directory. Exit 0 when the build finished (rejections are "
                     "normal), 2 for a bad recipe or arguments, 1 for a fatal error.")
-    p.add_argument("recipe", type=Path, help="recipe .toml file")
+    p.add_argument("recipe", type=path_argument, help="recipe .toml file")
     p.add_argument("--out", type=_output_path, metavar="DIR|URL", help="output directory, or an fsspec URL (s3://bucket/name, gs://..., "
                    "file://...) built in --stage, then published (default: [dataset] output)")
     p.add_argument("--stage", type=_stage_path, metavar="DIR",

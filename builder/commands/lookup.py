@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from builder.commands import path_argument
 from builder.errors import UserError
 from builder.recipe import is_url
 
@@ -25,7 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dir", help="the output directory of a build, or the URL it was published "
                    "to (only its ledger is downloaded)")
-    p.add_argument("paths", type=Path, nargs="+", metavar="PATH",
+    p.add_argument("paths", type=path_argument, nargs="+", metavar="PATH",
                    help="an image file, or a folder of images (a portfolio)")
     p.set_defaults(func=run)
 
