@@ -110,6 +110,10 @@ class Selectors:
                 raise UserError(f"takedown: --url {url!r} is empty; give the file URL, the "
                                 "landing page or the URL it was fetched from (see "
                                 "manifest.parquet), with or without tracking parameters.")
+        for creator in self.creators:
+            if not creator.strip():
+                raise UserError(f"takedown: --creator {creator!r} is empty; give the name as "
+                                "the attribution list credits it (attribution.csv).")
 
 
 @dataclass(frozen=True)

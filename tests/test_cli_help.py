@@ -173,7 +173,7 @@ def test_an_output_closed_before_the_command_finished_is_exit_141_and_said_on_st
 
 @pytest.mark.parametrize("argv", [["verify", ""], ["recheck", " "], ["report", ""],
                                   ["evidence", "", "0000000000"], ["lookup", ".", ""],
-                                  ["build", ""], ["diff", ""]])
+                                  ["build", ""], ["diff", ""], ["report", ".", "--out", ""]])
 def test_an_empty_path_is_a_usage_error_not_the_current_directory(argv, capsys):
     """`cleanset verify "$DIR"` with DIR never set once checked wherever it ran."""
     with pytest.raises(SystemExit) as stopped:

@@ -225,6 +225,7 @@ def test_taking_down_an_already_removed_work_says_when_and_why_by_key_url_and_sh
     ("--key", "42", "ten digits"),
     ("--key", "img4", "ten digits"),
     ("--url", " ", "is empty"),
+    ("--creator", "", "is empty"),
 ])
 def test_a_malformed_sha256_key_or_url_is_refused_with_exit_2_naming_the_value(
         out: Path, selector: str, value: str, says: str) -> None:
