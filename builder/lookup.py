@@ -24,7 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from builder import clusters
-from builder.dedup import Hashes, Match, dataset_hash_pipeline, image_files, load_index
+from builder.dedup import (
+    IMAGE_SUFFIXES,
+    Hashes,
+    Match,
+    dataset_hash_pipeline,
+    image_files,
+    load_index,
+)
 from builder.errors import UserError
 from builder.ledger import reading
 from builder.media import hamming, perceptual_hashes
@@ -78,7 +85,16 @@ def _query_files(paths: list[Path]) -> list[Path]:
     for path in paths:
         if not path.exists():
             raise UserError(f"{path}: no such file or folder. Give image files or folders.")
-        files.extend(image_files(path))
+        if not path.is_dir() and not path.is_file():
+            raise UserError(f"{path}: is neither a file nor a folder (a device or a pipe). "
+                            "Give image files or folders.")
+        found = image_files(path)
+        if not found:
+            # An empty answer would read as "none of my images is in the dataset".
+            raise UserError(f"{path}: a folder holding no image files (looked for "
+                            f"{', '.join(sorted(IMAGE_SUFFIXES))}, outside hidden folders); "
+                            "nothing was looked up.")
+        files.extend(found)
     return files
 
 

@@ -440,3 +440,22 @@ def test_disk_full_while_writing_evidence_stops_and_the_same_command_finishes_id
     assert {p.name: p.read_bytes() for p in archive_files(out)} == {
         p.name: p.read_bytes() for p in archive_files(reference)}
     assert run_cli("verify", str(out)).returncode == 0
+
+
+def test_a_record_warcio_cannot_read_is_named_in_one_readable_line(tmp_path: Path) -> None:
+    """warcio quotes the damaged bytes in its error; `cleanset evidence` once printed
+    hundreds of bytes of raw gzip to the terminal."""
+    import gzip
+    import os
+
+    from builder.errors import UserError
+    from builder.evidence.show import _record_lines
+
+    (tmp_path / "evidence").mkdir()
+    junk = gzip.compress(os.urandom(4000) + b"\n", mtime=0)  # a member, not a WARC record
+    (tmp_path / "evidence" / "x.warc.gz").write_bytes(junk)
+    with pytest.raises(UserError) as raised:
+        list(_record_lines(tmp_path, "evidence/x.warc.gz", 0, "<urn:uuid:x>", None))
+    message = str(raised.value)
+    assert "cannot read the record at offset 0" in message and message.isprintable()
+    assert len(message) < 400 and "names every damaged record" in message

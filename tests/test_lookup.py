@@ -107,3 +107,19 @@ def test_lookup_of_a_missing_path_is_a_user_error(tmp_path: Path) -> None:
     assert "nope.jpg: no such file or folder" in proc.stderr
     proc = run_cli("lookup", str(tmp_path / "pics"), str(tmp_path / "pics"))
     assert proc.returncode == 2 and "has no ledger.sqlite" in proc.stderr
+
+
+def test_a_query_holding_no_image_is_exit_2_not_an_empty_answer(tmp_path: Path) -> None:
+    """An empty answer read as "none of my images is in this dataset"."""
+    put(tmp_path / "pics", "a.jpg", jpeg(photo(1)))
+    out = tmp_path / "out"
+    run_cli("build", str(folder_recipe(tmp_path, ["pics"])), "--out", str(out),
+            "--no-progress", check=True)
+    portfolio = tmp_path / "portfolio"
+    portfolio.mkdir()
+    (portfolio / "notes.txt").write_text("not an image", encoding="utf-8")
+    for path, says in ((portfolio, "a folder holding no image files"),
+                       (Path("/dev/null"), "is neither a file nor a folder")):
+        proc = run_cli("lookup", str(out), str(path))
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert proc.stdout == "" and f"{path}: {says}" in proc.stderr

@@ -119,9 +119,13 @@ def _record_lines(out: Path, file: str, offset: int, record_id: str,
         try:
             records = read_at(stream, offset)
         except Exception as exc:  # noqa: BLE001 - a damaged archive is reported, not a crash
-            raise UserError(f"{path}: cannot read the record at offset {offset}: "
-                            f"{type(exc).__name__}: {exc}. The file was changed; `cleanset "
-                            f"verify {out}` names every damaged record.") from None
+            # warcio quotes the damaged bytes in its message: kept to a readable line.
+            said = " ".join(str(exc).split())
+            said = said if len(said) <= 120 and said.isprintable() else \
+                said.encode("ascii", "backslashreplace").decode()[:120] + "..."
+            raise UserError(f"{path}: cannot read the record at offset {offset} "
+                            f"({type(exc).__name__}: {said}). The file was changed; "
+                            f"`cleanset verify {out}` names every damaged record.") from None
     if not records or records[0].record_id != record_id:
         raise UserError(f"{path}: offset {offset} holds "
                         f"{records[0].record_id if records else 'no record'}, not {record_id}. "
