@@ -209,7 +209,7 @@ def test_a_folder_image_that_is_gone_or_rewritten_is_told_apart_from_one_unchang
         item("a", "same.jpg", path="same.jpg", sha256=same),
         item("b", "changed.jpg", path="changed.jpg", sha256=same),
         item("c", "gone.jpg", path="gone.jpg")])
-    assert now["a"] == Now(PRESENT, sha256=same)
+    assert now["a"] == Now(PRESENT, sha256=same, evidence=())
     assert now["b"].sha256 == hashlib.sha256(b"new bytes").hexdigest()
     assert now["c"].state == GONE
 
@@ -233,3 +233,33 @@ def test_an_answer_without_its_result_list_stops_the_recheck_instead_of_reading_
                                  query="*")
     with pytest.raises(SourceError, match="nothing was judged"):
         ask(checker, [item("k1", "27992"), item("k2", "9/gone")])
+
+
+def test_a_folder_sidecar_relicensed_after_the_build_is_a_licence_change(
+        tmp_path: Path) -> None:
+    """Recheck once re-hashed a folder's images only: a sidecar changed from CC0 to BY-NC
+    went unnoticed, and the sample stayed in a commercial dataset."""
+    import json
+
+    from tests.conftest import run_cli
+    from tests.test_dedup import jpeg, photo
+    from tests.test_dedup_build import CC0, folder_recipe, put
+
+    put(tmp_path / "pics", "a.jpg", jpeg(photo(1)), CC0, creator="Ada")
+    put(tmp_path / "pics", "b.jpg", jpeg(photo(2)), CC0, creator="Bo")
+    recipe = folder_recipe(tmp_path, ["pics"])
+    out = tmp_path / "out"
+    run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
+    unchanged = run_cli("recheck", str(out), "--json", "--no-progress")
+    assert unchanged.returncode == 0, unchanged.stderr
+    (tmp_path / "pics" / "a.jpg.json").write_text(json.dumps(
+        {"license": "https://creativecommons.org/licenses/by-nc/4.0/", "creator": "Ada"}),
+        encoding="utf-8")
+    (tmp_path / "pics" / "b.jpg.json").write_text("{not json", encoding="utf-8")
+    proc = run_cli("recheck", str(out), "--json", "--no-progress")
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    found = {v["key"]: v for v in map(json.loads, proc.stdout.splitlines())}
+    by_name = {v["outcome"]: v for v in found.values()}
+    assert by_name["license_changed"]["refuse"] is True
+    assert by_name["unreachable"]["refuse"] is False
+    assert "metadata cannot be read" in by_name["unreachable"]["detail"]

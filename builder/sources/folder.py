@@ -266,8 +266,11 @@ class FolderRecheck:
 
     def __init__(self, name: str, config: Config, context: SourceContext) -> None:
         self.source = FolderSource(name, config, context)
+        self._metadata: dict[str, tuple[str, dict[str, Any]]] | None = None
 
     def ask(self, items: Sequence[Item]) -> dict[str, Now]:
+        if self._metadata is None:  # the folder's metadata files, read once per recheck
+            self._metadata = self.source._scan()[1]
         return {item.key: self._one(item) for item in items}
 
     def _one(self, item: Item) -> Now:
@@ -284,7 +287,15 @@ class FolderRecheck:
                     digest.update(chunk)
         except OSError as exc:
             return Now(UNREACHABLE, f"{path} cannot be read: {exc.strerror or exc}")
-        return Now(PRESENT, sha256=digest.hexdigest())
+        # The licence claims as the build reads them today (metadata file, sidecar, the
+        # recipe's licence): a sidecar relicensed after the build is a licence change.
+        assert self._metadata is not None
+        try:
+            claims = self.source._candidate(rel, path, self._metadata.get(rel), {}).evidence
+        except UserError as exc:  # a sidecar broken since: nothing known about the licence
+            return Now(UNREACHABLE, f"its metadata cannot be read: {exc}",
+                       sha256=digest.hexdigest())
+        return Now(PRESENT, sha256=digest.hexdigest(), evidence=claims)
 
     def close(self) -> None:
         pass
