@@ -411,6 +411,11 @@ def _resolve_recipes(out: Path, builds: list[Any], given: tuple[Path, ...],
         if recipe is None:
             raise UserError(_recipe_missing(out, build))
         found[build.build] = recipe
+    used = {id(r) for r in found.values()}
+    for recipe in offered:
+        if id(recipe) not in used:  # silently ignored, it would read as the one in use
+            notes.append(f"--recipe {recipe.file} was not used: every build's own recipe is "
+                         "unchanged (or another --recipe is that file)")
     return found
 
 

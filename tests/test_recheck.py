@@ -420,6 +420,22 @@ def test_a_missing_recipe_is_exit_2_naming_recipe_and_recipe_path_fixes_it(
     assert recheck(out, "--recipe", str(moved)).returncode == 0
 
 
+def test_a_recipe_given_but_not_used_is_said_not_ignored_in_silence(
+        dataset: tuple[World, Path], tmp_path: Path) -> None:
+    """With the recorded recipe unchanged, another --recipe was passed over without a word:
+    the user took its sources for the ones rechecked."""
+    world, out = dataset
+    other = write_recipe(tmp_path / "other.toml", recipe_text("other", """
+kind = "wikimedia"
+name = "elsewhere"
+api = "http://127.0.0.1:9/w/api.php"
+category = "Other files"
+"""))
+    proc = recheck(out, "--recipe", str(other))
+    assert proc.returncode == 0, proc.stderr
+    assert f"note: --recipe {other} was not used" in proc.stdout
+
+
 @pytest.mark.parametrize("args, message", [
     (["--apply"], "--apply needs --reason"),
     (["--reason", "x"], "--reason goes with --apply"),
