@@ -458,4 +458,5 @@ def test_a_record_warcio_cannot_read_is_named_in_one_readable_line(tmp_path: Pat
         list(_record_lines(tmp_path, "evidence/x.warc.gz", 0, "<urn:uuid:x>", None))
     message = str(raised.value)
     assert "cannot read the record at offset 0" in message and message.isprintable()
-    assert len(message) < 400 and "names every damaged record" in message
+    quoted = message.replace(str(tmp_path), "")  # the path is named twice; its length varies
+    assert len(quoted) < 300 and "names every damaged record" in message
