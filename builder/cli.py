@@ -69,9 +69,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModuleNotFoundError as exc:
         return _incomplete(exc)
     args = parser.parse_args(argv)
-    if (empty := _empty_path(args)) is not None:
-        # '' would be read as the current directory: `verify ''` checked wherever it ran.
-        parser.error(f"{empty} is an empty string; give a path")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
@@ -108,16 +105,6 @@ def _incomplete(exc: ModuleNotFoundError) -> int:
           ". in its checkout, or pip install --upgrade cleanset), then run the same command "
           "again.", file=sys.stderr)
     return 1
-
-
-def _empty_path(args: argparse.Namespace) -> str | None:
-    """The name of a path argument given as '' (a shell variable that was never set)."""
-    for name in ("dir", "old", "new"):
-        value = getattr(args, name, None)
-        values = value if isinstance(value, list) else [value]
-        if any(isinstance(v, str) and not v.strip() for v in values):
-            return name.upper()
-    return None
 
 
 def _output_closed() -> int:

@@ -278,12 +278,6 @@ def _build_locked(recipe: Recipe, options: BuildOptions, ledger: Ledger) -> Buil
         summary = run.execute()
         summary.warnings.extend(_empty_source_warnings(recipe, ledger, row.build))
     write_papers(ledger, options.out)
-    if (options.out / "report.html").exists():
-        # Written on request (`cleanset report`); once there, kept showing the current
-        # version, as a takedown keeps it (verify holds it to that).
-        from builder.exports.report import write_report
-
-        write_report(options.out, lock_held=True)
     summary.seconds = time.monotonic() - started
     summary.total_samples = ledger.sample_count()
     summary.total_shards = len(ledger.shards())

@@ -62,7 +62,6 @@ JOURNAL = ".takedown.json"
 LOG = "takedowns.jsonl"
 DENYLIST = "denylist.jsonl"
 TEMP_SUFFIX = ".takedown"
-REPORT = "report.html"
 
 # Keys are the pipeline's `f"{n:010d}"`; a sha256 is 64 hex digits in either case. A value of
 # another shape cannot match anything, so it is refused rather than answered "nothing matches".
@@ -641,17 +640,12 @@ def _commit_ledger(out: Path, plan: dict[str, Any]) -> None:
 
 def _write_papers(out: Path) -> None:
     from builder.exports.papers import write_papers
-    from builder.exports.report import write_report
 
     ledger = Ledger(out / "ledger.sqlite")
     try:
-        write_papers(ledger, out)
+        write_papers(ledger, out)  # report.html too, when the user has one
     finally:
         ledger.close()
-    # report.html is written only on request (`cleanset report`); once there, a takedown
-    # keeps it showing the current version rather than the removed works' counts.
-    if (out / REPORT).exists():
-        write_report(out, lock_held=True)
 
 
 # -- files ----------------------------------------------------------------------------------

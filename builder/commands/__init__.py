@@ -25,9 +25,14 @@ def command_modules() -> list[ModuleType]:
     return [build, verify, lookup, evidence, takedown, recheck, diff, report, licenses]
 
 
-def path_argument(text: str) -> Path:
-    """argparse's `type` for a path: '' (a shell variable never set) would be read as the
-    current directory."""
+def place_argument(text: str) -> str:
+    """argparse's `type` for a directory or URL: '' (a shell variable never set) would be
+    read as the current directory."""
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty string; give a path")
-    return Path(text)
+    return text
+
+
+def path_argument(text: str) -> Path:
+    """argparse's `type` for a local path, refusing '' as `place_argument` does."""
+    return Path(place_argument(text))

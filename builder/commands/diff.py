@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+from builder.commands import place_argument
 from builder.errors import UserError
 from builder.recipe import is_url
 
@@ -25,10 +26,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                     "datasets were published to: only the file compared (the manifest, or "
                     "the ledger for versions) is downloaded.")
     # Plain strings, not Paths: Path("file:///pub") would fold the URL into "file:/pub".
-    p.add_argument("old", metavar="OLD",
+    p.add_argument("old", type=place_argument, metavar="OLD",
                    help="an output directory or published URL (with --from/--to: the one "
                         "whose versions to compare)")
-    p.add_argument("new", nargs="?", metavar="NEW",
+    p.add_argument("new", type=place_argument, nargs="?", metavar="NEW",
                    help="a second output directory or published URL, compared with OLD by "
                         "their manifests")
     p.add_argument("--from", dest="from_version", type=int, metavar="N",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from builder.commands import place_argument
 from builder.errors import UserError
 from builder.recipe import is_url
 
@@ -21,7 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p = subparsers.add_parser(
         "evidence", help="print the archived responses a sample or candidate was decided from",
         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("dir", help="the output directory of a build")
+    p.add_argument("dir", type=place_argument, help="the output directory of a build")
     p.add_argument("wanted", metavar="KEY|URL",
                    help="a sample key, a candidate id (source:id), or the image or landing "
                    "page URL")

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from builder.commands import path_argument
+from builder.commands import path_argument, place_argument
 from builder.errors import UserError
 from builder.recipe import is_url
 
@@ -24,7 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         "lookup", help="find images (or a portfolio folder) in a built dataset",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("dir", help="the output directory of a build, or the URL it was published "
+    p.add_argument("dir", type=place_argument, help="the output directory of a build, or the URL it was published "
                    "to (only its ledger is downloaded)")
     p.add_argument("paths", type=path_argument, nargs="+", metavar="PATH",
                    help="an image file, or a folder of images (a portfolio)")

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from builder.commands import place_argument
 from builder.errors import UserError
 from builder.recipe import is_url
 
@@ -30,7 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                     "optout or unreachable, and refuse=true when a build today would refuse "
                     "it. Recorded in the ledger; resumable. Exit 0: nothing would now be "
                     "refused; 3: something would; 2: bad arguments; 1: fatal.")
-    p.add_argument("dir", metavar="DIR|URL", help="the dataset's output directory, or the URL "
+    p.add_argument("dir", type=place_argument, metavar="DIR|URL", help="the dataset's output directory, or the URL "
                    "it was published to (rechecked in the local stage)")
     p.add_argument("--json", action="store_true",
                    help="one JSON object per sample on stdout (key, source, outcome, refuse, "

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from builder.commands import path_argument
+from builder.commands import path_argument, place_argument
 from builder.errors import UserError
 from builder.recipe import is_url
 
@@ -18,7 +18,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                     "reasons, per-creator concentration, sizes and formats, as one "
                     "self-contained HTML page. DIR itself is only read.")
     # A string, not a Path: Path("file:///pub") would fold a URL into "file:/pub".
-    p.add_argument("dir", help="a cleanset output directory (a local one: a published URL is "
+    p.add_argument("dir", type=place_argument, help="a cleanset output directory (a local one: a published URL is "
                    "refused, naming the stage)")
     p.add_argument("--out", type=path_argument, metavar="FILE",
                    help="write the report here instead of DIR/report.html (for a DIR you "

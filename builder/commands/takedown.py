@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from builder.commands import place_argument
 from builder.errors import UserError
 from builder.recipe import is_url
 
@@ -27,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                     "update ledger, manifest and papers, log to takedowns.jsonl and denylist "
                     "the works. Selectors are repeatable and combine (any match is removed). "
                     "With no selector, completes an interrupted takedown.")
-    p.add_argument("dir", help="the dataset's output directory, or the URL it was published "
+    p.add_argument("dir", type=place_argument, help="the dataset's output directory, or the URL it was published "
                    "to (s3://, gs://, file://...: taken down in the local stage, then published)")
     p.add_argument("--stage", type=Path, help="with a URL: the local stage to work in "
                    "(default: the build's, derived from the URL; pulled from the URL if empty)")

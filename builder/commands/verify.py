@@ -10,6 +10,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
+from builder.commands import place_argument
 from builder.recipe import is_url
 
 
@@ -20,7 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                     "and the ledger; check each licence against the build's recorded policy "
                     "and the ledger's accounting. Exit 0 when all hold, else one PROBLEM line "
                     "each and exit 1. Never changes the directory.")
-    p.add_argument("dir", help="an output directory, or the URL it was published to")
+    p.add_argument("dir", type=place_argument, help="an output directory, or the URL it was published to")
     p.set_defaults(func=run)
 
 

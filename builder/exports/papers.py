@@ -66,6 +66,7 @@ def record_dataset_meta(ledger: Ledger, dataset: DatasetConfig) -> None:
 
 
 def write_papers(ledger: Ledger, out: Path) -> None:
+    """Every paper of `out` from its ledger; the caller holds the directory's write lock."""
     require_writers()  # all or none: never a fresh manifest beside a stale spdx.json
     # Imported here, not at module level: the writers pull in spdx-tools and friends, which
     # a build only needs once, at the end.
@@ -82,6 +83,12 @@ def write_papers(ledger: Ledger, out: Path) -> None:
     write_croissant(ledger, out, facts)
     write_attribution(ledger, out, facts)
     write_card(ledger, out / "README.md", facts)
+    if (out / "report.html").exists():
+        # Written only on request (`cleanset report`); once there, every new version (a
+        # build, a takedown) keeps it current: verify holds it to that.
+        from builder.exports.report import write_report
+
+        write_report(out, lock_held=True)
 
 
 def check_papers(out: Path, ledger: Ledger) -> list[str]:
