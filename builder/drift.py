@@ -10,7 +10,8 @@ others too):
     license_changed  the claims now decide differently under the build's policy     refuses when
                      (re-decided exactly as the licence gate would)                  no longer admitted
     optout           robots.txt / ai.txt / tdmrep.json (or a HEAD's headers) refuse  refuses
-    content_changed  another SHA-1 or sha256, other validators or length             never refuses
+    content_changed  another SHA-1 or sha256, other validators or length, or a      never refuses
+                     page (HTML, text) where the image was; a redirect is named
     unreachable      timeout, 5xx, DNS: nothing is known; not drift                 never refuses
     unchanged
 
@@ -171,7 +172,24 @@ def _content_change(item: Item, now: Now) -> str:
         changes.append(f"Last-Modified {item.last_modified} -> {now.last_modified}")
     if now.length is not None and now.length != item.bytes and not _encoded(now.headers):
         changes.append(f"Content-Length {item.bytes} -> {now.length}")
+    page = _page_type(now.headers)
+    if page:
+        changes.append(f"it now answers Content-Type {page}, a page, not an image")
+    # A redirect alone is no change (the build may have followed the same one to a CDN);
+    # beside a change it says where the file went, e.g. a login page.
+    if changes and now.served_from:
+        changes.append(f"the URL now redirects to {now.served_from}")
     return ", ".join(changes)
+
+
+def _page_type(headers: tuple[tuple[str, str], ...]) -> str | None:
+    """A Content-Type no image is served as (HTML, text, JSON): the URL answers a page now.
+    application/octet-stream and the like are left alone: hosts serve images as those."""
+    value = next((v for k, v in headers if k == "content-type"), "")
+    mime = value.split(";")[0].strip().lower()
+    if mime.startswith("text/") or mime in ("application/xhtml+xml", "application/json"):
+        return mime
+    return None
 
 
 def _etag(value: str) -> str:

@@ -61,6 +61,7 @@ class Origin:
     def reset(self) -> None:
         self.robots = (404, "")
         self.forced: dict[str, int] = {}  # path -> status answered instead of the file
+        self.moved: dict[str, str] = {}  # path -> where it now redirects (302)
         self.seen.clear()
 
     def urls(self) -> list[str]:
@@ -70,6 +71,10 @@ class Origin:
         self.seen.append((request.method, request.path))
         if request.path in self.forced:
             return Response("", status=self.forced[request.path])
+        if request.path in self.moved:
+            return Response("", status=302, headers={"Location": self.moved[request.path]})
+        if request.path == "/login":
+            return Response("<html><body>Sign in</body></html>", content_type="text/html")
         if request.path == "/robots.txt":
             return Response(self.robots[1], status=self.robots[0], content_type="text/plain")
         data = self.files.get(request.path)
@@ -301,6 +306,20 @@ def test_an_unreachable_host_gives_unreachable_and_refuses_nothing(
         assert "HTTP 503" in found[key]["detail"]
     assert {v["outcome"] for k, v in found.items() if k not in ("0000000005", "0000000006")} \
         == {"unchanged"}
+
+
+def test_an_image_url_now_sending_to_a_login_page_names_the_redirect_and_the_page(
+        dataset: tuple[World, Path]) -> None:
+    world, out = dataset
+    world.hosts.moved["/t/1.jpg"] = "/login"
+    proc = recheck(out, "--json")
+    assert proc.returncode == 0, proc.stderr  # drift, but nothing a build would refuse
+    found = verdicts(proc.stdout)["0000000006"]
+    assert (found["outcome"], found["refuse"]) == ("content_changed", False)
+    assert "Content-Type text/html, a page, not an image" in found["detail"]
+    assert found["detail"].endswith(f"the URL now redirects to {world.hosts.server.url_for('/login')}")
+    others = {v["outcome"] for k, v in verdicts(proc.stdout).items() if k != "0000000006"}
+    assert others == {"unchanged"}
 
 
 def _no_pages(answer: dict[str, Any]) -> Any:

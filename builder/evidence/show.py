@@ -108,6 +108,14 @@ def _candidate_lines(out: Path, db: sqlite3.Connection, cand: Found) -> Iterator
                                  else None)
 
 
+def _readable(text: str, limit: int = 120) -> str:
+    """Damaged bytes, as warcio quotes them, kept to one printable line."""
+    said = " ".join(text.split())
+    if len(said) <= limit and said.isprintable():
+        return said
+    return said.encode("ascii", "backslashreplace").decode()[:limit] + "..."
+
+
 def _record_lines(out: Path, file: str, offset: int, record_id: str,
                   sample_sha256: str | None) -> Iterator[str]:
     path = out / file
@@ -120,15 +128,14 @@ def _record_lines(out: Path, file: str, offset: int, record_id: str,
             records = read_at(stream, offset)
         except Exception as exc:  # noqa: BLE001 - a damaged archive is reported, not a crash
             # warcio quotes the damaged bytes in its message: kept to a readable line.
-            said = " ".join(str(exc).split())
-            said = said if len(said) <= 120 and said.isprintable() else \
-                said.encode("ascii", "backslashreplace").decode()[:120] + "..."
             raise UserError(f"{path}: cannot read the record at offset {offset} "
-                            f"({type(exc).__name__}: {said}). The file was changed; "
-                            f"`cleanset verify {out}` names every damaged record.") from None
+                            f"({type(exc).__name__}: {_readable(str(exc))}). The file was "
+                            f"changed; `cleanset verify {out}` names every damaged "
+                            "record.") from None
     if not records or records[0].record_id != record_id:
-        raise UserError(f"{path}: offset {offset} holds "
-                        f"{records[0].record_id if records else 'no record'}, not {record_id}. "
+        found = (_readable(records[0].record_id) or "a record without a WARC-Record-ID") \
+            if records else "no record"
+        raise UserError(f"{path}: offset {offset} holds {found}, not {record_id}. "
                         f"The file was changed; `cleanset verify {out}` names what differs.")
     response = records[0]
     request = records[1] if len(records) > 1 and records[1].warc_type == "request" else None

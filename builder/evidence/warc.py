@@ -386,9 +386,15 @@ def read_at(stream: IO[bytes], offset: int, count: int = 2) -> list[ReadRecord]:
     return out
 
 
+class _QuietIterator(ArchiveIterator):  # type: ignore[misc]
+    # warcio writes a damaged record's raw bytes to stderr as a warning; the commands that
+    # read records name a damaged one themselves, in one readable line.
+    INC_RECORD = ""
+
+
 def records(stream: IO[bytes]) -> Iterator[ReadRecord]:
     """Every record from the stream's position on; offsets are the stream's own."""
-    iterator = ArchiveIterator(stream, check_digests=True)
+    iterator = _QuietIterator(stream, check_digests=True)
     for record in iterator:
         body = record.content_stream().read()
         http = record.http_headers

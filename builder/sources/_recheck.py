@@ -50,7 +50,8 @@ def now_from_head(url: str, answer: Response | Rejection) -> Now:
     length = (answer.header("content-length") or "").strip()
     return Now(PRESENT, file_url=None, etag=answer.header("etag"),
                last_modified=answer.header("last-modified"),
-               length=int(length) if length.isdigit() else None, headers=answer.headers)
+               length=int(length) if length.isdigit() else None, headers=answer.headers,
+               served_from=answer.url if answer.url != url else None)
 
 
 class HeadRechecker:

@@ -86,6 +86,7 @@ class Now:
     last_modified: str | None = None
     length: int | None = None
     headers: tuple[tuple[str, str], ...] = ()  # a HEAD's headers, for opt-out headers
+    served_from: str | None = None  # where a HEAD's redirects ended, when not at the file URL
 
 
 class Rechecker(Protocol):
