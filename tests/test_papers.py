@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -309,6 +310,45 @@ def test_verify_reports_a_paper_out_of_step_with_the_manifest(built: Path, tmp_p
     proc = run_cli("verify", str(out))
     assert proc.returncode == 1
     assert paper in proc.stdout
+
+
+def _credit_changed(out: Path) -> None:
+    for name in ("ATTRIBUTION.md", "attribution.csv"):
+        text = (out / name).read_text(encoding="utf-8")
+        assert "Ada Lovelace" in text
+        (out / name).write_text(text.replace("Ada Lovelace", "Someone Else"), encoding="utf-8")
+
+
+def _card_sentence_added(out: Path) -> None:
+    with (out / "README.md").open("a", encoding="utf-8") as card:
+        card.write("\nEvery image here may be used for any purpose.\n")
+
+
+def _candidates_truncated(out: Path) -> None:
+    path = out / "candidates.parquet"
+    path.write_bytes(path.read_bytes()[:100])
+
+
+@pytest.mark.parametrize(("edit", "papers"), [
+    (_credit_changed, ["ATTRIBUTION.md", "attribution.csv"]),
+    (_card_sentence_added, ["README.md"]),
+    (_candidates_truncated, ["candidates.parquet"])],
+    ids=["a credit's creator", "a sentence in the card", "candidates.parquet cut short"])
+def test_verify_finds_a_paper_edited_where_it_still_agrees_with_the_ledger_and_a_rerun_mends_it(
+        built: Path, tmp_path: Path, edit: Callable[[Path], None], papers: list[str]) -> None:
+    """The papers' own checks hold their keys and counts to the ledger; a changed creator or
+    an added sentence kept both. Each paper's sha256 as written is in the ledger."""
+    out = tmp_path / "copy"
+    shutil.copytree(built, out)
+    edit(out)
+    proc = run_cli("verify", str(out))
+    assert proc.returncode == 1, proc.stdout
+    for paper in papers:
+        assert f"PROBLEM {paper}: changed since cleanset wrote it" in proc.stdout
+    assert "run the same `cleanset build RECIPE --out DIR` again" in proc.stdout
+    run_cli("build", str(built.parent / "recipe.toml"), "--out", str(out), "--no-progress",
+            check=True)
+    assert run_cli("verify", str(out)).returncode == 0
 
 
 def test_verify_passes_on_a_fresh_build(built: Path) -> None:

@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 
 PAPERS = ("manifest.parquet", "candidates.parquet", "spdx.json", "croissant.json", "README.md",
           "ATTRIBUTION.md", "attribution.csv")
+# Ledger meta: {paper: sha256} of each paper as last written. The papers' own checks hold
+# what they say to the ledger; this holds every byte, so an edited credit or a damaged
+# candidates.parquet is found too (datasets written before it have none: those checks only).
+WRITTEN_META = "papers_sha256"
 
 # What the writers import lazily, by the distribution (a base dependency) that provides it.
 WRITER_MODULES = {
@@ -83,6 +87,10 @@ def write_papers(ledger: Ledger, out: Path) -> None:
     write_croissant(ledger, out, facts)
     write_attribution(ledger, out, facts)
     write_card(ledger, out / "README.md", facts)
+    from builder.shards import file_sha256
+
+    ledger.set_meta(WRITTEN_META, json.dumps({name: file_sha256(out / name) for name in PAPERS},
+                                             sort_keys=True))
     if (out / "report.html").exists():
         # Written only on request (`cleanset report`); once there, every new version (a
         # build, a takedown) keeps it current: verify holds it to that.
@@ -97,13 +105,24 @@ def check_papers(out: Path, ledger: Ledger) -> list[str]:
     from builder.exports.card import check_card
     from builder.exports.croissant import check_croissant
     from builder.exports.spdx import check_spdx
+    from builder.exports.tables import check_candidates
 
     facts = gather_facts(ledger)
     samples = {r["key"]: (r["sha1"], r["sha256"]) for r in ledger.iter_samples()}
     problems: list[str] = []
-    for check in (check_spdx, check_croissant, check_attribution, check_card):
+    for check in (check_spdx, check_croissant, check_attribution, check_card, check_candidates):
         problems.extend(check(out, ledger, facts, samples))
-    return problems
+    return problems + _check_as_written(out, ledger)
+
+
+def _check_as_written(out: Path, ledger: Ledger) -> list[str]:
+    """Each paper byte for byte as cleanset last wrote it (a missing one is its own check's)."""
+    from builder.shards import file_sha256
+
+    written = json.loads(ledger.get_meta(WRITTEN_META) or "{}")
+    return [f"{name}: changed since cleanset wrote it (its sha256 is not the one the ledger "
+            "recorded)" for name, sha256 in sorted(written.items())
+            if (out / name).is_file() and file_sha256(out / name) != sha256]
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-from builder.exports.papers import replacing
+from builder.exports.papers import Facts, replacing
 from builder.ledger import Ledger
 from builder.shards import shard_name
 
@@ -119,6 +119,22 @@ def write_manifest(ledger: Ledger, path: Path) -> int:
             yield row
 
     return _write_atomically(path, MANIFEST_SCHEMA, rows())
+
+
+def check_candidates(out: Path, ledger: Ledger, facts: Facts,
+                     samples: dict[str, tuple[str, str]]) -> list[str]:
+    """candidates.parquet readable, one row for each candidate the ledger holds."""
+    path = out / "candidates.parquet"
+    if not path.exists():
+        return ["candidates.parquet is missing"]
+    try:
+        rows = pq.ParquetFile(path).metadata.num_rows
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        return [f"candidates.parquet cannot be read: {exc}"]
+    held = ledger.db.execute("SELECT COUNT(*) FROM candidates").fetchone()[0]
+    if rows != held:
+        return [f"candidates.parquet lists {rows} candidates; the ledger holds {held}"]
+    return []
 
 
 def write_candidates(ledger: Ledger, path: Path) -> int:
