@@ -145,6 +145,10 @@ def _check_sample(shard: str, key: str, parts: dict[str, bytes], row: dict[str, 
         prov = json.loads(parts["json"])
     except ValueError:
         return out + [f"{where}: provenance .json is not valid JSON"]
+    if parts["json"] != row["provenance"].encode("utf-8"):
+        out.append(f"{where}: provenance differs from the ledger's copy of it")
+    out.extend(f"{where}: the ledger's {column} {value!r} differs from the provenance's "
+               f"{stated!r}" for column, value, stated in _columns_unlike(row, prov))
     image = parts.get(row["ext"])
     if image is None:
         return out + [f"{where}: no image member .{row['ext']}"]
@@ -164,6 +168,29 @@ def _check_sample(shard: str, key: str, parts: dict[str, bytes], row: dict[str, 
         out.append(f"{where}: licence {spdx} is not admitted by policy "
                    f"{policy.get('name', '?')} recorded for build {row['build']}")
     return out
+
+
+# The ledger's sample columns (what the papers, lookup and takedown read) and where the
+# sample's provenance states each (builder/provenance.py); licence and sha256 have their own.
+_PROVENANCE_PATHS = {
+    "sha1": ("sha1",), "pdq": ("pdq",), "pdq_quality": ("pdq_quality",), "phash": ("phash",),
+    "width": ("width",), "height": ("height",), "mime": ("mime",), "bytes": ("bytes",),
+    "license_url": ("license", "url"), "source": ("source", "name"),
+    "source_id": ("source", "id"), "file_url": ("source", "file_url"),
+    "landing_url": ("source", "landing_url"), "creator": ("attribution", "creator"),
+    "title": ("attribution", "title"),
+}
+
+
+def _columns_unlike(row: dict[str, Any], prov: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    unlike = []
+    for column, path in _PROVENANCE_PATHS.items():
+        stated: Any = prov
+        for step in path:
+            stated = stated.get(step) if isinstance(stated, dict) else None
+        if row[column] != stated:
+            unlike.append((column, row[column], stated))
+    return unlike
 
 
 def _admitted(spdx: str | None, policy: dict[str, Any]) -> bool:
@@ -211,6 +238,10 @@ def _check_accounting(ledger: Ledger, samples: dict[str, dict[str, Any]]) -> lis
         out.append(f"{key}: accepted in the ledger but has no sample record")
     for key in sorted(set(samples) - accepted):
         out.append(f"{key}: sample without an accepted candidate row")
+    for key, said, kept in ledger.db.execute(
+            "SELECT c.key, c.license, s.license FROM candidates c JOIN samples s ON s.key = c.key "
+            "WHERE c.status = 'accepted' AND c.license IS NOT s.license ORDER BY c.key"):
+        out.append(f"{key}: its candidate row says licence {said}, its sample {kept}")
     bad = ledger.db.execute(
         "SELECT COUNT(*) FROM candidates WHERE status = 'rejected' AND reason IS NULL"
     ).fetchone()[0]

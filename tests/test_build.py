@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import struct
 import tarfile
 import tempfile
@@ -252,6 +253,29 @@ def test_verify_catches_one_flipped_byte_in_a_shard(corpus: dict, tmp_path: Path
     proc = run_cli("verify", str(out))
     assert proc.returncode == 1
     assert f"000001.tar:{image.name.split('.')[0]}: image sha256" in proc.stdout
+
+
+@pytest.mark.parametrize(("edit", "said"), [
+    ("UPDATE samples SET creator = 'Someone Else' WHERE key = '{key}'",
+     "{key}: the ledger's creator 'Someone Else' differs from the provenance's"),
+    ("UPDATE samples SET provenance = replace(provenance, '\"bytes\":', '\"bytes\": ') "
+     "WHERE key = '{key}'", "{key}: provenance differs from the ledger's copy of it"),
+    ("UPDATE candidates SET license = 'MIT' WHERE key = '{key}'",
+     "{key}: its candidate row says licence MIT, its sample ")],
+    ids=["a sample's creator", "a sample's provenance", "a candidate's licence"])
+def test_verify_names_a_ledger_row_edited_away_from_the_sample_s_provenance(
+        corpus: dict, tmp_path: Path, edit: str, said: str) -> None:
+    """The shard's provenance, the ledger's copy of it and the columns papers, lookup and
+    takedown read must tell one story; a hand edit of one of them is named."""
+    out = tmp_path / "out"
+    build(corpus["recipe"], out)
+    key = pq.read_table(out / "manifest.parquet", columns=["key"]).column("key")[0].as_py()
+    with sqlite3.connect(out / "ledger.sqlite") as db:
+        assert db.execute(edit.format(key=key)).rowcount == 1
+    db.close()
+    proc = run_cli("verify", str(out))
+    assert proc.returncode == 1, proc.stdout
+    assert said.format(key=key) in proc.stdout
 
 
 def test_a_later_build_of_another_recipe_dedups_against_what_is_already_there(
