@@ -108,6 +108,11 @@ def _verify(out: Path, ledger: Ledger) -> tuple[list[str], int]:
             seen[key] = number
             problems.extend(_check_sample(path.name, key, parts, samples.get(key), number,
                                           policies))
+    if shards_dir.is_dir():
+        # A loader reads shards/ by a glob (`shards/**/*.tar`, load_dataset's data_dir)
+        problems.extend(f"shards/{p.name}: not a shard of this dataset; whatever reads "
+                        "shards/ reads it too" for p in sorted(shards_dir.iterdir())
+                        if p.is_dir() or not p.name.endswith((".tar", ".tmp")))
     for number, row in shard_rows.items():
         if row.complete and not (shards_dir / shard_name(number)).exists():
             problems.append(f"{shard_name(number)}: in the ledger but the file is missing")

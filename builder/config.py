@@ -123,7 +123,8 @@ def check_http_url(value: str, *, file: Path | str, key: str) -> str:
 
 def resolve_path(value: str, *, base: Path, file: Path | str, key: str, must_exist: bool = True,
                  kind: str = "any") -> Path:
-    path = (base / value).expanduser() if not Path(value).is_absolute() else Path(value)
+    given = Path(value).expanduser()  # a leading ~, as a shell would have expanded it
+    path = given if given.is_absolute() else base / given
     if must_exist and not path.exists():
         raise UserError(
             f"{file}: {key} = {value!r}: no such file or directory ({path}). "

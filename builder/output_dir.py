@@ -12,9 +12,12 @@ A directory is a cleanset output when
 - it is the stage of a URL output (it holds `.cleanset-publish/`): a pull interrupted before
   its last file, the ledger, leaves papers and shards but no ledger yet; or
 - it holds nothing but what a first build creates before its ledger has tables (`shards/`
-  with at most shard files, the lock, the write probe, a blank ledger and its SQLite
+  with at most shard temporaries, the lock, the write probe, a blank ledger and its SQLite
   companions), and perhaps a `denylist.jsonl` seeded by the user: a first build killed
-  early must be resumable by the same command.
+  early must be resumable by the same command. A complete shard (`NNNNNN.tar`) is never
+  such a leftover: a build's ledger has its tables before its first shard is renamed into
+  place, so shards beside no ledger (or a blank one) are someone's data, e.g. the shards kept
+  from an earlier dataset, which a build would overwrite.
 """
 
 from __future__ import annotations
@@ -42,8 +45,8 @@ FIRST_BUILD_LEFTOVERS = frozenset({
 # A denylist carried over into a new output keeps taken-down works out of it; builds read it
 # and takedowns only append to it, so a directory holding it may be built into.
 SEEDED = frozenset({"denylist.jsonl"})
-# Shards and their temporaries (`NNNNNN.tar`, `.tar.tmp`, a worker's `.tar.TOKEN.tmp`).
-_SHARD_FILE_RE = re.compile(r"^\d{6}\.tar(\.[A-Za-z0-9_-]+)?(\.tmp)?$")
+# Shard temporaries (`NNNNNN.tar.tmp`, a worker's `.tar.TOKEN.tmp`), not complete shards.
+_SHARD_TEMPORARY_RE = re.compile(r"^\d{6}\.tar(\.[A-Za-z0-9_-]+)?\.tmp$")
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
@@ -112,7 +115,7 @@ def _only_cleanset_files(directory: Path) -> bool:
         shards = directory / "shards"
         if "shards" not in names:
             return True
-        return shards.is_dir() and all(_SHARD_FILE_RE.match(n) for n in os.listdir(shards))
+        return shards.is_dir() and all(_SHARD_TEMPORARY_RE.match(n) for n in os.listdir(shards))
     except OSError:
         return False
 
@@ -125,6 +128,7 @@ def check_output_dir(out: Path, *, key: str) -> None:
     if out.is_symlink() and not out.exists():
         raise UserError(f"{key} {out}: is a broken symbolic link (to {os.readlink(out)}). "
                         "Remove the link, or choose another directory.")
+    _check_not_inside_an_output(out, key)
     if not out.exists():
         _check_creatable(out, key)
         return
@@ -145,11 +149,33 @@ def _not_ours(out: Path, names: list[str], key: str) -> str:
     foreign = ledger_kind(out / LEDGER) is LedgerKind.FOREIGN
     why = (f"its {LEDGER} is not a cleanset ledger" if foreign
            else f"it holds no cleanset ledger ({LEDGER})")
+    shards = _complete_shards(out)
+    if shards:
+        why += (f"; its shards/ holds {shards} shard file(s) no ledger here accounts for "
+                "(a build would overwrite or delete them)")
     return (f"{key} {out}: is not empty ({shown}) and {why}, so it is not the output of a "
             f"cleanset build. cleanset writes README.md, {LEDGER}, Parquet and JSON files and "
             "shards/ into an output directory, replacing any files of those names. "
             "Build into a new or empty directory, or into the output of an earlier cleanset "
             "build. Nothing was written.")
+
+
+def _check_not_inside_an_output(out: Path, key: str) -> None:
+    """A dataset inside another's folder is read as part of it: its shards by a
+    `shards/**/*.tar` glob or `load_dataset`, its files by every copy and publish of it."""
+    for place in dict.fromkeys([*out.absolute().parents, *out.resolve().parents]):
+        if ledger_kind(place / LEDGER) is LedgerKind.CLEANSET:
+            raise UserError(f"{key} {out}: is inside the cleanset output {place}; a dataset "
+                            "there would be read as part of that one (its shards/ by a glob, "
+                            "its files by every copy). Build into a directory outside it. "
+                            "Nothing was written.")
+
+
+def _complete_shards(out: Path) -> int:
+    try:
+        return sum(1 for n in os.listdir(out / "shards") if re.fullmatch(r"\d{6}\.tar", n))
+    except OSError:
+        return 0
 
 
 def _check_creatable(out: Path, key: str) -> None:

@@ -8,6 +8,7 @@ an fsspec URL (`s3://bucket/dataset`: built in a local stage, then published; se
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -218,8 +219,10 @@ class Recipe:
         return self.file.parent
 
     def default_output(self) -> str:
-        """Where `build` writes without --out: a local directory or an fsspec URL."""
-        return self.dataset.output or f"shards/{self.dataset.name}"
+        """Where `build` writes without --out: a local directory (a leading ~ expanded, as a
+        shell would) or an fsspec URL."""
+        output = self.dataset.output or f"shards/{self.dataset.name}"
+        return output if is_url(output) else os.path.expanduser(output)
 
 
 _URL_RE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*::)*[A-Za-z][A-Za-z0-9+.-]*://")
@@ -238,6 +241,9 @@ def _check_output(output: str) -> None:
                          'output directory (e.g. output = "shards/my-dataset") or remove the '
                          "key for the default shards/<name>.")
     if not is_url(output):
+        if output.startswith("~") and os.path.expanduser(output).startswith("~"):
+            raise ValueError(f"output = {output!r}: {output.split('/')[0]} is no user's home "
+                             "directory here; give the path in full.")
         return  # a local directory, checked when the build opens it
     from builder.publish import protocol_problem  # fsspec only when a URL is given
 

@@ -197,6 +197,60 @@ def test_what_a_first_build_stopped_before_its_ledger_leaves_is_resumed_but_a_us
     assert snapshot(mine) == before
 
 
+@pytest.mark.parametrize("ledger", ["none", "blank"])
+def test_shards_kept_without_their_ledger_are_never_built_over(tmp_path: Path,
+                                                                ledger: str) -> None:
+    """Complete shards beside no ledger (or an empty one) once read as a first build's
+    leftovers: a build overwrote 4 of 12 kept shards, deleted the rest and exited 0."""
+    recipe = recipe_in(tmp_path)
+    assert build(recipe, "--out", str(tmp_path / "full")).returncode == 0
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    shutil.copytree(tmp_path / "full" / "shards", kept / "shards")
+    if ledger == "blank":
+        (kept / "ledger.sqlite").write_bytes(b"")
+    before = snapshot(kept)
+    assert_refused(build(recipe, "--out", str(kept)), "its shards/ holds 3 shard file(s) no "
+                   "ledger here accounts for", "Nothing was written")
+    assert snapshot(kept) == before
+
+
+@pytest.mark.parametrize("inside", ["shards/new", "sub/new"])
+def test_an_output_inside_another_output_is_refused_and_verify_names_a_stranger_in_shards(
+        tmp_path: Path, inside: str) -> None:
+    recipe = recipe_in(tmp_path)
+    out = tmp_path / "out"
+    assert build(recipe, "--out", str(out)).returncode == 0
+    before = snapshot(out)
+    assert_refused(build(recipe, "--out", str(out / inside)),
+                   f"is inside the cleanset output {out}")
+    assert snapshot(out) == before
+    (out / "shards" / "new").mkdir()  # made by hand, e.g. another tool's output
+    proc = run_cli("verify", str(out))
+    assert proc.returncode == 1 and "PROBLEM shards/new: not a shard of this dataset" in \
+        proc.stdout
+
+
+def test_a_tilde_in_out_or_the_recipe_s_output_is_the_home_directory_not_a_folder_named_tilde(
+        tmp_path: Path) -> None:
+    """`--out=~/x` and `output = "~/x"` reach cleanset unexpanded: shards once went to ./~,
+    a paper into $HOME, and every rerun failed."""
+    home = tmp_path / "home"
+    home.mkdir()
+    recipe = recipe_in(tmp_path, extra_dataset='output = "~/datasets/by-recipe"')
+    env = {"HOME": str(home)}
+    assert run_cli("build", str(recipe), "--out=~/datasets/by-flag", "--no-progress",
+                   env=env, cwd=tmp_path).returncode == 0
+    assert run_cli("build", str(recipe), "--no-progress", env=env, cwd=tmp_path).returncode == 0
+    for name in ("by-flag", "by-recipe"):
+        assert run_cli("verify", f"~/datasets/{name}", env=env).returncode == 0
+        assert (home / "datasets" / name / "manifest.parquet").is_file()
+    assert not (tmp_path / "~").exists() and sorted(os.listdir(home)) == ["datasets"]
+    proc = run_cli("build", str(recipe), "--out", "~no-such-user-here/x", "--no-progress",
+                   cwd=tmp_path)
+    assert proc.returncode == 2 and "is no user's home directory here" in proc.stderr
+
+
 def test_a_first_build_killed_before_its_ledger_was_checkpointed_is_recognised_and_resumed(
         tmp_path: Path) -> None:
     recipe = recipe_in(tmp_path)

@@ -5,6 +5,7 @@ module here, listed in COMMANDS (in the order `cleanset --help` shows them)."""
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from types import ModuleType
 
@@ -30,7 +31,19 @@ def place_argument(text: str) -> str:
     read as the current directory."""
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty string; give a path")
-    return text
+    return expand_home(text)
+
+
+def expand_home(text: str) -> str:
+    """A leading ~ as the shell would have expanded it (`--out=~/x`, a quoted '~/x', a
+    recipe's `output = "~/x"` reach us unexpanded): never a folder literally named ~."""
+    if not text.startswith("~"):
+        return text
+    expanded = os.path.expanduser(text)
+    if expanded.startswith("~"):
+        raise argparse.ArgumentTypeError(f"{text}: {text.split('/')[0]} is no user's home "
+                                         "directory here; give the path in full")
+    return expanded
 
 
 def path_argument(text: str) -> Path:
