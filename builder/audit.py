@@ -17,6 +17,8 @@ from builder.ledger import Ledger, reading
 from builder.recipe import is_url
 from builder.shards import file_sha256, read_shard_members, shard_name
 
+LOST_SHARD = "in the ledger but the file is missing"
+
 
 def verify(out: Path, shown_as: str | None = None) -> tuple[list[str], int]:
     """Return (problems, samples checked). Reads only: the directory is left as it was.
@@ -115,7 +117,7 @@ def _verify(out: Path, ledger: Ledger) -> tuple[list[str], int]:
                         if p.is_dir() or not p.name.endswith((".tar", ".tmp")))
     for number, row in shard_rows.items():
         if row.complete and not (shards_dir / shard_name(number)).exists():
-            problems.append(f"{shard_name(number)}: in the ledger but the file is missing")
+            problems.append(f"{shard_name(number)}: {LOST_SHARD}")
     for key in samples:
         if key not in seen:
             problems.append(f"{key}: in the ledger but in no shard")

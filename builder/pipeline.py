@@ -77,7 +77,7 @@ from builder.records import (
     decided_license,
     is_transient,
 )
-from builder.shards import OpenShard, fsync_dir, shard_path, temp_path
+from builder.shards import OpenShard, fsync_dir, shard_name, shard_path, temp_path
 from builder.sources import source_module
 from builder.sources.base import SourceContext
 from builder.stages import StagePlan
@@ -261,6 +261,7 @@ def _build_locked(recipe: Recipe, options: BuildOptions, ledger: Ledger) -> Buil
     # Every build into a dataset hashes as its first build did (refused before a build starts
     # when this cleanset lacks that pipeline).
     hash_pipeline = dataset_hash_pipeline(ledger.db, options.out)
+    _check_shards_present(ledger, options.out)
     row = _start_or_resume(ledger, recipe, policy.to_json(), options.limit)
     started = time.monotonic()
     if row is None:
@@ -282,6 +283,26 @@ def _build_locked(recipe: Recipe, options: BuildOptions, ledger: Ledger) -> Buil
     summary.total_samples = ledger.sample_count()
     summary.total_shards = len(ledger.shards())
     return summary
+
+
+def _check_shards_present(ledger: Ledger, out: Path) -> None:
+    """A shard deleted or moved by hand: no build reports "complete" over it or dedups new
+    candidates against the samples it held (they would be refused as duplicates of images
+    the dataset no longer has)."""
+    missing = [s for s in ledger.shards()
+               if s.complete and not (out / "shards" / shard_name(s.shard)).is_file()]
+    if not missing:
+        return
+    named = "; ".join(f"{shard_name(s.shard)} ({s.samples} samples, sha256 {s.sha256})"
+                      for s in missing[:5]) + (f"; and {len(missing) - 5} more"
+                                               if len(missing) > 5 else "")
+    raise UserError(f"{out / 'shards'}: {len(missing)} shard(s) the ledger records are "
+                    f"missing: {named}. The directory was changed outside cleanset. Restore "
+                    "them from a copy of the dataset (the sha256 tells a good copy; "
+                    f"`cleanset verify {out}` checks it), then run the same command again; "
+                    "with no copy, take their samples down (the keys verify lists as in no "
+                    f"shard: `cleanset takedown {out} --key KEY ... --reason 'shard lost'`; "
+                    "they are denylisted, as in any takedown). Nothing changed.")
 
 
 def _check_options(recipe: Recipe, options: BuildOptions) -> None:

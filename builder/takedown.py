@@ -410,7 +410,10 @@ def _require_shards(out: Path, plan: dict[str, Any]) -> None:
     """Refuse (exit 2, nothing changed) when a shard the takedown must rewrite is gone: a
     journal written now could never be finished, and every later command would ask for it."""
     shards = out / "shards"
-    missing = [entry["file"] for entry in plan["shards"] if not (shards / entry["file"]).exists()]
+    # A shard lost whole whose every sample goes is no obstacle: nothing of it is kept.
+    emptied = set(plan["log"]["shards_deleted"])
+    missing = [entry["file"] for entry in plan["shards"]
+               if not (shards / entry["file"]).exists() and entry["file"] not in emptied]
     if missing:
         listed = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5
                                           else "")
@@ -555,7 +558,10 @@ def _apply(out: Path, plan: dict[str, Any]) -> None:
     shards_dir = out / "shards"
     if plan["phase"] == "planned":
         # No shard has been renamed yet: (re)write every temp from the untouched shards.
-        results = [_rewrite_shard(shards_dir, s) for s in plan["shards"]]
+        emptied = set(plan["log"]["shards_deleted"])
+        results = [{"samples": 0, "data_end": 0, "size": None, "sha256": None}
+                   if s["file"] in emptied else _rewrite_shard(shards_dir, s)
+                   for s in plan["shards"]]
         for s, r in zip(plan["shards"], results, strict=True):
             s.update(r)
         plan["phase"] = "ready"

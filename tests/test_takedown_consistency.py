@@ -38,7 +38,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         server.stop()
     keys = [r["key"] for r in pq.read_table(out / "manifest.parquet").to_pylist()]
     assert len(keys) == N
-    yield {"out": out, "rows": rows, "keys": keys}
+    yield {"out": out, "rows": rows, "keys": keys, "recipe": recipe}
 
 
 @pytest.fixture
@@ -254,6 +254,32 @@ def test_a_takedown_needing_a_shard_someone_deleted_changes_nothing_and_says_res
     assert "000000.tar: in the ledger but the file is missing" in verify.stdout
     later = run_cli("takedown", str(out), "--key", built["keys"][4], "--reason", "request")
     assert later.returncode == 0, later.stderr  # shards that are there can still be taken down
+
+
+def test_a_lost_shard_stops_every_build_until_restored_or_its_samples_are_taken_down(
+        built: dict, out: Path) -> None:
+    """A build once said "already complete: 12 samples in 4 shards" over a deleted shard, and
+    an extending build refused the lost images as duplicates of samples no shard held."""
+    (out / "shards" / "000000.tar").unlink()
+    before = dataset_files(out)
+    proc = run_cli("build", str(built["recipe"]), "--out", str(out), "--no-progress")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "1 shard(s) the ledger records are missing: 000000.tar (3 samples, sha256 " in \
+        proc.stderr and "Restore them from a copy" in proc.stderr
+    assert dataset_files(out) == before
+    verify = run_cli("verify", str(out))
+    assert "restore the dataset's shards/ from a copy" in verify.stdout
+    lost = [r["key"] for r in pq.read_table(out / "manifest.parquet").to_pylist()
+            if r["shard"] == "shards/000000.tar"]
+    assert len(lost) == 3
+    # with no copy: a takedown of every sample it held needs nothing from it
+    down = run_cli("takedown", str(out), *(a for k in lost for a in ("--key", k)),
+                   "--reason", "shard lost")
+    assert down.returncode == 0, down.stderr
+    assert "1 shard(s) deleted because emptied (000000.tar)" in down.stdout
+    assert run_cli("verify", str(out)).returncode == 0
+    again = run_cli("build", str(built["recipe"]), "--out", str(out), "--no-progress")
+    assert again.returncode == 0 and "already complete" in again.stdout, again.stderr
 
 
 def test_diff_to_a_version_that_does_not_exist_names_the_version_given(out: Path) -> None:

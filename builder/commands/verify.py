@@ -61,6 +61,10 @@ def _report_verify(problems: list[str], checked: int, where: Path | str, *,
             # the other problems are most likely that same half-way state.
             print(f"verify: finish the interrupted takedown first (`cleanset takedown {where}`), "
                   "then verify again")
+        elif any(problem.endswith(lost_shard()) for problem in problems):
+            print("verify: a shard the ledger records is missing: restore the dataset's "
+                  "shards/ from a copy (the ledger records each shard's sha256), then verify "
+                  "again; no build adds to it until then")
         elif any(_about_a_paper(problem) for problem in problems):
             # The papers derive from the ledger alone, so no problem in them is lasting.
             print("verify: the papers derive from the ledger; run the same `cleanset build "
@@ -69,6 +73,12 @@ def _report_verify(problems: list[str], checked: int, where: Path | str, *,
     print(f"verify: OK: {checked} samples in {where} match their provenance, manifest, "
           "ledger and policy")
     return 0
+
+
+def lost_shard() -> str:
+    from builder.audit import LOST_SHARD
+
+    return LOST_SHARD
 
 
 def _about_a_paper(problem: str) -> bool:
