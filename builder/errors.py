@@ -11,3 +11,10 @@ class BuildLockedError(UserError):
     """Another process is building into the same output directory."""
 
     exit_code = 1
+
+
+class BuildStoppedError(UserError):
+    """Bad input met after a build had started (a source's file broken mid-way): the build
+    is unfinished and resumable, so not the usage error's "nothing changed" exit 2."""
+
+    exit_code = 1

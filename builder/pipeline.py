@@ -53,7 +53,7 @@ from builder.dedup import (
     open_ledger_index,
     record_dedup_rule,
 )
-from builder.errors import UserError
+from builder.errors import BuildStoppedError, UserError
 from builder.evidence.archive import NO_EVIDENCE, Evidence, EvidenceArchive, load_evidence_config
 from builder.executors import Executor, make_executor
 from builder.exports.papers import record_dataset_meta, require_writers, write_papers
@@ -276,7 +276,14 @@ def _build_locked(recipe: Recipe, options: BuildOptions, ledger: Ledger) -> Buil
         if ledger.get_meta("hash_pipeline") is None:
             ledger.set_meta("hash_pipeline", hash_pipeline)
         run = _Run(recipe, options, ledger, row, policy, hash_pipeline)
-        summary = run.execute()
+        try:
+            summary = run.execute()
+        except BuildStoppedError:
+            raise
+        except UserError as exc:
+            raise BuildStoppedError(
+                f"{exc} Build {row.build} stopped there; what it committed is kept: fix this "
+                "and run the same command again to resume it.") from None
         summary.warnings.extend(_empty_source_warnings(recipe, ledger, row.build))
     write_papers(ledger, options.out)
     summary.seconds = time.monotonic() - started

@@ -404,6 +404,32 @@ def _preflight_sources(specs: tuple[SourceSpec, ...], file: Path, fetch: FetchCo
             module.SOURCE(spec.name, spec.config, context).preflight()
 
 
+def _check_recipe_licence(licence: Any, file: Path, where: str) -> None:
+    """A source's `license` read as the licence gate reads it: one it does not recognise
+    would refuse every candidate of the source (license_unrecognized) in a build that
+    "finishes" and is then "already complete"."""
+    if not isinstance(licence, str) or not licence.strip():
+        return
+    from builder.licensing import load_catalogue, read_claims
+    from builder.records import Evidence
+
+    claims = read_claims((Evidence("recipe:license", licence),))
+    if claims and all(c.spdx for c in claims):
+        return
+    import difflib
+
+    known: dict[str, str] = {}  # upper-cased id, and id without its version -> the id
+    for spdx in load_catalogue().entries:
+        known.setdefault(spdx.upper(), spdx)
+        known.setdefault(re.sub(r"-\d.*$", "", spdx).upper(), spdx)
+    close = difflib.get_close_matches(licence.strip().upper(), list(known), n=1, cutoff=0.6)
+    hint = f" Did you mean {known[close[0]]!r}?" if close else ""
+    raise UserError(f"{file}: {where}.license = {licence!r} is not a licence cleanset "
+                    f"recognises, so every image of this source would be refused.{hint} "
+                    "Give an SPDX id (CC0-1.0, CC-BY-4.0), a Creative Commons URL or name; "
+                    f"`cleanset licenses check {licence!r}` shows how a string is read.")
+
+
 def _load_sources(raw: Any, file: Path) -> tuple[SourceSpec, ...]:
     if raw is None:
         raise UserError(f"{file}: no [[sources]]. Add at least one, e.g. kind = \"folder\".")
@@ -432,5 +458,6 @@ def _load_sources(raw: Any, file: Path) -> tuple[SourceSpec, ...]:
         check = getattr(config, "check", None)
         if check is not None:
             config = check(file=file, base=file.parent, where=where)
+        _check_recipe_licence(getattr(config, "license", None), file, where)
         specs.append(SourceSpec(kind=kind, name=name, config=config))
     return tuple(specs)

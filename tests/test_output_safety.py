@@ -4,6 +4,7 @@ can check offline before the output directory exists (#16 items 1, 11, 16)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -251,6 +252,25 @@ def test_a_tilde_in_out_or_the_recipe_s_output_is_the_home_directory_not_a_folde
     assert proc.returncode == 2 and "is no user's home directory here" in proc.stderr
 
 
+def test_a_broken_sidecar_met_mid_build_is_exit_1_and_resumable_not_nothing_changed(
+        tmp_path: Path) -> None:
+    """Exit 2 says "refused, nothing changed"; this build had started (ledger, evidence)."""
+    add_images(tmp_path / "more", range(20, 26))
+    recipe = recipe_in(tmp_path, tail='[[sources]]\nkind = "folder"\nname = "more"\n'
+                                      f'path = "more"\nlicense = "{CC0}"\n')
+    broken = tmp_path / "more" / "img24.jpg.json"
+    broken.write_text("{not json")
+    out = tmp_path / "out"
+    proc = build(recipe, "--out", str(out))
+    assert proc.returncode == 1, proc.stderr
+    assert "img24.jpg.json: sidecar is not valid JSON" in proc.stderr
+    assert "Build 1 stopped there; what it committed is kept" in proc.stderr
+    assert "run the same command again to resume it" in proc.stderr
+    broken.write_text(json.dumps({"creator": "A. Person"}))
+    assert build(recipe, "--out", str(out)).returncode == 0
+    assert run_cli("verify", str(out)).returncode == 0
+
+
 def test_a_first_build_killed_before_its_ledger_was_checkpointed_is_recognised_and_resumed(
         tmp_path: Path) -> None:
     recipe = recipe_in(tmp_path)
@@ -302,6 +322,17 @@ def test_a_misspelt_policy_names_the_recipe_suggests_the_closest_and_creates_not
     recipe = recipe_in(tmp_path, policy="comercial")
     proc = build(recipe, "--out", str(tmp_path / "out"))
     assert_refused(proc, str(recipe), "[policy] use = 'comercial'", "Did you mean 'commercial'?")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_source_licence_no_catalogue_entry_reads_is_refused_before_the_build(
+        tmp_path: Path) -> None:
+    """`license = "CCO"` (a letter O) once built 0 of 20 images, exit 0, then "complete"."""
+    recipe = recipe_in(tmp_path, source='kind = "folder"\npath = "images"').read_text()
+    recipe_path = write_recipe(tmp_path / "recipe.toml", recipe.replace(CC0, "CCO"))
+    proc = build(recipe_path, "--out", str(tmp_path / "out"))
+    assert_refused(proc, "sources[0].license = 'CCO' is not a licence cleanset recognises",
+                   "Did you mean 'CC0-1.0'?")
     assert not (tmp_path / "out").exists()
 
 
