@@ -25,11 +25,15 @@ batch at a time and reconciled here, builder/executors/ray_index.py) and the sha
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import itertools
 import json
 import logging
 import os
+import sys
 import time
+import tomllib
 from collections import Counter, deque
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -409,16 +413,63 @@ def _start_or_resume(ledger: Ledger, recipe: Recipe, policy: dict[str, Any],
             return None
         return latest
     if latest is not None and latest.finished_at is None:
-        raise UserError(
-            f"{ledger.path.parent}: holds an unfinished build of another recipe "
-            f"({latest.recipe_path}, sha256 {latest.recipe_sha256[:12]}). Finish it by running "
-            "that recipe again, or build this one into another --out."
-        )
-    return ledger.start_build(
+        if _same_recipe_rewritten(ledger, latest, recipe):
+            # Comments or layout only (the TOML reads the same): the build goes on with it.
+            ledger.db.execute("UPDATE builds SET recipe_sha256 = ?, recipe_path = ? "
+                              "WHERE build = ?", (recipe.sha256, str(recipe.file), latest.build))
+            _record_recipe_text(ledger, latest.build, recipe)
+            print(f"cleanset: note: {recipe.file} was edited since build {latest.build} "
+                  "started from it, but reads the same (comments or layout only): resuming "
+                  "the build with it", file=sys.stderr)
+            return ledger.build(latest.build)
+        raise UserError(_unfinished_elsewhere(ledger, latest, recipe))
+    row = ledger.start_build(
         recipe_sha256=recipe.sha256, recipe_path=str(recipe.file),
         dataset_name=recipe.dataset.name, policy=policy, tool_version=__version__,
         started_at=clock.wall_iso(),
     )
+    _record_recipe_text(ledger, row.build, recipe)
+    return row
+
+
+# Ledger meta: the text of the recipe each build started from, so an unfinished build's
+# recipe can be told apart from an edit of it, and got back after one.
+RECIPE_TEXT_META = "recipe_text:{build}"
+
+
+def _record_recipe_text(ledger: Ledger, build: int, recipe: Recipe) -> None:
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        raw = recipe.file.read_bytes()
+        if hashlib.sha256(raw).hexdigest() == recipe.sha256:
+            ledger.set_meta(RECIPE_TEXT_META.format(build=build), raw.decode("utf-8"))
+
+
+def _same_recipe_rewritten(ledger: Ledger, latest: BuildRow, recipe: Recipe) -> bool:
+    recorded = ledger.get_meta(RECIPE_TEXT_META.format(build=latest.build))
+    if recorded is None or latest.recipe_path != str(recipe.file):
+        return False
+    try:
+        return tomllib.loads(recorded) == tomllib.loads(recipe.file.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False
+
+
+def _unfinished_elsewhere(ledger: Ledger, latest: BuildRow, recipe: Recipe) -> str:
+    out = ledger.path.parent
+    key = RECIPE_TEXT_META.format(build=latest.build)
+    kept = (f" (the text it started from is kept in the ledger: `sqlite3 {ledger.path} "
+            f"\"SELECT value FROM meta WHERE key = '{key}'\"` prints it)"
+            if ledger.get_meta(key) is not None else "")
+    if latest.recipe_path == str(recipe.file):
+        return (f"{out}: build {latest.build} started from {recipe.file} as it was before an "
+                f"edit (sha256 {latest.recipe_sha256[:12]}, now {recipe.sha256[:12]}) and did "
+                "not finish. An unfinished build resumes only with the recipe it started "
+                f"from: undo the edit{kept}, run the same command to finish build "
+                f"{latest.build}, then build the edited recipe into {out} (it extends the "
+                "dataset). Nothing changed.")
+    return (f"{out}: holds an unfinished build of another recipe ({latest.recipe_path}, sha256 "
+            f"{latest.recipe_sha256[:12]}){kept}. Finish it by running that recipe again, or "
+            "build this one into another --out. Nothing changed.")
 
 
 def open_source(spec: SourceSpec, context: SourceContext) -> Any:

@@ -74,8 +74,21 @@ def fetch_stage(licensed: Licensed, *, fetcher: Any, max_bytes: int) -> Fetched 
 
 
 def _read_local(licensed: Licensed, max_bytes: int) -> Fetched | Rejection:
+    """A folder source's file. A name that is not UTF-8 cannot be recorded (the ledger, the
+    provenance and the papers are UTF-8): refused for good, naming the file with its odd
+    bytes escaped. A file that cannot be read (permissions, I/O error) says nothing about
+    the image: `connection_error`, a transient reason, so running the same command again
+    retries it once the file is readable."""
     path = licensed.candidate.local_path
     assert path is not None
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        return Rejection(
+            Reason.HTTP_ERROR,
+            f"the file name is not UTF-8: {shown} (its non-UTF-8 bytes shown as \\xNN); "
+            "rename the file (or the folder so named) to UTF-8, e.g. convmv -f latin1 -t utf8")
     try:
         size = os.path.getsize(path)
         if size > max_bytes:
@@ -83,7 +96,10 @@ def _read_local(licensed: Licensed, max_bytes: int) -> Fetched | Rejection:
         with open(path, "rb") as f:
             data = f.read(max_bytes + 1)
     except OSError as exc:
-        return Rejection(Reason.HTTP_ERROR, f"cannot read {path}: {exc.strerror or exc}")
+        return Rejection(
+            Reason.CONNECTION_ERROR,
+            f"cannot read the local file {path}: {exc.strerror or exc}; make it readable "
+            "and run the same command again to retry it")
     if len(data) > max_bytes:
         return Rejection(Reason.TOO_LARGE, f"more than max_bytes {max_bytes}")
     empty = HttpInfo(status=None, etag=None, last_modified=None, content_type=None)

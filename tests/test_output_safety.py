@@ -271,6 +271,37 @@ def test_a_broken_sidecar_met_mid_build_is_exit_1_and_resumable_not_nothing_chan
     assert run_cli("verify", str(out)).returncode == 0
 
 
+def test_a_recipe_edited_while_its_build_is_unfinished_resumes_if_it_reads_the_same(
+        tmp_path: Path) -> None:
+    """An added comment once blocked the directory for good ("an unfinished build of another
+    recipe", naming the very file given, whose old text was nowhere)."""
+    add_images(tmp_path / "more", range(20, 26))
+    recipe = recipe_in(tmp_path, tail='[[sources]]\nkind = "folder"\nname = "more"\n'
+                                      f'path = "more"\nlicense = "{CC0}"\n')
+    started_from = recipe.read_text()
+    (tmp_path / "more" / "img24.jpg.json").write_text("{not json")
+    out = tmp_path / "out"
+    assert build(recipe, "--out", str(out)).returncode == 1  # stopped mid-way
+    (tmp_path / "more" / "img24.jpg.json").write_text(json.dumps({"creator": "A. Person"}))
+
+    recipe.write_text(started_from.replace('name = "safety"', 'name = "safety-2"'))
+    before = snapshot(out)
+    proc = build(recipe, "--out", str(out))
+    assert_refused(proc, f"build 1 started from {recipe.resolve()} as it was before an edit",
+                   "undo the edit", "the text it started from is kept in the ledger")
+    assert snapshot(out) == before
+    with sqlite3.connect(out / "ledger.sqlite") as db:
+        (kept,) = db.execute("SELECT value FROM meta WHERE key = 'recipe_text:1'").fetchone()
+    db.close()
+    assert kept == started_from
+
+    recipe.write_text("# a comment, and the same recipe\n" + started_from)
+    proc = build(recipe, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "was edited since build 1 started from it, but reads the same" in proc.stderr
+    assert run_cli("verify", str(out)).returncode == 0
+
+
 def test_a_first_build_killed_before_its_ledger_was_checkpointed_is_recognised_and_resumed(
         tmp_path: Path) -> None:
     recipe = recipe_in(tmp_path)

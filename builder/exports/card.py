@@ -146,7 +146,8 @@ def _transient_note(facts: Facts) -> str:
         return ""
     names = ", ".join(f"`{r}`" for r in sorted(transient))
     return (f"\n{sum(transient.values())} of these ({names}) could not be checked or "
-            "downloaded because of a network failure at build time. They are not opt-outs; "
+            "downloaded because of a network failure at build time (or a local file that "
+            "could not be read). They are not opt-outs; "
             f"running the same recipe again retries each, {MAX_ATTEMPTS} runs in all.\n")
 
 

@@ -16,6 +16,12 @@ Sidecar keys: license / license_url / licence / rights (licence claims), creator
 artist, creator_url, title, caption / text / description, landing_url / source_url / url,
 credit; every other key is kept in `extra`.
 
+A file name that is not UTF-8 (Latin-1 bytes such as `caf\\xe9.jpg`) is still offered: its
+source id and path are the name with those bytes escaped, so the ledger can record it, and
+the fetch stage refuses it (`http_error`, asking to rename it) instead of the build stopping.
+A folder this user cannot list or enter stops the build before it starts (UserError naming
+it): skipping it would leave its images out without a word.
+
 Hidden files and folders (".name") are skipped. Symbolic links are never followed out of the
 folder: a linked folder is not descended, and a linked file or sidecar is used only when its
 target lies inside the folder — a dataset folder must not become a way to publish
@@ -35,10 +41,11 @@ import json
 import logging
 import os
 import posixpath
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from builder.config import resolve_path
 from builder.errors import UserError
@@ -124,7 +131,8 @@ class FolderSource:
             )
         images: list[tuple[str, Path]] = []
         metadata: dict[str, tuple[str, dict[str, Any]]] = {}
-        for dirpath, dirnames, filenames in os.walk(self.root, followlinks=False):
+        for dirpath, dirnames, filenames in os.walk(self.root, onerror=self._unreadable,
+                                                    followlinks=False):
             here = Path(dirpath)
             dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) \
                 if self.config.recursive else []
@@ -134,15 +142,35 @@ class FolderSource:
                         IMAGE_EXTENSIONS:
                     continue
                 path = here / filename
-                if path.is_symlink() and not self._inside(path):
-                    log.warning("folder source %s: skipping %s: a link pointing outside %s",
-                                self.name, path, self.root)
+                try:
+                    mode = path.lstat().st_mode
+                    if stat.S_ISLNK(mode):
+                        if not self._inside(path):
+                            log.warning("folder source %s: skipping %s: a link pointing "
+                                        "outside %s", self.name, path, self.root)
+                            continue
+                        mode = path.stat().st_mode
+                except FileNotFoundError:  # removed while we looked
                     continue
-                if not path.is_file():  # a FIFO or device named x.jpg would hang the reader
+                except OSError as exc:  # a folder that lists its names but cannot be entered
+                    self._unreadable(OSError(exc.errno, exc.strerror, str(here)))
+                if not stat.S_ISREG(mode):  # a FIFO or device named x.jpg would hang the reader
                     continue
                 images.append((path.relative_to(self.root).as_posix(), path))
         images.sort()
         return images, metadata
+
+    def _unreadable(self, exc: OSError) -> NoReturn:
+        """A folder the walk cannot read. os.walk would skip it in silence, and its images
+        would be missing from the dataset without a ledger row; like an unreadable sidecar,
+        it stops the build (before anything is written: preflight walks first)."""
+        elsewhere = "" if Path(exc.filename) == self.root else f", or move it out of {self.root}"
+        raise UserError(
+            f"{exc.filename}: cannot read this folder ({exc.strerror or exc}), so the images "
+            f"in it would be left out of source {self.name!r} of {self.context.recipe_file} "
+            "without a word. Make it readable by the user running cleanset (e.g. chmod a+rx "
+            f"on it){elsewhere}, then run the same command again."
+        ) from None
 
     # -- metadata ------------------------------------------------------------
 
@@ -203,14 +231,24 @@ class FolderSource:
             for claim in row_evidence(values, plan_columns(values, {}, aliases=FOLDER_ALIASES)):
                 if claim not in evidence:
                     evidence.append(claim)
-        found_in = [("metadata_from", where) for where, _ in layers]
+        found_in = [("metadata_from", shown_name(where)) for where, _ in layers]
+        # `local_path` is the file as the OS names it; every name that is recorded (source
+        # id, url, extra) is text: a non-UTF-8 name escaped, which the fetch stage refuses.
+        shown = shown_name(rel)
         candidate = row_to_candidate(
-            merged, plan, source=self.name, fallback_id=rel, fixed_license=None,
-            resume=resume, url=rel, local_path=str(path), extra=found_in,
+            merged, plan, source=self.name, fallback_id=shown, fixed_license=None,
+            resume=resume, url=shown, local_path=str(path), extra=found_in,
         )
         if self.config.license:
             evidence.append(Evidence(field="recipe:license", value=self.config.license))
-        return replace(candidate, source_id=rel, evidence=tuple(evidence))
+        return replace(candidate, source_id=shown, evidence=tuple(evidence))
+
+
+def shown_name(name: str) -> str:
+    """`name` as text that can be recorded: itself when it is UTF-8; otherwise the bytes
+    that are not UTF-8 (which Python holds as lone surrogates, and which neither SQLite nor
+    JSON can store) written as `\\xNN`: `caf\\xe9.jpg`."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def _read_json_object(file: Path) -> dict[str, Any]:
