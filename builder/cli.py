@@ -12,10 +12,13 @@ import contextlib
 import ctypes
 import logging
 import os
+import shutil
+import signal
 import sqlite3
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from builder import __version__
@@ -59,13 +62,26 @@ class _WithCommonFlags:
         return self._sub.add_parser(name, parents=parents, **kwargs)  # type: ignore[arg-type]
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill PID`, a scheduler stopping a job): the command stops as Ctrl-C stops
+    it, through the same clean-up (workers, spool, temporary files), instead of dying where
+    it stood with multiprocessing's leftovers and no word."""
+
+
+def _on_sigterm(signum: int, frame: object) -> NoReturn:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         # Declaring the commands imports them (and the build's stages, ~0.25 s): a Ctrl-C
         # in a command's first moments lands here.
         parser = make_parser()
-    except KeyboardInterrupt:
-        return _interrupted()
+    except KeyboardInterrupt as exc:
+        return _interrupted(exc)
     except ModuleNotFoundError as exc:
         return _incomplete(exc)
     args = parser.parse_args(argv)
@@ -78,15 +94,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except BrokenPipeError:
         return _output_closed()
-    except KeyboardInterrupt:
-        return _interrupted()
+    except KeyboardInterrupt as exc:
+        return _interrupted(exc)
     except ModuleNotFoundError as exc:
         return _incomplete(exc)
     except sqlite3.DatabaseError as exc:
         # A ledger damaged on disk (truncated by a bad copy, overwritten) fails on whichever
         # query reads the damaged page first: name the file and the way back, not the query.
         print(f"cleanset: fatal: the ledger (ledger.sqlite) cannot be used: {exc}. "
-              f"{_ledger_fix(exc)}", file=sys.stderr)
+              f"{_ledger_fix(exc, _output_place(args))}", file=sys.stderr)
         return 1
     except OSError as exc:
         # Disk full, permissions changed mid-build...: nothing committed is lost; say what broke.
@@ -120,17 +136,47 @@ def _output_closed() -> int:
     return 141
 
 
-def _interrupted() -> int:
+def _interrupted(exc: KeyboardInterrupt) -> int:
+    if isinstance(exc, Terminated):
+        print("cleanset: terminated (SIGTERM); run the same command again to resume.",
+              file=sys.stderr)
+        return 128 + signal.SIGTERM  # 143, as a shell reports a process SIGTERM ended
     print("cleanset: interrupted; run the same command again to resume.", file=sys.stderr)
     return 130
 
 
-def _ledger_fix(exc: sqlite3.DatabaseError) -> str:
+# Below this much free space a failed ledger write is read as the disk being full: SQLite
+# says "disk I/O error" (or, its commit undone, "cannot rollback") when its journal cannot grow.
+NEARLY_FULL_BYTES = 64 << 20
+
+
+def _ledger_fix(exc: sqlite3.DatabaseError, place: Path | None) -> str:
     if "readonly" in str(exc):
         return ("This user cannot write the directory or its ledger: fix the permissions, or "
                 "run it on a writable copy.")
+    if "full" in str(exc) or (place is not None and _free_bytes(place) < NEARLY_FULL_BYTES):
+        where = f"the disk holding {place}" if place is not None else "the disk"
+        return (f"{where[0].upper()}{where[1:]} is full: the ledger is not damaged and everything "
+                "committed is kept. Free some space, then run the same command again to "
+                "resume.")
     return ("If it was damaged (an interrupted copy, a file written over it), restore the "
             "directory from a good copy; `cleanset verify DIR` checks one.")
+
+
+def _output_place(args: argparse.Namespace) -> Path | None:
+    """The local directory a command works in, when its arguments name one."""
+    for name in ("out", "dir"):
+        value = getattr(args, name, None)
+        if isinstance(value, str | Path) and str(value) and "://" not in str(value):
+            return Path(value)
+    return None
+
+
+def _free_bytes(place: Path) -> int:
+    for path in (place, *place.absolute().parents):
+        with contextlib.suppress(OSError):
+            return shutil.disk_usage(path).free
+    return NEARLY_FULL_BYTES
 
 
 def limit_malloc_arenas() -> None:

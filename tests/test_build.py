@@ -461,6 +461,44 @@ def test_ctrl_c_mid_build_exits_130_at_once_quietly_and_the_rerun_finishes(
     assert run_cli("verify", str(tmp_path / "out")).returncode == 0
 
 
+def test_sigterm_mid_build_stops_as_ctrl_c_does_exit_143_nothing_left_and_the_rerun_finishes(
+        httpserver: HTTPServer, tmp_path: Path) -> None:
+    """`kill PID` (a scheduler stopping a job) reaches the build process alone: it once died
+    where it stood, exit 143 with no word, leaving multiprocessing's temporary folder and a
+    "leaked semaphore" warning behind."""
+    import signal
+    import subprocess
+    import sys
+
+    count = AutoExecutor.SWITCH_AFTER + 120
+    recipe, reached, release = holding_recipe(httpserver, tmp_path, count,
+                                              AutoExecutor.SWITCH_AFTER + 30)
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {**os.environ, "SOURCE_DATE_EPOCH": FIXED_EPOCH, "PYTHONPATH": str(REPO),
+           "TMPDIR": str(temp)}
+    build_process = subprocess.Popen(
+        [sys.executable, "-m", "builder", "build", str(recipe), "--out", str(tmp_path / "out"),
+         "--no-progress"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
+    try:
+        assert reached.wait(120), "the build never reached its worker processes"
+        assert any(temp.glob("pymp-*"))  # the fork server's folder, while it runs
+        build_process.send_signal(signal.SIGTERM)
+        stdout, stderr = build_process.communicate(timeout=30)
+    finally:
+        release.set()
+        if build_process.poll() is None:
+            build_process.kill()
+    assert build_process.returncode == 143, stderr
+    assert "terminated (SIGTERM); run the same command again to resume" in stderr
+    assert "Traceback" not in stderr and "leaked" not in stderr, stderr
+    assert list(temp.iterdir()) == []  # the spool and the fork server's folder went with it
+    rerun = run_cli("build", str(recipe), "--out", str(tmp_path / "out"), "--no-progress")
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"dataset: {count} samples" in rerun.stdout
+
+
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux's /proc")
 @pytest.mark.parametrize("rows, executor, started", [
     (AutoExecutor.SWITCH_AFTER + 120, None, True), (40, None, False),

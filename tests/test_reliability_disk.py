@@ -11,6 +11,7 @@ How the faults are made (tests run as root in CI, and root ignores chmod):
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import random
@@ -154,6 +155,28 @@ def test_a_really_full_filesystem_is_a_clear_error_and_the_build_moves_on_elsewh
     reference = tmp_path / "reference"
     run_cli(*build_args(recipe, reference), env=ENV, check=True)
     assert shard_bytes(moved) == shard_bytes(reference)
+
+
+def test_a_full_disk_under_an_existing_dataset_says_full_never_restore_from_a_copy(
+        recipe: Path, tmp_path: Path, tmpfs: Path) -> None:
+    """SQLite says "disk I/O error" or "cannot rollback" when its journal cannot grow; the
+    message once read as damage and told the user to restore the directory from a copy."""
+    first = tmp_path / "first"
+    run_cli(*build_args(recipe, first), "--limit", "3", env=ENV, check=True)
+    out = tmpfs / "out"
+    shutil.copytree(first, out)
+    filler = tmpfs / "filler"
+    with filler.open("wb", buffering=0) as f, contextlib.suppress(OSError):
+        while True:
+            f.write(b"\0" * 4096)
+    failed = run_cli(*build_args(recipe, out), env=ENV)
+    assert_clear_error(failed, "run the same command again")
+    assert "restore the directory" not in failed.stderr
+    assert "is full" in failed.stderr or "No space left on device" in failed.stderr
+    moved = tmp_path / "moved"  # room again: the same command finishes it
+    shutil.copytree(out, moved)
+    run_cli(*build_args(recipe, moved), env=ENV, check=True)
+    assert run_cli("verify", str(moved)).returncode == 0
 
 
 def test_a_read_only_output_filesystem_is_a_clear_error(recipe: Path, tmpfs: Path) -> None:
