@@ -122,6 +122,9 @@ class BuildOptions:
     executor: str | None = None  # overrides [executor] kind
     write_shards: str | None = None  # overrides [executor] write_shards
     ray_address: str | None = None
+    # A new build whose policy admits licences the dataset's last build refused (a recipe of
+    # another dataset, pointed at this --out by mistake) is refused unless this says so.
+    allow_looser_policy: bool = False
     commit_every: int = field(
         default_factory=lambda: int(os.environ.get("CLEANSET_COMMIT_EVERY", "256")))
 
@@ -266,7 +269,7 @@ def _build_locked(recipe: Recipe, options: BuildOptions, ledger: Ledger) -> Buil
     # when this cleanset lacks that pipeline).
     hash_pipeline = dataset_hash_pipeline(ledger.db, options.out)
     _check_shards_present(ledger, options.out)
-    row = _start_or_resume(ledger, recipe, policy.to_json(), options.limit)
+    row = _start_or_resume(ledger, recipe, policy.to_json(), options)
     started = time.monotonic()
     if row is None:
         latest = ledger.latest_build()
@@ -402,8 +405,9 @@ def _prepare_output(out: Path, key: str) -> None:
 
 
 def _start_or_resume(ledger: Ledger, recipe: Recipe, policy: dict[str, Any],
-                     limit: int | None) -> BuildRow | None:
+                     options: BuildOptions) -> BuildRow | None:
     """The build to work on, or None when this recipe's build has nothing left to do."""
+    limit = options.limit
     latest = ledger.latest_build()
     if latest is not None and latest.recipe_sha256 == recipe.sha256:
         read_all = latest.exhausted or (limit is not None and latest.next_seq >= limit)
@@ -423,6 +427,8 @@ def _start_or_resume(ledger: Ledger, recipe: Recipe, policy: dict[str, Any],
                   "the build with it", file=sys.stderr)
             return ledger.build(latest.build)
         raise UserError(_unfinished_elsewhere(ledger, latest, recipe))
+    if latest is not None:
+        _check_same_dataset(ledger, latest, recipe, policy, options)
     row = ledger.start_build(
         recipe_sha256=recipe.sha256, recipe_path=str(recipe.file),
         dataset_name=recipe.dataset.name, policy=policy, tool_version=__version__,
@@ -430,6 +436,37 @@ def _start_or_resume(ledger: Ledger, recipe: Recipe, policy: dict[str, Any],
     )
     _record_recipe_text(ledger, row.build, recipe)
     return row
+
+
+def _check_same_dataset(ledger: Ledger, latest: BuildRow, recipe: Recipe,
+                        policy: dict[str, Any], options: BuildOptions) -> None:
+    """A new build into a dataset that already has samples: one whose policy admits a
+    licence the last build's refused would mix, say, NonCommercial images into a dataset
+    published for commercial use, and its papers would quietly list both policies."""
+    from builder.licensing import Policy, is_admitted, load_catalogue
+
+    before = json.loads(latest.policy)
+    if before != policy:
+        old, new = Policy.from_json(before), Policy.from_json(policy)
+        looser = sorted(spdx for spdx in load_catalogue().entries
+                        if is_admitted(spdx, new) and not is_admitted(spdx, old))
+        if looser and not options.allow_looser_policy:
+            shown = ", ".join(looser[:6]) + (f" and {len(looser) - 6} more"
+                                             if len(looser) > 6 else "")
+            raise UserError(
+                f"{recipe.file}: [policy] {new.name!r} admits licences that policy "
+                f"{old.name!r} of build {latest.build} into {ledger.path.parent} refused "
+                f"({shown}): this build would add such images to a dataset its earlier "
+                "builds kept clear of them. If that is meant, run it again with "
+                "--allow-looser-policy; otherwise build this recipe into another --out. "
+                "Nothing changed.")
+        print(f"cleanset: note: this build's policy {new.name!r} differs from "
+              f"{old.name!r} of build {latest.build}; the papers list both", file=sys.stderr)
+    named = ledger.get_meta("dataset_name")
+    if named and named != recipe.dataset.name:
+        print(f"cleanset: note: {recipe.file} names the dataset {recipe.dataset.name!r}; "
+              f"{ledger.path.parent} was {named!r} until now, and its papers will say "
+              f"{recipe.dataset.name!r}", file=sys.stderr)
 
 
 # Ledger meta: the text of the recipe each build started from, so an unfinished build's

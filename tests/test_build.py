@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import struct
 import tarfile
@@ -462,7 +463,7 @@ def test_ctrl_c_mid_build_exits_130_at_once_quietly_and_the_rerun_finishes(
 
 
 def test_sigterm_mid_build_stops_as_ctrl_c_does_exit_143_nothing_left_and_the_rerun_finishes(
-        httpserver: HTTPServer, tmp_path: Path) -> None:
+        httpserver: HTTPServer, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """`kill PID` (a scheduler stopping a job) reaches the build process alone: it once died
     where it stood, exit 143 with no word, leaving multiprocessing's temporary folder and a
     "leaked semaphore" warning behind."""
@@ -473,8 +474,9 @@ def test_sigterm_mid_build_stops_as_ctrl_c_does_exit_143_nothing_left_and_the_re
     count = AutoExecutor.SWITCH_AFTER + 120
     recipe, reached, release = holding_recipe(httpserver, tmp_path, count,
                                               AutoExecutor.SWITCH_AFTER + 30)
-    temp = tmp_path / "tmp"
-    temp.mkdir()
+    # A short TMPDIR: the fork server's socket path must fit in 107 bytes (tmp_path may not)
+    temp = Path(tempfile.mkdtemp(prefix="cs-term-"))
+    request.addfinalizer(lambda: shutil.rmtree(temp, ignore_errors=True))
     env = {**os.environ, "SOURCE_DATE_EPOCH": FIXED_EPOCH, "PYTHONPATH": str(REPO),
            "TMPDIR": str(temp)}
     build_process = subprocess.Popen(

@@ -302,6 +302,38 @@ def test_a_recipe_edited_while_its_build_is_unfinished_resumes_if_it_reads_the_s
     assert run_cli("verify", str(out)).returncode == 0
 
 
+def test_a_recipe_with_a_looser_policy_is_refused_into_an_existing_dataset_unless_allowed(
+        tmp_path: Path) -> None:
+    """A research recipe pointed at a commercial dataset's --out once added its NC images,
+    renamed the dataset and exited 0; verify said OK."""
+    recipe = recipe_in(tmp_path)
+    out = tmp_path / "out"
+    assert build(recipe, "--out", str(out)).returncode == 0
+    add_images(tmp_path / "nc", range(30, 33))
+    for sidecar in ("img30", "img31", "img32"):
+        (tmp_path / "nc" / f"{sidecar}.jpg.json").write_text('{"license": "CC-BY-NC-4.0"}')
+    other = write_recipe(tmp_path / "nc.toml", '[dataset]\nname = "research"\n'
+                         '[policy]\nuse = "open-research"\n'
+                         '[[sources]]\nkind = "folder"\npath = "nc"\n')
+    before = snapshot(out)
+    assert_refused(build(other, "--out", str(out)), "[policy] 'open-research' admits licences "
+                   "that policy 'commercial' of build 1", "CC-BY-NC-4.0", "--allow-looser-policy")
+    assert snapshot(out) == before
+    allowed = build(other, "--out", str(out), "--allow-looser-policy")
+    assert allowed.returncode == 0, allowed.stderr
+    assert "policy 'open-research' differs from 'commercial' of build 1" in allowed.stderr
+    assert "names the dataset 'research'" in allowed.stderr
+    assert "dataset: 8 samples" in allowed.stdout
+    # stricter than the last build's: a note, no refusal
+    add_images(tmp_path / "pd", range(40, 42))
+    strict = write_recipe(tmp_path / "pd.toml", '[dataset]\nname = "research"\n'
+                          '[policy]\nuse = "public-domain"\n[[sources]]\nkind = "folder"\n'
+                          f'path = "pd"\nlicense = "{CC0}"\n')
+    proc = build(strict, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "policy 'public-domain' differs from 'open-research' of build 2" in proc.stderr
+
+
 def test_a_first_build_killed_before_its_ledger_was_checkpointed_is_recognised_and_resumed(
         tmp_path: Path) -> None:
     recipe = recipe_in(tmp_path)

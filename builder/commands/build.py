@@ -41,6 +41,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--write-shards", choices=("driver", "workers"),
                    help="who writes the shards (overrides [executor] write_shards; workers: "
                         "Ray workers, onto a filesystem shared with this machine)")
+    p.add_argument("--allow-looser-policy", action="store_true",
+                   help="let a build into an existing dataset admit licences its last "
+                        "build's policy refused (refused by default: a recipe of another "
+                        "dataset pointed at this one by mistake)")
     p.set_defaults(func=run)
 
 
@@ -105,7 +109,8 @@ def _build_options(out: Path, args: argparse.Namespace, out_key: str) -> BuildOp
     return BuildOptions(out=out, out_key=out_key, limit=args.limit, workers=args.workers,
                         progress=False if args.no_progress else None,
                         executor=args.executor, ray_address=args.ray_address,
-                        write_shards=args.write_shards)
+                        write_shards=args.write_shards,
+                        allow_looser_policy=args.allow_looser_policy)
 
 
 def _build_and_publish(recipe: Recipe, url: str, where: str, args: argparse.Namespace,
