@@ -288,6 +288,9 @@ def _build_locked(recipe: Recipe, options: BuildOptions, ledger: Ledger) -> Buil
         except BuildStoppedError:
             raise
         except UserError as exc:
+            committed = ledger.build(row.build)
+            if committed is None or committed.next_seq == 0:
+                raise  # nothing decided yet: the fixed recipe takes this build over
             raise BuildStoppedError(
                 f"{exc} Build {row.build} stopped there; what it committed is kept: fix this "
                 "and run the same command again to resume it.") from None
@@ -426,6 +429,8 @@ def _start_or_resume(ledger: Ledger, recipe: Recipe, policy: dict[str, Any],
                   "started from it, but reads the same (comments or layout only): resuming "
                   "the build with it", file=sys.stderr)
             return ledger.build(latest.build)
+        if _nothing_decided(ledger, latest):
+            return _take_over(ledger, latest, recipe, policy, options)
         raise UserError(_unfinished_elsewhere(ledger, latest, recipe))
     if latest is not None:
         _check_same_dataset(ledger, latest, recipe, policy, options)
@@ -436,6 +441,37 @@ def _start_or_resume(ledger: Ledger, recipe: Recipe, policy: dict[str, Any],
     )
     _record_recipe_text(ledger, row.build, recipe)
     return row
+
+
+def _nothing_decided(ledger: Ledger, build: BuildRow) -> bool:
+    """A build stopped before it decided a single candidate (an API refusing the recipe's
+    request, a sidecar broken at the start): nothing in the dataset comes from its recipe."""
+    return build.next_seq == 0 and ledger.db.execute(
+        "SELECT (SELECT COUNT(*) FROM candidates WHERE build = ?) + "
+        "(SELECT COUNT(*) FROM shards WHERE build = ?)", (build.build, build.build)
+    ).fetchone()[0] == 0
+
+
+def _take_over(ledger: Ledger, stopped: BuildRow, recipe: Recipe, policy: dict[str, Any],
+               options: BuildOptions) -> BuildRow:
+    """The recipe given (most often the one fixed after that stop) becomes the stopped
+    build's: otherwise "fix the recipe" would end at "an unfinished build of another recipe"."""
+    previous = next((b for b in reversed(ledger.builds())
+                     if b.build < stopped.build and b.finished_at is not None), None)
+    if previous is not None:
+        _check_same_dataset(ledger, previous, recipe, policy, options)
+    ledger.db.execute(
+        "UPDATE builds SET recipe_sha256 = ?, recipe_path = ?, dataset_name = ?, policy = ?, "
+        "tool_version = ?, exhausted = 0, source_index = 0, source_resume = NULL "
+        "WHERE build = ?",
+        (recipe.sha256, str(recipe.file), recipe.dataset.name,
+         json.dumps(policy, sort_keys=True), __version__, stopped.build))
+    _record_recipe_text(ledger, stopped.build, recipe)
+    print(f"cleanset: note: build {stopped.build} stopped before deciding any candidate; it "
+          f"goes on with {recipe.file} as it is now", file=sys.stderr)
+    taken = ledger.build(stopped.build)
+    assert taken is not None
+    return taken
 
 
 def _check_same_dataset(ledger: Ledger, latest: BuildRow, recipe: Recipe,

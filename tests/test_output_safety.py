@@ -60,8 +60,13 @@ def snapshot(root: Path) -> dict[str, bytes | None]:
     return found
 
 
-def build(recipe: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return run_cli("build", str(recipe), *args, "--no-progress", cwd=cwd)
+def build(recipe: Path, *args: str, cwd: Path | None = None,
+          env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return run_cli("build", str(recipe), *args, "--no-progress", cwd=cwd, env=env)
+
+
+# A commit every two decisions: a build stopped mid-way has committed some already
+COMMIT_OFTEN = {"CLEANSET_COMMIT_EVERY": "2"}
 
 
 def assert_refused(proc: subprocess.CompletedProcess[str], *words: str) -> None:
@@ -261,7 +266,7 @@ def test_a_broken_sidecar_met_mid_build_is_exit_1_and_resumable_not_nothing_chan
     broken = tmp_path / "more" / "img24.jpg.json"
     broken.write_text("{not json")
     out = tmp_path / "out"
-    proc = build(recipe, "--out", str(out))
+    proc = build(recipe, "--out", str(out), env=COMMIT_OFTEN)
     assert proc.returncode == 1, proc.stderr
     assert "img24.jpg.json: sidecar is not valid JSON" in proc.stderr
     assert "Build 1 stopped there; what it committed is kept" in proc.stderr
@@ -281,7 +286,7 @@ def test_a_recipe_edited_while_its_build_is_unfinished_resumes_if_it_reads_the_s
     started_from = recipe.read_text()
     (tmp_path / "more" / "img24.jpg.json").write_text("{not json")
     out = tmp_path / "out"
-    assert build(recipe, "--out", str(out)).returncode == 1  # stopped mid-way
+    assert build(recipe, "--out", str(out), env=COMMIT_OFTEN).returncode == 1  # stopped mid-way
     (tmp_path / "more" / "img24.jpg.json").write_text(json.dumps({"creator": "A. Person"}))
 
     recipe.write_text(started_from.replace('name = "safety"', 'name = "safety-2"'))
@@ -299,6 +304,26 @@ def test_a_recipe_edited_while_its_build_is_unfinished_resumes_if_it_reads_the_s
     proc = build(recipe, "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "was edited since build 1 started from it, but reads the same" in proc.stderr
+    assert run_cli("verify", str(out)).returncode == 0
+
+
+def test_a_build_stopped_before_deciding_anything_is_taken_over_by_the_fixed_recipe(
+        tmp_path: Path) -> None:
+    """A recipe error met at the start (here a broken sidecar; an API refusing the request
+    is the same) said "fix it", and the fixed recipe was then refused as "another recipe"."""
+    add_images(tmp_path / "more", range(20, 23))
+    recipe = recipe_in(tmp_path, source='kind = "folder"\npath = "more"')
+    (tmp_path / "more" / "img20.jpg.json").write_text("{not json")
+    out = tmp_path / "out"
+    proc = build(recipe, "--out", str(out))
+    assert proc.returncode == 2 and "sidecar is not valid JSON" in proc.stderr, proc.stderr
+    (tmp_path / "more" / "img20.jpg.json").unlink()
+    fixed = write_recipe(tmp_path / "fixed.toml", recipe.read_text().replace(
+        'path = "more"', 'path = "images"'))
+    proc = build(fixed, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "build 1 stopped before deciding any candidate; it goes on with" in proc.stderr
+    assert "dataset: 5 samples" in proc.stdout
     assert run_cli("verify", str(out)).returncode == 0
 
 
