@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
+from operator import attrgetter
 from typing import Any
 
 
@@ -112,12 +113,82 @@ class Rejection:
         return self.reason in TRANSIENT_REASONS
 
 
+def recordable(text: str) -> str:
+    """`text` as it can be recorded: itself, unless it holds a lone surrogate (U+D800..DFFF,
+    which JSON text from outside may spell, `"caf\\udce9"`, and which UTF-8 cannot encode:
+    the ledger, provenance, shards and papers are UTF-8). Each such code point becomes its
+    escape as literal text (`caf\\udce9`), the way non-UTF-8 file names are shown as
+    `\\xNN`: nothing else changes, and what the source sent stays legible. Cheap for the
+    common case: ASCII is one flag check, other text one encode."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def recordable_json(value: Any) -> Any:
+    """A parsed JSON answer with every string in it (keys too) made `recordable`, in place.
+
+    For API answers, whose text is not only recorded but also sent back (a cursor, a
+    continuation, an id in the next request's URL, which cannot be encoded either): one walk
+    per page, iterative (however deep the answer), nothing rebuilt unless something changes."""
+    if type(value) is str:
+        return recordable(value)
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if type(node) is dict:
+            if not all(type(k) is not str or k.isascii() or recordable(k) is k for k in node):
+                fixed = {recordable(k) if type(k) is str else k: v for k, v in node.items()}
+                node.clear()
+                node.update(fixed)
+            items: Any = node.items()
+        elif type(node) is list:
+            items = enumerate(node)
+        else:
+            continue
+        for k, v in items:
+            if type(v) is str:
+                if not v.isascii() and (fixed_text := recordable(v)) is not v:
+                    node[k] = fixed_text
+            elif type(v) is dict or type(v) is list:
+                stack.append(v)
+    return value
+
+
+def _recordable_fields(record: object, names: tuple[str, ...]) -> None:
+    """Make the text fields `names` of a frozen record recordable, in place (at creation)."""
+    for name in names:
+        value = getattr(record, name)
+        if type(value) is str and not value.isascii():
+            fixed = recordable(value)
+            if fixed is not value:
+                object.__setattr__(record, name, fixed)
+
+
 @dataclass(frozen=True)
 class Evidence:
-    """One raw licence claim as the source stated it: which field, what value."""
+    """One raw licence claim as the source stated it: which field, what value.
+
+    Made recordable on creation (`recordable`), so the licence gate decides on the text the
+    ledger and provenance record."""
 
     field: str
     value: str
+
+    def __post_init__(self) -> None:
+        if not (type(self.field) is str and self.field.isascii()
+                and type(self.value) is str and self.value.isascii()):
+            _recordable_fields(self, ("field", "value"))
+
+
+# A Candidate's text fields, all but `local_path` (see Candidate).
+_CANDIDATE_TEXT = ("source", "source_id", "url", "landing_url", "api_url", "creator",
+                   "creator_url", "title", "caption", "credit", "expected_sha1")
+_candidate_text = attrgetter(*_CANDIDATE_TEXT)
 
 
 @dataclass(frozen=True)
@@ -127,6 +198,11 @@ class Candidate:
     `source_id` is unique within the source; `url` is what to fetch (http[s]) unless
     `local_path` is set (folder sources). `resume` is the source's state *after* this
     candidate: handing it back to the source continues with the next one.
+
+    Every text field but `local_path` (the file as the OS names it, which the fetch stage
+    opens, and refuses when it is not UTF-8) is made recordable on creation: this is where
+    every source turns outside text into a record, so a lone surrogate in a sidecar, a
+    table cell or an API answer is escaped here, once (`recordable`), not in each writer.
     """
 
     source: str
@@ -144,6 +220,18 @@ class Candidate:
     expected_sha1: str | None = None
     extra: tuple[tuple[str, str], ...] = ()
     resume: dict[str, Any] | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        for value in _candidate_text(self):  # the common case: all ASCII, one flag each
+            if type(value) is str and not value.isascii():
+                _recordable_fields(self, _CANDIDATE_TEXT)
+                break
+        for k, v in self.extra:
+            if not (type(k) is str and k.isascii() and type(v) is str and v.isascii()):
+                object.__setattr__(self, "extra", tuple(
+                    (recordable(k) if type(k) is str else k,
+                     recordable(v) if type(v) is str else v) for k, v in self.extra))
+                break
 
     @property
     def candidate_id(self) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from builder.optout.hostfiles import Answer
-from builder.records import Reason, Rejection
+from builder.records import Reason, Rejection, recordable_json
 
 WELL_KNOWN = "/.well-known/tdmrep.json"
 RESERVED = "reserved"  # trail results that begin with this word carry a reservation
@@ -76,7 +76,7 @@ def parse_tdmrep(answer: Answer) -> TdmFile:
         why = answer.problem or f"HTTP {answer.status}"
         return TdmFile(answer.url, (), f"absent ({why})")
     try:
-        data: Any = json.loads(answer.text or "")
+        data: Any = recordable_json(json.loads(answer.text or ""))
     except ValueError as exc:
         return TdmFile(answer.url, (), f"unreadable ({type(exc).__name__}) at {answer.url}")
     if not isinstance(data, list):

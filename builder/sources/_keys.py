@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from builder.errors import UserError
 from builder.fetch import Fetcher, FetchError, backoff_delay
 from builder.recipe import FetchConfig
-from builder.records import Candidate
+from builder.records import Candidate, recordable_json
 from builder.sources._failures import api_failed, api_refused, is_refusal
 
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -155,7 +155,7 @@ def get_page(fetcher: Fetcher, config: FetchConfig, url: str, *, source: str, re
     cause = ""
     for attempt in range(PAGE_ATTEMPTS):
         try:
-            return fetcher.get_json(url, headers=headers)
+            return recordable_json(fetcher.get_json(url, headers=headers))
         except FetchError as exc:
             cause = scrub(exc.cause)
             if exc.status == 404 and allow_404:

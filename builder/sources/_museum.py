@@ -38,7 +38,7 @@ from builder.fetch import (
     parse_retry_after,
 )
 from builder.recipe import FetchConfig
-from builder.records import Rejection
+from builder.records import Rejection, recordable_json
 from builder.sources._failures import SourceError, api_failed, api_refused, is_refusal
 
 log = logging.getLogger(__name__)
@@ -136,8 +136,8 @@ class JsonClient:
                 time.sleep(backoff_delay(attempt - 1, self.config.backoff_s))
             fetch = self._via_get_json if self.headers else self._via_get_text
             kind, value = fetch(full)
-            if kind == "ok":
-                return value
+            if kind == "ok":  # its text made recordable: it may be recorded, or sent back
+                return value if value is None else (recordable_json(value[0]), value[1])
             if kind == "404" and allow_404:
                 return None
             if kind in ("404", "refused"):
