@@ -34,6 +34,7 @@ from builder.errors import UserError
 
 LEDGER = "ledger.sqlite"
 STAGE_STATE = ".cleanset-publish"  # a URL output's stage keeps its publishing state here
+PUBLISHED_MARKER = "_cleanset_published.json"  # written last by a publish (builder/publish.py)
 # The tables every cleanset ledger has had since its first commit (builder/ledger.py).
 LEDGER_TABLES = frozenset({"meta", "builds", "candidates"})
 # What a first build can leave before its ledger holds tables (its schema may still be in
@@ -142,6 +143,12 @@ def check_output_dir(out: Path, *, key: str) -> None:
                         "permissions, or choose another directory.") from None
     if names and not is_cleanset_output(out):
         raise UserError(_not_ours(out, names, key))
+    if PUBLISHED_MARKER in names:
+        raise UserError(
+            f"{key} {out}: is the published copy of a dataset (it holds {PUBLISHED_MARKER}); "
+            "a build into it as a plain directory would leave that copy and its marker "
+            f"disagreeing, and the next publish would undo it. Build into its URL (file://"
+            f"{out.resolve()}) or into another directory. Nothing was written.")
 
 
 def _not_ours(out: Path, names: list[str], key: str) -> str:

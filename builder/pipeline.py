@@ -326,6 +326,7 @@ def _check_options(recipe: Recipe, options: BuildOptions) -> None:
     """Executor settings that cannot work, refused before the output directory exists."""
     kind = options.executor or recipe.executor.kind
     if kind == "ray":
+        _check_ray(options.ray_address or recipe.executor.ray_address)
         return
     if kind == "processes":
         from builder.executors.local import processes_blocked
@@ -343,6 +344,29 @@ def _check_options(recipe: Recipe, options: BuildOptions) -> None:
         raise UserError(f"{recipe.file}: [executor] index_parts = {parts} splits the "
                         "near-duplicate index over Ray actors and needs kind = \"ray\" "
                         "(or --executor ray); set index_parts = 0 otherwise.")
+
+
+def _check_ray(address: str | None) -> None:
+    """Ray installed, and something listening at a host:port address: refused before the
+    output directory exists. (ray.init waits for an address nobody answers at, in silence,
+    for as long as one lets it.)"""
+    import importlib.util
+    import socket
+
+    if importlib.util.find_spec("ray") is None:
+        raise UserError("executor 'ray' needs Ray, which is not installed: pip install "
+                        "'cleanset[ray]', or use --executor auto. Nothing was written.")
+    target = (address or "").removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto", or unset: a private Ray on this machine
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as exc:
+        raise UserError(f"--ray-address / [executor] ray_address {address!r}: nothing answers "
+                        f"there ({exc.strerror or exc}). Start the cluster (`ray start --head` "
+                        "prints its address) or fix the address; leave it unset for a Ray on "
+                        "this machine only. Nothing was written.") from None
 
 
 def _warm_up_workers(recipe: Recipe, options: BuildOptions) -> None:

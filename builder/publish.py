@@ -44,12 +44,12 @@ from tqdm import tqdm
 from builder import __version__, clock
 from builder.errors import UserError
 from builder.lock import OutputLock
-from builder.output_dir import LEDGER, STAGE_STATE, check_output_dir
+from builder.output_dir import LEDGER, PUBLISHED_MARKER, STAGE_STATE, check_output_dir
 from builder.shards import file_sha256
 
 log = logging.getLogger("cleanset.publish")
 
-MARKER = "_cleanset_published.json"
+MARKER = PUBLISHED_MARKER
 MARKER_FORMAT = 1
 STATE = STAGE_STATE  # in the stage: hash cache, the markers it knows, its lock
 UPLOAD_TEMP = ".cleanset-upload-"  # remote temporary names: NAME.cleanset-upload-RANDOM
@@ -124,6 +124,19 @@ def protocol_problem(url: str, *, writing: bool = True) -> str | None:
     return None
 
 
+def _local_url_problem(url: str) -> str | None:
+    """file:// (and local://) URLs name an absolute path: fsspec reads `file://` alone as the
+    current directory and `file://rel/x`, `file://localhost/x`, `file://~/x` below it, so
+    the same URL would be another place from another directory."""
+    if _protocols(url)[-1] not in ("file", "local"):
+        return None
+    path = url.split("::")[-1].split("://", 1)[1]
+    if not path.startswith("/") or not path.strip("/"):
+        return ("a file:// URL names an absolute path after its two slashes, e.g. "
+                "file:///srv/datasets/my-dataset (or give the directory as a plain path)")
+    return None
+
+
 def default_stage(url: str) -> Path:
     """A stable local directory per URL: $XDG_CACHE_HOME/cleanset/stage/<sha256(url)[:16]>."""
     cache = os.environ.get("XDG_CACHE_HOME", "")
@@ -134,7 +147,7 @@ def default_stage(url: str) -> Path:
 
 def open_remote(url: str, *, where: str, writing: bool = True) -> Remote:
     """The filesystem for `url`. Bad or unusable URLs are a UserError (exit 2) naming `where`."""
-    problem = protocol_problem(url, writing=writing)
+    problem = protocol_problem(url, writing=writing) or _local_url_problem(url)
     if problem:
         raise UserError(f"{where} {url}: {problem}.")
     try:
@@ -367,6 +380,10 @@ def _publish_locked(stage: Path, remote: Remote, progress: bool) -> PublishSumma
     listing = _remote_call(remote, "listing", _kept(stage), lambda: list_remote(remote))
     current = _remote_call(remote, f"reading {MARKER}", _kept(stage), lambda: read_marker(remote))
     check_lineage(stage, remote, current, f" The build in {stage} is kept, unpublished.")
+    if current is None:
+        _check_no_strangers(stage, remote, listing, f" The build in {stage} is kept, "
+                                                    "unpublished.")
+    _check_stage_shards(stage, files)
     previous = parse_marker(current, remote.url) if current is not None else {}
 
     changed = sorted((rel for rel, e in files.items()
@@ -374,6 +391,7 @@ def _publish_locked(stage: Path, remote: Remote, progress: bool) -> PublishSumma
     stale = sorted((set(previous) | {rel for rel in listing if _ours(rel)}) - set(files))
     summary = PublishSummary(url=remote.url, unchanged=len(files) - len(changed))
     if changed or previous != files:
+        _remember(stage, "publishing.json", remote.url.encode("utf-8"))
         bar = tqdm(total=sum(files[r].size for r in changed), unit="B", unit_scale=True,
                    desc="publish", disable=not progress)
         with bar:
@@ -397,6 +415,53 @@ def _publish_locked(stage: Path, remote: Remote, progress: bool) -> PublishSumma
     log.info("published %s: %d uploaded, %d unchanged, %d removed", remote.url,
              len(summary.uploaded), summary.unchanged, len(summary.removed))
     return summary
+
+
+def _check_no_strangers(stage: Path, remote: Remote, listing: dict[str, int], then: str) -> None:
+    """No marker: the files at the URL are someone's, unless this stage began publishing
+    there (a first publish stopped before its marker), and publishing would replace or
+    delete them (a README.md, shards/000000.tar of another WebDataset...)."""
+    began = stage / STATE / "publishing.json"
+    if not listing or (began.exists() and began.read_bytes() == remote.url.encode("utf-8")):
+        return
+    shown = ", ".join(sorted(listing)[:5]) + (f" and {len(listing) - 5} more"
+                                              if len(listing) > 5 else "")
+    raise PublishError(
+        f"{remote.url}: holds files ({shown}) but no {MARKER}, so no cleanset dataset is "
+        f"published there, and publishing would overwrite or delete them.{then} Publish to an "
+        "empty location, or move those files away first.")
+
+
+def _recorded_shards(stage: Path) -> dict[str, str]:
+    """shards/NNNNNN.tar -> the sha256 the stage's ledger recorded when it was written."""
+    import sqlite3
+
+    from builder.shards import shard_name
+
+    db = sqlite3.connect(f"file:{stage / LEDGER}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT shard, sha256 FROM shards WHERE complete = 1 AND "
+                          "sha256 IS NOT NULL").fetchall()
+    finally:
+        db.close()
+    return {f"shards/{shard_name(number)}": sha for number, sha in rows}
+
+
+def _check_stage_shards(stage: Path, files: dict[str, FileEntry]) -> None:
+    """A stage shard changed since the build wrote it (damaged on disk, edited) must not
+    replace the good published copy."""
+    recorded = _recorded_shards(stage)
+    for rel, entry in sorted(files.items()):
+        if not _SHARD_RE.match(rel):
+            continue
+        want = recorded.get(rel)
+        if want is not None and want != entry.sha256:
+            raise PublishError(
+                f"{stage / rel}: its sha256 {entry.sha256[:16]}… is not the {want[:16]}… the "
+                "ledger recorded when it was written: the stage's copy was changed or damaged, "
+                "and publishing it would replace a good copy. Nothing was published. Delete "
+                "it from the stage and run the same command again: it is pulled back from the "
+                "URL.")
 
 
 def _upload_all(remote: Remote, stage: Path, rels: list[str], files: dict[str, FileEntry],
@@ -454,9 +519,15 @@ def prepare_stage(stage: Path, remote: Remote, *, nothing: str = "Nothing was bu
                   ) -> Pulled | None:
     """Before a build (or a takedown): check the remote is reachable and ours; pull it into an
     empty stage. `nothing` says, in errors, what was therefore not done."""
-    if isinstance(remote.fs, LocalFileSystem) and Path(remote.root).resolve() == stage.resolve():
-        raise UserError(f"{remote.url}: is the stage itself; build into it with a plain --out "
-                        "path, or publish to another location.")
+    if isinstance(remote.fs, LocalFileSystem):
+        target, here = Path(remote.root).resolve(), stage.resolve()
+        if target == here:
+            raise UserError(f"{remote.url}: is the stage itself; build into it with a plain "
+                            "--out path, or publish to another location.")
+        if target.is_relative_to(here) or here.is_relative_to(target):
+            raise UserError(f"{remote.url}: is {'inside' if target.is_relative_to(here) else 'around'} "
+                            f"its stage {stage}: each publish would copy the one into the other. "
+                            "Give the URL and --stage places apart.")
     with OutputLock(stage):
         return _prepare_locked(stage, remote, nothing)
 
@@ -467,14 +538,20 @@ def _prepare_locked(stage: Path, remote: Remote, nothing: str) -> Pulled | None:
     current = _remote_call(remote, f"reading {MARKER}", retry, lambda: read_marker(remote))
     if (stage / LEDGER).exists():
         check_lineage(stage, remote, current, f" {nothing}.")
+        if current is not None:
+            return _pull_lost_shards(stage, remote, parse_marker(current, remote.url), retry)
+        _check_no_strangers(stage, remote, _remote_call(remote, "listing", retry,
+                                                        lambda: list_remote(remote)),
+                            f" {nothing}.")
         return None
     if current is None:
-        if _remote_call(remote, "listing", retry,
-                        lambda: remote.fs.exists(remote.path(LEDGER))):
+        listing = _remote_call(remote, "listing", retry, lambda: list_remote(remote))
+        if LEDGER in listing:
             raise PublishError(
                 f"{remote.url}: holds {LEDGER} but no {MARKER}: a publish did not finish. Run the "
                 "build again with the stage that built it (by default the one derived from the "
-                "URL) to finish publishing, or remove the files at the URL to start afresh.")
+                "URL) to finish publishing. Nothing was changed there.")
+        _check_no_strangers(stage, remote, listing, f" {nothing}.")
         return None
     files = parse_marker(current, remote.url)
     cache: dict[str, list[Any]] = {}
@@ -492,6 +569,26 @@ def _prepare_locked(stage: Path, remote: Remote, nothing: str) -> Pulled | None:
     _remember(stage, "hashes.json", json.dumps(cache).encode("utf-8"))
     _remember(stage, "published.json", current)
     return Pulled(files=len(files), bytes=sum(e.size for e in files.values()))
+
+
+def _pull_lost_shards(stage: Path, remote: Remote, published: dict[str, FileEntry],
+                      retry: str) -> Pulled | None:
+    """Stage shards deleted since (by hand, a cleaner of caches) that the URL still holds as
+    published: downloaded again, each checked against the marker."""
+    recorded = _recorded_shards(stage)  # a copy of another version (before a takedown) is
+    lost = sorted(rel for rel, entry in published.items()  # no copy of this one's shard
+                  if _SHARD_RE.match(rel) and not (stage / rel).exists()
+                  and recorded.get(rel) == entry.sha256)
+    for rel in lost:
+        got = _remote_call(remote, f"downloading {rel}", retry,
+                           lambda rel=rel: download(remote, rel, stage / rel))
+        if got != published[rel]:
+            (stage / rel).unlink(missing_ok=True)
+            raise PublishError(f"{remote.url}: {rel} differs from {MARKER}: the published copy "
+                               f"is damaged too (`cleanset verify {remote.url}` lists what).")
+    if not lost:
+        return None
+    return Pulled(files=len(lost), bytes=sum(published[r].size for r in lost))
 
 
 def download(remote: Remote, rel: str, dest: Path) -> FileEntry:
@@ -512,6 +609,19 @@ def download(remote: Remote, rel: str, dest: Path) -> FileEntry:
     finally:
         tmp.unlink(missing_ok=True)
     return FileEntry(size, digest.hexdigest())
+
+
+def unlisted_shards(remote: Remote) -> list[str]:
+    """Problems for shards at the URL its marker does not list (a takedown or publish stopped
+    before removing them): a reader globbing shards/ there reads them all the same."""
+    current = read_marker(remote)
+    if current is None:
+        return []
+    listed = parse_marker(current, remote.url)
+    return [f"{rel}: at {remote.url} but not listed in {MARKER}: whatever reads shards/ there "
+            "reads it too. Run the last build or takedown of this URL again (with its stage) "
+            "to remove it" for rel in sorted(list_remote(remote))
+            if _SHARD_RE.match(rel) and rel not in listed]
 
 
 def download_published(remote: Remote, into: Path, only: Collection[str] | None = None

@@ -424,6 +424,23 @@ def test_a_source_licence_no_catalogue_entry_reads_is_refused_before_the_build(
     assert not (tmp_path / "out").exists()
 
 
+def test_a_ray_address_nothing_answers_at_is_refused_at_once_creating_nothing(
+        tmp_path: Path) -> None:
+    """ray.init waited over ten minutes for 127.0.0.1:1, in silence, the output made."""
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    recipe = recipe_in(tmp_path)
+    proc = run_cli("build", str(recipe), "--out", str(tmp_path / "out"), "--executor", "ray",
+                   "--ray-address", f"127.0.0.1:{port}", "--no-progress", )
+    assert_refused(proc, "Nothing was written")
+    assert ("nothing answers there" in proc.stderr or "needs Ray, which is not installed"
+            in proc.stderr)
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_broken_policy_file_names_the_recipe_and_the_policy_file_and_creates_nothing(
         tmp_path: Path) -> None:
     (tmp_path / "mine.toml").write_text('name = "mine"\nfamilies = ["CC-BYY"]\n')

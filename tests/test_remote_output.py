@@ -10,6 +10,7 @@ import hashlib
 import importlib.util
 import io
 import json
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -425,8 +426,8 @@ path = "images"
 def test_a_failed_upload_keeps_the_staged_build_and_the_same_command_publishes_it(
         corpus: Path, tmp_path: Path) -> None:
     remote_dir = tmp_path / "remote"
-    remote_dir.mkdir()
-    (remote_dir / "shards").write_text("a file where the shards directory should be")
+    # a folder where the first shard should go: no file of anyone's there, the upload fails
+    (remote_dir / "shards" / "000000.tar").mkdir(parents=True)
     url = remote_dir.as_uri()
     stage = tmp_path / "stage"
     args = ("build", str(corpus), "--out", url, "--stage", str(stage), "--no-progress")
@@ -438,7 +439,7 @@ def test_a_failed_upload_keeps_the_staged_build_and_the_same_command_publishes_i
     assert not (remote_dir / MARKER).exists()
     assert (stage / "ledger.sqlite").exists() and len(list(stage.glob("shards/*.tar"))) == 3
 
-    (remote_dir / "shards").unlink()
+    shutil.rmtree(remote_dir / "shards" / "000000.tar")
     proc = run_cli(*args, check=True)
     assert "already complete" in proc.stdout and f"published to {url}" in proc.stdout
     assert "verify: OK: 5 samples" in run_cli("verify", url, check=True).stdout
@@ -529,3 +530,117 @@ def test_a_file_url_naming_the_stage_itself_is_refused(
                        str(stage), "--no-progress")
     assert code == 2
     assert "is the stage itself" in err
+
+
+# -- a careless user's URLs (the sweep of 2026-12-06) ------------------------------------------
+def tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def published(corpus: Path, tmp_path: Path) -> tuple[Path, str, Path, tuple[str, ...]]:
+    remote = tmp_path / "remote"
+    url, stage = remote.as_uri(), tmp_path / "stage"
+    args = ("build", str(corpus), "--out", url, "--stage", str(stage), "--no-progress")
+    run_cli(*args, check=True)
+    return remote, url, stage, args
+
+
+def test_a_url_holding_someone_s_files_but_no_marker_is_never_published_over(
+        corpus: Path, tmp_path: Path) -> None:
+    """It overwrote their README.md and shards/000000-000003.tar, deleted 000004-000007,
+    and exited 0."""
+    remote = tmp_path / "remote"
+    (remote / "shards").mkdir(parents=True)
+    (remote / "README.md").write_text("my project, years of work\n")
+    for i in range(8):
+        (remote / "shards" / f"{i:06d}.tar").write_bytes(bytes([i]) * 5000)
+    before = tree(remote)
+    proc = run_cli("build", str(corpus), "--out", remote.as_uri(), "--stage",
+                   str(tmp_path / "stage"), "--no-progress")
+    assert proc.returncode == 1, proc.stderr
+    assert "holds files (README.md, shards/000000.tar" in proc.stderr
+    assert f"but no {MARKER}" in proc.stderr and "Nothing was built" in proc.stderr
+    assert tree(remote) == before
+
+
+@pytest.mark.parametrize("out", ["file://", "file://rel/ds", "file://localhost/tmp/x",
+                                 "file:/tmp/ds", "s3:/bucket/ds"])
+def test_a_url_naming_no_absolute_place_is_exit_2_and_creates_nothing(
+        corpus: Path, tmp_path: Path, out: str) -> None:
+    """`file://` alone was the current directory (its README.md replaced by the card),
+    `file://rel/ds` a folder below it; `s3:/bucket` a folder named `s3:` and a traceback."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "README.md").write_text("mine\n")
+    proc = run_cli("build", str(corpus), "--out", out, "--no-progress", cwd=work)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert ("names an absolute path" in proc.stderr or "looks like a URL with one slash"
+            in proc.stderr), proc.stderr
+    assert tree(work) == {"README.md": b"mine\n"}
+
+
+def test_a_plain_build_into_a_published_copy_and_a_url_inside_its_stage_are_refused(
+        corpus: Path, tmp_path: Path) -> None:
+    remote, url, stage, _ = published(corpus, tmp_path)
+    before = tree(remote)
+    proc = run_cli("build", str(corpus), "--out", str(remote), "--no-progress")
+    assert proc.returncode == 2 and "is the published copy of a dataset" in proc.stderr
+    assert f"Build into its URL ({url})" in proc.stderr
+    assert tree(remote) == before
+    inside = run_cli("build", str(corpus), "--out", (stage / "published").as_uri(), "--stage",
+                     str(stage), "--no-progress")
+    assert inside.returncode == 2 and "is inside its stage" in inside.stderr
+
+
+def test_a_damaged_stage_shard_is_never_published_and_a_deleted_one_is_pulled_back(
+        corpus: Path, tmp_path: Path) -> None:
+    """A byte flipped in the stage's shard was uploaded over the good published copy and the
+    marker re-signed to match: the only good copy gone."""
+    remote, url, stage, args = published(corpus, tmp_path)
+    before = tree(remote)
+    shard = stage / "shards" / "000001.tar"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    shard.write_bytes(bytes(data))
+    proc = run_cli(*args)
+    assert proc.returncode == 1, proc.stderr
+    assert "the stage's copy was changed or damaged" in proc.stderr
+    assert tree(remote) == before
+    shard.unlink()  # as the message says: it is pulled back from the URL
+    again = run_cli(*args, check=True)
+    assert shard.read_bytes() == (remote / "shards" / "000001.tar").read_bytes()
+    assert "up to date" in again.stdout
+    assert run_cli("verify", url).returncode == 0
+
+
+def test_a_takedown_that_reached_the_stage_but_not_the_url_is_published_by_running_it_again(
+        corpus: Path, tmp_path: Path) -> None:
+    """Killed between the stage and the upload, the same takedown said "already removed ...
+    nothing changed" and the work stayed published (verify OK, lookup finding it)."""
+    remote, url, stage, _ = published(corpus, tmp_path)
+    run_cli("takedown", str(stage), "--key", "0000000001", "--reason", "request", check=True)
+    assert "0000000001.jpg" in tree(remote)["shards/000000.tar"].decode("latin-1")
+    proc = run_cli("takedown", url, "--stage", str(stage), "--key", "0000000001",
+                   "--reason", "request")
+    assert proc.returncode == 0, proc.stderr
+    assert "already removed" in proc.stdout and "published the takedown" in proc.stdout
+    assert "0000000001.jpg" not in tree(remote)["shards/000000.tar"].decode("latin-1")
+    # the form without selectors finishes the same way
+    run_cli("takedown", str(stage), "--key", "0000000002", "--reason", "request", check=True)
+    finish = run_cli("takedown", url, "--stage", str(stage))
+    assert finish.returncode == 0 and "published the takedown" in finish.stdout, finish.stderr
+    assert run_cli("verify", url).returncode == 0
+
+
+def test_verify_of_a_url_names_a_shard_its_marker_does_not_list(
+        corpus: Path, tmp_path: Path) -> None:
+    """A shard a takedown emptied, left when its publish was stopped before removing it: a
+    glob of shards/ still reads its works, and verify said OK."""
+    remote, url, _, args = published(corpus, tmp_path)
+    shutil.copy(remote / "shards" / "000000.tar", remote / "shards" / "000009.tar")
+    proc = run_cli("verify", url)
+    assert proc.returncode == 1
+    assert f"shards/000009.tar: at {url} but not listed in {MARKER}" in proc.stdout
+    run_cli(*args, check=True)  # the build's publish removes what no marker lists
+    assert run_cli("verify", url).returncode == 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from pathlib import Path
 from types import ModuleType
 
@@ -31,7 +32,22 @@ def place_argument(text: str) -> str:
     read as the current directory."""
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty string; give a path")
+    check_not_half_a_url(text)
     return expand_home(text)
+
+
+_HALF_URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/(?!/)")
+
+
+def check_not_half_a_url(text: str) -> None:
+    """`s3:/bucket/x`, `file:/tmp/x`: a URL short of a slash would be taken for a local
+    path (a folder named `s3:` in the current directory)."""
+    if _HALF_URL_RE.match(text):
+        scheme, rest = text.split(":/", 1)
+        rest = ("/" if scheme.lower() in ("file", "local") else "") + rest.lstrip("/")
+        raise argparse.ArgumentTypeError(
+            f"{text}: looks like a URL with one slash after '{scheme}:'; write "
+            f"{scheme}://{rest} (or a plain path without '{scheme}:')")
 
 
 def expand_home(text: str) -> str:

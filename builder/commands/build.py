@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from builder.commands import expand_home, path_argument
+from builder.commands import check_not_half_a_url, expand_home, path_argument
 from builder.errors import UserError
 from builder.recipe import is_url
 
@@ -55,6 +55,7 @@ def _output_path(text: str) -> str:
         raise argparse.ArgumentTypeError(
             "an empty or blank path (an empty path means the current directory); give the "
             "output directory, e.g. shards/my-dataset")
+    check_not_half_a_url(text)
     return expand_home(text)
 
 

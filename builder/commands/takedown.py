@@ -66,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
                    args.dir)
 
 
-def _report(result: Any, sel: Any, where: str) -> int:
-    for line in result.lines():
+def _report(result: Any, sel: Any, where: str, *, lines: bool = True) -> int:
+    for line in result.lines() if lines else ():
         print(line)
     if not result.matches and not sel.empty():
         if result.already_removed:
@@ -95,11 +95,40 @@ def _takedown_url(args: argparse.Namespace, sel: Any) -> int:
         if not (stage / publish.LEDGER).exists():
             raise UserError(f"{url}: no dataset is published there (no marker, no ledger); "
                             "nothing was taken down.")
-        result = takedown(stage, sel, args.reason, dry_run=args.dry_run)
-        code = _report(result, sel, url)
-        if not args.dry_run and (result.matches or result.completed_pending):
-            published = publish.publish(stage, remote,
-                                        progress=sys.stderr.isatty())
-            for line in published.lines():
+        try:
+            result = takedown(stage, sel, args.reason, dry_run=args.dry_run)
+        except UserError:
+            # "Nothing to finish" in the stage; a takedown done there but stopped before its
+            # publish still has to reach the URL.
+            if args.dry_run or not sel.empty() or not _publish_unpublished(stage, remote):
+                raise
+            return 0
+        if args.dry_run:
+            return _report(result, sel, url)
+        if not result.matches:
+            # An earlier takedown of the same works may have been stopped after the stage,
+            # before the URL: its works are still published there.
+            for line in result.lines():
                 print(line)
+            if _publish_unpublished(stage, remote):
+                return 0
+            return _report(result, sel, url, lines=False)
+        code = _report(result, sel, url)
+        for line in publish.publish(stage, remote, progress=sys.stderr.isatty()).lines():
+            print(line)
     return code
+
+
+def _publish_unpublished(stage: Any, remote: Any) -> bool:
+    """Publish what the stage holds and the URL does not; whether there was anything."""
+    import sys
+
+    from builder import publish
+
+    published = publish.publish(stage, remote, progress=sys.stderr.isatty())
+    if not (published.marker_written or published.removed):
+        return False
+    for line in published.lines():
+        print(line)
+    print(f"takedown: published the takedown {stage} held and {remote.url} did not")
+    return True

@@ -41,11 +41,12 @@ def _verify_url(url: str) -> int:
     """Download the published files into a temporary directory, check them against the marker,
     then run the same verify as for a local directory."""
     from builder.audit import verify
-    from builder.publish import download_published, open_remote
+    from builder.publish import download_published, open_remote, unlisted_shards
 
     remote = open_remote(url, where="verify", writing=False)
     with tempfile.TemporaryDirectory(prefix="cleanset-verify-") as tmp:
         problems = download_published(remote, Path(tmp))
+        problems += unlisted_shards(remote)
         more, checked = verify(Path(tmp), shown_as=url)
     return _report_verify(problems + more, checked, url)
 
