@@ -402,9 +402,26 @@ def _publish_locked(stage: Path, remote: Remote, progress: bool) -> PublishSumma
         summary.uploaded = changed
         summary.uploaded_bytes = sum(files[r].size for r in changed)
         new_marker = marker_bytes(files)
+        # Another stage publishing to this URL meanwhile (there is no lock at a URL): the
+        # marker it wrote is not replaced with ours; this narrows the race to a moment.
+        now = _remote_call(remote, f"reading {MARKER}", _kept(stage), lambda: read_marker(remote))
+        if now != current:
+            raise PublishError(
+                f"{remote.url}: another stage published there while this one was uploading "
+                f"(its {MARKER} changed); this publish stops short of its marker.{_kept(stage)} "
+                "Publishing from two stages to one URL at once is not supported: let one "
+                "finish, then build with a stage pulled from the URL.")
         _remember(stage, "pending.json", new_marker)
         _remote_call(remote, f"writing {MARKER}", _kept(stage),
                      lambda: _put_bytes(remote, MARKER, new_marker))
+        written = _remote_call(remote, f"reading {MARKER}", _kept(stage),
+                               lambda: read_marker(remote))
+        if written != new_marker:
+            raise PublishError(
+                f"{remote.url}: another stage wrote its {MARKER} at the same moment as this "
+                "one, and its marker is the one there now: this publish did not take. "
+                f"`cleanset verify {remote.url}` says whether the files match that marker. "
+                "Publishing from two stages to one URL at once is not supported.")
         _remember(stage, "published.json", new_marker)
         _remember(stage, "pending.json", None)
         summary.marker_written = True

@@ -210,6 +210,11 @@ def test_verify_a_url_passes_and_catches_one_flipped_byte_in_a_remote_shard(
     assert "PROBLEM 000001.tar: file sha256 differs from the one recorded when written" in out
     assert f"problem(s) in {memory_url}" in out
     assert (tmp_path / "stage" / "shards" / "000001.tar").exists()  # the stage is untouched
+    assert "remove the damaged one there and run the same build with the stage" in out
+    fs.rm_file(shard)  # as it says: the same build uploads it again
+    assert cli(capsys, "build", str(corpus), "--out", memory_url, "--stage",
+               str(tmp_path / "stage"), "--no-progress")[0] == 0
+    assert cli(capsys, "verify", memory_url)[0] == 0
 
 
 def test_an_unfinished_build_resumes_from_a_fresh_stage_using_the_published_ledger(

@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from builder.commands import place_argument
+from builder.output_dir import PUBLISHED_MARKER
 from builder.recipe import is_url
 
 
@@ -62,6 +63,11 @@ def _report_verify(problems: list[str], checked: int, where: Path | str, *,
             # the other problems are most likely that same half-way state.
             print(f"verify: finish the interrupted takedown first (`cleanset takedown {where}`), "
                   "then verify again")
+        elif is_url(str(where)) and any(f"differs from {PUBLISHED_MARKER}" in p or
+                                        f"missing at {where}" in p for p in problems):
+            print(f"verify: a file at {where} differs from its marker or is missing: remove "
+                  "the damaged one there and run the same build with the stage that published "
+                  "it; a file missing at the URL is uploaded again")
         elif any(problem.endswith(lost_shard()) for problem in problems):
             print("verify: a shard the ledger records is missing: restore the dataset's "
                   "shards/ from a copy (the ledger records each shard's sha256), then verify "
