@@ -455,12 +455,17 @@ def _recorded_shards(stage: Path) -> dict[str, str]:
 
     from builder.shards import shard_name
 
-    db = sqlite3.connect(f"file:{stage / LEDGER}?mode=ro", uri=True)
     try:
-        rows = db.execute("SELECT shard, sha256 FROM shards WHERE complete = 1 AND "
-                          "sha256 IS NOT NULL").fetchall()
-    finally:
-        db.close()
+        db = sqlite3.connect(f"file:{stage / LEDGER}?mode=ro", uri=True)
+        try:
+            rows = db.execute("SELECT shard, sha256 FROM shards WHERE complete = 1 AND "
+                              "sha256 IS NOT NULL").fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        # Unreadable here (a write-ahead log only a writer may open): the build that follows
+        # opens it properly and says what is wrong; nothing is pulled or held against it.
+        return {}
     return {f"shards/{shard_name(number)}": sha for number, sha in rows}
 
 
