@@ -100,10 +100,19 @@ class PublishSummary:
 
     def lines(self) -> list[str]:
         if not self.marker_written and not self.removed:
-            return [f"published to {self.url}: up to date ({self.unchanged} files unchanged)"]
-        return [f"published to {self.url}: {len(self.uploaded)} files uploaded "
-                f"({self.uploaded_bytes / 1e6:.1f} MB), {self.unchanged} unchanged, "
-                f"{len(self.removed)} removed; {MARKER} lists the current set"]
+            lines = [f"published to {self.url}: up to date ({self.unchanged} files unchanged)"]
+        else:
+            lines = [f"published to {self.url}: {len(self.uploaded)} files uploaded "
+                     f"({self.uploaded_bytes / 1e6:.1f} MB), {self.unchanged} unchanged, "
+                     f"{len(self.removed)} removed; {MARKER} lists the current set"]
+        if _protocols(self.url)[-1] == "memory":
+            # fsspec's memory filesystem lives in this process: a user who typed memory://
+            # must not leave believing the dataset was published somewhere.
+            lines.append("  memory:// holds files only inside this process: what was "
+                         "published there is gone when cleanset exits. The stage keeps the "
+                         "dataset; publish to file:///ABSOLUTE/PATH or object storage to keep "
+                         "a copy at a URL.")
+        return lines
 
 
 # -- URLs and stages -------------------------------------------------------------------------

@@ -120,6 +120,8 @@ def test_a_memory_url_receives_exactly_the_files_of_a_local_build_and_a_marker_l
                          "--no-progress")
     assert code == 0, err
     assert f"published to {memory_url}: 12 files uploaded" in out  # evidence/ too
+    # the memory filesystem ends with the process: a user who typed memory:// is told so
+    assert "gone when cleanset exits. The stage keeps the dataset" in " ".join(out.split())
 
     local = local_files(tmp_path / "local")
     remote = assert_marker_describes(memory_url)
