@@ -168,6 +168,45 @@ def test_the_streamed_spdx_document_is_the_whole_document_spdx_tools_reads_back(
     assert parse_file(str(tmp_path / "empty.json")) == build_document(empty, gather_facts(empty))
 
 
+def test_every_file_line_is_the_one_spdx_tools_converts_for_that_sample(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer reuses the converted form of the first File of each shape for the next
+    ones; each line must still be, value for value, what spdx-tools makes of that sample."""
+    from spdx_tools.spdx.jsonschema.file_converter import FileConverter
+
+    from builder.exports.papers import gather_facts
+    from builder.exports.spdx import build_document, write_spdx
+    from builder.ledger import Ledger
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    ledger.set_meta("dataset_name", "synthetic")
+    ledger.set_meta("dataset_version", "1")
+    awkward = ['plain', 'q"uote\\back', 'line\nbreak\ttab', "é 😀 \u2028 \x7f", "", None]
+    licences = ["CC0-1.0", "CC-BY-4.0", "LicenseRef-US-Government-Work",
+                "CC-BY-SA-4.0 OR LicenseRef-Odd+Id"]
+    for i in range(96):
+        credit, creator = awkward[i % 6], awkward[(i // 6) % 6]
+        prov = {"attribution": {"text": credit} if credit is not None else None,
+                "source": {"file_url": f"https://example.org/{i}.jpg"} if i % 4 else {}}
+        ledger.add_sample({
+            "key": f"k_{i:03d}" if i % 5 else f"{i:010d}", "shard": i // 40, "build": 1,
+            "seq": i, "sha256": f"{i * 7919:064x}", "sha1": f"{i * 31:040x}",
+            "license": licences[i % 4], "source": "s", "source_id": str(i),
+            "landing_url": f"https://example.org/page/{i}" if i % 3 else None,
+            "creator": creator, "title": f"Work {i}", "width": 8, "height": 8,
+            "mime": "image/jpeg", "ext": "jpg", "bytes": 10, "provenance": json.dumps(prov)})
+    facts = gather_facts(ledger)
+
+    assert write_spdx(ledger, tmp_path / "spdx.json", facts) == 96
+    written = json.loads((tmp_path / "spdx.json").read_text(encoding="utf-8"))["files"]
+    document = build_document(ledger, facts)
+    converter = FileConverter()
+    expected = [converter.convert(file, document) for file in document.files]
+    assert written == expected
+    assert len({json.dumps(sorted(line)) for line in written}) == 4  # with and without each
+
+
 def test_a_file_spdx_tools_refuses_stops_the_writer_and_keeps_the_last_document(
         tmp_path: Path) -> None:
     from builder.exports.papers import gather_facts
