@@ -120,6 +120,10 @@ def describe_scope(scope: dict[str, Any]) -> str:
 def recheck(options: RecheckOptions) -> RecheckResult:
     out = options.out
     _check_directory(out)
+    if options.apply_reason is not None:  # before the recheck, not after it at --apply
+        from builder.takedown import require_utf8
+
+        require_utf8(options.apply_reason, "recheck: --reason")
     started = time.monotonic()
     result = _recheck(options, writable=_writable(out))
     if options.apply_reason is not None and result.row.refused:

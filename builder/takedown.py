@@ -44,6 +44,7 @@ from builder.ledger import Ledger, reading
 from builder.lock import OutputLock
 from builder.media import hamming, perceptual_hashes
 from builder.recipe import DedupConfig
+from builder.records import recordable
 from builder.shards import (
     fsync_dir,
     read_shard_members,
@@ -105,14 +106,32 @@ class Selectors:
                                 "hexadecimal digits of the image file's sha256 (`sha256sum "
                                 "FILE`), or the file itself with --image FILE.")
         for url in self.urls:
+            require_utf8(url, "takedown: --url")
             if not url.strip():
                 raise UserError(f"takedown: --url {url!r} is empty; give the file URL, the "
                                 "landing page or the URL it was fetched from (see "
                                 "manifest.parquet), with or without tracking parameters.")
         for creator in self.creators:
+            require_utf8(creator, "takedown: --creator")
             if not creator.strip():
                 raise UserError(f"takedown: --creator {creator!r} is empty; give the name as "
                                 "the attribution list credits it (attribution.csv).")
+
+
+def require_utf8(text: str, what: str) -> None:
+    """Refuse text that is not UTF-8 before anything is planned. A Latin-1 terminal or script
+    hands Python argv bytes it reads as lone surrogates, which the ledger cannot store: such a
+    --reason once failed only at the ledger commit, after the journal, so no later command
+    could finish the takedown and every writer to the directory stopped on it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        try:  # the bytes as typed, the undecodable ones as \xNN
+            shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:
+            shown = text.encode("utf-8", "backslashreplace").decode("utf-8")
+        raise UserError(f"{what} '{shown}' is not UTF-8 text (the terminal or script sent "
+                        "another encoding); give it in UTF-8. Nothing changed.") from None
 
 
 @dataclass(frozen=True)
@@ -367,6 +386,8 @@ def takedown(out: Path, sel: Selectors, reason: str | None, *, dry_run: bool = F
     if not ledger_path.exists():
         raise UserError(f"{out}: no ledger.sqlite here; is this a cleanset output directory?")
     sel.check_shapes()
+    if reason is not None:
+        require_utf8(reason, "takedown: --reason")
     if dry_run:
         return _dry_run(out, sel)
     if not sel.empty() or pending_takedown(out) is not None:
@@ -616,7 +637,9 @@ def _commit_ledger(out: Path, plan: dict[str, Any]) -> None:
                 f"but the ledger is at version {current_version(ledger)}; the directory was "
                 "changed outside cleanset. Restore it from a copy.")
         keys = plan["keys"]
-        detail = f"{plan['id']}: {plan['reason']}"
+        # recordable: a journal written by an older cleanset may hold a reason in another
+        # encoding (lone surrogates, see require_utf8); escaped, so that takedown can finish.
+        detail = recordable(f"{plan['id']}: {plan['reason']}")
         from builder.evidence.archive import log_takedown
 
         ledger.begin()

@@ -293,6 +293,22 @@ def test_a_recheck_s_takedown_killed_midway_is_finished_by_the_rerun_and_still_n
     assert run_cli("verify", str(out)).returncode == 0
 
 
+def test_apply_with_a_reason_that_is_not_utf8_is_refused_before_the_recheck_runs(
+        dataset: tuple[World, Path]) -> None:
+    """A Latin-1 --reason (argv bytes Python reads as lone surrogates) once ran the whole
+    recheck, journalled the takedown and failed at its ledger commit with a traceback,
+    leaving a journal that stopped every later write to the directory."""
+    world, out = dataset
+    world.drift()
+    before = papers(out) | {"ledger.sqlite": (out / "ledger.sqlite").read_bytes()}
+    proc = recheck(out, "--apply", "--reason", "caf\udce9")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "--reason 'caf\\xe9' is not UTF-8 text" in proc.stderr
+    assert "Traceback" not in proc.stderr and not world.commons.requests
+    assert not (out / ".takedown.json").exists()
+    assert papers(out) | {"ledger.sqlite": (out / "ledger.sqlite").read_bytes()} == before
+
+
 def test_an_unreachable_host_gives_unreachable_and_refuses_nothing(
         dataset: tuple[World, Path]) -> None:
     world, out = dataset

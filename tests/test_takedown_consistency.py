@@ -9,9 +9,11 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -287,3 +289,49 @@ def test_diff_to_a_version_that_does_not_exist_names_the_version_given(out: Path
     proc = run_cli("diff", str(out), "--to", "99")
     assert proc.returncode == 2, proc.stderr
     assert "version 99 does not exist" in proc.stderr
+
+
+# Python hands argv bytes that are not UTF-8 (a Latin-1 terminal's "café") on as lone
+# surrogates; subprocess sends this string back to the command as the byte 0xe9.
+LATIN1_CAFE = "caf\udce9"
+
+
+@pytest.mark.parametrize("selector", [
+    ("--key", "KEY", "--reason", LATIN1_CAFE),
+    ("--creator", LATIN1_CAFE, "--reason", "request"),
+    ("--url", f"http://example.org/{LATIN1_CAFE}.jpg", "--reason", "request"),
+])
+def test_a_reason_or_selector_that_is_not_utf8_is_refused_before_anything_changes(
+        built: dict, out: Path, selector: tuple[str, ...]) -> None:
+    """A Latin-1 --reason once passed every check, was journalled, and failed at the ledger
+    commit with a traceback; the same command, every build and every other takedown then
+    failed on that journal for good: the directory could not be written again."""
+    before = dataset_files(out)
+    args = [built["keys"][1] if a == "KEY" else a for a in selector]
+    proc = run_cli("takedown", str(out), *args)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "caf\\xe9" in proc.stderr and "is not UTF-8 text" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert dataset_files(out) == before  # no journal: nothing to finish, nothing wedged
+    assert run_cli("verify", str(out)).returncode == 0
+
+
+def test_a_journal_an_older_cleanset_left_with_a_non_utf8_reason_is_finished(
+        built: dict, out: Path) -> None:
+    """Directories the older cleanset wedged (see above) are finished by `cleanset takedown
+    DIR`, the reason recorded with its undecodable byte escaped."""
+    key = built["keys"][1]
+    crashed = run_cli("takedown", str(out), "--key", key, "--reason", "request",
+                      env={"CLEANSET_CRASH_AT": "takedown_journal:1"})
+    assert crashed.returncode == -9, crashed.stderr
+    journal = out / ".takedown.json"
+    plan = json.loads(journal.read_text(encoding="utf-8"))
+    plan["reason"] = plan["log"]["reason"] = LATIN1_CAFE  # as the older cleanset wrote it
+    journal.write_text(json.dumps(plan), encoding="utf-8")
+    done = run_cli("takedown", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "completed the interrupted takedown takedown-v2" in done.stdout
+    assert run_cli("verify", str(out)).returncode == 0
+    with closing(sqlite3.connect(out / "ledger.sqlite")) as db:
+        detail = db.execute("SELECT detail FROM candidates WHERE key = ?", (key,)).fetchone()
+    assert detail == ("takedown-v2: caf\\udce9",)
