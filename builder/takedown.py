@@ -46,6 +46,7 @@ from builder.media import hamming, perceptual_hashes
 from builder.recipe import DedupConfig
 from builder.records import recordable
 from builder.shards import (
+    file_sha256,
     fsync_dir,
     read_shard_members,
     shard_name,
@@ -414,9 +415,9 @@ def takedown(out: Path, sel: Selectors, reason: str | None, *, dry_run: bool = F
                 return TakedownResult(matches=[], dry_run=False, already_removed=removed,
                                       completed_pending=completed)
             plan = _make_plan(ledger, sel, reason.strip(), matches)
+            _require_shards(out, plan, {row.shard: row for row in ledger.shards()})
         finally:
             ledger.close()
-        _require_shards(out, plan)
         _write_journal(out, plan)
         crash_point("takedown_journal")
         _apply(out, plan)
@@ -427,23 +428,49 @@ def takedown(out: Path, sel: Selectors, reason: str | None, *, dry_run: bool = F
                           seconds=time.monotonic() - started)
 
 
-def _require_shards(out: Path, plan: dict[str, Any]) -> None:
-    """Refuse (exit 2, nothing changed) when a shard the takedown must rewrite is gone: a
-    journal written now could never be finished, and every later command would ask for it."""
+def _require_shards(out: Path, plan: dict[str, Any], recorded: dict[int, Any]) -> None:
+    """Refuse (exit 2, nothing changed) when a shard the takedown must rewrite is gone or is
+    not the file the ledger recorded (truncated by a bad copy, replaced, overwritten).
+
+    A journal written over a missing or unreadable shard could never be finished, and every
+    later command would ask for it; a damaged one was rewritten from whatever members it
+    still held and its new sha256 recorded, so the samples lost with it vanished from the
+    shard's record and the good copy it could have been restored from no longer fitted."""
     shards = out / "shards"
     # A shard lost whole whose every sample goes is no obstacle: nothing of it is kept.
     emptied = set(plan["log"]["shards_deleted"])
-    missing = [entry["file"] for entry in plan["shards"]
-               if not (shards / entry["file"]).exists() and entry["file"] not in emptied]
+    missing, changed = [], []
+    for entry in plan["shards"]:
+        if entry["file"] in emptied:
+            continue
+        path = shards / entry["file"]
+        row = recorded.get(entry["shard"])
+        if not path.exists():
+            missing.append(entry["file"])
+        elif row is not None and row.complete and row.sha256 and (
+                path.stat().st_size != row.size or file_sha256(path) != row.sha256):
+            changed.append(entry["file"])
     if missing:
-        listed = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5
-                                          else "")
+        listed = _listed(missing)
         raise UserError(
             f"{shards}: {listed} {'is' if len(missing) == 1 else 'are'} missing, and the "
             "takedown must rewrite "
             f"{'it' if len(missing) == 1 else 'them'}. The directory was changed outside "
             "cleanset: restore the shards from a copy (`cleanset verify` lists what differs "
             "from the ledger), then take down again. Nothing changed.")
+    if changed:
+        raise UserError(
+            f"{shards}: {_listed(changed)} {'is' if len(changed) == 1 else 'are'} not the "
+            "file the ledger recorded (another size or sha256: truncated, replaced or "
+            "edited outside cleanset), and the takedown must rewrite "
+            f"{'it' if len(changed) == 1 else 'them'}. Restore the shards from a copy "
+            "(`cleanset verify` lists what differs from the ledger), then take down again; "
+            "with no copy, a takedown of every sample a shard held deletes it. Nothing "
+            "changed.")
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
 
 def _require_writable(out: Path) -> None:

@@ -258,6 +258,34 @@ def test_a_takedown_needing_a_shard_someone_deleted_changes_nothing_and_says_res
     assert later.returncode == 0, later.stderr  # shards that are there can still be taken down
 
 
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "replaced"])
+def test_a_takedown_needing_a_damaged_shard_changes_nothing_and_says_restore_it(
+        built: dict, out: Path, damage: str) -> None:
+    """A truncated shard was rewritten from the members it still held and its new sha256
+    recorded: the lost samples' shard no longer fitted its good copy, and verify's "differs
+    from the one recorded" was gone. Random bytes failed with a tarfile traceback after the
+    journal, which every later command then stopped on."""
+    shard = out / "shards" / "000000.tar"
+    original = shard.read_bytes()
+    if damage == "truncated":
+        shard.write_bytes(original[:len(original) // 3])
+    elif damage == "garbage":
+        shard.write_bytes(bytes(range(256)) * (len(original) // 256))
+    else:
+        shutil.copyfile(out / "shards" / "000001.tar", shard)
+    before = dataset_files(out)
+    proc = run_cli("takedown", str(out), "--key", built["keys"][1], "--reason", "request")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "000000.tar is not the file the ledger recorded" in proc.stderr
+    assert "Restore the shards from a copy" in proc.stderr and "Traceback" not in proc.stderr
+    assert dataset_files(out) == before  # no journal, nothing rewritten or recorded
+    assert "000000.tar: file sha256 differs" in run_cli("verify", str(out)).stdout
+    shard.write_bytes(original)  # the copy restored: the same takedown goes through
+    again = run_cli("takedown", str(out), "--key", built["keys"][1], "--reason", "request")
+    assert again.returncode == 0, again.stderr
+    assert run_cli("verify", str(out)).returncode == 0
+
+
 def test_a_lost_shard_stops_every_build_until_restored_or_its_samples_are_taken_down(
         built: dict, out: Path) -> None:
     """A build once said "already complete: 12 samples in 4 shards" over a deleted shard, and
