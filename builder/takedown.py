@@ -475,8 +475,11 @@ def _listed(names: list[str]) -> str:
 
 def _require_writable(out: Path) -> None:
     """Refuse (exit 2, nothing changed) a directory this user cannot write, before the lock
-    or the ledger is touched: SQLite would fail half-way in with 'readonly database'."""
-    needed = [out, out / "ledger.sqlite", out / "shards"]
+    or the ledger is touched: SQLite would fail half-way in with 'readonly database'. The
+    files and folders a takedown writes after renaming its shards are checked too: an
+    `evidence/` or `denylist.jsonl` it could not write left the takedown half-applied."""
+    needed = [out, out / "ledger.sqlite", out / "shards", out / "evidence", out / DENYLIST,
+              out / LOG]
     unwritable = [path for path in needed if path.exists() and not os.access(path, os.W_OK)]
     if unwritable:
         raise UserError(f"{out}: is read-only ({unwritable[0]} cannot be written); a takedown "

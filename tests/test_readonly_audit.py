@@ -199,6 +199,28 @@ def test_a_takedown_in_a_directory_the_user_cannot_write_exits_2_and_changes_not
     assert snapshot(copy) == before
 
 
+@pytest.mark.parametrize("locked", ["evidence", "denylist.jsonl"])
+def test_a_takedown_that_could_not_write_its_archive_or_denylist_is_refused_before_any_change(
+        built: Path, shared_tmp: Path, as_nobody: list[str], locked: str) -> None:
+    """The user owns the directory but not evidence/ (or denylist.jsonl): the takedown once
+    renamed its shards, then stopped with "Permission denied" half-applied, the journal left
+    for every later command to trip over."""
+    copy = shared_tmp / "dataset"
+    shutil.copytree(built / "out", copy)
+    nobody = pwd.getpwnam("nobody")
+    for path in [copy, *copy.rglob("*")]:
+        os.chown(path, nobody.pw_uid, nobody.pw_gid)
+    first = run_as(as_nobody, "takedown", str(copy), "--key", "0000000000", "--reason", "asked")
+    assert first.returncode == 0, first.stderr  # writes denylist.jsonl
+    (copy / locked).chmod(0o555 if locked == "evidence" else 0o444)
+    before = snapshot(copy)
+    proc = run_as(as_nobody, "takedown", str(copy), "--key", "0000000001", "--reason", "asked")
+    assert proc.returncode == 2, proc.stderr
+    assert f"{copy / locked} cannot be written" in proc.stderr and "Nothing changed" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert snapshot(copy) == before  # no journal, no shard renamed
+
+
 def test_report_of_a_directory_it_cannot_write_names_out_and_exits_2(
         built: Path, shared_tmp: Path, as_nobody: list[str]) -> None:
     copy, _ = read_only_copy(built, shared_tmp)
