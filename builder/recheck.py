@@ -91,6 +91,11 @@ class RecheckResult:
         for outcome in Outcome:
             out.append(f"  {outcome.value}: {row.counts.get(outcome.value, 0)}")
         out.append(f"  would now be refused: {row.refused}")
+        unchecked = row.counts.get(Outcome.UNREACHABLE.value, 0)
+        if unchecked:
+            out.append(f"  could not be checked: {unchecked} (unreachable above: nothing is "
+                       "known of them since they were last seen; the same command asks "
+                       "again, exit 4 until it can)")
         out += [f"    {v.key} ({v.source}) {v.outcome.value}: {v.detail}" for v in self.refused]
         if row.refused > len(self.refused):
             out.append(f"    ... and {row.refused - len(self.refused)} more (--json lists "

@@ -19,6 +19,9 @@ from builder.errors import UserError
 from builder.recipe import is_url
 
 EXIT_REFUSED = 3
+# Nothing refused, but some samples could not be asked about (a host down, an API's answer
+# that said nothing of them): a scheduled job must not read that as "all clean".
+EXIT_UNCHECKED = 4
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -93,11 +96,13 @@ def _run(options: Any) -> Any:
 
 
 def _report(result: Any, say: Any) -> int:
+    from builder.drift import Outcome
+
     for line in result.lines():
         say(line)
-    if result.takedown is not None or not result.row.refused:
-        return 0
-    return EXIT_REFUSED
+    if result.row.refused and result.takedown is None:
+        return EXIT_REFUSED
+    return EXIT_UNCHECKED if result.row.counts.get(Outcome.UNREACHABLE.value) else 0
 
 
 def _recheck_url(args: argparse.Namespace, options: Any, say: Any) -> int:
