@@ -545,12 +545,28 @@ def ledger_hash_rows(ledger: Ledger) -> Iterator[tuple[str, str | None, int | No
 
 
 def image_files(path: Path) -> list[Path]:
-    """`path` itself, or every image file under the folder `path`, in sorted order."""
+    """`path` itself, or every image file under the folder `path` (hidden files and folders
+    skipped, links to folders not followed), in sorted order.
+
+    A folder that cannot be listed is a UserError naming it: skipped in silence (as
+    `Path.rglob` does), its images would be missing from a lookup's answer ("none of my
+    works is in the dataset") or from an evaluation set that must exclude them all.
+    """
     if path.is_file():
         return [path]
-    return sorted(p for p in path.rglob("*")
-                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                  and not any(part.startswith(".") for part in p.relative_to(path).parts))
+
+    def unreadable(exc: OSError) -> None:
+        raise UserError(f"{exc.filename}: this folder cannot be read ({exc.strerror}), so its "
+                        "images would be left out. Make it readable to this user, or give "
+                        "the folders inside it that are.")
+
+    found: list[Path] = []
+    for folder, dirs, files in os.walk(path, onerror=unreadable):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [Path(folder, f) for f in files
+                  if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES
+                  and Path(folder, f).is_file()]
+    return sorted(found)
 
 
 class Exclusions:

@@ -11,13 +11,17 @@ shards - in one batched search. It prints one JSON line per image:
 `found_as` is "sample" for the sample in the shards, "duplicate" for a copy of it the build
 refused as a duplicate but recorded (another source, mirror or licence under which the same
 work was found); `distance` is the PDQ distance from the query (0 and `exact` for the same
-bytes). Exit status 0 (also when nothing matched); 2 for a missing DIR or PATH.
+bytes). An image that cannot be read, decoded or is too large to decode gets its line with
+an `error` and no near matches (a file over DECODE_MAX_BYTES is hashed in chunks, for exact
+copies only). Exit status 0 (also when nothing matched); 2 for a missing DIR or PATH, or a
+folder under PATH that cannot be opened (its images would be missing without a word).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +45,7 @@ from builder.recipe import DedupConfig
 @dataclass(frozen=True)
 class Query:
     path: Path
-    sha256: str
+    sha256: str | None  # None: the file could not be read
     hashes: Hashes | None
     error: str | None = None
 
@@ -64,7 +68,8 @@ def lookup(out: Path, paths: list[Path], config: DedupConfig | None = None
 
 def _check_output(out: Path) -> None:
     if not out.is_dir():
-        raise UserError(f"{out}: no such directory. Give the output directory of a build.")
+        what = "is a file, not a directory" if out.exists() else "no such directory"
+        raise UserError(f"{out}: {what}. Give the output directory of a build.")
     if not (out / "ledger.sqlite").is_file():
         raise UserError(f"{out}: has no ledger.sqlite; it is not the output of cleanset build.")
 
@@ -98,8 +103,31 @@ def _query_files(paths: list[Path]) -> list[Path]:
     return files
 
 
+# The largest query decoded for near matches. The build refuses more than max_bytes per
+# image (50 MB by default): ten times that still finds the original of a sample a source
+# served smaller. A larger file is hashed in chunks, for exact copies only, so a mistaken
+# multi-gigabyte path costs no memory.
+DECODE_MAX_BYTES = 512 << 20
+_CHUNK = 1 << 20
+
+
 def _hash(path: Path, pipeline: str) -> Query:
-    data = path.read_bytes()
+    """The query for one image; a file that cannot be read or decoded is an answer line
+    with an `error`, so the rest of a portfolio is still looked up."""
+    try:
+        with path.open("rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > DECODE_MAX_BYTES:
+                digest = hashlib.sha256()
+                while chunk := f.read(_CHUNK):
+                    digest.update(chunk)
+                return Query(path, digest.hexdigest(), None, error=(
+                    f"too_large: {size} bytes, more than the {DECODE_MAX_BYTES} lookup "
+                    "decodes; only an exact copy could be found"))
+            data = f.read()
+    except OSError as exc:
+        return Query(path, None, None, error=f"unreadable: {exc.strerror or exc}; nothing "
+                                             "was looked up for it")
     sha = hashlib.sha256(data).hexdigest()
     try:
         pdq, quality, phash = perceptual_hashes(data, pipeline=pipeline)
@@ -110,11 +138,12 @@ def _hash(path: Path, pipeline: str) -> Query:
 
 def _result(db: sqlite3.Connection, query: Query, near: list[Match]) -> dict[str, Any]:
     found: dict[str, int | None] = {m.key: m.pdq_distance for m in near}
-    for (key,) in db.execute("SELECT key FROM samples WHERE sha256 = ?", (query.sha256,)):
-        found[key] = 0
-    # A copy refused as a duplicate still tells us which sample holds the work.
-    for dup in clusters.by_sha256(db, query.sha256):
-        found.setdefault(dup.winner, None)
+    if query.sha256 is not None:
+        for (key,) in db.execute("SELECT key FROM samples WHERE sha256 = ?", (query.sha256,)):
+            found[key] = 0
+        # A copy refused as a duplicate still tells us which sample holds the work.
+        for dup in clusters.by_sha256(db, query.sha256):
+            found.setdefault(dup.winner, None)
     matches: list[dict[str, Any]] = []
     rows = _samples(db, list(found))
     copies = clusters.duplicates_of(db, found)

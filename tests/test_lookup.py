@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 from pytest_httpserver import HTTPServer
 
-from tests.conftest import run_cli, serve_no_site_policies, write_jsonl, write_recipe
+from tests.conftest import REPO, run_cli, serve_no_site_policies, write_jsonl, write_recipe
 from tests.test_dedup import jpeg, photo, variants
 from tests.test_dedup_build import BYSA4, CC0, folder_recipe, put
 
@@ -107,6 +113,9 @@ def test_lookup_of_a_missing_path_is_a_user_error(tmp_path: Path) -> None:
     assert "nope.jpg: no such file or folder" in proc.stderr
     proc = run_cli("lookup", str(tmp_path / "pics"), str(tmp_path / "pics"))
     assert proc.returncode == 2 and "has no ledger.sqlite" in proc.stderr
+    proc = run_cli("lookup", str(tmp_path / "pics" / "a.jpg"), str(tmp_path / "pics"))
+    assert proc.returncode == 2
+    assert f"{tmp_path / 'pics' / 'a.jpg'}: is a file, not a directory" in proc.stderr
 
 
 def test_a_query_holding_no_image_is_exit_2_not_an_empty_answer(tmp_path: Path) -> None:
@@ -123,3 +132,90 @@ def test_a_query_holding_no_image_is_exit_2_not_an_empty_answer(tmp_path: Path) 
         proc = run_cli("lookup", str(out), str(path))
         assert proc.returncode == 2, proc.stdout + proc.stderr
         assert proc.stdout == "" and f"{path}: {says}" in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def bound_by_permissions() -> list[str]:
+    """The argv prefix running a command as a process file permissions bind: as it is when
+    not root, else root without its capabilities (setpriv), which reads anything otherwise."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv: permissions cannot be observed")
+    prefix = [setpriv, "--bounding-set=-all", "--inh-caps=-all"]
+    probe = subprocess.run([*prefix, "cat", "/proc/self/status"], capture_output=True,
+                           text=True, timeout=60)
+    if probe.returncode != 0 or "CapEff:\t0000000000000000" not in probe.stdout:
+        pytest.skip("setpriv cannot drop this root's capabilities here")
+    return prefix
+
+
+def test_an_unreadable_image_is_an_error_line_and_an_unreadable_folder_is_named(
+        tmp_path: Path, bound_by_permissions: list[str]) -> None:
+    """One image it may not read cost the whole answer ("fatal ... resume", exit 1), and a
+    sub-folder it may not open was skipped in silence: "none of my works is in here"."""
+    work = jpeg(photo(1))
+    put(tmp_path / "pics", "a.jpg", work)
+    out = tmp_path / "out"
+    run_cli("build", str(folder_recipe(tmp_path, ["pics"])), "--out", str(out),
+            "--no-progress", check=True)
+    portfolio = tmp_path / "portfolio"
+    (portfolio / "private").mkdir(parents=True)
+    (portfolio / "1-work.jpg").write_bytes(work)
+    locked = portfolio / "2-locked.jpg"
+    locked.write_bytes(work)
+    (portfolio / "private" / "3-work.jpg").write_bytes(work)
+    locked.chmod(0)
+    (portfolio / "private").chmod(0)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    def lookup(*paths: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*bound_by_permissions, sys.executable, "-m", "builder", "lookup",
+                               str(out), *map(str, paths)], env=env, capture_output=True,
+                              text=True, timeout=300)
+
+    try:
+        folder = lookup(portfolio)
+        files = lookup(portfolio / "1-work.jpg", locked)
+    finally:
+        (portfolio / "private").chmod(0o755)
+    assert folder.returncode == 2 and folder.stdout == "", folder.stderr
+    assert f"{portfolio / 'private'}: this folder cannot be read (Permission denied)" \
+        in folder.stderr
+    assert "Traceback" not in folder.stderr + files.stderr
+    assert files.returncode == 0, files.stderr
+    found, unread = lines(files.stdout)
+    assert found["matches"][0]["exact"] is True
+    assert unread == {"query": str(locked), "matches": [],
+                      "error": "unreadable: Permission denied; nothing was looked up for it"}
+
+
+def test_a_query_too_large_to_decode_is_hashed_in_chunks_not_read_into_memory(
+        tmp_path: Path) -> None:
+    """A 2 GiB file given by mistake was read whole: MemoryError's traceback under a memory
+    limit (or the machine's memory gone). Now it is hashed in chunks, for exact copies only,
+    and the rest of the portfolio is looked up."""
+    work = jpeg(photo(1))
+    put(tmp_path / "pics", "a.jpg", work)
+    out = tmp_path / "out"
+    run_cli("build", str(folder_recipe(tmp_path, ["pics"])), "--out", str(out),
+            "--no-progress", check=True)
+    portfolio = tmp_path / "portfolio"
+    portfolio.mkdir()
+    (portfolio / "1-work.jpg").write_bytes(work)
+    huge = portfolio / "2-huge.tif"
+    with huge.open("wb") as f:
+        f.truncate(2 << 30)  # sparse: no disk used
+
+    def limit_memory() -> None:  # far less than the file, far more than cleanset needs
+        resource.setrlimit(resource.RLIMIT_AS, (5 << 29, 5 << 29))
+
+    proc = subprocess.run([sys.executable, "-m", "builder", "lookup", str(out), str(portfolio)],
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
+                          text=True, timeout=300, preexec_fn=limit_memory)
+    assert proc.returncode == 0, proc.stderr
+    found, big = lines(proc.stdout)
+    assert found["matches"][0]["exact"] is True
+    assert big["matches"] == []
+    assert big["error"].startswith(f"too_large: {2 << 30} bytes, more than the ")

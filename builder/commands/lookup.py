@@ -15,8 +15,10 @@ DESCRIPTION = """Hash each image as the build does (sha256, PDQ, pHash) and look
 dataset's index (from the ledger, never a shard scan). Prints one JSON line per image:
 {"query": PATH, "matches": [{"key", "distance", "exact", "license", "source_url",
 "landing_url", "creator", "found_as", ...}]}. found_as is "sample" for a sample in the
-shards, "duplicate" for a copy the build refused as a duplicate but recorded. Exit 0 (also
-when nothing matched); 2 for a missing DIR or PATH."""
+shards, "duplicate" for a copy the build refused as a duplicate but recorded. An image that
+cannot be read or decoded gets "error" and no matches (one over 512 MiB: exact copies only).
+Exit 0 (also when nothing matched); 2 for a missing DIR or PATH, or a folder that cannot be
+opened."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
