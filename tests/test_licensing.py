@@ -21,6 +21,7 @@ from builder.licensing import (
     normalise,
 )
 from builder.records import Evidence, LicenseDecision, Reason, Rejection
+from tests.conftest import run_cli
 
 COMMERCIAL = load_policy("commercial")
 
@@ -434,6 +435,25 @@ def test_cli_check_json_and_unrecognised_exit_status(capsys: pytest.CaptureFixtu
                                    "detail": "admitted as LicenseRef-US-Government-Work"}]
     assert main(["licenses", "check", "all yours, mate"]) == 1
     assert "not recognised" in capsys.readouterr().out
+
+
+def test_cli_check_with_a_policy_that_does_not_load_is_exit_2_naming_it() -> None:
+    """It was a verdict, "bad_policy", exit 0: as if that policy refused the licence."""
+    proc = run_cli("licenses", "check", "CC BY 4.0", "--policy", "comercial", "--json")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "licenses check --policy 'comercial': no such policy. Did you mean " \
+        "'commercial'?" in proc.stderr
+    assert "relative to the current directory" in proc.stderr
+
+
+def test_cli_list_of_a_family_the_catalogue_lacks_is_exit_2_naming_the_families() -> None:
+    """It listed 0 entries, exit 0: as if the catalogue held no such licence."""
+    proc = run_cli("licenses", "list", "--family", "CC-BYY", "--json")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "--family 'CC-BYY': no such family in the catalogue. Did you mean 'CC-BY'?" \
+        in proc.stderr and "public-domain" in proc.stderr
+    lower = run_cli("licenses", "list", "--family", "cc-by", "--json", check=True)
+    assert {json.loads(line)["family"] for line in lower.stdout.splitlines()} == {"CC-BY"}
 
 
 def test_cli_lists_catalogue_and_policies(capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,18 +2,21 @@
 licence claim normalises and what every policy decides about it, and why; `licenses policies`
 prints docs/policies.md.
 
-Exit status: 0, except `check` on a string that names no licence in the catalogue (1).
+Exit status: 0, except `check` on a string that names no licence in the catalogue (1), and a
+`--policy` that does not load or a `--family` the catalogue does not have (2, naming it).
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 from collections import Counter
 from typing import Any
 
 from builder.errors import UserError
 from builder.licensing import (
+    Policy,
     decide,
     known_policies,
     license_info,
@@ -61,8 +64,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     cat = load_catalogue()
-    entries = [e for e in cat.entries.values()
-               if not getattr(args, "family", None) or e.family == args.family]
+    family = getattr(args, "family", None)
+    if family:
+        family = _known_family(family, {e.family for e in cat.entries.values()})
+    entries = [e for e in cat.entries.values() if not family or e.family == family]
     if getattr(args, "json", False):
         for e in entries:
             print(json.dumps(e.to_json(), sort_keys=True))
@@ -81,12 +86,27 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _known_family(family: str, families: set[str]) -> str:
+    """The catalogue's spelling of `family`: an unknown one listed nothing, exit 0, as if
+    the catalogue held no such licence."""
+    by_lower = {f.lower(): f for f in families}
+    if family.lower() in by_lower:
+        return by_lower[family.lower()]
+    close = difflib.get_close_matches(family, sorted(families), n=1)
+    guess = f" Did you mean {close[0]!r}?" if close else ""
+    raise UserError(f"licenses list --family {family!r}: no such family in the catalogue."
+                    f"{guess} Families: {', '.join(sorted(families))}.")
+
+
 def _check(args: argparse.Namespace) -> int:
     evidence = (Evidence(args.field, args.string),)
     claims = read_claims(evidence)
     spdx = claims[0].spdx if claims else None
-    names = args.policies or known_policies()
-    verdicts = [_verdict(evidence, name, args.jurisdiction) for name in names]
+    # A policy the user named that does not load is their mistake, exit 2 naming it: as a
+    # verdict ("bad_policy", exit 0) it read like that policy refusing the licence.
+    policies = [load_policy(name, jurisdiction=args.jurisdiction, named_by="licenses check --policy")
+                for name in args.policies or known_policies()]
+    verdicts = [_verdict(evidence, policy) for policy in policies]
     info = license_info(spdx) if spdx else None
     result: dict[str, Any] = {
         "input": args.string, "field": args.field, "normalised": spdx,
@@ -100,11 +120,7 @@ def _check(args: argparse.Namespace) -> int:
     return 0 if spdx else 1
 
 
-def _verdict(evidence: tuple[Evidence, ...], name: str, jurisdiction: str | None) -> dict[str, Any]:
-    try:
-        policy = load_policy(name, jurisdiction=jurisdiction)
-    except UserError as exc:
-        return {"policy": name, "admitted": False, "reason": "bad_policy", "detail": str(exc)}
+def _verdict(evidence: tuple[Evidence, ...], policy: Policy) -> dict[str, Any]:
     outcome = decide(evidence, policy)
     if isinstance(outcome, LicenseDecision):
         detail = f"admitted as {outcome.spdx}"

@@ -59,10 +59,11 @@ def known_policies() -> list[str]:
 
 
 def load_policy(use: str, *, jurisdiction: str | None = None,
-                base_dir: Path | None = None) -> Policy:
+                base_dir: Path | None = None, named_by: str = "[policy] use =") -> Policy:
     """`use` names a policy in licenses/policies/ or is a path to a policy TOML (relative to
-    base_dir, the recipe's folder). `jurisdiction` comes from the recipe's [policy] table."""
-    path = _resolve(use, base_dir)
+    base_dir, the recipe's folder; else to the current directory). `jurisdiction` comes from
+    the recipe's [policy] table. `named_by` is where the user wrote `use`, for the error."""
+    path = _resolve(use, base_dir, named_by)
     try:
         raw = path.read_bytes()
         data = tomllib.loads(raw.decode("utf-8"))
@@ -81,7 +82,7 @@ def load_policy(use: str, *, jurisdiction: str | None = None,
     return policy
 
 
-def _resolve(use: str, base_dir: Path | None) -> Path:
+def _resolve(use: str, base_dir: Path | None, named_by: str) -> Path:
     named = policies_dir() / f"{use}.toml"
     if "/" not in use and "\\" not in use and not use.endswith(".toml") and named.is_file():
         return named
@@ -92,10 +93,11 @@ def _resolve(use: str, base_dir: Path | None) -> Path:
         return path
     close = difflib.get_close_matches(use, known_policies(), n=1)
     guess = f" Did you mean {close[0]!r}?" if close else ""
+    relative = "the recipe" if base_dir is not None else "the current directory"
     raise UserError(
-        f"[policy] use = {use!r}: no such policy.{guess} Use one of "
+        f"{named_by} {use!r}: no such policy.{guess} Use one of "
         f"{', '.join(known_policies())} (files in {policies_dir()}), or a path to a policy "
-        "TOML relative to the recipe.")
+        f"TOML relative to {relative}.")
 
 
 def _build(data: dict[str, Any], path: Path, jurisdiction: str | None) -> Policy:
