@@ -39,7 +39,7 @@ def verify(out: Path, shown_as: str | None = None) -> tuple[list[str], int]:
 
 
 def note_pending_takedown(out: Path) -> None:
-    """For a command that only reads (lookup, evidence, report): say on stderr when an
+    """For a command that only reads (lookup, evidence, report, diff): say on stderr when an
     interrupted takedown leaves shards, ledger and papers at different versions, since what
     it answers may describe the version before that takedown."""
     for problem in _check_pending_takedown(out, str(out)):

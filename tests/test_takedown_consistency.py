@@ -121,6 +121,30 @@ def test_lookup_evidence_and_report_say_when_an_interrupted_takedown_is_pending(
     assert "note:" not in proc.stderr
 
 
+def test_diff_says_when_an_interrupted_takedown_is_pending(built: dict, out: Path,
+                                                           tmp_path: Path) -> None:
+    """Killed after its ledger commit, before the papers: `diff DIR` names the removed key
+    while `diff PUBLISHED DIR` (by the manifests) says nothing was removed. A user syncing
+    a copy got either answer with no word that the takedown was half done."""
+    published = tmp_path / "published"
+    shutil.copytree(out, published)
+    crashed = run_cli("takedown", str(out), "--key", built["keys"][4], "--reason", "request",
+                      env={"CLEANSET_CRASH_AT": "takedown_ledger:1"})
+    assert crashed.returncode == -9, crashed.stdout + crashed.stderr
+    before = every_file(out)
+    for args in (["diff", str(out), "--json"], ["diff", str(published), str(out), "--json"]):
+        proc = run_cli(*args)
+        assert proc.returncode == 0, (args, proc.stderr)
+        json.loads(proc.stdout)  # the note goes to stderr: stdout stays one JSON object
+        assert "note: takedown takedown-v2 was interrupted" in proc.stderr, (args, proc.stderr)
+        assert f"run `cleanset takedown {out}` to finish it" in proc.stderr
+    assert every_file(out) == before
+    run_cli("takedown", str(out), check=True)
+    proc = run_cli("diff", str(published), str(out), "--json", check=True)
+    assert "note:" not in proc.stderr
+    assert json.loads(proc.stdout)["removed"] == [built["keys"][4]]
+
+
 def test_takedown_without_selectors_and_nothing_to_finish_says_so_and_exits_2(out: Path) -> None:
     before = dataset_files(out)
     proc = run_cli("takedown", str(out))

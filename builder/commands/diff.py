@@ -80,8 +80,13 @@ def _label(where: str) -> str:
 def _local(where: str, name: str) -> Iterator[Path]:
     """`where` itself when it is a directory; for a published URL, a temporary directory
     holding only its file `name`, downloaded and checked against the publish marker (the
-    same way `lookup URL` fetches only the ledger)."""
+    same way `lookup URL` fetches only the ledger). A local directory with an interrupted
+    takedown gets the note lookup and report give: its manifest, ledger and shards may each
+    be at the version before or after it, so "nothing removed" may not be so."""
     if not is_url(where):
+        from builder.audit import note_pending_takedown
+
+        note_pending_takedown(Path(where))
         yield Path(where)
         return
     from builder.publish import download_published, open_remote
