@@ -10,6 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from builder.errors import UserError
@@ -211,7 +212,10 @@ def _admitted(spdx: str | None, policy: dict[str, Any]) -> bool:
 def _check_manifest(path: Path, samples: dict[str, dict[str, Any]]) -> list[str]:
     if not path.exists():
         return ["manifest.parquet is missing"]
-    table = pq.read_table(path, columns=["key", "sha256", "license", "shard"])
+    try:
+        table = pq.read_table(path, columns=["key", "sha256", "license", "shard"])
+    except (pa.ArrowException, OSError) as exc:  # truncated, written over: a finding
+        return [f"manifest.parquet cannot be read ({str(exc).splitlines()[0]})"]
     keys = table.column("key").to_pylist()
     out: list[str] = []
     if len(keys) != len(set(keys)):

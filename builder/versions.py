@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from builder import clock
@@ -188,9 +189,21 @@ def _manifest_keys(out: Path) -> dict[str, str]:
         raise UserError(f"{out}: {what}; give a cleanset output directory.")
     with ReadLock(out, "diff"):  # a build still writing it has no final manifest yet
         if not path.exists():
+            if (out / "ledger.sqlite").is_file():
+                raise UserError(f"{out}: has a ledger but no manifest.parquet: its build has "
+                                "not finished (run the same `cleanset build` again to finish "
+                                f"it), or the manifest was removed (`cleanset verify {out}` "
+                                "says which).")
             raise UserError(f"{out}: no manifest.parquet here; is this a cleanset output "
                             "directory?")
-        table = pq.read_table(path, columns=["key", "sha256"])
+        try:
+            table = pq.read_table(path, columns=["key", "sha256"])
+        except (pa.ArrowException, OSError) as exc:
+            # Truncated by a bad copy, written over, or some other table: nothing to compare.
+            why = str(exc).splitlines()[0]  # a missing column's error lists the schema
+            raise UserError(f"{path}: cannot be read as a cleanset manifest ({why}); nothing "
+                            f"was compared. `cleanset verify {out}` checks the directory; its "
+                            "build, run again, writes the manifest anew.") from None
     return dict(zip(table.column("key").to_pylist(), table.column("sha256").to_pylist(),
                     strict=True))
 

@@ -1,0 +1,89 @@
+"""Reading a dataset some of whose files a bad copy truncated or wrote over, or whose build
+never finished: `diff`, `verify` and `report` name the file and what to do, exit 1 or 2,
+never a traceback, and change nothing. Through the real CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import make_image, run_cli
+from tests.test_dedup_build import folder_recipe, put
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("damaged")
+    for i in range(3):
+        put(root / "pics", f"p{i}.jpg", make_image(500 + i))
+    run_cli("build", str(folder_recipe(root, ["pics"])), "--out", str(root / "out"),
+            "--no-progress", check=True)
+    yield root / "out"
+
+
+@pytest.fixture
+def copy(built: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "copy"
+    shutil.copytree(built, out)
+    return out
+
+
+def every_file(directory: Path) -> dict[str, str]:
+    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def truncated(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:200])
+
+
+def another_table(path: Path) -> None:
+    pq.write_table(pa.table({"x": [1]}), path)
+
+
+@pytest.mark.parametrize("damage", [truncated, another_table])
+def test_a_manifest_that_cannot_be_read_is_named_by_diff_and_found_by_verify(
+        built: Path, copy: Path, damage) -> None:  # type: ignore[no-untyped-def]
+    """Both printed pyarrow's traceback (ArrowInvalid), exit 1."""
+    damage(copy / "manifest.parquet")
+    before = every_file(copy)
+    for args in (["diff", str(built), str(copy), "--json"], ["diff", str(copy), str(built)]):
+        proc = run_cli(*args)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stdout == "" and "Traceback" not in proc.stderr
+        assert f"{copy / 'manifest.parquet'}: cannot be read as a cleanset manifest (" \
+            in proc.stderr
+        assert f"nothing was compared. `cleanset verify {copy}` checks" in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+    proc = run_cli("verify", str(copy))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "PROBLEM manifest.parquet cannot be read (" in proc.stdout
+    assert every_file(copy) == before
+
+
+def test_diff_against_an_unfinished_build_says_so_not_that_it_is_no_output(
+        copy: Path, built: Path) -> None:
+    """It asked "is this a cleanset output directory?" of a directory with a ledger."""
+    (copy / "manifest.parquet").unlink()
+    proc = run_cli("diff", str(built), str(copy))
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert (f"{copy}: has a ledger but no manifest.parquet: its build has not finished (run "
+            "the same `cleanset build` again to finish it)") in proc.stderr
+    assert f"`cleanset verify {copy}` says which" in proc.stderr
+
+
+def test_report_skips_takedown_log_lines_written_over_instead_of_a_traceback(
+        copy: Path, tmp_path: Path) -> None:
+    """Bytes that are not UTF-8 (UnicodeDecodeError) or a line that is not a record
+    (AttributeError) stopped the report; the log's torn lines were already skipped."""
+    (copy / "takedowns.jsonl").write_bytes(b"\x92\xff not utf-8\n123\n[1, 2]\n")
+    page = tmp_path / "report.html"
+    proc = run_cli("report", str(copy), "--out", str(page))
+    assert proc.returncode == 0, proc.stderr
+    assert "No takedown." in page.read_text(encoding="utf-8")
