@@ -338,9 +338,11 @@ def _takedowns(out: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     entries = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_bytes().splitlines():
         try:
-            entries.append(json.loads(line))
-        except ValueError:
+            entry = json.loads(line)
+        except ValueError:  # also bytes that are not UTF-8: a line written over
             continue  # a torn last line of an interrupted takedown; verify reports it
+        if isinstance(entry, dict):  # a line that is not a takedown record is not shown
+            entries.append(entry)
     return entries
