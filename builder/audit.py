@@ -48,6 +48,19 @@ def note_pending_takedown(out: Path) -> None:
               "the version before it", file=sys.stderr)
 
 
+def note_unfinished_build(out: Path, command: str) -> None:
+    """For a command that answers "is it in the dataset?" (lookup): say on stderr when the
+    latest build has not finished, since a work it has not reached yet is not found either."""
+    if not (out / "ledger.sqlite").is_file():
+        return  # the command itself names what is missing
+    with reading(out, command) as ledger:
+        latest = ledger.latest_build()
+    if latest is not None and latest.finished_at is None:
+        print(f"cleanset: note: build {latest.build} into {out} has not finished; what it has "
+              "not reached yet is not in the answer (run the same `cleanset build` to finish "
+              "it)", file=sys.stderr)
+
+
 def _check_pending_takedown(out: Path, name: str) -> list[str]:
     from builder.takedown import JOURNAL, pending_takedown
 

@@ -219,3 +219,26 @@ def test_a_query_too_large_to_decode_is_hashed_in_chunks_not_read_into_memory(
     assert found["matches"][0]["exact"] is True
     assert big["matches"] == []
     assert big["error"].startswith(f"too_large: {2 << 30} bytes, more than the ")
+
+
+def test_lookup_into_a_build_that_has_not_finished_says_so(tmp_path: Path) -> None:
+    """A build killed after its first commit: a work it had not reached yet was answered
+    "no matches" with no word that the dataset was still incomplete."""
+    works = [jpeg(photo(10 + i)) for i in range(6)]
+    for i, work in enumerate(works):
+        put(tmp_path / "pics", f"w{i}.jpg", work)
+    out, recipe = tmp_path / "out", folder_recipe(tmp_path, ["pics"])
+    build_args = ("build", str(recipe), "--out", str(out), "--no-progress")
+    crashed = run_cli(*build_args, env={"CLEANSET_COMMIT_EVERY": "2",
+                                        "CLEANSET_CRASH_AT": "after_commit:1"})
+    assert crashed.returncode == -9, crashed.stderr
+    (tmp_path / "query.jpg").write_bytes(works[5])
+    proc = run_cli("lookup", str(out), str(tmp_path / "query.jpg"))
+    assert proc.returncode == 0, proc.stderr
+    assert lines(proc.stdout)[0]["matches"] == []
+    assert f"note: build 1 into {out} has not finished; what it has not reached yet is not " \
+        "in the answer" in proc.stderr
+    run_cli(*build_args, check=True)
+    proc = run_cli("lookup", str(out), str(tmp_path / "query.jpg"), check=True)
+    assert lines(proc.stdout)[0]["matches"][0]["exact"] is True
+    assert "note:" not in proc.stderr

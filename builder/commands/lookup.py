@@ -37,11 +37,12 @@ def run(args: argparse.Namespace) -> int:
     if is_url(args.dir):
         lines = _lookup_url(args.dir, args.paths)
     else:
-        from builder.audit import note_pending_takedown
+        from builder.audit import note_pending_takedown, note_unfinished_build
         from builder.lookup import lookup
 
         note_pending_takedown(Path(args.dir))
         lines = lookup(Path(args.dir), args.paths)
+        note_unfinished_build(Path(args.dir), "lookup")
     for line in lines:
         print(json.dumps(line, sort_keys=False))
     return 0
