@@ -87,3 +87,31 @@ def test_report_skips_takedown_log_lines_written_over_instead_of_a_traceback(
     proc = run_cli("report", str(copy), "--out", str(page))
     assert proc.returncode == 0, proc.stderr
     assert "No takedown." in page.read_text(encoding="utf-8")
+
+
+def random_bytes(path: Path) -> None:
+    path.write_bytes(bytes(range(128, 256)) * 3)
+
+
+def another_csv(path: Path) -> None:
+    path.write_text("a,b\n1,2\n", encoding="utf-8")
+
+
+@pytest.mark.parametrize(("paper", "damage", "said"), [
+    ("README.md", random_bytes, "README.md: not UTF-8 text (byte 0 is 0x80): written over"),
+    ("ATTRIBUTION.md", random_bytes,
+     "ATTRIBUTION.md: not UTF-8 text (byte 0 is 0x80): written over"),
+    ("attribution.csv", random_bytes,
+     "attribution.csv: not UTF-8 text (byte 0 is 0x80): written over"),
+    ("attribution.csv", another_csv, "attribution.csv: no key column: written over")])
+def test_verify_names_a_paper_written_over_with_what_is_not_its_text(
+        copy: Path, paper: str, damage, said: str) -> None:  # type: ignore[no-untyped-def]
+    """README.md, ATTRIBUTION.md and attribution.csv of bytes that are not UTF-8 stopped
+    verify with a UnicodeDecodeError traceback; a CSV without its key column, a KeyError."""
+    damage(copy / paper)
+    before = every_file(copy)
+    proc = run_cli("verify", str(copy))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"PROBLEM {said}" in proc.stdout
+    assert f"PROBLEM {paper}: changed since cleanset wrote it" in proc.stdout
+    assert every_file(copy) == before

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from builder.exports.papers import atomic_write
+from builder.exports.papers import atomic_write, not_text
 from builder.ledger import Ledger
 
 if TYPE_CHECKING:
@@ -140,17 +140,31 @@ def check_attribution(out: Path, ledger: Ledger, facts: Facts,
     if not path.exists():
         return ["ATTRIBUTION.md is missing"]
     owed = {c.key for c in credits_owed(ledger)}
-    listed = listed_keys(path.read_text(encoding="utf-8"))
-    problems = [f"ATTRIBUTION.md: no credit for {k}" for k in sorted(owed - listed)]
-    problems += [f"ATTRIBUTION.md: credits {k}, which is not in the dataset"
-                 for k in sorted(listed - set(samples))]
+    try:
+        listed = listed_keys(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        problems = [not_text("ATTRIBUTION.md", exc)]
+    else:
+        problems = [f"ATTRIBUTION.md: no credit for {k}" for k in sorted(owed - listed)]
+        problems += [f"ATTRIBUTION.md: credits {k}, which is not in the dataset"
+                     for k in sorted(listed - set(samples))]
     csv_path = out / "attribution.csv"
     if not csv_path.exists():
         problems.append("attribution.csv is missing")
-    else:
+        return problems
+    try:
         with csv_path.open(newline="", encoding="utf-8") as f:
-            csv_keys = {r["key"] for r in csv.DictReader(f)}
-        if csv_keys != owed:
-            problems.append(f"attribution.csv lists {len(csv_keys)} credit(s); "
-                            f"{len(owed)} are owed")
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            columns = reader.fieldnames or []
+    except UnicodeDecodeError as exc:
+        return [*problems, not_text("attribution.csv", exc)]
+    except csv.Error as exc:  # a field past csv's size limit
+        return [*problems, f"attribution.csv: not a CSV table ({exc}): written over"]
+    if "key" not in columns and (rows or owed):
+        return [*problems, "attribution.csv: no key column: written over"]
+    csv_keys = {r["key"] for r in rows}
+    if csv_keys != owed:
+        problems.append(f"attribution.csv lists {len(csv_keys)} credit(s); "
+                        f"{len(owed)} are owed")
     return problems

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from builder.exports.papers import atomic_write
+from builder.exports.papers import atomic_write, not_text
 from builder.ledger import Ledger
 
 if TYPE_CHECKING:
@@ -293,7 +293,10 @@ def check_card(out: Path, ledger: Ledger, facts: Facts,
     path = out / "README.md"
     if not path.exists():
         return ["README.md (dataset card) is missing"]
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        return [not_text("README.md", exc)]
     match = re.search(r"^Version (\S+): (\d+) images", text, re.MULTILINE)
     if not match:
         return ["README.md: no 'Version V: N images' line; regenerate it with cleanset build"]

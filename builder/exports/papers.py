@@ -115,6 +115,12 @@ def check_papers(out: Path, ledger: Ledger) -> list[str]:
     return problems + _check_as_written(out, ledger)
 
 
+def not_text(name: str, exc: UnicodeDecodeError) -> str:
+    """verify's line for a paper that a bad copy or an editor wrote over with bytes that are
+    not UTF-8 text (the paper's own checks cannot read it)."""
+    return f"{name}: not UTF-8 text (byte {exc.start} is 0x{exc.object[exc.start]:02x}): written over"
+
+
 def _check_as_written(out: Path, ledger: Ledger) -> list[str]:
     """Each paper byte for byte as cleanset last wrote it (a missing one is its own check's)."""
     from builder.shards import file_sha256
