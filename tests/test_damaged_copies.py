@@ -82,11 +82,19 @@ def test_report_skips_takedown_log_lines_written_over_instead_of_a_traceback(
         copy: Path, tmp_path: Path) -> None:
     """Bytes that are not UTF-8 (UnicodeDecodeError) or a line that is not a record
     (AttributeError) stopped the report; the log's torn lines were already skipped."""
-    (copy / "takedowns.jsonl").write_bytes(b"\x92\xff not utf-8\n123\n[1, 2]\n")
+    (copy / "takedowns.jsonl").write_bytes(
+        b"\x92\xff not utf-8\n123\n[1, 2]\n"
+        # records edited by hand into other types (TypeError in the page's table)
+        b'{"when": "2026-01-01T00:00:00Z", "keys": 5}\n'
+        b'{"when": 1, "reason": ["x"], "selectors": {"key": 7}}\n'
+        b'{"when": "2026-01-02T00:00:00Z", "reason": "kept", "keys": ["0000000001"], '
+        b'"selectors": {"key": ["0000000001"]}, "shards_rewritten": ["000000.tar"], '
+        b'"shards_deleted": []}\n')
     page = tmp_path / "report.html"
     proc = run_cli("report", str(copy), "--out", str(page))
     assert proc.returncode == 0, proc.stderr
-    assert "No takedown." in page.read_text(encoding="utf-8")
+    text = page.read_text(encoding="utf-8")
+    assert text.count("2026-01-0") == 1 and "2026-01-02" in text and "kept" in text
 
 
 def random_bytes(path: Path) -> None:
@@ -115,3 +123,11 @@ def test_verify_names_a_paper_written_over_with_what_is_not_its_text(
     assert f"PROBLEM {said}" in proc.stdout
     assert f"PROBLEM {paper}: changed since cleanset wrote it" in proc.stdout
     assert every_file(copy) == before
+
+
+def test_report_out_dash_is_refused_not_a_file_named_dash(built: Path, tmp_path: Path) -> None:
+    """`--out -` wrote a file named '-' into the current directory."""
+    proc = run_cli("report", str(built), "--out", "-", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "the report is a page written to a file, not to standard output" in proc.stderr
+    assert not (tmp_path / "-").exists()

@@ -20,10 +20,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     # A string, not a Path: Path("file:///pub") would fold a URL into "file:/pub".
     p.add_argument("dir", type=place_argument, help="a cleanset output directory (a local one: a published URL is "
                    "refused, naming the stage)")
-    p.add_argument("--out", type=path_argument, metavar="FILE",
+    p.add_argument("--out", type=_report_file, metavar="FILE",
                    help="write the report here instead of DIR/report.html (for a DIR you "
                         "cannot write, e.g. a read-only copy; a directory gets report.html)")
     p.set_defaults(func=run)
+
+
+def _report_file(text: str) -> Path:
+    # "-" reads as standard output to a shell user; it would be a file named "-" here.
+    if text == "-":
+        raise argparse.ArgumentTypeError(
+            "'-': the report is a page written to a file, not to standard output; give a "
+            "path, e.g. --out report.html")
+    return path_argument(text)
 
 
 def run(args: argparse.Namespace) -> int:

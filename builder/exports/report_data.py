@@ -343,6 +343,20 @@ def _takedowns(out: Path) -> list[dict[str, Any]]:
             entry = json.loads(line)
         except ValueError:  # also bytes that are not UTF-8: a line written over
             continue  # a torn last line of an interrupted takedown; verify reports it
-        if isinstance(entry, dict):  # a line that is not a takedown record is not shown
+        if _is_takedown_record(entry):  # a line that is not one is not shown
             entries.append(entry)
     return entries
+
+
+def _is_takedown_record(entry: Any) -> bool:
+    """The fields the report shows, of the types a takedown writes them in (a line edited
+    by hand into other types is skipped as written over; verify names the file)."""
+    if not isinstance(entry, dict):
+        return False
+    texts = all(isinstance(entry.get(name, ""), str) for name in ("when", "reason"))
+    lists = all(isinstance(entry.get(name, []), list) and all(
+        isinstance(item, str) for item in entry.get(name, []))
+        for name in ("keys", "shards_rewritten", "shards_deleted"))
+    selectors = entry.get("selectors", {})
+    return texts and lists and isinstance(selectors, dict) and all(
+        isinstance(values, list) for values in selectors.values())
