@@ -95,7 +95,7 @@ def test_pd12m_parquet_keeps_licence_url_as_evidence_and_raw_columns_as_extra(
         "source": "smithsonian", "hash": f"{0:032x}", "mime_type": "image/jpeg",
         "width": "640", "height": "480",
     }
-    assert [c.resume for c in got] == [{"row": i + 1} for i in range(7)]
+    assert [c.resume["row"] for c in got] == [i + 1 for i in range(7)]
 
 
 def test_commoncatalog_jsonl_maps_flickr_columns_and_keeps_both_licence_columns(
@@ -278,6 +278,60 @@ def test_text_formats_resume_after_every_row_with_offsets_or_without(
         assert all_of(source, {"row": c.resume["row"]}) == full[i + 1:]
     # an offset that no longer lands on a line start (file edited) falls back to counting
     assert all_of(source, {"row": 2, "offset": 5, "line": 1}) == full[2:]
+
+
+def _resumed_after_an_edit(tmp_path: Path, filename: str, before: list[str],
+                          after: list[str], decided: int) -> list[str]:
+    """Read the table as `before`, stop after `decided` rows, rewrite it as `after`, and
+    resume: the URLs the resumed build gets (or the UserError it raises)."""
+    path = tmp_path / filename
+    write = (lambda rows: pq.write_table(pa.table({"url": rows, "license": [CC0] * len(rows)}),
+                                         path, row_group_size=2)) \
+        if filename.endswith(".parquet") else \
+        (lambda rows: path.write_text("".join(json.dumps({"url": u, "license": CC0}) + "\n"
+                                              for u in rows)) if filename.endswith(".jsonl")
+         else write_csv(path, ["url", "license"], [[u, CC0] for u in rows]))
+    write(before)
+    source = table(tmp_path, filename)
+    state = all_of(source)[decided - 1].resume
+    write(after)
+    return [c.url for c in all_of(source, state)]
+
+
+@pytest.mark.parametrize("filename", ["u.csv", "u.jsonl", "u.parquet"])
+@pytest.mark.parametrize("edit", ["first row removed", "row inserted at the top",
+                                  "rows reordered", "rows cut off"])
+def test_a_table_edited_before_the_resume_point_stops_the_resume_naming_the_file(
+    tmp_path: Path, filename: str, edit: str,
+) -> None:
+    # The build decided rows a and b (given long and short URLs, so that the stored byte
+    # offset of a shifted file still lands on some line start). Resuming the edited file
+    # at the stored offset or row count would skip rows without a ledger row, or decide a
+    # row twice under another row number: it must stop and say why.
+    urls = [f"https://e.org/{n}.jpg" for n in ("aaaaaaaa", "b", "c", "dddd", "e")]
+    after = {
+        "first row removed": urls[1:],
+        "row inserted at the top": ["https://e.org/new-one.jpg", *urls],
+        "rows reordered": [urls[2], urls[0], urls[1], *urls[3:]],
+        "rows cut off": urls[:1],
+    }[edit]
+    with pytest.raises(UserError) as err:
+        _resumed_after_an_edit(tmp_path, filename, urls, after, decided=2)
+    message = str(err.value)
+    assert filename in message and "changed since the build being resumed read it" in message
+    assert "Put the table back as it was" in message
+
+
+@pytest.mark.parametrize("filename", ["u.csv", "u.jsonl", "u.parquet"])
+def test_rows_added_at_the_end_or_a_decided_row_fixed_in_place_resume_where_the_build_stopped(
+    tmp_path: Path, filename: str,
+) -> None:
+    urls = [f"https://e.org/{n}.jpg" for n in ("a", "b", "c", "d")]
+    assert _resumed_after_an_edit(tmp_path, filename, urls, [*urls, "https://e.org/e.jpg"],
+                                  decided=2) == [*urls[2:], "https://e.org/e.jpg"]
+    # the first row, already decided, made longer: the offset is stale, counting finds row 2
+    fixed = ["https://e.org/a-renamed-longer.jpg", *urls[1:]]
+    assert _resumed_after_an_edit(tmp_path, filename, urls, fixed, decided=2) == urls[2:]
 
 
 # -- user errors -------------------------------------------------------------------------

@@ -6,9 +6,16 @@ understood through builder.sources.columns (img2dataset, PD12M and CommonCatalog
 out of the box) plus the recipe's `columns = { url = "...", ... }` mapping.
 
 Resume state after each candidate: `{"row": n}` data rows consumed, plus for the text
-formats the byte `offset` just past that row and its `line`, so a resumed build seeks
-straight there; Parquet skips whole row groups from the file footer and only slices the
-one it stopped in.
+formats the byte `offset` just past that row, its `line` and the byte `start` of that row,
+so a resumed build seeks straight there; Parquet skips whole row groups from the file footer
+and only slices the one it stopped in. Each state also holds a `digest` of the row it
+follows (its bytes, or for Parquet its cells): a resumed build first checks that this row
+is still where the build left it. A table edited since (rows removed, inserted or reordered
+before that point) would otherwise be resumed at a place that silently skips rows, with no
+ledger row for them, or reads rows twice under other row numbers: that stops the build
+with a UserError instead. Rows added at the end, and edits that keep the rows before the
+resume point where they were (a fixed cell, when the offset no longer fits: counting rows
+finds the same row), resume as before.
 
 A JSONL line that is not a JSON object stops the build with a UserError naming the file and
 line. We refuse rather than yield a placeholder: a row we cannot read has no licence we can
@@ -21,13 +28,14 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import json
 import zlib
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, NoReturn
 
 from builder.config import resolve_path
 from builder.errors import UserError
@@ -215,7 +223,9 @@ class TableSource:
             plan = self._plan(header, where="the header line")
             target = int(resume.get("row", 0))
             row = target if self._seek(fh, lines, resume, after=lines.offset) else 0
+            lines.take()
             while (fields := self._csv_next(reader, lines)) is not None:
+                record = lines.take()
                 if not fields or (len(fields) == 1 and not fields[0].strip()):
                     continue  # blank line: not a data row
                 if len(fields) != len(header):
@@ -226,10 +236,13 @@ class TableSource:
                     )
                 if row < target:  # no usable offset: re-read consumed rows, build nothing
                     row += 1
+                    if row == target:
+                        self._check_resumed_row(resume, _digest(record))
                     continue
-                state = {"row": row + 1, "offset": lines.offset, "line": lines.line}
+                state = self._text_state(row, lines, record)
                 yield row, dict(zip(header, fields, strict=True)), plan, state
                 row += 1
+            self._check_not_shorter(resume, row)
 
     def _csv_next(self, reader: Any, lines: _Lines) -> list[str] | None:
         try:
@@ -240,18 +253,52 @@ class TableSource:
             ) from None
 
     @staticmethod
+    def _text_state(row: int, lines: _Lines, record: bytes) -> dict[str, Any]:
+        return {"row": row + 1, "offset": lines.offset, "line": lines.line,
+                "start": lines.offset - len(record), "digest": _digest(record)}
+
+    @staticmethod
     def _seek(fh: IO[bytes], lines: _Lines, resume: dict[str, Any], *, after: int) -> bool:
-        """Jump to the stored byte offset when it is still plausible; False to re-read."""
+        """Jump to the stored byte offset when it is still plausible, and (when the state
+        has them) the row just before it still has the bytes the build read there; False
+        to re-read the rows from the top, counting them."""
         offset, line = resume.get("offset"), resume.get("line")
         if int(resume.get("row", 0)) <= 0 or not isinstance(offset, int) \
                 or not isinstance(line, int) or offset < max(after, 1):
             return False
-        if not _at_line_start(fh, offset):
+        start, digest = resume.get("start"), resume.get("digest")
+        if isinstance(start, int) and isinstance(digest, str):
+            record = _read_at(fh, start, offset - start) if after <= start < offset else None
+            fits = record is not None and _digest(record) == digest
+        else:
+            fits = _at_line_start(fh, offset)
+        if not fits:
             fh.seek(lines.offset)
             return False
         fh.seek(offset)
         lines.offset, lines.line = offset, line
         return True
+
+    def _check_resumed_row(self, resume: dict[str, Any], digest: str) -> None:
+        """The row a resumed build counted its way to must be the one it decided last."""
+        expected = resume.get("digest")
+        if isinstance(expected, str) and expected != digest:
+            self._changed(resume, "that row is no longer there as it was")
+
+    def _check_not_shorter(self, resume: dict[str, Any], rows: int) -> None:
+        if rows < int(resume.get("row", 0)):
+            self._changed(resume, f"the file now has only {rows} data rows")
+
+    def _changed(self, resume: dict[str, Any], why: str) -> NoReturn:
+        line = resume.get("line")
+        at = f", the last on line {line}" if isinstance(line, int) else ""
+        raise UserError(
+            f"{self.path}: changed since the build being resumed read it: it had decided "
+            f"the first {int(resume.get('row', 0))} data rows{at}, and {why}. Going on would skip rows without a ledger row or decide rows "
+            "twice under other row numbers. Put the table back as it was when the build "
+            "started (rows added at its end are fine) and run the same command again, or "
+            "build the edited table into another --out."
+        )
 
     # -- JSONL ---------------------------------------------------------------
 
@@ -263,10 +310,13 @@ class TableSource:
             row = target if self._seek(fh, lines, resume, after=0) else 0
             first = True
             for text in lines:
+                record = lines.take()
                 if not text.strip():
                     continue
                 if row < target:
                     row += 1
+                    if row == target:
+                        self._check_resumed_row(resume, _digest(record))
                     continue
                 obj = self._json_object(text, lines.line)
                 keys = tuple(obj)
@@ -280,8 +330,9 @@ class TableSource:
                     if len(plans) < 1024:  # rows with ragged keys must not grow this forever
                         plans[keys] = plan
                 first = False
-                yield row, obj, plan, {"row": row + 1, "offset": lines.offset, "line": lines.line}
+                yield row, obj, plan, self._text_state(row, lines, record)
                 row += 1
+            self._check_not_shorter(resume, row)
 
     def _json_object(self, text: str, line: int) -> dict[str, Any]:
         try:
@@ -315,9 +366,14 @@ class TableSource:
         plan = self._plan(names, where="the Parquet schema")
         needed = sorted({c for cols in plan.fields.values() for c in cols}
                         | set(plan.evidence) | set(plan.extra))
-        start = max(0, int(resume.get("row", 0)))
-        first_group, group_start = 0, 0
         meta = pf.metadata
+        resumed = max(0, int(resume.get("row", 0)))
+        if resumed > meta.num_rows:
+            self._changed(resume, f"the file now has only {meta.num_rows} rows")
+        # With a digest, read from the row decided last, to check it is still that row.
+        check = isinstance(resume.get("digest"), str) and resumed > 0
+        start = resumed - 1 if check else resumed
+        first_group, group_start = 0, 0
         while first_group < meta.num_row_groups and \
                 group_start + meta.row_group(first_group).num_rows <= start:
             group_start += meta.row_group(first_group).num_rows
@@ -342,8 +398,33 @@ class TableSource:
                 batch = batch.slice(skip)
                 row += skip
             for cells in batch.to_pylist():
-                yield row, cells, plan, {"row": row + 1}
+                digest = _cells_digest(cells)
+                if check:
+                    check = False
+                    self._check_resumed_row(resume, digest)
+                    row += 1
+                    continue
+                yield row, cells, plan, {"row": row + 1, "digest": digest}
                 row += 1
+
+
+def _digest(record: bytes) -> str:
+    """A short fingerprint of one row, kept in the resume state to recognise it later."""
+    return hashlib.blake2b(record, digest_size=8).hexdigest()
+
+
+def _cells_digest(cells: dict[str, Any]) -> str:
+    return _digest(json.dumps(cells, sort_keys=True, default=str).encode("utf-8",
+                                                                         "surrogatepass"))
+
+
+def _read_at(fh: IO[bytes], offset: int, size: int) -> bytes | None:
+    try:
+        fh.seek(offset)
+        data = fh.read(size)
+    except OSError:
+        return None
+    return data if len(data) == size else None
 
 
 def _at_line_start(fh: IO[bytes], offset: int) -> bool:
@@ -368,6 +449,13 @@ class _Lines:
         self.fh, self.path = fh, path
         self.offset = 0
         self.line = 0
+        self._raw: list[bytes] = []  # the lines handed out since the last take()
+
+    def take(self) -> bytes:
+        """The bytes of the lines handed out since the last call: one record's."""
+        record = b"".join(self._raw)
+        self._raw.clear()
+        return record
 
     def __iter__(self) -> Iterator[str]:
         return self
@@ -378,6 +466,7 @@ class _Lines:
             raise StopIteration
         self.offset += len(raw)
         self.line += 1
+        self._raw.append(raw)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
