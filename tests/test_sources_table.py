@@ -446,6 +446,20 @@ def test_a_comma_separated_file_read_as_tsv_is_told_to_say_format_csv(tmp_path: 
         table(tmp_path, "u.tsv")
 
 
+def test_a_semicolon_separated_csv_is_told_to_be_re_saved_not_to_map_a_url_column(
+        tmp_path: Path) -> None:
+    # What Excel saves as "CSV" where the decimal separator is a comma (much of Europe).
+    (tmp_path / "u.csv").write_bytes(
+        f"\ufeffurl;license\r\nhttps://e.org/1.jpg;{CC0}\r\n".encode())
+    for mapping in ("", 'columns = { url = "url", license = "license" }\n'):
+        with pytest.raises(UserError) as err:
+            table(tmp_path, "u.csv", mapping)
+        message = str(err.value)
+        assert "u.csv" in message and "semicolon-separated" in message
+        assert "'url', 'license'" in message and "Re-save it comma-separated" in message
+        assert "columns = {" not in message  # a mapping cannot fix a wrong delimiter
+
+
 def test_a_malformed_first_row_is_refused_as_the_recipe_loads(tmp_path: Path) -> None:
     (tmp_path / "u.csv").write_text("url,license\nhttps://e.org/1.jpg\n")
     with pytest.raises(UserError, match="line 2"):

@@ -196,6 +196,18 @@ class TableSource:
         (a tab-separated file named .csv is common), and no column mapping would fix it."""
         if self.format not in ("csv", "tsv") or len(names) != 1:
             return
+        if ";" in names[0] and "," not in names[0] and "\t" not in names[0] \
+                and names[0] not in self.mapping.values():
+            # Spreadsheets in locales with a decimal comma (Excel in much of Europe) save
+            # "CSV" separated by semicolons; no `format` reads that, so say how to re-save.
+            fields = [n.strip() for n in names[0].split(";")]
+            raise UserError(
+                f"{self.path}: {where} is semicolon-separated ({_show(fields)}); cleanset "
+                "reads comma-separated (CSV) or tab-separated (TSV) tables. Re-save it "
+                "comma-separated (in a spreadsheet: CSV UTF-8, comma-delimited) or "
+                "tab-separated (then say format = \"tsv\" in source "
+                f"{self.name!r} of {self.context.recipe_file})."
+            )
         other, other_format = ("\t", "tsv") if self.format == "csv" else (",", "csv")
         if other not in names[0]:
             return
