@@ -86,7 +86,7 @@ def from_table(cls: type[T], table: Any, *, file: Path | str, where: str) -> T:
     unknown = sorted(set(table) - set(fields))
     if unknown:
         raise UserError(
-            f"{file}: unknown key {where}.{unknown[0]}. "
+            f"{file}: unknown key {where}.{unknown[0]}.{did_you_mean(unknown[0], fields)} "
             f"Known keys in [{where}]: {', '.join(sorted(fields))}. Fix the spelling or remove it."
         )
     kwargs: dict[str, Any] = {}
@@ -109,6 +109,19 @@ def from_table(cls: type[T], table: Any, *, file: Path | str, where: str) -> T:
     except ValueError as exc:
         raise UserError(f"{file}: [{where}] {exc}") from None
     return obj
+
+
+def did_you_mean(word: str, known: typing.Iterable[str]) -> str:
+    """" Did you mean 'x'?" for the closest known name (a typo: `licence`, `sample_per_shard`),
+    or "" when none is close; case and `-`/`_` are ignored."""
+    import difflib
+
+    def norm(text: str) -> str:
+        return text.lower().replace("-", "_")
+
+    by_norm = {norm(k): k for k in known}
+    close = difflib.get_close_matches(norm(word), list(by_norm), n=1, cutoff=0.6)
+    return f" Did you mean {by_norm[close[0]]!r}?" if close else ""
 
 
 def check_http_url(value: str, *, file: Path | str, key: str) -> str:

@@ -546,7 +546,8 @@ def _same_recipe_rewritten(ledger: Ledger, latest: BuildRow, recipe: Recipe) -> 
     if recorded is None or latest.recipe_path != str(recipe.file):
         return False
     try:
-        return tomllib.loads(recorded) == tomllib.loads(recipe.file.read_text("utf-8"))
+        return tomllib.loads(recorded.removeprefix("\ufeff")) == \
+            tomllib.loads(recipe.file.read_text("utf-8").removeprefix("\ufeff"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return False
 

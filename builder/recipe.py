@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from builder.config import from_table
+from builder.config import did_you_mean, from_table
 from builder.errors import UserError
 from builder.sources import source_module
 from builder.sources.base import SourceContext
@@ -321,7 +321,9 @@ def load_recipe(path: str | Path) -> Recipe:
         raise UserError(f"{file}: is not a file. Give the path to a recipe .toml file.")
     raw = file.read_bytes()
     try:
-        table = tomllib.loads(raw.decode("utf-8"))
+        # A UTF-8 byte order mark (Windows editors' "UTF-8 with BOM") is not TOML, but it
+        # is no reason to refuse the file: tomllib would say "Invalid statement" at 1:1.
+        table = tomllib.loads(raw.decode("utf-8").removeprefix("\ufeff"))
     except UnicodeDecodeError:
         raise UserError(f"{file}: is not UTF-8 text; a recipe must be a UTF-8 TOML file.") from None
     except tomllib.TOMLDecodeError as exc:
@@ -329,7 +331,8 @@ def load_recipe(path: str | Path) -> Recipe:
     unknown = sorted(set(table) - SECTIONS - EXTENSION_SECTIONS)
     if unknown:
         raise UserError(
-            f"{file}: unknown section [{unknown[0]}]. Known sections: "
+            f"{file}: unknown section [{unknown[0]}]."
+            f"{did_you_mean(unknown[0], SECTIONS | EXTENSION_SECTIONS)} Known sections: "
             f"{', '.join(sorted(SECTIONS | EXTENSION_SECTIONS))}."
         )
     if "dataset" not in table:

@@ -63,6 +63,45 @@ def test_a_bad_recipe_exits_2_naming_the_file_and_key_without_a_traceback(
         assert name in proc.stderr, (name, proc.stderr)
 
 
+@pytest.mark.parametrize(("typo", "named", "suggested"), [
+    (GOOD.replace('path = "images"', 'path = "images"\nlicence = "CC0-1.0"'),
+     "unknown key sources[0].licence.", "Did you mean 'license'?"),
+    (GOOD.replace('name = "ok"', 'name = "ok"\nsample_per_shard = 10'),
+     "unknown key dataset.sample_per_shard.", "Did you mean 'samples_per_shard'?"),
+    (GOOD + '\n[fetch]\nallow_private_address = true\n',
+     "unknown key fetch.allow_private_address.", "Did you mean 'allow_private_addresses'?"),
+    (GOOD + '\n[optout]\nrobots = false\n',
+     "unknown key optout.robots.", "Did you mean 'robots_txt'?"),
+    (GOOD + '\n[fetsh]\nretries = 1\n', "unknown section [fetsh].", "Did you mean 'fetch'?"),
+    (GOOD.replace('kind = "folder"', 'kind = "fodler"'),
+     "sources[0].kind = 'fodler' is not a known source kind.", "Did you mean 'folder'?"),
+    (GOOD.replace('kind = "folder"\npath = "images"',
+                  'kind = "table"\npath = "u.csv"\ncolumns = { ulr = "link" }'),
+     "sources[0].columns.ulr", "Did you mean 'url'?"),
+])
+def test_a_misspelt_key_section_or_kind_is_refused_with_the_closest_name(
+        folder: Path, typo: str, named: str, suggested: str) -> None:
+    (folder / "u.csv").write_text("link\nhttps://e.org/1.jpg\n")
+    with pytest.raises(UserError) as err:
+        load_recipe(write_recipe(folder / "r.toml", typo))
+    assert named in str(err.value) and suggested in str(err.value), str(err.value)
+
+
+def test_a_key_unlike_any_known_one_gets_no_suggestion(folder: Path) -> None:
+    with pytest.raises(UserError) as err:
+        load_recipe(write_recipe(folder / "r.toml", GOOD + "\n[fetch]\nflavour = 1\n"))
+    assert "unknown key fetch.flavour." in str(err.value)
+    assert "Did you mean" not in str(err.value)
+
+
+def test_a_recipe_saved_as_utf8_with_a_byte_order_mark_loads(folder: Path) -> None:
+    # Windows editors' "UTF-8 with BOM"; tomllib alone says "Invalid statement" at 1:1.
+    recipe = folder / "bom.toml"
+    recipe.write_bytes(b"\xef\xbb\xbf" + GOOD.lstrip().encode())
+    loaded = load_recipe(recipe)
+    assert loaded.dataset.name == "ok" and loaded.sources[0].kind == "folder"
+
+
 def test_a_missing_recipe_file_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="recipe not found"):
         load_recipe(tmp_path / "absent.toml")

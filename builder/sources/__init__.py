@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from builder.config import did_you_mean
 from builder.errors import UserError
 
 # kind -> module under builder.sources exposing `Config` and `SOURCE` (the class)
@@ -33,7 +34,7 @@ COMMON_API_KEYS = ("api", "limit", "rps")
 def source_module(kind: str, *, file: str, where: str) -> ModuleType:
     if kind not in REGISTRY:
         raise UserError(
-            f"{file}: {where}.kind = {kind!r} is not a known source kind. "
-            f"Known kinds: {', '.join(sorted(REGISTRY))}."
+            f"{file}: {where}.kind = {kind!r} is not a known source kind."
+            f"{did_you_mean(kind, REGISTRY)} Known kinds: {', '.join(sorted(REGISTRY))}."
         )
     return importlib.import_module(REGISTRY[kind])

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from builder.config import did_you_mean
 from builder.errors import UserError
 from builder.records import Candidate, Evidence
 
@@ -80,8 +81,8 @@ def check_mapping(mapping: Mapping[str, str], *, file: Path | str, where: str) -
     for ours, theirs in mapping.items():
         if ours not in MAPPABLE:
             raise UserError(
-                f"{file}: {where}.columns.{ours}: {ours!r} is not a field cleanset fills. "
-                f"Map one of {', '.join(MAPPABLE)} to a column name, e.g. "
+                f"{file}: {where}.columns.{ours}: {ours!r} is not a field cleanset fills."
+                f"{did_you_mean(ours, MAPPABLE)} Map one of {', '.join(MAPPABLE)} to a column name, e.g. "
                 f'columns = {{ url = "image_url" }}.'
             )
         if not theirs.strip():
