@@ -460,6 +460,18 @@ def test_a_semicolon_separated_csv_is_told_to_be_re_saved_not_to_map_a_url_colum
         assert "columns = {" not in message  # a mapping cannot fix a wrong delimiter
 
 
+def test_a_gzip_or_parquet_file_under_a_text_name_is_named_for_what_it_is(
+        tmp_path: Path) -> None:
+    text = f"url,license\nhttps://e.org/1.jpg,{CC0}\n".encode()
+    (tmp_path / "u.csv").write_bytes(gzip.compress(text))
+    with pytest.raises(UserError, match=r"u\.csv: line 1 is not UTF-8 text\. It is "
+                                        r"gzip-compressed: name it \.csv\.gz"):
+        table(tmp_path, "u.csv")
+    pq.write_table(pa.table({"url": ["https://e.org/1.jpg"]}), tmp_path / "u.jsonl")
+    with pytest.raises(UserError, match=r'It is a Parquet file: .* format = "parquet"'):
+        table(tmp_path, "u.jsonl")
+
+
 def test_a_malformed_first_row_is_refused_as_the_recipe_loads(tmp_path: Path) -> None:
     (tmp_path / "u.csv").write_text("url,license\nhttps://e.org/1.jpg\n")
     with pytest.raises(UserError, match="line 2"):

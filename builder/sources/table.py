@@ -483,11 +483,21 @@ class _Lines:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise UserError(
-                f"{self.path}: line {self.line} is not UTF-8 text. Re-save the file as UTF-8."
+                f"{self.path}: line {self.line} is not UTF-8 text.{_binary_hint(raw, self.line)}"
             ) from None
         if self.line == 1:
             text = text.removeprefix("\ufeff")
         return text
+
+
+def _binary_hint(raw: bytes, line: int) -> str:
+    """What to do about bytes that are not text: a compressed or Parquet file under a text
+    name is common (a download saved as `.csv`), and "re-save as UTF-8" would not help."""
+    if line == 1 and raw.startswith(b"\x1f\x8b"):
+        return " It is gzip-compressed: name it .csv.gz / .tsv.gz / .jsonl.gz, or decompress it."
+    if line == 1 and raw.startswith(b"PAR1"):
+        return ' It is a Parquet file: name it .parquet, or say format = "parquet".'
+    return " Re-save the file as UTF-8."
 
 
 def _open_binary(path: Path) -> IO[bytes]:
