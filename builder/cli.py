@@ -105,10 +105,33 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{_ledger_fix(exc, _output_place(args))}", file=sys.stderr)
         return 1
     except OSError as exc:
+        if getattr(args, "only_reads", False) or getattr(args, "dry_run", False):
+            # An auditor's command met a file of the copy it may not read, or a directory
+            # where a file should be: nothing was written, so there is nothing to resume.
+            print(f"cleanset: error: {_unreadable(exc)} Nothing was changed.", file=sys.stderr)
+            return 2
         # Disk full, permissions changed mid-build...: nothing committed is lost; say what broke.
         print(f"cleanset: fatal: {exc}. Everything committed so far is kept; fix the cause and "
               "run the same command again to resume.", file=sys.stderr)
         return 1
+
+
+def _unreadable(exc: OSError) -> str:
+    """What a command that only reads could not read, and what to do about it."""
+    if exc.filename is None:
+        return f"{exc.strerror or exc}: cannot read the dataset."
+    path = Path(os.fsdecode(exc.filename))
+    if isinstance(exc, PermissionError):
+        # Name the directory this user may not enter, not a file below it it never reached.
+        shut = next((d for d in reversed(path.parents) if d.is_dir() and
+                     not os.access(d, os.R_OK | os.X_OK)), None)
+        return (f"{shut or path}: this user may not read it ({exc.strerror}). Ask for read "
+                "access to the output directory, or audit a copy you can read.")
+    if isinstance(exc, IsADirectoryError):
+        return (f"{path}: is a directory where the dataset keeps a file (a damaged copy?). "
+                "Restore that file from a good copy of the dataset.")
+    return (f"{path}: cannot be read ({exc.strerror or exc}). Restore it from a good copy "
+            "of the dataset, or audit a copy you can read.")
 
 
 def _incomplete(exc: ModuleNotFoundError) -> int:

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -104,3 +105,20 @@ def serve_no_site_policies(httpserver) -> None:  # type: ignore[no-untyped-def]
     """
     for path in ("/robots.txt", "/ai.txt", "/.well-known/tdmrep.json"):
         httpserver.expect_request(path).respond_with_data("not found", status=404)
+
+
+@pytest.fixture(scope="module")
+def bound_by_permissions() -> list[str]:
+    """The argv prefix running a command as a process file permissions bind: as it is when
+    not root, else root without its capabilities (setpriv), which reads anything otherwise."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv: permissions cannot be observed")
+    prefix = [setpriv, "--bounding-set=-all", "--inh-caps=-all"]
+    probe = subprocess.run([*prefix, "cat", "/proc/self/status"], capture_output=True,
+                           text=True, timeout=60)
+    if probe.returncode != 0 or "CapEff:\t0000000000000000" not in probe.stdout:
+        pytest.skip("setpriv cannot drop this root's capabilities here")
+    return prefix

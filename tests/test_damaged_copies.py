@@ -5,7 +5,10 @@ never a traceback, and change nothing. Through the real CLI."""
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import make_image, run_cli
+from tests.conftest import REPO, make_image, run_cli
 from tests.test_dedup_build import folder_recipe, put
 
 
@@ -131,3 +134,64 @@ def test_report_out_dash_is_refused_not_a_file_named_dash(built: Path, tmp_path:
     assert proc.returncode == 2
     assert "the report is a page written to a file, not to standard output" in proc.stderr
     assert not (tmp_path / "-").exists()
+
+
+def unreadable(path: Path) -> None:
+    path.chmod(0)
+
+
+def a_directory(path: Path) -> None:
+    path.unlink()
+    (path / "x").mkdir(parents=True)
+
+
+@pytest.mark.parametrize(("name", "damage"), [
+    ("croissant.json", unreadable), ("croissant.json", a_directory),
+    ("shards/000000.tar", unreadable), ("shards/000000.tar", a_directory),
+    ("evidence", unreadable)])  # an archive file turned directory is "missing", a PROBLEM
+def test_verify_names_a_file_it_cannot_read_and_does_not_say_resume(
+        copy: Path, name: str, damage, bound_by_permissions: list[str]  # type: ignore[no-untyped-def]
+        ) -> None:
+    """A paper, a shard or an evidence file made unreadable (or a directory) stopped verify
+    with "fatal: [Errno 13] ... Everything committed so far is kept; ... run the same command
+    again to resume", exit 1: a writer's words, from a command that writes nothing."""
+    path = copy / name
+    if name == "evidence":
+        path = next(path.glob("*.warc.gz"))
+    damage(path)
+    before = every_file(copy)
+    proc = subprocess.run([*bound_by_permissions, sys.executable, "-m", "builder", "verify",
+                           str(copy)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    said = ("this user may not read it (Permission denied). Ask for read access"
+            if damage is unreadable else "is a directory where the dataset keeps a file")
+    assert f"cleanset: error: {path}: {said}" in proc.stderr
+    assert "Nothing was changed." in proc.stderr and "resume" not in proc.stderr
+    path.chmod(0o755)
+    assert every_file(copy) == before
+
+
+@pytest.mark.parametrize("command", ["lookup", "report", "diff", "evidence", "verify"])
+def test_every_reader_names_an_output_directory_it_may_not_enter(
+        copy: Path, built: Path, tmp_path: Path, command: str,
+        bound_by_permissions: list[str]) -> None:
+    """A copy whose directory this user may not open: "fatal: [Errno 13] Permission denied:
+    'DIR/.takedown.json' ... run the same command again to resume", naming a file that is
+    not there, exit 1."""
+    image = next(built.parent.glob("pics/*.jpg"))
+    args = {"lookup": [str(copy), str(image)],
+            "report": [str(copy), "--out", str(tmp_path / "page.html")],
+            "diff": [str(built), str(copy)], "evidence": [str(copy), "0000000000"],
+            "verify": [str(copy)]}[command]
+    copy.chmod(0)
+    try:
+        proc = subprocess.run([*bound_by_permissions, sys.executable, "-m", "builder", command,
+                               *args], capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    finally:
+        copy.chmod(0o755)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr == (f"cleanset: error: {copy}: this user may not read it (Permission "
+                           "denied). Ask for read access to the output directory, or audit a "
+                           "copy you can read. Nothing was changed.\n")

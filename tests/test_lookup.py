@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 import os
 import resource
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import pytest
 from pytest_httpserver import HTTPServer
 
 from tests.conftest import REPO, run_cli, serve_no_site_policies, write_jsonl, write_recipe
@@ -132,23 +130,6 @@ def test_a_query_holding_no_image_is_exit_2_not_an_empty_answer(tmp_path: Path) 
         proc = run_cli("lookup", str(out), str(path))
         assert proc.returncode == 2, proc.stdout + proc.stderr
         assert proc.stdout == "" and f"{path}: {says}" in proc.stderr
-
-
-@pytest.fixture(scope="module")
-def bound_by_permissions() -> list[str]:
-    """The argv prefix running a command as a process file permissions bind: as it is when
-    not root, else root without its capabilities (setpriv), which reads anything otherwise."""
-    if os.geteuid() != 0:
-        return []
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        pytest.skip("running as root without setpriv: permissions cannot be observed")
-    prefix = [setpriv, "--bounding-set=-all", "--inh-caps=-all"]
-    probe = subprocess.run([*prefix, "cat", "/proc/self/status"], capture_output=True,
-                           text=True, timeout=60)
-    if probe.returncode != 0 or "CapEff:\t0000000000000000" not in probe.stdout:
-        pytest.skip("setpriv cannot drop this root's capabilities here")
-    return prefix
 
 
 def test_an_unreadable_image_is_an_error_line_and_an_unreadable_folder_is_named(

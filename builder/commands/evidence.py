@@ -26,7 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("wanted", metavar="KEY|URL",
                    help="a sample key, a candidate id (source:id), or the image or landing "
                    "page URL")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, only_reads=True)  # an OSError is the copy's (cli.py)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -30,7 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                    "to (only its ledger is downloaded)")
     p.add_argument("paths", type=path_argument, nargs="+", metavar="PATH",
                    help="an image file, or a folder of images (a portfolio)")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, only_reads=True)  # an OSError is the copy's (cli.py)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -23,7 +23,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--out", type=_report_file, metavar="FILE",
                    help="write the report here instead of DIR/report.html (for a DIR you "
                         "cannot write, e.g. a read-only copy; a directory gets report.html)")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, only_reads=True)  # an OSError is the copy's (cli.py)
 
 
 def _report_file(text: str) -> Path:
