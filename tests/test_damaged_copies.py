@@ -195,3 +195,18 @@ def test_every_reader_names_an_output_directory_it_may_not_enter(
     assert proc.stderr == (f"cleanset: error: {copy}: this user may not read it (Permission "
                            "denied). Ask for read access to the output directory, or audit a "
                            "copy you can read. Nothing was changed.\n")
+
+
+def test_verify_says_an_evidence_file_is_missing_not_a_shard(copy: Path) -> None:
+    """A missing archive file is said in a lost shard's words, and the closing advice was to
+    restore shards/ from a copy."""
+    archive = next((copy / "evidence").glob("*.warc.gz"))
+    archive.unlink()
+    proc = run_cli("verify", str(copy))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"PROBLEM evidence/{archive.name}: in the ledger but the file is missing" \
+        in proc.stdout
+    assert "a shard the ledger records is missing" not in proc.stdout
+    assert "verify: an evidence file the ledger records is missing: restore the dataset's " \
+        "evidence/ from a copy" in proc.stdout
+

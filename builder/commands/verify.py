@@ -68,10 +68,16 @@ def _report_verify(problems: list[str], checked: int, where: Path | str, *,
             print(f"verify: a file at {where} differs from its marker or is missing: remove "
                   "the damaged one there and run the same build with the stage that published "
                   "it; a file missing at the URL is uploaded again")
-        elif any(problem.endswith(lost_shard()) for problem in problems):
+        elif any(problem.endswith(f".tar: {lost_shard()}") for problem in problems):
             print("verify: a shard the ledger records is missing: restore the dataset's "
                   "shards/ from a copy (the ledger records each shard's sha256), then verify "
                   "again; no build adds to it until then")
+        elif any(problem.startswith("evidence/") and problem.endswith(lost_shard())
+                 for problem in problems):
+            # Said of an archive file in the same words as of a shard (evidence/check.py)
+            print("verify: an evidence file the ledger records is missing: restore the "
+                  "dataset's evidence/ from a copy (the ledger records each file's sha256), "
+                  "then verify again")
         elif any(_about_a_paper(problem) for problem in problems):
             # The papers derive from the ledger alone, so no problem in them is lasting.
             print("verify: the papers derive from the ledger; run the same `cleanset build "
