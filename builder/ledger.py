@@ -456,6 +456,7 @@ def _connect_readonly(path: Path) -> tuple[sqlite3.Connection, Path | None]:
         db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro&immutable=1", uri=True,
                              isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA query_only=1")
+        _check_tables(db, path)
         return db, None
     scratch = Path(tempfile.mkdtemp(prefix="cleanset-ledger-"))
     try:
@@ -465,10 +466,28 @@ def _connect_readonly(path: Path) -> tuple[sqlite3.Connection, Path | None]:
         db = sqlite3.connect(str(scratch / path.name), isolation_level=None,
                              check_same_thread=False)
         db.execute("PRAGMA query_only=1")
+        _check_tables(db, path)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
     return db, scratch
+
+
+# Every ledger a build ever created holds these (the writer creates them as it opens one).
+LEDGER_TABLES = ("meta", "builds", "candidates", "samples", "shards")
+
+
+def _check_tables(db: sqlite3.Connection, path: Path) -> None:
+    """SQLite reads a file truncated to 0 bytes as an empty database: without this, a reader
+    answered from its missing tables ("built before cleanset kept an evidence archive", "the
+    ledger records no build") instead of saying the ledger is gone."""
+    have = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    missing = [t for t in LEDGER_TABLES if t not in have]
+    if missing:
+        db.close()
+        raise sqlite3.DatabaseError(
+            f"{path.stat().st_size} bytes without the ledger's tables ({', '.join(missing)} "
+            "missing): truncated or written over")
 
 
 def _check_readable(path: Path) -> None:
@@ -481,6 +500,9 @@ def _check_readable(path: Path) -> None:
     except PermissionError:
         raise UserError(f"{path}: this user may not read it. Ask for read access to the "
                         "output directory, or audit a copy you can read.") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a directory, not the ledger (a damaged copy?). Restore "
+                        f"{path.name} from a good copy of the dataset.") from None
 
 
 # Columns added after a ledger format was first released: (table, column, declaration).

@@ -70,7 +70,7 @@ def _check_output(out: Path) -> None:
     if not out.is_dir():
         what = "is a file, not a directory" if out.exists() else "no such directory"
         raise UserError(f"{out}: {what}. Give the output directory of a build.")
-    if not (out / "ledger.sqlite").is_file():
+    if not (out / "ledger.sqlite").exists():  # a directory there is named by `reading`
         raise UserError(f"{out}: has no ledger.sqlite; it is not the output of cleanset build.")
 
 

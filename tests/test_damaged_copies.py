@@ -210,3 +210,37 @@ def test_verify_says_an_evidence_file_is_missing_not_a_shard(copy: Path) -> None
     assert "verify: an evidence file the ledger records is missing: restore the dataset's " \
         "evidence/ from a copy" in proc.stdout
 
+
+@pytest.mark.parametrize("command", ["verify", "lookup", "report", "evidence"])
+def test_a_ledger_truncated_to_nothing_is_named_as_damaged_not_read_as_empty(
+        copy: Path, built: Path, tmp_path: Path, command: str) -> None:
+    """SQLite reads 0 bytes as an empty database: `evidence` answered "built before cleanset
+    kept an evidence archive", the others a bare "no such table"."""
+    (copy / "ledger.sqlite").write_bytes(b"")
+    image = next(built.parent.glob("pics/*.jpg"))
+    args = {"lookup": [str(image)], "report": ["--out", str(tmp_path / "page.html")],
+            "evidence": ["0000000000"], "verify": []}[command]
+    proc = run_cli(command, str(copy), *args)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert ("cleanset: fatal: the ledger (ledger.sqlite) cannot be used: 0 bytes without the "
+            "ledger's tables (meta, builds, candidates, samples, shards missing): truncated or "
+            "written over. If it was damaged") in proc.stderr
+    assert (copy / "ledger.sqlite").read_bytes() == b""
+
+
+@pytest.mark.parametrize("command", ["verify", "lookup", "report", "evidence"])
+def test_a_ledger_that_is_a_directory_is_named_as_one(copy: Path, built: Path, tmp_path: Path,
+                                                      command: str) -> None:
+    """lookup and evidence said "has no ledger.sqlite; it is not the output of cleanset
+    build", verify and report "fatal: [Errno 21] ... resume"."""
+    (copy / "ledger.sqlite").unlink()
+    (copy / "ledger.sqlite").mkdir()
+    image = next(built.parent.glob("pics/*.jpg"))
+    args = {"lookup": [str(image)], "report": ["--out", str(tmp_path / "page.html")],
+            "evidence": ["0000000000"], "verify": []}[command]
+    proc = run_cli(command, str(copy), *args)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr == (f"cleanset: error: {copy / 'ledger.sqlite'}: is a directory, not "
+                           "the ledger (a damaged copy?). Restore ledger.sqlite from a good "
+                           "copy of the dataset.\n")
+

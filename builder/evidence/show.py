@@ -64,7 +64,7 @@ def show(out: Path, wanted: str) -> Iterator[str]:
 def _check_output(out: Path) -> None:
     if not out.is_dir():
         raise UserError(f"{out}: no such directory. Give the output directory of a build.")
-    if not (out / "ledger.sqlite").is_file():
+    if not (out / "ledger.sqlite").exists():  # a directory there is named by `reading`
         raise UserError(f"{out}: has no ledger.sqlite; it is not the output of cleanset build.")
 
 
