@@ -528,8 +528,30 @@ def _complete_locked(out: Path) -> str | None:
         # The journal is renamed into place whole; an unreadable one was edited by hand.
         raise UserError(f"{path}: is not valid JSON. Restore it, or delete it if no shard was "
                         "renamed yet (compare shard sha256s with the ledger).") from None
+    missing = _not_a_plan(plan)
+    if missing:
+        # Valid JSON of another shape (an edit, another file copied over it) stopped every
+        # writer with a KeyError traceback.
+        raise UserError(f"{path}: is not a takedown journal cleanset wrote ({missing}). "
+                        "Restore it, or delete it if no shard was renamed yet (compare shard "
+                        "sha256s with the ledger).")
     _apply(out, plan)
     return str(plan["id"])
+
+
+# What `_make_plan` writes and `_apply` reads back, with the type of each.
+_PLAN_FIELDS = {"id": str, "phase": str, "old_version": int, "new_version": int, "keys": list,
+                "shards": list, "denylist": list, "log": dict}
+
+
+def _not_a_plan(plan: object) -> str | None:
+    """What makes `plan` no journal of ours, or None when it has every field `_apply` reads."""
+    if not isinstance(plan, dict):
+        return f"a JSON {type(plan).__name__}, not an object"
+    for name, kind in _PLAN_FIELDS.items():
+        if not isinstance(plan.get(name), kind):
+            return f"its {name!r} is missing or not a {kind.__name__}"
+    return None
 
 
 def _dry_run(out: Path, sel: Selectors) -> TakedownResult:

@@ -244,3 +244,18 @@ def test_a_ledger_that_is_a_directory_is_named_as_one(copy: Path, built: Path, t
                            "the ledger (a damaged copy?). Restore ledger.sqlite from a good "
                            "copy of the dataset.\n")
 
+
+@pytest.mark.parametrize("journal", [b'{"x": 1}\n', b"[1, 2]\n", b'{"id": "takedown-v2"}\n'])
+@pytest.mark.parametrize("command", [["recheck"], ["takedown"]])
+def test_a_takedown_journal_of_another_shape_is_named_not_a_key_error(
+        copy: Path, journal: bytes, command: list[str]) -> None:
+    """Valid JSON that is no journal of ours stopped every command that finishes an
+    interrupted takedown (recheck, takedown, build) with a KeyError traceback."""
+    (copy / ".takedown.json").write_bytes(journal)
+    before = every_file(copy)
+    proc = run_cli(*command, str(copy))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert (f"cleanset: error: {copy / '.takedown.json'}: is not a takedown journal cleanset "
+            "wrote (") in proc.stderr
+    assert "Restore it, or delete it if no shard was renamed yet" in proc.stderr
+    assert every_file(copy) == before
