@@ -490,6 +490,15 @@ def _check_tables(db: sqlite3.Connection, path: Path) -> None:
             "missing): truncated or written over")
 
 
+def check_not_emptied(path: Path) -> None:
+    """Refuse a ledger of 0 bytes before writing to it: SQLite opens such a file as a new,
+    empty database, so a takedown or recheck on a copy a bad transfer truncated wrote a fresh
+    ledger over the loss and answered from it ("nothing matches")."""
+    if path.is_file() and path.stat().st_size == 0:
+        raise UserError(f"{path}: 0 bytes: the ledger was truncated or written over. Restore "
+                        f"{path.name} from a good copy of the dataset. Nothing was changed.")
+
+
 def _check_readable(path: Path) -> None:
     try:
         with path.open("rb"):

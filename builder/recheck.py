@@ -37,7 +37,7 @@ from builder.drift import Outcome, Recorded, Verdict, judge
 from builder.errors import UserError
 from builder.faults import crash_point
 from builder.fetch import Fetcher
-from builder.ledger import LEDGER_FILE, Ledger
+from builder.ledger import LEDGER_FILE, Ledger, check_not_emptied
 from builder.licensing import Policy
 from builder.lock import OutputLock, ReadLock
 from builder.optout import load_optout
@@ -144,6 +144,7 @@ def _check_directory(out: Path) -> None:
                         "published to).")
     if not (out / LEDGER_FILE).is_file():
         raise UserError(f"{out}: no {LEDGER_FILE} here; is this a cleanset output directory?")
+    check_not_emptied(out / LEDGER_FILE)
 
 
 def _writable(out: Path) -> bool:

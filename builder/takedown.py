@@ -40,7 +40,7 @@ from builder import clock
 from builder.dedup import dataset_hash_pipeline
 from builder.errors import UserError
 from builder.faults import crash_point
-from builder.ledger import Ledger, reading
+from builder.ledger import Ledger, check_not_emptied, reading
 from builder.lock import OutputLock
 from builder.media import hamming, perceptual_hashes
 from builder.recipe import DedupConfig
@@ -386,6 +386,7 @@ def takedown(out: Path, sel: Selectors, reason: str | None, *, dry_run: bool = F
     ledger_path = out / "ledger.sqlite"
     if not ledger_path.exists():
         raise UserError(f"{out}: no ledger.sqlite here; is this a cleanset output directory?")
+    check_not_emptied(ledger_path)
     sel.check_shapes()
     if reason is not None:
         require_utf8(reason, "takedown: --reason")

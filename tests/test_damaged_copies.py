@@ -259,3 +259,19 @@ def test_a_takedown_journal_of_another_shape_is_named_not_a_key_error(
             "wrote (") in proc.stderr
     assert "Restore it, or delete it if no shard was renamed yet" in proc.stderr
     assert every_file(copy) == before
+
+
+@pytest.mark.parametrize("command", [
+    ["takedown", "{copy}", "--key", "0000000001", "--reason", "test"],
+    ["recheck", "{copy}", "--no-progress"]])
+def test_a_writer_refuses_a_ledger_truncated_to_nothing_instead_of_starting_a_new_one(
+        copy: Path, command: list[str]) -> None:
+    """SQLite opens a 0-byte file as an empty database: a takedown wrote a fresh ledger over
+    the loss and said 'nothing matches; nothing changed'."""
+    (copy / "ledger.sqlite").write_bytes(b"")
+    before = every_file(copy)
+    proc = run_cli(*[part.format(copy=copy) for part in command])
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"{copy / 'ledger.sqlite'}: 0 bytes: the ledger was truncated or written over" \
+        in proc.stderr and "Traceback" not in proc.stderr
+    assert every_file(copy) == before
