@@ -101,8 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except sqlite3.DatabaseError as exc:
         # A ledger damaged on disk (truncated by a bad copy, overwritten) fails on whichever
         # query reads the damaged page first: name the file and the way back, not the query.
-        print(f"cleanset: fatal: the ledger (ledger.sqlite) cannot be used: {exc}. "
-              f"{_ledger_fix(exc, _output_place(args))}", file=sys.stderr)
+        place = _output_place(args, ("dir", "out"))  # report's --out is its page, not DIR
+        ledger = place / "ledger.sqlite" if place is not None else "ledger.sqlite"
+        print(f"cleanset: fatal: the ledger ({ledger}) cannot be used: {exc}. "
+              f"{_ledger_fix(exc, place)}", file=sys.stderr)
         return 1
     except OSError as exc:
         if getattr(args, "only_reads", False) or getattr(args, "dry_run", False):
@@ -186,9 +188,10 @@ def _ledger_fix(exc: sqlite3.DatabaseError, place: Path | None) -> str:
             "directory from a good copy; `cleanset verify DIR` checks one.")
 
 
-def _output_place(args: argparse.Namespace) -> Path | None:
+def _output_place(args: argparse.Namespace, names: tuple[str, ...] = ("out", "dir")
+                  ) -> Path | None:
     """The local directory a command works in, when its arguments name one."""
-    for name in ("out", "dir"):
+    for name in names:
         value = getattr(args, name, None)
         if isinstance(value, str | Path) and str(value) and "://" not in str(value):
             return Path(value)

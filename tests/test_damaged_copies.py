@@ -222,7 +222,8 @@ def test_a_ledger_truncated_to_nothing_is_named_as_damaged_not_read_as_empty(
             "evidence": ["0000000000"], "verify": []}[command]
     proc = run_cli(command, str(copy), *args)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert ("cleanset: fatal: the ledger (ledger.sqlite) cannot be used: 0 bytes without the "
+    assert (f"cleanset: fatal: the ledger ({copy / 'ledger.sqlite'}) cannot be used: 0 bytes "
+            "without the "
             "ledger's tables (meta, builds, candidates, samples, shards missing): truncated or "
             "written over. If it was damaged") in proc.stderr
     assert (copy / "ledger.sqlite").read_bytes() == b""
