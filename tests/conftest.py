@@ -116,9 +116,18 @@ def bound_by_permissions() -> list[str]:
     setpriv = shutil.which("setpriv")
     if setpriv is None:
         pytest.skip("running as root without setpriv: permissions cannot be observed")
+    prefix = without_capabilities(setpriv)
+    if prefix is None:
+        pytest.skip("setpriv cannot drop this root's capabilities here")
+    return prefix
+
+
+def without_capabilities(setpriv: str) -> list[str] | None:
+    """The argv prefix running a command as this root without its capabilities (file
+    permissions then bind it, on files it owns too), or None where setpriv cannot drop them."""
     prefix = [setpriv, "--bounding-set=-all", "--inh-caps=-all"]
     probe = subprocess.run([*prefix, "cat", "/proc/self/status"], capture_output=True,
                            text=True, timeout=60)
     if probe.returncode != 0 or "CapEff:\t0000000000000000" not in probe.stdout:
-        pytest.skip("setpriv cannot drop this root's capabilities here")
+        return None
     return prefix

@@ -17,7 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FIXED_EPOCH, REPO, make_image, run_cli, write_recipe
+from tests.conftest import (
+    FIXED_EPOCH,
+    REPO,
+    make_image,
+    run_cli,
+    without_capabilities,
+    write_recipe,
+)
 
 CC0 = "https://creativecommons.org/publicdomain/zero/1.0/"
 
@@ -100,10 +107,8 @@ def as_reader() -> list[str]:
         return prefix
     # This Python lives where nobody may not go (a pyenv under /root): root without its
     # capabilities is bound by file permissions too, on files it keeps owning.
-    prefix = [setpriv, "--bounding-set=-all", "--inh-caps=-all"]
-    probe = subprocess.run([*prefix, "cat", "/proc/self/status"], capture_output=True,
-                           text=True, timeout=60)
-    if "CapEff:\t0000000000000000" not in probe.stdout or not _runs_python(prefix):
+    prefix = without_capabilities(setpriv)
+    if prefix is None or not _runs_python(prefix):
         pytest.skip("neither nobody nor root without capabilities can run this Python")
     return prefix
 

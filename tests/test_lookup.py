@@ -132,15 +132,21 @@ def test_a_query_holding_no_image_is_exit_2_not_an_empty_answer(tmp_path: Path) 
         assert proc.stdout == "" and f"{path}: {says}" in proc.stderr
 
 
-def test_an_unreadable_image_is_an_error_line_and_an_unreadable_folder_is_named(
-        tmp_path: Path, bound_by_permissions: list[str]) -> None:
-    """One image it may not read cost the whole answer ("fatal ... resume", exit 1), and a
-    sub-folder it may not open was skipped in silence: "none of my works is in here"."""
+def built_with_one_work(tmp_path: Path) -> tuple[bytes, Path]:
+    """A dataset of one work (a folder source) and that work's bytes."""
     work = jpeg(photo(1))
     put(tmp_path / "pics", "a.jpg", work)
     out = tmp_path / "out"
     run_cli("build", str(folder_recipe(tmp_path, ["pics"])), "--out", str(out),
             "--no-progress", check=True)
+    return work, out
+
+
+def test_an_unreadable_image_is_an_error_line_and_an_unreadable_folder_is_named(
+        tmp_path: Path, bound_by_permissions: list[str]) -> None:
+    """One image it may not read cost the whole answer ("fatal ... resume", exit 1), and a
+    sub-folder it may not open was skipped in silence: "none of my works is in here"."""
+    work, out = built_with_one_work(tmp_path)
     portfolio = tmp_path / "portfolio"
     (portfolio / "private").mkdir(parents=True)
     (portfolio / "1-work.jpg").write_bytes(work)
@@ -177,11 +183,7 @@ def test_a_query_too_large_to_decode_is_hashed_in_chunks_not_read_into_memory(
     """A 2 GiB file given by mistake was read whole: MemoryError's traceback under a memory
     limit (or the machine's memory gone). Now it is hashed in chunks, for exact copies only,
     and the rest of the portfolio is looked up."""
-    work = jpeg(photo(1))
-    put(tmp_path / "pics", "a.jpg", work)
-    out = tmp_path / "out"
-    run_cli("build", str(folder_recipe(tmp_path, ["pics"])), "--out", str(out),
-            "--no-progress", check=True)
+    work, out = built_with_one_work(tmp_path)
     portfolio = tmp_path / "portfolio"
     portfolio.mkdir()
     (portfolio / "1-work.jpg").write_bytes(work)
