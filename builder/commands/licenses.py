@@ -9,7 +9,6 @@ Exit status: 0, except `check` on a string that names no licence in the catalogu
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 from collections import Counter
 from typing import Any
@@ -92,10 +91,11 @@ def _known_family(family: str, families: set[str]) -> str:
     by_lower = {f.lower(): f for f in families}
     if family.lower() in by_lower:
         return by_lower[family.lower()]
-    close = difflib.get_close_matches(family, sorted(families), n=1)
-    guess = f" Did you mean {close[0]!r}?" if close else ""
+    from builder.config import did_you_mean
+
     raise UserError(f"licenses list --family {family!r}: no such family in the catalogue."
-                    f"{guess} Families: {', '.join(sorted(families))}.")
+                    f"{did_you_mean(family, sorted(families))} Families: "
+                    f"{', '.join(sorted(families))}.")
 
 
 def _check(args: argparse.Namespace) -> int:
