@@ -387,11 +387,18 @@ def holding_recipe(httpserver: HTTPServer, tmp_path: Path, count: int, answered:
                    ) -> tuple[Path, threading.Event, threading.Event]:
     """A recipe of `count` images whose server answers `answered` requests, then holds every
     further one until `release` is set (60 s at most): the fetches in flight stay in flight.
-    Returns the recipe, `reached` (set once it holds) and `release`."""
+    Returns the recipe, `reached` (set once it holds) and `release`.
+
+    The images sit under a folder of their own: the server outlives the test, and a worker
+    process of the test before, still fetching as its killed build's end reached it, once
+    asked for /0.jpg here and set `reached` before this build had started."""
+    import uuid
+
     from werkzeug import Request, Response
 
     serve_no_site_policies(httpserver)
-    images = {f"/{i}.jpg": make_image(i, (40, 32)) for i in range(count)}
+    run = uuid.uuid4().hex[:12]
+    images = {f"/{run}/{i}.jpg": make_image(i, (40, 32)) for i in range(count)}
     served, reached, release = [0], threading.Event(), threading.Event()
 
     def image(request: Request) -> Response:
