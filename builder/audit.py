@@ -13,8 +13,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from builder.errors import UserError
-from builder.ledger import Ledger, reading
+from builder.ledger import Ledger, reading, require_dataset
 from builder.recipe import is_url
 from builder.shards import file_sha256, read_shard_members, shard_name
 
@@ -26,9 +25,7 @@ def verify(out: Path, shown_as: str | None = None) -> tuple[list[str], int]:
 
     `shown_as` names the dataset in the fixes suggested (the URL when `out` is a download).
     """
-    ledger_path = out / "ledger.sqlite"
-    if not ledger_path.exists():
-        raise UserError(f"{out}: no ledger.sqlite here; is this a cleanset output directory?")
+    require_dataset(out)
     # An interrupted takedown is reported, not finished here: an auditor's verify must not
     # change what it audits (and may run on a read-only copy).
     problems = _check_pending_takedown(out, shown_as or str(out))

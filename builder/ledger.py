@@ -424,6 +424,27 @@ def _connect_for_writing(path: Path) -> sqlite3.Connection:
     return db
 
 
+def require_dataset(out: Path, *, hint: str = "") -> None:
+    """Refuse (UserError, exit 2) what is not a dataset's output directory, naming what was
+    given: a file or folder inside one (its ledger.sqlite, manifest.parquet, shards/: the
+    command wants the directory itself, which the message gives), a file elsewhere, a path
+    that does not exist, a directory without a ledger. `hint`: the command's own last words
+    (e.g. that a URL it was published to will do)."""
+    tail = f" {hint}" if hint else ""
+    if out.is_dir() and (out / LEDGER_FILE).exists():
+        return
+    holder = next((parent for parent in out.parents if (parent / LEDGER_FILE).is_file()), None)
+    if out.exists() and holder is not None:
+        what = "a file" if not out.is_dir() else "a folder"
+        raise UserError(f"{out}: is {what} inside the dataset in {holder}; give that directory "
+                        f"instead: {holder}")
+    if out.is_dir():
+        raise UserError(f"{out}: has no {LEDGER_FILE}; is this a cleanset output directory? "
+                        f"Give the output directory of a build.{tail}")
+    what = "is a file, not a directory" if out.exists() else "no such directory"
+    raise UserError(f"{out}: {what}. Give the output directory of a build.{tail}")
+
+
 @contextmanager
 def reading(out: Path, command: str) -> Iterator[Ledger]:
     """The ledger of output directory `out`, read-only, under the directory's read lock: no

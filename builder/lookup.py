@@ -37,7 +37,7 @@ from builder.dedup import (
     load_index,
 )
 from builder.errors import UserError
-from builder.ledger import reading
+from builder.ledger import reading, require_dataset
 from builder.media import hamming, perceptual_hashes
 from builder.recipe import DedupConfig
 
@@ -53,7 +53,7 @@ class Query:
 def lookup(out: Path, paths: list[Path], config: DedupConfig | None = None
            ) -> list[dict[str, Any]]:
     """The JSON-able result per query image, in the order given (folders sorted)."""
-    _check_output(out)
+    require_dataset(out)  # a directory in the ledger's place is named by `reading`
     files = _query_files(paths)
     with reading(out, "lookup") as ledger:
         db = ledger.db
@@ -64,14 +64,6 @@ def lookup(out: Path, paths: list[Path], config: DedupConfig | None = None
                            config)
         near = index.search_many([q.hashes or Hashes(None, None, None) for q in queries])
         return [_result(db, q, matches) for q, matches in zip(queries, near, strict=True)]
-
-
-def _check_output(out: Path) -> None:
-    if not out.is_dir():
-        what = "is a file, not a directory" if out.exists() else "no such directory"
-        raise UserError(f"{out}: {what}. Give the output directory of a build.")
-    if not (out / "ledger.sqlite").exists():  # a directory there is named by `reading`
-        raise UserError(f"{out}: has no ledger.sqlite; it is not the output of cleanset build.")
 
 
 def _meta(db: sqlite3.Connection, key: str) -> str | None:

@@ -37,7 +37,7 @@ from builder.drift import Outcome, Recorded, Verdict, judge
 from builder.errors import UserError
 from builder.faults import crash_point
 from builder.fetch import Fetcher
-from builder.ledger import LEDGER_FILE, Ledger, check_not_emptied
+from builder.ledger import LEDGER_FILE, Ledger, check_not_emptied, require_dataset
 from builder.licensing import Policy
 from builder.lock import OutputLock, ReadLock
 from builder.optout import load_optout
@@ -138,12 +138,7 @@ def recheck(options: RecheckOptions) -> RecheckResult:
 
 
 def _check_directory(out: Path) -> None:
-    if not out.is_dir():
-        what = "is not a directory" if out.exists() else "no such directory"
-        raise UserError(f"{out}: {what}. Give a cleanset output directory (or the URL it was "
-                        "published to).")
-    if not (out / LEDGER_FILE).is_file():
-        raise UserError(f"{out}: no {LEDGER_FILE} here; is this a cleanset output directory?")
+    require_dataset(out, hint="(Or the URL it was published to.)")
     check_not_emptied(out / LEDGER_FILE)
 
 

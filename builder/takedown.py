@@ -40,7 +40,7 @@ from builder import clock
 from builder.dedup import dataset_hash_pipeline
 from builder.errors import UserError
 from builder.faults import crash_point
-from builder.ledger import Ledger, check_not_emptied, reading
+from builder.ledger import Ledger, check_not_emptied, reading, require_dataset
 from builder.lock import OutputLock
 from builder.media import hamming, perceptual_hashes
 from builder.recipe import DedupConfig
@@ -384,8 +384,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 def takedown(out: Path, sel: Selectors, reason: str | None, *, dry_run: bool = False
              ) -> TakedownResult:
     ledger_path = out / "ledger.sqlite"
-    if not ledger_path.exists():
-        raise UserError(f"{out}: no ledger.sqlite here; is this a cleanset output directory?")
+    require_dataset(out)
     check_not_emptied(ledger_path)
     sel.check_shapes()
     if reason is not None:

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from builder import clock
 from builder.errors import UserError
-from builder.ledger import Ledger, reading
+from builder.ledger import Ledger, reading, require_dataset
 from builder.lock import ReadLock
 
 _SCHEMA = (
@@ -155,7 +155,7 @@ class Diff:
 
 
 def diff_versions(out: Path, old: int, new: int) -> Diff:
-    _check_ledger(out)
+    require_dataset(out)
     with reading(out, "diff") as ledger:
         latest = current_version(ledger)
         for v in (new, old):  # --to N alone asks N-1 too: name the N the user gave first
@@ -185,8 +185,7 @@ def version_of(out: Path) -> int | None:
 def _manifest_keys(out: Path) -> dict[str, str]:
     path = out / "manifest.parquet"
     if not out.is_dir():
-        what = "is a file, not a directory" if out.exists() else "no such directory"
-        raise UserError(f"{out}: {what}; give a cleanset output directory.")
+        require_dataset(out)  # names what was given instead
     with ReadLock(out, "diff"):  # a build still writing it has no final manifest yet
         if not path.exists():
             if (out / "ledger.sqlite").is_file():
@@ -206,11 +205,6 @@ def _manifest_keys(out: Path) -> dict[str, str]:
                             "build, run again, writes the manifest anew.") from None
     return dict(zip(table.column("key").to_pylist(), table.column("sha256").to_pylist(),
                     strict=True))
-
-
-def _check_ledger(out: Path) -> None:
-    if not (out / "ledger.sqlite").exists():
-        raise UserError(f"{out}: no ledger.sqlite here; is this a cleanset output directory?")
 
 
 def dumps_diff(d: Diff) -> str:

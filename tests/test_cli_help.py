@@ -180,3 +180,32 @@ def test_an_empty_path_is_a_usage_error_not_the_current_directory(argv, capsys):
         main(argv)
     assert stopped.value.code == 2
     assert "an empty string; give a path" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("inside", ["ledger.sqlite", "shards", "shards/000000.tar"])
+@pytest.mark.parametrize("command", [["verify", "{}"], ["recheck", "{}"], ["report", "{}"],
+                                     ["evidence", "{}", "0000000000"], ["lookup", "{}", "."],
+                                     ["diff", "{}"], ["takedown", "{}", "--key", "0000000000",
+                                                      "--reason", "r"]])
+def test_a_file_or_folder_inside_a_dataset_is_answered_with_the_dataset_s_directory(
+        tmp_path, capsys, command, inside):
+    """`cleanset evidence DIR/ledger.sqlite KEY` said "no such directory", verify and report
+    "no ledger.sqlite here; is this a cleanset output directory?" of the ledger itself, and
+    each command worded it its own way: every command that takes a dataset names the
+    directory it wants."""
+    from builder.ledger import Ledger
+
+    dataset = tmp_path / "ds"
+    (dataset / "shards").mkdir(parents=True)
+    Ledger(dataset / "ledger.sqlite").close()
+    (dataset / "shards" / "000000.tar").write_bytes(b"")
+    before = (dataset / "ledger.sqlite").read_bytes()
+    given = dataset / inside
+
+    code = main([part.format(given) for part in command])
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"{given}: is a {'folder' if given.is_dir() else 'file'} inside the dataset in " \
+           f"{dataset}; give that directory instead: {dataset}" in err
+    assert (dataset / "ledger.sqlite").read_bytes() == before

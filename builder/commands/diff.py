@@ -57,8 +57,9 @@ def run(args: argparse.Namespace) -> int:
         with _local(args.old, LEDGER) as out:
             current = version_of(out)
             if current is None:
-                raise UserError(f"{args.old}: no ledger.sqlite here; give a cleanset output "
-                                "directory or the URL it was published to (or two of them to "
+                from builder.ledger import require_dataset
+
+                require_dataset(out, hint="Or the URL it was published to (or two of them to "
                                 "compare their manifests).")
             to = current if args.to_version is None else args.to_version
             start = max(to - 1, 0) if args.from_version is None else args.from_version

@@ -21,7 +21,7 @@ from pathlib import Path
 from builder.errors import UserError
 from builder.evidence.archive import DIRNAME, has_schema
 from builder.evidence.warc import ReadRecord, hex_of_label, read_at
-from builder.ledger import reading
+from builder.ledger import reading, require_dataset
 
 _KEY = re.compile(r"[0-9]{10,}")
 BODY_LIMIT = 200_000  # characters of a text body shown; the rest is counted, not printed
@@ -42,7 +42,7 @@ class Found:
 
 def show(out: Path, wanted: str) -> Iterator[str]:
     """The lines to print for every candidate matching `wanted`."""
-    _check_output(out)
+    require_dataset(out)  # a directory in the ledger's place is named by `reading`
     with reading(out, "evidence") as ledger:
         db = ledger.db
         if not has_schema(db):
@@ -59,13 +59,6 @@ def show(out: Path, wanted: str) -> Iterator[str]:
             if index:
                 yield ""
             yield from _candidate_lines(out, db, cand)
-
-
-def _check_output(out: Path) -> None:
-    if not out.is_dir():
-        raise UserError(f"{out}: no such directory. Give the output directory of a build.")
-    if not (out / "ledger.sqlite").exists():  # a directory there is named by `reading`
-        raise UserError(f"{out}: has no ledger.sqlite; it is not the output of cleanset build.")
 
 
 def _find(db: sqlite3.Connection, wanted: str) -> list[Found]:

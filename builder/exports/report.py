@@ -24,7 +24,7 @@ from builder import __version__
 from builder.errors import UserError
 from builder.exports.papers import atomic_write
 from builder.exports.report_data import GROUPS, ReportData, gather, transient_reasons
-from builder.ledger import Ledger, reading
+from builder.ledger import Ledger, reading, require_dataset
 
 TOP_CREATORS = 20
 # The dataset version the page describes, so `verify` can tell a page left from an older
@@ -86,10 +86,8 @@ def write_report(out: Path, dest: Path | None = None, *, lock_held: bool = False
     report.html; default `out`/report.html) and return its path. `out` is only read.
     `lock_held`: the caller (a takedown) already holds the directory's write lock, which a
     reader's lock would wait for."""
+    require_dataset(out, hint="Run `cleanset build` first.")
     ledger_path = out / "ledger.sqlite"
-    if not ledger_path.exists():
-        raise UserError(f"{out}: no ledger.sqlite here; is this a cleanset output directory? "
-                        "Run `cleanset build` first.")
     path = _destination(out, dest)
     if lock_held:
         ledger = Ledger(ledger_path, readonly=True)
