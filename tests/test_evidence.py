@@ -230,6 +230,21 @@ def test_cleanset_evidence_refuses_an_unknown_key_or_directory_with_exit_2(
         assert words in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_cleanset_evidence_says_a_folder_file_was_read_from_disk_not_that_no_answer_came(
+        tmp_path: Path) -> None:
+    """The offline example (a folder): its samples have no archived response because no
+    server was asked, and the line says so instead of pointing at a detail it does not show."""
+    from tests.conftest import REPO
+
+    out = tmp_path / "out"
+    run_cli("build", str(REPO / "examples/offline/recipe.toml"), "--out", str(out),
+            "--no-progress", check=True)
+    for wanted in ("0000000000", "skimage-samples:grass.jpg"):  # accepted; refused (no licence)
+        proc = run_cli("evidence", str(out), wanted, check=True)
+        assert proc.stdout.splitlines()[-1] == (
+            "  no archived response: a local file, read from disk; no server was asked")
+
+
 def test_two_builds_with_source_date_epoch_write_byte_identical_archives_whatever_the_executor(
         recipe: Path, tmp_path: Path) -> None:
     one, two = tmp_path / "one", tmp_path / "two"

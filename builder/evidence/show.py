@@ -91,8 +91,11 @@ def _candidate_lines(out: Path, db: sqlite3.Connection, cand: Found) -> Iterator
         "JOIN evidence_records r ON r.record_id = l.record_id "
         "WHERE l.build = ? AND l.seq = ? ORDER BY l.position", (cand.build, cand.seq)).fetchall()
     if not links:
-        yield ("  no archived response: nothing was asked for it (a local file, or refused "
-               "before any request), or no answer came (see the detail above)")
+        if "://" not in (cand.url or ""):  # a folder's file: its url is its path
+            yield "  no archived response: a local file, read from disk; no server was asked"
+        else:
+            yield ("  no archived response: refused before any request, or no answer came"
+                   + (" (see the detail above)" if cand.status == "rejected" else ""))
         return
     for role, record_id, file, offset, kind in links:
         yield ""
