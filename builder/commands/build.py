@@ -31,9 +31,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                    "file://...) built in --stage, then published (default: [dataset] output)")
     p.add_argument("--stage", type=_stage_path, metavar="DIR",
                    help="with a URL output: the local directory it is built in before publishing "
-                   "(default: $XDG_CACHE_HOME/cleanset/stage/<sha256 of the URL>)")
-    p.add_argument("--limit", type=_positive_int, help="consider at most N candidates")
-    p.add_argument("--workers", type=_positive_int, help="concurrent fetch/check workers")
+                   "(default: $XDG_CACHE_HOME/cleanset/stage/<first 16 hex digits of the URL's "
+                   "sha256>)")
+    p.add_argument("--limit", type=_positive_int, metavar="N", help="consider at most N candidates")
+    p.add_argument("--workers", type=_positive_int, metavar="N", help="concurrent fetch/check workers")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--executor", choices=("auto", "threads", "processes", "ray"),
                    help="where the per-candidate stages run (default: [executor] kind)")

@@ -2,8 +2,9 @@
 [--recipe PATH]... [--apply --reason TEXT] [--stage DIR] [--no-progress]`.
 
 Exit 0 when no sample would now be refused (or --apply took them down), 3 when some would
-(so a scheduled job can alert), 2 for bad arguments or input, 1 for a fatal error (a source
-that keeps failing: run the same command again to resume).
+(so a scheduled job can alert), 4 when none would but some could not be checked
+(`unreachable`: not an all-clear), 2 for bad arguments or input, 1 for a fatal error (a
+source that keeps failing: run the same command again to resume).
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                     "one outcome: unchanged, license_changed, deleted, content_changed, "
                     "optout or unreachable, and refuse=true when a build today would refuse "
                     "it. Recorded in the ledger; resumable. Exit 0: nothing would now be "
-                    "refused; 3: something would; 2: bad arguments; 1: fatal.")
+                    "refused; 3: something would; 4: nothing would, but some samples could "
+                    "not be checked (unreachable); 2: bad arguments; 1: fatal.")
     p.add_argument("dir", type=place_argument, metavar="DIR|URL", help="the dataset's output directory, or the URL "
                    "it was published to (rechecked in the local stage)")
     p.add_argument("--json", action="store_true",
