@@ -226,3 +226,73 @@ def test_a_key_removed_from_recipe_md_fails_the_coverage_check(tmp_path: Path,
     monkeypatch.setattr(sys.modules[__name__], "RECIPE_MD", trimmed)
     assert "max_per_creator" not in documented_keys()["dataset"]
     assert "max_per_creator" in accepted_keys()["dataset"]
+
+
+# -- every relative link and anchor in README.md and docs/ resolves ------------------------
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def _outside_fences(doc: Path) -> list[tuple[int, str]]:
+    lines, inside = [], False
+    for number, line in enumerate(doc.read_text(encoding="utf-8").splitlines(), 1):
+        if line.startswith("```"):
+            inside = not inside
+        elif not inside:
+            lines.append((number, line))
+    return lines
+
+
+def anchors(doc: Path) -> set[str]:
+    """The ids GitHub gives the headings: lower case, punctuation but '-' and '_' dropped,
+    spaces as '-', a repeated one suffixed -1, -2..."""
+    found: set[str] = set()
+    for _, line in _outside_fences(doc):
+        if (m := re.match(r"^#{1,6}\s+(.+?)\s*#*\s*$", line)):
+            slug = re.sub(r"[^\w\- ]", "", m.group(1).lower()).replace(" ", "-")
+            unique, n = slug, 0
+            while unique in found:
+                n += 1
+                unique = f"{slug}-{n}"
+            found.add(unique)
+    return found
+
+
+def broken_links(doc: Path) -> list[str]:
+    broken = []
+    for number, line in _outside_fences(doc):
+        for target in LINK.findall(line):
+            if re.match(r"^[a-z][a-z0-9+.-]*:", target):  # https:, mailto:
+                continue
+            path, _, fragment = target.partition("#")
+            linked = (doc.parent / path) if path else doc
+            where = f"{doc.relative_to(REPO)}:{number}: {target}"
+            if not linked.exists():
+                broken.append(f"{where} (no such file)")
+            elif fragment and linked.suffix == ".md" and fragment not in anchors(linked):
+                broken.append(f"{where} (no such heading)")
+    return broken
+
+
+def test_every_relative_link_and_anchor_in_the_docs_resolves() -> None:
+    assert [problem for doc in DOCS for problem in broken_links(doc)] == []
+
+
+def test_the_link_checker_sees_a_missing_file_and_a_missing_heading(tmp_path: Path,
+                                                                    monkeypatch) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
+    (tmp_path / "b.md").write_text('# Title\n\n### kind = "table"\n```\n# not a heading\n```\n')
+    doc = tmp_path / "a.md"
+    doc.write_text("[ok](b.md#kind--table) [gone](c.md) [no](b.md#not-a-heading) "
+                   "[web](https://example.org/x) [self](#top)\n# Top\n")
+    assert broken_links(doc) == ["a.md:1: c.md (no such file)",
+                                 "a.md:1: b.md#not-a-heading (no such heading)"]
+
+
+# -- docs/reasons.md names every rejection reason, and no other ------------------------------
+def test_reasons_md_lists_exactly_the_reasons_a_candidate_can_be_refused_for() -> None:
+    from builder.records import TRANSIENT_REASONS, Reason
+
+    rows = re.findall(r"^\| `([a-z_]+)`( \*)? \|", (REPO / "docs" / "reasons.md").read_text(
+        encoding="utf-8"), flags=re.M)
+    assert {name for name, _ in rows} == {r.value for r in Reason}
+    assert {name for name, star in rows if star} == {r.value for r in TRANSIENT_REASONS}
