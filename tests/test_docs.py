@@ -296,3 +296,51 @@ def test_reasons_md_lists_exactly_the_reasons_a_candidate_can_be_refused_for() -
         encoding="utf-8"), flags=re.M)
     assert {name for name, _ in rows} == {r.value for r in Reason}
     assert {name for name, star in rows if star} == {r.value for r in TRANSIENT_REASONS}
+
+
+# -- docs/output.md names every key of a sample's provenance, and no other -----------------
+def documented_provenance() -> dict[str, object]:
+    """output.md's `KEY.json` line, `a, b{c,d[{e,f}]}`, as {"a": None, "b": {"c": None,
+    "d": {"e": None, "f": None}}}."""
+    text = (REPO / "docs" / "output.md").read_text(encoding="utf-8")
+    spec = "".join(text.split("`KEY.json` — provenance: `", 1)[1].split("`", 1)[0].split())
+
+    def fields(at: int) -> tuple[dict[str, object], int]:
+        found: dict[str, object] = {}
+        while at < len(spec) and spec[at] not in "}]":
+            name = re.match(r"[a-z_0-9]+", spec[at:]).group(0)
+            at += len(name)
+            found[name] = None
+            if at < len(spec) and spec[at] in "{[":
+                closing = "]" if spec[at:at + 2] == "[{" else "}"
+                at += 2 if closing == "]" else 1
+                found[name], at = fields(at)
+                at += 2 if closing == "]" else 1
+            at += spec[at:at + 1] == ","
+        return found, at
+
+    return fields(0)[0]
+
+
+def _shape(value: object) -> object:
+    """A provenance value's keys, as documented_provenance() writes them."""
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        value = value[0]
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in value.items()}
+    return None
+
+
+def test_output_md_names_exactly_the_keys_of_a_samples_provenance(offline_example: Path) -> None:
+    import json
+    import tarfile
+
+    with tarfile.open(next((offline_example / "shards").glob("*.tar"))) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith(".json"))
+        provenance = json.load(tar.extractfile(member))
+    documented = documented_provenance()
+    shape = _shape(provenance)
+    assert isinstance(shape, dict)
+    for name in ("evidence", "optout"):  # lists of records whose keys the page names elsewhere
+        shape[name] = {k: None for k in shape[name]}
+    assert documented == shape
