@@ -1,5 +1,6 @@
 """`cleanset report DIR [--out FILE]`: write DIR/report.html, or FILE (licence mix, sources,
-refusals, creators). DIR is only read, so a read-only copy can be reported with --out."""
+refusals, creators). Apart from that page, DIR is only read, so a read-only copy can be
+reported with --out."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         "report", help="write DIR/report.html with charts about the dataset",
         description="Write DIR/report.html (or --out FILE): licence mix, sources, refusal "
                     "reasons, per-creator concentration, sizes and formats, as one "
-                    "self-contained HTML page. DIR itself is only read.")
+                    "self-contained HTML page. Nothing else in DIR is written; with --out, DIR is only "
+                    "read (a read-only copy can be reported).")
     # A string, not a Path: Path("file:///pub") would fold a URL into "file:/pub".
     p.add_argument("dir", type=place_argument, help="a cleanset output directory (a local one: a published URL is "
                    "refused, naming the stage)")
