@@ -326,6 +326,33 @@ def test_an_unreachable_host_gives_unreachable_and_refuses_nothing(
         == {"unchanged"}
 
 
+@pytest.mark.parametrize("broken", [("/ai.txt",), ("/.well-known/tdmrep.json",),
+                                    ("/ai.txt", "/.well-known/tdmrep.json")])
+def test_an_ai_txt_or_tdmrep_json_answering_5xx_is_no_file_as_in_a_build(
+        dataset: tuple[World, Path], broken: tuple[str, ...]) -> None:
+    """A build admits from a host whose ai.txt or tdmrep.json answers 5xx (no file there);
+    a recheck called every sample of that host unreachable, exit 4, on every run."""
+    world, out = dataset
+    for path in broken:
+        world.hosts.forced[path] = 503
+    proc = recheck(out, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert {v["outcome"] for v in verdicts(proc.stdout).values()} == {"unchanged"}
+    assert all(("GET", path) in world.hosts.seen for path in broken)  # asked, not skipped
+
+
+def test_a_robots_txt_answering_5xx_is_still_unreachable(dataset: tuple[World, Path]) -> None:
+    """RFC 9309 2.3.1.4: a robots.txt that cannot be read says nothing of what is allowed (a
+    build admits nothing from that host meanwhile): the recheck cannot tell, exit 4."""
+    world, out = dataset
+    world.hosts.forced["/robots.txt"] = 503
+    proc = recheck(out, "--json")
+    assert proc.returncode == 4, proc.stderr
+    found = verdicts(proc.stdout)
+    assert {found[k]["outcome"] for k in ("0000000005", "0000000006")} == {"unreachable"}
+    assert "robots.txt: HTTP 503" in found["0000000006"]["detail"]
+
+
 def test_an_image_url_now_sending_to_a_login_page_names_the_redirect_and_the_page(
         dataset: tuple[World, Path]) -> None:
     world, out = dataset

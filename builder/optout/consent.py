@@ -1,11 +1,15 @@
 """Host-level consent today, for `cleanset recheck`: robots.txt (our product token, then
 `*`), ai.txt and `/.well-known/tdmrep.json`, each fetched once per host.
 
-One difference from a build: a build reads a robots.txt it cannot get (5xx, timeout, DNS)
-as "disallow everything" (RFC 9309 2.3.1.4) and admits nothing from that host until it
-answers. A recheck reports the same failure as *transient*: a network hiccup must never be
-recorded as an artist's opt-out, and the next recheck asks again. Only a file that was read
-and refuses us is a refusal; its detail names the file, the rule and its line.
+Each file is read as a build reads it (builder/optout/hostfiles.py `Answer.unread`), with one
+difference: a build reads a robots.txt it cannot get (5xx, 429, timeout, DNS) as "disallow
+everything" (RFC 9309 2.3.1.4) and admits nothing from that host until it answers. A recheck
+reports the same failure as *transient*: a network hiccup must never be recorded as an
+artist's opt-out, and the next recheck asks again. ai.txt and tdmrep.json are transient only
+when no answer came (a network failure); one answering 5xx or 429 is no file, as in a build,
+which admits from that host: a recheck that called it unreachable exited 4 on every run for a
+host whose build admitted. Only a file that was read and refuses us is a refusal; its detail
+names the file, the rule and its line.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from builder.optout.config import OptoutConfig
 from builder.optout.hostfiles import Answer, HostFiles, origin
 from builder.optout.robots import RobotsFile, parse_ai_txt, parse_robots
 from builder.optout.tdmrep import RESERVED, WELL_KNOWN, location_pattern, parse_tdmrep
+from builder.records import TRANSIENT_REASONS, Reason
 
 TRANSIENT_STATUS = 429  # "too many requests" after retries: ask again later, not a refusal
 
@@ -93,7 +98,7 @@ class HostConsent:
         files = {}
         for name, path, parse in wanted:
             answer = self.files.fetch(base + path)
-            problem = _transient(answer)
+            problem = _transient(answer, strict=name == "robots.txt")
             if problem is not None:
                 files[name] = _HostFile(None, None, problem)
             else:
@@ -112,10 +117,14 @@ class HostConsent:
         return HostSignal(name, not allowed, False, said)
 
 
-def _transient(answer: Answer) -> str | None:
+def _transient(answer: Answer, *, strict: bool) -> str | None:
+    """Why the file says nothing today, or None when it is read (or is no file) as a build
+    reads it. `strict`: robots.txt, unread on any failure, 5xx or 429."""
     if answer.problem is not None or answer.status is None:
-        return f"unreachable ({answer.problem}) at {answer.url}"
-    if answer.status >= 500 or answer.status == TRANSIENT_STATUS:
+        if strict or answer.failure in TRANSIENT_REASONS or answer.failure is Reason.ADDRESS_REFUSED:
+            return f"unreachable ({answer.problem}) at {answer.url}"
+        return None
+    if strict and (answer.status >= 500 or answer.status == TRANSIENT_STATUS):
         return f"HTTP {answer.status} at {answer.url}"
     return None
 
