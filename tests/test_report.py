@@ -225,3 +225,39 @@ def test_a_build_that_adds_a_version_rewrites_the_report_a_user_asked_for(
     assert '<meta name="cleanset-version" content="2">' in (out / "report.html").read_text()
     proc = run_cli("verify", str(out))
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_reports_of_one_dataset_run_at_once_each_write_it_whole(tmp_path: Path) -> None:
+    """Two `cleanset report DIR` at once (both only read, so both may run) wrote report.html
+    under one temporary name: one renamed the other's half-written page into place and the
+    other's rename then failed, exit 2 "report.html: cannot be written (No such file or
+    directory)", 3 in 100 reports. Two processes writing 60 reports each, started together."""
+    import os
+    import sys
+
+    from tests.conftest import REPO
+
+    out = tmp_path / "out"
+    run_cli("build", str(REPO / "examples" / "offline" / "recipe.toml"), "--out", str(out),
+            "--no-progress", check=True)
+    # Each waits for a line on stdin, so both start writing together.
+    script = ("import sys; from pathlib import Path; from builder.errors import UserError; "
+              "from builder.exports.report import write_report\n"
+              "sys.stdin.readline()\n"
+              "for _ in range(60):\n"
+              "    try:\n        write_report(Path(sys.argv[1]))\n"
+              "    except UserError as exc:\n        sys.exit(str(exc))\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    writers = [subprocess.Popen([sys.executable, "-c", script, str(out)], env=env,
+                                stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    for writer in writers:
+        assert writer.stdin is not None
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
+    errors = [writer.communicate(timeout=120)[1] for writer in writers]
+    assert [writer.returncode for writer in writers] == [0, 0], errors
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("report")) == [
+        "report.html"]
+    proc = run_cli("verify", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr

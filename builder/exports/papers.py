@@ -223,10 +223,13 @@ def semver(version: str) -> str:
 
 
 @contextmanager
-def replacing(path: Path) -> Iterator[Path]:
+def replacing(path: Path, *, own: bool = False) -> Iterator[Path]:
     """A temporary name to write `path` under; renamed over `path` when the block ends
-    normally, removed on any error or Ctrl-C (the last whole paper stays)."""
-    tmp = path.with_name(path.name + ".tmp")
+    normally, removed on any error or Ctrl-C (the last whole paper stays). `own`: a name of
+    this process's (`NAME.PID.tmp`), for a file that commands holding only the shared lock
+    may write at the same time (report.html): with one name, one renamed the other's
+    half-written file into place and the other's rename failed."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp" if own else f"{path.name}.tmp")
     try:
         yield tmp
     except BaseException:
@@ -235,6 +238,6 @@ def replacing(path: Path) -> Iterator[Path]:
     os.replace(tmp, path)
 
 
-def atomic_write(path: Path, data: str | bytes) -> None:
-    with replacing(path) as tmp:
+def atomic_write(path: Path, data: str | bytes, *, own: bool = False) -> None:
+    with replacing(path, own=own) as tmp:
         tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)

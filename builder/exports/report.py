@@ -92,20 +92,28 @@ def write_report(out: Path, dest: Path | None = None, *, lock_held: bool = False
     if lock_held:
         ledger = Ledger(ledger_path, readonly=True)
         try:
-            page = report_html(gather(ledger.another_reader, out.resolve()))
+            _write(path, report_html(gather(ledger.another_reader, out.resolve())), out, dest)
         finally:
             ledger.close()
     else:
+        # Written before the shared lock is let go: a takedown or build that got the
+        # directory in between would write its report first and have this older page
+        # replace it.
         with reading(out, "report") as ledger:
             page = report_html(gather(ledger.another_reader, out.resolve()))
+            _write(path, page, out, dest)
+    return path
+
+
+def _write(path: Path, page: str, out: Path, dest: Path | None) -> None:
     try:
-        atomic_write(path, page)
+        # A temporary name of its own: two reports may run at once (both only read)
+        atomic_write(path, page, own=True)
     except OSError as exc:  # read-only, /proc, a full disk: the dataset itself is untouched
         fix = ("write it elsewhere with --out FILE, e.g. "
                f"`cleanset report {out} --out report.html`" if dest is None
                else "choose a FILE in a directory you can write")
         raise UserError(f"{path}: cannot be written ({exc.strerror}); {fix}.") from None
-    return path
 
 
 def _destination(out: Path, dest: Path | None) -> Path:
