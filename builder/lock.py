@@ -5,7 +5,8 @@ on a directory nobody may write to: a writer holds it exclusively, a reader (ver
 report, diff, takedown --dry-run) shared. A reader therefore never sees a directory half
 rewritten, and a writer that starts while an audit runs is told so instead of changing the
 files under it. Who holds the lock is read from /proc/locks (Linux), so the message can name
-the pid without storing it anywhere.
+the pid, whether it reads or writes, and (from its command line) its command, without storing
+anything.
 
 Outputs of older versions hold a `.lock` file: it is locked too when it is there (so an older
 cleanset still running is noticed) and never deleted (another process may have it open, and
@@ -26,7 +27,8 @@ from builder.errors import BuildLockedError
 
 LEGACY_FILE = ".lock"
 # The commands a holder may be running, as they appear in its argv, to name it in messages.
-_WRITERS = ("build", "takedown", "recheck")
+_COMMANDS = frozenset({"build", "takedown", "recheck", "verify", "lookup", "report", "diff",
+                       "evidence"})
 
 
 class OutputLock:
@@ -35,9 +37,11 @@ class OutputLock:
 
     shared = False
 
-    def __init__(self, out: Path, file: str | None = None) -> None:
+    def __init__(self, out: Path, file: str | None = None, *, command: str | None = None
+                 ) -> None:
         self.out = out
         self.file = out / file if file is not None else None
+        self.command = command  # "build": the message also offers another --out
         self._fds: list[int] = []
 
     def __enter__(self) -> OutputLock:
@@ -70,7 +74,7 @@ class OutputLock:
             fcntl.flock(fd, self._mode() | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise self._locked(holder_pid(self.out)) from None
+            raise self._locked(*holder(self.out)) from None
         except OSError as exc:
             os.close(fd)
             if exc.errno in (errno.EBADF, errno.ENOLCK, errno.EINVAL, errno.EOPNOTSUPP):
@@ -90,9 +94,10 @@ class OutputLock:
         try:
             fcntl.flock(fd, self._mode() | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = holder_pid(path) or _pid_written_in(fd)
+            pid, reading = holder(path)
+            pid = pid or _pid_written_in(fd)
             os.close(fd)
-            raise self._locked(holder) from None
+            raise self._locked(pid, reading) from None
         self._fds.append(fd)
         if create:  # for older versions, which read the holder's pid from the file
             os.ftruncate(fd, 0)
@@ -114,11 +119,13 @@ class OutputLock:
             os.close(fd)
         self._fds = []
 
-    def _locked(self, pid: int | None) -> BuildLockedError:
-        who = f"another cleanset process (pid {pid})" if pid else "another cleanset process"
+    def _locked(self, pid: int | None, reading: bool | None = None) -> BuildLockedError:
+        who = f"{holder_command(pid)} (pid {pid})" if pid else "another cleanset process"
+        doing = {True: "reading", False: "writing", None: "working on"}[reading]
         return BuildLockedError(
-            f"{self.out}: {who} is working on this output directory. Wait for it to finish "
-            "and run the same command again (a build can also go to another --out).")
+            f"{self.out}: {who} is {doing} this output directory. Wait for it to finish and "
+            "run the same command again" + (" (or build into another --out)."
+                                            if self.command == "build" else "."))
 
 
 class ReadLock(OutputLock):
@@ -135,7 +142,7 @@ class ReadLock(OutputLock):
         super().__enter__()
         return self
 
-    def _locked(self, pid: int | None) -> BuildLockedError:
+    def _locked(self, pid: int | None, reading: bool | None = None) -> BuildLockedError:
         who = f"{holder_command(pid)} (pid {pid})" if pid else "another cleanset process"
         return BuildLockedError(
             f"{self.out}: {who} is writing this directory; run `cleanset {self.command}` again "
@@ -145,14 +152,21 @@ class ReadLock(OutputLock):
 def holder_pid(path: Path) -> int | None:
     """The pid holding a flock on `path` (another process's), from /proc/locks; None when
     unknown (not Linux, or the holder is in another pid namespace or on another host)."""
+    return holder(path)[0]
+
+
+def holder(path: Path) -> tuple[int | None, bool | None]:
+    """The pid holding a flock on `path` (another process's) and whether it holds it shared
+    (a reader), from /proc/locks; (None, None) when unknown (not Linux, or the holder is in
+    another pid namespace or on another host)."""
     try:
         st = os.stat(path)
         with open("/proc/locks", encoding="ascii", errors="replace") as f:
             lines = f.read().splitlines()
     except OSError:
-        return None
+        return None, None
     device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}"
-    same_inode: list[int] = []
+    same_inode: list[tuple[int, bool]] = []
     for line in lines:
         fields = line.split()
         if len(fields) < 6 or fields[1] != "FLOCK" or not fields[4].isdigit():
@@ -160,20 +174,27 @@ def holder_pid(path: Path) -> int | None:
         pid, (dev, _, ino) = int(fields[4]), fields[5].rpartition(":")
         if ino == str(st.st_ino) and pid not in (0, os.getpid()):
             if dev == device:
-                return pid
-            same_inode.append(pid)  # overlay filesystems report another device
-    return same_inode[0] if len(same_inode) == 1 else None
+                return pid, fields[3] == "READ"
+            same_inode.append((pid, fields[3] == "READ"))  # overlays report another device
+    return same_inode[0] if len(same_inode) == 1 else (None, None)
 
 
 def holder_command(pid: int) -> str:
-    """"a build" or "a takedown" when the holder's command line says which, else generic."""
+    """"a build", "a verify"... when the holder's command line is cleanset's (`cleanset
+    CMD`, `python -m builder CMD`), else generic: an argument that merely equals a command's
+    name (a directory called `build`, `pytest -k build`) does not count."""
     try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        argv = [a.decode(errors="replace")
+                for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")]
     except OSError:
         argv = []
-    for arg in argv:
-        if arg.decode(errors="replace") in _WRITERS:
-            return f"a {arg.decode()}"
+    for i, arg in enumerate(argv):
+        if (arg == "-c" and i == 1) or (arg == "builder" and i and argv[i - 1] == "-m") or (
+                Path(arg).name == "cleanset"):
+            rest = [a for a in argv[i + 1 + (arg == "-c"):] if not a.startswith("-")]
+            if rest and rest[0] in _COMMANDS:
+                return f"a {rest[0]}"
+            break
     return "another cleanset process"
 
 

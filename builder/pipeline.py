@@ -249,7 +249,7 @@ def build(recipe: Recipe, options: BuildOptions) -> BuildSummary:
     _warm_up_workers(recipe, options)
     require_writers()  # before any shard: the papers are written at the end, from the ledger
     _prepare_output(out, options.out_key)
-    with OutputLock(out):
+    with OutputLock(out, command="build"):
         from builder.takedown import complete_pending_locked
 
         complete_pending_locked(out)  # an interrupted takedown is finished before anything else

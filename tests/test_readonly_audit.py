@@ -268,7 +268,8 @@ def test_committed_rows_left_in_the_wal_by_a_crashed_build_are_read_not_ignored(
 def test_read_only_commands_during_a_build_name_its_pid_and_exit_1(
         httpserver: HTTPServer, built: Path, tmp_path: Path) -> None:
     """A real build, parked while its images are fetched (its lock held, its ledger in a
-    write transaction): every read-only command says so instead of `database is locked`."""
+    write transaction): every read-only command says so instead of `database is locked`, and
+    every command that writes names the build too."""
     parked = threading.Event()
     release = threading.Event()
 
@@ -313,6 +314,17 @@ workers = 1
             assert f"a build (pid {build.pid}) is writing this directory" in proc.stderr, name
             assert f"run `cleanset {argv(out, scratch, built / 'pics')[0]}" in proc.stderr
             assert "Traceback" not in proc.stderr and "locked" not in proc.stderr
+        # The commands that write said only "another cleanset process (pid N) is working on
+        # this output directory", and told a takedown to "go to another --out".
+        for argv in (["takedown", str(out), "--key", "0000000000", "--reason", "r"],
+                     ["recheck", str(out), "--apply", "--reason", "r"],
+                     ["build", str(recipe), "--out", str(out), "--no-progress"]):
+            proc = run_cli(*argv)
+            assert proc.returncode == 1, (argv, proc.stdout, proc.stderr)
+            assert (f"a build (pid {build.pid}) is writing this output directory. Wait for "
+                    "it to finish and run the same command again") in proc.stderr, proc.stderr
+            assert ("another --out" in proc.stderr) is (argv[0] == "build"), proc.stderr
+            assert "Traceback" not in proc.stderr
     finally:
         release.set()
         _, err = build.communicate(timeout=300)
@@ -330,7 +342,8 @@ def test_a_build_refuses_while_an_audit_reads_the_directory(
     with ReadLock(out, "verify"):
         proc = run_cli("build", str(recipe), "--out", str(out), "--no-progress")
     assert proc.returncode == 1
-    assert f"another cleanset process (pid {os.getpid()})" in proc.stderr
+    # pytest holds it, so no command is named; a reader, so "reading"
+    assert f"another cleanset process (pid {os.getpid()}) is reading" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
