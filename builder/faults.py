@@ -1,7 +1,10 @@
 """Deterministic crash injection for the crash-safety tests: a real SIGKILL at a named point.
 
 `CLEANSET_CRASH_AT="point:n"` kills this process (kill -9, no cleanup, no flush) the n-th time
-execution reaches `point`. Unset in normal use; reading one environment variable is the only cost.
+execution reaches `point`. `CLEANSET_STOP_AT="point"` stops it there instead (SIGSTOP, until
+the test sends SIGCONT), for the tests of two commands started at the same time: what the
+other does while this one stands between two steps. Unset in normal use; reading two
+environment variables is the only cost.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import signal
 from collections import Counter
 
 _SPEC = os.environ.get("CLEANSET_CRASH_AT", "")
+_STOP = os.environ.get("CLEANSET_STOP_AT", "")
 _counts: Counter[str] = Counter()
 
 
@@ -23,3 +27,8 @@ def crash_point(point: str) -> None:
     _counts[point] += 1
     if _counts[point] == int(nth or 1):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def stop_point(point: str) -> None:
+    if _STOP and point == _STOP:
+        os.kill(os.getpid(), signal.SIGSTOP)

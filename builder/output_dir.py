@@ -178,6 +178,31 @@ def _check_not_inside_an_output(out: Path, key: str) -> None:
                             "Nothing was written.")
 
 
+def check_still_alone(out: Path, *, key: str, was_new: bool) -> None:
+    """`check_output_dir` again, for what another build started at the same moment did since:
+    run once this build holds its lock and its ledger exists. Two builds, one into a directory
+    inside the other's (new) one, each passed `check_output_dir` before the other had created
+    anything, and both built: a dataset inside a dataset. Each has now made its mark (the
+    outer one its ledger, the inner one its directory) before looking for the other's, so at
+    least one of them is refused here. A ledger just created (blank, or its tables still in
+    its write-ahead log) counts: it is a build starting. `was_new`: this build is the
+    directory's first (its ledger records no build), which must find nothing there but what
+    a first build makes."""
+    for place in dict.fromkeys([*out.absolute().parents, *out.resolve().parents]):
+        if ledger_kind(place / LEDGER) in (LedgerKind.CLEANSET, LedgerKind.BLANK):
+            raise UserError(f"{key} {out}: is inside the cleanset output {place}, which a "
+                            "build started at the same time; a dataset there would be read "
+                            "as part of that one. Build into a directory outside it. Nothing "
+                            "was written.")
+    if was_new:
+        extra = sorted(set(os.listdir(out)) - FIRST_BUILD_LEFTOVERS - SEEDED - {STAGE_STATE})
+        if extra:
+            raise UserError(f"{key} {out}: {', '.join(extra[:5])} appeared in it while this "
+                            "first build was starting (another build into a directory inside "
+                            "it?); a dataset around another is read with it. Build into a new "
+                            "or empty directory outside any other output. Nothing was written.")
+
+
 def _complete_shards(out: Path) -> int:
     try:
         return sum(1 for n in os.listdir(out / "shards") if re.fullmatch(r"\d{6}\.tar", n))

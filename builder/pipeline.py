@@ -61,11 +61,11 @@ from builder.errors import BuildStoppedError, UserError
 from builder.evidence.archive import NO_EVIDENCE, Evidence, EvidenceArchive, load_evidence_config
 from builder.executors import Executor, make_executor
 from builder.exports.papers import record_dataset_meta, require_writers, write_papers
-from builder.faults import crash_point
+from builder.faults import crash_point, stop_point
 from builder.fetch import recording
 from builder.ledger import BuildRow, Ledger, RetryRow
 from builder.lock import OutputLock
-from builder.output_dir import check_output_dir
+from builder.output_dir import LEDGER, check_output_dir, check_still_alone
 from builder.provenance import BuildStamp, dumps, make_provenance
 from builder.recipe import Recipe, SourceSpec
 from builder.records import (
@@ -253,7 +253,20 @@ def build(recipe: Recipe, options: BuildOptions) -> BuildSummary:
         from builder.takedown import complete_pending_locked
 
         complete_pending_locked(out)  # an interrupted takedown is finished before anything else
-        ledger = Ledger(out / "ledger.sqlite")
+        ledger = Ledger(out / LEDGER)
+        # No build recorded: the directory's first (another build of it may have finished
+        # since this one checked it, and is then no stranger)
+        first = ledger.latest_build() is None
+        try:
+            check_still_alone(out, key=options.out_key, was_new=first)
+        except UserError:
+            ledger.close()
+            if first:  # its ledger, empty but for its tables, and shards/: this build's own
+                for end in ("", "-wal", "-shm", "-journal"):
+                    Path(f"{out / LEDGER}{end}").unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    (out / "shards").rmdir()
+            raise
         try:
             return _build_locked(recipe, options, ledger)
         finally:
@@ -418,6 +431,7 @@ def _empty_source_warnings(recipe: Recipe, ledger: Ledger, build: int) -> list[s
 
 def _prepare_output(out: Path, key: str) -> None:
     check_output_dir(out, key=key)  # refuses, creating nothing, what is not ours to write
+    stop_point("output_checked")
     try:
         (out / "shards").mkdir(parents=True, exist_ok=True)
         probe = out / ".write-probe"

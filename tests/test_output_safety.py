@@ -237,6 +237,57 @@ def test_an_output_inside_another_output_is_refused_and_verify_names_a_stranger_
         proc.stdout
 
 
+def _stopped(process: subprocess.Popen[str], timeout: float = 60) -> bool:
+    """True once `process` has stopped itself (CLEANSET_STOP_AT), from its /proc state."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T":
+            return True
+        time.sleep(0.01)
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
+@pytest.mark.parametrize("first", ["outer", "inner"])
+def test_two_first_builds_started_together_one_inside_the_other_never_nest(
+        tmp_path: Path, first: str) -> None:
+    """`build --out D` and `build --out D/inner` started at the same moment each passed the
+    check before the other had created anything, and both built, exit 0: a dataset inside a
+    dataset, measured in 1 of 4 starts 0.1-0.2 s apart. Here one build is stopped just past
+    its check (CLEANSET_STOP_AT) while the other builds whole, then let go: it is refused,
+    exit 2, leaving nothing of its own, and the other is a dataset verify passes."""
+    import signal
+    import sys
+
+    from tests.conftest import REPO
+
+    recipe = recipe_in(tmp_path)
+    outer, inner = tmp_path / "out", tmp_path / "out" / "inner"
+    stopped_out, other_out = (outer, inner) if first == "outer" else (inner, outer)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CLEANSET_STOP_AT": "output_checked"}
+    stopped = subprocess.Popen([sys.executable, "-m", "builder", "build", str(recipe), "--out",
+                                str(stopped_out), "--no-progress"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert _stopped(stopped), stopped.communicate()
+        other = build(recipe, "--out", str(other_out))
+    finally:
+        stopped.send_signal(signal.SIGCONT)
+        _, err = stopped.communicate(timeout=120)
+    assert other.returncode == 0, other.stderr
+    assert stopped.returncode == 2, err
+    assert "Traceback" not in err and "Nothing was written" in err, err
+    assert (f"is inside the cleanset output {outer}" if first == "inner"
+            else "inner appeared in it while this first build was starting") in err, err
+    assert run_cli("verify", str(other_out)).returncode == 0
+    if first == "outer":  # its own ledger and shards/ are gone: only the inner dataset left
+        assert sorted(p.name for p in outer.iterdir()) == ["inner"]
+    else:  # the inner directory it made is all it left, empty
+        assert list(inner.iterdir()) == []
+
+
 def test_a_tilde_in_out_or_the_recipe_s_output_is_the_home_directory_not_a_folder_named_tilde(
         tmp_path: Path) -> None:
     """`--out=~/x` and `output = "~/x"` reach cleanset unexpanded: shards once went to ./~,
