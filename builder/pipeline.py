@@ -436,7 +436,10 @@ def _prepare_output(out: Path, key: str) -> None:
         (out / "shards").mkdir(parents=True, exist_ok=True)
         probe = out / ".write-probe"
         probe.write_bytes(b"")
-        probe.unlink()
+        stop_point("write_probe")
+        # missing_ok: another command starting on the same directory shares the name and
+        # may have removed it first (this one then said "cannot be used: No such file")
+        probe.unlink(missing_ok=True)
     except PermissionError:
         raise UserError(
             f"{key} {out}: not writable by this user. Fix its permissions or choose another."

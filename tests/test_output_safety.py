@@ -288,6 +288,37 @@ def test_two_first_builds_started_together_one_inside_the_other_never_nest(
         assert list(inner.iterdir()) == []
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
+def test_two_builds_started_together_on_one_directory_do_not_trip_on_the_write_probe(
+        tmp_path: Path) -> None:
+    """Both write and remove DIR/.write-probe before taking the lock: the one whose probe the
+    other had removed said "--out DIR: cannot be used: No such file or directory.", exit 2
+    (nothing wrong with DIR), 1 in 70 tries of two at once. Here one is stopped between
+    writing and removing it while the other builds whole; let go, it finds the build done."""
+    import signal
+    import sys
+
+    from tests.conftest import REPO
+
+    recipe = recipe_in(tmp_path)
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CLEANSET_STOP_AT": "write_probe"}
+    stopped = subprocess.Popen([sys.executable, "-m", "builder", "build", str(recipe), "--out",
+                                str(out), "--no-progress"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert _stopped(stopped), stopped.communicate()
+        other = build(recipe, "--out", str(out))
+    finally:
+        stopped.send_signal(signal.SIGCONT)
+        stdout, err = stopped.communicate(timeout=120)
+    assert other.returncode == 0, other.stderr
+    assert stopped.returncode == 0, err
+    assert "cleanset build already complete" in stdout
+    assert not (out / ".write-probe").exists()
+    assert run_cli("verify", str(out)).returncode == 0
+
+
 def test_a_tilde_in_out_or_the_recipe_s_output_is_the_home_directory_not_a_folder_named_tilde(
         tmp_path: Path) -> None:
     """`--out=~/x` and `output = "~/x"` reach cleanset unexpanded: shards once went to ./~,
