@@ -43,6 +43,7 @@ from tqdm import tqdm
 
 from builder import __version__, clock
 from builder.errors import UserError
+from builder.faults import stop_point
 from builder.lock import OutputLock
 from builder.output_dir import LEDGER, PUBLISHED_MARKER, STAGE_STATE, check_output_dir
 from builder.shards import file_sha256
@@ -203,6 +204,7 @@ def staged(url: str, stage: Path | None, *, where: str, nothing: str, writing: b
         pulled = prepare_stage(stage, remote, nothing=nothing)
         if pulled is not None:
             say(pulled.line(url, stage))
+        stop_point("staged")
         yield remote, stage
 
 
@@ -211,8 +213,8 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
-def _kept(stage: Path) -> str:
-    return (f" The build in {stage} is kept; run the same command again to publish it (files "
+def _kept(stage: Path, what: str = "build") -> str:
+    return (f" The {what} in {stage} is kept; run the same command again to publish it (files "
             "already uploaded are skipped).")
 
 
@@ -282,8 +284,9 @@ def check_lineage(stage: Path, remote: Remote, current: bytes | None, then: str)
     raise PublishError(
         f"{remote.url}: holds a dataset published from elsewhere (its {MARKER} is not one this "
         f"stage, {stage}, published or pulled), which publishing this stage would replace.{then}"
-        " To continue that dataset, build with --stage pointing to an empty directory (it is "
-        "pulled first); to replace it, remove it from the URL first.")
+        " To continue that dataset, run the same command again with --stage pointing to an "
+        "empty directory (the URL's dataset is pulled into it first); to replace it, remove it "
+        "from the URL first.")
 
 
 # -- the stage -------------------------------------------------------------------------------
@@ -375,23 +378,28 @@ def _ours(rel: str) -> bool:
     return bool(_SHARD_RE.match(rel)) or UPLOAD_TEMP in rel.rsplit("/", 1)[-1]
 
 
-def publish(stage: Path, remote: Remote, *, progress: bool = False) -> PublishSummary:
-    """Make `remote` a copy of `stage`, uploading only what changed; the marker last."""
+def publish(stage: Path, remote: Remote, *, progress: bool = False, what: str = "build"
+            ) -> PublishSummary:
+    """Make `remote` a copy of `stage`, uploading only what changed; the marker last.
+    `what` the stage holds unpublished ("build", "takedown"), for the messages."""
     if not (stage / LEDGER).exists():
         raise UserError(f"{stage}: no {LEDGER}; there is no build here to publish.")
     with OutputLock(stage):  # no takedown rewrites the stage while it is being copied
-        return _publish_locked(stage, remote, progress)
+        return _publish_locked(stage, remote, progress, what)
 
 
-def _publish_locked(stage: Path, remote: Remote, progress: bool) -> PublishSummary:
+def _publish_locked(stage: Path, remote: Remote, progress: bool, what: str
+                    ) -> PublishSummary:
     _checkpoint_ledger(stage)
+    kept = _kept(stage, what)
     files = hash_stage(stage, staged_files(stage))
-    listing = _remote_call(remote, "listing", _kept(stage), lambda: list_remote(remote))
-    current = _remote_call(remote, f"reading {MARKER}", _kept(stage), lambda: read_marker(remote))
-    check_lineage(stage, remote, current, f" The build in {stage} is kept, unpublished.")
+    listing = _remote_call(remote, "listing", kept, lambda: list_remote(remote))
+    current = _remote_call(remote, f"reading {MARKER}", kept, lambda: read_marker(remote))
+    unpublished = (f" The {what} in {stage} is kept there, unpublished: {remote.url} does not "
+                   "have it.")
+    check_lineage(stage, remote, current, unpublished)
     if current is None:
-        _check_no_strangers(stage, remote, listing, f" The build in {stage} is kept, "
-                                                    "unpublished.")
+        _check_no_strangers(stage, remote, listing, unpublished)
     _check_stage_shards(stage, files)
     previous = parse_marker(current, remote.url) if current is not None else {}
 
@@ -407,23 +415,23 @@ def _publish_locked(stage: Path, remote: Remote, progress: bool) -> PublishSumma
             # Each group completes before the next starts: shards, papers, ledger.
             for group in (0, 1, 2):
                 batch = [rel for rel in changed if _order(rel)[0] == group]
-                _upload_all(remote, stage, batch, files, bar)
+                _upload_all(remote, stage, batch, files, bar, kept)
         summary.uploaded = changed
         summary.uploaded_bytes = sum(files[r].size for r in changed)
         new_marker = marker_bytes(files)
         # Another stage publishing to this URL meanwhile (there is no lock at a URL): the
         # marker it wrote is not replaced with ours; this narrows the race to a moment.
-        now = _remote_call(remote, f"reading {MARKER}", _kept(stage), lambda: read_marker(remote))
+        now = _remote_call(remote, f"reading {MARKER}", kept, lambda: read_marker(remote))
         if now != current:
             raise PublishError(
                 f"{remote.url}: another stage published there while this one was uploading "
-                f"(its {MARKER} changed); this publish stops short of its marker.{_kept(stage)} "
+                f"(its {MARKER} changed); this publish stops short of its marker.{kept} "
                 "Publishing from two stages to one URL at once is not supported: let one "
                 "finish, then build with a stage pulled from the URL.")
         _remember(stage, "pending.json", new_marker)
-        _remote_call(remote, f"writing {MARKER}", _kept(stage),
+        _remote_call(remote, f"writing {MARKER}", kept,
                      lambda: _put_bytes(remote, MARKER, new_marker))
-        written = _remote_call(remote, f"reading {MARKER}", _kept(stage),
+        written = _remote_call(remote, f"reading {MARKER}", kept,
                                lambda: read_marker(remote))
         if written != new_marker:
             raise PublishError(
@@ -435,7 +443,7 @@ def _publish_locked(stage: Path, remote: Remote, progress: bool) -> PublishSumma
         _remember(stage, "pending.json", None)
         summary.marker_written = True
     for rel in stale:  # only now: the marker no longer lists them
-        _remote_call(remote, f"removing {rel}", _kept(stage),
+        _remote_call(remote, f"removing {rel}", kept,
                      lambda rel=rel: remote.fs.rm_file(remote.path(rel)))
         summary.removed.append(rel)
     log.info("published %s: %d uploaded, %d unchanged, %d removed", remote.url,
@@ -496,12 +504,12 @@ def _check_stage_shards(stage: Path, files: dict[str, FileEntry]) -> None:
 
 
 def _upload_all(remote: Remote, stage: Path, rels: list[str], files: dict[str, FileEntry],
-                bar: Any) -> None:
+                bar: Any, kept: str) -> None:
     if not rels:
         return
 
     def one(rel: str) -> None:
-        _remote_call(remote, f"uploading {rel}", _kept(stage),
+        _remote_call(remote, f"uploading {rel}", kept,
                      lambda: _upload(remote, stage / rel, rel, files[rel]))
         bar.update(files[rel].size)
 

@@ -651,3 +651,52 @@ def test_verify_of_a_url_names_a_shard_its_marker_does_not_list(
     assert f"shards/000009.tar: at {url} but not listed in {MARKER}" in proc.stdout
     run_cli(*args, check=True)  # the build's publish removes what no marker lists
     assert run_cli("verify", url).returncode == 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
+def test_a_takedown_whose_publish_another_stage_beat_says_the_takedown_did_not_reach_the_url(
+        corpus: Path, tmp_path: Path) -> None:
+    """Two takedowns of one URL from two stages at once: the one that published second was
+    refused, exit 1, saying "The build in STAGE is kept, unpublished. To continue that
+    dataset, build with --stage ..." after printing "removed KEY": it named a build, and
+    never said that its takedown had not reached the URL. Here it is stopped once its stage
+    is pulled (CLEANSET_STOP_AT) while the other takedown publishes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    _, url, stage, _ = published(corpus, tmp_path)
+    other = tmp_path / "other-stage"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CLEANSET_STOP_AT": "staged"}
+    late = subprocess.Popen([sys.executable, "-m", "builder", "takedown", url, "--stage",
+                             str(other), "--key", "0000000002", "--reason", "request"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        state = ""
+        while state != "T" and time.monotonic() < deadline and late.poll() is None:
+            state = Path(f"/proc/{late.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            time.sleep(0.01)
+        assert state == "T", late.communicate()
+        run_cli("takedown", url, "--stage", str(stage), "--key", "0000000001", "--reason",
+                "request", check=True)
+    finally:
+        late.send_signal(signal.SIGCONT)
+        _, err = late.communicate(timeout=120)
+    assert late.returncode == 1, err
+    assert f"The takedown in {other} is kept there, unpublished: {url} does not have it" in err
+    assert "build" not in err and "Traceback" not in err, err
+    assert "run the same command again with --stage pointing to an empty directory" in err
+    assert run_cli("verify", url).returncode == 0
+    # as it says: the same takedown from a fresh stage reaches the URL, after the other's
+    fresh = run_cli("takedown", url, "--stage", str(tmp_path / "fresh"), "--key", "0000000002",
+                    "--reason", "request")
+    assert fresh.returncode == 0, fresh.stderr
+    assert run_cli("verify", url).returncode == 0
+    removed = [json.loads(line)["keys"] for line in
+               (Path(url.removeprefix("file://")) / "takedowns.jsonl").read_text().splitlines()]
+    assert removed == [["0000000001"], ["0000000002"]]

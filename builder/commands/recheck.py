@@ -123,7 +123,8 @@ def _recheck_url(args: argparse.Namespace, options: Any, say: Any) -> int:
         result = _run(replace(options, out=stage))
         code = _report(result, say)
         if result.takedown is not None and result.takedown.matches:
-            published = publish.publish(stage, remote, progress=sys.stderr.isatty())
+            published = publish.publish(stage, remote, progress=sys.stderr.isatty(),
+                                        what="takedown")
             for line in published.lines():
                 say(line)
         else:

@@ -114,7 +114,8 @@ def _takedown_url(args: argparse.Namespace, sel: Any) -> int:
                 return 0
             return _report(result, sel, url, lines=False)
         code = _report(result, sel, url)
-        for line in publish.publish(stage, remote, progress=sys.stderr.isatty()).lines():
+        for line in publish.publish(stage, remote, progress=sys.stderr.isatty(),
+                                    what="takedown").lines():
             print(line)
     return code
 
@@ -125,7 +126,7 @@ def _publish_unpublished(stage: Any, remote: Any) -> bool:
 
     from builder import publish
 
-    published = publish.publish(stage, remote, progress=sys.stderr.isatty())
+    published = publish.publish(stage, remote, progress=sys.stderr.isatty(), what="takedown")
     if not (published.marker_written or published.removed):
         return False
     for line in published.lines():
