@@ -416,7 +416,10 @@ def _connect_for_writing(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
-    db.executescript(SCHEMA)
+    # One transaction: a command checking the directory meanwhile (a build started at the
+    # same moment, `output_dir.ledger_kind`) sees no tables or all of them; created one by
+    # one, a ledger holding `meta` alone was taken for someone else's database.
+    db.executescript(f"BEGIN IMMEDIATE;\n{SCHEMA}\nCOMMIT;")
     _add_missing_columns(db)
     db.execute(
         "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,)

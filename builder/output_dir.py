@@ -27,6 +27,7 @@ import errno
 import os
 import re
 import sqlite3
+import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -72,16 +73,31 @@ def ledger_kind(path: Path) -> LedgerKind:
         return LedgerKind.BLANK
     if head != _SQLITE_MAGIC:
         return LedgerKind.FOREIGN
-    tables = _table_names(path, "immutable=1")
-    if not tables and all(Path(f"{path}-{end}").is_file() for end in ("wal", "shm")):
-        # Not checkpointed yet (a build was stopped): the tables are in the write-ahead log,
-        # which only a normal reader sees. Its -wal and -shm exist, so none is created.
-        tables = _table_names(path, "mode=ro")
+    tables = _tables(path)
     if tables is None:
         return LedgerKind.FOREIGN
     if not tables:
         return LedgerKind.BLANK
     return LedgerKind.CLEANSET if tables >= LEDGER_TABLES else LedgerKind.FOREIGN
+
+
+def _tables(path: Path) -> set[str] | None:
+    """The ledger's table names; None when it cannot be read as SQLite. A read that fails is
+    tried again for a moment: a build closing its ledger copies its log into the file, which
+    an immutable reader then finds torn for a few milliseconds ("database disk image is
+    malformed"), and a build started on the directory just then took it for someone else's
+    database; a file that is not a readable database fails every time."""
+    deadline = time.monotonic() + 1.0
+    while True:
+        tables = _table_names(path, "immutable=1")
+        if not tables and all(Path(f"{path}-{end}").is_file() for end in ("wal", "shm")):
+            # Not checkpointed yet (a build running or stopped): the tables are in the
+            # write-ahead log, which only a normal reader sees. Its -wal and -shm exist, so
+            # none is created.
+            tables = _table_names(path, "mode=ro")
+        if tables is not None or time.monotonic() > deadline:
+            return tables
+        time.sleep(0.01)
 
 
 def _table_names(path: Path, mode: str) -> set[str] | None:

@@ -603,3 +603,37 @@ query = "impresionism"
     assert "source 'typo-search' (cleveland) yielded no candidates" in warnings[0]
     assert "recipe.toml" in warnings[0]
     assert "typo-search" in proc.stderr  # the log says it too
+
+
+def test_a_ledger_being_created_is_never_taken_for_someone_else_s_database(
+        tmp_path: Path) -> None:
+    """Its tables were created one transaction each: a build started on the same directory
+    at that moment read a ledger holding `meta` alone as a stranger's database and refused,
+    exit 2, "its ledger.sqlite is not a cleanset ledger" (152 of 2963 looks while 40 ledgers
+    were created). Looked at while another process creates ledger after ledger, each one is
+    absent, blank (being created) or whole."""
+    import sys
+
+    from builder.output_dir import LedgerKind, ledger_kind
+    from tests.conftest import REPO
+
+    create = ("import sys; from pathlib import Path; from builder.ledger import Ledger\n"
+              "for i in range(40):\n"
+              "    d = Path(sys.argv[1]) / f'{i:03d}'\n"
+              "    d.mkdir()\n"
+              "    Ledger(d / 'ledger.sqlite').close()\n")
+    creator = subprocess.Popen([sys.executable, "-c", create, str(tmp_path)],
+                               env={**os.environ, "PYTHONPATH": str(REPO)})
+    seen: dict[LedgerKind, int] = {}
+    try:
+        while creator.poll() is None:
+            names = sorted(p.name for p in tmp_path.iterdir())
+            if names:
+                kind = ledger_kind(tmp_path / names[-1] / "ledger.sqlite")
+                seen[kind] = seen.get(kind, 0) + 1
+    finally:
+        creator.wait(timeout=120)
+    assert creator.returncode == 0
+    assert LedgerKind.FOREIGN not in seen, seen
+    assert all(ledger_kind(p / "ledger.sqlite") is LedgerKind.CLEANSET
+               for p in tmp_path.iterdir())
