@@ -100,17 +100,19 @@ def test_verify_reports_an_interrupted_takedown_changes_nothing_and_names_the_co
     assert built["keys"][4] not in pq.read_table(out / "manifest.parquet").column("key").to_pylist()
 
 
-def test_lookup_evidence_and_report_say_when_an_interrupted_takedown_is_pending(
+def test_lookup_evidence_report_and_a_dry_run_say_when_an_interrupted_takedown_is_pending(
         built: dict, out: Path, tmp_path: Path) -> None:
     """Between a takedown's shard rewrite and its ledger commit, lookup and evidence once
-    answered "accepted as sample ..." for a work no shard held any more, with no word."""
+    answered "accepted as sample ..." for a work no shard held any more, with no word (and
+    `takedown --dry-run` still did)."""
     key = built["keys"][4]
     crashed = run_cli("takedown", str(out), "--key", key, "--reason", "request",
                       env={"CLEANSET_CRASH_AT": "takedown_ready:1"})
     assert crashed.returncode == -9, crashed.stdout + crashed.stderr
     before = every_file(out)
     for args in (["evidence", str(out), key],
-                 ["report", str(out), "--out", str(tmp_path / "report.html")]):
+                 ["report", str(out), "--out", str(tmp_path / "report.html")],
+                 ["takedown", str(out), "--key", key, "--dry-run"]):
         proc = run_cli(*args)
         assert proc.returncode == 0, (args, proc.stderr)
         assert "note: takedown takedown-v2 was interrupted" in proc.stderr, (args, proc.stderr)
