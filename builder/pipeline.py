@@ -150,6 +150,7 @@ class BuildSummary:
     transient: Counter[str] = field(default_factory=Counter)  # not in `rejected`
     transient_attempts: Counter[int] = field(default_factory=Counter)  # attempt made -> count
     retried: int = 0  # candidates of earlier runs tried again in this one
+    finished_takedown: str | None = None  # an interrupted takedown finished before the build
 
     @property
     def images_per_s(self) -> float:
@@ -164,6 +165,9 @@ class BuildSummary:
             + f"{self.shards_written} shards written, "
             f"{self.bytes / 1e6:.1f} MB, {self.seconds:.1f} s, {self.images_per_s:.1f} images/s",
         ]
+        if self.finished_takedown:
+            out.append(f"  finished the interrupted takedown {self.finished_takedown} first "
+                       "(see takedowns.jsonl)")
         out.extend(f"  WARNING: {warning}" for warning in self.warnings)
         if self.retried:
             out.append(f"  retried {self.retried} candidates that failed for a transient "
@@ -252,7 +256,9 @@ def build(recipe: Recipe, options: BuildOptions) -> BuildSummary:
     with OutputLock(out, command="build"):
         from builder.takedown import complete_pending_locked
 
-        complete_pending_locked(out)  # an interrupted takedown is finished before anything else
+        # An interrupted takedown is finished before anything else, and said: the dataset
+        # the build reports is smaller than the one its user last saw.
+        finished = complete_pending_locked(out)
         ledger = Ledger(out / LEDGER)
         # No build recorded: the directory's first (another build of it may have finished
         # since this one checked it, and is then no stranger)
@@ -268,9 +274,11 @@ def build(recipe: Recipe, options: BuildOptions) -> BuildSummary:
                     (out / "shards").rmdir()
             raise
         try:
-            return _build_locked(recipe, options, ledger)
+            summary = _build_locked(recipe, options, ledger)
         finally:
             ledger.close()
+    summary.finished_takedown = finished
+    return summary
 
 
 def _build_locked(recipe: Recipe, options: BuildOptions, ledger: Ledger) -> BuildSummary:

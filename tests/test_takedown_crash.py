@@ -36,7 +36,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     reference = tmp / "reference"
     shutil.copytree(out, reference)
     run_cli("takedown", str(reference), *args, check=True)
-    yield {"out": out, "args": args, "reference": reference}
+    yield {"out": out, "args": args, "reference": reference, "recipe": recipe}
 
 
 def state(out: Path) -> dict[str, object]:
@@ -91,3 +91,21 @@ def test_a_takedown_without_selectors_completes_an_interrupted_one(built: dict,
     done = run_cli("takedown", str(out), check=True)
     assert "completed the interrupted takedown takedown-v2" in done.stdout
     assert state(out) == state(built["reference"])
+
+
+def test_a_build_that_finishes_an_interrupted_takedown_says_so(built: dict,
+                                                               tmp_path: Path) -> None:
+    # A build finished the takedown before it started, in silence: its summary showed fewer
+    # samples than the user last saw, and nothing said a takedown had been applied.
+    out = tmp_path / "out"
+    shutil.copytree(built["out"], out)
+    crashed = run_cli("takedown", str(out), *built["args"],
+                      env={"CLEANSET_CRASH_AT": "takedown_renamed:1"})
+    assert crashed.returncode == -9
+    build = run_cli("build", str(built["recipe"]), "--out", str(out), "--no-progress",
+                    check=True)
+    assert "finished the interrupted takedown takedown-v2 first" in build.stdout
+    assert state(out) == state(built["reference"])
+    again = run_cli("build", str(built["recipe"]), "--out", str(out), "--no-progress",
+                    check=True)
+    assert "interrupted takedown" not in again.stdout
