@@ -37,9 +37,9 @@ def verify(out: Path, shown_as: str | None = None) -> tuple[list[str], int]:
 
 
 def note_pending_takedown(out: Path) -> None:
-    """For a command that only reads (lookup, evidence, report, diff): say on stderr when an
-    interrupted takedown leaves shards, ledger and papers at different versions, since what
-    it answers may describe the version before that takedown."""
+    """For a command that only reads (lookup, evidence, report, diff, takedown --dry-run): say
+    on stderr when an interrupted takedown leaves shards, ledger and papers at different
+    versions, since what it answers may describe the version before that takedown."""
     for problem in _check_pending_takedown(out, str(out)):
         print(f"cleanset: note: {problem}; until then, what this command shows may describe "
               "the version before it", file=sys.stderr)

@@ -62,14 +62,18 @@ def run(args: argparse.Namespace) -> int:
                         "takedowns.jsonl and the denylist).")
     if is_url(args.dir):
         return _takedown_url(args, sel)
-    if args.dry_run and not sel.empty() and Path(args.dir).is_dir():
-        # Its answer reads the ledger, which a takedown interrupted midway may have moved
-        # past the shards: said as lookup and report say it (a real takedown finishes it).
-        from builder.audit import note_pending_takedown
-
-        note_pending_takedown(Path(args.dir))
+    _note_pending(Path(args.dir), args, sel)
     return _report(takedown(Path(args.dir), sel, args.reason, dry_run=args.dry_run), sel,
                    args.dir)
+
+
+def _note_pending(out: Path, args: argparse.Namespace, sel: Any) -> None:
+    """A dry run reads the ledger as it is: beside an interrupted takedown it lists works
+    that takedown is removing as "would remove", so it says so, as lookup and diff do."""
+    if args.dry_run and not sel.empty() and out.is_dir():
+        from builder.audit import note_pending_takedown
+
+        note_pending_takedown(out)
 
 
 def _report(result: Any, sel: Any, where: str, *, lines: bool = True) -> int:
@@ -101,6 +105,7 @@ def _takedown_url(args: argparse.Namespace, sel: Any) -> int:
         if not (stage / publish.LEDGER).exists():
             raise UserError(f"{url}: no dataset is published there (no marker, no ledger); "
                             "nothing was taken down.")
+        _note_pending(stage, args, sel)
         try:
             result = takedown(stage, sel, args.reason, dry_run=args.dry_run)
         except UserError:
