@@ -538,6 +538,31 @@ def test_a_table_interrupted_while_written_leaves_the_last_whole_one_and_no_temp
     assert [p.name for p in tmp_path.iterdir()] == ["candidates.parquet"]
 
 
+def test_ctrl_c_as_a_paper_is_renamed_into_place_leaves_no_temporary(built: Path,
+                                                                     tmp_path: Path) -> None:
+    """Ctrl-C landing after a paper was written, as it was renamed into place, left its
+    temporary for good (report.html.tmp beside the dataset after `cleanset report`): the
+    temporary was removed only when the writing itself was interrupted."""
+    out = tmp_path / "out"
+    shutil.copytree(built, out)
+    # A real SIGINT, sent by the process to itself as it asks for the rename (Python's
+    # audit event for os.replace); its handler raises KeyboardInterrupt right there.
+    code = ("import os, signal, sys\n"
+            "def hook(event, args):\n"
+            "    if event == 'os.rename' and os.fspath(args[0]).endswith('report.html.tmp'):\n"
+            "        os.kill(os.getpid(), signal.SIGINT)\n"
+            "sys.addaudithook(hook)\n"
+            "from builder.cli import main\n"
+            f"sys.exit(main(['report', {str(out)!r}]))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr == "cleanset: interrupted; run the same command again to resume.\n"
+    assert not (out / "report.html.tmp").exists()
+    assert not (out / "report.html").exists()
+    assert run_cli("verify", str(out)).returncode == 0
+
+
 def test_a_ledger_read_dropped_half_way_after_the_ledger_closed_prints_nothing(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Ctrl-C while the papers are written: the build closes the ledger, then the half-read

@@ -225,17 +225,18 @@ def semver(version: str) -> str:
 @contextmanager
 def replacing(path: Path, *, own: bool = False) -> Iterator[Path]:
     """A temporary name to write `path` under; renamed over `path` when the block ends
-    normally, removed on any error or Ctrl-C (the last whole paper stays). `own`: a name of
-    this process's (`NAME.PID.tmp`), for a file that commands holding only the shared lock
+    normally, removed on any error or Ctrl-C (the last whole paper stays), the rename
+    included: a Ctrl-C landing as it was asked for left the temporary for good. `own`: a name
+    of this process's (`NAME.PID.tmp`), for a file that commands holding only the shared lock
     may write at the same time (report.html): with one name, one renamed the other's
     half-written file into place and the other's rename failed."""
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp" if own else f"{path.name}.tmp")
     try:
         yield tmp
+        os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)  # gone already when the rename was made
         raise
-    os.replace(tmp, path)
 
 
 def atomic_write(path: Path, data: str | bytes, *, own: bool = False) -> None:
