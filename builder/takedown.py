@@ -733,11 +733,17 @@ def _write_papers(out: Path) -> None:
 def _write_journal(out: Path, plan: dict[str, Any]) -> None:
     path = out / JOURNAL
     tmp = out / (JOURNAL + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        json.dump(plan, f, sort_keys=True, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            json.dump(plan, f, sort_keys=True, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # Ctrl-C or a full disk before the journal exists: nothing has changed, and the half
+        # journal would have stayed beside the dataset (no build or verify looks at it).
+        tmp.unlink(missing_ok=True)
+        raise
     fsync_dir(out)
 
 

@@ -109,3 +109,34 @@ def test_a_build_that_finishes_an_interrupted_takedown_says_so(built: dict,
     again = run_cli("build", str(built["recipe"]), "--out", str(out), "--no-progress",
                     check=True)
     assert "interrupted takedown" not in again.stdout
+
+
+def test_ctrl_c_as_the_journal_is_put_in_place_leaves_nothing_and_the_rerun_completes(
+        built: dict, tmp_path: Path) -> None:
+    """A Ctrl-C (or a full disk) while the journal was written left .takedown.json.tmp beside
+    the dataset for good: nothing had changed yet, but no build or verify looked at it."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    out = tmp_path / "out"
+    shutil.copytree(built["out"], out)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    # A real SIGINT, sent by the process to itself as it asks for the journal's rename.
+    code = ("import os, signal, sys\n"
+            "def hook(event, args):\n"
+            "    if event == 'os.rename' and os.fspath(args[0]).endswith('.takedown.json.tmp'):\n"
+            "        os.kill(os.getpid(), signal.SIGINT)\n"
+            "sys.addaudithook(hook)\n"
+            "from builder.cli import main\n"
+            f"sys.exit(main(['takedown', {str(out)!r}, *{built['args']!r}]))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+
+    assert proc.returncode == 130, proc.stderr
+    assert not (out / ".takedown.json.tmp").exists() and not (out / ".takedown.json").exists()
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    run_cli("takedown", str(out), *built["args"], check=True)
+    assert state(out) == state(built["reference"])
