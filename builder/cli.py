@@ -10,6 +10,7 @@ import argparse
 import atexit
 import contextlib
 import ctypes
+import errno
 import logging
 import os
 import shutil
@@ -112,7 +113,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             # where a file should be: nothing was written, so there is nothing to resume.
             print(f"cleanset: error: {_unreadable(exc)} Nothing was changed.", file=sys.stderr)
             return 2
-        # Disk full, permissions changed mid-build...: nothing committed is lost; say what broke.
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            # A Python file write names no file: say which disk, as a full ledger's does.
+            place = _output_place(args, ("dir", "out"))
+            where = f"the disk holding {place}" if place is not None else "the disk"
+            print(f"cleanset: fatal: {where} is full ({exc}). Everything committed so far is "
+                  "kept; free some space, then run the same command again to resume.",
+                  file=sys.stderr)
+            return 1
+        # Permissions changed mid-build...: nothing committed is lost; say what broke.
         print(f"cleanset: fatal: {exc}. Everything committed so far is kept; fix the cause and "
               "run the same command again to resume.", file=sys.stderr)
         return 1
