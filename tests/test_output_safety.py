@@ -258,24 +258,13 @@ def test_two_first_builds_started_together_one_inside_the_other_never_nest(
     dataset, measured in 1 of 4 starts 0.1-0.2 s apart. Here one build is stopped just past
     its check (CLEANSET_STOP_AT) while the other builds whole, then let go: it is refused,
     exit 2, leaving nothing of its own, and the other is a dataset verify passes."""
-    import signal
-    import sys
 
-    from tests.conftest import REPO
 
     recipe = recipe_in(tmp_path)
     outer, inner = tmp_path / "out", tmp_path / "out" / "inner"
     stopped_out, other_out = (outer, inner) if first == "outer" else (inner, outer)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "CLEANSET_STOP_AT": "output_checked"}
-    stopped = subprocess.Popen([sys.executable, "-m", "builder", "build", str(recipe), "--out",
-                                str(stopped_out), "--no-progress"], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert _stopped(stopped), stopped.communicate()
-        other = build(recipe, "--out", str(other_out))
-    finally:
-        stopped.send_signal(signal.SIGCONT)
-        _, err = stopped.communicate(timeout=120)
+    stopped, other, _, err = _while_one_is_stopped(recipe, stopped_out, "output_checked",
+                                                   other_out)
     assert other.returncode == 0, other.stderr
     assert stopped.returncode == 2, err
     assert "Traceback" not in err and "Nothing was written" in err, err
@@ -295,23 +284,11 @@ def test_two_builds_started_together_on_one_directory_do_not_trip_on_the_write_p
     other had removed said "--out DIR: cannot be used: No such file or directory.", exit 2
     (nothing wrong with DIR), 1 in 70 tries of two at once. Here one is stopped between
     writing and removing it while the other builds whole; let go, it finds the build done."""
-    import signal
-    import sys
 
-    from tests.conftest import REPO
 
     recipe = recipe_in(tmp_path)
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "CLEANSET_STOP_AT": "write_probe"}
-    stopped = subprocess.Popen([sys.executable, "-m", "builder", "build", str(recipe), "--out",
-                                str(out), "--no-progress"], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert _stopped(stopped), stopped.communicate()
-        other = build(recipe, "--out", str(out))
-    finally:
-        stopped.send_signal(signal.SIGCONT)
-        stdout, err = stopped.communicate(timeout=120)
+    stopped, other, stdout, err = _while_one_is_stopped(recipe, out, "write_probe", out)
     assert other.returncode == 0, other.stderr
     assert stopped.returncode == 0, err
     assert "cleanset build already complete" in stdout
@@ -637,3 +614,26 @@ def test_a_ledger_being_created_is_never_taken_for_someone_else_s_database(
     assert LedgerKind.FOREIGN not in seen, seen
     assert all(ledger_kind(p / "ledger.sqlite") is LedgerKind.CLEANSET
                for p in tmp_path.iterdir())
+
+
+def _while_one_is_stopped(recipe: Path, stopped_out: Path, point: str, other_out: Path
+                          ) -> tuple[subprocess.Popen[str], Any, str, str]:
+    """A build into `stopped_out` held at stop point `point` while another into `other_out`
+    runs whole; then the first let go. The first's process, the other's result, the first's
+    stdout and stderr."""
+    import signal
+    import sys
+
+    from tests.conftest import REPO
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CLEANSET_STOP_AT": point}
+    stopped = subprocess.Popen([sys.executable, "-m", "builder", "build", str(recipe), "--out",
+                                str(stopped_out), "--no-progress"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert _stopped(stopped), stopped.communicate()
+        other = build(recipe, "--out", str(other_out))
+    finally:
+        stopped.send_signal(signal.SIGCONT)
+        stdout, err = stopped.communicate(timeout=120)
+    return stopped, other, stdout, err
