@@ -26,7 +26,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from builder.drift import Outcome, Recorded, Verdict, judge
 from builder.errors import UserError
-from builder.faults import crash_point
+from builder.faults import crash_point, stop_point
 from builder.fetch import Fetcher
 from builder.ledger import LEDGER_FILE, Ledger, check_not_emptied, require_dataset
 from builder.licensing import Policy
@@ -130,9 +130,17 @@ def recheck(options: RecheckOptions) -> RecheckResult:
 
         require_utf8(options.apply_reason, "recheck: --reason")
     started = time.monotonic()
-    result = _recheck(options, writable=_writable(out))
-    if options.apply_reason is not None and result.row.refused:
-        result.takedown = _apply(out, result.row, options.apply_reason)
+    writable = _writable(out)
+    if not writable and options.apply_reason is not None:
+        raise UserError(f"{out}: is read-only; --apply takes samples down, which rewrites "
+                        "shards. Run it where the directory can be written.")
+    with OutputLock(out) if writable else nullcontext():
+        # Held from the recheck through --apply's takedown: a command that took the
+        # directory between the two made the apply fail after hours of rechecking.
+        result = _recheck(options, writable=writable)
+        if options.apply_reason is not None and result.row.refused:
+            stop_point("recheck_applying")
+            result.takedown = _apply(out, result.row, options.apply_reason)
     result.seconds = time.monotonic() - started
     return result
 
@@ -147,14 +155,11 @@ def _writable(out: Path) -> bool:
 
 
 def _recheck(options: RecheckOptions, *, writable: bool) -> RecheckResult:
+    """The recheck itself; a writable directory's writer lock is the caller's."""
     out = options.out
-    if not writable and options.apply_reason is not None:
-        raise UserError(f"{out}: is read-only; --apply takes samples down, which rewrites "
-                        "shards. Run it where the directory can be written.")
     finished = None  # an interrupted takedown this recheck finished first
     with ExitStack() as stack:
         if writable:
-            stack.enter_context(OutputLock(out))
             from builder.takedown import complete_pending_locked
 
             finished = complete_pending_locked(out)
@@ -199,7 +204,7 @@ def _apply(out: Path, row: RecheckRow, reason: str) -> Any:
                   for v in refused)
     selectors = Selectors(keys=tuple(v.key for v in refused), notes=notes,
                           recheck=row.recheck)  # marked applied as the takedown commits
-    return takedown(out, selectors, f"recheck {row.recheck}: {reason.strip()}")
+    return takedown(out, selectors, f"recheck {row.recheck}: {reason.strip()}", locked=True)
 
 
 # -- one recheck ----------------------------------------------------------------------------

@@ -32,6 +32,7 @@ import os
 import re
 import time
 from collections import defaultdict
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -381,8 +382,10 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 # -- the command ----------------------------------------------------------------------------
-def takedown(out: Path, sel: Selectors, reason: str | None, *, dry_run: bool = False
-             ) -> TakedownResult:
+def takedown(out: Path, sel: Selectors, reason: str | None, *, dry_run: bool = False,
+             locked: bool = False) -> TakedownResult:
+    """Take down what `sel` names; `locked`: the caller already holds the writer lock
+    (`recheck --apply`, from its recheck on)."""
     ledger_path = out / "ledger.sqlite"
     require_dataset(out)
     check_not_emptied(ledger_path)
@@ -397,7 +400,7 @@ def takedown(out: Path, sel: Selectors, reason: str | None, *, dry_run: bool = F
 
     require_writers()  # before any shard is rewritten: the takedown ends by rewriting the papers
     started = time.monotonic()
-    with OutputLock(out):
+    with nullcontext() if locked else OutputLock(out):
         completed = _complete_locked(out)
         if sel.empty():
             if completed is None:

@@ -59,6 +59,26 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
     return proc
 
 
+def start_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """`cleanset ARGS` started and left running (e.g. held at a CLEANSET_STOP_AT point)."""
+    full_env = {**os.environ, "SOURCE_DATE_EPOCH": FIXED_EPOCH, "PYTHONPATH": str(REPO),
+                **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "builder", *args], env=full_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def stopped_itself(process: subprocess.Popen[str], timeout: float = 60) -> bool:
+    """True once `process` has stopped itself (CLEANSET_STOP_AT), from its /proc state."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T":
+            return True
+        time.sleep(0.01)
+    return False
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path

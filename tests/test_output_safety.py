@@ -18,7 +18,7 @@ from pytest_httpserver import HTTPServer
 
 from builder.output_dir import is_cleanset_output
 from tests.api_support import ApiServer, recipe_text
-from tests.conftest import make_image, run_cli, write_recipe
+from tests.conftest import make_image, run_cli, start_cli, stopped_itself, write_recipe
 
 CC0 = "https://creativecommons.org/publicdomain/zero/1.0/"
 
@@ -235,18 +235,6 @@ def test_an_output_inside_another_output_is_refused_and_verify_names_a_stranger_
     proc = run_cli("verify", str(out))
     assert proc.returncode == 1 and "PROBLEM shards/new: not a shard of this dataset" in \
         proc.stdout
-
-
-def _stopped(process: subprocess.Popen[str], timeout: float = 60) -> bool:
-    """True once `process` has stopped itself (CLEANSET_STOP_AT), from its /proc state."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and process.poll() is None:
-        if Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T":
-            return True
-        time.sleep(0.01)
-    return False
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
@@ -622,16 +610,11 @@ def _while_one_is_stopped(recipe: Path, stopped_out: Path, point: str, other_out
     runs whole; then the first let go. The first's process, the other's result, the first's
     stdout and stderr."""
     import signal
-    import sys
 
-    from tests.conftest import REPO
-
-    env = {**os.environ, "PYTHONPATH": str(REPO), "CLEANSET_STOP_AT": point}
-    stopped = subprocess.Popen([sys.executable, "-m", "builder", "build", str(recipe), "--out",
-                                str(stopped_out), "--no-progress"], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stopped = start_cli("build", str(recipe), "--out", str(stopped_out), "--no-progress",
+                        env={"CLEANSET_STOP_AT": point})
     try:
-        assert _stopped(stopped), stopped.communicate()
+        assert stopped_itself(stopped), stopped.communicate()
         other = build(recipe, "--out", str(other_out))
     finally:
         stopped.send_signal(signal.SIGCONT)

@@ -19,7 +19,15 @@ from pytest_httpserver import HTTPServer
 from werkzeug.wrappers import Request, Response
 
 from tests.api_support import recipe_text
-from tests.conftest import make_image, run_cli, serve_no_site_policies, write_jsonl, write_recipe
+from tests.conftest import (
+    make_image,
+    run_cli,
+    serve_no_site_policies,
+    start_cli,
+    stopped_itself,
+    write_jsonl,
+    write_recipe,
+)
 from tests.test_source_wikimedia import FakeCommons, make_page, set_licence
 
 CC0 = "https://creativecommons.org/publicdomain/zero/1.0/"
@@ -268,6 +276,31 @@ def test_apply_takes_down_exactly_the_refused_samples_then_verify_passes_and_a_r
     assert {k: v["outcome"] for k, v in verdicts(again.stdout).items()} == {
         "0000000002": "content_changed", "0000000003": "license_changed",
         "0000000004": "unchanged", "0000000006": "unchanged"}
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
+def test_apply_keeps_the_directory_from_its_recheck_to_its_takedown(
+        dataset: tuple[World, Path]) -> None:
+    """`recheck --apply` let its lock go between the recheck and the takedown: a verify or
+    report that started in that moment made the apply fail (exit 1) after the whole recheck,
+    and the rerun asked every source again. Held there, it still holds the directory."""
+    import signal
+
+    world, out = dataset
+    world.drift()
+    held = start_cli("recheck", str(out), "--no-progress", "--apply", "--reason", "weekly",
+                     env={"CLEANSET_STOP_AT": "recheck_applying"})
+    try:
+        assert stopped_itself(held), held.communicate()
+        verify = run_cli("verify", str(out))
+        assert verify.returncode == 1, verify.stdout + verify.stderr
+        assert f"a recheck (pid {held.pid}) is writing this directory" in verify.stderr
+    finally:
+        held.send_signal(signal.SIGCONT)
+        stdout, stderr = held.communicate(timeout=120)
+    assert held.returncode == 0, stdout + stderr
+    assert "takedown: 5 sample(s) removed" in stdout
+    assert run_cli("verify", str(out)).returncode == 0
 
 
 @pytest.mark.parametrize("point", ["takedown_ready", "takedown_renamed", "takedown_logged"])
