@@ -44,6 +44,7 @@ from builder.faults import crash_point
 from builder.ledger import Ledger, check_not_emptied, reading, require_dataset
 from builder.lock import OutputLock
 from builder.media import hamming, perceptual_hashes
+from builder.optout.denylist import norm_creator
 from builder.recipe import DedupConfig
 from builder.records import recordable
 from builder.shards import (
@@ -304,11 +305,12 @@ def _image_matches(ledger: Ledger, path: Path, rule: NearRule) -> list[tuple[str
 # -- works already taken down --------------------------------------------------------------
 def find_removed(out: Path, ledger: Ledger, sel: Selectors, matches: list[Match]
                  ) -> list[Removed]:
-    """The --key, --url and --sha256 selectors that match no current sample because an
-    earlier takedown removed their work: when, by which takedown and why.
+    """The --key, --url, --sha256 and --creator selectors that match no current sample
+    because an earlier takedown removed their work: when, by which takedown and why.
 
     `takedowns.jsonl` dates a removed key; the ledger's `removed` candidate rows map a fetched
-    URL to its key; `denylist.jsonl` holds the URLs and sha256s of every removed work.
+    URL to its key; `denylist.jsonl` holds the URLs and sha256s of every removed work, and
+    every creator a takedown named.
     """
     matched = {label for m in matches for label in m.why}
     log = _log_by_key(out / LOG)
@@ -330,6 +332,9 @@ def find_removed(out: Path, ledger: Ledger, sel: Selectors, matches: list[Match]
     for sha in sel.sha256s:
         if f"sha256={sha}" not in matched:
             found += _denied(deny, "sha256", sha.strip().lower(), f"sha256={sha}")
+    for creator in sel.creators:
+        if f"creator={creator}" not in matched:
+            found += _denied(deny, "creator", norm_creator(creator), f"creator={creator}")
     return found
 
 
@@ -365,7 +370,10 @@ def _denylist_by_value(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
 
 
 def _denylist_id(kind: str, value: str) -> tuple[str, str]:
-    return (kind, match_key(value) if kind == "url" else value)
+    """What the opt-out gate compares: a URL's match key, a creator's name in any case."""
+    if kind == "url":
+        return (kind, match_key(value))
+    return (kind, norm_creator(value) if kind == "creator" else value)
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -247,6 +247,25 @@ def test_taking_down_an_already_removed_work_says_when_and_why_by_key_url_and_sh
     assert dataset_files(out) == before
 
 
+def test_taking_down_an_already_removed_creator_says_when_and_why_in_any_case(
+        out: Path) -> None:
+    """A rerun of `--creator Grace` said "nothing matches", as if the name were unknown,
+    while --key, --url and --sha256 said when and why their work had gone."""
+    run_cli("takedown", str(out), "--creator", "Grace", "--reason", "artist request #3",
+            check=True)
+    when = json.loads((out / "takedowns.jsonl").read_text())["when"][:10]
+    before = dataset_files(out)
+    for name in ("Grace", "  grace ", "GRACE"):
+        proc = run_cli("takedown", str(out), "--creator", name, "--reason", "again")
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert (f"creator={name}: already removed on {when} (reason: artist request #3)"
+                in proc.stdout.splitlines()), proc.stdout
+        assert "nothing left to remove" in proc.stdout
+    other = run_cli("takedown", str(out), "--creator", "Nobody", "--reason", "again")
+    assert other.returncode == 1 and "nothing in" in other.stdout and "matches" in other.stdout
+    assert dataset_files(out) == before
+
+
 @pytest.mark.parametrize(("selector", "value", "says"), [
     ("--sha256", "abc", "64 hexadecimal digits"),
     ("--sha256", "g" * 64, "64 hexadecimal digits"),
