@@ -94,7 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cleanset: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:
-        return _output_closed()
+        return _output_closed(reads_only=getattr(args, "only_reads", False)
+                              or getattr(args, "dry_run", False))
     except KeyboardInterrupt as exc:
         return _interrupted(exc)
     except ModuleNotFoundError as exc:
@@ -157,16 +158,19 @@ def _incomplete(exc: ModuleNotFoundError) -> int:
     return 1
 
 
-def _output_closed() -> int:
+def _output_closed(*, reads_only: bool) -> int:
     """`cleanset recheck --json | head -1`: the reader left before the command finished.
     Not an error of ours, but the command stopped there (a recheck's `--apply` never ran):
-    exit 141, as a shell reports a process SIGPIPE ended, never 0, and say so on stderr."""
+    exit 141, as a shell reports a process SIGPIPE ended, never 0, and say so on stderr.
+    A command that only reads (`licenses list | head`) has nothing to keep or finish."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's last flush cannot fail
+    said = ("it only reads, so nothing changed." if reads_only else
+            "what it had committed is kept. Run it again with its output going somewhere "
+            "that stays open to finish it.")
     with contextlib.suppress(OSError):  # stderr may be the same closed pipe
         print("cleanset: stopped: its output was closed (broken pipe) before it finished; "
-              "what it had committed is kept. Run it again with its output going somewhere "
-              "that stays open to finish it.", file=sys.stderr)
+              + said, file=sys.stderr)
     return 141
 
 

@@ -154,22 +154,33 @@ def test_a_base_dependency_missing_after_an_update_is_named_with_the_way_to_rein
     assert "Traceback" not in missing.stderr
 
 
-def test_an_output_closed_before_the_command_finished_is_exit_141_and_said_on_stderr():
+@pytest.mark.parametrize(("command", "says"), [
+    ("licenses", "it only reads, so nothing changed."),
+    ("build", "what it had committed is kept. Run it again"),
+])
+def test_an_output_closed_before_the_command_finished_is_exit_141_and_said_on_stderr(
+        tmp_path, command, says):
     """`cleanset recheck --json | head -1` once exited 0 in silence, a recheck's `--apply`
-    never run: a job could not tell a finished command from one whose reader left."""
+    never run: a job could not tell a finished command from one whose reader left. A command
+    that only reads (`licenses list | head`) was told its committed work is kept."""
     import os
     import subprocess
     import sys
 
+    from tests.test_output_safety import recipe_in
+
+    argv = ["licenses"] if command == "licenses" else [
+        "build", str(recipe_in(tmp_path)), "--out", str(tmp_path / "out"), "--no-progress"]
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader left before the first line
     try:
-        proc = subprocess.run([sys.executable, "-m", "builder", "licenses"], stdout=write_end,
-                              stderr=subprocess.PIPE, text=True, check=False, timeout=120)
+        proc = subprocess.run([sys.executable, "-m", "builder", *argv], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, check=False, timeout=120,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
     finally:
         os.close(write_end)
-    assert proc.returncode == 141
-    assert "output was closed (broken pipe) before it finished" in proc.stderr
+    assert proc.returncode == 141, proc.stderr
+    assert "output was closed (broken pipe) before it finished; " + says in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

@@ -30,7 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p = subparsers.add_parser(
         "licenses", help="list the licence catalogue and policies, or check a licence string",
         description="Without an action: list the catalogue and the policies.")
-    p.set_defaults(func=run, licenses_action="list")
+    p.set_defaults(func=run, licenses_action="list", only_reads=True)
     actions = p.add_subparsers(dest="licenses_action")
     lst = actions.add_parser("list", help="list catalogue entries and policies")
     lst.add_argument("--family", help="only entries of this family (e.g. CC-BY-SA, public-domain)")
