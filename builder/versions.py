@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from builder import clock
 from builder.errors import UserError
+from builder.exports.tables import manifest_dataset_name
 from builder.ledger import Ledger, reading, require_dataset
 from builder.lock import ReadLock
 
@@ -139,6 +140,7 @@ class Diff:
     removed: list[str] = field(default_factory=list)
     added: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)  # same key, other bytes (two directories)
+    notes: list[str] = field(default_factory=list)  # for stderr: what to bear in mind
 
     def to_json(self) -> dict[str, object]:
         return {"old": self.old, "new": self.new, "removed": self.removed, "added": self.added,
@@ -169,10 +171,15 @@ def diff_versions(out: Path, old: int, new: int) -> Diff:
 
 def diff_directories(old: Path, new: Path) -> Diff:
     """Compare two published copies by their manifests (no ledger needed)."""
-    a, b = _manifest_keys(old), _manifest_keys(new)
+    (a, a_name), (b, b_name) = _manifest_keys(old), _manifest_keys(new)
     changed = sorted(k for k in a.keys() & b.keys() if a[k] != b[k])
+    notes = []
+    if a_name is not None and b_name is not None and a_name != b_name:
+        notes.append(f"note: these are two different datasets ({a_name!r} and {b_name!r}); "
+                     "each numbers its keys on its own, so a key in both need not be the "
+                     "same work, and 'changed' compares them by key only")
     return Diff(old=str(old), new=str(new), removed=sorted(a.keys() - b.keys()),
-                added=sorted(b.keys() - a.keys()), changed=changed)
+                added=sorted(b.keys() - a.keys()), changed=changed, notes=notes)
 
 
 def version_of(out: Path) -> int | None:
@@ -182,7 +189,8 @@ def version_of(out: Path) -> int | None:
         return current_version(ledger)
 
 
-def _manifest_keys(out: Path) -> dict[str, str]:
+def _manifest_keys(out: Path) -> tuple[dict[str, str], str | None]:
+    """sha256 by key, and the dataset's name (None in a manifest that predates it)."""
     path = out / "manifest.parquet"
     if not out.is_dir():
         require_dataset(out)  # names what was given instead
@@ -203,8 +211,9 @@ def _manifest_keys(out: Path) -> dict[str, str]:
             raise UserError(f"{path}: cannot be read as a cleanset manifest ({why}); nothing "
                             f"was compared. `cleanset verify {out}` checks the directory; its "
                             "build, run again, writes the manifest anew.") from None
-    return dict(zip(table.column("key").to_pylist(), table.column("sha256").to_pylist(),
+    keys = dict(zip(table.column("key").to_pylist(), table.column("sha256").to_pylist(),
                     strict=True))
+    return keys, manifest_dataset_name(table.schema)
 
 
 def dumps_diff(d: Diff) -> str:

@@ -260,12 +260,33 @@ def test_diff_lists_removed_keys_between_versions_and_between_directories(
     everything = json.loads(run_cli("diff", str(out), "--from", "0", "--to", "2", "--json",
                                     check=True).stdout)
     assert everything["added"] == [k for k in keys if k not in (keys[3], keys[7])]
-    dirs = json.loads(run_cli("diff", str(copy), str(out), "--json", check=True).stdout)
+    dirs_run = run_cli("diff", str(copy), str(out), "--json", check=True)
+    dirs = json.loads(dirs_run.stdout)
     assert dirs["removed"] == [keys[3], keys[7]] and dirs["added"] == [] == dirs["changed"]
+    assert "different datasets" not in dirs_run.stderr  # one dataset, two versions
     bad = run_cli("diff", str(out), "--from", "1", "--to", "9")
     assert bad.returncode == 2 and "version 9 does not exist" in bad.stderr
     a_file = run_cli("diff", str(out / "manifest.parquet"), str(out))
     assert a_file.returncode == 2 and "is a file inside the dataset in" in a_file.stderr
+
+
+def test_diff_of_two_different_datasets_says_their_keys_are_not_one_numbering(
+        dataset: dict) -> None:
+    """Two datasets built apart both number their keys from 0: `diff` listed every common
+    key as `changed`, as if one dataset's samples had been swapped for others."""
+    tmp = dataset["tmp"]
+    table = tmp / "urls.jsonl"
+    rows = [json.loads(line) for line in table.read_text().splitlines()]
+    other = write_jsonl(tmp / "reversed.jsonl", rows[::-1])
+    other_out = tmp / "other-out"
+    run_cli("build", str(recipe_for(tmp, other, name="another-set")), "--out", str(other_out),
+            "--no-progress", check=True)
+    for args in ([], ["--json"]):
+        proc = run_cli("diff", str(dataset["out"]), str(other_out), *args, check=True)
+        assert ("note: these are two different datasets ('takedown-test' and 'another-set'); "
+                "each numbers its keys on its own") in proc.stderr
+        assert "note" not in proc.stdout  # --json's reader gets the JSON alone
+    assert json.loads(proc.stdout)["changed"] == dataset["keys"]  # still compared by key
 
 
 # -- tracking parameters ------------------------------------------------------------------------

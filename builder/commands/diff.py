@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -65,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
             start = max(to - 1, 0) if args.from_version is None else args.from_version
             result = diff_versions(out, start, to)
         result.old, result.new = f"{_label(args.old)}@{start}", f"{_label(args.old)}@{to}"
+    for note in result.notes:
+        print(f"cleanset: {note}", file=sys.stderr)
     if args.json:
         print(json.dumps(result.to_json(), sort_keys=True))
     else:

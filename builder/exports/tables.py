@@ -15,6 +15,7 @@ from builder.shards import shard_name
 
 WARC_RECORD = pa.struct([("file", pa.string()), ("record_id", pa.string()),
                          ("offset", pa.int64())])
+DATASET_NAME_KEY = "cleanset.dataset_name"
 MANIFEST_SCHEMA = pa.schema([
     ("key", pa.string()),
     ("shard", pa.string()),
@@ -118,7 +119,17 @@ def write_manifest(ledger: Ledger, path: Path) -> int:
             row["evidence"] = orjson.loads(r["provenance"]).get("evidence")
             yield row
 
-    return _write_atomically(path, MANIFEST_SCHEMA, rows())
+    # The dataset's name rides in the file's own metadata: `cleanset diff` of two copies
+    # reads only their manifests, and keys are numbered by each dataset on its own.
+    name = ledger.get_meta("dataset_name") or ""
+    schema = MANIFEST_SCHEMA.with_metadata({DATASET_NAME_KEY: name.encode("utf-8")})
+    return _write_atomically(path, schema, rows())
+
+
+def manifest_dataset_name(schema: pa.Schema) -> str | None:
+    """The dataset a manifest was written for; None for one written before it said."""
+    value = (schema.metadata or {}).get(DATASET_NAME_KEY.encode())
+    return value.decode("utf-8", "replace") if value is not None else None
 
 
 def check_candidates(out: Path, ledger: Ledger, facts: Facts,
