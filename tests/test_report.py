@@ -227,6 +227,29 @@ def test_a_build_that_adds_a_version_rewrites_the_report_a_user_asked_for(
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_a_report_removes_the_temporary_a_killed_report_left_and_no_live_one_s(
+        tmp_path: Path) -> None:
+    """`kill -9` as a report wrote left `report.html.PID.tmp` in the dataset for good: each
+    report writes under a name of its own, so no later one replaced it."""
+    import os
+    import sys
+
+    from tests.conftest import REPO
+
+    out = tmp_path / "out"
+    run_cli("build", str(REPO / "examples" / "offline" / "recipe.toml"), "--out", str(out),
+            "--no-progress", check=True)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead = out / f"report.html.{int(gone.stdout)}.tmp"  # its process has ended
+    live = out / f"report.html.{os.getpid()}.tmp"  # this test's: a report still writing
+    for path in (dead, live):
+        path.write_text("<html><body>half a pa")
+    run_cli("report", str(out), check=True)
+    assert not dead.exists() and live.exists()
+    assert (out / "report.html").read_text().rstrip().endswith("</html>")
+
+
 def test_reports_of_one_dataset_run_at_once_each_write_it_whole(tmp_path: Path) -> None:
     """Two `cleanset report DIR` at once (both only read, so both may run) wrote report.html
     under one temporary name: one renamed the other's half-written page into place and the

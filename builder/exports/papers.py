@@ -8,6 +8,8 @@ reader (or a crash) never sees half a paper.
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import importlib
 import json
 import os
@@ -230,6 +232,8 @@ def replacing(path: Path, *, own: bool = False) -> Iterator[Path]:
     of this process's (`NAME.PID.tmp`), for a file that commands holding only the shared lock
     may write at the same time (report.html): with one name, one renamed the other's
     half-written file into place and the other's rename failed."""
+    if own:
+        _remove_dead_processes_temporaries(path)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp" if own else f"{path.name}.tmp")
     try:
         yield tmp
@@ -237,6 +241,22 @@ def replacing(path: Path, *, own: bool = False) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)  # gone already when the rename was made
         raise
+
+
+def _remove_dead_processes_temporaries(path: Path) -> None:
+    """`NAME.PID.tmp` files of processes that no longer run (a `kill -9` mid-write): with a
+    name of each process's own, no later write would ever replace them."""
+    for tmp in path.parent.glob(f"{glob.escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(path.name) + 1:-len(".tmp")]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(OSError):  # a read-only place: it stays, as before
+                tmp.unlink()
+        except OSError:
+            continue  # alive, another user's
 
 
 def atomic_write(path: Path, data: str | bytes, *, own: bool = False) -> None:
