@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from builder import __version__
+from builder import __version__, interrupts
 from builder.commands import command_modules
 from builder.errors import UserError
 
@@ -63,20 +63,8 @@ class _WithCommonFlags:
         return self._sub.add_parser(name, parents=parents, **kwargs)  # type: ignore[arg-type]
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (`kill PID`, a scheduler stopping a job): the command stops as Ctrl-C stops
-    it, through the same clean-up (workers, spool, temporary files), instead of dying where
-    it stood with multiprocessing's leftovers and no word."""
-
-
-def _on_sigterm(signum: int, frame: object) -> NoReturn:
-    raise Terminated
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    if threading.current_thread() is threading.main_thread() and \
-            signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _on_sigterm)
+    interrupts.install()
     try:
         # Declaring the commands imports them (and the build's stages, ~0.25 s): a Ctrl-C
         # in a command's first moments lands here.
@@ -175,7 +163,7 @@ def _output_closed(*, reads_only: bool) -> int:
 
 
 def _interrupted(exc: KeyboardInterrupt) -> int:
-    if isinstance(exc, Terminated):
+    if isinstance(exc, interrupts.Terminated):
         print("cleanset: terminated (SIGTERM); run the same command again to resume.",
               file=sys.stderr)
         return 128 + signal.SIGTERM  # 143, as a shell reports a process SIGTERM ended

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
-from builder import __version__, clock, clusters
+from builder import __version__, clock, clusters, interrupts
 from builder.dedup import (
     Exclusions,
     Hashes,
@@ -768,9 +768,11 @@ class _Run:
             while inflight and (len(inflight) >= max_inflight or inflight[0][1].done()):
                 self._prefetch(inflight)
                 self._decide(*inflight.popleft())
+                interrupts.check()
         while inflight:
             self._prefetch(inflight)
             self._decide(*inflight.popleft())
+            interrupts.check()
 
     def _fresh(self, order: Iterator[int]) -> Iterator[_Work]:
         """The sources' candidates from the build's cursor on, up to --limit."""

@@ -33,6 +33,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from builder import interrupts
 from builder.drift import Outcome, Recorded, Verdict, judge
 from builder.errors import UserError
 from builder.faults import crash_point, stop_point
@@ -276,6 +277,7 @@ class _Recheck:
         try:
             last = row.last_key
             while (chunk := self._next_chunk(row, last)):
+                interrupts.check()
                 verdicts = self._judge(chunk)
                 last = chunk[-1].item.key
                 with self.record.transaction():

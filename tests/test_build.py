@@ -469,6 +469,50 @@ def test_ctrl_c_mid_build_exits_130_at_once_quietly_and_the_rerun_finishes(
     assert run_cli("verify", str(tmp_path / "out")).returncode == 0
 
 
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_a_ctrl_c_that_lands_in_a_finalizer_still_stops_the_build(
+        tmp_path: Path, signal_name: str) -> None:
+    """Python raises KeyboardInterrupt wherever the main thread is; in a finalizer (a
+    `__del__`, as a Ray driver runs for every object reference it drops) it is printed as
+    "Exception ignored" and lost: a build once ran on to exit 0 after a Ctrl-C. Here a real
+    signal lands in a finalizer as the first shard is opened, with 38 decisions to go."""
+    import subprocess
+    import sys
+
+    from tests.test_output_safety import add_images, recipe_in
+
+    add_images(tmp_path / "images", range(40))
+    recipe = recipe_in(tmp_path)  # two samples a shard
+    code = ("import os, signal, sys, threading\n"
+            "class Finalized:\n"
+            "    def __del__(self):\n"
+            "        print('in the finalizer', flush=True)\n"
+            f"        signal.raise_signal(signal.{signal_name})\n"
+            "        sum(range(100))  # the handler's exception is raised in here\n"
+            "fired = []\n"
+            "def hook(event, args):\n"
+            "    if (event == 'open' and str(args[0]).endswith('.tar.tmp') and not fired\n"
+            "            and threading.current_thread() is threading.main_thread()):\n"
+            "        fired.append(True)\n"
+            "        Finalized()  # collected at once, in the build's main thread\n"
+            "sys.addaudithook(hook)\n"
+            "from builder.cli import main\n"
+            f"sys.exit(main(['build', {str(recipe)!r}, '--out', {str(tmp_path / 'out')!r}, "
+            "'--executor', 'threads', '--no-progress']))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "SOURCE_DATE_EPOCH": FIXED_EPOCH,
+                               "PYTHONPATH": str(REPO)}, timeout=300)
+    assert "in the finalizer" in proc.stdout
+    assert proc.returncode == (130 if signal_name == "SIGINT" else 143), proc.stderr
+    assert proc.stderr == ("cleanset: interrupted; run the same command again to resume.\n"
+                           if signal_name == "SIGINT" else "cleanset: terminated (SIGTERM); "
+                           "run the same command again to resume.\n")  # no "Exception ignored"
+    assert "dataset:" not in proc.stdout
+    rerun = run_cli("build", str(recipe), "--out", str(tmp_path / "out"), "--no-progress")
+    assert rerun.returncode == 0, rerun.stderr
+    assert "dataset: 40 samples" in rerun.stdout
+
+
 def test_sigterm_mid_build_stops_as_ctrl_c_does_exit_143_nothing_left_and_the_rerun_finishes(
         httpserver: HTTPServer, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """`kill PID` (a scheduler stopping a job) reaches the build process alone: it once died
