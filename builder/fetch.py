@@ -28,6 +28,7 @@ the evidence archive (builder/evidence) learns, byte for byte, what each source 
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import ipaddress
 import itertools
@@ -85,6 +86,9 @@ MAX_BACKOFF_S = 60.0
 JSON_ATTEMPTS = 2  # a truncated or garbled API page is retried once, then it is an error
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# Byte order marks and the encoding each one names (WHATWG Encoding's BOM sniffing).
+_BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"),
+         (codecs.BOM_UTF16_BE, "utf-16-be"))
 
 
 class FetchError(Exception):
@@ -140,7 +144,17 @@ class Response:
         return 200 <= self.status < 300
 
     def text(self) -> str:
-        """The body as text, by the Content-Type charset (UTF-8 when absent or unknown)."""
+        """The body as text, by its byte order mark, else the Content-Type charset (UTF-8
+        when absent or unknown).
+
+        A BOM names the encoding whatever the header says (WHATWG Encoding, "decode"), and
+        is not part of the text: a robots.txt, ai.txt or tdmrep.json saved by an editor that
+        writes one was read with U+FEFF before its first `User-agent` (the group lost) or
+        its JSON (unreadable), and its refusal was admitted as no rules.
+        """
+        for bom, codec in _BOMS:
+            if self.data.startswith(bom):
+                return self.data[len(bom):].decode(codec, errors="replace")
         charset = "utf-8"
         for part in (self.header("content-type") or "").split(";")[1:]:
             key, _, value = part.strip().partition("=")

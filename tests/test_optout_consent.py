@@ -52,3 +52,17 @@ def test_the_line_named_is_the_rule_that_decides_in_our_group() -> None:
     assert disallow_line(text, "cleanset", "https://h/photos/x.jpg") == (5, "Disallow: /photos/")
     assert disallow_line(text, "cleanset", "https://h/photos/public/x.jpg") is None
     assert disallow_line(text, "*", "https://h/x.jpg") == (2, "Disallow: /")
+
+
+def test_a_robots_txt_with_a_byte_order_mark_still_refuses_in_a_recheck(
+        httpserver: HTTPServer) -> None:
+    """A BOM before `User-agent` once hid the group: the recheck said `unchanged` for a host
+    that had opted out (and a build admitted from it)."""
+    httpserver.expect_request("/robots.txt").respond_with_data(
+        "\ufeffUser-agent: *\nDisallow: /\n".encode(), content_type="text/plain")
+    httpserver.expect_request("/ai.txt").respond_with_data("", status=404)
+    httpserver.expect_request("/.well-known/tdmrep.json").respond_with_data("", status=404)
+    signals = consent_for().signals(httpserver.url_for("/a.jpg"))
+    (robots,) = [s for s in signals if s.refused]
+    assert robots.signal == "robots.txt" and not robots.transient
+    assert "line 2: 'Disallow: /'" in robots.said

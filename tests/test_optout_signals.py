@@ -271,6 +271,31 @@ def test_ai_txt_disallow_is_refused(httpserver: HTTPServer, fetcher: Fetcher) ->
     assert trail(run(gate, candidate(png), fetcher))["ai.txt"] == "allowed:*"
 
 
+# A file saved with a byte order mark (Windows editors write one): the BOM names the
+# encoding, whatever the Content-Type says. Read as UTF-8 text, U+FEFF hid the first
+# `User-agent` line or the JSON, and the refusal was admitted as "no rules".
+BOM_FILES = {
+    "robots.txt": ("/robots.txt", "User-agent: *\nDisallow: /\n", "optout_robots_txt"),
+    "ai.txt": ("/ai.txt", "User-agent: *\nDisallow: /\n", "optout_robots_txt"),
+    "tdmrep.json": ("/.well-known/tdmrep.json", '[{"location": "/", "tdm-reservation": 1}]',
+                    "optout_tdmrep"),
+}
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16-le", "utf-16-be"])
+@pytest.mark.parametrize("name", sorted(BOM_FILES))
+def test_a_policy_file_with_a_byte_order_mark_is_read_and_its_refusal_obeyed(
+        name: str, encoding: str, httpserver: HTTPServer, fetcher: Fetcher) -> None:
+    path, text, reason = BOM_FILES[name]
+    body = text.encode(encoding)
+    if encoding.startswith("utf-16"):
+        body = ("\ufeff" + text).encode(encoding)
+    httpserver.expect_request(path).respond_with_data(body, content_type="text/plain")
+    detail = rejected(run(make_gate(fetcher), candidate(serve_image(httpserver, "/a.jpg")),
+                          fetcher), reason)
+    assert name in detail
+
+
 # --- embedded XMP -------------------------------------------------------------------------------
 
 
