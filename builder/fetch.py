@@ -123,7 +123,7 @@ class Response:
     reason: str = ""  # the status line's reason phrase
     protocol: str = "HTTP/1.1"
     received: tuple[tuple[str, str], ...] = ()  # the headers with their names as sent
-    truncated: bool = False  # an error page cut at ERROR_BODY_CAP
+    truncated: bool = False  # an error page cut at ERROR_BODY_CAP, or a `cut` body at its cap
 
     @cached_property
     def sha256(self) -> str:
@@ -579,15 +579,17 @@ class Fetcher:
         return result
 
     def get_text(self, url: str, *, max_bytes: int = 1_000_000,
-                 kind: str = "text") -> Response | Rejection:
+                 kind: str = "text", cut: bool = False) -> Response | Rejection:
         """Fetch a small policy file (robots.txt, tdmrep.json, ai.txt), a landing page or
         an API page; `kind` names which, for the evidence archive.
 
         Unlike `fetch`, any final HTTP status comes back as a Response, because the
         status is the answer there (RFC 9309: 4xx means no rules, 5xx means disallow);
         callers check `.status` / `.ok`. Transport failures are still Rejections.
+        `cut`: a body over `max_bytes` is kept up to it (`truncated`), not refused as
+        too_large: RFC 9309 2.5 has a crawler parse the first 500 KiB of a longer file.
         """
-        return self._request(url, max_bytes, {}, kind=kind)
+        return self._request(url, max_bytes, {}, kind=kind, cut=cut)
 
     def head(self, url: str) -> Response | Rejection:
         """HEAD `url` (status, validators, length; no body), redirects followed, with the
@@ -642,13 +644,13 @@ class Fetcher:
     # redirects, retries, one attempt ----------------------------------------------------
 
     def _request(self, url: str, cap: int, headers: dict[str, str], *,
-                 kind: str, method: str = "GET") -> Response | Rejection:
+                 kind: str, method: str = "GET", cut: bool = False) -> Response | Rejection:
         """Follow redirects by hand so every hop passes the URL and address checks."""
         seen = {url}
         current = url
         sent = {"User-Agent": self._config.user_agent, **headers}
         for _ in range(MAX_REDIRECTS + 1):
-            result = self._with_retries(current, cap, headers, method)
+            result = self._with_retries(current, cap, headers, method, cut=cut)
             if isinstance(result, Response):
                 # An image's payload goes to the shard; its error pages are kept here.
                 _note(kind, sent, result, keep_body=kind != "image" or not result.ok)
@@ -667,7 +669,7 @@ class Fetcher:
         return Rejection(Reason.HTTP_ERROR, f"too many redirects (>{MAX_REDIRECTS}) from {url}")
 
     def _with_retries(self, url: str, cap: int, headers: dict[str, str],
-                      method: str = "GET") -> Response | Rejection:
+                      method: str = "GET", *, cut: bool = False) -> Response | Rejection:
         problem = _check_url(url)
         host = (urlsplit(url).hostname or "") if problem is None else ""
         if problem is not None:
@@ -680,7 +682,7 @@ class Fetcher:
         for attempt in range(config.retries + 1):
             delay = backoff_delay(attempt, config.backoff_s)
             try:
-                last = self._attempt(url, host, cap, headers, method)
+                last = self._attempt(url, host, cap, headers, method, cut=cut)
             except _Final as exc:
                 return exc.rejection
             except _Retryable as exc:
@@ -705,7 +707,7 @@ class Fetcher:
         return last
 
     def _attempt(self, url: str, host: str, cap: int, headers: dict[str, str],
-                 method: str = "GET") -> Response:
+                 method: str = "GET", *, cut: bool = False) -> Response:
         with self._gate.slot(host):
             deadline = _Deadline(time.monotonic() + self._deadline_s)
             _current.deadline = deadline
@@ -722,7 +724,8 @@ class Fetcher:
                 response.release_conn()
                 raise _fail(Reason.TIMEOUT, self._late(url, "headers"))
             try:
-                return self._read(response, url, cap, deadline.at, body=method != "HEAD")
+                return self._read(response, url, cap, deadline.at, body=method != "HEAD",
+                                  cut=cut)
             finally:
                 response.release_conn()
 
@@ -767,7 +770,7 @@ class Fetcher:
 
     def _read(
         self, response: urllib3.BaseHTTPResponse, url: str, cap: int, deadline: float,
-        *, body: bool = True,
+        *, body: bool = True, cut: bool = False,
     ) -> Response:
         status = response.status
         headers = tuple((k.lower(), v) for k, v in response.headers.iteritems())
@@ -777,15 +780,16 @@ class Fetcher:
         body_wanted = 200 <= status < 300
         limit = cap if body_wanted else ERROR_BODY_CAP
         length = response.headers.get("content-length", "")
-        if body_wanted and length.strip().isdigit() and int(length) > cap:
+        if body_wanted and not cut and length.strip().isdigit() and int(length) > cap:
             response.close()
             raise _fail(Reason.TOO_LARGE, f"Content-Length {int(length)} over the {cap}-byte cap")
-        data = self._read_body(response, url, limit, deadline, truncate=not body_wanted)
+        truncate = cut or not body_wanted
+        data = self._read_body(response, url, limit, deadline, truncate=truncate)
         return Response(url=url, status=status, headers=headers, data=data,
                         retrieved_at=_now_iso(), reason=response.reason or "",
                         protocol=_protocol(response.version),
                         received=tuple(response.headers.iteritems()),
-                        truncated=not body_wanted and len(data) >= limit)
+                        truncated=truncate and len(data) >= limit)
 
     def _read_body(
         self,

@@ -283,6 +283,16 @@ def test_chunked_body_over_cap_stops_reading_without_buffering_it_whole(fetcher)
     assert _EndlessChunks.sent < _EndlessChunks.total  # we hung up long before the end
 
 
+def test_get_text_cut_keeps_a_longer_body_up_to_the_cap_and_says_so(httpserver, fetcher):
+    """For the policy files (RFC 9309 2.5: parse the first 500 KiB of a longer robots.txt);
+    without `cut` the same body is too_large, as before."""
+    httpserver.expect_request("/long.txt").respond_with_data(b"x" * 5000)
+    cut = fetcher.get_text(httpserver.url_for("/long.txt"), max_bytes=1000, cut=True)
+    assert isinstance(cut, Response) and cut.truncated and cut.data == b"x" * 1000
+    whole = fetcher.get_text(httpserver.url_for("/long.txt"), max_bytes=1000)
+    assert isinstance(whole, Rejection) and whole.reason == Reason.TOO_LARGE
+
+
 def test_error_page_body_is_not_read_beyond_a_small_cap(httpserver, fetcher):
     httpserver.expect_request("/huge404").respond_with_data(b"x" * (4 << 20), status=404)
     result = fetcher.get_text(httpserver.url_for("/huge404"))

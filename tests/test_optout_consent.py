@@ -66,3 +66,16 @@ def test_a_robots_txt_with_a_byte_order_mark_still_refuses_in_a_recheck(
     (robots,) = [s for s in signals if s.refused]
     assert robots.signal == "robots.txt" and not robots.transient
     assert "line 2: 'Disallow: /'" in robots.said
+
+
+def test_a_robots_txt_over_512_kib_still_refuses_in_a_recheck(httpserver: HTTPServer) -> None:
+    """Refused as too_large, it was `unreachable`: exit 4 on every recheck, its Disallow never
+    seen. Its first 512 KiB are read, as in a build."""
+    httpserver.expect_request("/robots.txt").respond_with_data(
+        "User-agent: *\nDisallow: /\n" + "# padding\n" * 60_000, content_type="text/plain")
+    httpserver.expect_request("/ai.txt").respond_with_data("", status=404)
+    httpserver.expect_request("/.well-known/tdmrep.json").respond_with_data("", status=404)
+    signals = consent_for().signals(httpserver.url_for("/a.jpg"))
+    (robots,) = [s for s in signals if s.refused]
+    assert robots.signal == "robots.txt" and not robots.transient
+    assert not any(s.transient for s in signals)

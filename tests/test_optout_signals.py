@@ -16,6 +16,7 @@ from builder.fetch import Fetcher
 from builder.licensing import load_policy
 from builder.optout import OptoutConfig, OptoutGate, load_optout
 from builder.optout.denylist import Denylist, Entry
+from builder.optout.hostfiles import MAX_FILE_BYTES
 from builder.recipe import FetchConfig, ImageConfig
 from builder.records import Candidate, Checked, Evidence, Rejection
 from builder.stages import StageSpec, fetch_stage, image_check, licence_gate, run_stages
@@ -294,6 +295,24 @@ def test_a_policy_file_with_a_byte_order_mark_is_read_and_its_refusal_obeyed(
     detail = rejected(run(make_gate(fetcher), candidate(serve_image(httpserver, "/a.jpg")),
                           fetcher), reason)
     assert name in detail
+
+
+@pytest.mark.parametrize("name", ["robots.txt", "ai.txt"])
+def test_a_policy_file_over_512_kib_is_read_up_to_the_cap_without_its_cut_line(
+        name: str, httpserver: HTTPServer, fetcher: Fetcher) -> None:
+    """RFC 9309 2.5: parse at least the first 500 KiB. Refused as too_large, such a
+    robots.txt was robots_unreachable on every run and such an ai.txt no file at all (its
+    Disallow admitted). The line the cap cuts is dropped: cut to `Allow: /a.jp`, it would
+    allow the image."""
+    head = "User-agent: *\nDisallow: /\n"
+    allow = "Allow: /a.jp"  # the cap falls here, inside `Allow: /a.jpg-is-not-this-one`
+    padding = "#" * (MAX_FILE_BYTES - len(head) - len(allow) - 1) + "\n"
+    body = head + padding + allow + "g-is-not-this-one\n" + "#" * 100_000 + "\n"
+    assert len((head + padding + allow).encode()) == MAX_FILE_BYTES
+    serve_text(httpserver, f"/{name}", body)
+    detail = rejected(run(make_gate(fetcher), candidate(serve_image(httpserver, "/a.jpg")),
+                          fetcher), "optout_robots_txt")
+    assert detail.startswith(f"{name}: Disallow")
 
 
 # --- embedded XMP -------------------------------------------------------------------------------

@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 from builder.fetch import cite, recording
 from builder.records import TRANSIENT_REASONS, Exchanges, Reason, Rejection
 
+MAX_FILE_BYTES = 512 * 1024  # what is read of a policy file; the rest is ignored
+
 
 @dataclass(frozen=True)
 class Answer:
@@ -105,9 +107,16 @@ class HostFiles:
         with self._lock:
             self.requests += 1
         kind = url.rsplit("/", 1)[-1]  # robots.txt, ai.txt, tdmrep.json
-        response = self._fetcher.get_text(url, max_bytes=512 * 1024, kind=kind)
+        # A longer file is read up to the cap (RFC 9309 2.5: parse at least 500 KiB), not
+        # refused: refused as too_large, a robots.txt was robots_unreachable on every run
+        # and an ai.txt no file at all, its Disallow admitted.
+        response = self._fetcher.get_text(url, max_bytes=MAX_FILE_BYTES, kind=kind, cut=True)
         if isinstance(response, Rejection):
             return Answer(url, None, None, f"{response.reason.value}: {response.detail}",
                           response.reason)
         text = response.text() if response.ok else None
+        if text is not None and response.truncated:
+            # The line the cap cut is dropped: "Allow: /private/x" cut to "Allow: /" would
+            # allow everything.
+            text = text[:max(text.rfind("\n"), text.rfind("\r")) + 1]
         return Answer(url, response.status, text)
