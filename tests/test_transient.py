@@ -319,3 +319,45 @@ def test_an_unreachable_tdmrep_json_holds_the_candidate_as_transient_not_as_no_r
     assert "opt-out tdmrep.json: checked 0, rejected 0, could not be read 1" in "\n".join(
         gate.summary_lines())
 
+
+
+def test_a_landing_page_the_network_kept_from_us_is_transient_and_its_reservation_obeyed_later(
+        tmp_path: Path, httpserver: HTTPServer, down_port: int, revived: HTTPServer) -> None:
+    """With `landing_page = true`, a page that could not be fetched (host down) was recorded
+    "unavailable" and the image admitted, though the page may carry tdm-reservation 1: a
+    reservation lost to a hiccup. Now it waits as tdmrep_unreachable, and the rerun, the
+    page back, refuses it."""
+    image = serve_host(httpserver, ["a"])[0]
+    page = f"http://127.0.0.1:{down_port}/page"
+    table = write_jsonl(tmp_path / "urls.jsonl",
+                        [{"id": "a", "url": image, "license": CC0, "landing_url": page}])
+    recipe = write_recipe(tmp_path / "recipe.toml", f"""
+[dataset]
+name = "landing-test"
+[[sources]]
+kind = "table"
+path = "{table.name}"
+[fetch]
+allow_private_addresses = true
+retries = 0
+timeout_s = 5
+[optout]
+c2pa = false
+landing_page = true
+""")
+    out = tmp_path / "out"
+    stdout = build(recipe, out)
+    row = rows(out)["a"]
+    assert (row["status"], row["reason"]) == ("rejected", "tdmrep_unreachable")
+    assert "landing page: unreachable" in row["detail"] and row["retry_with"]
+    assert "/img/a.jpg" not in [r.path for r, _ in httpserver.log]  # nothing downloaded
+    assert "opt-out landing-page: checked 0, rejected 0, could not be read 1" in stdout
+
+    revived.expect_request("/page").respond_with_data(
+        '<html><head><meta name="tdm-reservation" content="1"></head></html>',
+        content_type="text/html")
+    revived.start()
+    build(recipe, out)
+    row = rows(out)["a"]
+    assert (row["status"], row["reason"]) == ("rejected", "optout_tdmrep")
+    assert "landing page" in row["detail"] and row["attempts"] == 2

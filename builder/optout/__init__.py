@@ -142,6 +142,14 @@ class OptoutGate:
             trail.append(("landing-page", "no landing page"))
             return None
         response = self.fetcher.get_text(url, max_bytes=2_000_000, kind="landing-page")
+        if isinstance(response, Rejection) and response.transient:
+            # The network kept the page from us (timeout, reset, cut short): a reservation we
+            # cannot see is not "no reservation", as for tdmrep.json. It was admitted, as
+            # "unavailable", though the page may carry tdm-reservation 1; the next run asks.
+            return "landing-page", Rejection(
+                Reason.TDMREP_UNREACHABLE,
+                f"landing page: unreachable ({response.reason.value}: {response.detail}) "
+                f"at {url}")
         if isinstance(response, Rejection) or not response.ok:
             why = response.detail if isinstance(response, Rejection) else f"HTTP {response.status}"
             trail.append(("landing-page", f"unavailable ({why})"))
