@@ -147,6 +147,19 @@ def test_tdm_reservation_header_is_refused_with_its_policy(httpserver: HTTPServe
     assert "tdm-reservation: 1" in detail and "https://example.org/policy.json" in detail
 
 
+@pytest.mark.parametrize("sent", [[("TDM-Reservation", '"1"')], [("tdm-reservation", "1, 1")],
+                                  [("tdm-reservation", "0"), ("tdm-reservation", "1")]],
+                         ids=["quoted", "folded by a proxy", "sent twice"])
+def test_a_tdm_reservation_header_spelled_oddly_still_reserves(
+        sent: list[tuple[str, str]], httpserver: HTTPServer, fetcher: Fetcher) -> None:
+    """Read as its first raw value, each of these was no reservation: the image admitted."""
+    httpserver.expect_request("/odd.jpg").respond_with_data(make_image(5), headers=sent,
+                                                            content_type="image/jpeg")
+    detail = rejected(run(make_gate(fetcher), candidate(httpserver.url_for("/odd.jpg")),
+                          fetcher), "optout_tdmrep")
+    assert "tdm-reservation: 1 header" in detail
+
+
 def serve_tdmrep(httpserver: HTTPServer, rules: list[dict]) -> None:
     httpserver.expect_request("/.well-known/tdmrep.json").respond_with_json(rules)
 
@@ -180,6 +193,15 @@ def test_tdm_reservation_header_overrides_tdmrep_json(httpserver: HTTPServer,
     result = run(make_gate(fetcher), candidate(url), fetcher)
     assert isinstance(result, Checked), result
     assert ("tdmrep.json", "overridden by tdm-reservation: 0 header") in result.optout
+
+
+def test_an_empty_tdm_reservation_header_does_not_override_tdmrep_json(
+        httpserver: HTTPServer, fetcher: Fetcher) -> None:
+    """An empty header says nothing; it once overrode the file's reservation."""
+    serve_tdmrep(httpserver, [{"location": "/", "tdm-reservation": 1}])
+    url = serve_image(httpserver, "/e.jpg", headers={"tdm-reservation": ""})
+    detail = rejected(run(make_gate(fetcher), candidate(url), fetcher), "optout_tdmrep")
+    assert detail.startswith("tdmrep.json: tdm-reservation 1")
 
 
 def test_landing_page_meta_tdm_reservation_is_refused_when_enabled(httpserver: HTTPServer,

@@ -117,9 +117,17 @@ def check_usage_headers(headers: Headers, *, url: str, trail: Trail) -> Rejectio
 
 
 def tdm_header(headers: Headers) -> HeaderSignals:
-    reservation = header_values(headers, "tdm-reservation")
+    """The tdm-reservation header's value: "1" when any value says 1, else the first one.
+
+    Every value and list member is read, quotes and spaces stripped: a proxy folds repeated
+    headers into `1, 1`, a server may send it twice or quoted (`"1"`). Read as its first raw
+    value, each of those was no reservation, and an empty header overrode tdmrep.json's."""
+    values = [item.strip().strip('"').strip()
+              for value in header_values(headers, "tdm-reservation")
+              for item in value.split(",")]
+    values = [v for v in values if v]
     policy = header_values(headers, "tdm-policy")
-    return HeaderSignals(reservation[0].strip() if reservation else None,
+    return HeaderSignals("1" if "1" in values else (values[0] if values else None),
                          policy[0].strip() if policy else None)
 
 
