@@ -22,6 +22,7 @@ INDEX_DIRECTIVES = frozenset({"noindex", "noimageindex", "none"})
 VALUED_DIRECTIVES = frozenset(
     {"unavailable_after", "max-snippet", "max-image-preview", "max-video-preview"})
 _SCOPE_RE = re.compile(r"^\s*([A-Za-z0-9_.*-]+)\s*:\s*(.*)$")
+_WORD_SEPARATORS = re.compile(r"[\s;]+")
 
 # aipref vocabulary keys whose "n" forbids training (older and newer draft names).
 CONTENT_USAGE_TRAINING = frozenset({"train-ai", "train-genai", "ai", "genai", "tdm"})
@@ -54,10 +55,16 @@ def robots_directives(values: list[str], token: str) -> list[str]:
             match = _SCOPE_RE.match(part)
             if match and match.group(1).lower() not in VALUED_DIRECTIVES:
                 scope, part = match.group(1).lower(), match.group(2).strip()
-            if not part:
+            if not part or not (scope is None or scope in (token, "*")):
                 continue
-            if scope is None or scope in (token, "*"):
-                found.append(part.lower().split(":", 1)[0].strip())
+            # `noai noimageai` and `noai;` are not the header's syntax, but sent by sites
+            # that mean them: read as the directives they name, an opt-out is not missed.
+            words = [w for w in _WORD_SEPARATORS.split(part.lower()) if w]
+            first = words[0].split(":", 1)[0] if words else ""
+            if first in VALUED_DIRECTIVES or ":" in words[0]:
+                found.append(first)  # its value is text (a date, a number), not directives
+            else:
+                found += words
     return found
 
 
