@@ -27,7 +27,7 @@ from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any
 
-from builder.licensing import Policy, decide, read_claims
+from builder.licensing import Policy, decide, load_catalogue, read_claims
 from builder.optout.config import OptoutConfig
 from builder.optout.consent import HostSignal
 from builder.optout.headers import (
@@ -117,7 +117,7 @@ def _source_findings(recorded: Recorded, now: Now, policy: Policy) -> list[_Find
     if now.state == UNREACHABLE:
         return [_Finding(Outcome.UNREACHABLE, False, now.detail)]
     found = []
-    licence = _licence_finding(recorded, now.evidence, policy)
+    licence = _licence_finding(recorded, now.evidence, policy, whole=now.record_is_whole)
     if licence is not None:
         found.append(licence)
     content = _content_change(recorded.item, now)
@@ -127,11 +127,19 @@ def _source_findings(recorded: Recorded, now: Now, policy: Policy) -> list[_Find
 
 
 def _licence_finding(recorded: Recorded, evidence: tuple[Evidence, ...] | None,
-                     policy: Policy) -> _Finding | None:
+                     policy: Policy, *, whole: bool) -> _Finding | None:
     """Re-decided as the build would: today's claims, plus what the image itself stated
     (embedded evidence may only confirm a licence, so it still takes part)."""
     if evidence is None:
         return None
+    left_out = [] if whole else _licence_fields_left_out(recorded.evidence, evidence)
+    if left_out:
+        # An API that answers without the fields it was asked for (a partial answer, a
+        # field renamed) says nothing of the licence: read as "no licence", every sample
+        # was once license_changed, refused, and `--apply` took the source down.
+        return _Finding(Outcome.UNREACHABLE, False,
+                        f"today's record of it has none of the licence fields the build "
+                        f"read ({', '.join(left_out)}): nothing is known of its licence")
     embedded = tuple(e for e in recorded.evidence if e.field.startswith(EMBEDDED_PREFIX))
     decision = decide(evidence + embedded, policy)
     claims = _claims_change(recorded.evidence, evidence)
@@ -144,6 +152,17 @@ def _licence_finding(recorded: Recorded, evidence: tuple[Evidence, ...] | None,
                         f"licence {recorded.license} -> {decision.spdx}, still admitted by "
                         f"policy {policy.name}{claims}")
     return None
+
+
+def _licence_fields_left_out(old: tuple[Evidence, ...], new: tuple[Evidence, ...]
+                             ) -> list[str]:
+    """The licence fields the build read, when today's record has none of them at all (a
+    field present with another value, "false" or empty included, is a change, not this)."""
+    catalogue = load_catalogue()
+    read = sorted({e.field for e in old if not e.field.startswith(EMBEDDED_PREFIX)
+                   and not catalogue.field_spec(e.field).informational})
+    present = {e.field.lower() for e in new}
+    return read if read and not any(field.lower() in present for field in read) else []
 
 
 def _claims_change(old: tuple[Evidence, ...], new: tuple[Evidence, ...]) -> str:

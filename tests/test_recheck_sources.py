@@ -61,6 +61,62 @@ def test_aic_asks_up_to_100_ids_in_one_request_and_an_id_it_no_longer_returns_is
     assert now["k2"].state == GONE
 
 
+@pytest.mark.parametrize(("answered", "outcome", "refuse"), [
+    ({}, "unreachable", False),  # the field left out of the answer: nothing is known
+    ({"is_public_domain": False}, "license_changed", True),  # stated otherwise: a change
+    ({"is_public_domain": True}, "unchanged", False),
+])
+def test_an_api_answer_without_the_licence_field_is_unreachable_not_a_licence_change(
+        httpserver: HTTPServer, tmp_path: Path, answered: dict, outcome: str,
+        refuse: bool) -> None:
+    """An AIC answer that left `is_public_domain` out (a partial answer, a field renamed)
+    was read as no licence at all: license_changed, refused, and `recheck --apply` would
+    have taken every sample of the source down."""
+    from builder.drift import Recorded, judge
+    from builder.licensing import load_policy
+    from builder.optout.config import OptoutConfig
+
+    artwork = {k: v for k, v in fixture("aic/artwork.json").items()
+               if k != "is_public_domain"} | answered
+    api = ApiServer(httpserver, "/api/v1", lambda args, path: {
+        "data": [artwork], "config": {"iiif_url": "https://www.artic.edu/iiif/2"}})
+    sample = item("k1", "27992")
+    now = ask(open_rechecker("aic", tmp_path, api=api.url), [sample])["k1"]
+    built_from = Recorded(item=sample, source="aic", build=1, license="CC0-1.0",
+                          evidence=(Evidence("aic:is_public_domain", "true"),))
+    verdict = judge(built_from, now, [], policy=load_policy("commercial"),
+                    optout=OptoutConfig())
+    assert (verdict.outcome.value, verdict.refuse) == (outcome, refuse), verdict.detail
+    if outcome == "unreachable":
+        assert "none of the licence fields the build read (aic:is_public_domain)" in \
+            verdict.detail
+
+
+def test_a_licence_field_removed_from_a_folder_sidecar_is_still_a_licence_change(
+        tmp_path: Path) -> None:
+    """A sidecar is the source's whole record: its licence field gone is a licence gone,
+    unlike an API answer that leaves a field out."""
+    import hashlib
+    import json
+
+    from builder.drift import Recorded, judge
+    from builder.licensing import load_policy
+    from builder.optout.config import OptoutConfig
+
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(b"bytes")
+    (folder / "a.jpg.json").write_text(json.dumps({"creator": "Ada"}), encoding="utf-8")
+    sample = item("a", "a.jpg", path="a.jpg", sha256=hashlib.sha256(b"bytes").hexdigest())
+    now = ask(open_rechecker("folder", tmp_path, path="pics"), [sample])["a"]
+    cc0 = "https://creativecommons.org/publicdomain/zero/1.0/"
+    built_from = Recorded(item=sample, source="folder", build=1, license="CC0-1.0",
+                          evidence=(Evidence("license", cc0),))
+    verdict = judge(built_from, now, [], policy=load_policy("commercial"),
+                    optout=OptoutConfig())
+    assert (verdict.outcome.value, verdict.refuse) == ("license_changed", True), verdict.detail
+
+
 def test_met_asks_each_object_once_and_an_object_answering_404_is_gone(
         httpserver: HTTPServer, tmp_path: Path) -> None:
     obj = fixture("met/object.json")
@@ -209,7 +265,7 @@ def test_a_folder_image_that_is_gone_or_rewritten_is_told_apart_from_one_unchang
         item("a", "same.jpg", path="same.jpg", sha256=same),
         item("b", "changed.jpg", path="changed.jpg", sha256=same),
         item("c", "gone.jpg", path="gone.jpg")])
-    assert now["a"] == Now(PRESENT, sha256=same, evidence=())
+    assert now["a"] == Now(PRESENT, sha256=same, evidence=(), record_is_whole=True)
     assert now["b"].sha256 == hashlib.sha256(b"new bytes").hexdigest()
     assert now["c"].state == GONE
 

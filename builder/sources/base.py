@@ -87,6 +87,9 @@ class Now:
     length: int | None = None
     headers: tuple[tuple[str, str], ...] = ()  # a HEAD's headers, for opt-out headers
     served_from: str | None = None  # where a HEAD's redirects ended, when not at the file URL
+    # The source's whole record of it (a local sidecar): a licence field left out of it was
+    # removed. From an API, a field left out may be a partial answer: nothing is known.
+    record_is_whole: bool = False
 
 
 class Rechecker(Protocol):

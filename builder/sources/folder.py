@@ -333,7 +333,7 @@ class FolderRecheck:
         except UserError as exc:  # a sidecar broken since: nothing known about the licence
             return Now(UNREACHABLE, f"its metadata cannot be read: {exc}",
                        sha256=digest.hexdigest())
-        return Now(PRESENT, sha256=digest.hexdigest(), evidence=claims)
+        return Now(PRESENT, sha256=digest.hexdigest(), evidence=claims, record_is_whole=True)
 
     def close(self) -> None:
         pass
