@@ -98,6 +98,15 @@ def finished_rechecks(db: sqlite3.Connection) -> list[RecheckRow]:
         "SELECT * FROM rechecks WHERE status = 'finished' ORDER BY recheck")]
 
 
+def unfinished(db: sqlite3.Connection) -> RecheckRow | None:
+    """The latest recheck that stopped before judging every sample (read-only: the report)."""
+    if not has_rechecks(db):
+        return None
+    row = db.execute("SELECT * FROM rechecks WHERE status = 'running' "
+                     "ORDER BY recheck DESC LIMIT 1").fetchone()
+    return _row(row) if row else None
+
+
 class RecheckLog:
     """The recheck tables on one connection (the ledger's, or a scratch database when the
     output directory is read-only). Transactions are explicit: one per chunk."""

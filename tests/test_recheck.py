@@ -359,6 +359,60 @@ def test_an_unreachable_host_gives_unreachable_and_refuses_nothing(
         == {"unchanged"}
 
 
+def signoff_text(out: Path, *, env: dict[str, str] | None = None) -> str:
+    """report.html's sign-off section as text (inline tags dropped without a space)."""
+    run_cli("report", str(out), check=True, env=env)
+    page = (out / "report.html").read_text(encoding="utf-8")
+    found = re.search(r'<section id="signoff">(.*?)</section>', page, re.S)
+    assert found, "no sign-off section"
+    inline = re.sub(r"</?(b|code)\b[^>]*>", "", found.group(1))
+    summary = re.search(r"<dt>Rechecked</dt><dd>(.*?)</dd>", page, re.S)
+    assert summary, "no Rechecked line"
+    return " ".join(re.sub(r"<[^>]+>", " ", inline + " || " + summary.group(1)).split())
+
+
+def test_the_report_names_unreachable_samples_as_open_not_as_clean(
+        dataset: tuple[World, Path]) -> None:
+    """Its summary once read "0 drifted, 0 would now be refused" after a recheck that could
+    not reach a host (exit 4: not an all-clear), and nothing else on the page said so."""
+    world, out = dataset
+    for path in (*POLICY_FILES, "/t/0.jpg", "/t/1.jpg"):
+        world.hosts.forced[path] = 503
+    assert recheck(out).returncode == 4
+    text = signoff_text(out)
+    assert "2 images could not be checked by recheck 1" in text
+    assert "0000000005 unreachable: HTTP 503" in text and "0000000006 unreachable" in text
+    assert "Nothing open" not in text
+    assert "0 would now be refused, 2 could not be checked (unreachable)" in text
+
+
+def test_the_report_lists_samples_a_recheck_would_refuse_until_they_are_taken_down(
+        dataset: tuple[World, Path]) -> None:
+    world, out = dataset
+    world.drift()
+    assert recheck(out).returncode == 3
+    text = signoff_text(out)
+    assert "5 images still in the dataset would now be refused (recheck 1" in text
+    for key in REFUSED:
+        assert f"{key} {EXPECTED[key][0]}:" in text
+    assert "--apply --reason TEXT" in text
+    assert recheck(out, "--apply", "--reason", "weekly").returncode == 0
+    text = signoff_text(out)  # taken down; a content change alone asks nothing of anyone
+    assert "would now be refused (recheck" not in text
+    assert "Nothing open found by this page" in text and "cleanset verify" in text
+
+
+def test_the_report_names_a_recheck_older_than_90_days(dataset: tuple[World, Path]) -> None:
+    import time
+
+    _, out = dataset
+    assert recheck(out).returncode == 0
+    assert "days old" not in signoff_text(out, env={"SOURCE_DATE_EPOCH": str(int(time.time()))})
+    later = str(int(time.time()) + 100 * 86400)
+    assert "The last recheck is 100 days old" in signoff_text(
+        out, env={"SOURCE_DATE_EPOCH": later})
+
+
 @pytest.mark.parametrize("broken", [("/ai.txt",), ("/.well-known/tdmrep.json",),
                                     ("/ai.txt", "/.well-known/tdmrep.json")])
 def test_an_ai_txt_or_tdmrep_json_answering_5xx_is_no_file_as_in_a_build(

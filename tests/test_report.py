@@ -284,3 +284,111 @@ def test_reports_of_one_dataset_run_at_once_each_write_it_whole(tmp_path: Path) 
         "report.html"]
     proc = run_cli("verify", str(out))
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# -- sign-off: what to sign, and what is still open -------------------------------------------
+def signoff(page: str) -> str:
+    """The sign-off section's text, inline tags (<b>, <code>) dropped without a space."""
+    found = re.search(r'<section id="signoff">(.*?)</section>', page, re.S)
+    assert found, "no sign-off section"
+    inline = re.sub(r"</?(b|code|a)\b[^>]*>", "", found.group(1))
+    return " ".join(re.sub(r"<[^>]+>", " ", inline).split())
+
+
+def test_signoff_comes_first_and_names_version_manifest_sha256_and_date(page: str,
+                                                                        dataset: Path) -> None:
+    """The page once gave no manifest sha256 and no date: nothing to put a signature to."""
+    import hashlib
+
+    assert page.index('<section id="signoff">') < page.index('<section id="summary">')
+    text = signoff(page)
+    assert "report-test, version 2" in text
+    manifest = hashlib.sha256((dataset / "manifest.parquet").read_bytes()).hexdigest()
+    assert f"manifest.parquet sha256 {manifest}" in text
+    assert "Report written 2023-11-14T22:13:20Z by cleanset" in text  # SOURCE_DATE_EPOCH
+    attribution = hashlib.sha256((dataset / "ATTRIBUTION.md").read_bytes()).hexdigest()
+    assert f"ATTRIBUTION.md {attribution} yes" in text
+    # never rechecked: open, and so no "nothing open"
+    assert "1 open before sign-off" in text and "Never rechecked" in text
+    assert "Nothing open" not in text
+
+
+def test_obligations_say_none_is_nc_or_nd_under_a_commercial_policy(page: str) -> None:
+    text = " ".join(section(page, "obligations").split())
+    assert "0 are NonCommercial or NoDerivatives" in text
+    assert "policy commercial admits neither" in text
+
+
+def test_nc_images_under_open_research_and_a_recipe_only_licence_claim_are_named(
+        tmp_path: Path) -> None:
+    """A folder whose licence only the recipe states, built under open-research: the NC
+    images are counted as such, and resting on the recipe's word alone is an open item."""
+    for i in range(3):
+        (tmp_path / "images").mkdir(exist_ok=True)
+        (tmp_path / "images" / f"{i}.jpg").write_bytes(make_image(40 + i))
+    recipe = write_recipe(tmp_path / "recipe.toml", """
+[dataset]
+name = "nc-test"
+[policy]
+use = "open-research"
+[[sources]]
+kind = "folder"
+name = "mine"
+path = "images"
+license = "https://creativecommons.org/licenses/by-nc/4.0/"
+[image]
+min_width = 8
+min_height = 8
+""")
+    out = tmp_path / "out"
+    run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
+    run_cli("report", str(out), check=True)
+    page = (out / "report.html").read_text(encoding="utf-8")
+    obligations = " ".join(section(page, "obligations").split())
+    assert "3 are NonCommercial or NoDerivatives CC-BY-NC-4.0" in obligations
+    assert "policy open-research admits them: not for commercial training" in obligations
+    assert "3 images rest only on the recipe's own licence claim" in signoff(page)
+
+
+def test_a_limited_build_an_interrupted_takedown_and_an_edited_paper_are_open(
+        tmp_path: Path) -> None:
+    """Each once left the page silent: a build stopped at --limit read as finished, an
+    interrupted takedown was only a note on stderr, an edited credit went unmentioned."""
+    import sqlite3
+
+    from tests.conftest import REPO
+
+    recipe = REPO / "examples" / "offline" / "recipe.toml"
+    out = tmp_path / "out"
+    run_cli("build", str(recipe), "--out", str(out), "--limit", "4", "--no-progress",
+            check=True)
+    run_cli("report", str(out), check=True)
+    text = signoff((out / "report.html").read_text(encoding="utf-8"))
+    assert "Build 1 stopped before reading its sources to the end" in text
+
+    run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
+    text = signoff((out / "report.html").read_text(encoding="utf-8"))  # rewritten by it
+    assert "stopped before reading" not in text and "has not finished" not in text
+
+    killed = run_cli("takedown", str(out), "--key", "0000000001", "--reason", "asked",
+                     env={"CLEANSET_CRASH_AT": "takedown_renamed:1"})
+    assert killed.returncode == -9, killed.stderr
+    run_cli("report", str(out), check=True)
+    text = signoff((out / "report.html").read_text(encoding="utf-8"))
+    assert "A takedown is unfinished: takedown-v3 was interrupted" in text
+    assert f"cleanset takedown {out.resolve()}" in text
+    run_cli("takedown", str(out), check=True)  # finishes it, and rewrites the page
+    text = signoff((out / "report.html").read_text(encoding="utf-8"))
+    assert "offline-example, version 3" in text and "takedown is unfinished" not in text
+
+    with (out / "ATTRIBUTION.md").open("a", encoding="utf-8") as f:
+        f.write("\nAll images by me.\n")
+    with sqlite3.connect(out / "ledger.sqlite") as db:  # a ledger edited by hand
+        db.execute("UPDATE samples SET license = 'CC-BY-NC-4.0' WHERE key = '0000000000'")
+    page = tmp_path / "page.html"
+    run_cli("report", str(out), "--out", str(page), check=True)
+    text = signoff(page.read_text(encoding="utf-8"))
+    assert "Papers changed since cleanset wrote them: ATTRIBUTION.md" in text
+    assert "ATTRIBUTION.md" in text and "no: changed since" in text
+    assert ("1 images carry a licence the policy of their build does not admit: "
+            "CC-BY-NC-4.0 (1)") in text

@@ -2,7 +2,8 @@
 
 One self-contained HTML file (no scripts, fonts or images from elsewhere: it opens offline in
 any browser, prints, and can be attached to an email) answering a licensing review's questions
-in order: what this is and under which policy; what it obliges (credit, share-alike,
+in order: what to sign (version, manifest sha256, date) and what is still open before signing
+(report_open.py); what this is and under which policy; what it obliges (credit, share-alike,
 restrictions); which licences from which sources, resting on what evidence; what was refused
 and why (decisions apart from transient failures); whose consent signals were checked; how
 concentrated it is; what duplicates were removed; its history of versions and takedowns.
@@ -71,6 +72,9 @@ dl.facts dd { margin: 0; overflow-wrap: anywhere; }
         min-width: 12em; max-width: 24em; }
 .card b { display: block; font-size: 1.5em; }
 .note { color: #555; }
+.open { background: #fdf0e6; border-left: 6px solid #D55E00; padding: .6em 1em; }
+.clear { background: #e6f5ef; border-left: 6px solid #009E73; padding: .6em 1em; }
+.open li { margin: .3em 0; }
 code { overflow-wrap: anywhere; }
 @media print {
   body { max-width: none; margin: 0; font-size: 10pt; }
@@ -92,7 +96,10 @@ def write_report(out: Path, dest: Path | None = None, *, lock_held: bool = False
     if lock_held:
         ledger = Ledger(ledger_path, readonly=True)
         try:
-            _write(path, report_html(gather(ledger.another_reader, out.resolve())), out, dest)
+            # The takedown holding the lock is the one whose journal is there: the page
+            # is part of finishing it, not a sign that it is unfinished.
+            data = gather(ledger.another_reader, out.resolve(), writer_finishing=True)
+            _write(path, report_html(data), out, dest)
         finally:
             ledger.close()
     else:
@@ -162,7 +169,7 @@ def _replaceable(path: Path, named: str) -> Path:
 
 def report_html(data: ReportData) -> str:
     title = f"{data.name} — version {data.version}"
-    sections = [_header(data), _obligations(data), _licences(data), _refusals(data),
+    sections = [_signoff(data), _header(data), _obligations(data), _licences(data), _refusals(data),
                 _consent(data), _concentration(data), _duplicates(data), _history(data),
                 _rechecks(data), _images(data)]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -182,6 +189,43 @@ def shown_version(path: Path) -> str | None:
 
 
 # -- sections -------------------------------------------------------------------------------
+def _signoff(data: ReportData) -> str:
+    """What a licensing lead signs (name, version, the manifest's sha256, the date) and what is
+    still open, first on the page: a sign-off must not rest on a section further down."""
+    from builder.exports.report_open import open_items
+
+    manifest = next((p for p in data.papers if p.name == "manifest.parquet"), None)
+    sha = (f"<code>{_e(manifest.actual)}</code>" if manifest and manifest.actual
+           else "missing")
+    rows = [("Dataset", f"{_e(data.name)}, version {_e(data.version)}"),
+            ("manifest.parquet sha256", sha),
+            ("Report written", f"{_e(data.generated_at)} by cleanset {_e(__version__)}")]
+    papers = "".join(
+        f"<tr><td><code>{_e(p.name)}</code></td><td><code>{_e(p.actual or 'missing')}</code>"
+        f"</td><td>{_paper_state(p)}</td></tr>" for p in data.papers)
+    items = open_items(data)
+    if items:
+        status = (f'<div class="open"><b>{len(items)} open before sign-off</b><ol>'
+                  + "".join(f"<li>{item}</li>" for item in items) + "</ol></div>")
+    else:
+        status = ('<div class="clear"><b>Nothing open found by this page.</b> It does not '
+                  "re-hash the images: sign when <code>cleanset verify "
+                  f"{_e(data.out)}</code> also exits 0.</div>")
+    return ('<section id="signoff"><h2>Sign-off</h2><dl class="facts">'
+            + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows) + "</dl>" + status
+            + "<details><summary>every paper's sha256</summary><table><tr><th>paper</th>"
+            f"<th>sha256</th><th>as cleanset wrote it</th></tr>{papers}</table></details>"
+            "</section>")
+
+
+def _paper_state(paper: Any) -> str:
+    if paper.actual is None:
+        return "missing"
+    if paper.recorded is None:
+        return "not recorded (written by an older cleanset)"
+    return "yes" if paper.actual == paper.recorded else "<b>no: changed since</b>"
+
+
 def _header(data: ReportData) -> str:
     policy = data.policy
     admits = [*(f"the {f} family" for f in policy.get("families", [])),
@@ -231,12 +275,20 @@ def _obligations(data: ReportData) -> str:
     attribution = ids(lambda i: i.attribution_required)
     share_alike = ids(lambda i: i.share_alike)
     scoped = ids(lambda i: i.jurisdiction)
+    # Named even at 0: "none under NonCommercial or NoDerivatives terms" is what a
+    # commercial sign-off needs to read, not infer from a row that is absent.
+    restricted_use = ids(lambda i: not i.commercial or not i.derivatives)
     unknown = sorted(lic for lic, info in data.licence_facts.items() if info is None)
     items = [
         ("require attribution", count(attribution), _codes(attribution),
          'credit lines for each in <a href="ATTRIBUTION.md">ATTRIBUTION.md</a>'),
         ("are share-alike", count(share_alike), _codes(share_alike),
          "adaptations must carry the same licence"),
+        ("are NonCommercial or NoDerivatives", count(restricted_use), _codes(restricted_use),
+         "no commercial use (NC) or no adapted versions (ND); policy "
+         f"<b>{_e(data.policy.get('name', '?'))}</b>"
+         + (" admits neither" if not _policy_admits_nc_nd(data.policy) else
+            " admits them: not for commercial training")),
         ("carry non-copyright restrictions", data.restricted,
          "; ".join(f"{_e(k)}: {_e(v)}" for k, v in data.restriction_examples[:3]),
          "e.g. personality rights or trademarks (Commons <code>Restrictions</code>)"),
@@ -252,6 +304,17 @@ def _obligations(data: ReportData) -> str:
                     f"<p>Of {data.samples:,} images:</p><table><tr><th class=\"n\">images</th>"
                     "<th>that</th><th>licences / examples</th><th>what it means</th></tr>"
                     f"{rows}</table>")
+
+
+def _policy_admits_nc_nd(policy: dict[str, Any]) -> bool:
+    """Whether any catalogue entry with NC or ND terms passes `policy`."""
+    from builder.licensing import Policy, load_catalogue, why_not
+
+    if not policy:
+        return False
+    rules = Policy.from_json(policy)
+    return any(why_not(info, rules) is None for info in load_catalogue().entries.values()
+               if not info.commercial or not info.derivatives)
 
 
 def _licences(data: ReportData) -> str:
@@ -421,8 +484,13 @@ def _last_recheck(data: ReportData) -> str:
         return ("never: <code>cleanset recheck DIR</code> asks every source again whether each "
                 "image is still admitted")
     last = data.rechecks[-1]
-    return (f"{_e(last.finished_at)}: {last.drifted:,} drifted, {last.refused:,} would now be "
-            "refused" + (f" (taken down in {_e(last.applied)})" if last.applied else ""))
+    # Unreachable is not drift, but it is not an all-clear either: "0 drifted, 0 would now be
+    # refused" alone read as one for a recheck that could not reach a host.
+    unreachable = last.counts.get("unreachable", 0)
+    return (f"{_e(last.finished_at)} (version {_e(last.version)}): {last.drifted:,} drifted, "
+            f"{last.refused:,} would now be refused"
+            + (f" (taken down in {_e(last.applied)})" if last.applied else "")
+            + (f", {unreachable:,} could not be checked (unreachable)" if unreachable else ""))
 
 
 def _rechecks(data: ReportData) -> str:

@@ -64,6 +64,26 @@ class Build:
     recipe_sha256: str
     recipe_path: str
     policy: dict[str, Any]
+    exhausted: bool = True  # every source read to its end (False: --limit, or interrupted)
+
+
+@dataclass(frozen=True)
+class Paper:
+    """A paper's sha256 as cleanset recorded it when it wrote it, and as the file is now."""
+
+    name: str
+    recorded: str | None
+    actual: str | None  # None: the file is missing
+
+
+@dataclass(frozen=True)
+class RecheckFinding:
+    """A sample still in the dataset that the last recheck would refuse or could not check."""
+
+    key: str
+    outcome: str
+    refuse: bool
+    detail: str
 
 
 @dataclass
@@ -100,6 +120,18 @@ class ReportData:
     licence_facts: dict[str, Any] = field(default_factory=dict)  # spdx -> LicenseInfo
     first_keys: dict[tuple[int, str], str] = field(default_factory=dict)  # (build, source)
     rechecks: list[Any] = field(default_factory=list)  # finished `cleanset recheck`s, oldest first
+    # What is still open before a sign-off (report_open.py turns these into sentences).
+    generated_at: str = ""
+    pending_takedown: str | None = None  # the id in an interrupted takedown's journal
+    licences_by_build: Counter[tuple[int, str]] = field(default_factory=Counter)
+    recipe_claim_only: int = 0  # samples whose only licence claim is the recipe's own
+    papers: list[Paper] = field(default_factory=list)
+    running_recheck: Any = None  # a recheck stopped before it judged every sample
+    # Of the last recheck, samples still in the dataset: would be refused (True) or could
+    # not be checked (False) -> how many; and the first few of each.
+    recheck_counts: dict[bool, int] = field(default_factory=dict)
+    recheck_open: list[RecheckFinding] = field(default_factory=list)
+    added_since_recheck: int = 0  # samples later builds added after the last recheck
 
     @property
     def licenses(self) -> Counter[str]:
@@ -120,10 +152,13 @@ class ReportData:
         return self.builds[-1].policy if self.builds else {}
 
 
-def gather(connect: Callable[[], sqlite3.Connection], out: Path) -> ReportData:
+def gather(connect: Callable[[], sqlite3.Connection], out: Path, *,
+           writer_finishing: bool = False) -> ReportData:
     """Everything the report shows. `connect` opens a new connection to the ledger: the two
     scans of the samples table (the bulk of the work) run in parallel threads, each with its
-    own connection (SQLite releases the GIL while it works)."""
+    own connection (SQLite releases the GIL while it works). `writer_finishing`: the caller
+    is the takedown (or build) that holds the directory and is writing its papers, so a
+    takedown journal there is its own, finished right after, not an interrupted one."""
     db = connect()
     try:
         with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1)) as pool:
@@ -131,6 +166,8 @@ def gather(connect: Callable[[], sqlite3.Connection], out: Path) -> ReportData:
             scans = [pool.submit(_scan_samples, connect, lo, hi) for lo, hi in parts]
             creators = pool.submit(_creators, connect)
             data = _gather_rest(db, out)
+            if writer_finishing:
+                data.pending_takedown = None
             for scan in scans:
                 _merge_scan(data, scan.result())
             data.creators = creators.result()
@@ -169,17 +206,67 @@ def _gather_rest(db: sqlite3.Connection, out: Path) -> ReportData:
     if "duplicates" in tables:
         _duplicates(db, data)
     if "rechecks" in tables:
-        from builder.recheck_log import finished_rechecks
+        from builder.recheck_log import finished_rechecks, unfinished
 
         data.rechecks = list(finished_rechecks(db))
+        data.running_recheck = unfinished(db)
+        if data.rechecks:
+            last = data.rechecks[-1]
+            data.recheck_counts, data.recheck_open = _recheck_open(db, last.recheck)
+            if "versions" in tables:
+                data.added_since_recheck = int(db.execute(
+                    "SELECT COALESCE(SUM(added), 0) FROM versions WHERE kind = 'build' AND "
+                    "version > ?", (last.version,)).fetchone()[0])
+    from builder import clock
+    from builder.takedown import pending_takedown
+
+    data.generated_at = clock.now_iso()
+    data.pending_takedown = pending_takedown(out)
+    data.papers = _papers(out, meta)
     return data
 
 
+FINDINGS_SHOWN = 10  # of each kind (would be refused, unreachable); the rest are counted
+
+
+def _recheck_open(db: sqlite3.Connection, recheck: int
+                  ) -> tuple[dict[bool, int], list[RecheckFinding]]:
+    """The samples the recheck would refuse, and those it could not check, that are still
+    in the dataset (a takedown since may have removed some): how many of each, and the
+    first few by key."""
+    open_rows = ("FROM recheck_results AS r JOIN samples AS s ON s.key = r.key "
+                 "WHERE r.recheck = ? AND r.refuse = ? AND (r.refuse = 1 OR r.outcome = "
+                 "'unreachable')")
+    counts, shown = {}, []
+    for refuse in (True, False):
+        counts[refuse] = int(db.execute(f"SELECT COUNT(*) {open_rows}",
+                                        (recheck, int(refuse))).fetchone()[0])
+        shown += [RecheckFinding(key, outcome, refuse, detail) for key, outcome, detail in
+                  db.execute(f"SELECT r.key, r.outcome, r.detail {open_rows} ORDER BY r.key "
+                             "LIMIT ?", (recheck, int(refuse), FINDINGS_SHOWN))]
+    return counts, shown
+
+
+def _papers(out: Path, meta: dict[str, str]) -> list[Paper]:
+    """Every paper's sha256 now, beside the one the ledger recorded when cleanset wrote it:
+    what a sign-off names, and a paper edited since is an open item (verify names it too)."""
+    from builder.exports.papers import PAPERS, WRITTEN_META
+    from builder.shards import file_sha256
+
+    try:
+        recorded = json.loads(meta.get(WRITTEN_META) or "{}")
+    except ValueError:
+        recorded = {}
+    return [Paper(name, recorded.get(name),
+                  file_sha256(out / name) if (out / name).is_file() else None)
+            for name in PAPERS]
+
+
 def _builds(db: sqlite3.Connection) -> list[Build]:
-    return [Build(b, started, finished, tool, sha, path, json.loads(policy))
-            for b, started, finished, tool, sha, path, policy in db.execute(
+    return [Build(b, started, finished, tool, sha, path, json.loads(policy), bool(exhausted))
+            for b, started, finished, tool, sha, path, policy, exhausted in db.execute(
                 "SELECT build, started_at, finished_at, tool_version, recipe_sha256, "
-                "recipe_path, policy FROM builds ORDER BY build")]
+                "recipe_path, policy, exhausted FROM builds ORDER BY build")]
 
 
 SIZE_EDGES = (256, 512, 1024, 2048, 4096)
@@ -192,7 +279,9 @@ _SCAN = f"""
 SELECT build, license, source, mime, bucket, COUNT(*), SUM(bytes), MIN(key),
        MIN(json_extract(j, '$[0]')), MAX(json_extract(j, '$[0]')),
        SUM(json_array_length(j, '$[1]') = 1), SUM(json_array_length(j, '$[1]') > 1),
-       SUM(restricted)
+       SUM(restricted),
+       SUM(json_array_length(j, '$[1]') = 1
+           AND json_extract(j, '$[1][0].field') = 'recipe:license')
 FROM (SELECT build, license, source, mime, bytes, key, {_BUCKET} AS bucket,
              json_extract(provenance, '$.retrieved_at', '$.license.evidence') AS j,
              instr(provenance, '"wikimedia:Restrictions"') > 0 AS restricted
@@ -228,8 +317,10 @@ def _creators(connect: Callable[[], sqlite3.Connection]) -> Counter[str]:
 
 def _merge_scan(data: ReportData, rows: list[tuple[Any, ...]]) -> None:
     for (build, lic, source, mime, bucket, n, size, first_key, first, last, one, several,
-         restricted) in rows:
+         restricted, recipe_only) in rows:
         data.samples += n
+        data.licences_by_build[(build, lic)] += n
+        data.recipe_claim_only += recipe_only or 0
         data.total_bytes += size or 0
         data.licenses_by_source[(lic, source)] += n
         data.formats[mime] += n

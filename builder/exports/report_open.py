@@ -1,0 +1,166 @@
+"""What is still open before a licensing lead signs a dataset off: each a sentence of the
+report's sign-off section, saying what is unresolved and the command that resolves it.
+
+The page once answered "Rechecked: 0 drifted, 0 would now be refused" for a recheck that
+could not reach a host, said nothing on the page of an interrupted takedown (only a note on
+stderr), and nothing of a build stopped at `--limit`, of samples still in the dataset that
+the last recheck would refuse, or of a paper edited since cleanset wrote it. Each of those
+is listed here; an empty list is the only case in which the page says nothing is open.
+"""
+
+from __future__ import annotations
+
+import html
+from datetime import datetime
+from typing import Any
+
+from builder.exports.report_data import ReportData, transient_reasons
+
+# A recheck older than this is named as old: sources revise rights and hosts add opt-outs
+# all the time (docs/recheck.md suggests a weekly one; a quarter is generous).
+RECHECK_MAX_AGE_DAYS = 90
+
+
+def open_items(data: ReportData) -> list[str]:
+    """Each unresolved matter as an HTML sentence, the most serious first."""
+    items: list[str] = []
+    out = _e(data.out)
+    if data.pending_takedown:
+        items.append(
+            f"<b>A takedown is unfinished</b>: {_e(data.pending_takedown)} was interrupted "
+            "(<code>.takedown.json</code> is there), so shards, ledger and papers may each "
+            "show the version before it or after it, and this page may describe the version "
+            f"before it. Run <code>cleanset takedown {out}</code> to finish it, then report "
+            "again.")
+    for build in data.builds:
+        if build.finished_at is None:
+            items.append(f"<b>Build {build.build} has not finished</b> (interrupted, or "
+                         "still running): what its sources hold beyond what it reached is "
+                         "not in the dataset. Run the same <code>cleanset build</code> to "
+                         "finish it.")
+        elif not build.exhausted:
+            items.append(f"<b>Build {build.build} stopped before reading its sources to the "
+                         "end</b> (<code>--limit</code>): the dataset is part of what its "
+                         "recipe describes. The same <code>cleanset build</code> without "
+                         "<code>--limit</code> continues it.")
+    items.extend(_policy_items(data))
+    items.extend(_paper_items(data))
+    items.extend(_recheck_items(data))
+    transient = sum(n for r, n in data.reasons.items() if r in transient_reasons())
+    if transient:
+        items.append(f"<b>{transient:,} candidates were not decided</b>: the network failed "
+                     "(timeouts, server errors), which is neither an admission nor a "
+                     "refusal. Running the same build again retries them (see Refusals, "
+                     "transient).")
+    if data.recipe_claim_only:
+        items.append(
+            f"<b>{data.recipe_claim_only:,} images rest only on the recipe's own licence "
+            "claim</b> (<code>recipe:license</code>: the recipe's author stated the licence "
+            "for every row or file; the source itself stated none): check that statement "
+            "before signing. Their <code>.json</code> has <code>license.evidence</code> with "
+            "that one claim.")
+    return items
+
+
+def _policy_items(data: ReportData) -> list[str]:
+    from builder.licensing import Policy, is_admitted
+
+    policies = {b.build: b.policy for b in data.builds}
+    refused: dict[str, int] = {}
+    for (build, lic), n in data.licences_by_build.items():
+        policy = policies.get(build)
+        if policy is None or not is_admitted(lic, Policy.from_json(policy)):
+            refused[lic] = refused.get(lic, 0) + n
+    if not refused:
+        return []
+    listed = ", ".join(f"<code>{_e(lic)}</code> ({n:,})" for lic, n in sorted(refused.items()))
+    return [f"<b>{sum(refused.values()):,} images carry a licence the policy of their build "
+            f"does not admit</b>: {listed}. <code>cleanset verify {_e(data.out)}</code> names "
+            "each; take them down before signing."]
+
+
+def _paper_items(data: ReportData) -> list[str]:
+    missing = [p.name for p in data.papers if p.actual is None]
+    changed = [p.name for p in data.papers
+               if p.actual is not None and p.recorded is not None and p.actual != p.recorded]
+    items = []
+    if missing:
+        items.append(f"<b>Papers missing</b>: {_codes(missing)}. Running the same build "
+                     "again writes them.")
+    if changed:
+        items.append(f"<b>Papers changed since cleanset wrote them</b>: {_codes(changed)} "
+                     "(their sha256 is not the one the ledger recorded: edited or damaged). "
+                     "Running the same build again rewrites them from the ledger.")
+    return items
+
+
+def _recheck_items(data: ReportData) -> list[str]:
+    from builder.recheck import describe_scope
+
+    items = []
+    running = data.running_recheck
+    if running is not None:
+        items.append(f"<b>Recheck {running.recheck} has not finished</b> ({running.done:,} of "
+                     f"{running.total:,} samples judged): run <code>cleanset recheck "
+                     f"{_e(data.out)}</code> again to finish it.")
+    if not data.rechecks:
+        items.append("<b>Never rechecked</b>: whether the sources still state the same "
+                     "licences, still hold the files and still consent is unknown since the "
+                     f"build. Run <code>cleanset recheck {_e(data.out)}</code>.")
+        return items
+    last = data.rechecks[-1]
+    age = _days_between(last.finished_at, data.generated_at)
+    if age is not None and age > RECHECK_MAX_AGE_DAYS:
+        items.append(f"<b>The last recheck is {age:,} days old</b> ({_e(last.finished_at)}): "
+                     f"run <code>cleanset recheck {_e(data.out)}</code> again.")
+    if last.scope.get("sources") or last.scope.get("sample") is not None:
+        items.append(f"<b>The last recheck covered part of the dataset</b> "
+                     f"({_e(describe_scope(last.scope))}: {last.total:,} samples).")
+    if data.added_since_recheck:
+        items.append(f"<b>{data.added_since_recheck:,} images were added after the last "
+                     f"recheck</b> (of version {last.version}) and were never rechecked.")
+    refused = data.recheck_counts.get(True, 0)
+    unreachable = data.recheck_counts.get(False, 0)
+    if refused:
+        items.append(f"<b>{refused:,} images still in the dataset would now be refused"
+                     f"</b> (recheck {last.recheck}, {_e(last.finished_at)}): "
+                     + _findings(data, refuse=True)
+                     + f" <code>cleanset recheck {_e(data.out)} --apply --reason TEXT</code> "
+                     "takes them down.")
+    if unreachable:
+        items.append(f"<b>{unreachable:,} images could not be checked</b> by recheck "
+                     f"{last.recheck} (unreachable: nothing is known of them since they were "
+                     "last seen; not an all-clear): " + _findings(data, refuse=False)
+                     + f" Run <code>cleanset recheck {_e(data.out)}</code> again.")
+    return items
+
+
+def _findings(data: ReportData, *, refuse: bool) -> str:
+    findings = [f for f in data.recheck_open if f.refuse == refuse]
+    shown = "".join(f"<li><code>{_e(f.key)}</code> {_e(f.outcome)}: {_e(_short(f.detail))}"
+                    "</li>" for f in findings)
+    more = data.recheck_counts.get(refuse, 0) - len(findings)
+    tail = (f"<li>…and {more:,} more (<code>recheck_results</code> in the ledger)</li>"
+            if more > 0 else "")
+    return f"<ul>{shown}{tail}</ul>"
+
+
+def _days_between(earlier: str | None, later: str) -> int | None:
+    try:
+        a = datetime.strptime(earlier or "", "%Y-%m-%dT%H:%M:%SZ")
+        b = datetime.strptime(later, "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        return None
+    return (b - a).days
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _codes(values: list[str]) -> str:
+    return ", ".join(f"<code>{_e(v)}</code>" for v in values)
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value))
