@@ -16,6 +16,7 @@ from pytest_httpserver import HTTPServer
 
 from tests.api_support import recipe_text
 from tests.conftest import make_image, run_cli, write_recipe
+from tests.test_optout_signals import DATA_MINING_FORMS, with_xmp
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -32,6 +33,11 @@ def refusing_host() -> Iterator[HTTPServer]:
             make_image(900 + i), content_type="image/jpeg")
     server.expect_request("/public/0.jpg").respond_with_data(make_image(950),
                                                               content_type="image/jpeg")
+    # Refused by the image response's header, and by the image's own XMP.
+    server.expect_request("/signals/header.jpg").respond_with_data(
+        make_image(960), content_type="image/jpeg", headers={"X-Robots-Tag": "noai"})
+    server.expect_request("/signals/xmp.jpg").respond_with_data(
+        with_xmp("JPEG", DATA_MINING_FORMS["element"], seed=961), content_type="image/jpeg")
     yield server
     server.clear()
     server.stop()
@@ -59,7 +65,10 @@ def dataset(tmp_path_factory: pytest.TempPathFactory, refusing_host: HTTPServer)
               "license": "https://creativecommons.org/publicdomain/zero/1.0/"}
              for i in range(3)] + [
             {"url": refusing_host.url_for("/public/0.jpg"),
-             "license": "https://creativecommons.org/licenses/by/4.0/", "creator": "Mirror"}]
+             "license": "https://creativecommons.org/licenses/by/4.0/", "creator": "Mirror"}] + [
+            {"url": refusing_host.url_for(f"/signals/{name}.jpg"),
+             "license": "https://creativecommons.org/publicdomain/zero/1.0/"}
+            for name in ("header", "xmp")]
         (root / "urls.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         recipe = write_recipe(root / "recipe.toml", recipe_text("report-test", f"""
 kind = "wikimedia"
@@ -138,6 +147,15 @@ def test_consent_names_the_host_whose_robots_txt_refused(page: str,
     host = f"127.0.0.1:{refusing_host.port}"
     assert host in text and "robots.txt" in text
     assert re.search(r"robots\.txt 3\b", text), text
+
+
+def test_consent_counts_each_refusal_on_its_signal_s_own_row(page: str) -> None:
+    """A header or embedded refusal was counted under its reason code: the page said
+    'x-robots-tag 0' and, on another row, 'optout_x_robots_tag 1' for the same refusal."""
+    text = " ".join(section(page, "consent").split())
+    assert re.search(r"x-robots-tag 1\b", text), text
+    assert re.search(r"plus:DataMining 1\b", text), text
+    assert "optout_" not in text
 
 
 def test_concentration_shows_creators_sources_curve_and_cap(page: str) -> None:

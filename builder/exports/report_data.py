@@ -376,15 +376,28 @@ def _hosts_checked(db: sqlite3.Connection) -> int:
     return int(row[0] or 0)
 
 
+# A refusal's signal, by how its detail begins (builder/optout/ words them so), named as the
+# provenance's `optout.checked` names it: the consent table lists both on one row. It once
+# keyed every refusal but the host files' by its reason code, so a page said
+# "x-robots-tag: 0" beside "optout_x_robots_tag: 1" for one refusal.
+SIGNAL_BY_DETAIL = (
+    ("robots.txt:", "robots.txt"), ("ai.txt:", "ai.txt"), ("tdmrep.json:", "tdmrep.json"),
+    ("tdm-reservation", "tdm-reservation"), ("X-Robots-Tag", "x-robots-tag"),
+    ("Content-Usage", "content-usage"), ("Content-Signal", "content-signal"),
+    ("<meta", "landing-page"), ("plus:DataMining", "plus:DataMining"),
+    ("Iptc4xmpExt:DigitalSourceType", "DigitalSourceType"), ("C2PA", "c2pa"),
+    ("URL ", "denylist"), ("creator ", "denylist"), ("sha256 ", "denylist-content"),
+    ("PDQ ", "denylist-content"),
+)
+_SIGNAL_SQL = ("CASE " + " ".join(
+    f"WHEN substr(detail, 1, {len(prefix)}) = '{prefix}' THEN '{signal}'"
+    for prefix, signal in SIGNAL_BY_DETAIL) + " ELSE reason END")
+
+
 def _refused_by_signal(db: sqlite3.Connection) -> Counter[str]:
-    counts: Counter[str] = Counter()
-    for reason, signal, n in db.execute(
-            "SELECT reason, CASE WHEN instr(detail, ':') > 0 THEN substr(detail, 1, "
-            "instr(detail, ':') - 1) ELSE '' END AS signal, COUNT(*) FROM candidates "
-            "WHERE status = 'rejected' AND (reason LIKE 'optout%' OR reason IN "
-            "('denylisted', 'ai_generated')) GROUP BY 1, 2"):
-        counts[signal if signal in HOST_SIGNALS else reason] += n
-    return counts
+    return Counter(dict(db.execute(
+        f"SELECT {_SIGNAL_SQL}, COUNT(*) FROM candidates WHERE status = 'rejected' AND "
+        "(reason LIKE 'optout%' OR reason IN ('denylisted', 'ai_generated')) GROUP BY 1")))
 
 
 def _refusing_hosts(db: sqlite3.Connection) -> list[tuple[str, str, int]]:
