@@ -449,6 +449,19 @@ def test_report_out_never_replaces_the_datasets_files_or_a_page_it_did_not_write
         run_cli("report", str(out), "--out", str(target), check=True)
 
 
+def test_report_out_to_a_folder_not_made_yet_is_refused_not_written_as_a_file(
+        built: Path, tmp_path: Path) -> None:
+    """`--out reports/` for a folder that does not exist once wrote the page as a FILE named
+    `reports` (exit 0): the trailing slash was dropped with the directory it named."""
+    proc = run_cli("report", str(built), "--out", f"{tmp_path / 'reports'}/")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "no such directory" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "reports").exists()
+    (tmp_path / "reports").mkdir()
+    run_cli("report", str(built), "--out", f"{tmp_path / 'reports'}/", check=True)
+    assert (tmp_path / "reports" / "report.html").is_file()
+
+
 def test_report_out_never_puts_one_dataset_s_report_into_another(built: Path,
                                                                   tmp_path: Path) -> None:
     """Written into another output directory, the page once sat there as that dataset's

@@ -5,6 +5,7 @@ reported with --out."""
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from builder.commands import path_argument, place_argument
@@ -34,7 +35,14 @@ def _report_file(text: str) -> Path:
         raise argparse.ArgumentTypeError(
             "'-': the report is a page written to a file, not to standard output; give a "
             "path, e.g. --out report.html")
-    return path_argument(text)
+    path = path_argument(text)
+    # Path() drops a trailing slash, so "--out reports/" for a folder not made yet once
+    # wrote the page as a file named "reports". The slash says a directory was meant.
+    if text.endswith(("/", os.sep)) and not path.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{text}: no such directory (the trailing '/' names one); create it first, or "
+            f"give a FILE, e.g. --out {text.rstrip('/' + os.sep) or '.'}.html")
+    return path
 
 
 def run(args: argparse.Namespace) -> int:
