@@ -410,3 +410,37 @@ def test_a_limited_build_an_interrupted_takedown_and_an_edited_paper_are_open(
     assert "ATTRIBUTION.md" in text and "no: changed since" in text
     assert ("1 images carry a licence the policy of their build does not admit: "
             "CC-BY-NC-4.0 (1)") in text
+
+
+def test_a_takedown_of_many_keys_lists_the_first_ten_not_every_one(tmp_path: Path) -> None:
+    """A recheck --apply (or any takedown) naming thousands of keys put every one on the
+    page; the table shows ten per cell and says how many more (takedowns.jsonl has all)."""
+    (tmp_path / "images").mkdir()
+    for i in range(14):
+        (tmp_path / "images" / f"{i:02d}.jpg").write_bytes(make_image(70 + i))
+    recipe = write_recipe(tmp_path / "recipe.toml", """
+[dataset]
+name = "many"
+samples_per_shard = 1
+[policy]
+use = "commercial"
+[[sources]]
+kind = "folder"
+name = "mine"
+path = "images"
+license = "https://creativecommons.org/publicdomain/zero/1.0/"
+[image]
+min_width = 8
+min_height = 8
+""")
+    out = tmp_path / "out"
+    run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
+    keys = [f"{i:010d}" for i in range(12)]
+    run_cli("takedown", str(out), *[a for k in keys for a in ("--key", k)], "--reason", "asked",
+            check=True)
+    run_cli("report", str(out), check=True)
+    text = " ".join(section((out / "report.html").read_text(encoding="utf-8"),
+                            "history").split())
+    assert f"key {', '.join(keys[:10])} …and 2 more" in text
+    assert keys[10] not in text and "…and 2 more" in text
+    assert "000000.tar, 000001.tar" in text  # shards deleted: ten, then the count

@@ -467,8 +467,8 @@ def _history(data: ReportData) -> str:
     takedowns = "".join(
         f"<tr><td>{_e(t.get('when', ''))}</td><td>{_selectors(t.get('selectors', {}))}</td>"
         f"<td>{_e(t.get('reason', ''))}</td><td class=\"n\">{len(t.get('keys', [])):,}</td>"
-        f"<td>{_e(', '.join(t.get('shards_rewritten', [])) or '—')}</td>"
-        f"<td>{_e(', '.join(t.get('shards_deleted', [])) or '—')}</td></tr>"
+        f"<td>{_e(_first(t.get('shards_rewritten', [])) or '—')}</td>"
+        f"<td>{_e(_first(t.get('shards_deleted', [])) or '—')}</td></tr>"
         for t in data.takedowns)
     takedown_part = ("<table><tr><th>date</th><th>selectors</th><th>reason</th>"
                      "<th class=\"n\">images</th><th>shards rewritten</th><th>shards deleted"
@@ -607,9 +607,19 @@ def _curve(counts: list[int], width: int = 600, height: int = 320) -> str:
             f"{top10:.1f}%.</p>")
 
 
+# Values shown per takedown cell: a recheck --apply names every key it removes, and a page
+# listing 50,000 keys is no summary (takedowns.jsonl and `cleanset diff` have them all).
+LISTED_PER_TAKEDOWN = 10
+
+
+def _first(values: list[Any]) -> str:
+    shown = ", ".join(map(str, values[:LISTED_PER_TAKEDOWN]))
+    more = len(values) - LISTED_PER_TAKEDOWN
+    return shown + (f" …and {more:,} more" if more > 0 else "")
+
+
 def _selectors(selectors: dict[str, Any]) -> str:
-    parts = [f"{_e(kind)} {_e(', '.join(map(str, values)))}"
-             for kind, values in selectors.items() if values]
+    parts = [f"{_e(kind)} {_e(_first(values))}" for kind, values in selectors.items() if values]
     return "; ".join(parts) or "—"
 
 
