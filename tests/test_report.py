@@ -141,6 +141,12 @@ def test_refusals_are_grouped_with_examples(page: str) -> None:
     assert "examples" in text and "/private/" in text
 
 
+def test_refusals_say_how_to_look_a_candidate_up(page: str, dataset: Path) -> None:
+    text = " ".join(section(page, "refusals").split())
+    assert f"cleanset evidence {dataset.resolve()} URL" in text
+    assert f"cleanset lookup {dataset.resolve()} IMAGE" in text
+
+
 def test_consent_names_the_host_whose_robots_txt_refused(page: str,
                                                          refusing_host: HTTPServer) -> None:
     text = " ".join(section(page, "consent").split())

@@ -357,7 +357,14 @@ def _refusals(data: ReportData) -> str:
     parts = [f"<p>{sum(data.candidates.values()):,} candidates considered: "
              + ", ".join(f"{n:,} {_e(s)}" for s, n in sorted(data.candidates.items()))
              + ". Every one has a row in <code>candidates.parquet</code> with its reason and "
-             "detail.</p>"]
+             "detail.</p>"
+             # The examples give URLs: how to go from one to its whole record.
+             "<p>To look one up: <code>cleanset evidence "
+             f"{_e(data.out)} URL</code> prints a candidate's decision and the source's "
+             "answers it rests on (an image in the dataset by its KEY too); "
+             f"<code>cleanset lookup {_e(data.out)} IMAGE</code> finds an image by its "
+             "pixels; <code>cleanset takedown "
+             f"{_e(data.out)} --creator NAME --dry-run</code> lists a creator's.</p>"]
     if not data.reasons:
         parts.append("<p>Nothing was refused.</p>")
     for group in order:
