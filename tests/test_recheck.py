@@ -384,6 +384,12 @@ def test_the_report_names_unreachable_samples_as_open_not_as_clean(
     assert "0000000005 unreachable: HTTP 503" in text and "0000000006 unreachable" in text
     assert "Nothing open" not in text
     assert "0 would now be refused, 2 could not be checked (unreachable)" in text
+    # the card, from the next time the papers are written (here a takedown of another key)
+    run_cli("takedown", str(out), "--key", "0000000000", "--reason", "asked", check=True)
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert ("0 drifted, 0 would have been refused; 2 could not be checked (unreachable: not "
+            "an all-clear).") in card
+    assert run_cli("verify", str(out)).returncode == 0
 
 
 def test_the_report_lists_samples_a_recheck_would_refuse_until_they_are_taken_down(

@@ -78,9 +78,13 @@ def _rechecked(facts: Facts) -> str:
     if row is None:
         return ""
     applied = f"; taken down in {row.applied}" if row.applied else ""
+    # Unreachable is not drift, but "0 drifted, 0 refused" alone reads as an all-clear.
+    unreachable = row.counts.get("unreachable", 0)
+    unchecked = (f"; {unreachable} could not be checked (unreachable: not an all-clear)"
+                 if unreachable else "")
     return (f"\nLast rechecked against its sources {row.finished_at} (recheck {row.recheck}, "
             f"{row.total} samples of version {row.version}): {row.drifted} drifted, "
-            f"{row.refused} would have been refused{applied}.\n")
+            f"{row.refused} would have been refused{applied}{unchecked}.\n")
 
 
 def _table(head: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
