@@ -117,6 +117,7 @@ def test_header_names_version_builds_timeframe_policy_and_location(page: str,
 def test_obligations_count_attribution_share_alike_and_restrictions(page: str) -> None:
     text = " ".join(section(page, "obligations").split())
     assert re.search(r"(\d+) require attribution", text)
+    assert "0 require attribution but name no creator" in text  # each has its creator
     assert "CC-BY-SA-4.0" in text and "are share-alike" in text
     assert "1 carry non-copyright restrictions" in text and "trademarked" in text
     assert "ATTRIBUTION.md" in page
@@ -371,6 +372,7 @@ min_height = 8
     obligations = " ".join(section(page, "obligations").split())
     assert "3 are NonCommercial or NoDerivatives CC-BY-NC-4.0" in obligations
     assert "policy open-research admits them: not for commercial training" in obligations
+    assert "3 require attribution but name no creator CC-BY-NC-4.0" in obligations
     assert "3 images rest only on the recipe's own licence claim" in signoff(page)
 
 

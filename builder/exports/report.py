@@ -282,6 +282,12 @@ def _obligations(data: ReportData) -> str:
     items = [
         ("require attribution", count(attribution), _codes(attribution),
          'credit lines for each in <a href="ATTRIBUTION.md">ATTRIBUTION.md</a>'),
+        # A credit owed with no creator to name reads "by unknown creator" in ATTRIBUTION.md.
+        ("require attribution but name no creator",
+         sum(data.no_creator[lic] for lic in attribution),
+         _codes([lic for lic in attribution if data.no_creator[lic]]),
+         "their credit line says \u201cby unknown creator\u201d: find the author at the "
+         "source (<code>landing_url</code>) before publishing credits"),
         ("are share-alike", count(share_alike), _codes(share_alike),
          "adaptations must carry the same licence"),
         ("are NonCommercial or NoDerivatives", count(restricted_use), _codes(restricted_use),

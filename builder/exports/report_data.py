@@ -125,6 +125,7 @@ class ReportData:
     pending_takedown: str | None = None  # the id in an interrupted takedown's journal
     licences_by_build: Counter[tuple[int, str]] = field(default_factory=Counter)
     recipe_claim_only: int = 0  # samples whose only licence claim is the recipe's own
+    no_creator: Counter[str] = field(default_factory=Counter)  # licence -> samples, no creator
     papers: list[Paper] = field(default_factory=list)
     running_recheck: Any = None  # a recheck stopped before it judged every sample
     # Of the last recheck, samples still in the dataset: would be refused (True) or could
@@ -281,8 +282,9 @@ SELECT build, license, source, mime, bucket, COUNT(*), SUM(bytes), MIN(key),
        SUM(json_array_length(j, '$[1]') = 1), SUM(json_array_length(j, '$[1]') > 1),
        SUM(restricted),
        SUM(json_array_length(j, '$[1]') = 1
-           AND json_extract(j, '$[1][0].field') = 'recipe:license')
-FROM (SELECT build, license, source, mime, bytes, key, {_BUCKET} AS bucket,
+           AND json_extract(j, '$[1][0].field') = 'recipe:license'),
+       SUM(creator IS NULL)
+FROM (SELECT build, license, source, mime, bytes, key, creator, {_BUCKET} AS bucket,
              json_extract(provenance, '$.retrieved_at', '$.license.evidence') AS j,
              instr(provenance, '"wikimedia:Restrictions"') > 0 AS restricted
       FROM samples WHERE rowid BETWEEN ? AND ?)
@@ -317,8 +319,9 @@ def _creators(connect: Callable[[], sqlite3.Connection]) -> Counter[str]:
 
 def _merge_scan(data: ReportData, rows: list[tuple[Any, ...]]) -> None:
     for (build, lic, source, mime, bucket, n, size, first_key, first, last, one, several,
-         restricted, recipe_only) in rows:
+         restricted, recipe_only, anonymous) in rows:
         data.samples += n
+        data.no_creator[lic] += anonymous or 0
         data.licences_by_build[(build, lic)] += n
         data.recipe_claim_only += recipe_only or 0
         data.total_bytes += size or 0
