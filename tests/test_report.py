@@ -333,8 +333,22 @@ def test_signoff_comes_first_and_names_version_manifest_sha256_and_date(page: st
     assert "Report written 2023-11-14T22:13:20Z by cleanset" in text  # SOURCE_DATE_EPOCH
     attribution = hashlib.sha256((dataset / "ATTRIBUTION.md").read_bytes()).hexdigest()
     assert f"ATTRIBUTION.md {attribution} yes" in text
-    # never rechecked: open, and so no "nothing open"
-    assert "1 open before sign-off" in text and "Never rechecked" in text
+    # built today and never rechecked: its build checked every sample, nothing is open
+    assert "Nothing open found by this page" in text and "Never rechecked" not in text
+
+
+def test_a_dataset_never_rechecked_months_after_its_build_is_open(dataset: Path,
+                                                                   tmp_path: Path) -> None:
+    """On build day the build has just checked every sample (the page once listed "never
+    rechecked" as open then, for every new dataset); months later the sources' word is old."""
+    import time
+
+    later = str(int(time.time()) + 100 * 86400)  # builds are dated by the wall clock
+    run_cli("report", str(dataset), "--out", str(tmp_path / "later.html"),
+            env={"SOURCE_DATE_EPOCH": later}, check=True)
+    text = signoff((tmp_path / "later.html").read_text(encoding="utf-8"))
+    assert "1 open before sign-off" in text
+    assert re.search(r"Never rechecked \(built 10\d days ago\)", text), text
     assert "Nothing open" not in text
 
 

@@ -104,9 +104,16 @@ def _recheck_items(data: ReportData) -> list[str]:
                      f"{running.total:,} samples judged): run <code>cleanset recheck "
                      f"{_e(data.out)}</code> again to finish it.")
     if not data.rechecks:
-        items.append("<b>Never rechecked</b>: whether the sources still state the same "
-                     "licences, still hold the files and still consent is unknown since the "
-                     f"build. Run <code>cleanset recheck {_e(data.out)}</code>.")
+        # On build day every sample was checked by its build: a lead may sign then. What
+        # goes stale is the sources' word, so only an old first build is an open matter.
+        built = min((b.finished_at for b in data.builds if b.finished_at), default=None)
+        age = _days_between(built, data.generated_at)
+        if age is None or age > RECHECK_MAX_AGE_DAYS:
+            since = f"built {age:,} days ago" if age is not None else "built"
+            items.append(f"<b>Never rechecked</b> ({since}): whether the sources still state "
+                         "the same licences, still hold the files and still consent is "
+                         "unknown since the build. Run <code>cleanset recheck "
+                         f"{_e(data.out)}</code>.")
         return items
     last = data.rechecks[-1]
     age = _days_between(last.finished_at, data.generated_at)
