@@ -341,6 +341,19 @@ def test_a_policy_file_over_512_kib_is_read_up_to_the_cap_without_its_cut_line(
     assert detail.startswith(f"{name}: Disallow")
 
 
+def test_a_tdmrep_json_over_512_kib_is_read_whole_and_its_reservation_obeyed(
+        httpserver: HTTPServer, fetcher: Fetcher) -> None:
+    """Cut at 512 KiB like robots.txt, a long tdmrep.json was unreadable JSON: no rules, and
+    the reservation at its end admitted."""
+    rules = [{"location": f"/open/{n}/*", "tdm-reservation": 0} for n in range(12_000)]
+    rules.append({"location": "/", "tdm-reservation": 1})
+    assert len(json.dumps(rules)) > MAX_FILE_BYTES
+    serve_tdmrep(httpserver, rules)
+    detail = rejected(run(make_gate(fetcher), candidate(serve_image(httpserver, "/a.jpg")),
+                          fetcher), "optout_tdmrep")
+    assert detail.startswith("tdmrep.json: tdm-reservation 1"), detail
+
+
 # --- embedded XMP -------------------------------------------------------------------------------
 
 

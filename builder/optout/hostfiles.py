@@ -19,6 +19,9 @@ from builder.fetch import cite, recording
 from builder.records import TRANSIENT_REASONS, Exchanges, Reason, Rejection
 
 MAX_FILE_BYTES = 512 * 1024  # what is read of a policy file; the rest is ignored
+# tdmrep.json is JSON: cut, it cannot be read at all, and a publisher's list of locations
+# can be long. Read whole up to this much (one per host per build); past it, unreadable.
+MAX_TDMREP_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,8 @@ class HostFiles:
         # A longer file is read up to the cap (RFC 9309 2.5: parse at least 500 KiB), not
         # refused: refused as too_large, a robots.txt was robots_unreachable on every run
         # and an ai.txt no file at all, its Disallow admitted.
-        response = self._fetcher.get_text(url, max_bytes=MAX_FILE_BYTES, kind=kind, cut=True)
+        cap = MAX_TDMREP_BYTES if kind == "tdmrep.json" else MAX_FILE_BYTES
+        response = self._fetcher.get_text(url, max_bytes=cap, kind=kind, cut=True)
         if isinstance(response, Rejection):
             return Answer(url, None, None, f"{response.reason.value}: {response.detail}",
                           response.reason)
