@@ -11,6 +11,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from pytest_httpserver import HTTPServer
 
@@ -165,10 +166,14 @@ def test_consent_counts_each_refusal_on_its_signal_s_own_row(page: str) -> None:
     assert "optout_" not in text
 
 
-def test_concentration_shows_creators_sources_curve_and_cap(page: str) -> None:
+def test_concentration_shows_creators_sources_curve_and_cap(page: str, dataset: Path) -> None:
     text = " ".join(section(page, "concentration").split())
     assert "Cap in force: no per-creator cap" in text
-    assert "Top" in text and "creators" in text and "wikimedia" in text
+    creators = pq.read_table(dataset / "manifest.parquet").column("creator").to_pylist()
+    named = {c.strip() for c in creators if c and c.strip()}
+    assert f"Top {min(20, len(named))} of {len(named)} creators" in text
+    assert "wikimedia" in text
+    assert f"{len(named)} creators" in " ".join(section(page, "summary").split())
     assert "<polyline" in page
 
 
@@ -388,6 +393,11 @@ min_height = 8
     assert "policy open-research admits them: not for commercial training" in obligations
     assert "3 require attribution but name no creator CC-BY-NC-4.0" in obligations
     assert "3 images rest only on the recipe's own licence claim" in signoff(page)
+    # no image names a creator: no creator counted (the page once said "creators 1",
+    # the "(unknown)" one)
+    assert "0 creators" in " ".join(section(page, "summary").split())
+    assert "Top 1 of 0 creators (and 3 images that name none)" in \
+        " ".join(section(page, "concentration").split())
 
 
 def test_a_limited_build_an_interrupted_takedown_and_an_edited_paper_are_open(

@@ -24,7 +24,14 @@ from typing import Any
 from builder import __version__
 from builder.errors import UserError
 from builder.exports.papers import atomic_write
-from builder.exports.report_data import GROUPS, ReportData, gather, transient_reasons
+from builder.exports.report_data import (
+    GROUPS,
+    NO_CREATOR,
+    ReportData,
+    gather,
+    named_creators,
+    transient_reasons,
+)
 from builder.ledger import Ledger, reading, require_dataset
 
 TOP_CREATORS = 20
@@ -256,7 +263,7 @@ def _header(data: ReportData) -> str:
         rows.insert(1, ("About", _e(data.description)))
     cards = [("images", f"{data.samples:,}"), ("MB", f"{data.total_bytes / 1e6:,.1f}"),
              ("licences", f"{len(data.licenses):,}"), ("sources", f"{len(data.sources):,}"),
-             ("creators", f"{len(data.creators):,}"),
+             ("creators", f"{named_creators(data.creators):,}"),
              ("candidates refused", f"{sum(data.reasons.values()):,}")]
     return ('<section id="summary"><dl class="facts">'
             + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows) + "</dl>"
@@ -436,7 +443,9 @@ def _concentration(data: ReportData) -> str:
     return _section(
         "concentration", "Concentration",
         f"<p>Cap in force: {cap}; {capped:,} candidates refused by it.</p>"
-        f"<h3>Top {shown} of {len(data.creators):,} creators</h3>"
+        f"<h3>Top {shown} of {named_creators(data.creators):,} creators"
+        + (f" (and {data.creators[NO_CREATOR]:,} images that name none)"
+           if NO_CREATOR in data.creators else "") + "</h3>"
         + _chart([(c, n, NEUTRAL) for c, n in data.creators.most_common(TOP_CREATORS)], total)
         + "<h3>Sources</h3>"
         + _chart([(s, n, NEUTRAL) for s, n in data.sources.most_common()], total)

@@ -55,6 +55,9 @@ def transient_reasons() -> frozenset[str]:
     return frozenset(str(r) for r in TRANSIENT_REASONS)
 
 
+# The images that name no creator, as one bar of the creators chart.
+NO_CREATOR = "(no creator named)"
+
 @dataclass
 class Build:
     build: int
@@ -308,11 +311,17 @@ def _scan_samples(connect: Callable[[], sqlite3.Connection], lo: int, hi: int
         db.close()
 
 
+def named_creators(creators: Counter[str]) -> int:
+    """How many creators the samples name (the images naming none are not one creator)."""
+    return len(creators) - (NO_CREATOR in creators)
+
+
 def _creators(connect: Callable[[], sqlite3.Connection]) -> Counter[str]:
     db = connect()
     try:
         return Counter(dict(db.execute(
-            "SELECT COALESCE(creator, '(unknown)'), COUNT(*) FROM samples GROUP BY 1")))
+            "SELECT COALESCE(NULLIF(TRIM(creator), ''), ?), COUNT(*) FROM samples GROUP BY 1",
+            (NO_CREATOR,))))
     finally:
         db.close()
 
