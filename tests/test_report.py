@@ -402,8 +402,9 @@ min_height = 8
 
 def test_a_limited_build_an_interrupted_takedown_and_an_edited_paper_are_open(
         tmp_path: Path) -> None:
-    """Each once left the page silent: a build stopped at --limit read as finished, an
-    interrupted takedown was only a note on stderr, an edited credit went unmentioned."""
+    """Each once left the page silent: a build stopped at --limit read as finished, images
+    added since the last recheck or a recheck of a sample as all rechecked, an interrupted
+    takedown was only a note on stderr, an edited or missing paper went unmentioned."""
     import sqlite3
 
     from tests.conftest import REPO
@@ -416,9 +417,16 @@ def test_a_limited_build_an_interrupted_takedown_and_an_edited_paper_are_open(
     text = signoff((out / "report.html").read_text(encoding="utf-8"))
     assert "Build 1 stopped before reading its sources to the end" in text
 
+    run_cli("recheck", str(out), "--no-progress", check=True)
     run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
     text = signoff((out / "report.html").read_text(encoding="utf-8"))  # rewritten by it
     assert "stopped before reading" not in text and "has not finished" not in text
+    assert re.search(r"\b[1-9] images were added after the last recheck", text), text
+    run_cli("recheck", str(out), "--no-progress", "--sample", "2", "--seed", "1", check=True)
+    run_cli("report", str(out), check=True)
+    text = signoff((out / "report.html").read_text(encoding="utf-8"))
+    assert "The last recheck covered part of the dataset" in text
+    assert "added after the last recheck" not in text
 
     killed = run_cli("takedown", str(out), "--key", "0000000001", "--reason", "asked",
                      env={"CLEANSET_CRASH_AT": "takedown_renamed:1"})
@@ -442,6 +450,9 @@ def test_a_limited_build_an_interrupted_takedown_and_an_edited_paper_are_open(
     assert "ATTRIBUTION.md" in text and "no: changed since" in text
     assert ("1 images carry a licence the policy of their build does not admit: "
             "CC-BY-NC-4.0 (1)") in text
+    (out / "attribution.csv").unlink()
+    run_cli("report", str(out), "--out", str(page), check=True)
+    assert "Papers missing: attribution.csv" in signoff(page.read_text(encoding="utf-8"))
 
 
 def test_a_takedown_of_many_keys_lists_the_first_ten_not_every_one(tmp_path: Path) -> None:
