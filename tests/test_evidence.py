@@ -487,3 +487,94 @@ def test_a_record_warcio_cannot_read_is_named_in_one_readable_line(
     quoted = message.replace(str(tmp_path), "")  # the path is named twice; its length varies
     assert len(quoted) < 300 and f"cleanset verify {tmp_path}" in message
     assert capfd.readouterr().err == ""  # nothing of the damaged bytes on the terminal
+
+
+def forge_in_place(path: Path, offset: int, old: bytes, new: bytes) -> None:
+    """Rewrite the response record at `offset` as a forger would: `old` replaced by `new` in
+    its body, WARC-Block-Digest and WARC-Payload-Digest recomputed to match, its
+    WARC-Record-ID kept, and the member compressed to its old size (a deflate stream can
+    be flushed at any point), so every later offset still holds its record."""
+    import hashlib
+    import itertools
+    import zlib
+
+    def label(data: bytes) -> bytes:
+        return b"sha256:" + base64.b32encode(hashlib.sha256(data).digest())
+
+    data = path.read_bytes()
+    inflater = zlib.decompressobj(31)
+    member = inflater.decompress(data[offset:])
+    end = len(data) - len(inflater.unused_data)
+    head, _, rest = member.partition(b"\r\n\r\n")
+    length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+    block = rest[:length].replace(old, new)
+    assert block != rest[:length]
+    head = re.sub(rb"WARC-Block-Digest: \S+", b"WARC-Block-Digest: " + label(block), head)
+    body = block.partition(b"\r\n\r\n")[2]
+    head = re.sub(rb"WARC-Payload-Digest: \S+", b"WARC-Payload-Digest: " + label(body), head)
+    forged = head + b"\r\n\r\n" + block + b"\r\n\r\n"
+
+    def packed(mem_level: int, flushes: int, shift: int) -> bytes:
+        packer = zlib.compressobj(9, zlib.DEFLATED, 31, mem_level)
+        step = len(forged) // (flushes + 1)
+        cuts = [0, *(shift + step * n for n in range(1, flushes + 1)), len(forged)]
+        return b"".join(packer.compress(forged[a:b]) + packer.flush(zlib.Z_SYNC_FLUSH)
+                        for a, b in itertools.pairwise(cuts)) + packer.flush()
+
+    size = end - offset
+    for mem_level in range(9, 0, -1):
+        for flushes in range(100):
+            if abs(len(packed(mem_level, flushes, 0)) - size) > 12:
+                continue
+            for shift in range(40):
+                member_now = packed(mem_level, flushes, shift)
+                if len(member_now) == size:
+                    path.write_bytes(data[:offset] + member_now + data[end:])
+                    return
+    raise AssertionError("the forged record compresses to no size that fits")
+
+
+def test_a_record_rewritten_with_recomputed_digests_is_named_by_evidence_and_verify(
+        recipe: Path, tmp_path: Path) -> None:
+    """A record's digests only say it agrees with itself; its id is a hash of what was
+    archived. `cleanset evidence` once printed a forged licence (CC BY-SA made CC0, digests
+    recomputed, every offset kept) with no warning and exit 0."""
+    out = tmp_path / "out"
+    build(recipe, out)
+    first = samples(out)[0]
+    (api,) = first["evidence"]["api"]
+    forge_in_place(out / api["file"], api["offset"], b'"CC BY-SA 4.0"', b'"CC0 1.0     "')
+    assert all(r["digest_ok"] is not False for r in read_records(out))  # warcio sees no harm
+    assert warcio_check(archive_files(out)).returncode == 0
+    proc = run_cli("evidence", str(out), first["key"])
+    assert '"value": "CC0 1.0     "' in proc.stdout  # still shown: what the file now says
+    assert proc.returncode == 1, proc.stderr
+    assert "WARNING: this record is not what was archived under its id" in proc.stdout
+    assert f"{api['file']} offset {api['offset']}" in proc.stderr and "prove nothing" in \
+        proc.stderr and "Traceback" not in proc.stderr
+    assert run_cli("evidence", str(out), samples(out)[-1]["key"]).returncode == 0  # untouched
+    verify = run_cli("verify", str(out))
+    assert verify.returncode == 1
+    assert (f"PROBLEM {api['file']}: record {api['record_id']} at offset {api['offset']} no "
+            "longer holds what was archived under its id") in verify.stdout
+
+
+def test_a_copy_without_its_evidence_folder_is_one_problem_per_missing_file(
+        recipe: Path, tmp_path: Path) -> None:
+    """verify once added a line per pointer per sample (five per sample: millions for a real
+    dataset), each saying provenance named a file "which is not an archive file of this
+    dataset", as if the builds had never written it."""
+    import shutil
+
+    out = tmp_path / "out"
+    build(recipe, out)
+    (archive,) = archive_files(out)
+    shutil.rmtree(out / "evidence")
+    proc = run_cli("verify", str(out))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    problems = [line for line in proc.stdout.splitlines() if line.startswith("PROBLEM")]
+    assert problems == [f"PROBLEM evidence/{archive.name}: in the ledger but the file is missing"]
+    assert "verify: an evidence file the ledger records is missing" in proc.stdout
+    proc = run_cli("evidence", str(out), samples(out)[0]["key"])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "the evidence file the ledger names is missing" in proc.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from builder.commands import place_argument
@@ -15,7 +16,10 @@ host signals (robots.txt, ai.txt, tdmrep.json) and the image response, each with
 request, date, status line, headers and body (JSON pretty-printed; an image's payload is
 in its shard, so its digest is shown). KEY is a sample key (0000000042), a candidate id
 (source:id) or the image or landing page URL. Records are read by offset from the ledger's
-index, never by scanning the archive. Exit 0; 2 when DIR or KEY is not found."""
+index, never by scanning the archive. Exit 0; 1 when a record shown is not what was
+archived (changed since: its digest or its id no longer matches its content, so it proves
+nothing; each is marked WARNING); 2 when DIR or KEY is not found or a record cannot be
+read."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -37,6 +41,14 @@ def run(args: argparse.Namespace) -> int:
     from builder.evidence.show import show
 
     note_pending_takedown(Path(args.dir))
-    for line in show(Path(args.dir), args.wanted):
+    unproven: list[str] = []
+    for line in show(Path(args.dir), args.wanted, unproven):
         print(line)
+    if unproven:
+        # Printed with a WARNING each; the exit code says it too, for a script that checks.
+        print(f"cleanset evidence: {len(unproven)} record(s) shown are not what was archived "
+              f"({', '.join(unproven)}): changed since they were written, they prove nothing. "
+              f"Restore {Path(args.dir) / 'evidence'} from a copy; `cleanset verify "
+              f"{args.dir}` names every changed record.", file=sys.stderr)
+        return 1
     return 0

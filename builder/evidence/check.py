@@ -4,9 +4,11 @@ Each file is read member by member (one gzip member per record): the member must
 decompress with its CRC, start with the gzip header the writer makes, and hold one WARC
 record whose `WARC-Block-Digest` matches its block (revisit records included, which
 `warcio check` skips). Then the ledger's index must name records that are there, at their
-offsets, and every sample's provenance `evidence` must point at one of them; an image
-record's payload digest must be the sample's sha256. A changed byte is reported with the
-file and the offset of the record it falls in.
+offsets, each still holding what was archived under its id (a response's id is a hash of
+its block, `warc.record_id`: a record rewritten with its digests recomputed keeps a digest
+that matches but no longer its id), and every sample's provenance `evidence` must point at
+one of them; an image record's payload digest must be the sample's sha256. A changed byte
+is reported with the file and the offset of the record it falls in.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from builder.evidence.archive import DIRNAME, has_schema
-from builder.evidence.warc import hex_of_label, sha256_label
+from builder.evidence.warc import hex_of_label, record_id, sha256_label
 from builder.ledger import Ledger
 from builder.shards import file_sha256
 
@@ -35,6 +37,14 @@ class Scanned:
     record_id: str
     warc_type: str
     payload_digest: str | None  # hex sha256 of a revisit's payload (the image)
+    target_uri: str = ""
+    block_sha256: str = ""  # hex, of the record's block as it is now
+
+    def holds_archived(self, build: int) -> bool:
+        """Whether this response (or revisit) is still what was archived under its id: the
+        id is a UUIDv5 over the build, the target and the sha256 of the block (warc.py), so a
+        record rewritten after it was written, its digests recomputed to match, fails here."""
+        return record_id(build, self.target_uri, self.block_sha256) == self.record_id
 
 
 @dataclass(frozen=True)
@@ -81,7 +91,7 @@ def check_evidence(out: Path, ledger: Ledger) -> list[str]:
                             "command resumes and cuts them off)")
         scanned[where] = scan_file(path, problems, where)
     problems.extend(_check_index(db, scanned))
-    problems.extend(_check_samples(ledger, scanned))
+    problems.extend(_check_samples(ledger, scanned, {f"{DIRNAME}/{name}" for name in known}))
     return problems
 
 
@@ -155,22 +165,34 @@ def _parse(offset: int, raw: bytes) -> Scanned:
     payload = fields.get("warc-payload-digest")
     return Scanned(fields.get("warc-record-id", ""), fields.get("warc-type", ""),
                    hex_of_label(payload) if payload and fields.get("warc-type") == "revisit"
-                   else None)
+                   else None, fields.get("warc-target-uri", ""), hashlib.sha256(block).hexdigest())
+
+
+def scan_at(stream: IO[bytes], offset: int) -> Scanned:
+    """The record whose gzip member starts at `offset` (raises Damaged)."""
+    stream.seek(offset)
+    for _, raw in gzip_members(stream):
+        return _parse(offset, raw)
+    raise Damaged(offset, "the file ends before this offset")
 
 
 def _check_index(db: Any, scanned: dict[str, ScannedFile]) -> list[str]:
     problems = []
-    for record_id, file, offset in db.execute(
-            "SELECT record_id, file, offset FROM evidence_records ORDER BY file, offset"):
+    for rid, build, file, offset in db.execute(
+            "SELECT record_id, build, file, offset FROM evidence_records ORDER BY file, offset"):
         if file not in scanned or scanned[file].unreadable(offset):
             continue  # the file is reported missing, or damaged before this record
         at = scanned[file].records.get(offset)
         if at is None:
-            problems.append(f"{file}: record {record_id} is not at offset {offset} as the "
+            problems.append(f"{file}: record {rid} is not at offset {offset} as the "
                             "ledger says")
-        elif at.record_id != record_id:
+        elif at.record_id != rid:
             problems.append(f"{file}: offset {offset} holds {at.record_id}, the ledger says "
-                            f"{record_id}")
+                            f"{rid}")
+        elif not at.holds_archived(build):
+            problems.append(f"{file}: record {rid} at offset {offset} no longer holds what "
+                            "was archived under its id (rewritten after it was written, its "
+                            "digests recomputed); restore the file from a copy")
     dangling = db.execute("SELECT COUNT(*) FROM evidence_links l WHERE NOT EXISTS (SELECT 1 "
                           "FROM evidence_records r WHERE r.record_id = l.record_id)").fetchone()
     if dangling[0]:
@@ -178,7 +200,8 @@ def _check_index(db: Any, scanned: dict[str, ScannedFile]) -> list[str]:
     return problems
 
 
-def _check_samples(ledger: Ledger, scanned: dict[str, ScannedFile]) -> list[str]:
+def _check_samples(ledger: Ledger, scanned: dict[str, ScannedFile],
+                   known: set[str]) -> list[str]:
     problems = []
     for row in ledger.iter_samples():
         evidence = json.loads(row["provenance"]).get("evidence")
@@ -187,7 +210,7 @@ def _check_samples(ledger: Ledger, scanned: dict[str, ScannedFile]) -> list[str]
         pointers = [*evidence.get("api", []), *evidence.get("signals", [])]
         image = evidence.get("image")
         for pointer in [*pointers, *([image] if image else [])]:
-            problem = _check_pointer(pointer, scanned)
+            problem = _check_pointer(pointer, scanned, known)
             if problem:
                 problems.append(f"{row['key']}: provenance evidence {problem}")
         if image and image.get("file") in scanned:
@@ -199,9 +222,15 @@ def _check_samples(ledger: Ledger, scanned: dict[str, ScannedFile]) -> list[str]
     return problems
 
 
-def _check_pointer(pointer: dict[str, Any], scanned: dict[str, ScannedFile]) -> str | None:
+def _check_pointer(pointer: dict[str, Any], scanned: dict[str, ScannedFile],
+                   known: set[str]) -> str | None:
     file, offset, record_id = pointer.get("file"), pointer.get("offset"), pointer.get("record_id")
     if file not in scanned:
+        if file in known:
+            # A file of this dataset that is missing is reported once, for the file: a line
+            # per pointer called it "not an archive file of this dataset" (as if provenance
+            # named a file the builds never wrote), five times per sample.
+            return None
         return f"names {file}, which is not an archive file of this dataset"
     if scanned[file].unreadable(offset):  # type: ignore[arg-type]
         return None  # the damage is reported once, for the file

@@ -17,6 +17,7 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from builder.errors import UserError
 from builder.evidence.archive import DIRNAME, has_schema
@@ -40,8 +41,11 @@ class Found:
     sha256: str | None  # of the sample's image, when it was admitted
 
 
-def show(out: Path, wanted: str) -> Iterator[str]:
-    """The lines to print for every candidate matching `wanted`."""
+def show(out: Path, wanted: str, unproven: list[str] | None = None) -> Iterator[str]:
+    """The lines to print for every candidate matching `wanted`. Each record shown that is
+    not what was archived (its digest or its id no longer matches its content) is printed
+    with a WARNING and added to `unproven` (file and offset), for the exit code."""
+    unproven = [] if unproven is None else unproven
     require_dataset(out)  # a directory in the ledger's place is named by `reading`
     with reading(out, "evidence") as ledger:
         db = ledger.db
@@ -58,7 +62,7 @@ def show(out: Path, wanted: str) -> Iterator[str]:
         for index, cand in enumerate(found):
             if index:
                 yield ""
-            yield from _candidate_lines(out, db, cand)
+            yield from _candidate_lines(out, db, cand, unproven)
 
 
 def _find(db: sqlite3.Connection, wanted: str) -> list[Found]:
@@ -77,7 +81,8 @@ def _find(db: sqlite3.Connection, wanted: str) -> list[Found]:
     return [Found(*row) for row in rows]
 
 
-def _candidate_lines(out: Path, db: sqlite3.Connection, cand: Found) -> Iterator[str]:
+def _candidate_lines(out: Path, db: sqlite3.Connection, cand: Found,
+                     unproven: list[str]) -> Iterator[str]:
     if cand.status == "accepted":
         outcome = f"accepted as sample {cand.key}"
     elif cand.status == "removed":
@@ -87,7 +92,7 @@ def _candidate_lines(out: Path, db: sqlite3.Connection, cand: Found) -> Iterator
     yield f"candidate {cand.candidate_id} (build {cand.build}, seq {cand.seq}): {outcome}"
     yield f"  url: {cand.url}"
     links = db.execute(
-        "SELECT l.role, r.record_id, r.file, r.offset, r.kind FROM evidence_links l "
+        "SELECT l.role, r.record_id, r.file, r.offset, r.kind, r.build FROM evidence_links l "
         "JOIN evidence_records r ON r.record_id = l.record_id "
         "WHERE l.build = ? AND l.seq = ? ORDER BY l.position", (cand.build, cand.seq)).fetchall()
     if not links:
@@ -97,11 +102,11 @@ def _candidate_lines(out: Path, db: sqlite3.Connection, cand: Found) -> Iterator
             yield ("  no archived response: refused before any request, or no answer came"
                    + (" (see the detail above)" if cand.status == "rejected" else ""))
         return
-    for role, record_id, file, offset, kind in links:
+    for role, record_id, file, offset, kind, build in links:
         yield ""
         yield f"== {kind} ({role}) {file} offset {offset} {record_id}"
         yield from _record_lines(out, file, offset, record_id, cand.sha256 if role == "image"
-                                 else None)
+                                 else None, build=build, unproven=unproven)
 
 
 def _readable(text: str, limit: int = 120) -> str:
@@ -113,7 +118,8 @@ def _readable(text: str, limit: int = 120) -> str:
 
 
 def _record_lines(out: Path, file: str, offset: int, record_id: str,
-                  sample_sha256: str | None) -> Iterator[str]:
+                  sample_sha256: str | None, *, build: int | None = None,
+                  unproven: list[str] | None = None) -> Iterator[str]:
     path = out / file
     if not file.startswith(f"{DIRNAME}/") or not path.is_file():
         raise UserError(f"{path}: the evidence file the ledger names is missing. Restore "
@@ -122,6 +128,7 @@ def _record_lines(out: Path, file: str, offset: int, record_id: str,
     with path.open("rb") as stream:
         try:
             records = read_at(stream, offset)
+            intact = None if build is None else _holds_archived(stream, offset, build)
         except Exception as exc:  # noqa: BLE001 - a damaged archive is reported, not a crash
             # warcio quotes the damaged bytes in its message: kept to a readable line.
             raise UserError(f"{path}: cannot read the record at offset {offset} "
@@ -144,7 +151,25 @@ def _record_lines(out: Path, file: str, offset: int, record_id: str,
     yield from (f"    {name}: {value}" for name, value in response.http_headers)
     if response.digest_ok is False:
         yield "  WARNING: the record's digest does not match its content (changed since written)"
+    elif intact is False:
+        yield ("  WARNING: this record is not what was archived under its id: its content was "
+               "changed after it was written and its digests recomputed; it proves nothing")
+    if (response.digest_ok is False or intact is False) and unproven is not None:
+        unproven.append(f"{file} offset {offset}")
     yield from _body_lines(response, sample_sha256)
+
+
+def _holds_archived(stream: IO[bytes], offset: int, build: int) -> bool:
+    """Whether the record at `offset` still holds what was archived under its id. Its digests
+    only say the content is consistent with itself: whoever rewrote a record (a licence
+    field, a status line) could recompute them. Its id is a hash of the content it was
+    written with (warc.record_id), and the ledger and provenance hold the id."""
+    from builder.evidence.check import Damaged, scan_at
+
+    try:
+        return scan_at(stream, offset).holds_archived(build)
+    except Damaged:
+        return False
 
 
 def _body_lines(record: ReadRecord, sample_sha256: str | None) -> Iterator[str]:
