@@ -578,3 +578,29 @@ def test_a_copy_without_its_evidence_folder_is_one_problem_per_missing_file(
     proc = run_cli("evidence", str(out), samples(out)[0]["key"])
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "the evidence file the ledger names is missing" in proc.stderr
+
+
+def test_evidence_of_a_sample_a_recheck_took_down_says_what_the_recheck_found_and_that_it_is_not_archived(
+        httpserver: HTTPServer, recipe: Path, tmp_path: Path) -> None:
+    """`cleanset evidence` showed only build day's robots.txt (no Disallow) under "since
+    removed (takedown-v2: recheck 2: ...)": the auditor read that nothing had refused it."""
+    out = tmp_path / "out"
+    build(recipe, out)
+    key = next(r["key"] for r in samples(out) if r["source_id"] == "t0")
+    # One answer, ahead of the standing 404: the host now opts this file out.
+    httpserver.expect_oneshot_request("/robots.txt").respond_with_data(
+        "User-agent: *\nDisallow: /table/0.jpg\n", content_type="text/plain")
+    run_cli("recheck", str(out), "--apply", "--reason", "host opted out", check=True)
+    proc = run_cli("evidence", str(out), key)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].endswith("since removed (takedown-v2: recheck 1: host opted out)")
+    assert lines[2].startswith("  takedown-v2 followed recheck 1 (") and \
+        "): optout: robots.txt: Disallow for user-agent '*'" in lines[2] and \
+        "(line 2: 'Disallow: /table/0.jpg')" in lines[2]
+    assert lines[3] == ("  recheck 1's answers are not archived (a recheck keeps its verdicts "
+                        "in the ledger, not the responses); the records below are the "
+                        "build's, which admitted it")
+    assert "== robots.txt (signal)" in proc.stdout  # build day's answer, still shown
+    other = run_cli("evidence", str(out), samples(out)[0]["key"], check=True)
+    assert "recheck" not in other.stdout

@@ -91,6 +91,8 @@ def _candidate_lines(out: Path, db: sqlite3.Connection, cand: Found,
         outcome = f"rejected, {cand.reason}: {cand.detail}"
     yield f"candidate {cand.candidate_id} (build {cand.build}, seq {cand.seq}): {outcome}"
     yield f"  url: {cand.url}"
+    if cand.status == "removed":
+        yield from _recheck_lines(db, cand)
     links = db.execute(
         "SELECT l.role, r.record_id, r.file, r.offset, r.kind, r.build FROM evidence_links l "
         "JOIN evidence_records r ON r.record_id = l.record_id "
@@ -107,6 +109,28 @@ def _candidate_lines(out: Path, db: sqlite3.Connection, cand: Found,
         yield f"== {kind} ({role}) {file} offset {offset} {record_id}"
         yield from _record_lines(out, file, offset, record_id, cand.sha256 if role == "image"
                                  else None, build=build, unproven=unproven)
+
+
+def _recheck_lines(db: sqlite3.Connection, cand: Found) -> Iterator[str]:
+    """For a sample a `recheck --apply` took down: what the recheck found, and that what it
+    saw is not in the archive. The records below are build day's, which admitted it (a
+    robots.txt without the Disallow that removed it): shown alone, they read as if nothing
+    had ever refused it."""
+    takedown = (cand.detail or "").partition(":")[0]
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = "
+                  "'recheck_results'").fetchone() is None:
+        return
+    row = db.execute(
+        "SELECT r.recheck, rr.outcome, rr.detail, rr.checked_at FROM rechecks r JOIN "
+        "recheck_results rr ON rr.recheck = r.recheck WHERE r.applied = ? AND rr.key = ? "
+        "AND rr.refuse = 1", (takedown, cand.key)).fetchone()
+    if row is None:
+        return
+    recheck, outcome, detail, checked_at = row
+    yield f"  {takedown} followed recheck {recheck} ({checked_at}): {outcome}: {detail}"
+    yield (f"  recheck {recheck}'s answers are not archived (a recheck keeps its verdicts in "
+           "the ledger, not the responses); the records below are the build's, which "
+           "admitted it")
 
 
 def _readable(text: str, limit: int = 120) -> str:
