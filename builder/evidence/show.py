@@ -54,6 +54,10 @@ def show(out: Path, wanted: str, unproven: list[str] | None = None) -> Iterator[
                             "ledger points at no records. A new build into another "
                             "--out keeps them.")
         found = _find(db, wanted)
+        if not found and wanted.strip() != wanted:
+            # A key pasted from a spreadsheet or a terminal with a space or newline around
+            # it was "no candidate with key ...": an auditor read that the work was never in.
+            found = _find(db, wanted.strip())
         if not found:
             raise UserError(f"{out}: no candidate with key, id or URL {wanted!r}. Give a "
                             "sample key (e.g. 0000000042, see manifest.parquet), a candidate "
