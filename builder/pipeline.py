@@ -903,7 +903,8 @@ class _Run:
             self._commit_written(at_most=MAX_SHARD_WRITES)
         for exchange in work.fetched:  # the source's pages, as it asked for them
             self.archive.pointer(exchange)
-        self.evidence = self.archive.keep(work.seq, (*work.api, *outcome.exchanges))
+        self.evidence = self.archive.keep(work.seq, (*work.api, *outcome.exchanges),
+                                          retry=work.retry is not None)
         if isinstance(outcome, Checked):
             admitted_as = decided_license(outcome)
             outcome = self._admit(outcome)

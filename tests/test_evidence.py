@@ -607,3 +607,38 @@ def test_evidence_of_a_sample_a_recheck_took_down_says_what_the_recheck_found_an
     assert "== robots.txt (signal)" in proc.stdout  # build day's answer, still shown
     other = run_cli("evidence", str(out), samples(out)[0]["key"], check=True)
     assert "recheck" not in other.stdout
+
+
+def test_a_candidate_admitted_on_retry_keeps_its_api_page_and_one_image_record(
+        httpserver: HTTPServer, recipe: Path, tmp_path: Path) -> None:
+    """A Commons file whose image answered 503 on the first run is admitted by the next; its
+    provenance pointed at no API page (the licence's evidence) and `cleanset evidence`
+    showed the first run's 503 as a second image record of the sample."""
+    import sqlite3
+
+    for _ in range(2):  # the first run's attempt and its one retry ([fetch] retries = 1)
+        httpserver.expect_oneshot_request("/upload/0.jpg").respond_with_data("busy", status=503)
+    out = tmp_path / "out"
+    build(recipe, out)
+    with sqlite3.connect(out / "ledger.sqlite") as db:
+        (first_api,) = db.execute(
+            "SELECT l.record_id FROM candidates c JOIN evidence_links l ON l.build = c.build "
+            "AND l.seq = c.seq WHERE c.candidate_id = 'wikimedia:1000' AND l.role = 'api'"
+        ).fetchall()
+    build(recipe, out)  # retries it: admitted
+    row = next(r for r in samples(out) if r["source_id"] == "1000")
+    prov = provenance(out, row["key"])
+    assert [p["record_id"] for p in prov["evidence"]["api"]] == [first_api[0]]
+    page = json.loads(record_at(out, prov["evidence"]["api"][0])["body"])
+    assert 1000 in [p["pageid"] for p in page["query"]["pages"]]
+    with sqlite3.connect(out / "ledger.sqlite") as db:
+        roles = db.execute(
+            "SELECT l.role, r.status FROM candidates c JOIN evidence_links l ON l.build = "
+            "c.build AND l.seq = c.seq JOIN evidence_records r ON r.record_id = l.record_id "
+            "WHERE c.candidate_id = 'wikimedia:1000' ORDER BY l.position").fetchall()
+    assert roles == [("api", 200), ("signal", 404), ("signal", 404), ("signal", 404),
+                     ("image", 200)]
+    shown = run_cli("evidence", str(out), row["key"], check=True).stdout
+    assert shown.count("== api (api)") == 1 and shown.count("== image (image)") == 1
+    assert "503" not in shown and '"value": "CC BY-SA 4.0"' in shown
+    assert run_cli("verify", str(out)).returncode == 0

@@ -146,6 +146,7 @@ class EvidenceArchive:
         self.written: dict[str, Pointer] = {}  # since the last sync, not in the ledger yet
         self.rows: list[tuple[Any, ...]] = []
         self.links: list[tuple[Any, ...]] = []
+        self.replaced: list[tuple[int, int]] = []  # (build, seq) whose earlier links go
         self.recent: OrderedDict[Exchange | str, Pointer] = OrderedDict()
         from builder.sources._keys import scrub
 
@@ -211,14 +212,31 @@ class EvidenceArchive:
         }
 
     # -- writing ------------------------------------------------------------------------
-    def keep(self, seq: int, exchanges: Iterable[Exchange | warc.Prepared]) -> Evidence:
-        """Write what is not archived yet, link candidate `seq` to all of them, in order."""
+    def keep(self, seq: int, exchanges: Iterable[Exchange | warc.Prepared], *,
+             retry: bool = False) -> Evidence:
+        """Write what is not archived yet, link candidate `seq` to all of them, in order.
+
+        A `retry` (a candidate an earlier run of this build refused for a transient reason)
+        is decided from the candidate the ledger kept, without asking its source again: its
+        API responses are those its earlier attempt was linked to, carried over, and the
+        earlier attempt's links are replaced whole. (Replacing them position by position
+        dropped the API page, the licence's evidence, from the sample's provenance, and left
+        the earlier attempt's failed image answer linked as a second image.)"""
         api: list[Pointer] = []
         signals: list[Pointer] = []
         image: Pointer | None = None
-        for position, ex in enumerate(exchanges):
-            pointer = self.pointer(ex)
-            role = role_of(ex.kind)
+        carried: list[tuple[str, Pointer]] = []
+        if retry:
+            carried = [("api", Pointer(file, record_id, offset)) for record_id, file, offset
+                       in self.db.execute(
+                           "SELECT r.record_id, r.file, r.offset FROM evidence_links l JOIN "
+                           "evidence_records r ON r.record_id = l.record_id WHERE l.build = ? "
+                           "AND l.seq = ? AND l.role = 'api' ORDER BY l.position",
+                           (self.build, seq))]
+            self.replaced.append((self.build, seq))  # deleted with the next commit's rows
+        steps = [*carried, *((role_of(ex.kind), ex) for ex in exchanges)]
+        for position, (role, ex) in enumerate(steps):
+            pointer = ex if isinstance(ex, Pointer) else self.pointer(ex)
             self.links.append((self.build, seq, position, role, pointer.record_id))
             if role == "api":
                 api.append(pointer)
@@ -319,9 +337,11 @@ class EvidenceArchive:
     def _flush_rows(self) -> None:
         self.db.executemany("INSERT INTO evidence_records VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                             self.rows)
+        self.db.executemany("DELETE FROM evidence_links WHERE build = ? AND seq = ?",
+                            self.replaced)
         self.db.executemany("INSERT OR REPLACE INTO evidence_links VALUES (?, ?, ?, ?, ?)",
                             self.links)
-        self.rows, self.links, self.written = [], [], {}
+        self.rows, self.links, self.written, self.replaced = [], [], {}, []
 
 
 # -- takedowns ------------------------------------------------------------------------------
