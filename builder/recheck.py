@@ -10,8 +10,9 @@ and say what changed since the build, without downloading any image.
 The sources and the politeness settings (user agent, rates, retries, private-address guard)
 come from the recipe each build recorded, read again from its path when the file is still
 there with the same sha256, or from `--recipe PATH`. A plain recheck changes no shard,
-manifest or paper; only its record in the ledger. `--apply` then takes down every sample a
-build today would refuse, through builder.takedown.
+manifest or paper: it adds its record to the ledger, and the answers behind every verdict
+that is not `unchanged` to the evidence archive (builder/evidence/recheck_archive.py).
+`--apply` then takes down every sample a build today would refuse, through builder.takedown.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ from tqdm import tqdm
 from builder import interrupts
 from builder.drift import Outcome, Recorded, Verdict, judge
 from builder.errors import UserError
+from builder.evidence.recheck_archive import RecheckArchive
 from builder.faults import crash_point, stop_point
-from builder.fetch import Fetcher
+from builder.fetch import Fetcher, recording
 from builder.ledger import LEDGER_FILE, Ledger, check_not_emptied, require_dataset
 from builder.licensing import Policy
 from builder.lock import OutputLock, ReadLock
@@ -46,7 +48,7 @@ from builder.optout.config import OptoutConfig
 from builder.optout.consent import HostConsent
 from builder.recheck_log import RecheckLog, RecheckRow
 from builder.recipe import Recipe, load_recipe
-from builder.records import Evidence
+from builder.records import Evidence, Exchange
 from builder.sources import source_module
 from builder.sources.base import UNREACHABLE, Item, Now, Rechecker, SourceContext
 
@@ -272,15 +274,24 @@ class _Recheck:
     def execute(self) -> RecheckResult:
         self.record = RecheckLog(self.db)
         row, resumed = self._start_or_resume()
+        # The answers behind each verdict that is not `unchanged`, kept with the dataset's
+        # evidence; a read-only copy's recheck (a scratch record) keeps none.
+        archive = RecheckArchive(self.out, self.db, recheck=row.recheck,
+                                 dataset=self.ledger.get_meta("dataset_name") or "dataset") \
+            if self.db is self.ledger.db else None
         bar = tqdm(desc="recheck", unit=" samples", total=row.total, initial=row.done,
                    disable=_progress_off(self.options.progress), dynamic_ncols=True)
         try:
             last = row.last_key
             while (chunk := self._next_chunk(row, last)):
                 interrupts.check()
-                verdicts = self._judge(chunk)
+                verdicts, relied = self._judge(chunk)
                 last = chunk[-1].item.key
                 with self.record.transaction():
+                    if archive is not None:
+                        archive.keep(chunk[0].item.key, (
+                            (v.key, relied[v.key]) for v in verdicts
+                            if v.outcome is not Outcome.UNCHANGED and relied[v.key]))
                     self.record.record(row.recheck, verdicts, last)
                 crash_point("recheck_chunk")
                 bar.update(len(chunk))
@@ -358,24 +369,34 @@ class _Recheck:
                               "LIMIT ?", (*self.where_args, after or "", size))
         return [_recorded(r) for r in rows]
 
-    def _judge(self, chunk: list[Recorded]) -> list[Verdict]:
+    def _judge(self, chunk: list[Recorded]) -> tuple[list[Verdict], dict[str, list[Exchange]]]:
+        """Each sample's verdict, and the answers it relied on (for the archive)."""
         answers: dict[str, Now] = {}
+        pages: dict[str, list[Exchange]] = {}  # an API's pages, shared by a batch
         by_source: dict[str, list[Item]] = defaultdict(list)
         for rec in chunk:
             by_source[rec.source].append(rec.item)
         for name, items in by_source.items():
             checker = self.checkers[name]
             for start in range(0, len(items), checker.batch):
-                answers.update(checker.ask(items[start:start + checker.batch]))
+                batch = items[start:start + checker.batch]
+                with recording() as taped:
+                    answers.update(checker.ask(batch))
+                pages.update((item.key, list(taped)) for item in batch)
         urls = [rec.item.file_url for rec in chunk if rec.item.file_url]
         if self.consent is not None:
             self.consent.warm(urls)
         missing = Now(UNREACHABLE, "the source gave no answer for it")
-        return [judge(rec, answers.get(rec.item.key, missing),
-                      self.consent.signals(rec.item.file_url)
-                      if self.consent is not None and rec.item.file_url else [],
-                      policy=self.policies[rec.build], optout=self.optout)
-                for rec in chunk]
+        verdicts, relied = [], {}
+        for rec in chunk:
+            now = answers.get(rec.item.key, missing)
+            url = rec.item.file_url
+            host = self.consent.signals(url) if self.consent is not None and url else []
+            verdicts.append(judge(rec, now, host, policy=self.policies[rec.build],
+                                  optout=self.optout))
+            relied[rec.item.key] = [*pages.get(rec.item.key, ()), *now.exchanges,
+                                    *(self.consent.exchanges(url) if host else ())]
+        return verdicts, relied
 
 
 def _source_filter(sources: list[str]) -> tuple[str, tuple[str, ...]]:

@@ -583,10 +583,13 @@ def test_a_copy_without_its_evidence_folder_is_one_problem_per_missing_file(
     assert "the evidence file the ledger names is missing" in proc.stderr
 
 
-def test_evidence_of_a_sample_a_recheck_took_down_says_what_the_recheck_found_and_that_it_is_not_archived(
+def test_evidence_of_a_sample_a_recheck_took_down_shows_the_answer_that_refused_it(
         httpserver: HTTPServer, recipe: Path, tmp_path: Path) -> None:
     """`cleanset evidence` showed only build day's robots.txt (no Disallow) under "since
-    removed (takedown-v2: recheck 2: ...)": the auditor read that nothing had refused it."""
+    removed (takedown-v2: recheck 2: ...)": the auditor read that nothing had refused it,
+    and the robots.txt that did was archived nowhere."""
+    import warcio
+
     out = tmp_path / "out"
     build(recipe, out)
     key = next(r["key"] for r in samples(out) if r["source_id"] == "t0")
@@ -601,10 +604,16 @@ def test_evidence_of_a_sample_a_recheck_took_down_says_what_the_recheck_found_an
     assert lines[2].startswith("  takedown-v2 followed recheck 1 (") and \
         "): optout: robots.txt: Disallow for user-agent '*'" in lines[2] and \
         "(line 2: 'Disallow: /table/0.jpg')" in lines[2]
-    assert lines[3] == ("  recheck 1's answers are not archived (a recheck keeps its verdicts "
-                        "in the ledger, not the responses); the records below are the "
-                        "build's, which admitted it")
-    assert "== robots.txt (signal)" in proc.stdout  # build day's answer, still shown
+    # the recheck's own answer, archived: the robots.txt that refused it, then the build's
+    recheck_part, _, build_part = proc.stdout.partition("the build's records, which admitted it")
+    assert "== robots.txt (recheck 1) evidence/" in recheck_part
+    assert "Disallow: /table/0.jpg" in recheck_part and "WARNING" not in proc.stdout
+    assert "== robots.txt (signal)" in build_part  # build day's answer, still shown
+    (archived,) = sorted((out / "evidence").glob("*-recheck0001-*.warc.gz"))
+    with archived.open("rb") as f:  # a WARC any reader reads
+        kinds = [r.rec_type for r in warcio.ArchiveIterator(f)]
+    assert kinds[0] == "warcinfo" and "response" in kinds and "request" in kinds
+    assert run_cli("verify", str(out)).returncode == 0
     other = run_cli("evidence", str(out), samples(out)[0]["key"], check=True)
     assert "recheck" not in other.stdout
 

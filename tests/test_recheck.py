@@ -513,8 +513,8 @@ def test_kill_9_mid_recheck_then_the_same_command_resumes_where_it_stopped(
     world.drift()
     reference = tmp_path / "reference"
     shutil.copytree(out, reference)
-    expected = verdicts(recheck(reference, "--json").stdout)
     env = {"CLEANSET_RECHECK_CHUNK": "2"}
+    expected = verdicts(recheck(reference, "--json", env=env).stdout)
     world.commons.requests.clear()
     killed = recheck(out, "--json", env={**env, "CLEANSET_CRASH_AT": "recheck_chunk:2"})
     assert killed.returncode == -9
@@ -528,6 +528,41 @@ def test_kill_9_mid_recheck_then_the_same_command_resumes_where_it_stopped(
     with sqlite3.connect(out / "ledger.sqlite") as db:
         assert db.execute("SELECT recheck, status, done FROM rechecks").fetchall() == [
             (1, "finished", 9)]
+    # the answers behind the drifted verdicts: archived once, as an uninterrupted recheck's
+    assert archived_evidence(out) == archived_evidence(reference)
+    assert run_cli("verify", str(out)).returncode == 0
+
+
+def archived_evidence(out: Path) -> tuple[list[str], list[tuple[str, int, str]]]:
+    """A recheck's evidence files, and which sample relied on which record (by target)."""
+    with sqlite3.connect(out / "ledger.sqlite") as db:
+        links = db.execute(
+            "SELECT e.key, e.position, r.target_uri FROM recheck_evidence e JOIN "
+            "evidence_records r ON r.record_id = e.record_id ORDER BY 1, 2").fetchall()
+    return sorted(p.name for p in (out / "evidence").glob("*-recheck*")), links
+
+
+@pytest.mark.parametrize("crash", ["recheck_archived:1", "recheck_archived:2"])
+def test_a_recheck_killed_as_it_archives_leaves_no_file_no_commit_names(
+        dataset: tuple[World, Path], tmp_path: Path, crash: str) -> None:
+    """Killed after a chunk's evidence file was renamed into place but before the commit
+    naming it: the same command deletes it, judges the chunk again and archives it once."""
+    world, out = dataset
+    world.drift()
+    reference = tmp_path / "reference"
+    shutil.copytree(out, reference)
+    env = {"CLEANSET_RECHECK_CHUNK": "2"}
+    recheck(reference, env=env)
+    killed = recheck(out, env={**env, "CLEANSET_CRASH_AT": crash})
+    assert killed.returncode == -9
+    with sqlite3.connect(out / "ledger.sqlite") as db:
+        named = {n for (n,) in db.execute("SELECT name FROM evidence_files")}
+    assert [p.name for p in (out / "evidence").glob("*-recheck*") if p.name not in named]
+    resumed = recheck(out, env=env)
+    assert resumed.returncode == 3, resumed.stderr
+    assert archived_evidence(out) == archived_evidence(reference)
+    assert archived_evidence(out)[1]  # the drifted samples relied on archived answers
+    assert run_cli("verify", str(out)).returncode == 0
 
 
 def test_sample_rechecks_a_seeded_random_sample_and_reports_the_seed(

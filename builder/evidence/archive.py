@@ -100,15 +100,18 @@ def has_schema(db: sqlite3.Connection) -> bool:
 
 
 def file_rows(db: sqlite3.Connection) -> list[dict[str, Any]]:
-    """Every archive file the ledger knows, in order: name, size, sha256 (None while a build
-    may still append to it) and how many responses it holds."""
+    """Every archive file of the builds and takedowns, in order: name, size, sha256 (None
+    while a build may still append to it) and how many responses it holds. The papers list
+    these; a recheck's files (build < 0, recheck_archive.py) are the ledger's alone, since a
+    recheck rewrites no paper, and `verify` checks them with the rest."""
     if not has_schema(db):
         return []
     counts = dict(db.execute("SELECT file, COUNT(*) FROM evidence_records GROUP BY file"))
     return [{"name": name, "size": size, "sha256": sha if complete else None,
              "records": counts.get(f"{DIRNAME}/{name}", 0)}
             for name, size, complete, sha in db.execute(
-                "SELECT name, size, complete, sha256 FROM evidence_files ORDER BY build, number")]
+                "SELECT name, size, complete, sha256 FROM evidence_files WHERE build >= 0 "
+                "ORDER BY build, number")]
 
 
 def role_of(kind: str) -> str:

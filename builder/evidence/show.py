@@ -21,6 +21,7 @@ from typing import IO
 
 from builder.errors import UserError
 from builder.evidence.archive import DIRNAME, has_schema
+from builder.evidence.recheck_archive import namespace, records_of
 from builder.evidence.warc import ReadRecord, hex_of_label, read_at
 from builder.ledger import reading, require_dataset
 
@@ -96,7 +97,7 @@ def _candidate_lines(out: Path, db: sqlite3.Connection, cand: Found,
     yield f"candidate {cand.candidate_id} (build {cand.build}, seq {cand.seq}): {outcome}"
     yield f"  url: {cand.url}"
     if cand.status == "removed":
-        yield from _recheck_lines(db, cand)
+        yield from _recheck_lines(out, db, cand, unproven)
     links = db.execute(
         "SELECT l.role, r.record_id, r.file, r.offset, r.kind, r.build FROM evidence_links l "
         "JOIN evidence_records r ON r.record_id = l.record_id "
@@ -115,11 +116,12 @@ def _candidate_lines(out: Path, db: sqlite3.Connection, cand: Found,
                                  else None, build=build, unproven=unproven)
 
 
-def _recheck_lines(db: sqlite3.Connection, cand: Found) -> Iterator[str]:
-    """For a sample a `recheck --apply` took down: what the recheck found, and that what it
-    saw is not in the archive. The records below are build day's, which admitted it (a
-    robots.txt without the Disallow that removed it): shown alone, they read as if nothing
-    had ever refused it."""
+def _recheck_lines(out: Path, db: sqlite3.Connection, cand: Found, unproven: list[str]
+                   ) -> Iterator[str]:
+    """For a sample a `recheck --apply` took down: what the recheck found, and the answers
+    it found it in (archived since recheck_archive.py; an older recheck's are not). The
+    build's records follow, which admitted it: shown alone, they read as if nothing had ever
+    refused it."""
     takedown = (cand.detail or "").partition(":")[0]
     if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = "
                   "'recheck_results'").fetchone() is None:
@@ -132,9 +134,19 @@ def _recheck_lines(db: sqlite3.Connection, cand: Found) -> Iterator[str]:
         return
     recheck, outcome, detail, checked_at = row
     yield f"  {takedown} followed recheck {recheck} ({checked_at}): {outcome}: {detail}"
-    yield (f"  recheck {recheck}'s answers are not archived (a recheck keeps its verdicts in "
-           "the ledger, not the responses); the records below are the build's, which "
-           "admitted it")
+    records = records_of(db, recheck, cand.key)
+    if not records:
+        yield (f"  recheck {recheck}'s answers are not archived (a recheck before this "
+               "cleanset kept its verdicts in the ledger, not the responses); the records "
+               "below are the build's, which admitted it")
+        return
+    for record_id, file, offset, kind in records:
+        yield ""
+        yield f"== {kind} (recheck {recheck}) {file} offset {offset} {record_id}"
+        yield from _record_lines(out, file, offset, record_id, None,
+                                 build=namespace(recheck), unproven=unproven)
+    yield ""
+    yield "  the build's records, which admitted it:"
 
 
 def _readable(text: str, limit: int = 120) -> str:

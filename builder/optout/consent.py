@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from builder.fetch import recording
 from builder.optout.config import OptoutConfig
 from builder.optout.hostfiles import Answer, HostFiles, origin
 from builder.optout.robots import RobotsFile, parse_ai_txt, parse_robots
 from builder.optout.tdmrep import RESERVED, WELL_KNOWN, location_pattern, parse_tdmrep
-from builder.records import TRANSIENT_REASONS, Reason
+from builder.records import TRANSIENT_REASONS, Exchange, Reason
 
 TRANSIENT_STATUS = 429  # "too many requests" after retries: ask again later, not a refusal
 
@@ -44,6 +45,7 @@ class _HostFile:
     parsed: Any  # RobotsFile | TdmFile; None when transient
     text: str | None  # robots.txt / ai.txt body, to name the refusing line
     transient: str | None
+    exchanges: tuple[Exchange, ...] = ()  # the answers it was read from, for the archive
 
 
 class HostConsent:
@@ -69,6 +71,12 @@ class HostConsent:
                                 thread_name_prefix="recheck-host") as pool:
             for base, files in zip(new, pool.map(self._read_host, new), strict=True):
                 self._hosts[base] = files
+
+    def exchanges(self, url: str) -> list[Exchange]:
+        """The answers the host files for `url` were read from (after `signals(url)`)."""
+        base = origin(url)
+        files = self._hosts.get(base, {}) if base is not None else {}
+        return [ex for file in files.values() for ex in file.exchanges]
 
     def signals(self, url: str) -> list[HostSignal]:
         """Every enabled host signal for `url` (an http(s) file URL), in build order."""
@@ -97,13 +105,14 @@ class HostConsent:
             ("tdmrep.json", WELL_KNOWN, parse_tdmrep, self.config.tdmrep)) if on]
         files = {}
         for name, path, parse in wanted:
-            answer = self.files.fetch(base + path)
+            with recording() as taped:
+                answer = self.files.fetch(base + path)
             problem = _transient(answer, strict=name == "robots.txt")
             if problem is not None:
-                files[name] = _HostFile(None, None, problem)
+                files[name] = _HostFile(None, None, problem, tuple(taped))
             else:
                 text = answer.text if name != "tdmrep.json" else None
-                files[name] = _HostFile(parse(answer), text, None)
+                files[name] = _HostFile(parse(answer), text, None, tuple(taped))
         return files
 
     def _robots_signal(self, name: str, file: _HostFile, url: str) -> HostSignal:

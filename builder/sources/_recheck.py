@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import TypeVar
 
-from builder.fetch import Fetcher, Response
+from builder.fetch import Fetcher, Response, recording
 from builder.recipe import FetchConfig
 from builder.records import Candidate, Rejection
 from builder.sources.base import GONE, PRESENT, UNREACHABLE, Item, Now
@@ -71,7 +72,9 @@ class HeadRechecker:
     def _one(self, item: Item) -> Now:
         if not item.file_url:
             return Now(UNREACHABLE, "no file URL was recorded for it")
-        return now_from_head(item.file_url, self.fetcher.head(item.file_url))
+        with recording() as taped:  # in this pool thread: the recheck's own tape is not here
+            answer = self.fetcher.head(item.file_url)
+        return replace(now_from_head(item.file_url, answer), exchanges=tuple(taped))
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)

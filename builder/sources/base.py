@@ -90,6 +90,9 @@ class Now:
     # The source's whole record of it (a local sidecar): a licence field left out of it was
     # removed. From an API, a field left out may be a partial answer: nothing is known.
     record_is_whole: bool = False
+    # The answers it was read from when they are its own (a HEAD); an API's pages, shared by
+    # a batch, are taped by the recheck around the whole ask.
+    exchanges: tuple[Any, ...] = ()
 
 
 class Rechecker(Protocol):
