@@ -205,7 +205,16 @@ def check_still_alone(out: Path, *, key: str, was_new: bool) -> None:
     directory's first (its ledger records no build), which must find nothing there but what
     a first build makes."""
     for place in dict.fromkeys([*out.absolute().parents, *out.resolve().parents]):
-        if ledger_kind(place / LEDGER) in (LedgerKind.CLEANSET, LedgerKind.BLANK):
+        kind = ledger_kind(place / LEDGER)
+        if kind is LedgerKind.BLANK:
+            # Most likely a build starting there this moment; an empty ledger.sqlite left
+            # by anything else blocked every build below it with no word of the file.
+            raise UserError(f"{key} {out}: is inside {place}, whose {LEDGER} is blank: a "
+                            "build starting there at the same time, or a leftover (an empty "
+                            f"file: if no build is running there, remove {place / LEDGER}). "
+                            "A dataset there would be read with this one. Build into a "
+                            "directory outside it. Nothing was written.")
+        if kind is LedgerKind.CLEANSET:
             raise UserError(f"{key} {out}: is inside the cleanset output {place}, which a "
                             "build started at the same time; a dataset there would be read "
                             "as part of that one. Build into a directory outside it. Nothing "

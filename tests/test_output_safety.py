@@ -265,6 +265,24 @@ def test_two_first_builds_started_together_one_inside_the_other_never_nest(
         assert list(inner.iterdir()) == []
 
 
+def test_an_empty_ledger_file_above_the_output_is_named_not_taken_for_a_build_starting(
+        tmp_path: Path) -> None:
+    """An empty ledger.sqlite in a parent folder (a stray `touch`, a crash before a first
+    build wrote anything) refused every build below it as "inside the cleanset output P,
+    which a build started at the same time", never naming the file to remove."""
+    recipe = recipe_in(tmp_path)
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    (parent / "ledger.sqlite").touch()
+    proc = build(recipe, "--out", str(parent / "out"))
+    assert proc.returncode == 2, proc.stderr
+    assert (f"whose ledger.sqlite is blank: a build starting there at the same time, or a "
+            f"leftover (an empty file: if no build is running there, remove "
+            f"{parent / 'ledger.sqlite'})") in proc.stderr
+    (parent / "ledger.sqlite").unlink()
+    assert build(recipe, "--out", str(parent / "out")).returncode == 0
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
 def test_two_builds_started_together_on_one_directory_do_not_trip_on_the_write_probe(
         tmp_path: Path) -> None:
