@@ -197,7 +197,8 @@ def cite(exchanges: Iterable[Exchange]) -> None:
         _tape.exchanges.extend(exchanges)
 
 
-def _note(kind: str, sent: dict[str, str], response: Response, *, keep_body: bool) -> None:
+def _note(kind: str, sent: dict[str, str], response: Response, *, keep_body: bool,
+          method: str = "GET") -> None:
     if _tape.exchanges is None:
         return
     parts = urlsplit(response.url)
@@ -209,7 +210,7 @@ def _note(kind: str, sent: dict[str, str], response: Response, *, keep_body: boo
         status=response.status, reason=response.reason, headers=response.received,
         body=response.data if keep_body else None,
         payload_sha256=response.sha256,
-        truncated=response.truncated, retrieved_at=clock.now_iso()))
+        truncated=response.truncated, retrieved_at=clock.now_iso(), method=method))
 
 
 def _host_header(parts: Any) -> str:
@@ -653,7 +654,8 @@ class Fetcher:
             result = self._with_retries(current, cap, headers, method, cut=cut)
             if isinstance(result, Response):
                 # An image's payload goes to the shard; its error pages are kept here.
-                _note(kind, sent, result, keep_body=kind != "image" or not result.ok)
+                _note(kind, sent, result, keep_body=kind != "image" or not result.ok,
+                      method=method)
             if not isinstance(result, Response) or result.status not in REDIRECT_STATUSES:
                 return result
             location = next(iter(result.header_all("location")), None)  # first, if repeated

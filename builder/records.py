@@ -84,6 +84,7 @@ class Exchange:
     payload_sha256: str
     truncated: bool  # an error page cut at the fetcher's cap
     retrieved_at: str  # follows SOURCE_DATE_EPOCH, like provenance `retrieved_at`
+    method: str = "GET"  # HEAD for a recheck's look at a file
 
 
 # What a candidate's stages fetched, in order (kept out of equality: evidence, not verdict):

@@ -607,6 +607,8 @@ def test_evidence_of_a_sample_a_recheck_took_down_shows_the_answer_that_refused_
     # the recheck's own answer, archived: the robots.txt that refused it, then the build's
     recheck_part, _, build_part = proc.stdout.partition("the build's records, which admitted it")
     assert "== robots.txt (recheck 1) evidence/" in recheck_part
+    # its look at the file was a HEAD, and is archived as one (the request said GET)
+    assert "== head (recheck 1)" in recheck_part and "request: HEAD /table/0.jpg" in recheck_part
     assert "Disallow: /table/0.jpg" in recheck_part and "WARNING" not in proc.stdout
     assert "== robots.txt (signal)" in build_part  # build day's answer, still shown
     (archived,) = sorted((out / "evidence").glob("*-recheck0001-*.warc.gz"))

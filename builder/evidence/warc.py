@@ -291,7 +291,7 @@ class _Scrubbed:
             target=target, status_line=f"{ex.status} {ex.reason}".rstrip(),
             response=[(name, scrub(value)) for name, value in _as_recorded(ex)],
             # http.client always asks in HTTP/1.1, whatever version the server answers in.
-            request_line=f"GET {path} HTTP/1.1",
+            request_line=f"{ex.method} {path} HTTP/1.1",
             request=[(name, "***" if name.lower() in SECRET_HEADERS else scrub(value))
                      for name, value in ex.request])
 
