@@ -620,6 +620,31 @@ def test_evidence_of_a_sample_a_recheck_took_down_shows_the_answer_that_refused_
     assert "recheck" not in other.stdout
 
 
+def test_evidence_of_a_sample_the_last_recheck_would_refuse_shows_that_finding_and_answer(
+        httpserver: HTTPServer, recipe: Path, tmp_path: Path) -> None:
+    """A sample the report lists as open (the last recheck would refuse it, not yet taken
+    down): `cleanset evidence` showed only build day's records, which admitted it."""
+    out = tmp_path / "out"
+    build(recipe, out)
+    key = next(r["key"] for r in samples(out) if r["source_id"] == "t0")
+    httpserver.expect_oneshot_request("/robots.txt").respond_with_data(
+        "User-agent: *\nDisallow: /table/0.jpg\n", content_type="text/plain")
+    assert run_cli("recheck", str(out), "--no-progress").returncode == 3
+    proc = run_cli("evidence", str(out), key)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[2].startswith("  the last recheck, 1 (") and \
+        "found: optout (a build today would refuse it): robots.txt: Disallow" in lines[2]
+    recheck_part, _, build_part = proc.stdout.partition("the build's records, which admitted it")
+    assert "== robots.txt (recheck 1)" in recheck_part and "Disallow: /table/0.jpg" in recheck_part
+    assert "== robots.txt (signal)" in build_part
+    unchanged = run_cli("evidence", str(out), samples(out)[0]["key"], check=True)
+    assert "recheck" not in unchanged.stdout
+    assert run_cli("recheck", str(out), "--no-progress").returncode == 0  # the host relents
+    again = run_cli("evidence", str(out), key, check=True)
+    assert "the last recheck" not in again.stdout  # only the last recheck speaks
+
+
 def test_a_candidate_admitted_on_retry_keeps_its_api_page_and_one_image_record(
         httpserver: HTTPServer, recipe: Path, tmp_path: Path) -> None:
     """A Commons file whose image answered 503 on the first run is admitted by the next; its

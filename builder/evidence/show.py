@@ -98,6 +98,8 @@ def _candidate_lines(out: Path, db: sqlite3.Connection, cand: Found,
     yield f"  url: {cand.url}"
     if cand.status == "removed":
         yield from _recheck_lines(out, db, cand, unproven)
+    elif cand.status == "accepted":
+        yield from _last_recheck_lines(out, db, cand, unproven)
     links = db.execute(
         "SELECT l.role, r.record_id, r.file, r.offset, r.kind, r.build FROM evidence_links l "
         "JOIN evidence_records r ON r.record_id = l.record_id "
@@ -141,6 +143,34 @@ def _recheck_lines(out: Path, db: sqlite3.Connection, cand: Found, unproven: lis
                "below are the build's, which admitted it")
         return
     for record_id, file, offset, kind in records:
+        yield ""
+        yield f"== {kind} (recheck {recheck}) {file} offset {offset} {record_id}"
+        yield from _record_lines(out, file, offset, record_id, None,
+                                 build=namespace(recheck), unproven=unproven)
+    yield ""
+    yield "  the build's records, which admitted it:"
+
+
+def _last_recheck_lines(out: Path, db: sqlite3.Connection, cand: Found, unproven: list[str]
+                        ) -> Iterator[str]:
+    """For a sample still in the dataset: what the last finished recheck found of it, when
+    that was not `unchanged` (it would now be refused, its licence or file changed, or it
+    could not be checked), with the answers it found it in. The report lists such samples
+    as open; the build's records below them are what admitted it."""
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = "
+                  "'recheck_results'").fetchone() is None:
+        return
+    row = db.execute(
+        "SELECT rr.recheck, rr.outcome, rr.refuse, rr.detail, rr.checked_at FROM "
+        "recheck_results rr WHERE rr.key = ? AND rr.recheck = (SELECT MAX(recheck) FROM "
+        "rechecks WHERE status = 'finished')", (cand.key,)).fetchone()
+    if row is None:
+        return
+    recheck, outcome, refuse, detail, checked_at = row
+    verdict = "a build today would refuse it" if refuse else "not a refusal"
+    yield (f"  the last recheck, {recheck} ({checked_at}), found: {outcome} ({verdict}): "
+           f"{detail}")
+    for record_id, file, offset, kind in records_of(db, recheck, cand.key):
         yield ""
         yield f"== {kind} (recheck {recheck}) {file} offset {offset} {record_id}"
         yield from _record_lines(out, file, offset, record_id, None,
