@@ -402,6 +402,7 @@ def test_the_report_lists_samples_a_recheck_would_refuse_until_they_are_taken_do
     for key in REFUSED:
         assert f"{key} {EXPECTED[key][0]}:" in text
     assert "--apply --reason TEXT" in text
+    assert f"cleanset evidence {out.resolve()} KEY shows the answer each was found in" in text
     assert recheck(out, "--apply", "--reason", "weekly").returncode == 0
     text = signoff_text(out)  # taken down; a content change alone asks nothing of anyone
     assert "would now be refused (recheck" not in text

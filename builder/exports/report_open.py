@@ -132,7 +132,9 @@ def _recheck_items(data: ReportData) -> list[str]:
         items.append(f"<b>{refused:,} images still in the dataset would now be refused"
                      f"</b> (recheck {last.recheck}, {_e(last.finished_at)}): "
                      + _findings(data, refuse=True)
-                     + f" <code>cleanset recheck {_e(data.out)} --apply --reason TEXT</code> "
+                     + f" <code>cleanset evidence {_e(data.out)} KEY</code> shows the answer "
+                     "each was found in (archived by the recheck); "
+                     f"<code>cleanset recheck {_e(data.out)} --apply --reason TEXT</code> "
                      "takes them down.")
     if unreachable:
         items.append(f"<b>{unreachable:,} images could not be checked</b> by recheck "
