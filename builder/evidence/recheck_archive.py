@@ -86,16 +86,18 @@ class RecheckArchive:
     def keep(self, first_key: str, relied: Iterable[tuple[str, list[Exchange]]]) -> None:
         """Archive what each (key, answers) relied on; call inside the chunk's transaction."""
         ns = namespace(self.recheck)
+        made: dict[Exchange, warc.Prepared] = {}  # a host's files, relied on by many samples
         new: dict[str, warc.Prepared] = {}
         links: list[tuple[int, str, int, str]] = []
         for key, exchanges in relied:
             for position, ex in enumerate(exchanges):
-                prepared = warc.prepare(ns, ex, self.scrub)
+                prepared = made.get(ex)
+                if prepared is None:
+                    prepared = made[ex] = warc.prepare(ns, ex, self.scrub)
+                    if self.db.execute("SELECT 1 FROM evidence_records WHERE record_id = ?",
+                                       (prepared.record_id,)).fetchone() is None:
+                        new.setdefault(prepared.record_id, prepared)
                 links.append((self.recheck, key, position, prepared.record_id))
-                if prepared.record_id not in new and self.db.execute(
-                        "SELECT 1 FROM evidence_records WHERE record_id = ?",
-                        (prepared.record_id,)).fetchone() is None:
-                    new[prepared.record_id] = prepared
         if new:
             self._write(f"{self.dataset}-recheck{self.recheck:04d}-{first_key}.warc.gz",
                         int(first_key) if first_key.isdigit() else 0, list(new.values()))

@@ -125,8 +125,7 @@ def _recheck_lines(out: Path, db: sqlite3.Connection, cand: Found, unproven: lis
     build's records follow, which admitted it: shown alone, they read as if nothing had ever
     refused it."""
     takedown = (cand.detail or "").partition(":")[0]
-    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = "
-                  "'recheck_results'").fetchone() is None:
+    if not _has_rechecks(db):
         return
     row = db.execute(
         "SELECT r.recheck, rr.outcome, rr.detail, rr.checked_at FROM rechecks r JOIN "
@@ -136,19 +135,12 @@ def _recheck_lines(out: Path, db: sqlite3.Connection, cand: Found, unproven: lis
         return
     recheck, outcome, detail, checked_at = row
     yield f"  {takedown} followed recheck {recheck} ({checked_at}): {outcome}: {detail}"
-    records = records_of(db, recheck, cand.key)
-    if not records:
+    if not records_of(db, recheck, cand.key):
         yield (f"  recheck {recheck}'s answers are not archived (a recheck before this "
                "cleanset kept its verdicts in the ledger, not the responses); the records "
                "below are the build's, which admitted it")
         return
-    for record_id, file, offset, kind in records:
-        yield ""
-        yield f"== {kind} (recheck {recheck}) {file} offset {offset} {record_id}"
-        yield from _record_lines(out, file, offset, record_id, None,
-                                 build=namespace(recheck), unproven=unproven)
-    yield ""
-    yield "  the build's records, which admitted it:"
+    yield from _recheck_answers(out, db, recheck, cand.key, unproven)
 
 
 def _last_recheck_lines(out: Path, db: sqlite3.Connection, cand: Found, unproven: list[str]
@@ -157,8 +149,7 @@ def _last_recheck_lines(out: Path, db: sqlite3.Connection, cand: Found, unproven
     that was not `unchanged` (it would now be refused, its licence or file changed, or it
     could not be checked), with the answers it found it in. The report lists such samples
     as open; the build's records below them are what admitted it."""
-    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = "
-                  "'recheck_results'").fetchone() is None:
+    if not _has_rechecks(db):
         return
     row = db.execute(
         "SELECT rr.recheck, rr.outcome, rr.refuse, rr.detail, rr.checked_at FROM "
@@ -170,7 +161,19 @@ def _last_recheck_lines(out: Path, db: sqlite3.Connection, cand: Found, unproven
     verdict = "a build today would refuse it" if refuse else "not a refusal"
     yield (f"  the last recheck, {recheck} ({checked_at}), found: {outcome} ({verdict}): "
            f"{detail}")
-    for record_id, file, offset, kind in records_of(db, recheck, cand.key):
+    yield from _recheck_answers(out, db, recheck, cand.key, unproven)
+
+
+def _has_rechecks(db: sqlite3.Connection) -> bool:
+    """False for a ledger no recheck has written to (or one older than rechecks)."""
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = "
+                      "'recheck_results'").fetchone() is not None
+
+
+def _recheck_answers(out: Path, db: sqlite3.Connection, recheck: int, key: str,
+                     unproven: list[str]) -> Iterator[str]:
+    """The answers recheck `recheck` archived for `key`, then the heading of the build's."""
+    for record_id, file, offset, kind in records_of(db, recheck, key):
         yield ""
         yield f"== {kind} (recheck {recheck}) {file} offset {offset} {record_id}"
         yield from _record_lines(out, file, offset, record_id, None,
