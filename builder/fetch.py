@@ -786,12 +786,12 @@ class Fetcher:
             response.close()
             raise _fail(Reason.TOO_LARGE, f"Content-Length {int(length)} over the {cap}-byte cap")
         truncate = cut or not body_wanted
-        data = self._read_body(response, url, limit, deadline, truncate=truncate)
+        data, cut_short = self._read_body(response, url, limit, deadline, truncate=truncate)
         return Response(url=url, status=status, headers=headers, data=data,
                         retrieved_at=_now_iso(), reason=response.reason or "",
                         protocol=_protocol(response.version),
                         received=tuple(response.headers.iteritems()),
-                        truncated=truncate and len(data) >= limit)
+                        truncated=cut_short)
 
     def _read_body(
         self,
@@ -801,7 +801,9 @@ class Fetcher:
         deadline: float,
         *,
         truncate: bool,
-    ) -> bytes:
+    ) -> tuple[bytes, bool]:
+        """The body and whether it was cut at `limit` (only with `truncate`): a body of
+        exactly `limit` bytes is whole, which only the byte after it can tell."""
         chunks: list[bytes] = []
         size = 0
         try:
@@ -813,13 +815,13 @@ class Fetcher:
                 # blocks to fill a chunk, and never reads past limit + 1.
                 chunk = response.read1(min(CHUNK, limit + 1 - size))
                 if not chunk:
-                    return b"".join(chunks)
+                    return b"".join(chunks), False
                 size += len(chunk)
                 chunks.append(chunk)
                 if size > limit:
                     response.close()
                     if truncate:
-                        return b"".join(chunks)[:limit]
+                        return b"".join(chunks)[:limit], True
                     chunks.clear()
                     raise _fail(
                         Reason.TOO_LARGE,

@@ -341,6 +341,22 @@ def test_a_policy_file_over_512_kib_is_read_up_to_the_cap_without_its_cut_line(
     assert detail.startswith(f"{name}: Disallow")
 
 
+@pytest.mark.parametrize("name", ["robots.txt", "ai.txt"])
+def test_a_policy_file_of_exactly_512_kib_keeps_its_last_line(
+        name: str, httpserver: HTTPServer, fetcher: Fetcher) -> None:
+    """A file that ends at the cap, with no final newline, is whole: its last line is read.
+    Taken for cut (its length reached the cap), it lost the `Disallow` that ends it."""
+    head = "User-agent: *\n"
+    disallow = "Disallow: /"
+    padding = "#" * (MAX_FILE_BYTES - len(head) - len(disallow) - 1) + "\n"
+    body = head + padding + disallow
+    assert len(body.encode()) == MAX_FILE_BYTES
+    serve_text(httpserver, f"/{name}", body)
+    detail = rejected(run(make_gate(fetcher), candidate(serve_image(httpserver, "/a.jpg")),
+                          fetcher), "optout_robots_txt")
+    assert detail.startswith(f"{name}: Disallow")
+
+
 def test_a_tdmrep_json_over_512_kib_is_read_whole_and_its_reservation_obeyed(
         httpserver: HTTPServer, fetcher: Fetcher) -> None:
     """Cut at 512 KiB like robots.txt, a long tdmrep.json was unreadable JSON: no rules, and
