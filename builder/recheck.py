@@ -4,6 +4,7 @@ and say what changed since the build, without downloading any image.
     ledger samples (key order, a chunk at a time)
       -> each source's rechecker (its API in batches, a HEAD, or the local file)   -> Now
       -> each host's robots.txt / ai.txt / tdmrep.json, read once per host         -> signals
+         (and each sample's landing page, with `[optout] landing_page = true`)
       -> builder.drift.judge, under the policy recorded for the sample's build      -> Verdict
       -> ledger: the chunk's verdicts and progress, one transaction (resumable)
 
@@ -385,17 +386,18 @@ class _Recheck:
                 pages.update((item.key, list(taped)) for item in batch)
         urls = [rec.item.file_url for rec in chunk if rec.item.file_url]
         if self.consent is not None:
-            self.consent.warm(urls)
+            self.consent.warm(urls, [rec.item.landing_url for rec in chunk
+                                     if rec.item.file_url and rec.item.landing_url])
         missing = Now(UNREACHABLE, "the source gave no answer for it")
         verdicts, relied = [], {}
         for rec in chunk:
             now = answers.get(rec.item.key, missing)
-            url = rec.item.file_url
-            host = self.consent.signals(url) if self.consent is not None and url else []
+            url, page = rec.item.file_url, rec.item.landing_url
+            host = self.consent.signals(url, page) if self.consent is not None and url else []
             verdicts.append(judge(rec, now, host, policy=self.policies[rec.build],
                                   optout=self.optout))
             relied[rec.item.key] = [*pages.get(rec.item.key, ()), *now.exchanges,
-                                    *(self.consent.exchanges(url) if host else ())]
+                                    *(self.consent.exchanges(url, page) if host else ())]
         return verdicts, relied
 
 

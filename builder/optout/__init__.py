@@ -31,8 +31,10 @@ from builder.optout.headers import (
     tdm_header,
 )
 from builder.optout.hostfiles import HostFiles, origin
+from builder.optout.landing import SIGNAL as LANDING
+from builder.optout.landing import read_landing_page
 from builder.optout.robots import parse_ai_txt, parse_robots
-from builder.optout.tdmrep import RESERVED, WELL_KNOWN, landing_meta, parse_tdmrep
+from builder.optout.tdmrep import RESERVED, WELL_KNOWN, parse_tdmrep
 from builder.records import Checked, Evidence, Fetched, Licensed, Reason, Rejection
 
 __all__ = ["OptoutConfig", "OptoutGate", "load_optout"]
@@ -135,40 +137,16 @@ class OptoutGate:
 
     def _host_signals(self) -> list[str]:
         return ["robots.txt", "ai.txt", "tdmrep.json"] + (
-            ["landing-page"] if self.config.landing_page else [])
+            [LANDING] if self.config.landing_page else [])
 
     def _landing_page(self, url: str | None, trail: Trail) -> tuple[str, Rejection] | None:
         if not url or origin(url) is None:
-            trail.append(("landing-page", "no landing page"))
+            trail.append((LANDING, "no landing page"))
             return None
-        response = self.fetcher.get_text(url, max_bytes=2_000_000, kind="landing-page")
-        if isinstance(response, Rejection) and response.transient:
-            # The network kept the page from us (timeout, reset, cut short): a reservation we
-            # cannot see is not "no reservation", as for tdmrep.json. It was admitted, as
-            # "unavailable", though the page may carry tdm-reservation 1; the next run asks.
-            return "landing-page", Rejection(
-                Reason.TDMREP_UNREACHABLE,
-                f"landing page: unreachable ({response.reason.value}: {response.detail}) "
-                f"at {url}")
-        if isinstance(response, Rejection) or not response.ok:
-            why = response.detail if isinstance(response, Rejection) else f"HTTP {response.status}"
-            trail.append(("landing-page", f"unavailable ({why})"))
-            return None
-        meta = landing_meta(response.text())
-        reservation = meta.get("tdm-reservation")
-        if reservation == "1":
-            policy = meta.get("tdm-policy")
-            extra = f", tdm-policy {policy}" if policy else ""
-            return "landing-page", Rejection(
-                Reason.OPTOUT_TDMREP,
-                f'<meta name="tdm-reservation" content="1"> on the landing page {url}{extra}')
-        robots = meta.get("robots", "").lower()
-        hit = next((d for d in ("noai", "noimageai") if d in _words(robots)), None)
-        if hit is not None:
-            return "landing-page", Rejection(
-                Reason.OPTOUT_X_ROBOTS_TAG,
-                f'<meta name="robots" content="{robots}"> ({hit}) on the landing page {url}')
-        trail.append(("landing-page", f"tdm-reservation {reservation or 'absent'}"))
+        page = read_landing_page(self.fetcher, url)
+        if page.refusal is not None:
+            return LANDING, page.refusal
+        trail.append((LANDING, page.said))
         return None
 
     # -- once the headers are known -----------------------------------------------------
@@ -342,7 +320,3 @@ def _is_verdict(rejection: Rejection) -> bool:
 def _denied(entry: Any, what: str) -> Rejection:
     why = f" ({entry.reason})" if entry.reason else ""
     return Rejection(Reason.DENYLISTED, f"{what} is on the denylist at {entry.where}{why}")
-
-
-def _words(text: str) -> set[str]:
-    return {w.strip() for w in text.replace(",", " ").split()}

@@ -1,5 +1,7 @@
 """Host-level consent today, for `cleanset recheck`: robots.txt (our product token, then
-`*`), ai.txt and `/.well-known/tdmrep.json`, each fetched once per host.
+`*`), ai.txt and `/.well-known/tdmrep.json`, each fetched once per host, and with
+`[optout] landing_page = true` each sample's landing page (builder.optout.landing), read
+once per chunk of samples.
 
 Each file is read as a build reads it (builder/optout/hostfiles.py `Answer.unread`), with one
 difference: a build reads a robots.txt it cannot get (5xx, 429, timeout, DNS) as "disallow
@@ -14,6 +16,7 @@ names the file, the rule and its line.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,6 +26,8 @@ from urllib.parse import urlsplit
 from builder.fetch import recording
 from builder.optout.config import OptoutConfig
 from builder.optout.hostfiles import Answer, HostFiles, origin
+from builder.optout.landing import SIGNAL as LANDING
+from builder.optout.landing import LandingPage, read_landing_page
 from builder.optout.robots import RobotsFile, parse_ai_txt, parse_robots
 from builder.optout.tdmrep import RESERVED, WELL_KNOWN, location_pattern, parse_tdmrep
 from builder.records import TRANSIENT_REASONS, Exchange, Reason
@@ -34,7 +39,7 @@ TRANSIENT_STATUS = 429  # "too many requests" after retries: ask again later, no
 class HostSignal:
     """What one host file says today about one URL."""
 
-    signal: str  # robots.txt | ai.txt | tdmrep.json
+    signal: str  # robots.txt | ai.txt | tdmrep.json | landing-page
     refused: bool
     transient: bool  # could not be read (5xx, 429, timeout, DNS): nothing is known
     said: str
@@ -57,35 +62,62 @@ class HostConsent:
         self.files = HostFiles(fetcher)
         self.workers = workers
         self._hosts: dict[str, dict[str, _HostFile]] = {}
+        self._pages: dict[str, tuple[LandingPage, tuple[Exchange, ...]]] = {}
+        self._fetcher = fetcher
+        self._page_requests = 0
+        self._lock = threading.Lock()
 
     @property
     def requests(self) -> int:
-        return self.files.requests
+        return self.files.requests + self._page_requests
 
-    def warm(self, urls: Iterable[str]) -> None:
-        """Read the files of every host among `urls` not read yet, many hosts at once."""
+    def warm(self, urls: Iterable[str], pages: Iterable[str | None] = ()) -> None:
+        """Read the files of every host among `urls` not read yet, many hosts at once, and
+        (with `landing_page`) the landing pages `pages`: the pages kept are these only (a
+        recheck's chunk at a time), each read once."""
         new = sorted({o for u in urls if (o := origin(u)) is not None} - set(self._hosts))
-        if not new:
+        wanted = {p for p in pages if self._wants(p)}
+        self._pages = {p: found for p, found in self._pages.items() if p in wanted}
+        unread = sorted(wanted - set(self._pages))
+        if not new and not unread:
             return
-        with ThreadPoolExecutor(max_workers=max(1, min(self.workers, len(new))),
+        with ThreadPoolExecutor(max_workers=max(1, min(self.workers, len(new) + len(unread))),
                                 thread_name_prefix="recheck-host") as pool:
-            for base, files in zip(new, pool.map(self._read_host, new), strict=True):
+            hosts = pool.map(self._read_host, new)
+            read = pool.map(self._read_page, unread)
+            for base, files in zip(new, hosts, strict=True):
                 self._hosts[base] = files
+            self._pages.update(zip(unread, read, strict=True))
 
-    def exchanges(self, url: str) -> list[Exchange]:
-        """The answers the host files for `url` were read from (after `signals(url)`)."""
+    def exchanges(self, url: str, page: str | None = None) -> list[Exchange]:
+        """The answers the host files for `url` (and its landing page) were read from
+        (after `signals`)."""
         base = origin(url)
         files = self._hosts.get(base, {}) if base is not None else {}
-        return [ex for file in files.values() for ex in file.exchanges]
+        found = [ex for file in files.values() for ex in file.exchanges]
+        if page in self._pages:
+            found += self._pages[page][1]
+        return found
 
-    def signals(self, url: str) -> list[HostSignal]:
-        """Every enabled host signal for `url` (an http(s) file URL), in build order."""
+    def signals(self, url: str, page: str | None = None) -> list[HostSignal]:
+        """Every enabled host signal for `url` (an http(s) file URL), in build order; its
+        landing page `page` last, with `landing_page` (read by `warm` when not yet)."""
         base = origin(url)
         if base is None:
             return []
-        if base not in self._hosts:
-            self.warm([url])
-        files = self._hosts[base]
+        if base not in self._hosts or (self._wants(page) and page not in self._pages):
+            self.warm([url], [page, *self._pages])
+        out = self._host_signals(url, self._hosts[base])
+        if page is not None and self._wants(page):
+            landing, _ = self._pages[page]
+            out.append(HostSignal(LANDING, landing.refusal is not None and not
+                                  landing.unreachable, landing.unreachable, landing.said))
+        return out
+
+    def _wants(self, page: str | None) -> bool:
+        return self.config.landing_page and page is not None and origin(page) is not None
+
+    def _host_signals(self, url: str, files: dict[str, _HostFile]) -> list[HostSignal]:
         out = []
         for name, file in files.items():
             if file.transient is not None:
@@ -114,6 +146,13 @@ class HostConsent:
                 text = answer.text if name != "tdmrep.json" else None
                 files[name] = _HostFile(parse(answer), text, None, tuple(taped))
         return files
+
+    def _read_page(self, url: str) -> tuple[LandingPage, tuple[Exchange, ...]]:
+        with recording() as taped:
+            page = read_landing_page(self._fetcher, url)
+        with self._lock:
+            self._page_requests += 1
+        return page, tuple(taped)
 
     def _robots_signal(self, name: str, file: _HostFile, url: str) -> HostSignal:
         rules: RobotsFile = file.parsed

@@ -1,0 +1,66 @@
+"""A candidate's landing page as a "do not train" signal (`[optout] landing_page = true`):
+`<meta name="tdm-reservation" content="1">` (TDMRep's HTML form) or `<meta name="robots">`
+naming `noai` / `noimageai`.
+
+Read the same way by a build (builder.optout, before the download) and by a recheck
+(builder.optout.consent): a page the network kept from us (timeout, reset, cut short) is
+unreachable, never "no reservation", since the page may carry one; a page answering 4xx or
+5xx, or refused by the fetcher for another reason, has no meta and says nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from builder.optout.tdmrep import landing_meta
+from builder.records import Reason, Rejection
+
+SIGNAL = "landing-page"
+MAX_PAGE_BYTES = 2_000_000
+REFUSING_ROBOTS = ("noai", "noimageai")
+
+
+@dataclass(frozen=True)
+class LandingPage:
+    """What one landing page says: `refusal` (an opt-out, or TDMREP_UNREACHABLE when the
+    network kept the page from us) or, when it is None, `said` for the trail."""
+
+    said: str
+    refusal: Rejection | None = None
+
+    @property
+    def unreachable(self) -> bool:
+        return self.refusal is not None and self.refusal.reason is Reason.TDMREP_UNREACHABLE
+
+
+def read_landing_page(fetcher: Any, url: str) -> LandingPage:
+    """Fetch `url` (an http(s) page) and read its meta tags."""
+    response = fetcher.get_text(url, max_bytes=MAX_PAGE_BYTES, kind=SIGNAL)
+    if isinstance(response, Rejection) and response.transient:
+        detail = f"unreachable ({response.reason.value}: {response.detail}) at {url}"
+        return LandingPage(detail, Rejection(Reason.TDMREP_UNREACHABLE,
+                                             f"landing page: {detail}"))
+    if isinstance(response, Rejection) or not response.ok:
+        why = response.detail if isinstance(response, Rejection) else f"HTTP {response.status}"
+        return LandingPage(f"unavailable ({why})")
+    meta = landing_meta(response.text())
+    reservation = meta.get("tdm-reservation")
+    if reservation == "1":
+        policy = meta.get("tdm-policy")
+        extra = f", tdm-policy {policy}" if policy else ""
+        said = f'<meta name="tdm-reservation" content="1"> on the landing page {url}{extra}'
+        return LandingPage(said, Rejection(Reason.OPTOUT_TDMREP, said))
+    robots = meta.get("robots", "").lower()
+    hit = next((d for d in REFUSING_ROBOTS if d in _words(robots)), None)
+    if hit is not None:
+        said = f'<meta name="robots" content="{robots}"> ({hit}) on the landing page {url}'
+        return LandingPage(said, Rejection(Reason.OPTOUT_X_ROBOTS_TAG, said))
+    return LandingPage(f"tdm-reservation {reservation or 'absent'}")
+
+
+def _words(text: str) -> set[str]:
+    """The directives of a robots meta tag: separated by commas, semicolons or spaces, as
+    X-Robots-Tag values are read (builder.optout.headers)."""
+    return {w for w in re.split(r"[\s,;]+", text) if w}
