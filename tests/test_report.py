@@ -487,3 +487,49 @@ min_height = 8
     assert f"key {', '.join(keys[:10])} …and 2 more" in text
     assert keys[10] not in text and "…and 2 more" in text
     assert "000000.tar, 000001.tar" in text  # shards deleted: ten, then the count
+
+
+def test_undecided_candidates_an_unfinished_recheck_and_an_unfinished_build_are_open(
+        tmp_path: Path, httpserver: HTTPServer) -> None:
+    """Each is listed with the command that settles it, and none reads as nothing open."""
+    from tests.conftest import write_jsonl
+    from tests.test_transient import free_port, serve_host
+
+    cc0 = "https://creativecommons.org/publicdomain/zero/1.0/"
+    rows = [{"id": name, "url": url, "license": cc0}
+            for name, url in zip("ab", serve_host(httpserver, ["a", "b"]), strict=True)]
+    rows.append({"id": "down", "url": f"http://127.0.0.1:{free_port()}/c.jpg", "license": cc0})
+    table = write_jsonl(tmp_path / "urls.jsonl", rows)
+    recipe = write_recipe(tmp_path / "recipe.toml", f"""
+[dataset]
+name = "open-items"
+[[sources]]
+kind = "table"
+path = "{table.name}"
+[fetch]
+allow_private_addresses = true
+retries = 0
+""")
+    out = tmp_path / "out"
+    run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
+    run_cli("report", str(out), check=True)
+    text = signoff((out / "report.html").read_text(encoding="utf-8"))
+    assert "1 open before sign-off" in text
+    assert "1 candidates were not decided: the network failed" in text
+
+    killed = run_cli("recheck", str(out), "--no-progress",
+                     env={"CLEANSET_RECHECK_CHUNK": "1", "CLEANSET_CRASH_AT": "recheck_chunk:1"})
+    assert killed.returncode == -9, killed.stderr
+    run_cli("report", str(out), check=True)
+    text = signoff((out / "report.html").read_text(encoding="utf-8"))
+    assert "Recheck 1 has not finished (1 of 2 samples judged)" in text
+    assert f"cleanset recheck {out.resolve()} again" in text
+
+    # The rerun that retries the undecided candidate reopens build 1; killed before it ends:
+    killed = run_cli("build", str(recipe), "--out", str(out), "--no-progress",
+                     env={"CLEANSET_CRASH_AT": "before_finish_commit:1"})
+    assert killed.returncode == -9, killed.stderr
+    run_cli("report", str(out), check=True)
+    text = signoff((out / "report.html").read_text(encoding="utf-8"))
+    assert "Build 1 has not finished" in text and "Run the same cleanset build" in text
+    assert "Nothing open" not in text

@@ -286,7 +286,7 @@ SELECT build, license, source, mime, bucket, COUNT(*), SUM(bytes), MIN(key),
        SUM(restricted),
        SUM(json_array_length(j, '$[1]') = 1
            AND json_extract(j, '$[1][0].field') = 'recipe:license'),
-       SUM(creator IS NULL)
+       SUM(NULLIF(TRIM(creator), '') IS NULL)
 FROM (SELECT build, license, source, mime, bytes, key, creator, {_BUCKET} AS bucket,
              json_extract(provenance, '$.retrieved_at', '$.license.evidence') AS j,
              instr(provenance, '"wikimedia:Restrictions"') > 0 AS restricted
