@@ -85,11 +85,14 @@ class RecheckResult:
     refused: list[Verdict]  # the first REFUSED_SHOWN
     notes: list[str] = field(default_factory=list)
     takedown: Any = None  # builder.takedown.TakedownResult with --apply
+    pages_read: int = 0  # landing pages, with [optout] landing_page = true
 
     def lines(self) -> list[str]:
         row = self.row
         out = [f"cleanset recheck {row.recheck} finished: {row.total} samples rechecked "
-               f"({describe_scope(row.scope)}), {self.host_requests} host files read, "
+               f"({describe_scope(row.scope)}), {self.host_requests} host files"
+               + (f" and {self.pages_read} landing pages" if self.pages_read else "")
+               + " read, "
                f"{self.seconds:.1f} s" + (" (resumed)" if self.resumed else "")]
         out += [f"  note: {n}" for n in self.notes]
         for outcome in Outcome:
@@ -310,8 +313,10 @@ class _Recheck:
                 break
             refused.append(verdict)
         requests = self.consent.requests if self.consent is not None else 0
+        pages = self.consent.pages_read if self.consent is not None else 0
         return RecheckResult(row=row, seconds=0.0, resumed=resumed, recorded=True,
-                             host_requests=requests, refused=refused, notes=self.notes)
+                             host_requests=requests, refused=refused, notes=self.notes,
+                             pages_read=pages)
 
     def _start_or_resume(self) -> tuple[RecheckRow, bool]:
         version = int(self.ledger.get_meta("dataset_version") or 0)

@@ -99,6 +99,7 @@ def test_a_landing_page_that_now_reserves_or_says_noai_is_an_opt_out_found_by_th
                                            'content="1"> on the landing page ')
     assert "(noai)" in found["b"]["detail"]
     assert sorted(pages.asked) == ["/a", "/b", "/c"]  # each page read once
+    assert "3 host files and 3 landing pages read" in proc.stderr
 
     # The page that refused is kept with the recheck's evidence.
     shown = run_cli("evidence", str(out), found["a"]["key"])

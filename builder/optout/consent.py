@@ -69,7 +69,13 @@ class HostConsent:
 
     @property
     def requests(self) -> int:
-        return self.files.requests + self._page_requests
+        """Host files asked for (robots.txt, ai.txt, tdmrep.json)."""
+        return self.files.requests
+
+    @property
+    def pages_read(self) -> int:
+        """Landing pages asked for."""
+        return self._page_requests
 
     def warm(self, urls: Iterable[str], pages: Iterable[str | None] = ()) -> None:
         """Read the files of every host among `urls` not read yet, many hosts at once, and
