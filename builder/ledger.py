@@ -22,6 +22,9 @@ from builder.errors import UserError
 
 SCHEMA_VERSION = "1"
 LEDGER_FILE = "ledger.sqlite"
+# Meta: the text of the recipe each build started from, so an unfinished build's recipe
+# can be told apart from an edit of it, got back after one, and rechecked from.
+RECIPE_TEXT_META = "recipe_text:{build}"
 # SQLite's logs beside the ledger that may hold committed rows not yet in the file itself.
 _LOGS = ("-wal", "-journal")
 

@@ -63,7 +63,7 @@ from builder.executors import Executor, make_executor
 from builder.exports.papers import record_dataset_meta, require_writers, write_papers
 from builder.faults import crash_point, stop_point
 from builder.fetch import recording
-from builder.ledger import BuildRow, Ledger, RetryRow
+from builder.ledger import RECIPE_TEXT_META, BuildRow, Ledger, RetryRow
 from builder.lock import OutputLock
 from builder.output_dir import LEDGER, check_output_dir, check_still_alone
 from builder.provenance import BuildStamp, dumps, make_provenance
@@ -552,11 +552,6 @@ def _check_same_dataset(ledger: Ledger, latest: BuildRow, recipe: Recipe,
         print(f"cleanset: note: {recipe.file} names the dataset {recipe.dataset.name!r}; "
               f"{ledger.path.parent} was {named!r} until now, and its papers will say "
               f"{recipe.dataset.name!r}", file=sys.stderr)
-
-
-# Ledger meta: the text of the recipe each build started from, so an unfinished build's
-# recipe can be told apart from an edit of it, and got back after one.
-RECIPE_TEXT_META = "recipe_text:{build}"
 
 
 def _record_recipe_text(ledger: Ledger, build: int, recipe: Recipe) -> None:

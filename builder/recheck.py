@@ -41,7 +41,13 @@ from builder.errors import UserError
 from builder.evidence.recheck_archive import RecheckArchive
 from builder.faults import crash_point, stop_point
 from builder.fetch import Fetcher, recording
-from builder.ledger import LEDGER_FILE, Ledger, check_not_emptied, require_dataset
+from builder.ledger import (
+    LEDGER_FILE,
+    RECIPE_TEXT_META,
+    Ledger,
+    check_not_emptied,
+    require_dataset,
+)
 from builder.licensing import Policy
 from builder.lock import OutputLock, ReadLock
 from builder.optout import load_optout
@@ -221,7 +227,8 @@ class _Recheck:
         self.out = options.out
         self.ledger = ledger
         self.db = db  # where the record goes: created only once everything checked out
-        self.checkers: dict[str, Rechecker] = {}
+        self.checkers: dict[tuple[str, ...], Rechecker] = {}  # one per source config
+        self.checker_of: dict[tuple[str, int], Rechecker] = {}  # (source, build) ->
         self.host_fetcher: Fetcher | None = None
         self.notes: list[str] = []
         self.scope_sources = self._scope_sources()
@@ -256,13 +263,21 @@ class _Recheck:
         used = [b for (b,) in db.execute(
             f"SELECT DISTINCT build FROM samples {self.where} ORDER BY build", self.where_args)]
         recipes = _resolve_recipes(self.out, [builds[b] for b in used], self.options.recipes,
-                                   self.notes)
+                                   self.notes, recorded_text=self._recorded_text)
         self.policies = {b: Policy.from_json(json.loads(builds[b].policy)) for b in used}
-        newest: dict[str, int] = dict(db.execute(
-            f"SELECT source, MAX(build) FROM samples {self.where} GROUP BY source",
-            self.where_args))
-        for name in self.scope_sources:
-            self.checkers[name] = _open_rechecker(name, recipes[newest[name]])
+        # Each sample is asked about with the source as its own build configured it: the
+        # newest build's source of that name once asked for every sample, and a folder
+        # source pointed at another folder for a new version called every image of the
+        # earlier versions deleted (they are in the folder their build read). Builds whose
+        # source reads the same share one rechecker.
+        for name, build in db.execute(f"SELECT DISTINCT source, build FROM samples "
+                                      f"{self.where}", self.where_args):
+            recipe = recipes[build]
+            spec = _source_spec(name, recipe)
+            same = (name, spec.kind, repr(spec.config), str(recipe.base_dir), repr(recipe.fetch))
+            if same not in self.checkers:
+                self.checkers[same] = _open_rechecker(spec, recipe)
+            self.checker_of[(name, build)] = self.checkers[same]
         latest = recipes[max(used)] if used else None
         if latest is None:
             self.optout = OptoutConfig()
@@ -273,6 +288,9 @@ class _Recheck:
         self.host_fetcher = Fetcher(latest.fetch, trusted_hosts=latest.fetch.trusted_hosts)
         self.consent = HostConsent(self.host_fetcher, self.optout,
                                    workers=latest.fetch.workers)
+
+    def _recorded_text(self, build: int) -> str | None:
+        return self.ledger.get_meta(RECIPE_TEXT_META.format(build=build))
 
     # -- the loop -------------------------------------------------------------------------
     def execute(self) -> RecheckResult:
@@ -379,11 +397,11 @@ class _Recheck:
         """Each sample's verdict, and the answers it relied on (for the archive)."""
         answers: dict[str, Now] = {}
         pages: dict[str, list[Exchange]] = {}  # an API's pages, shared by a batch
-        by_source: dict[str, list[Item]] = defaultdict(list)
+        by_checker: dict[tuple[str, int], list[Item]] = defaultdict(list)
         for rec in chunk:
-            by_source[rec.source].append(rec.item)
-        for name, items in by_source.items():
-            checker = self.checkers[name]
+            by_checker[(rec.source, rec.build)].append(rec.item)
+        for which, items in by_checker.items():
+            checker = self.checker_of[which]
             for start in range(0, len(items), checker.batch):
                 batch = items[start:start + checker.batch]
                 with recording() as taped:
@@ -434,15 +452,27 @@ def _recorded(row: tuple[Any, ...]) -> Recorded:
 
 # -- recipes --------------------------------------------------------------------------------
 def _resolve_recipes(out: Path, builds: list[Any], given: tuple[Path, ...],
-                     notes: list[str]) -> dict[int, Recipe]:
+                     notes: list[str], *,
+                     recorded_text: Callable[[int], str | None]) -> dict[int, Recipe]:
     """The recipe of each build: a --recipe with the recorded sha256, else the recorded
-    file if unchanged, else a --recipe that is an edited copy (noted), else exit 2."""
+    file if unchanged, else the text the ledger kept of it (noted), else a --recipe that is
+    an edited copy (noted), else exit 2."""
     offered = [load_recipe(path) for path in given]
     found: dict[int, Recipe] = {}
     for build in builds:
         recipe = next((r for r in offered if r.sha256 == build.recipe_sha256), None)
         if recipe is None:
             recipe = _recorded_recipe(build)
+        if recipe is None:
+            # Edited in place for the next version (or gone): the build's own text, as the
+            # ledger kept it, says which folder and settings its samples came from; an
+            # edited copy may point elsewhere (a folder source at the new version's folder
+            # found every earlier image "deleted").
+            recipe = _recipe_from_ledger(build, recorded_text(build.build))
+            if recipe is not None:
+                notes.append(f"build {build.build}: its recipe {build.recipe_path} "
+                             f"{_recipe_state(build)}; read as the ledger recorded it "
+                             f"(sha256 {build.recipe_sha256[:12]})")
         if recipe is None and offered:
             recipe = offered[0]
             notes.append(f"build {build.build}: using {recipe.file} (sha256 "
@@ -455,7 +485,7 @@ def _resolve_recipes(out: Path, builds: list[Any], given: tuple[Path, ...],
     for recipe in offered:
         if id(recipe) not in used:  # silently ignored, it would read as the one in use
             notes.append(f"--recipe {recipe.file} was not used: every build's own recipe is "
-                         "unchanged (or another --recipe is that file)")
+                         "unchanged, or kept in the ledger (or another --recipe is that file)")
     return found
 
 
@@ -470,21 +500,44 @@ def _recorded_recipe(build: Any) -> Recipe | None:
     return load_recipe(path)
 
 
+def _recipe_from_ledger(build: Any, text: str | None) -> Recipe | None:
+    """The recipe text the build recorded, read as if still at its path; None when the
+    ledger kept none (a build of an older cleanset) or it no longer loads there (its data
+    files moved with it)."""
+    if text is None:
+        return None
+    raw = text.encode("utf-8")
+    if hashlib.sha256(raw).hexdigest() != build.recipe_sha256:
+        return None
+    try:
+        return load_recipe(build.recipe_path, recorded=raw)
+    except UserError:
+        return None
+
+
+def _recipe_state(build: Any) -> str:
+    return "has changed since" if Path(build.recipe_path).is_file() else "is gone"
+
+
 def _recipe_missing(out: Path, build: Any) -> str:
     path = Path(build.recipe_path)
-    state = "has changed since" if path.is_file() else "is gone"
     return (f"{out}: build {build.build} was made from the recipe {path} (sha256 "
-            f"{build.recipe_sha256[:12]}...), which {state}; recheck reads its sources and "
+            f"{build.recipe_sha256[:12]}...), which {_recipe_state(build)}; recheck reads its sources and "
             "[fetch] settings from it. Give it with --recipe PATH (the same file, or a copy "
             "whose sources keep their names).")
 
 
-def _open_rechecker(name: str, recipe: Recipe) -> Rechecker:
+def _source_spec(name: str, recipe: Recipe) -> Any:
     spec = next((s for s in recipe.sources if s.name == name), None)
     if spec is None:
         raise UserError(f"{recipe.file}: has no source named {name!r}, which samples of this "
                         f"dataset come from. Give the recipe that built them with --recipe "
                         "PATH.")
+    return spec
+
+
+def _open_rechecker(spec: Any, recipe: Recipe) -> Rechecker:
+    name = spec.name
     module = source_module(spec.kind, file=str(recipe.file), where=f"source {name!r}")
     opener = getattr(module, "rechecker", None)
     if opener is None:

@@ -313,13 +313,16 @@ SECTIONS = {"dataset", "policy", "sources", "fetch", "image", "dedup", "executor
 EXTENSION_SECTIONS = {"optout", "evidence"}
 
 
-def load_recipe(path: str | Path) -> Recipe:
+def load_recipe(path: str | Path, *, recorded: bytes | None = None) -> Recipe:
+    """The recipe in `path`; with `recorded`, the text a build recorded from `path` (since
+    edited there), read as if it were still in `path`: its paths relative to that folder."""
     file = Path(path)
-    if not file.exists():
-        raise UserError(f"{file}: recipe not found. Give the path to a recipe .toml file.")
-    if not file.is_file():
-        raise UserError(f"{file}: is not a file. Give the path to a recipe .toml file.")
-    raw = file.read_bytes()
+    if recorded is None:
+        if not file.exists():
+            raise UserError(f"{file}: recipe not found. Give the path to a recipe .toml file.")
+        if not file.is_file():
+            raise UserError(f"{file}: is not a file. Give the path to a recipe .toml file.")
+    raw = file.read_bytes() if recorded is None else recorded
     try:
         # A UTF-8 byte order mark (Windows editors' "UTF-8 with BOM") is not TOML, but it
         # is no reason to refuse the file: tomllib would say "Invalid statement" at 1:1.

@@ -598,9 +598,11 @@ def test_source_limits_the_recheck_to_that_source(dataset: tuple[World, Path]) -
 def test_a_missing_recipe_is_exit_2_naming_recipe_and_recipe_path_fixes_it(
         dataset: tuple[World, Path], tmp_path: Path) -> None:
     world, out = dataset
-    moved = tmp_path / "elsewhere.toml"
+    (tmp_path / "moved").mkdir()
+    moved = tmp_path / "moved" / "elsewhere.toml"
     shutil.copy(world.recipe, moved)
-    shutil.copy(world.recipe.with_name("urls.jsonl"), tmp_path)  # its table, beside it
+    shutil.copy(world.recipe.with_name("urls.jsonl"), moved.parent)  # its table, beside it
+    # gone, and its table with it: the text the ledger kept of it cannot be read there
     with sqlite3.connect(out / "ledger.sqlite") as db:
         db.execute("UPDATE builds SET recipe_path = ?", (str(tmp_path / "gone.toml"),))
     proc = recheck(out)
@@ -611,6 +613,62 @@ def test_a_missing_recipe_is_exit_2_naming_recipe_and_recipe_path_fixes_it(
         assert db.execute("SELECT name FROM sqlite_master WHERE name = 'rechecks'"
                           ).fetchone() is None  # nothing recorded
     assert recheck(out, "--recipe", str(moved)).returncode == 0
+
+
+def _folder_versions(tmp_path: Path, *, in_place: bool) -> tuple[Path, Path]:
+    """A dataset built twice from a folder source `pics`: version 1 from folder v1, version
+    2 from folder v2, with one recipe edited in place or two recipe files."""
+    from tests.test_dedup_build import put
+
+    for folder, seeds in (("v1", (1, 2, 3)), ("v2", (4, 5))):
+        for seed in seeds:
+            put(tmp_path / folder, f"{seed}.jpg", make_image(seed))
+    out = tmp_path / "out"
+    recipe = tmp_path / "recipe.toml"
+    for folder in ("v1", "v2"):
+        if not in_place:
+            recipe = tmp_path / f"{folder}.toml"
+        write_recipe(recipe, f"""
+[dataset]
+name = "versions"
+[policy]
+use = "commercial"
+[[sources]]
+kind = "folder"
+name = "pics"
+path = "{folder}"
+[image]
+min_width = 8
+min_height = 8
+""")
+        run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
+    return out, recipe
+
+
+@pytest.mark.parametrize("in_place", [True, False], ids=["recipe edited", "two recipes"])
+def test_a_folder_source_moved_to_a_new_folder_for_version_2_keeps_version_1_s_images(
+        tmp_path: Path, in_place: bool) -> None:
+    """Every sample was asked about with its source as the newest build configured it: the
+    images of version 1, still in v1/, were all "deleted" (looked for in v2/), and `--apply`
+    took them down; with the recipe edited in place the recheck stopped with exit 2 instead,
+    asking for the recipe of version 1 (the ledger keeps its text)."""
+    out, recipe = _folder_versions(tmp_path, in_place=in_place)
+    proc = recheck(out, "--json", "--apply", "--reason", "monthly")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    found = verdicts(proc.stdout)
+    assert len(found) == 5 and {v["outcome"] for v in found.values()} == {"unchanged"}
+    assert not (out / "takedowns.jsonl").exists()
+    if in_place:
+        assert "build 1: its recipe" in proc.stderr and "read as the ledger recorded it" \
+            in proc.stderr
+        # the edited recipe given as the fix the error once asked for: the same answer
+        again = recheck(out, "--json", "--recipe", str(recipe))
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert {v["outcome"] for v in verdicts(again.stdout).values()} == {"unchanged"}
+    (tmp_path / "v1" / "2.jpg").unlink()  # a real deletion is still one
+    found = verdicts(recheck(out, "--json").stdout)
+    assert (found["0000000001"]["outcome"], found["0000000001"]["refuse"]) == ("deleted", True)
+    assert str(tmp_path / "v1" / "2.jpg") in found["0000000001"]["detail"]
 
 
 def test_a_recipe_given_but_not_used_is_said_not_ignored_in_silence(
