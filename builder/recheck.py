@@ -339,22 +339,25 @@ class _Recheck:
     def _start_or_resume(self) -> tuple[RecheckRow, bool]:
         version = int(self.ledger.get_meta("dataset_version") or 0)
         running = self.record.running()
-        wanted = {"sources": list(self.options.sources and self.scope_sources),
-                  "sample": self.options.sample}
-        if running is not None and running.version == version and \
-                {k: running.scope.get(k) for k in wanted} == wanted and \
-                self.options.seed in (None, running.scope.get("seed")):
-            return running, True
         total = int(self.ledger.db.execute(f"SELECT COUNT(*) FROM samples {self.where}",
                                            self.where_args).fetchone()[0])
         sample = self.options.sample
         seed = self.options.seed
         if sample is not None and sample >= total:
             self.notes.append(f"--sample {sample} covers all {total} samples in scope")
-            sample = None
+            sample, seed = None, None
+        # The scope as recorded (a --sample covering every sample is recorded as none), so
+        # the same command finds its own unfinished recheck: compared as given, a killed
+        # `--sample N` of a dataset under N samples started afresh on every run.
+        wanted = {"sources": list(self.options.sources and self.scope_sources),
+                  "sample": sample}
+        if running is not None and running.version == version and \
+                {k: running.scope.get(k) for k in wanted} == wanted and \
+                seed in (None, running.scope.get("seed")):
+            return running, True
         if sample is not None and seed is None:
             seed = random.SystemRandom().randrange(2**31)
-        scope = {**wanted, "sample": sample, "seed": seed if sample is not None else None}
+        scope = {**wanted, "seed": seed}
         with self.record.transaction():
             if running is not None:
                 self.record.abandon(running.recheck)

@@ -534,6 +534,26 @@ def test_kill_9_mid_recheck_then_the_same_command_resumes_where_it_stopped(
     assert run_cli("verify", str(out)).returncode == 0
 
 
+def test_a_killed_sample_larger_than_the_dataset_resumes_where_it_stopped(
+        dataset: tuple[World, Path]) -> None:
+    """`--sample N` of a dataset under N samples is recorded as a recheck of every sample;
+    the same command, killed and run again, compared its N with that and started afresh,
+    asking every source again, on every run."""
+    world, out = dataset
+    env = {"CLEANSET_RECHECK_CHUNK": "2"}
+    killed = recheck(out, "--sample", "50", "--seed", "7",
+                     env={**env, "CLEANSET_CRASH_AT": "recheck_chunk:2"})
+    assert killed.returncode == -9
+    world.commons.requests.clear()
+    resumed = recheck(out, "--sample", "50", "--seed", "7", env=env)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "(resumed)" in resumed.stdout and "--sample 50 covers all 9 samples" in resumed.stdout
+    assert [a["pageids"] for a in world.imageinfo_requests()] == ["1004"]
+    with sqlite3.connect(out / "ledger.sqlite") as db:
+        assert db.execute("SELECT recheck, status, done FROM rechecks").fetchall() == [
+            (1, "finished", 9)]
+
+
 def archived_evidence(out: Path) -> tuple[list[str], list[tuple[str, int, str]]]:
     """A recheck's evidence files, and which sample relied on which record (by target)."""
     with sqlite3.connect(out / "ledger.sqlite") as db:
