@@ -95,7 +95,10 @@ class RecheckResult:
 
     def lines(self) -> list[str]:
         row = self.row
-        out = [f"cleanset recheck {row.recheck} finished: {row.total} samples rechecked "
+        # A read-only directory's recheck has no number: the one its scratch record gave it
+        # (always 1) is, in that directory's ledger, another recheck's.
+        name = str(row.recheck) if self.recorded else "(not recorded)"
+        out = [f"cleanset recheck {name} finished: {row.total} samples rechecked "
                f"({describe_scope(row.scope)}), {self.host_requests} host files"
                + (f" and {self.pages_read} landing pages" if self.pages_read else "")
                + " read, "

@@ -182,6 +182,8 @@ def test_a_user_without_write_access_can_recheck_and_nothing_is_recorded_there(
     outcomes = [json.loads(line)["outcome"] for line in proc.stdout.splitlines()]
     assert outcomes == ["unchanged"] * IMAGES
     assert "not recorded: the directory is read-only" in proc.stderr
+    # not "recheck 1": that number, in this ledger, is another recheck's (or none's)
+    assert "cleanset recheck (not recorded) finished: 6 samples" in proc.stderr
     assert snapshot(copy) == before
     applied = run_as(as_nobody, "recheck", str(copy), "--apply", "--reason", "gone")
     assert applied.returncode == 2 and "is read-only; --apply" in applied.stderr
