@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import sqlite3
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -552,6 +553,60 @@ def test_a_killed_sample_larger_than_the_dataset_resumes_where_it_stopped(
     with sqlite3.connect(out / "ledger.sqlite") as db:
         assert db.execute("SELECT recheck, status, done FROM rechecks").fetchall() == [
             (1, "finished", 9)]
+
+
+@pytest.mark.parametrize("hangs", ["/0.jpg", "/robots.txt"], ids=["HEAD", "robots.txt"])
+def test_ctrl_c_while_a_host_does_not_answer_stops_at_once_and_the_rerun_finishes(
+        tmp_path: Path, hangs: str) -> None:
+    """Ctrl-C waited for the HEAD or consent file in flight to time out (20 s by default,
+    here 600 s) before the recheck stopped: the pool's threads were joined on the way out."""
+    import signal
+    import threading
+
+    entered, release = threading.Event(), threading.Event()
+    image = make_image(5, (64, 48))
+    hanging = {"on": False}
+
+    def handle(request: Request) -> Response:
+        if hanging["on"] and request.path == hangs:
+            entered.set()
+            release.wait(120)
+        if request.path == "/0.jpg":
+            return Response(image, content_type="image/jpeg", headers={"ETag": '"a"'})
+        return Response("not found", status=404)
+
+    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    server.start()
+    server.expect_request(re.compile(".*")).respond_with_handler(handle)
+    try:
+        write_jsonl(tmp_path / "urls.jsonl", [{"url": server.url_for("/0.jpg"), "license": CC0}])
+        recipe = write_recipe(tmp_path / "recipe.toml", recipe_text("hang", """
+kind = "table"
+name = "urls"
+path = "urls.jsonl"
+""").replace("timeout_s = 5", "timeout_s = 600"))
+        out = tmp_path / "out"
+        run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
+        hanging["on"] = True
+        proc = start_cli("recheck", str(out), "--no-progress")
+        assert entered.wait(60), proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        try:
+            stdout, stderr = proc.communicate(timeout=60)  # not 600 s
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        assert proc.returncode == 130, stdout + stderr
+        assert "interrupted" in stderr and "Traceback" not in stderr
+        hanging["on"] = False
+        release.set()
+        again = recheck(out)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "unchanged: 1" in again.stdout
+    finally:
+        release.set()
+        server.clear()
+        server.stop()
 
 
 def archived_evidence(out: Path) -> tuple[list[str], list[tuple[str, int, str]]]:

@@ -87,13 +87,18 @@ class HostConsent:
         unread = sorted(wanted - set(self._pages))
         if not new and not unread:
             return
-        with ThreadPoolExecutor(max_workers=max(1, min(self.workers, len(new) + len(unread))),
-                                thread_name_prefix="recheck-host") as pool:
+        pool = ThreadPoolExecutor(max_workers=max(1, min(self.workers, len(new) + len(unread))),
+                                  thread_name_prefix="recheck-host")
+        try:
             hosts = pool.map(self._read_host, new)
             read = pool.map(self._read_page, unread)
             for base, files in zip(new, hosts, strict=True):
                 self._hosts[base] = files
             self._pages.update(zip(unread, read, strict=True))
+        finally:
+            # Every answer is in once the loop ends; after Ctrl-C, not waiting for a host
+            # that does not answer (it held the command up to its timeout).
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def exchanges(self, url: str, page: str | None = None) -> list[Exchange]:
         """The answers the host files for `url` (and its landing page) were read from

@@ -77,5 +77,7 @@ class HeadRechecker:
         return replace(now_from_head(item.file_url, answer), exchanges=tuple(taped))
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        # Not waiting: after Ctrl-C a HEAD to a host that does not answer held the command
+        # up to its timeout; its answer is thrown away (a finished recheck has none left).
+        self.pool.shutdown(wait=False, cancel_futures=True)
         self.fetcher.close()
