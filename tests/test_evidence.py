@@ -479,12 +479,12 @@ def test_a_record_warcio_cannot_read_is_named_in_one_readable_line(
     """warcio quotes the damaged bytes in its error, and writes them to stderr as warnings;
     `cleanset evidence` once printed hundreds of bytes of raw gzip to the terminal."""
     from builder.errors import UserError
-    from builder.evidence.show import _record_lines
+    from builder.evidence.shown import Link, read
 
     (tmp_path / "evidence").mkdir()
     (tmp_path / "evidence" / "x.warc.gz").write_bytes(gzip.compress(damaged, mtime=0))
     with pytest.raises(UserError) as raised:
-        list(_record_lines(tmp_path, "evidence/x.warc.gz", 0, "<urn:uuid:x>", None))
+        read(tmp_path, Link("api", "api", "evidence/x.warc.gz", 0, "<urn:uuid:x>", 1))
     message = str(raised.value)
     assert said in message and message.isprintable()
     quoted = message.replace(str(tmp_path), "")  # the path is named twice; its length varies

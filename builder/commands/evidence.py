@@ -3,23 +3,32 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from builder.commands import place_argument
 from builder.errors import UserError
 from builder.recipe import is_url
 
+if TYPE_CHECKING:
+    from builder.evidence.shown import Shown
+
 DESCRIPTION = """Print the archived HTTP responses (DIR/evidence/*.warc.gz) a sample or a
 refused candidate was decided from: the source's API response (its licence fields), the
 host signals (robots.txt, ai.txt, tdmrep.json) and the image response, each with its
 request, date, status line, headers and body (JSON pretty-printed; an image's payload is
-in its shard, so its digest is shown). KEY is a sample key (0000000042), a candidate id
-(source:id) or the image or landing page URL. Records are read by offset from the ledger's
-index, never by scanning the archive. Exit 0; 1 when a record shown is not what was
-archived (changed since: its digest or its id no longer matches its content, so it proves
-nothing; each is marked WARNING); 2 when DIR or KEY is not found or a record cannot be
-read."""
+in its shard, so its digest is shown). For a sample a recheck took down, or one the last
+recheck did not find unchanged, the recheck's finding and the answers it archived come
+first. KEY is a sample key (0000000042), a candidate id (source:id) or the image or
+landing page URL. Records are read by offset from the ledger's index, never by scanning
+the archive.
+
+Exit 0; 1 when a record shown is not what was archived (changed since: its digest or its
+id no longer matches its content, so it proves nothing; each is marked WARNING); 2 when
+DIR or KEY is not found or a record cannot be read."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -39,11 +48,16 @@ def run(args: argparse.Namespace) -> int:
                         "published dataset's ledger.sqlite and evidence/ first.")
     from builder.audit import note_pending_takedown
     from builder.evidence.show import show
+    from builder.evidence.show_text import candidate_lines
 
     note_pending_takedown(Path(args.dir))
     unproven: list[str] = []
-    for line in show(Path(args.dir), args.wanted, unproven):
-        print(line)
+    for index, found in enumerate(show(Path(args.dir), args.wanted)):
+        found = dataclasses.replace(found, records=_noting(found.records, unproven))
+        if index:
+            print()
+        for line in candidate_lines(found):
+            print(line)
     if unproven:
         # Printed with a WARNING each; the exit code says it too, for a script that checks.
         print(f"cleanset evidence: {len(unproven)} record(s) shown are not what was archived "
@@ -52,3 +66,11 @@ def run(args: argparse.Namespace) -> int:
               f"{args.dir}` names every changed record.", file=sys.stderr)
         return 1
     return 0
+
+
+def _noting(records: Iterator[Shown], unproven: list[str]) -> Iterator[Shown]:
+    """The records as they are read, each one that is not intact added to `unproven`."""
+    for shown in records:
+        if not shown.intact:
+            unproven.append(shown.where)
+        yield shown

@@ -2,31 +2,27 @@
 
 The candidate is found in the ledger (by sample key, candidate id `source:id`, or the URL it
 was fetched from or described at), its records by the ledger's links, and each record is
-read at its offset: nothing else in the archive is read. Prints, per record, its role, file,
-offset and id, the request line and headers (keys removed), the WARC-Date, the status line,
-the response headers and the body (JSON pretty-printed; an image's payload is in its shard,
-so its record holds the digest instead).
+read at its offset: nothing else in the archive is read. For a sample a recheck took down,
+or one the last recheck did not find unchanged, the recheck's finding and the answers it
+archived come first. `show` makes this once, as data (`CandidateEvidence`); `show_text.py`
+and `show_json.py` render it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import re
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 from builder.errors import UserError
-from builder.evidence.archive import DIRNAME, has_schema
+from builder.evidence.archive import has_schema
 from builder.evidence.recheck_archive import namespace, records_of
-from builder.evidence.warc import ReadRecord, hex_of_label, read_at
+from builder.evidence.shown import Link, Shown, read
 from builder.ledger import reading, require_dataset
 
 _KEY = re.compile(r"[0-9]{10,}")
-BODY_LIMIT = 200_000  # characters of a text body shown; the rest is counted, not printed
 
 
 @dataclass(frozen=True)
@@ -42,11 +38,32 @@ class Found:
     sha256: str | None  # of the sample's image, when it was admitted
 
 
-def show(out: Path, wanted: str, unproven: list[str] | None = None) -> Iterator[str]:
-    """The lines to print for every candidate matching `wanted`. Each record shown that is
-    not what was archived (its digest or its id no longer matches its content) is printed
-    with a WARNING and added to `unproven` (file and offset), for the exit code."""
-    unproven = [] if unproven is None else unproven
+@dataclass(frozen=True)
+class Finding:
+    """What a recheck found of a sample: the one a takedown followed (a removed sample), or
+    the last finished recheck's when it was not `unchanged` (a sample still in)."""
+
+    recheck: int
+    outcome: str
+    refuse: bool  # a build today would refuse it
+    detail: str | None
+    checked_at: str | None
+    applied_by: str | None  # the takedown that followed it, for a removed sample
+    archived: bool  # whether the answers it found it in are archived (older rechecks: not)
+
+
+@dataclass(frozen=True)
+class CandidateEvidence:
+    found: Found
+    finding: Finding | None
+    # The recheck's records ("recheck N"), then the build's, in the order relied on; read
+    # one at a time as iterated, so a damaged record stops the output where it is.
+    records: Iterator[Shown]
+
+
+def show(out: Path, wanted: str) -> Iterator[CandidateEvidence]:
+    """Every candidate matching `wanted`, in build and source order (UserError, exit 2, when
+    none does, or when a record cannot be read at all)."""
     require_dataset(out)  # a directory in the ledger's place is named by `reading`
     with reading(out, "evidence") as ledger:
         db = ledger.db
@@ -64,10 +81,11 @@ def show(out: Path, wanted: str, unproven: list[str] | None = None) -> Iterator[
                             "sample key (e.g. 0000000042, see manifest.parquet), a candidate "
                             "id (source:id, see candidates.parquet) or the image or landing "
                             "page URL.")
-        for index, cand in enumerate(found):
-            if index:
-                yield ""
-            yield from _candidate_lines(out, db, cand, unproven)
+        for cand in found:
+            finding = _finding(db, cand)
+            links = [*(_recheck_links(db, finding.recheck, cand.key) if finding else []),
+                     *_build_links(db, cand)]
+            yield CandidateEvidence(cand, finding, (read(out, link) for link in links))
 
 
 def _find(db: sqlite3.Connection, wanted: str) -> list[Found]:
@@ -86,187 +104,63 @@ def _find(db: sqlite3.Connection, wanted: str) -> list[Found]:
     return [Found(*row) for row in rows]
 
 
-def _candidate_lines(out: Path, db: sqlite3.Connection, cand: Found,
-                     unproven: list[str]) -> Iterator[str]:
-    if cand.status == "accepted":
-        outcome = f"accepted as sample {cand.key}"
-    elif cand.status == "removed":
-        outcome = f"accepted as sample {cand.key}, since removed ({cand.detail})"
-    else:
-        outcome = f"rejected, {cand.reason}: {cand.detail}"
-    yield f"candidate {cand.candidate_id} (build {cand.build}, seq {cand.seq}): {outcome}"
-    yield f"  url: {cand.url}"
-    if cand.status == "removed":
-        yield from _recheck_lines(out, db, cand, unproven)
-    elif cand.status == "accepted":
-        yield from _last_recheck_lines(out, db, cand, unproven)
-    links = db.execute(
-        "SELECT l.role, r.record_id, r.file, r.offset, r.kind, r.build FROM evidence_links l "
+def _build_links(db: sqlite3.Connection, cand: Found) -> list[Link]:
+    rows = db.execute(
+        "SELECT l.role, r.kind, r.file, r.offset, r.record_id, r.build FROM evidence_links l "
         "JOIN evidence_records r ON r.record_id = l.record_id "
         "WHERE l.build = ? AND l.seq = ? ORDER BY l.position", (cand.build, cand.seq)).fetchall()
-    if not links:
-        if "://" not in (cand.url or ""):  # a folder's file: its url is its path
-            yield "  no archived response: a local file, read from disk; no server was asked"
-        else:
-            yield ("  no archived response: refused before any request, or no answer came"
-                   + (" (see the detail above)" if cand.status == "rejected" else ""))
-        return
-    for role, record_id, file, offset, kind, build in links:
-        yield ""
-        yield f"== {kind} ({role}) {file} offset {offset} {record_id}"
-        yield from _record_lines(out, file, offset, record_id, cand.sha256 if role == "image"
-                                 else None, build=build, unproven=unproven)
+    return [Link(role, kind, file, offset, record_id, build,
+                 cand.sha256 if role == "image" else None)
+            for role, kind, file, offset, record_id, build in rows]
 
 
-def _recheck_lines(out: Path, db: sqlite3.Connection, cand: Found, unproven: list[str]
-                   ) -> Iterator[str]:
-    """For a sample a `recheck --apply` took down: what the recheck found, and the answers
-    it found it in (archived since recheck_archive.py; an older recheck's are not). The
-    build's records follow, which admitted it: shown alone, they read as if nothing had ever
-    refused it."""
+def _recheck_links(db: sqlite3.Connection, recheck: int, key: str | None) -> list[Link]:
+    return [Link(f"recheck {recheck}", kind, file, offset, record_id, namespace(recheck))
+            for record_id, file, offset, kind in records_of(db, recheck, key or "")]
+
+
+def _finding(db: sqlite3.Connection, cand: Found) -> Finding | None:
+    if cand.key is None or not _has_rechecks(db):
+        return None
+    if cand.status == "removed":
+        return _took_down(db, cand)
+    if cand.status == "accepted":
+        return _last_finding(db, cand.key)
+    return None
+
+
+def _took_down(db: sqlite3.Connection, cand: Found) -> Finding | None:
+    """For a sample a `recheck --apply` took down: what the recheck found (its answers are
+    archived since recheck_archive.py; an older recheck's are not). Without it the build's
+    records, which admitted it, read as if nothing had ever refused it."""
     takedown = (cand.detail or "").partition(":")[0]
-    if not _has_rechecks(db):
-        return
     row = db.execute(
         "SELECT r.recheck, rr.outcome, rr.detail, rr.checked_at FROM rechecks r JOIN "
         "recheck_results rr ON rr.recheck = r.recheck WHERE r.applied = ? AND rr.key = ? "
         "AND rr.refuse = 1", (takedown, cand.key)).fetchone()
     if row is None:
-        return
+        return None
     recheck, outcome, detail, checked_at = row
-    yield f"  {takedown} followed recheck {recheck} ({checked_at}): {outcome}: {detail}"
-    if not records_of(db, recheck, cand.key):
-        yield (f"  recheck {recheck}'s answers are not archived (a recheck before this "
-               "cleanset kept its verdicts in the ledger, not the responses); the records "
-               "below are the build's, which admitted it")
-        return
-    yield from _recheck_answers(out, db, recheck, cand.key, unproven)
+    return Finding(recheck, outcome, True, detail, checked_at, takedown,
+                   bool(records_of(db, recheck, cand.key or "")))
 
 
-def _last_recheck_lines(out: Path, db: sqlite3.Connection, cand: Found, unproven: list[str]
-                        ) -> Iterator[str]:
+def _last_finding(db: sqlite3.Connection, key: str) -> Finding | None:
     """For a sample still in the dataset: what the last finished recheck found of it, when
     that was not `unchanged` (it would now be refused, its licence or file changed, or it
-    could not be checked), with the answers it found it in. The report lists such samples
-    as open; the build's records below them are what admitted it."""
-    if not _has_rechecks(db):
-        return
+    could not be checked). The report lists such samples as open."""
     row = db.execute(
         "SELECT rr.recheck, rr.outcome, rr.refuse, rr.detail, rr.checked_at FROM "
         "recheck_results rr WHERE rr.key = ? AND rr.recheck = (SELECT MAX(recheck) FROM "
-        "rechecks WHERE status = 'finished')", (cand.key,)).fetchone()
+        "rechecks WHERE status = 'finished')", (key,)).fetchone()
     if row is None:
-        return
+        return None
     recheck, outcome, refuse, detail, checked_at = row
-    verdict = "a build today would refuse it" if refuse else "not a refusal"
-    yield (f"  the last recheck, {recheck} ({checked_at}), found: {outcome} ({verdict}): "
-           f"{detail}")
-    yield from _recheck_answers(out, db, recheck, cand.key, unproven)
+    return Finding(recheck, outcome, bool(refuse), detail, checked_at, None,
+                   bool(records_of(db, recheck, key)))
 
 
 def _has_rechecks(db: sqlite3.Connection) -> bool:
     """False for a ledger no recheck has written to (or one older than rechecks)."""
     return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = "
                       "'recheck_results'").fetchone() is not None
-
-
-def _recheck_answers(out: Path, db: sqlite3.Connection, recheck: int, key: str,
-                     unproven: list[str]) -> Iterator[str]:
-    """The answers recheck `recheck` archived for `key`, then the heading of the build's."""
-    for record_id, file, offset, kind in records_of(db, recheck, key):
-        yield ""
-        yield f"== {kind} (recheck {recheck}) {file} offset {offset} {record_id}"
-        yield from _record_lines(out, file, offset, record_id, None,
-                                 build=namespace(recheck), unproven=unproven)
-    yield ""
-    yield "  the build's records, which admitted it:"
-
-
-def _readable(text: str, limit: int = 120) -> str:
-    """Damaged bytes, as warcio quotes them, kept to one printable line."""
-    said = " ".join(text.split())
-    if len(said) <= limit and said.isprintable():
-        return said
-    return said.encode("ascii", "backslashreplace").decode()[:limit] + "..."
-
-
-def _record_lines(out: Path, file: str, offset: int, record_id: str,
-                  sample_sha256: str | None, *, build: int | None = None,
-                  unproven: list[str] | None = None) -> Iterator[str]:
-    path = out / file
-    if not file.startswith(f"{DIRNAME}/") or not path.is_file():
-        raise UserError(f"{path}: the evidence file the ledger names is missing. Restore "
-                        f"{out / DIRNAME} from a copy; `cleanset verify {out}` lists what "
-                        "else is missing.")
-    with path.open("rb") as stream:
-        try:
-            records = read_at(stream, offset)
-            intact = None if build is None else _holds_archived(stream, offset, build)
-        except Exception as exc:  # noqa: BLE001 - a damaged archive is reported, not a crash
-            # warcio quotes the damaged bytes in its message: kept to a readable line.
-            raise UserError(f"{path}: cannot read the record at offset {offset} "
-                            f"({type(exc).__name__}: {_readable(str(exc))}). The file was "
-                            f"changed; `cleanset verify {out}` names every damaged "
-                            "record.") from None
-    if not records or records[0].record_id != record_id:
-        found = (_readable(records[0].record_id) or "a record without a WARC-Record-ID") \
-            if records else "no record"
-        raise UserError(f"{path}: offset {offset} holds {found}, not {record_id}. "
-                        f"The file was changed; `cleanset verify {out}` names what differs.")
-    response = records[0]
-    request = records[1] if len(records) > 1 and records[1].warc_type == "request" else None
-    if request is not None:
-        yield f"  request: {request.status_line}"
-        yield from (f"    {name}: {value}" for name, value in request.http_headers)
-    yield f"  target: {response.target_uri}"
-    yield f"  date: {response.date}"
-    yield f"  status: {response.status_line}"
-    yield from (f"    {name}: {value}" for name, value in response.http_headers)
-    if response.digest_ok is False:
-        yield "  WARNING: the record's digest does not match its content (changed since written)"
-    elif intact is False:
-        yield ("  WARNING: this record is not what was archived under its id: its content was "
-               "changed after it was written and its digests recomputed; it proves nothing")
-    if (response.digest_ok is False or intact is False) and unproven is not None:
-        unproven.append(f"{file} offset {offset}")
-    yield from _body_lines(response, sample_sha256)
-
-
-def _holds_archived(stream: IO[bytes], offset: int, build: int) -> bool:
-    """Whether the record at `offset` still holds what was archived under its id. Its digests
-    only say the content is consistent with itself: whoever rewrote a record (a licence
-    field, a status line) could recompute them. Its id is a hash of the content it was
-    written with (warc.record_id), and the ledger and provenance hold the id."""
-    from builder.evidence.check import Damaged, scan_at
-
-    try:
-        return scan_at(stream, offset).holds_archived(build)
-    except Damaged:
-        return False
-
-
-def _body_lines(record: ReadRecord, sample_sha256: str | None) -> Iterator[str]:
-    if record.warc_type == "revisit":
-        label = dict(record.fields).get("WARC-Payload-Digest", "")
-        digest = hex_of_label(label) or label
-        yield f"  payload: not in the archive; sha256 {digest}"
-        if sample_sha256 is not None:
-            same = "the same as" if digest == sample_sha256 else "DIFFERENT from"
-            yield f"    {same} the sample's image in the shard (sha256 {sample_sha256})"
-        return
-    yield from (f"  {line}" for line in _body_text(record).splitlines())
-
-
-def _body_text(record: ReadRecord) -> str:
-    body = record.body
-    if not body:
-        return "(empty body)"
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        return f"({len(body)} bytes, not text)"
-    with contextlib.suppress(ValueError):  # not JSON: shown as it is
-        text = json.dumps(json.loads(text), indent=2, ensure_ascii=False)
-    if len(text) > BODY_LIMIT:
-        return f"{text[:BODY_LIMIT]}\n... ({len(text) - BODY_LIMIT} more characters)"
-    return text
