@@ -678,3 +678,185 @@ def test_a_candidate_admitted_on_retry_keeps_its_api_page_and_one_image_record(
     assert shown.count("== api (api)") == 1 and shown.count("== image (image)") == 1
     assert "503" not in shown and '"value": "CC BY-SA 4.0"' in shown
     assert run_cli("verify", str(out)).returncode == 0
+
+
+# -- cleanset evidence --json: what the text shows, as one JSON object per candidate ------
+
+def evidence_json(out: Path, wanted: str) -> tuple[subprocess.CompletedProcess[str],
+                                                   list[dict[str, Any]]]:
+    proc = run_cli("evidence", str(out), wanted, "--json")
+    return proc, [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+def pages_of(record: dict[str, Any]) -> list[dict[str, Any]]:
+    assert record["body"]["type"] == "json"
+    return record["body"]["json"]["query"]["pages"]
+
+
+def test_evidence_json_gives_an_admitted_samples_records_as_data(
+        recipe: Path, tmp_path: Path) -> None:
+    """Licensing teams audit with scripts: the text had to be scraped."""
+    out = tmp_path / "out"
+    build(recipe, out)
+    first = samples(out)[0]
+    proc, (found,) = evidence_json(out, first["key"])
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert {k: found[k] for k in ("candidate_id", "build", "seq", "status", "reason", "key",
+                                  "url", "recheck")} == {
+        "candidate_id": f"wikimedia:{first['source_id']}", "build": 1, "seq": 0,
+        "status": "accepted", "reason": None, "key": first["key"], "url": first["file_url"],
+        "recheck": None}
+    records = found["records"]
+    assert [(r["role"], r["kind"]) for r in records] == [
+        ("api", "api"), ("signal", "robots.txt"), ("signal", "ai.txt"),
+        ("signal", "tdmrep.json"), ("image", "image")]
+    api, robots, image = records[0], records[1], records[-1]
+    # the records provenance points at, in its order
+    prov = provenance(out, first["key"])["evidence"]
+    pointers = [*prov["api"], *prov["signals"], prov["image"]]
+    assert [(r["file"], r["offset"], r["record_id"]) for r in records] == [
+        (p["file"], p["offset"], p["record_id"]) for p in pointers]
+    # the API page as a JSON object, holding the licence fields the sample was admitted on
+    page = next(p for p in pages_of(api) if p["pageid"] == int(first["source_id"]))
+    assert page["imageinfo"][0]["extmetadata"]["LicenseShortName"]["value"] == "CC BY-SA 4.0"
+    assert api["request_line"].startswith("GET /w/api.php?") and \
+        ["Accept-Encoding", "identity"] in api["request_headers"]
+    assert re.fullmatch(r"HTTP/1\.[01] 200 OK", api["status_line"])
+    assert ["Content-Type", "application/json"] in api["response_headers"]
+    assert api["target"].startswith("http://") and api["date"].endswith("Z")
+    assert re.fullmatch(r"HTTP/1\.[01] 404 NOT FOUND", robots["status_line"])
+    assert robots["body"]["type"] == "text"
+    assert image["body"] == {"type": "revisit", "payload_sha256": first["sha256"],
+                             "sample_sha256": first["sha256"], "same_as_sample": True}
+    assert all(r["intact"] and r["digest_ok"] is not False for r in records)
+    # the same records the text shows, found by URL too
+    text = run_cli("evidence", str(out), first["key"], check=True).stdout
+    assert all(f"offset {r['offset']} {r['record_id']}" in text for r in records)
+    assert evidence_json(out, first["file_url"])[0].stdout == proc.stdout
+
+
+def test_evidence_json_gives_a_refused_candidate_what_it_was_refused_on(
+        recipe: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    build(recipe, out)
+    proc, (licence,) = evidence_json(out, "wikimedia:1001")
+    assert proc.returncode == 0, proc.stderr
+    assert licence["status"] == "rejected" and licence["reason"] == "license_not_allowed"
+    assert licence["key"] is None and licence["detail"]
+    (api,) = licence["records"]
+    page = next(p for p in pages_of(api) if p["pageid"] == 1001)
+    assert page["imageinfo"][0]["extmetadata"]["LicenseShortName"]["value"] == "CC BY-NC 2.0"
+    # refused on its bytes: its image was fetched, and there is no sample to compare with
+    _, (bytes_refused,) = evidence_json(out, "wikimedia:1006")
+    image = bytes_refused["records"][-1]
+    assert image["role"] == "image" and image["body"]["type"] == "revisit"
+    assert image["body"]["sample_sha256"] is None and image["body"]["same_as_sample"] is None
+    assert re.fullmatch(r"[0-9a-f]{64}", image["body"]["payload_sha256"])
+    _, (table,) = evidence_json(out, "table:t2")  # NC in the table: nothing was asked
+    assert table["status"] == "rejected" and table["records"] == []
+
+
+def test_evidence_json_gives_the_recheck_finding_and_the_answers_it_archived(
+        httpserver: HTTPServer, recipe: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    build(recipe, out)
+    key = next(r["key"] for r in samples(out) if r["source_id"] == "t0")
+    for _ in range(2):  # the host opts the file out for the recheck and for its --apply
+        httpserver.expect_oneshot_request("/robots.txt").respond_with_data(
+            "User-agent: *\nDisallow: /table/0.jpg\n", content_type="text/plain")
+
+    def recheck_part(found: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
+        role = f"recheck {found['recheck']['number']}"
+        ours = [r for r in found["records"] if r["role"] == role]
+        assert found["records"][:len(ours)] == ours  # the recheck's answers come first
+        return ours, [r["role"] for r in found["records"][len(ours):]]
+
+    assert run_cli("recheck", str(out), "--no-progress").returncode == 3
+    proc, (open_item,) = evidence_json(out, key)
+    assert proc.returncode == 0, proc.stderr
+    finding = open_item["recheck"]
+    assert finding["number"] == 1 and finding["outcome"] == "optout"
+    assert finding["refuse"] is True and finding["applied_by"] is None
+    assert "robots.txt: Disallow" in finding["detail"] and finding["checked_at"]
+    ours, build_roles = recheck_part(open_item)
+    robots = next(r for r in ours if r["kind"] == "robots.txt")
+    assert robots["body"] == {"type": "text", "text": "User-agent: *\nDisallow: /table/0.jpg\n"}
+    assert build_roles == ["signal", "signal", "signal", "image"]
+
+    run_cli("recheck", str(out), "--apply", "--reason", "host opted out", check=True)
+    proc, (removed,) = evidence_json(out, key)
+    assert proc.returncode == 0, proc.stderr
+    assert removed["status"] == "removed" and removed["detail"].startswith("takedown-v2:")
+    finding = removed["recheck"]
+    assert finding["number"] == 2 and finding["applied_by"] == "takedown-v2"  # --apply's own
+    assert finding["answers_archived"] is True
+    assert finding["refuse"] is True and finding["outcome"] == "optout"
+    ours, build_roles = recheck_part(removed)
+    assert {r["kind"] for r in ours} >= {"robots.txt", "head"}
+    head = next(r for r in ours if r["kind"] == "head")
+    assert head["request_line"].startswith("HEAD /table/0.jpg")
+    assert all(r["intact"] for r in removed["records"])
+    assert build_roles == ["signal", "signal", "signal", "image"]
+    _, (untouched,) = evidence_json(out, samples(out)[0]["key"])
+    assert untouched["recheck"] is None
+    assert not any(r["role"].startswith("recheck") for r in untouched["records"])
+
+
+def test_evidence_json_marks_a_rewritten_record_not_intact_and_exits_1(
+        recipe: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    build(recipe, out)
+    first = samples(out)[0]
+    (api,) = first["evidence"]["api"]
+    forge_in_place(out / api["file"], api["offset"], b'"CC BY-SA 4.0"', b'"CC0 1.0     "')
+    proc, (found,) = evidence_json(out, first["key"])
+    assert proc.returncode == 1
+    assert f"{api['file']} offset {api['offset']}" in proc.stderr and "Traceback" not in \
+        proc.stderr
+    forged, *rest = found["records"]
+    assert forged["record_id"] == api["record_id"] and forged["intact"] is False
+    assert forged["digest_ok"] is True  # its digests were recomputed: only its id tells
+    page = next(p for p in pages_of(forged) if p["pageid"] == int(first["source_id"]))
+    assert page["imageinfo"][0]["extmetadata"]["LicenseShortName"]["value"] == "CC0 1.0     "
+    assert rest and all(r["intact"] for r in rest)
+    other, _ = evidence_json(out, samples(out)[-1]["key"])
+    assert other.returncode == 0, other.stderr
+
+
+def test_evidence_json_gives_one_line_per_candidate_a_url_matches(
+        httpserver: HTTPServer, tmp_path: Path) -> None:
+    """A table listing one image twice: the URL finds both candidates, the copy refused as
+    a duplicate after the same answers."""
+    serve_no_site_policies(httpserver)
+    httpserver.expect_request("/d.jpg").respond_with_data(make_image(7, (64, 48)),
+                                                          content_type="image/jpeg")
+    url = httpserver.url_for("/d.jpg")
+    write_jsonl(tmp_path / "urls.jsonl", [{"id": i, "url": url, "license": CC0} for i in "ab"])
+    recipe = write_recipe(tmp_path / "recipe.toml", recipe_text(
+        "twice", '\nkind = "table"\npath = "urls.jsonl"\n'))
+    out = tmp_path / "out"
+    build(recipe, out)
+    proc, found = evidence_json(out, url)
+    assert proc.returncode == 0, proc.stderr
+    assert [(f["candidate_id"], f["status"], f["reason"]) for f in found] == [
+        ("table:a", "accepted", None), ("table:b", "rejected", "duplicate_exact")]
+    assert [r["record_id"] for r in found[0]["records"]] == \
+        [r["record_id"] for r in found[1]["records"]]
+    assert found[0]["records"][-1]["body"]["same_as_sample"] is True
+
+
+def test_evidence_json_prints_nothing_for_a_candidate_not_found_or_unreadable(
+        recipe: Path, tmp_path: Path) -> None:
+    import shutil
+
+    out = tmp_path / "out"
+    build(recipe, out)
+    for wanted in ("0000009999", "nope:1", "http://localhost/nothing.jpg"):
+        proc = run_cli("evidence", str(out), wanted, "--json")
+        assert proc.returncode == 2 and proc.stdout == ""
+        assert "no candidate with key, id or URL" in proc.stderr and "Traceback" not in \
+            proc.stderr
+    shutil.rmtree(out / "evidence")  # its records cannot be read: not half an object
+    proc = run_cli("evidence", str(out), samples(out)[0]["key"], "--json")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "the evidence file the ledger names is missing" in proc.stderr

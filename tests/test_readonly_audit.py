@@ -47,6 +47,7 @@ READ_ONLY_COMMANDS: list[tuple[str, Callable[[Path, Path, Path], list[str]]]] = 
     ("takedown --dry-run", lambda d, scratch, pics: ["takedown", str(d), "--key", "0000000001",
                                                      "--dry-run"]),
     ("evidence", lambda d, scratch, pics: ["evidence", str(d), "0000000001"]),
+    ("evidence --json", lambda d, scratch, pics: ["evidence", str(d), "0000000001", "--json"]),
 ]
 
 

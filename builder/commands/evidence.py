@@ -1,9 +1,11 @@
-"""`cleanset evidence DIR KEY|URL`: what the sources answered when a candidate was decided."""
+"""`cleanset evidence DIR KEY|URL [--json]`: what the sources answered when a candidate was
+decided."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,9 +28,19 @@ first. KEY is a sample key (0000000042), a candidate id (source:id) or the image
 landing page URL. Records are read by offset from the ledger's index, never by scanning
 the archive.
 
+--json prints one JSON object per candidate found, per line: {"candidate_id", "build",
+"seq", "status", "reason", "detail", "key", "url", "recheck": null or {"number",
+"outcome", "refuse", "detail", "checked_at", "applied_by", "answers_archived"},
+"records": [{"role", "kind", "file", "offset", "record_id", "request_line",
+"request_headers", "target", "date", "status_line", "response_headers", "body",
+"digest_ok", "intact"}]}. A body is {"type": "json", "json": ...}, {"type": "text",
+"text": ...}, {"type": "bytes", "size": N} or, for an image, {"type": "revisit",
+"payload_sha256", "sample_sha256", "same_as_sample"}; bodies are whole.
+
 Exit 0; 1 when a record shown is not what was archived (changed since: its digest or its
-id no longer matches its content, so it proves nothing; each is marked WARNING); 2 when
-DIR or KEY is not found or a record cannot be read."""
+id no longer matches its content, so it proves nothing; each is marked WARNING, or
+"intact": false); 2 when DIR or KEY is not found or a record cannot be read (in --json,
+nothing is printed for that candidate)."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -39,6 +51,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("wanted", metavar="KEY|URL",
                    help="a sample key, a candidate id (source:id), or the image or landing "
                    "page URL")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object per candidate, per line (JSON Lines), for scripts")
     p.set_defaults(func=run, only_reads=True)  # an OSError is the copy's (cli.py)
 
 
@@ -48,18 +62,23 @@ def run(args: argparse.Namespace) -> int:
                         "published dataset's ledger.sqlite and evidence/ first.")
     from builder.audit import note_pending_takedown
     from builder.evidence.show import show
+    from builder.evidence.show_json import candidate_json
     from builder.evidence.show_text import candidate_lines
 
     note_pending_takedown(Path(args.dir))
     unproven: list[str] = []
     for index, found in enumerate(show(Path(args.dir), args.wanted)):
         found = dataclasses.replace(found, records=_noting(found.records, unproven))
+        if args.json:
+            print(json.dumps(candidate_json(found)))
+            continue
         if index:
             print()
         for line in candidate_lines(found):
             print(line)
     if unproven:
-        # Printed with a WARNING each; the exit code says it too, for a script that checks.
+        # Shown with a WARNING each ("intact": false); the exit code says it too, for a
+        # script that checks.
         print(f"cleanset evidence: {len(unproven)} record(s) shown are not what was archived "
               f"({', '.join(unproven)}): changed since they were written, they prove nothing. "
               f"Restore {Path(args.dir) / 'evidence'} from a copy; `cleanset verify "

@@ -4,7 +4,8 @@
     archive.py   the build's files in DIR/evidence/: written in source order, synced before
                  each ledger commit, truncated to the committed size on resume
     show.py      `cleanset evidence DIR KEY|URL`: the records that decided a candidate, and
-                 a recheck's finding, as data; show_text.py renders them
+                 a recheck's finding, as data; show_text.py and show_json.py
+                 (--json) render them
     shown.py     one record read back at its offset, held to its digest and id
     check.py     `cleanset verify`: every record's digests, every sample's pointers
 

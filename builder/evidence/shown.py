@@ -55,6 +55,8 @@ class Text:
 @dataclass(frozen=True)
 class Json:
     value: object  # the body parsed as JSON
+    text: str  # as archived
+    strict: bool  # False: it holds NaN or Infinity, which Python reads but RFC 8259 does not
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,12 @@ def _body(record: ReadRecord, sample_sha256: str | None) -> Body:
         text = record.body.decode("utf-8")
     except UnicodeDecodeError:
         return Binary(len(record.body))
+    constants: list[str] = []  # NaN, Infinity: what json.loads reads beyond RFC 8259
+
+    def constant(name: str) -> float:
+        constants.append(name)
+        return float(name)
+
     with contextlib.suppress(ValueError):  # not JSON: kept as it is
-        return Json(json.loads(text))
+        return Json(json.loads(text, parse_constant=constant), text, strict=not constants)
     return Text(text)
