@@ -296,6 +296,7 @@ def _build_locked(recipe: Recipe, options: BuildOptions, ledger: Ledger) -> Buil
         latest = ledger.latest_build()
         assert latest is not None
         summary = BuildSummary(out=options.out, build=latest.build, status="already complete")
+        summary.source_notes.extend(_unread_changes(recipe, latest))
     else:
         if rewind_unwritten(ledger, row, options.out / "shards"):
             log.info("rewound to the first shard that no worker had written")
@@ -321,6 +322,40 @@ def _build_locked(recipe: Recipe, options: BuildOptions, ledger: Ledger) -> Buil
     summary.total_samples = ledger.sample_count()
     summary.total_shards = len(ledger.shards())
     return summary
+
+
+def _unread_changes(recipe: Recipe, latest: BuildRow) -> list[str]:
+    """Why "already complete" adds nothing when a table or folder the recipe reads was
+    changed after its build finished: the same recipe is not read again (a user who added
+    rows to a table saw only "already complete" and 0 candidates)."""
+    finished = _epoch(latest.finished_at)
+    if finished is None:
+        return []
+    changed = []
+    for spec in recipe.sources:
+        path = getattr(spec.config, "path", None)
+        if not isinstance(path, str) or "://" in path:
+            continue
+        with contextlib.suppress(OSError):
+            # finished_at is to the second: a file written in that second is not "after"
+            if Path(path).stat().st_mtime >= finished + 1:
+                changed.append(f"{path} (source {spec.name!r})")
+    if not changed:
+        return []
+    return [f"note: {', '.join(changed)} changed after build {latest.build} finished reading "
+            f"it ({latest.finished_at}); the same recipe does not read its sources again. "
+            "To add what is new, change the recipe (a new source, a higher limit, or any "
+            f"edit): that starts build {latest.build + 1}, which reads every source again and "
+            "refuses what the dataset already holds as duplicates."]
+
+
+def _epoch(iso: str | None) -> float | None:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(iso).timestamp() if iso else None
+    except ValueError:
+        return None
 
 
 def _check_shards_present(ledger: Ledger, out: Path) -> None:

@@ -242,6 +242,27 @@ def test_a_second_build_into_the_same_dir_is_a_no_op_and_verify_passes(
     assert "verify: OK: 7 samples" in proc.stdout
 
 
+def test_a_table_changed_after_its_build_is_named_when_the_same_recipe_adds_nothing(
+        corpus: dict, tmp_path: Path) -> None:
+    """Rows appended to the table got only "already complete" and 0 candidates: the user
+    could not tell that the same recipe never reads its sources again."""
+    import time
+
+    out = tmp_path / "out"
+    build(corpus["recipe"], out)
+    assert "changed after build" not in build(corpus["recipe"], out)
+    table = corpus["recipe"].parent / "urls.jsonl"
+    with table.open("a", encoding="utf-8") as f:
+        f.write(json.dumps({"id": "new", "url": "http://127.0.0.1:9/new.jpg",
+                            "license": CC0}) + "\n")
+    later = time.time() + 5  # after the build's finish, whatever the clock's resolution
+    os.utime(table, (later, later))
+    stdout = build(corpus["recipe"], out)
+    assert "already complete" in stdout
+    assert f"note: {table.resolve()} (source 'table') changed after build 1" in stdout, stdout
+    assert "change the recipe" in stdout and "starts build 2" in stdout
+
+
 def test_verify_catches_one_flipped_byte_in_a_shard(corpus: dict, tmp_path: Path) -> None:
     out = tmp_path / "out"
     build(corpus["recipe"], out)
