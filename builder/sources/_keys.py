@@ -58,10 +58,10 @@ def env_key(name: str, *, file: Path | str, key: str, signup: str = "") -> str:
     """The secret in environment variable `name`; UserError naming the variable if unset."""
     value = os.environ.get(name, "").strip()
     if not value:
-        hint = f" Get one at {signup} and" if signup else ""
+        hint = f"Get one at {signup} and run" if signup else "Run"
         raise UserError(
-            f"{file}: {key} = {name!r}, but the environment variable {name} is not set.{hint} "
-            f"run `export {name}=<your key>` before `cleanset build`."
+            f"{file}: {key} = {name!r}, but the environment variable {name} is not set. {hint} "
+            f"`export {name}=<your key>` first (cleanset build and recheck read it)."
         )
     redact(value)
     return value
