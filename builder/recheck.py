@@ -35,7 +35,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from builder import interrupts
+from builder import clock, interrupts
 from builder.drift import Outcome, Recorded, Verdict, judge
 from builder.errors import UserError
 from builder.evidence.recheck_archive import RecheckArchive
@@ -53,7 +53,7 @@ from builder.lock import OutputLock, ReadLock
 from builder.optout import load_optout
 from builder.optout.config import OptoutConfig
 from builder.optout.consent import HostConsent
-from builder.recheck_log import RecheckLog, RecheckRow
+from builder.recheck_log import RECHECK_MAX_AGE_DAYS, RecheckLog, RecheckRow, days_between
 from builder.recipe import Recipe, load_recipe
 from builder.records import Evidence, Exchange
 from builder.sources import source_module
@@ -356,7 +356,7 @@ class _Recheck:
                   "sample": sample}
         if running is not None and running.version == version and \
                 {k: running.scope.get(k) for k in wanted} == wanted and \
-                seed in (None, running.scope.get("seed")):
+                seed in (None, running.scope.get("seed")) and self._fresh_enough(running):
             return running, True
         if sample is not None and seed is None:
             seed = random.SystemRandom().randrange(2**31)
@@ -367,6 +367,24 @@ class _Recheck:
             keys = self._choose(total, sample, seed) if sample is not None else ()
             recheck = self.record.start(scope, version, sample or total, keys)
         return self.record.get(recheck), False
+
+    def _fresh_enough(self, running: RecheckRow) -> bool:
+        """Whether an unfinished recheck may be finished: it keeps the verdicts it made when
+        they were made, and is dated by its start. One killed months ago was finished "now"
+        with verdicts that old; past RECHECK_MAX_AGE_DAYS it is started afresh instead."""
+        age = days_between(running.started_at, clock.wall_iso())
+        if age is not None and age > RECHECK_MAX_AGE_DAYS:
+            self.notes.append(f"recheck {running.recheck}, started {running.started_at} "
+                              f"({age} days ago) and never finished, was abandoned: its "
+                              f"verdicts are older than {RECHECK_MAX_AGE_DAYS} days; every "
+                              "sample is judged afresh")
+            return False
+        if age:
+            self.notes.append(f"resumed recheck {running.recheck}, started "
+                              f"{running.started_at} ({age} days ago): the {running.done} "
+                              "samples judged then keep those verdicts (the recheck is dated "
+                              "by its start)")
+        return True
 
     def _choose(self, total: int, sample: int, seed: int | None) -> Iterator[str]:
         """`sample` keys picked by a seeded RNG from the scope's keys in key order: the same

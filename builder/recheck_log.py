@@ -19,10 +19,28 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from builder import clock
 from builder.drift import DRIFT, Outcome, Verdict
+
+# A recheck older than this is old: sources revise rights and hosts add opt-outs all the
+# time (docs/recheck.md suggests a weekly one; a quarter is generous). The report names a
+# last recheck this old as open, and an unfinished one this old is started afresh rather
+# than finished with verdicts that old.
+RECHECK_MAX_AGE_DAYS = 90
+
+
+def days_between(earlier: str | None, later: str) -> int | None:
+    """Whole days from one ledger date (`2026-12-07T04:00:00Z`) to another; None if either
+    is not one."""
+    try:
+        a = datetime.strptime(earlier or "", "%Y-%m-%dT%H:%M:%SZ")
+        b = datetime.strptime(later, "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        return None
+    return (b - a).days
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS rechecks (
@@ -75,6 +93,15 @@ class RecheckRow:
     @property
     def drifted(self) -> int:
         return sum(n for outcome, n in self.counts.items() if outcome in DRIFT)
+
+    @property
+    def when(self) -> str:
+        """When its verdicts were made: its finish, or from its start when it ran (or was
+        resumed) over more than a day: the first verdicts are as old as its start."""
+        if self.finished_at is None or (days_between(self.started_at, self.finished_at)
+                                        or 0) < 1:
+            return self.finished_at or self.started_at
+        return f"{self.started_at} to {self.finished_at}"
 
 
 def has_rechecks(db: sqlite3.Connection) -> bool:

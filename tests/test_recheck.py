@@ -535,6 +535,43 @@ def test_kill_9_mid_recheck_then_the_same_command_resumes_where_it_stopped(
     assert run_cli("verify", str(out)).returncode == 0
 
 
+@pytest.mark.parametrize(("days", "resumed"), [(3, True), (100, False)])
+def test_a_recheck_killed_long_ago_is_dated_by_its_start_or_started_afresh(
+        dataset: tuple[World, Path], days: int, resumed: bool) -> None:
+    """Resumed weeks later, a recheck was "finished" today with half its verdicts weeks old,
+    and the card and report dated it today. It is now dated from its start; one older than
+    the report's 90 days is abandoned and every sample judged afresh."""
+    from datetime import UTC, datetime, timedelta
+
+    world, out = dataset
+    env = {"CLEANSET_RECHECK_CHUNK": "2"}
+    killed = recheck(out, env={**env, "CLEANSET_CRASH_AT": "recheck_chunk:2"})
+    assert killed.returncode == -9
+    then = (datetime.now(UTC) - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    with sqlite3.connect(out / "ledger.sqlite") as db:  # as if killed `days` ago
+        db.execute("UPDATE rechecks SET started_at = ?", (then,))
+    world.commons.requests.clear()
+    again = recheck(out, env=env)
+    assert again.returncode == 0, again.stderr
+    said = again.stdout
+    with sqlite3.connect(out / "ledger.sqlite") as db:
+        rows = db.execute("SELECT recheck, status, started_at FROM rechecks").fetchall()
+    page = out.parent / "report.html"
+    run_cli("report", str(out), "--out", str(page), check=True)
+    text = re.sub(r"<[^>]+>", "", page.read_text(encoding="utf-8"))
+    if resumed:
+        assert f"resumed recheck 1, started {then} ({days} days ago)" in said
+        assert rows == [(1, "finished", then)]
+        assert [a["pageids"] for a in world.imageinfo_requests()] == ["1004"]
+        assert f"Last rechecked {then} to " in text
+    else:
+        assert f"recheck 1, started {then} ({days} days ago) and never finished, was " \
+               "abandoned" in said
+        assert [(r, status) for r, status, _ in rows] == [(1, "abandoned"), (2, "finished")]
+        assert len(world.imageinfo_requests()) == 3  # every sample asked again
+        assert f"Last rechecked {then}" not in text
+
+
 def test_a_killed_sample_larger_than_the_dataset_resumes_where_it_stopped(
         dataset: tuple[World, Path]) -> None:
     """`--sample N` of a dataset under N samples is recorded as a recheck of every sample;

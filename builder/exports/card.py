@@ -82,7 +82,7 @@ def _rechecked(facts: Facts) -> str:
     unreachable = row.counts.get("unreachable", 0)
     unchecked = (f"; {unreachable} could not be checked (unreachable: not an all-clear)"
                  if unreachable else "")
-    return (f"\nLast rechecked against its sources {row.finished_at} (recheck {row.recheck}, "
+    return (f"\nLast rechecked against its sources {row.when} (recheck {row.recheck}, "
             f"{row.total} samples of version {row.version}): {row.drifted} drifted, "
             f"{row.refused} would have been refused{applied}{unchecked}.\n")
 

@@ -509,7 +509,7 @@ def _last_recheck(data: ReportData) -> str:
     # Unreachable is not drift, but it is not an all-clear either: "0 drifted, 0 would now be
     # refused" alone read as one for a recheck that could not reach a host.
     unreachable = last.counts.get("unreachable", 0)
-    return (f"{_e(last.finished_at)} (version {_e(last.version)}): {last.drifted:,} drifted, "
+    return (f"{_e(last.when)} (version {_e(last.version)}): {last.drifted:,} drifted, "
             f"{last.refused:,} would now be refused"
             + (f" (taken down in {_e(last.applied)})" if last.applied else "")
             + (f", {unreachable:,} could not be checked (unreachable)" if unreachable else ""))

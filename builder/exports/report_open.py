@@ -11,14 +11,11 @@ is listed here; an empty list is the only case in which the page says nothing is
 from __future__ import annotations
 
 import html
-from datetime import datetime
 from typing import Any
 
 from builder.exports.report_data import ReportData, transient_reasons
-
-# A recheck older than this is named as old: sources revise rights and hosts add opt-outs
-# all the time (docs/recheck.md suggests a weekly one; a quarter is generous).
-RECHECK_MAX_AGE_DAYS = 90
+from builder.recheck_log import RECHECK_MAX_AGE_DAYS
+from builder.recheck_log import days_between as _days_between
 
 
 def open_items(data: ReportData) -> list[str]:
@@ -116,9 +113,11 @@ def _recheck_items(data: ReportData) -> list[str]:
                          f"{_e(data.out)}</code>.")
         return items
     last = data.rechecks[-1]
-    age = _days_between(last.finished_at, data.generated_at)
+    # Dated by its start: a recheck resumed weeks later holds verdicts from its first day.
+    age = _days_between(last.started_at, data.generated_at)
     if age is not None and age > RECHECK_MAX_AGE_DAYS:
-        items.append(f"<b>The last recheck is {age:,} days old</b> ({_e(last.finished_at)}): "
+        items.append(f"<b>The last recheck is {age:,} days old</b> (started "
+                     f"{_e(last.started_at)}, finished {_e(last.finished_at)}): "
                      f"run <code>cleanset recheck {_e(data.out)}</code> again.")
     if last.scope.get("sources") or last.scope.get("sample") is not None:
         items.append(f"<b>The last recheck covered part of the dataset</b> "
@@ -152,15 +151,6 @@ def _findings(data: ReportData, *, refuse: bool) -> str:
     tail = (f"<li>…and {more:,} more (<code>recheck_results</code> in the ledger)</li>"
             if more > 0 else "")
     return f"<ul>{shown}{tail}</ul>"
-
-
-def _days_between(earlier: str | None, later: str) -> int | None:
-    try:
-        a = datetime.strptime(earlier or "", "%Y-%m-%dT%H:%M:%SZ")
-        b = datetime.strptime(later, "%Y-%m-%dT%H:%M:%SZ")
-    except ValueError:
-        return None
-    return (b - a).days
 
 
 def _short(text: str, limit: int = 200) -> str:
