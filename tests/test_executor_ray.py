@@ -134,6 +134,12 @@ def build(recipe: Path, out: Path, *extra: str, env: dict[str, str] | None = Non
                    env={"CLEANSET_COMMIT_EVERY": "3", **(env or {})})
 
 
+def on_cluster(cluster: tuple[str, int]) -> tuple[str, ...]:
+    """The arguments of a build on the module's Ray head: a local Ray started per build
+    (a few seconds of start-up each) is tested once, by the first test."""
+    return ("--executor", "ray", "--ray-address", cluster[0])
+
+
 def shard_bytes(out: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted((out / "shards").iterdir())}
 
@@ -242,9 +248,8 @@ def test_a_ray_worker_killed_mid_batch_is_retried_and_the_dataset_is_unchanged(
 
 def test_a_driver_killed_mid_build_resumes_on_ray_with_nothing_lost_or_doubled(
         recipe: Path, reference: Path, cluster: tuple[str, int], tmp_path: Path) -> None:
-    address, _ = cluster
     out = tmp_path / "killed-driver"
-    args = ("--executor", "ray", "--ray-address", address)
+    args = on_cluster(cluster)
     crashed = build(recipe, out, *args, env={"CLEANSET_CRASH_AT": "decide:15", **TOKEN_AUTH})
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
     resumed = build(recipe, out, *args, env=TOKEN_AUTH)
@@ -253,11 +258,11 @@ def test_a_driver_killed_mid_build_resumes_on_ray_with_nothing_lost_or_doubled(
 
 
 def test_the_near_index_split_over_ray_actors_gives_the_same_dataset(
-        recipe: Path, reference: Path, tmp_path: Path) -> None:
+        recipe: Path, reference: Path, cluster: tuple[str, int], tmp_path: Path) -> None:
     split = recipe.with_name("split-index.toml")
     split.write_text(recipe.read_text().replace("batch_size = 5", "batch_size = 5\nindex_parts = 3"))
     out = tmp_path / "split"
-    proc = build(split, out, "--executor", "ray")
+    proc = build(split, out, *on_cluster(cluster), env=TOKEN_AUTH)
     assert proc.returncode == 0, proc.stderr
     assert "dedup indexes split over 3 Ray actors (0 parts rebuilt" in proc.stdout
     assert_same_dataset_but_the_recipe(out, reference)
@@ -302,22 +307,24 @@ def test_a_split_index_without_ray_is_refused_naming_the_key(recipe: Path, tmp_p
 
 
 def test_a_driver_killed_with_the_index_split_over_actors_resumes_with_the_same_dataset(
-        recipe: Path, reference: Path, tmp_path: Path) -> None:
+        recipe: Path, reference: Path, cluster: tuple[str, int], tmp_path: Path) -> None:
     split = recipe.with_name("split-index.toml")
     split.write_text(recipe.read_text().replace("batch_size = 5", "batch_size = 5\nindex_parts = 2"))
     out = tmp_path / "killed-driver-split"
-    crashed = build(split, out, "--executor", "ray", env={"CLEANSET_CRASH_AT": "decide:30"})
+    crashed = build(split, out, *on_cluster(cluster),
+                    env={"CLEANSET_CRASH_AT": "decide:30", **TOKEN_AUTH})
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
-    # the parts died with the driver's Ray; the resumed build rebuilds them from the ledger
-    resumed = build(split, out, "--executor", "ray")
+    # the parts, owned by the dead driver, died with it (the cluster lives on); the resumed
+    # build rebuilds them from the ledger
+    resumed = build(split, out, *on_cluster(cluster), env=TOKEN_AUTH)
     assert resumed.returncode == 0, resumed.stderr
     assert_same_dataset_but_the_recipe(out, reference)
 
 
 def test_shards_written_by_ray_workers_are_the_driver_written_shards_byte_for_byte(
-        recipe: Path, reference: Path, tmp_path: Path) -> None:
+        recipe: Path, reference: Path, cluster: tuple[str, int], tmp_path: Path) -> None:
     out = tmp_path / "worker-shards"
-    proc = build(recipe, out, "--executor", "ray", "--write-shards", "workers")
+    proc = build(recipe, out, *on_cluster(cluster), "--write-shards", "workers", env=TOKEN_AUTH)
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"\b(\d+) shards written by Ray workers", proc.stdout)
     assert not list((out / "shards").glob("*.tmp"))
@@ -325,10 +332,10 @@ def test_shards_written_by_ray_workers_are_the_driver_written_shards_byte_for_by
 
 
 def test_a_driver_killed_while_workers_write_shards_rewinds_and_resumes_identically(
-        recipe: Path, reference: Path, tmp_path: Path) -> None:
+        recipe: Path, reference: Path, cluster: tuple[str, int], tmp_path: Path) -> None:
     out = tmp_path / "worker-shards-killed"
-    args = ("--executor", "ray", "--write-shards", "workers")
-    crashed = build(recipe, out, *args, env={"CLEANSET_CRASH_AT": "decide:30"})
+    args = (*on_cluster(cluster), "--write-shards", "workers")
+    crashed = build(recipe, out, *args, env={"CLEANSET_CRASH_AT": "decide:30", **TOKEN_AUTH})
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
     with sqlite3.connect(out / "ledger.sqlite") as db:
         unwritten = db.execute(
@@ -336,7 +343,7 @@ def test_a_driver_killed_while_workers_write_shards_rewinds_and_resumes_identica
         committed = db.execute("SELECT COUNT(*) FROM candidates").fetchone()[0]
     # decisions were committed whose shard no worker had written: the resume must rewind them
     assert unwritten >= 1 and committed > 0
-    resumed = build(recipe, out, *args)
+    resumed = build(recipe, out, *args, env=TOKEN_AUTH)
     assert resumed.returncode == 0, resumed.stderr
     assert_same_dataset(out, reference)
 
