@@ -342,7 +342,7 @@ def _unread_changes(recipe: Recipe, latest: BuildRow) -> list[str]:
                 changed.append(f"{path} (source {spec.name!r})")
     if not changed:
         return []
-    return [f"note: {', '.join(changed)} changed after build {latest.build} finished reading "
+    return [f"  note: {', '.join(changed)} changed after build {latest.build} finished reading "
             f"it ({latest.finished_at}); the same recipe does not read its sources again. "
             "To add what is new, change the recipe (a new source, a higher limit, or any "
             f"edit): that starts build {latest.build + 1}, which reads every source again and "
