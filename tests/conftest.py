@@ -18,6 +18,19 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The commands these tests interrupt get Ctrl-C as a terminal delivers it. A test run
+    started in the background of a script without job control (`cmd &`) inherits SIGINT
+    ignored, and so would every command it starts: Python then installs no KeyboardInterrupt
+    handler, and each Ctrl-C test saw its build carry on to exit 0. A handler here is reset
+    to the default by exec in every child."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 # Provenance timestamps pinned, so rebuilds can be compared byte for byte.
 FIXED_EPOCH = "1700000000"
 FIXED_HTTP_DATE = "Tue, 14 Nov 2023 22:13:20 GMT"  # FIXED_EPOCH as an HTTP Date header
