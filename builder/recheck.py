@@ -299,8 +299,9 @@ class _Recheck:
     def execute(self) -> RecheckResult:
         self.record = RecheckLog(self.db)
         row, resumed = self._start_or_resume()
-        # The answers behind each verdict that is not `unchanged`, kept with the dataset's
-        # evidence; a read-only copy's recheck (a scratch record) keeps none.
+        # The answers behind each verdict that is not `unchanged`, and every host file read,
+        # kept with the dataset's evidence; a read-only copy's recheck (a scratch record)
+        # keeps none.
         archive = RecheckArchive(self.out, self.db, recheck=row.recheck,
                                  dataset=self.ledger.get_meta("dataset_name") or "dataset") \
             if self.db is self.ledger.db else None
@@ -316,7 +317,8 @@ class _Recheck:
                     if archive is not None:
                         archive.keep(chunk[0].item.key, (
                             (v.key, relied[v.key]) for v in verdicts
-                            if v.outcome is not Outcome.UNCHANGED and relied[v.key]))
+                            if v.outcome is not Outcome.UNCHANGED and relied[v.key]),
+                            host_files=self._host_files(chunk))
                     self.record.record(row.recheck, verdicts, last)
                 crash_point("recheck_chunk")
                 bar.update(len(chunk))
@@ -446,6 +448,14 @@ class _Recheck:
             relied[rec.item.key] = [*pages.get(rec.item.key, ()), *now.exchanges,
                                     *(self.consent.exchanges(url, page) if host else ())]
         return verdicts, relied
+
+
+    def _host_files(self, chunk: list[Recorded]) -> list[Exchange]:
+        """The host files the chunk's samples were judged by (after `_judge`)."""
+        if self.consent is None:
+            return []
+        return [ex for rec in chunk if rec.item.file_url
+                for ex in self.consent.exchanges(rec.item.file_url)]
 
 
 def _source_filter(sources: list[str]) -> tuple[str, tuple[str, ...]]:

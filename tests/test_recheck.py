@@ -655,6 +655,28 @@ def archived_evidence(out: Path) -> tuple[list[str], list[tuple[str, int, str]]]
     return sorted(p.name for p in (out / "evidence").glob("*-recheck*")), links
 
 
+def test_a_recheck_that_finds_nothing_still_archives_each_host_file_it_read_once(
+        dataset: tuple[World, Path]) -> None:
+    """What each host consented to on the day of a recheck was kept nowhere when every
+    sample was unchanged: its robots.txt, ai.txt and tdmrep.json are archived once per host
+    (no sample links to them), whatever they said, also over many chunks."""
+    world, out = dataset
+    world.hosts.robots = (200, "User-agent: *\nAllow: /\n")
+    proc = recheck(out, env={"CLEANSET_RECHECK_CHUNK": "2"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with sqlite3.connect(f"file:{out / 'ledger.sqlite'}?mode=ro", uri=True) as db:
+        kept = db.execute("SELECT kind, target_uri, status FROM evidence_records "
+                          "WHERE build = -1 ORDER BY target_uri").fetchall()
+        linked = db.execute("SELECT COUNT(*) FROM recheck_evidence").fetchone()[0]
+    hosts = {world.commons_server.url_for("/"), world.hosts.server.url_for("/"),
+             world.refusing.server.url_for("/")}
+    assert sorted(t for _, t, _ in kept) == sorted(
+        host.rstrip("/") + path for host in hosts for path in POLICY_FILES)
+    assert (("robots.txt", world.hosts.server.url_for("/robots.txt"), 200)) in kept
+    assert linked == 0  # nothing drifted: no sample relied on an answer
+    assert run_cli("verify", str(out)).returncode == 0
+
+
 @pytest.mark.parametrize("crash", ["recheck_archived:1", "recheck_archived:2"])
 def test_a_recheck_killed_as_it_archives_leaves_no_file_no_commit_names(
         dataset: tuple[World, Path], tmp_path: Path, crash: str) -> None:

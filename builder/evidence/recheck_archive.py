@@ -1,5 +1,7 @@
 """What a recheck relied on, archived: the answers behind every sample it did not find
-unchanged (the API page, the HEAD, the robots.txt, ai.txt or tdmrep.json that refused).
+unchanged (the API page, the HEAD, the robots.txt, ai.txt or tdmrep.json that refused),
+and every host file it read, whatever it found (once per host: what a host consented to on
+the day of the recheck, for the samples found unchanged too).
 
 A recheck's verdicts live in the ledger (`recheck_results`); without this, a sample that
 `recheck --apply` took down had only build day's records, which had admitted it, and
@@ -70,6 +72,7 @@ class RecheckArchive:
         self.scrub = scrub
         ensure_schema(db)
         db.execute(SCHEMA)
+        self._host_files_kept: set[Exchange] = set()
         self._delete_uncommitted()
 
     def _delete_uncommitted(self) -> None:
@@ -83,21 +86,34 @@ class RecheckArchive:
                 path.unlink()  # written before a crash that undid its commit: comes again
         fsync_dir(self.dir)
 
-    def keep(self, first_key: str, relied: Iterable[tuple[str, list[Exchange]]]) -> None:
-        """Archive what each (key, answers) relied on; call inside the chunk's transaction."""
+    def keep(self, first_key: str, relied: Iterable[tuple[str, list[Exchange]]],
+             host_files: Iterable[Exchange] = ()) -> None:
+        """Archive what each (key, answers) relied on, and `host_files` (every robots.txt,
+        ai.txt and tdmrep.json the chunk's samples were judged by, linked to no sample);
+        call inside the chunk's transaction."""
         ns = namespace(self.recheck)
         made: dict[Exchange, warc.Prepared] = {}  # a host's files, relied on by many samples
         new: dict[str, warc.Prepared] = {}
         links: list[tuple[int, str, int, str]] = []
+
+        def prepare(ex: Exchange) -> warc.Prepared:
+            prepared = made.get(ex)
+            if prepared is None:
+                prepared = made[ex] = warc.prepare(ns, ex, self.scrub)
+                if self.db.execute("SELECT 1 FROM evidence_records WHERE record_id = ?",
+                                   (prepared.record_id,)).fetchone() is None:
+                    new.setdefault(prepared.record_id, prepared)
+            return prepared
+
         for key, exchanges in relied:
             for position, ex in enumerate(exchanges):
-                prepared = made.get(ex)
-                if prepared is None:
-                    prepared = made[ex] = warc.prepare(ns, ex, self.scrub)
-                    if self.db.execute("SELECT 1 FROM evidence_records WHERE record_id = ?",
-                                       (prepared.record_id,)).fetchone() is None:
-                        new.setdefault(prepared.record_id, prepared)
-                links.append((self.recheck, key, position, prepared.record_id))
+                links.append((self.recheck, key, position, prepare(ex).record_id))
+        for ex in host_files:
+            # A host's files are read once per recheck and named by every chunk of its
+            # samples: prepared (gzipped) the first time only.
+            if ex not in self._host_files_kept:
+                prepare(ex)
+                self._host_files_kept.add(ex)
         if new:
             self._write(f"{self.dataset}-recheck{self.recheck:04d}-{first_key}.warc.gz",
                         int(first_key) if first_key.isdigit() else 0, list(new.values()))
@@ -134,8 +150,9 @@ class RecheckArchive:
             "format": "WARC File Format 1.1",
             "isPartOf": self.dataset,
             "description": f"Evidence of cleanset recheck {self.recheck}: the answers behind "
-                           "each sample it did not find unchanged. The ledger's "
-                           "recheck_evidence table names which sample relied on which.",
+                           "each sample it did not find unchanged, and every host file it "
+                           "read. The ledger's recheck_evidence table names which sample "
+                           "relied on which.",
             "cleanset-recheck": str(self.recheck),
             "cleanset-redaction": warc.REDACTION_NOTE,
         }
