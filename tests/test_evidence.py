@@ -617,7 +617,7 @@ def test_evidence_of_a_sample_a_recheck_took_down_shows_the_answer_that_refused_
     assert kinds[0] == "warcinfo" and "response" in kinds and "request" in kinds
     assert run_cli("verify", str(out)).returncode == 0
     other = run_cli("evidence", str(out), samples(out)[0]["key"], check=True)
-    assert "recheck" not in other.stdout
+    assert "found: unchanged (not a refusal)" in other.stdout  # what the recheck found of it
 
 
 def test_evidence_of_a_sample_the_last_recheck_would_refuse_shows_that_finding_and_answer(
@@ -638,11 +638,18 @@ def test_evidence_of_a_sample_the_last_recheck_would_refuse_shows_that_finding_a
     recheck_part, _, build_part = proc.stdout.partition("the build's records, which admitted it")
     assert "== robots.txt (recheck 1)" in recheck_part and "Disallow: /table/0.jpg" in recheck_part
     assert "== robots.txt (signal)" in build_part
-    unchanged = run_cli("evidence", str(out), samples(out)[0]["key"], check=True)
-    assert "recheck" not in unchanged.stdout
+    # A sample it found unchanged: that finding, and what its host's files said that day
+    # (archived whatever they said), above the build's records.
+    other = next(r for r in samples(out) if r["source_id"] == "t1")
+    unchanged = run_cli("evidence", str(out), other["key"], check=True).stdout
+    assert "the last recheck, 1 (" in unchanged and "found: unchanged (not a refusal)" in unchanged
+    recheck_part, _, build_part = unchanged.partition("the build's records, which admitted it")
+    assert "== robots.txt (recheck 1)" in recheck_part and "Disallow: /table/0.jpg" in recheck_part
+    assert "== robots.txt (signal)" in build_part
     assert run_cli("recheck", str(out), "--no-progress").returncode == 0  # the host relents
-    again = run_cli("evidence", str(out), key, check=True)
-    assert "the last recheck" not in again.stdout  # only the last recheck speaks
+    again = run_cli("evidence", str(out), key, check=True).stdout
+    assert "the last recheck, 2 (" in again and "found: unchanged" in again
+    assert "found: optout" not in again  # only the last recheck speaks
 
 
 def test_a_candidate_admitted_on_retry_keeps_its_api_page_and_one_image_record(
@@ -798,8 +805,12 @@ def test_evidence_json_gives_the_recheck_finding_and_the_answers_it_archived(
     assert all(r["intact"] for r in removed["records"])
     assert build_roles == ["signal", "signal", "signal", "image"]
     _, (untouched,) = evidence_json(out, samples(out)[0]["key"])
-    assert untouched["recheck"] is None
-    assert not any(r["role"].startswith("recheck") for r in untouched["records"])
+    assert untouched["recheck"]["outcome"] == "unchanged"
+    assert untouched["recheck"]["refuse"] is False and untouched["recheck"]["answers_archived"]
+    # what the host's files said on the day, archived whatever they said; no HEAD of it
+    assert untouched["recheck"]["number"] == 2  # --apply's recheck, the last one
+    assert {r["kind"] for r in untouched["records"] if r["role"] == "recheck 2"} == {
+        "robots.txt", "ai.txt", "tdmrep.json"}
 
 
 def test_evidence_json_marks_a_rewritten_record_not_intact_and_exits_1(

@@ -3,24 +3,31 @@
 The candidate is found in the ledger (by sample key, candidate id `source:id`, or the URL it
 was fetched from or described at), its records by the ledger's links, and each record is
 read at its offset: nothing else in the archive is read. For a sample a recheck took down,
-or one the last recheck did not find unchanged, the recheck's finding and the answers it
-archived come first. `show` makes this once, as data (`CandidateEvidence`); `show_text.py`
+or one still in that the last recheck judged, the recheck's finding comes first, with the
+answers it found a change in, or, found unchanged, the host files it read. `show` makes this once, as data (`CandidateEvidence`); `show_text.py`
 and `show_json.py` render it.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder.drift import Outcome
 from builder.errors import UserError
 from builder.evidence.archive import has_schema
 from builder.evidence.recheck_archive import namespace, records_of
 from builder.evidence.shown import Link, Shown, read
 from builder.ledger import reading, require_dataset
+from builder.optout.hostfiles import origin
+from builder.optout.tdmrep import WELL_KNOWN
+
+UNCHANGED = Outcome.UNCHANGED.value  # whose rows a finished recheck drops
+HOST_FILE_PATHS = ("/robots.txt", "/ai.txt", WELL_KNOWN)
 
 _KEY = re.compile(r"[0-9]{10,}")
 
@@ -41,7 +48,8 @@ class Found:
 @dataclass(frozen=True)
 class Finding:
     """What a recheck found of a sample: the one a takedown followed (a removed sample), or
-    the last finished recheck's when it was not `unchanged` (a sample still in)."""
+    the last finished recheck's (a sample still in; `unchanged` with the host files it read,
+    anything else with the answers it found it in)."""
 
     recheck: int
     outcome: str
@@ -83,7 +91,7 @@ def show(out: Path, wanted: str) -> Iterator[CandidateEvidence]:
                             "page URL.")
         for cand in found:
             finding = _finding(db, cand)
-            links = [*(_recheck_links(db, finding.recheck, cand.key) if finding else []),
+            links = [*(_recheck_links(db, finding, cand) if finding else []),
                      *_build_links(db, cand)]
             yield CandidateEvidence(cand, finding, (read(out, link) for link in links))
 
@@ -114,9 +122,28 @@ def _build_links(db: sqlite3.Connection, cand: Found) -> list[Link]:
             for role, kind, file, offset, record_id, build in rows]
 
 
-def _recheck_links(db: sqlite3.Connection, recheck: int, key: str | None) -> list[Link]:
+def _recheck_links(db: sqlite3.Connection, finding: Finding, cand: Found) -> list[Link]:
+    recheck = finding.recheck
+    rows = (_host_files_read(db, recheck, cand.key) if finding.outcome == UNCHANGED
+            else records_of(db, recheck, cand.key or ""))
     return [Link(f"recheck {recheck}", kind, file, offset, record_id, namespace(recheck))
-            for record_id, file, offset, kind in records_of(db, recheck, key or "")]
+            for record_id, file, offset, kind in rows]
+
+
+def _host_files_read(db: sqlite3.Connection, recheck: int, key: str | None
+                     ) -> list[tuple[str, str, int, str]]:
+    """(record_id, file, offset, kind) of the host files recheck `recheck` read for the
+    sample's file URL (archived once per host, linked to no sample)."""
+    row = db.execute("SELECT file_url FROM samples WHERE key = ?", (key,)).fetchone()
+    base = origin(row[0]) if row and row[0] else None
+    if base is None:
+        return []
+    targets = [base + path for path in HOST_FILE_PATHS]
+    marks = ",".join("?" for _ in targets)
+    return db.execute(
+        f"SELECT record_id, file, offset, kind FROM evidence_records WHERE build = ? AND "
+        f"target_uri IN ({marks}) ORDER BY target_uri", (namespace(recheck), *targets)
+    ).fetchall()
 
 
 def _finding(db: sqlite3.Connection, cand: Found) -> Finding | None:
@@ -154,10 +181,33 @@ def _last_finding(db: sqlite3.Connection, key: str) -> Finding | None:
         "recheck_results rr WHERE rr.key = ? AND rr.recheck = (SELECT MAX(recheck) FROM "
         "rechecks WHERE status = 'finished')", (key,)).fetchone()
     if row is None:
-        return None
+        return _unchanged(db, key)
     recheck, outcome, refuse, detail, checked_at = row
     return Finding(recheck, outcome, bool(refuse), detail, checked_at, None,
                    bool(records_of(db, recheck, key)))
+
+
+def _unchanged(db: sqlite3.Connection, key: str) -> Finding | None:
+    """The last finished recheck found the sample unchanged, when it judged it (its verdict
+    row is dropped once a recheck finishes; a sample in its scope up to its last key was
+    judged), with the host files it read (archived since host files are kept whatever they
+    say; an older recheck's are not)."""
+    last = db.execute("SELECT recheck, finished_at, scope, last_key FROM rechecks WHERE "
+                      "status = 'finished' ORDER BY recheck DESC LIMIT 1").fetchone()
+    sample = db.execute("SELECT source FROM samples WHERE key = ?", (key,)).fetchone()
+    if last is None or sample is None:
+        return None
+    recheck, finished_at, scope_text, last_key = last
+    scope = json.loads(scope_text)
+    judged = last_key is not None and key <= last_key and (
+        not scope.get("sources") or sample[0] in scope["sources"])
+    if judged and scope.get("sample") is not None:
+        judged = db.execute("SELECT 1 FROM recheck_sample WHERE recheck = ? AND key = ?",
+                            (recheck, key)).fetchone() is not None
+    if not judged:
+        return None
+    return Finding(recheck, UNCHANGED, False, "the same licence, file and consent as when it "
+                   "was admitted", finished_at, None, bool(_host_files_read(db, recheck, key)))
 
 
 def _has_rechecks(db: sqlite3.Connection) -> bool:
