@@ -272,7 +272,9 @@ def test_a_folder_image_that_is_gone_or_rewritten_is_told_apart_from_one_unchang
 
 @pytest.mark.parametrize("kind", ["aic", "europeana"])
 @pytest.mark.parametrize("answer", [{}, {"success": False, "error": "Invalid query"},
-                                    {"pagination": {}}], ids=["empty", "failed", "no list"])
+                                    {"pagination": {}},
+                                    {"success": True, "itemsCount": 2, "items": None}],
+                         ids=["empty", "failed", "no list", "null list"])
 def test_an_answer_without_its_result_list_stops_the_recheck_instead_of_reading_as_gone(
         httpserver: HTTPServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str,
         answer: dict[str, Any]) -> None:
@@ -319,3 +321,36 @@ def test_a_folder_sidecar_relicensed_after_the_build_is_a_licence_change(
     assert by_name["license_changed"]["refuse"] is True
     assert by_name["unreachable"]["refuse"] is False
     assert "metadata cannot be read" in by_name["unreachable"]["detail"]
+
+
+# A per-object API's HTTP 200 that holds no record: JSON `null`, `{}`, an error object.
+NO_RECORD = {"null": None, "empty": {}, "error": {"error": {"code": "API_KEY_INVALID"}},
+             "null response": {"status": 200, "response": None},
+             "detail": {"detail": "Internal server error."}}
+
+
+@pytest.mark.parametrize("answer", list(NO_RECORD.values()), ids=list(NO_RECORD))
+@pytest.mark.parametrize("kind", ["met", "smithsonian", "openverse", "cleveland"])
+def test_a_per_object_answer_of_200_without_a_record_is_never_read_as_deleted(
+        httpserver: HTTPServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str,
+        answer: Any) -> None:
+    """A JSON `null` came back from the client as a 404 does (None), and the Met, Cleveland,
+    the Smithsonian and Openverse read it as "HTTP 404: deleted"; the Smithsonian read
+    `{"response": null}` or an error object as "no longer lists this media item" and
+    Openverse `{}` or `{"detail": ...}` as "offers no image": every sample deleted, refused,
+    and `--apply` took the source down. Now nothing is known of them (Cleveland, whose
+    answers carry a `data` object, stops with exit 1 as for any answer without it)."""
+    monkeypatch.setenv("SI_API_KEY", KEY)
+    paths = {"met": "/public/collection/v1", "smithsonian": "/openaccess/api/v1.0",
+             "openverse": "/v1", "cleveland": "/api"}
+    api = ApiServer(httpserver, paths[kind], lambda args, path: answer)
+    extra = {"openverse": {"query": "x"}}.get(kind, {})
+    checker = open_rechecker(kind, tmp_path, api=api.url, **extra)
+    sample = item("k1", "436535", extra=(("record_id", "edanmdm-1"),))
+    if kind == "cleveland":
+        with pytest.raises(SourceError, match="no `data` object"):
+            ask(checker, [sample])
+        return
+    now = ask(checker, [sample])["k1"]
+    assert now.state == UNREACHABLE, now
+    assert "no " in now.detail and "404" not in now.detail

@@ -143,10 +143,22 @@ def with_query(url: str, params: Iterable[tuple[str, str]]) -> str:
 
 # --- fetching pages ------------------------------------------------------------------------
 
+class _NotFound:
+    def __repr__(self) -> str:
+        return "NOT_FOUND"
+
+
+# What `get_page` / `JsonClient.get` return for an allowed 404 (the API's "gone"). Not None:
+# an HTTP 200 whose JSON is `null` once came back as None too, and a recheck read every
+# such answer as "HTTP 404, deleted".
+NOT_FOUND: Any = _NotFound()
+
+
 def get_page(fetcher: Fetcher, config: FetchConfig, url: str, *, source: str, recipe: Path,
              headers: dict[str, str] | None = None, key_env: str | None = None,
              allow_404: bool = False) -> Any:
-    """One API page as parsed JSON (None for a 404 when `allow_404`: a record that is gone).
+    """One API page as parsed JSON (NOT_FOUND for a 404 when `allow_404`: a record that is
+    gone).
     `Fetcher.get_json` already retries 429/502-504 (with Retry-After) and malformed JSON; a page that still fails is tried again up to
     PAGE_ATTEMPTS in all (a 500 from a busy search cluster usually passes), except when the
     API refuses the request (4xx), which no retry fixes. The final error (sources/_failures)
@@ -159,7 +171,7 @@ def get_page(fetcher: Fetcher, config: FetchConfig, url: str, *, source: str, re
         except FetchError as exc:
             cause = scrub(exc.cause)
             if exc.status == 404 and allow_404:
-                return None
+                return NOT_FOUND
             if is_refusal(exc.status):
                 raise api_refused(source, cause, shown, recipe=recipe,
                                   key_env=key_env if exc.status in (401, 403) else None) from None

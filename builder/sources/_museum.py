@@ -40,6 +40,7 @@ from builder.fetch import (
 from builder.recipe import FetchConfig
 from builder.records import Rejection, recordable_json
 from builder.sources._failures import SourceError, api_failed, api_refused, is_refusal
+from builder.sources._keys import NOT_FOUND
 
 log = logging.getLogger(__name__)
 
@@ -122,9 +123,10 @@ class JsonClient:
 
     def get(self, url: str, params: dict[str, str] | None = None, *,
             allow_404: bool = False) -> Any:
-        """The parsed JSON of `url?params`; None for a 404 when `allow_404`."""
+        """The parsed JSON of `url?params`; NOT_FOUND for a 404 when `allow_404` (None is
+        an answer of JSON `null`, which says nothing of the record)."""
         response = self.get_response(url, params, allow_404=allow_404)
-        return None if response is None else response[0]
+        return NOT_FOUND if response is None else response[0]
 
     def get_response(self, url: str, params: dict[str, str] | None = None, *,
                      allow_404: bool = False) -> tuple[Any, Response | None] | None:

@@ -27,6 +27,7 @@ from typing import Any, Literal
 from builder.errors import UserError
 from builder.records import Candidate, Evidence
 from builder.sources._failures import api_failed
+from builder.sources._keys import NOT_FOUND
 from builder.sources._museum import (
     JsonClient,
     api_root,
@@ -159,7 +160,7 @@ class ClevelandRecheck:
         for item in items:
             url = f"{self.source.root}/artworks/{item.source_id}"
             data = self.client.get(url, allow_404=True)
-            if data is None:
+            if data is NOT_FOUND:  # not None: a JSON `null` is no answer, not a 404
                 out[item.key] = Now(GONE, f"HTTP 404 from {url}")
                 continue
             artwork = data.get("data") if isinstance(data, dict) else None

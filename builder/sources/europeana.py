@@ -162,8 +162,12 @@ class EuropeanaRecheck:
                                           source=self.source.name,
                                           recipe=self.source.context.recipe_file,
                                           key_env=self.source.config.api_key_env))
-            if body.get("success") is not True or "items" not in body and \
-                    "itemsCount" not in body:
+            items = body.get("items")
+            # The API leaves `items` out when nothing matched (itemsCount 0); `items: null`
+            # or left out beside a count above 0 is a broken list, once read as "every
+            # record deleted".
+            whole = isinstance(items, list) or "items" not in body and body.get("itemsCount") == 0
+            if body.get("success") is not True or not whole:
                 # A record left out of a whole answer is gone; of a failed one, unknown.
                 raise api_failed(self.source.name, "the Search API's answer is not a "
                                  "successful result list; nothing was judged", api_url)

@@ -38,6 +38,7 @@ from typing import Any
 from builder.errors import UserError
 from builder.records import Candidate, Evidence
 from builder.sources._failures import api_failed
+from builder.sources._keys import NOT_FOUND
 from builder.sources._museum import (
     JsonClient,
     api_root,
@@ -134,7 +135,8 @@ class MetSource:
         url = f"{self.root}/objects/{object_id}"
         obj = client.get(url, allow_404=True)
         if not isinstance(obj, dict) or obj.get("objectID") is None:
-            problem = "object not found (HTTP 404)" if obj is None else "object is not JSON"
+            # Only a 404 is the Met's "gone"; `null`, `{}` or an error object is no record.
+            problem = "object not found (HTTP 404)" if obj is NOT_FOUND else "object is not JSON"
             return [Candidate(source=self.name, source_id=str(object_id), url="", api_url=url,
                               extra=(("met:problem", problem),))]
         flag = obj.get("isPublicDomain")
@@ -200,7 +202,7 @@ class MetRecheck:
                     out[item.key] = Now(GONE, problem or "the object no longer lists this image")
                 elif problem == "object is not JSON":
                     out[item.key] = Now(UNREACHABLE, f"{self.source.root}/objects/{object_id} "
-                                                     "answered something that is not JSON")
+                                                     "answered no object record (no objectID)")
                 else:
                     out[item.key] = now_from_candidate(cand)
         return out

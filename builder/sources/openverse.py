@@ -33,10 +33,10 @@ from typing import Any, Literal
 from builder.errors import UserError
 from builder.records import Candidate, Evidence
 from builder.sources import _keys
-from builder.sources._keys import as_dict, as_list, first_text
+from builder.sources._keys import NOT_FOUND, as_dict, as_list, first_text
 from builder.sources._museum import api_fetcher, check_api_source
 from builder.sources._recheck import now_from_candidate
-from builder.sources.base import GONE, Item, Now, SourceContext
+from builder.sources.base import GONE, UNREACHABLE, Item, Now, SourceContext
 
 DEFAULT_API = "https://api.openverse.org/v1"
 DEFAULT_LIMIT = 200
@@ -180,8 +180,15 @@ class OpenverseRecheck:
                                   source=self.source.name,
                                   recipe=self.source.context.recipe_file, headers=self.headers,
                                   key_env=self.source.config.token_env, allow_404=True)
-            out[item.key] = (Now(GONE, f"HTTP 404 from {url}") if body is None else
-                             now_from_candidate(self.source._item(as_dict(body), url)))
+            if body is NOT_FOUND:
+                out[item.key] = Now(GONE, f"HTTP 404 from {url}")
+            elif not isinstance(body, dict) or "id" not in body:
+                # `null`, `{}`, `{"detail": ...}`: no image record, so nothing is known of
+                # it (read as a record, it had no URL: "deleted", for every sample).
+                out[item.key] = Now(UNREACHABLE, f"{url} answered no image record (no `id`): "
+                                    f"{_keys.scrub(str(body)[:120])}")
+            else:
+                out[item.key] = now_from_candidate(self.source._item(body, url))
         return out
 
     def close(self) -> None:

@@ -34,10 +34,10 @@ from typing import Any
 from builder.errors import UserError
 from builder.records import Candidate, Evidence
 from builder.sources import _keys
-from builder.sources._keys import as_dict, as_list, first_text
+from builder.sources._keys import NOT_FOUND, as_dict, as_list, first_text
 from builder.sources._museum import api_fetcher, check_api_source
 from builder.sources._recheck import now_from_candidate
-from builder.sources.base import GONE, Item, Now, SourceContext
+from builder.sources.base import GONE, UNREACHABLE, Item, Now, SourceContext
 
 DEFAULT_API = "https://api.si.edu/openaccess/api/v1.0"
 SIGNUP = "https://api.data.gov/signup/"
@@ -205,12 +205,22 @@ class SmithsonianRecheck:
                                   source=self.source.name, recipe=self.source.context.recipe_file,
                                   headers={"X-Api-Key": self.key},
                                   key_env=self.source.config.api_key_env, allow_404=True)
-            row = as_dict(as_dict(body).get("response")) if body is not None else {}
-            cands = {c.source_id: c for c in self.source._row(row, url)} if row else {}
+            if body is NOT_FOUND:
+                for item in wanted:
+                    out[item.key] = Now(GONE, f"HTTP 404 from {url}")
+                continue
+            row = as_dict(as_dict(body).get("response"))
+            if not isinstance(row.get("content"), dict):
+                # `{"response": null}`, `{}`, an error object: no record at all, so nothing
+                # is known of its media (every item of it once read as deleted).
+                for item in wanted:
+                    out[item.key] = Now(UNREACHABLE, f"{url} answered no record (no "
+                                        f"response.content): {_keys.scrub(str(body)[:120])}")
+                continue
+            cands = {c.source_id: c for c in self.source._row(row, url)}
             for item in wanted:
                 cand = cands.get(item.source_id)
-                out[item.key] = (Now(GONE, f"HTTP 404 from {url}" if body is None else
-                                     f"record {record_id} no longer lists this media item")
+                out[item.key] = (Now(GONE, f"record {record_id} no longer lists this media item")
                                  if cand is None else now_from_candidate(cand))
         return out
 
