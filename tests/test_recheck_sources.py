@@ -191,6 +191,52 @@ def test_europeana_asks_many_records_by_id_in_one_search_without_the_reusability
     assert now["k2"].state == GONE
 
 
+def _image_field_case(kind: str, record: dict[str, Any]) -> tuple[str, dict, Any, str]:
+    """(api path, recheck config, answer for the record, source id) of one source."""
+    if kind == "aic":
+        return ("/api/v1", {}, lambda a, p: {"data": [record]}, str(record["id"]))
+    if kind == "cleveland":
+        return ("/api", {}, lambda a, p: {"data": record}, str(record["id"]))
+    if kind == "openverse":
+        return ("/v1", {"query": "x"}, lambda a, p: record, record["id"])
+    return ("/record/v2/search.json", {"query": "*"},
+            lambda a, p: {"success": True, "itemsCount": 1, "items": [record]},
+            record["id"].lstrip("/"))
+
+
+IMAGE_FIELDS = {"aic": ("aic/artwork.json", "image_id"),
+                "cleveland": ("cleveland/artwork.json", "images"),
+                "openverse": ("openverse/result.json", "url"),
+                "europeana": ("europeana/item.json", "edmIsShownBy")}
+
+
+@pytest.mark.parametrize("left_out", [True, False], ids=["field-left-out", "field-empty"])
+@pytest.mark.parametrize("kind", sorted(IMAGE_FIELDS))
+def test_a_record_without_its_image_field_is_unreachable_and_an_empty_one_is_gone(
+        httpserver: HTTPServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str,
+        left_out: bool) -> None:
+    """A record whose image field was left out of the answer (a partial answer, a field
+    renamed) was read as "the source offers no image for it any more": deleted, refused,
+    and `recheck --apply` would take every sample of the source down. Only the field
+    there and empty is the source's word that the image is gone."""
+    monkeypatch.setenv("EUROPEANA_API_KEY", KEY)
+    name, field = IMAGE_FIELDS[kind]
+    record = copy.deepcopy(fixture(name))
+    if left_out:
+        del record[field]
+    else:
+        record[field] = [] if kind == "europeana" else None
+    path, config, answer, source_id = _image_field_case(kind, record)
+    api = ApiServer(httpserver, path, answer)
+    root = api.url.rsplit("/", 1)[0] if kind == "europeana" else api.url
+    now = ask(open_rechecker(kind, tmp_path, api=root, **config), [item("k1", source_id)])["k1"]
+    if left_out:
+        assert now.state == UNREACHABLE, now
+        assert f"no `{field}` field at all" in now.detail
+    else:
+        assert now.state == GONE, now
+
+
 def test_smithsonian_asks_each_record_once_with_the_key_in_a_header(
         httpserver: HTTPServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SI_API_KEY", KEY)

@@ -30,9 +30,16 @@ def chunked(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
         yield items[start:start + size]
 
 
-def now_from_candidate(cand: Candidate, *, gone_without_url: bool = True) -> Now:
-    """What a source's own record of the item says today, as the build would read it."""
+def now_from_candidate(cand: Candidate, *, gone_without_url: bool = True,
+                       image_field: tuple[str, bool] | None = None) -> Now:
+    """What a source's own record of the item says today, as the build would read it.
+    `image_field`: the record's field the image URL is read from, and whether today's
+    record has that field at all. Left out (a partial answer, a renamed field) it says
+    nothing of the image; only the field present and empty is the source's "no image"."""
     if gone_without_url and not cand.url:
+        if image_field is not None and not image_field[1]:
+            return Now(UNREACHABLE, f"today's record of it has no `{image_field[0]}` field at "
+                                    "all: nothing is known of its image")
         return Now(GONE, "the source offers no image for it any more")
     return Now(PRESENT, evidence=cand.evidence, sha1=cand.expected_sha1, file_url=cand.url)
 

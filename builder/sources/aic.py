@@ -211,7 +211,9 @@ class AicRecheck:
                 artwork = found.get(item.source_id)
                 out[item.key] = (Now(GONE, "the API no longer returns this artwork id")
                                  if artwork is None else
-                                 now_from_candidate(self.source._candidate(artwork, iiif, {})))
+                                 now_from_candidate(self.source._candidate(artwork, iiif, {}),
+                                                    image_field=("image_id",
+                                                                 "image_id" in artwork)))
         return out
 
     def close(self) -> None:

@@ -166,7 +166,8 @@ class ClevelandRecheck:
             artwork = data.get("data") if isinstance(data, dict) else None
             if not isinstance(artwork, dict):
                 raise api_failed(self.source.name, "the answer has no `data` object", url)
-            out[item.key] = now_from_candidate(self.source._candidate(artwork, {}))
+            out[item.key] = now_from_candidate(self.source._candidate(artwork, {}),
+                                               image_field=("images", "images" in artwork))
         return out
 
     def close(self) -> None:

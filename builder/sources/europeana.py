@@ -171,12 +171,14 @@ class EuropeanaRecheck:
                 # A record left out of a whole answer is gone; of a failed one, unknown.
                 raise api_failed(self.source.name, "the Search API's answer is not a "
                                  "successful result list; nothing was judged", api_url)
-            found = {c.source_id: c for c in (self.source._item(as_dict(i), api_url)
-                                              for i in as_list(body.get("items")))}
+            records = [as_dict(i) for i in as_list(body.get("items"))]
+            found = {c.source_id: (c, "edmIsShownBy" in record)
+                     for record in records for c in (self.source._item(record, api_url),)}
             for item in chunk:
-                cand = found.get(item.source_id)
+                cand, has_field = found.get(item.source_id, (None, False))
                 out[item.key] = (Now(GONE, "the Search API no longer returns this record")
-                                 if cand is None else now_from_candidate(cand))
+                                 if cand is None else now_from_candidate(
+                                     cand, image_field=("edmIsShownBy", has_field)))
         return out
 
     def close(self) -> None:

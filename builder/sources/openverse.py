@@ -188,7 +188,8 @@ class OpenverseRecheck:
                 out[item.key] = Now(UNREACHABLE, f"{url} answered no image record (no `id`): "
                                     f"{_keys.scrub(str(body)[:120])}")
             else:
-                out[item.key] = now_from_candidate(self.source._item(body, url))
+                out[item.key] = now_from_candidate(self.source._item(body, url),
+                                                   image_field=("url", "url" in body))
         return out
 
     def close(self) -> None:
