@@ -199,6 +199,11 @@ def _image_field_case(kind: str, record: dict[str, Any]) -> tuple[str, dict, Any
         return ("/api", {}, lambda a, p: {"data": record}, str(record["id"]))
     if kind == "openverse":
         return ("/v1", {"query": "x"}, lambda a, p: record, record["id"])
+    if kind == "met":
+        return ("/public/collection/v1", {}, lambda a, p: record, str(record["objectID"]))
+    if kind == "smithsonian":
+        return ("/openaccess/api/v1.0", {}, lambda a, p: {"status": 200, "response": record},
+                "media-id")
     return ("/record/v2/search.json", {"query": "*"},
             lambda a, p: {"success": True, "itemsCount": 1, "items": [record]},
             record["id"].lstrip("/"))
@@ -207,7 +212,9 @@ def _image_field_case(kind: str, record: dict[str, Any]) -> tuple[str, dict, Any
 IMAGE_FIELDS = {"aic": ("aic/artwork.json", "image_id"),
                 "cleveland": ("cleveland/artwork.json", "images"),
                 "openverse": ("openverse/result.json", "url"),
-                "europeana": ("europeana/item.json", "edmIsShownBy")}
+                "europeana": ("europeana/item.json", "edmIsShownBy"),
+                "met": ("met/object.json", "primaryImage"),
+                "smithsonian": ("smithsonian/row.json", "online_media")}
 
 
 @pytest.mark.parametrize("left_out", [True, False], ids=["field-left-out", "field-empty"])
@@ -220,19 +227,23 @@ def test_a_record_without_its_image_field_is_unreachable_and_an_empty_one_is_gon
     and `recheck --apply` would take every sample of the source down. Only the field
     there and empty is the source's word that the image is gone."""
     monkeypatch.setenv("EUROPEANA_API_KEY", KEY)
+    monkeypatch.setenv("SI_API_KEY", KEY)
     name, field = IMAGE_FIELDS[kind]
     record = copy.deepcopy(fixture(name))
+    holder = record["content"]["descriptiveNonRepeating"] if kind == "smithsonian" else record
     if left_out:
-        del record[field]
+        del holder[field]
     else:
-        record[field] = [] if kind == "europeana" else None
+        holder[field] = {"europeana": [], "met": "", "smithsonian": {"media": []}}.get(kind)
     path, config, answer, source_id = _image_field_case(kind, record)
     api = ApiServer(httpserver, path, answer)
     root = api.url.rsplit("/", 1)[0] if kind == "europeana" else api.url
-    now = ask(open_rechecker(kind, tmp_path, api=root, **config), [item("k1", source_id)])["k1"]
+    extra = {"extra": (("record_id", record["id"]),)} if kind == "smithsonian" else {}
+    now = ask(open_rechecker(kind, tmp_path, api=root, **config),
+              [item("k1", source_id, **extra)])["k1"]
     if left_out:
         assert now.state == UNREACHABLE, now
-        assert f"no `{field}` field at all" in now.detail
+        assert f"`{field}` field at all" in now.detail
     else:
         assert now.state == GONE, now
 

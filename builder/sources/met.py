@@ -168,10 +168,15 @@ class MetSource:
                 creator_url=creator_url,
                 title=text_or_none(obj.get("title")),
                 credit=text_or_none(obj.get("creditLine")),
-                extra=extra if image else extra + (("met:problem", "no image"),),
+                extra=extra if image else extra + (("met:problem", NO_IMAGE if n or
+                                                    "primaryImage" in obj else NO_FIELD),),
             )
             for n, image in enumerate(images)
         ]
+
+
+NO_IMAGE = "no image"  # `primaryImage` empty: the Met lists no image of the object
+NO_FIELD = "no primaryImage field"  # the record lacks the field itself: nothing is known
 
 
 class MetRecheck:
@@ -200,6 +205,12 @@ class MetRecheck:
                 problem = dict(cand.extra).get("met:problem") if cand is not None else None
                 if cand is None or problem == "object not found (HTTP 404)":
                     out[item.key] = Now(GONE, problem or "the object no longer lists this image")
+                elif problem == NO_FIELD:
+                    # Left out of the answer (a partial answer, a renamed field), it says
+                    # nothing of the image; `primaryImage: ""` is the Met's "no image".
+                    out[item.key] = Now(UNREACHABLE, f"{self.source.root}/objects/{object_id} "
+                                                     "answered a record without its "
+                                                     "`primaryImage` field at all")
                 elif problem == "object is not JSON":
                     out[item.key] = Now(UNREACHABLE, f"{self.source.root}/objects/{object_id} "
                                                      "answered no object record (no objectID)")

@@ -217,6 +217,14 @@ class SmithsonianRecheck:
                     out[item.key] = Now(UNREACHABLE, f"{url} answered no record (no "
                                         f"response.content): {_keys.scrub(str(body)[:120])}")
                 continue
+            dnr = as_dict(as_dict(row.get("content")).get("descriptiveNonRepeating"))
+            if "online_media" not in dnr:
+                # The field itself left out (a partial answer, a renamed field): nothing is
+                # known of the record's media, which once read as every item deleted.
+                for item in wanted:
+                    out[item.key] = Now(UNREACHABLE, f"{url} answered a record without its "
+                                        "`online_media` field at all")
+                continue
             cands = {c.source_id: c for c in self.source._row(row, url)}
             for item in wanted:
                 cand = cands.get(item.source_id)
