@@ -67,7 +67,7 @@ from urllib3.util.connection import allowed_gai_family
 
 from builder import clock
 from builder.recipe import FetchConfig
-from builder.records import Exchange, Reason, Rejection
+from builder.records import CREDENTIAL_HEADERS, Exchange, Reason, Rejection
 
 log = logging.getLogger(__name__)
 
@@ -649,8 +649,14 @@ class Fetcher:
         """Follow redirects by hand so every hop passes the URL and address checks."""
         seen = {url}
         current = url
-        sent = {"User-Agent": self._config.user_agent, **headers}
+        home = _host(url)
         for _ in range(MAX_REDIRECTS + 1):
+            if _host(current) != home:
+                # An API key or token goes to the host it was meant for only: a redirect to
+                # another host (a CDN, a login page, anyone's server) once received it too.
+                headers = {k: v for k, v in headers.items()
+                           if k.lower() not in CREDENTIAL_HEADERS}
+            sent = {"User-Agent": self._config.user_agent, **headers}
             result = self._with_retries(current, cap, headers, method, cut=cut)
             if isinstance(result, Response):
                 # An image's payload goes to the shard; its error pages are kept here.
@@ -842,6 +848,12 @@ class Fetcher:
             raise _fail(
                 Reason.HTTP_ERROR, f"body from {url} broken: {_short(exc)}", retry=True
             ) from None
+
+
+def _host(url: str) -> str:
+    """The host a credential is meant for: another port or an https upgrade of the same
+    host keeps it, as urllib3's own redirects do."""
+    return (urlsplit(url).hostname or "").lower()
 
 
 def _status_reason(status: int) -> Reason:

@@ -12,6 +12,11 @@ from enum import StrEnum
 from operator import attrgetter
 from typing import Any
 
+# Request headers that carry a credential: never sent to a host a redirect leads to
+# (builder/fetch.py), recorded as *** in the evidence archive (builder/evidence/warc.py).
+CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "x-api-key",
+                                "api-key", "x-auth-token", "cookie"})
+
 
 class Reason(StrEnum):
     """Why a candidate was refused. The fixed vocabulary of DESIGN.md (`candidates.parquet`)."""

@@ -358,6 +358,32 @@ def test_redirects_are_followed_and_the_final_url_reported(httpserver, fetcher):
     assert result.url == httpserver.url_for("/new")
 
 
+def test_a_credential_header_follows_a_redirect_on_its_host_but_never_to_another(
+        httpserver, fetcher):
+    """An API key sent as a header went along to wherever the API redirected (a CDN, a
+    login page, anyone's server): only the host it was meant for gets it now."""
+    seen: dict[str, dict[str, str]] = {}
+
+    def record(request: Request) -> WResponse:
+        seen[request.path] = dict(request.headers)
+        return WResponse(json.dumps([1]), content_type="application/json")
+
+    elsewhere = httpserver.url_for("/elsewhere").replace("127.0.0.1", "localhost")
+    httpserver.expect_request("/api").respond_with_data(
+        b"", status=302, headers={"Location": "/moved"})
+    httpserver.expect_request("/moved").respond_with_data(
+        b"", status=302, headers={"Location": elsewhere})
+    httpserver.expect_request("/elsewhere").respond_with_handler(record)
+    httpserver.expect_request("/same").respond_with_handler(record)
+    headers = {"X-Api-Key": "k", "Authorization": "Bearer t"}
+    assert fetcher.get_json(httpserver.url_for("/api"), headers=headers) == [1]
+    assert "X-Api-Key" not in seen["/elsewhere"] and "Authorization" not in seen["/elsewhere"]
+    httpserver.expect_request("/api2").respond_with_data(
+        b"", status=302, headers={"Location": "/same"})
+    assert fetcher.get_json(httpserver.url_for("/api2"), headers=headers) == [1]
+    assert seen["/same"]["X-Api-Key"] == "k"  # the same host still gets it
+
+
 def test_redirect_loop_is_an_http_error(httpserver, fetcher):
     httpserver.expect_request("/a").respond_with_data(b"", status=302, headers={"Location": "/b"})
     httpserver.expect_request("/b").respond_with_data(b"", status=302, headers={"Location": "/a"})

@@ -43,12 +43,11 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.utils import Digester
 from warcio.warcwriter import WARCWriter
 
-from builder.records import Exchange
+from builder.records import CREDENTIAL_HEADERS, Exchange
 
 NAMESPACE = uuid.UUID("5b0f3c1e-2a7d-5e44-9c0b-6f1e0d6c1a57")  # cleanset evidence records
 REVISIT_PROFILE = RecordBuilder.REVISIT_PROFILE_1_1
-SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "x-api-key", "api-key",
-                            "x-auth-token", "cookie"})
+SECRET_HEADERS = CREDENTIAL_HEADERS
 # Names the archive renames because the recorded body is decoded (see the module docstring).
 DECODED = frozenset({"content-encoding", "transfer-encoding"})
 REDACTION_NOTE = (
