@@ -324,11 +324,16 @@ class _Recheck:
                 bar.update(len(chunk))
         finally:
             bar.close()
-        if self.options.emit is not None:
-            for verdict in self.record.verdicts(row.recheck):
-                self.options.emit(verdict.to_json())
-        with self.record.transaction():
-            self.record.finish(row.recheck)
+        try:
+            if self.options.emit is not None:  # before finish(), which drops unchanged rows
+                for verdict in self.record.verdicts(row.recheck):
+                    self.options.emit(verdict.to_json())
+        finally:
+            # Every sample is judged: the recheck is finished whatever became of its output.
+            # Left running when `--json | head -1` closed the pipe, the same command resumed
+            # it, printed into a closed pipe again, and never finished.
+            with self.record.transaction():
+                self.record.finish(row.recheck)
         row = self.record.get(row.recheck)
         refused = []
         for verdict in self.record.verdicts(row.recheck, refused_only=True):

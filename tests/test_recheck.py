@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import sqlite3
@@ -698,6 +699,33 @@ def test_a_recheck_killed_as_it_archives_leaves_no_file_no_commit_names(
     assert archived_evidence(out) == archived_evidence(reference)
     assert archived_evidence(out)[1]  # the drifted samples relied on archived answers
     assert run_cli("verify", str(out)).returncode == 0
+
+
+def test_a_recheck_whose_json_reader_stops_early_is_still_finished(
+        dataset: tuple[World, Path]) -> None:
+    """`recheck --json | head -1`: the pipe closed while the verdicts were printed, after
+    every sample was judged, and the recheck stayed unfinished; the same command resumed it,
+    printed into a closed pipe again, and it never finished."""
+    import sys
+
+    from tests.conftest import FIXED_EPOCH, REPO
+
+    world, out = dataset
+    world.drift()
+    env = {**os.environ, "SOURCE_DATE_EPOCH": FIXED_EPOCH, "PYTHONPATH": str(REPO)}
+    reader = subprocess.Popen(["head", "-c", "1"], stdin=subprocess.PIPE,
+                              stdout=subprocess.DEVNULL)
+    proc = subprocess.run([sys.executable, "-m", "builder", "recheck", str(out), "--json",
+                           "--no-progress"], stdout=reader.stdin, stderr=subprocess.PIPE,
+                          text=True, env=env, timeout=300)
+    reader.stdin.close()
+    reader.wait(timeout=60)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    with sqlite3.connect(f"file:{out / 'ledger.sqlite'}?mode=ro", uri=True) as db:
+        assert db.execute("SELECT recheck, status, done FROM rechecks").fetchall() == [
+            (1, "finished", 9)]
+    again = recheck(out, "--json")
+    assert again.returncode == 3 and "(resumed)" not in again.stderr
 
 
 def test_sample_rechecks_a_seeded_random_sample_and_reports_the_seed(
