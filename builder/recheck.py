@@ -53,6 +53,7 @@ from builder.lock import OutputLock, ReadLock
 from builder.optout import load_optout
 from builder.optout.config import OptoutConfig
 from builder.optout.consent import HostConsent
+from builder.optout.hostfiles import origin
 from builder.recheck_log import RECHECK_MAX_AGE_DAYS, RecheckLog, RecheckRow, days_between
 from builder.recipe import Recipe, load_recipe
 from builder.records import Evidence, Exchange
@@ -456,11 +457,12 @@ class _Recheck:
 
 
     def _host_files(self, chunk: list[Recorded]) -> list[Exchange]:
-        """The host files the chunk's samples were judged by (after `_judge`)."""
+        """The host files the chunk's samples were judged by (after `_judge`), each host's
+        once."""
         if self.consent is None:
             return []
-        return [ex for rec in chunk if rec.item.file_url
-                for ex in self.consent.exchanges(rec.item.file_url)]
+        hosts = {origin(u): u for rec in chunk if (u := rec.item.file_url)}
+        return [ex for url in hosts.values() for ex in self.consent.exchanges(url)]
 
 
 def _source_filter(sources: list[str]) -> tuple[str, tuple[str, ...]]:

@@ -97,9 +97,10 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def table_recipe(tmp_path: Path, rows: list[dict], dataset: str) -> Path:
+def table_recipe(tmp_path: Path, rows: list[dict], dataset: str, *, after: str = "") -> Path:
     """A recipe over `rows` (urls.jsonl, a table source) fetching from the test server:
-    `dataset` is the [dataset] table's body."""
+    `dataset` is the [dataset] table's body; `after` follows `[fetch]`'s first key (more
+    [fetch] keys, then any further tables)."""
     table = write_jsonl(tmp_path / "urls.jsonl", rows)
     return write_recipe(tmp_path / "recipe.toml", f"""
 [dataset]
@@ -109,6 +110,7 @@ kind = "table"
 path = "{table.name}"
 [fetch]
 allow_private_addresses = true
+{after}
 """)
 
 

@@ -14,7 +14,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug.wrappers import Request, Response
 
-from tests.conftest import run_cli, write_jsonl, write_recipe
+from tests.conftest import run_cli, table_recipe
 from tests.test_transient import serve_host
 
 CC0 = "https://creativecommons.org/publicdomain/zero/1.0/"
@@ -57,21 +57,12 @@ def build(tmp_path: Path, httpserver: HTTPServer, pages: Pages, *, landing: bool
     rows = [{"id": name, "url": url, "license": CC0,
              "landing_url": pages.server.url_for(f"/{name}")}
             for name, url in zip("abc", images, strict=True)]
-    table = write_jsonl(tmp_path / "urls.jsonl", rows)
-    recipe = write_recipe(tmp_path / "recipe.toml", f"""
-[dataset]
-name = "recheck-landing"
-[[sources]]
-kind = "table"
-path = "{table.name}"
-[fetch]
-allow_private_addresses = true
+    recipe = table_recipe(tmp_path, rows, 'name = "recheck-landing"', after=f"""
 retries = 0
 timeout_s = 5
 [optout]
 c2pa = false
-landing_page = {str(landing).lower()}
-""")
+landing_page = {str(landing).lower()}""")
     out = tmp_path / "out"
     run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
     return out

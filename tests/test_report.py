@@ -492,24 +492,14 @@ min_height = 8
 def test_undecided_candidates_an_unfinished_recheck_and_an_unfinished_build_are_open(
         tmp_path: Path, httpserver: HTTPServer) -> None:
     """Each is listed with the command that settles it, and none reads as nothing open."""
-    from tests.conftest import write_jsonl
+    from tests.conftest import table_recipe
     from tests.test_transient import free_port, serve_host
 
     cc0 = "https://creativecommons.org/publicdomain/zero/1.0/"
     rows = [{"id": name, "url": url, "license": cc0}
             for name, url in zip("ab", serve_host(httpserver, ["a", "b"]), strict=True)]
     rows.append({"id": "down", "url": f"http://127.0.0.1:{free_port()}/c.jpg", "license": cc0})
-    table = write_jsonl(tmp_path / "urls.jsonl", rows)
-    recipe = write_recipe(tmp_path / "recipe.toml", f"""
-[dataset]
-name = "open-items"
-[[sources]]
-kind = "table"
-path = "{table.name}"
-[fetch]
-allow_private_addresses = true
-retries = 0
-""")
+    recipe = table_recipe(tmp_path, rows, 'name = "open-items"', after="retries = 0")
     out = tmp_path / "out"
     run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
     run_cli("report", str(out), check=True)

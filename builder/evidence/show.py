@@ -10,11 +10,10 @@ and `show_json.py` render it.
 
 from __future__ import annotations
 
-import json
 import re
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from builder.drift import Outcome
@@ -23,11 +22,11 @@ from builder.evidence.archive import has_schema
 from builder.evidence.recheck_archive import namespace, records_of
 from builder.evidence.shown import Link, Shown, read
 from builder.ledger import reading, require_dataset
+from builder.optout.consent import HOST_FILE_PATHS
 from builder.optout.hostfiles import origin
-from builder.optout.tdmrep import WELL_KNOWN
+from builder.recheck_log import RecheckRow, has_rechecks, last_finished
 
 UNCHANGED = Outcome.UNCHANGED.value  # whose rows a finished recheck drops
-HOST_FILE_PATHS = ("/robots.txt", "/ai.txt", WELL_KNOWN)
 
 _KEY = re.compile(r"[0-9]{10,}")
 
@@ -91,8 +90,10 @@ def show(out: Path, wanted: str) -> Iterator[CandidateEvidence]:
                             "page URL.")
         for cand in found:
             finding = _finding(db, cand)
-            links = [*(_recheck_links(db, finding, cand) if finding else []),
-                     *_build_links(db, cand)]
+            rechecked = _recheck_links(db, finding, cand) if finding else []
+            if finding is not None:
+                finding = replace(finding, archived=bool(rechecked))
+            links = [*rechecked, *_build_links(db, cand)]
             yield CandidateEvidence(cand, finding, (read(out, link) for link in links))
 
 
@@ -147,7 +148,8 @@ def _host_files_read(db: sqlite3.Connection, recheck: int, key: str | None
 
 
 def _finding(db: sqlite3.Connection, cand: Found) -> Finding | None:
-    if cand.key is None or not _has_rechecks(db):
+    """`archived` is set by the caller, from the records it finds."""
+    if cand.key is None or not has_rechecks(db):
         return None
     if cand.status == "removed":
         return _took_down(db, cand)
@@ -168,49 +170,35 @@ def _took_down(db: sqlite3.Connection, cand: Found) -> Finding | None:
     if row is None:
         return None
     recheck, outcome, detail, checked_at = row
-    return Finding(recheck, outcome, True, detail, checked_at, takedown,
-                   bool(records_of(db, recheck, cand.key or "")))
+    return Finding(recheck, outcome, True, detail, checked_at, takedown, archived=False)
 
 
 def _last_finding(db: sqlite3.Connection, key: str) -> Finding | None:
-    """For a sample still in the dataset: what the last finished recheck found of it, when
-    that was not `unchanged` (it would now be refused, its licence or file changed, or it
-    could not be checked). The report lists such samples as open."""
-    row = db.execute(
-        "SELECT rr.recheck, rr.outcome, rr.refuse, rr.detail, rr.checked_at FROM "
-        "recheck_results rr WHERE rr.key = ? AND rr.recheck = (SELECT MAX(recheck) FROM "
-        "rechecks WHERE status = 'finished')", (key,)).fetchone()
-    if row is None:
-        return _unchanged(db, key)
-    recheck, outcome, refuse, detail, checked_at = row
-    return Finding(recheck, outcome, bool(refuse), detail, checked_at, None,
-                   bool(records_of(db, recheck, key)))
+    """For a sample still in the dataset: what the last finished recheck found of it. The
+    report lists those it did not find unchanged as open."""
+    last = last_finished(db)
+    if last is None:
+        return None
+    row = db.execute("SELECT outcome, refuse, detail, checked_at FROM recheck_results "
+                     "WHERE recheck = ? AND key = ?", (last.recheck, key)).fetchone()
+    if row is not None:
+        outcome, refuse, detail, checked_at = row
+        return Finding(last.recheck, outcome, bool(refuse), detail, checked_at, None,
+                       archived=False)
+    if not _judged(db, last, key):
+        return None
+    # A finished recheck drops its `unchanged` rows: judged and not listed is unchanged.
+    return Finding(last.recheck, UNCHANGED, False, "the same licence, file and consent as "
+                   "when it was admitted", last.finished_at, None, archived=False)
 
 
-def _unchanged(db: sqlite3.Connection, key: str) -> Finding | None:
-    """The last finished recheck found the sample unchanged, when it judged it (its verdict
-    row is dropped once a recheck finishes; a sample in its scope up to its last key was
-    judged), with the host files it read (archived since host files are kept whatever they
-    say; an older recheck's are not)."""
-    last = db.execute("SELECT recheck, finished_at, scope, last_key FROM rechecks WHERE "
-                      "status = 'finished' ORDER BY recheck DESC LIMIT 1").fetchone()
+def _judged(db: sqlite3.Connection, last: RecheckRow, key: str) -> bool:
+    """Whether recheck `last` judged sample `key`: in its scope, up to its last key."""
     sample = db.execute("SELECT source FROM samples WHERE key = ?", (key,)).fetchone()
-    if last is None or sample is None:
-        return None
-    recheck, finished_at, scope_text, last_key = last
-    scope = json.loads(scope_text)
-    judged = last_key is not None and key <= last_key and (
-        not scope.get("sources") or sample[0] in scope["sources"])
-    if judged and scope.get("sample") is not None:
-        judged = db.execute("SELECT 1 FROM recheck_sample WHERE recheck = ? AND key = ?",
-                            (recheck, key)).fetchone() is not None
-    if not judged:
-        return None
-    return Finding(recheck, UNCHANGED, False, "the same licence, file and consent as when it "
-                   "was admitted", finished_at, None, bool(_host_files_read(db, recheck, key)))
-
-
-def _has_rechecks(db: sqlite3.Connection) -> bool:
-    """False for a ledger no recheck has written to (or one older than rechecks)."""
-    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = "
-                      "'recheck_results'").fetchone() is not None
+    scope = last.scope
+    if sample is None or last.last_key is None or key > last.last_key or (
+            scope.get("sources") and sample[0] not in scope["sources"]):
+        return False
+    return scope.get("sample") is None or db.execute(
+        "SELECT 1 FROM recheck_sample WHERE recheck = ? AND key = ?",
+        (last.recheck, key)).fetchone() is not None

@@ -14,8 +14,7 @@ import html
 from typing import Any
 
 from builder.exports.report_data import ReportData, transient_reasons
-from builder.recheck_log import RECHECK_MAX_AGE_DAYS
-from builder.recheck_log import days_between as _days_between
+from builder.recheck_log import RECHECK_MAX_AGE_DAYS, days_between
 
 
 def open_items(data: ReportData) -> list[str]:
@@ -104,7 +103,7 @@ def _recheck_items(data: ReportData) -> list[str]:
         # On build day every sample was checked by its build: a lead may sign then. What
         # goes stale is the sources' word, so only an old first build is an open matter.
         built = min((b.finished_at for b in data.builds if b.finished_at), default=None)
-        age = _days_between(built, data.generated_at)
+        age = days_between(built, data.generated_at)
         if age is None or age > RECHECK_MAX_AGE_DAYS:
             since = f"built {age:,} days ago" if age is not None else "built"
             items.append(f"<b>Never rechecked</b> ({since}): whether the sources still state "
@@ -114,7 +113,7 @@ def _recheck_items(data: ReportData) -> list[str]:
         return items
     last = data.rechecks[-1]
     # Dated by its start: a recheck resumed weeks later holds verdicts from its first day.
-    age = _days_between(last.started_at, data.generated_at)
+    age = days_between(last.started_at, data.generated_at)
     if age is not None and age > RECHECK_MAX_AGE_DAYS:
         items.append(f"<b>The last recheck is {age:,} days old</b> (started "
                      f"{_e(last.started_at)}, finished {_e(last.finished_at)}): "

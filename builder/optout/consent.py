@@ -32,6 +32,7 @@ from builder.optout.robots import RobotsFile, parse_ai_txt, parse_robots
 from builder.optout.tdmrep import RESERVED, WELL_KNOWN, location_pattern, parse_tdmrep
 from builder.records import TRANSIENT_REASONS, Exchange, Reason
 
+HOST_FILE_PATHS = ("/robots.txt", "/ai.txt", WELL_KNOWN)  # what is read of every host
 TRANSIENT_STATUS = 429  # "too many requests" after retries: ask again later, not a refusal
 
 
@@ -142,10 +143,11 @@ class HostConsent:
 
     # -- reading ------------------------------------------------------------------------
     def _read_host(self, base: str) -> dict[str, _HostFile]:
-        wanted = [(name, path, parse) for name, path, parse, on in (
-            ("robots.txt", "/robots.txt", parse_robots, self.config.robots_txt),
-            ("ai.txt", "/ai.txt", parse_ai_txt, self.config.ai_txt),
-            ("tdmrep.json", WELL_KNOWN, parse_tdmrep, self.config.tdmrep)) if on]
+        wanted = [(name, path, parse) for (name, parse, on), path in zip((
+            ("robots.txt", parse_robots, self.config.robots_txt),
+            ("ai.txt", parse_ai_txt, self.config.ai_txt),
+            ("tdmrep.json", parse_tdmrep, self.config.tdmrep)), HOST_FILE_PATHS, strict=True)
+            if on]
         files = {}
         for name, path, parse in wanted:
             with recording() as taped:
