@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
+import subprocess
+import sys
 import threading
-import tracemalloc
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import replace
@@ -29,6 +31,7 @@ from builder.fetch import (
 )
 from builder.recipe import FetchConfig
 from builder.records import Reason, Rejection
+from tests.conftest import REPO
 
 UA = "cleanset-test/1.0 (+https://example.org/contact)"
 
@@ -262,24 +265,41 @@ class _EndlessChunks(BaseHTTPRequestHandler):
         pass
 
 
-def test_chunked_body_over_cap_stops_reading_without_buffering_it_whole(fetcher):
+def test_chunked_body_over_cap_stops_reading_without_buffering_it_whole():
+    """The fetch runs in a process of its own: tracemalloc counts every thread's
+    allocations, and a pytest-xdist worker may hold other tests' threads (a module's Ray
+    head, its servers), which once put 10 MB on this test's peak."""
     cap = 1 << 20
     _EndlessChunks.sent = 0
     server = ThreadingHTTPServer(("127.0.0.1", 0), _EndlessChunks)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    tracemalloc.start()
+    probe = (
+        "import json, sys, tracemalloc\n"
+        "from builder.fetch import Fetcher\n"
+        "from builder.recipe import FetchConfig\n"
+        "f = Fetcher(FetchConfig(user_agent=sys.argv[3], allow_private_addresses=True,"
+        " timeout_s=5.0, retries=3, backoff_s=0.01, max_retry_after_s=5.0))\n"
+        "tracemalloc.start()\n"
+        "r = f.fetch(sys.argv[1], max_bytes=int(sys.argv[2]))\n"
+        "_, peak = tracemalloc.get_traced_memory()\n"
+        "print(json.dumps({'rejected': hasattr(r, 'reason') and not hasattr(r, 'data'),"
+        " 'reason': getattr(getattr(r, 'reason', None), 'value', None),"
+        " 'detail': getattr(r, 'detail', ''), 'peak': peak}))\n")
     try:
-        result = fetcher.fetch(f"http://127.0.0.1:{server.server_port}/big", max_bytes=cap)
-        _, peak = tracemalloc.get_traced_memory()
+        proc = subprocess.run(
+            [sys.executable, "-c", probe, f"http://127.0.0.1:{server.server_port}/big",
+             str(cap), UA], capture_output=True, text=True, timeout=120,
+            env={**os.environ, "PYTHONPATH": str(REPO)})
     finally:
-        tracemalloc.stop()
         server.shutdown()
         server.server_close()
-    assert isinstance(result, Rejection)
-    assert result.reason == Reason.TOO_LARGE
-    assert f"stopped reading at {cap + 1}" in result.detail
-    assert peak < cap + (256 << 10)  # the cap plus a few chunks, never the 64 MiB body
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["rejected"]
+    assert result["reason"] == Reason.TOO_LARGE.value
+    assert f"stopped reading at {cap + 1}" in result["detail"]
+    assert result["peak"] < cap + (256 << 10)  # the cap plus a few chunks, never the 64 MiB body
     assert _EndlessChunks.sent < _EndlessChunks.total  # we hung up long before the end
 
 
