@@ -132,14 +132,16 @@ def _licence_finding(recorded: Recorded, evidence: tuple[Evidence, ...] | None,
     (embedded evidence may only confirm a licence, so it still takes part)."""
     if evidence is None:
         return None
-    left_out = [] if whole else _licence_fields_left_out(recorded.evidence, evidence)
-    if left_out:
+    silent = [] if whole else _licence_fields_silent(recorded.evidence, evidence)
+    if silent:
         # An API that answers without the fields it was asked for (a partial answer, a
-        # field renamed) says nothing of the licence: read as "no licence", every sample
-        # was once license_changed, refused, and `--apply` took the source down.
+        # field renamed) or with them blank says nothing of the licence: read as "no
+        # licence", every sample was once license_changed, refused, and `--apply` took the
+        # source down.
         return _Finding(Outcome.UNREACHABLE, False,
-                        f"today's record of it has none of the licence fields the build "
-                        f"read ({', '.join(left_out)}): nothing is known of its licence")
+                        f"today's record of it gives no value for any of the licence fields "
+                        f"the build read ({', '.join(silent)}): nothing is known of its "
+                        f"licence")
     embedded = tuple(e for e in recorded.evidence if e.field.startswith(EMBEDDED_PREFIX))
     decision = decide(evidence + embedded, policy)
     claims = _claims_change(recorded.evidence, evidence)
@@ -154,15 +156,15 @@ def _licence_finding(recorded: Recorded, evidence: tuple[Evidence, ...] | None,
     return None
 
 
-def _licence_fields_left_out(old: tuple[Evidence, ...], new: tuple[Evidence, ...]
-                             ) -> list[str]:
-    """The licence fields the build read, when today's record has none of them at all (a
-    field present with another value, "false" or empty included, is a change, not this)."""
+def _licence_fields_silent(old: tuple[Evidence, ...], new: tuple[Evidence, ...]) -> list[str]:
+    """The licence fields the build read, when today's record gives none of them a value:
+    each left out or blank (`is_public_domain: ""`). A field with another value ("false", a
+    licence the catalogue does not know) is a change, not this."""
     catalogue = load_catalogue()
     read = sorted({e.field for e in old if not e.field.startswith(EMBEDDED_PREFIX)
                    and not catalogue.field_spec(e.field).informational})
-    present = {e.field.lower() for e in new}
-    return read if read and not any(field.lower() in present for field in read) else []
+    stated = {e.field.lower() for e in new if e.value.strip()}
+    return read if read and not any(field.lower() in stated for field in read) else []
 
 
 def _claims_change(old: tuple[Evidence, ...], new: tuple[Evidence, ...]) -> str:

@@ -63,15 +63,18 @@ def test_aic_asks_up_to_100_ids_in_one_request_and_an_id_it_no_longer_returns_is
 
 @pytest.mark.parametrize(("answered", "outcome", "refuse"), [
     ({}, "unreachable", False),  # the field left out of the answer: nothing is known
+    ({"is_public_domain": ""}, "unreachable", False),  # blank: it says nothing either
+    ({"is_public_domain": " "}, "unreachable", False),
     ({"is_public_domain": False}, "license_changed", True),  # stated otherwise: a change
+    ({"is_public_domain": "no"}, "license_changed", True),  # stated, in no form we know
     ({"is_public_domain": True}, "unchanged", False),
 ])
-def test_an_api_answer_without_the_licence_field_is_unreachable_not_a_licence_change(
+def test_an_api_answer_without_a_licence_value_is_unreachable_not_a_licence_change(
         httpserver: HTTPServer, tmp_path: Path, answered: dict, outcome: str,
         refuse: bool) -> None:
     """An AIC answer that left `is_public_domain` out (a partial answer, a field renamed)
     was read as no licence at all: license_changed, refused, and `recheck --apply` would
-    have taken every sample of the source down."""
+    have taken every sample of the source down; so was one that gave it blank."""
     from builder.drift import Recorded, judge
     from builder.licensing import load_policy
     from builder.optout.config import OptoutConfig
@@ -88,8 +91,8 @@ def test_an_api_answer_without_the_licence_field_is_unreachable_not_a_licence_ch
                     optout=OptoutConfig())
     assert (verdict.outcome.value, verdict.refuse) == (outcome, refuse), verdict.detail
     if outcome == "unreachable":
-        assert "none of the licence fields the build read (aic:is_public_domain)" in \
-            verdict.detail
+        assert "no value for any of the licence fields the build read " \
+            "(aic:is_public_domain)" in verdict.detail
 
 
 def test_a_licence_field_removed_from_a_folder_sidecar_is_still_a_licence_change(
@@ -134,6 +137,31 @@ def test_met_asks_each_object_once_and_an_object_answering_404_is_gone(
     assert now["k1"].state == PRESENT and now["k1"].file_url == obj["primaryImage"]
     assert now["k2"].state == PRESENT and now["k2"].file_url == obj["additionalImages"][0]
     assert now["k3"].state == GONE and "404" in now["k3"].detail
+
+
+@pytest.mark.parametrize("answered", ["left out", [], None, "no record"])
+def test_met_additional_images_left_out_are_unreachable_and_an_empty_list_is_none_left(
+        httpserver: HTTPServer, tmp_path: Path, answered: Any) -> None:
+    """A Met record without its `additionalImages` list (a partial answer, a renamed field),
+    or an answer without a record, read as "the object no longer lists this image":
+    every additional image deleted, refused, and `--apply` took them down. Only the list
+    there and empty (or null, as the Met writes "none") is the Met's word they are gone."""
+    obj = copy.deepcopy(fixture("met/object.json"))
+    if answered == "left out":
+        del obj["additionalImages"]
+    else:
+        obj["additionalImages"] = answered
+    record: Any = {} if answered == "no record" else obj
+    api = ApiServer(httpserver, "/public/collection/v1", lambda args, path: record)
+    now = ask(open_rechecker("met", tmp_path, api=api.url), [
+        item("k1", "436535"), item("k2", "436535-1")])
+    if answered in ("left out", "no record"):
+        assert now["k2"].state == UNREACHABLE, now["k2"]
+        assert ("`additionalImages` field at all" if answered == "left out"
+                else "no object record") in now["k2"].detail
+    else:
+        assert now["k2"].state == GONE and "no longer lists" in now["k2"].detail
+    assert now["k1"].state == (UNREACHABLE if answered == "no record" else PRESENT)
 
 
 def test_cleveland_404_is_gone_and_a_record_states_its_own_licence_status(

@@ -133,7 +133,10 @@ class MetSource:
 
     def _object(self, client: JsonClient, object_id: int) -> list[Candidate]:
         url = f"{self.root}/objects/{object_id}"
-        obj = client.get(url, allow_404=True)
+        return self._candidates(object_id, url, client.get(url, allow_404=True))
+
+    def _candidates(self, object_id: int, url: str, obj: Any) -> list[Candidate]:
+        """The candidates of one object's record (`obj` as the API answered it)."""
         if not isinstance(obj, dict) or obj.get("objectID") is None:
             # Only a 404 is the Met's "gone"; `null`, `{}` or an error object is no record.
             problem = "object not found (HTTP 404)" if obj is NOT_FOUND else "object is not JSON"
@@ -199,24 +202,34 @@ class MetRecheck:
                 for item in wanted:
                     out[item.key] = Now(GONE, f"{object_id!r} is not a Met object id")
                 continue
-            cands = {c.source_id: c for c in self.source._object(self.client, int(object_id))}
+            url = f"{self.source.root}/objects/{object_id}"
+            record = self.client.get(url, allow_404=True)
+            cands = {c.source_id: c for c in self.source._candidates(int(object_id), url, record)}
             for item in wanted:
-                cand = cands.get(item.source_id)
-                problem = dict(cand.extra).get("met:problem") if cand is not None else None
-                if cand is None or problem == "object not found (HTTP 404)":
-                    out[item.key] = Now(GONE, problem or "the object no longer lists this image")
-                elif problem == NO_FIELD:
-                    # Left out of the answer (a partial answer, a renamed field), it says
-                    # nothing of the image; `primaryImage: ""` is the Met's "no image".
-                    out[item.key] = Now(UNREACHABLE, f"{self.source.root}/objects/{object_id} "
-                                                     "answered a record without its "
-                                                     "`primaryImage` field at all")
-                elif problem == "object is not JSON":
-                    out[item.key] = Now(UNREACHABLE, f"{self.source.root}/objects/{object_id} "
-                                                     "answered no object record (no objectID)")
-                else:
-                    out[item.key] = now_from_candidate(cand)
+                out[item.key] = self._now(item, cands, record, url)
         return out
+
+    @staticmethod
+    def _now(item: Item, cands: dict[str, Candidate], record: Any, url: str) -> Now:
+        if record is NOT_FOUND:
+            return Now(GONE, "object not found (HTTP 404)")
+        if not isinstance(record, dict) or record.get("objectID") is None:
+            # Every image of the object, its additional ones too: no record says nothing.
+            return Now(UNREACHABLE, f"{url} answered no object record (no objectID)")
+        cand = cands.get(item.source_id)
+        if cand is None:
+            if "-" in item.source_id and "additionalImages" not in record:
+                # As `primaryImage` below: a list left out of the answer says nothing of the
+                # object's other images; `additionalImages: []` is the Met's "none".
+                return Now(UNREACHABLE, f"{url} answered a record without its "
+                                        "`additionalImages` field at all")
+            return Now(GONE, "the object no longer lists this image")
+        if dict(cand.extra).get("met:problem") == NO_FIELD:
+            # Left out of the answer (a partial answer, a renamed field), it says nothing of
+            # the image; `primaryImage: ""` is the Met's "no image".
+            return Now(UNREACHABLE, f"{url} answered a record without its `primaryImage` "
+                                    "field at all")
+        return now_from_candidate(cand)
 
     def close(self) -> None:
         self.client.close()
