@@ -120,6 +120,50 @@ def test_a_licence_field_removed_from_a_folder_sidecar_is_still_a_licence_change
     assert (verdict.outcome.value, verdict.refuse) == ("license_changed", True), verdict.detail
 
 
+# What each per-record API answers to the page its rechecker asks when a record answers 404
+# (the Met's departments, the others' first page of one search): the API is there.
+API_THERE = {
+    "met": {"departments": [{"departmentId": 11, "displayName": "European Paintings"}]},
+    "cleveland": {"info": {"total": 1, "parameters": {"limit": 1}},
+                  "data": [fixture("cleveland/artwork.json")]},
+    "openverse": {"result_count": 1, "page_count": 1, "page_size": 20, "page": 1,
+                  "results": [fixture("openverse/result.json")]},
+    "smithsonian": {"status": 200, "responseCode": 1,
+                    "response": {"rows": [fixture("smithsonian/row.json")], "rowCount": 1}},
+}
+MOVED_API_PATHS = {"met": "/public/collection/v1", "cleveland": "/api", "openverse": "/v1",
+                   "smithsonian": "/openaccess/api/v1.0"}
+
+
+@pytest.mark.parametrize("probe", ["404", "not the API"])
+@pytest.mark.parametrize("kind", sorted(MOVED_API_PATHS))
+def test_an_api_that_moved_answering_404_to_everything_stops_the_recheck_not_deletes(
+        httpserver: HTTPServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str,
+        probe: str) -> None:
+    """An API that moved (a new version's path, a retired host answering 404 to every
+    request) made every sample of the Met, Cleveland, the Smithsonian and Openverse
+    `deleted`: refused, and `recheck --apply` took the whole source down. A 404 is a record
+    gone only once the API answers its own listing; otherwise the recheck stops (exit 1)."""
+    monkeypatch.setenv("SI_API_KEY", KEY)
+
+    def answer(args: dict[str, str], path: str) -> Any:
+        if probe == "not the API" and path.endswith(("/departments", "/artworks/", "/images/",
+                                                     "/search")):
+            return {"message": "This domain is parked"}
+        return Response('{"message": "Not found"}', status=404)
+
+    api = ApiServer(httpserver, MOVED_API_PATHS[kind], answer)
+    checker = open_rechecker(kind, tmp_path, api=api.url,
+                             **({"query": "x"} if kind == "openverse" else {}))
+    said = "HTTP 404 too" if probe == "404" else "an answer that is not the API's"
+    with pytest.raises(SourceError, match=rf"(?s)HTTP 404 for the record at .*, and {said}.*"
+                       r"from the API's own .*has it moved\?.*no record of it is taken for "
+                       "deleted") as stopped:
+        ask(checker, [item("k1", "436535", extra=(("record_id", "edanmdm-1"),)),
+                      item("k2", "436536", extra=(("record_id", "edanmdm-2"),))])
+    assert KEY not in str(stopped.value)
+
+
 def test_met_asks_each_object_once_and_an_object_answering_404_is_gone(
         httpserver: HTTPServer, tmp_path: Path) -> None:
     obj = fixture("met/object.json")
@@ -127,16 +171,21 @@ def test_met_asks_each_object_once_and_an_object_answering_404_is_gone(
     def answer(args: dict[str, str], path: str) -> Any:
         if path.endswith("/436535"):
             return obj
+        if path.endswith("/departments"):
+            return API_THERE["met"]
         return Response('{"message": "ObjectID not found"}', status=404)
 
     api = ApiServer(httpserver, "/public/collection/v1", answer)
     now = ask(open_rechecker("met", tmp_path, api=api.url), [
-        item("k1", "436535"), item("k2", "436535-1"), item("k3", "1")])
-    assert [p for p, _, _ in api.requests] == ["/public/collection/v1/objects/436535",
-                                                "/public/collection/v1/objects/1"]
+        item("k1", "436535"), item("k2", "436535-1"), item("k3", "1"), item("k4", "2")])
+    # The first 404 asks once whether the API is there at all (see test_an_api_that_moved_...)
+    assert [p for p, _, _ in api.requests] == [
+        "/public/collection/v1/objects/436535", "/public/collection/v1/objects/1",
+        "/public/collection/v1/departments", "/public/collection/v1/objects/2"]
     assert now["k1"].state == PRESENT and now["k1"].file_url == obj["primaryImage"]
     assert now["k2"].state == PRESENT and now["k2"].file_url == obj["additionalImages"][0]
     assert now["k3"].state == GONE and "404" in now["k3"].detail
+    assert now["k4"].state == GONE
 
 
 @pytest.mark.parametrize("answered", ["left out", [], None, "no record"])
@@ -171,6 +220,8 @@ def test_cleveland_404_is_gone_and_a_record_states_its_own_licence_status(
     def answer(args: dict[str, str], path: str) -> Any:
         if path.endswith("/135382"):
             return {"data": artwork}
+        if path == "/api/artworks/":
+            return API_THERE["cleveland"]
         return Response("{}", status=404)
 
     api = ApiServer(httpserver, "/api", answer)
@@ -187,13 +238,15 @@ def test_openverse_asks_the_single_image_endpoint(httpserver: HTTPServer,
     def answer(args: dict[str, str], path: str) -> Any:
         if result["id"] in path:
             return result
+        if path == "/v1/images/":
+            return API_THERE["openverse"]
         return Response('{"detail": "Not found."}', status=404)
 
     api = ApiServer(httpserver, "/v1", answer)
     now = ask(open_rechecker("openverse", tmp_path, api=api.url, query="x"),
               [item("k1", result["id"]), item("k2", "gone-id")])
     assert [p for p, _, _ in api.requests] == [f"/v1/images/{result['id']}/",
-                                                "/v1/images/gone-id/"]
+                                                "/v1/images/gone-id/", "/v1/images/"]
     assert ("openverse:license", "by") in [(e.field, e.value) for e in now["k1"].evidence or ()]
     assert now["k2"].state == GONE
 
@@ -284,6 +337,8 @@ def test_smithsonian_asks_each_record_once_with_the_key_in_a_header(
     def answer(args: dict[str, str], path: str) -> Any:
         if path.endswith(row["id"]):
             return {"status": 200, "response": row}
+        if path.endswith("/search"):
+            return API_THERE["smithsonian"]
         return Response("{}", status=404)
 
     api = ApiServer(httpserver, "/openaccess/api/v1.0", answer)
@@ -292,7 +347,8 @@ def test_smithsonian_asks_each_record_once_with_the_key_in_a_header(
         item("k1", media, extra=(("record_id", row["id"]),)),
         item("k2", "gone", extra=(("record_id", "edanmdm-gone"),))])
     assert [p for p, _, _ in api.requests] == [
-        f"/openaccess/api/v1.0/content/{row['id']}", "/openaccess/api/v1.0/content/edanmdm-gone"]
+        f"/openaccess/api/v1.0/content/{row['id']}", "/openaccess/api/v1.0/content/edanmdm-gone",
+        "/openaccess/api/v1.0/search"]
     assert all(h.get("X-Api-Key") == KEY and "api_key" not in a for _, a, h in api.requests)
     assert now["k1"].evidence == (Evidence("smithsonian:usage.access", "CC0"),)
     assert now["k2"].state == GONE

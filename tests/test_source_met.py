@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +50,16 @@ class FakeMet(ApiServer):
             self.objects[object_id] = obj
         extra, _ = serve_image(httpserver, "/img/11-1.jpg", 1101)
         self.objects[11]["additionalImages"] = [extra]
+        self.moved = False  # answers 404 to everything, as an API that has moved
         super().__init__(httpserver, "/public/collection/v1", self._answer)
 
     def _answer(self, args: dict[str, str], path: str) -> Any:
         tail = path.removeprefix("/public/collection/v1")
+        if self.moved:
+            return Response('{"message": "Not Found"}', status=404,
+                            content_type="application/json")
+        if tail == "/departments":
+            return {"departments": [{"departmentId": 11, "displayName": "European Paintings"}]}
         if tail in ("/objects", "/search"):
             ids = sorted(OBJECTS, reverse=True)  # the API promises no order
             return {"total": len(ids), "objectIDs": ids}
@@ -165,3 +172,32 @@ def test_a_work_not_in_the_public_domain_is_refused_in_the_museums_words(
     noticed = decide(by_id["15"].evidence, policy)
     assert isinstance(noticed, Rejection)
     assert noticed.detail.endswith("; rightsAndReproduction='© Walker Evans Archive'")
+
+
+def test_a_recheck_against_an_api_that_moved_stops_and_resumes_deleting_nothing(
+        met: FakeMet, tmp_path: Path) -> None:
+    """Every object answering 404 was every sample `deleted` (exit 3, and `--apply` took the
+    source down); now the recheck asks whether the API is there, stops with exit 1 naming
+    it, judges nothing deleted, and resumes once the API answers again."""
+    recipe = write_recipe(tmp_path / "recipe.toml", recipe_text("met-test", f"""
+kind = "met"
+api = "{met.url}"
+department_ids = [11]
+"""))
+    out = tmp_path / "out"
+    run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
+    met.moved = True
+    moved = run_cli("recheck", str(out), "--apply", "--reason", "weekly recheck")
+    assert moved.returncode == 1, moved.stderr
+    assert "HTTP 404 for the record at http" in moved.stderr
+    assert "HTTP 404 too from the API's own departments list" in moved.stderr
+    assert "/public/collection/v1/departments\n" in moved.stderr
+    assert "has it moved?" in moved.stderr and "deleted" not in moved.stdout
+    met.moved = False
+    del met.objects[15]
+    again = run_cli("recheck", str(out), "--json")
+    assert again.returncode == 3, again.stderr
+    assert "resum" in again.stderr.lower()
+    outcomes = {json.loads(line)["key"]: json.loads(line)["outcome"]
+                for line in again.stdout.splitlines()}
+    assert sorted(outcomes.values()) == ["deleted", "unchanged"], outcomes

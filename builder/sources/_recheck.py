@@ -7,14 +7,16 @@ its opt-out headers, never its bytes: `cleanset recheck` downloads no image.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from builder.fetch import Fetcher, Response, recording
 from builder.recipe import FetchConfig
 from builder.records import Candidate, Rejection
+from builder.sources._failures import RESUME, SourceError
+from builder.sources._keys import NOT_FOUND
 from builder.sources.base import GONE, PRESENT, UNREACHABLE, Item, Now
 
 T = TypeVar("T")
@@ -42,6 +44,46 @@ def now_from_candidate(cand: Candidate, *, gone_without_url: bool = True,
                                     "all: nothing is known of its image")
         return Now(GONE, "the source offers no image for it any more")
     return Now(PRESENT, evidence=cand.evidence, sha1=cand.expected_sha1, file_url=cand.url)
+
+
+class ApiPresence:
+    """Whether a per-record API that answered 404 is still where the recipe says it is.
+
+    A 404 is those APIs' word for "this record is gone", and an API that has moved (a new
+    version's path, a retired host answering 404 to everything) says it of every record:
+    read as such, every sample was deleted, refused, and `recheck --apply` took the whole
+    source down. The first 404 of a recheck asks, once, a page the API always answers
+    (`probe`: its listing or its departments); only once that answers as the API does is a
+    404 the record gone. Otherwise the recheck stops (exit 1) and nothing is judged deleted.
+    """
+
+    def __init__(self, source: str, probe: Callable[[], Any], *, url: str, what: str,
+                 holds: str) -> None:
+        self.source = source
+        self.probe = probe
+        self.url = url  # what `probe` asks, for the message (no secrets in it)
+        self.what = what  # "its departments list"
+        self.holds = holds  # the key an answer of the API holds: "departments"
+        self.confirmed = False
+
+    def gone(self, url: str) -> Now:
+        """The Now of a record whose URL answered 404, once the API is known to be there."""
+        if not self.confirmed:
+            answer = self.probe()
+            if answer is NOT_FOUND:
+                said = "HTTP 404 too"
+            elif not isinstance(answer, dict) or not isinstance(answer.get(self.holds), list):
+                said = f"an answer that is not the API's (no `{self.holds}` list)"
+            else:
+                said = ""
+            if said:
+                raise SourceError(
+                    f"HTTP 404 for the record at {url}, and {said} from the API's own "
+                    f"{self.what}; source {self.source!r} stopped at\n  {self.url}\n"
+                    "The API is not where the recipe's `api` says (has it moved?), so no "
+                    f"record of it is taken for deleted: check `api`. {RESUME}")
+            self.confirmed = True
+        return Now(GONE, f"HTTP 404 from {url}")
 
 
 def now_from_head(url: str, answer: Response | Rejection) -> Now:

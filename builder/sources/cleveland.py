@@ -35,8 +35,8 @@ from builder.sources._museum import (
     html_text,
     text_or_none,
 )
-from builder.sources._recheck import now_from_candidate
-from builder.sources.base import GONE, Item, Now, SourceContext
+from builder.sources._recheck import ApiPresence, now_from_candidate
+from builder.sources.base import Item, Now, SourceContext
 
 API = "https://openaccess-api.clevelandart.org/api"
 
@@ -154,6 +154,10 @@ class ClevelandRecheck:
     def __init__(self, name: str, config: Config, context: SourceContext) -> None:
         self.source = ClevelandSource(name, config, context)
         self.client = JsonClient(name, context.fetch, rps=config.rps)
+        listing = f"{self.source.root}/artworks/"
+        self.presence = ApiPresence(
+            name, lambda: self.client.get(listing, {"limit": "1"}, allow_404=True),
+            url=f"{listing}?limit=1", what="artwork listing", holds="data")
 
     def ask(self, items: Sequence[Item]) -> dict[str, Now]:
         out: dict[str, Now] = {}
@@ -161,7 +165,7 @@ class ClevelandRecheck:
             url = f"{self.source.root}/artworks/{item.source_id}"
             data = self.client.get(url, allow_404=True)
             if data is NOT_FOUND:  # not None: a JSON `null` is no answer, not a 404
-                out[item.key] = Now(GONE, f"HTTP 404 from {url}")
+                out[item.key] = self.presence.gone(url)
                 continue
             artwork = data.get("data") if isinstance(data, dict) else None
             if not isinstance(artwork, dict):

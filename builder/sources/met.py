@@ -45,7 +45,7 @@ from builder.sources._museum import (
     check_api_source,
     text_or_none,
 )
-from builder.sources._recheck import now_from_candidate
+from builder.sources._recheck import ApiPresence, now_from_candidate
 from builder.sources.base import GONE, UNREACHABLE, Item, Now, SourceContext
 
 API = "https://collectionapi.metmuseum.org/public/collection/v1"
@@ -191,6 +191,10 @@ class MetRecheck:
     def __init__(self, name: str, config: Config, context: SourceContext) -> None:
         self.source = _every_image(MetSource(name, config, context))
         self.client = JsonClient(name, context.fetch, rps=config.rps)
+        departments = f"{self.source.root}/departments"
+        self.presence = ApiPresence(name, lambda: self.client.get(departments, allow_404=True),
+                                    url=departments, what="departments list",
+                                    holds="departments")
 
     def ask(self, items: Sequence[Item]) -> dict[str, Now]:
         out: dict[str, Now] = {}
@@ -209,10 +213,9 @@ class MetRecheck:
                 out[item.key] = self._now(item, cands, record, url)
         return out
 
-    @staticmethod
-    def _now(item: Item, cands: dict[str, Candidate], record: Any, url: str) -> Now:
+    def _now(self, item: Item, cands: dict[str, Candidate], record: Any, url: str) -> Now:
         if record is NOT_FOUND:
-            return Now(GONE, "object not found (HTTP 404)")
+            return self.presence.gone(url)
         if not isinstance(record, dict) or record.get("objectID") is None:
             # Every image of the object, its additional ones too: no record says nothing.
             return Now(UNREACHABLE, f"{url} answered no object record (no objectID)")

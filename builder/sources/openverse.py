@@ -35,8 +35,8 @@ from builder.records import Candidate, Evidence
 from builder.sources import _keys
 from builder.sources._keys import NOT_FOUND, as_dict, as_list, first_text
 from builder.sources._museum import api_fetcher, check_api_source
-from builder.sources._recheck import now_from_candidate
-from builder.sources.base import GONE, UNREACHABLE, Item, Now, SourceContext
+from builder.sources._recheck import ApiPresence, now_from_candidate
+from builder.sources.base import UNREACHABLE, Item, Now, SourceContext
 
 DEFAULT_API = "https://api.openverse.org/v1"
 DEFAULT_LIMIT = 200
@@ -171,17 +171,24 @@ class OpenverseRecheck:
             token = _keys.env_key(config.token_env, file=context.recipe_file, key="token_env")
             self.headers["Authorization"] = f"Bearer {token}"
         self.fetcher = api_fetcher(context.fetch, rps=config.rps)
+        first_page = _keys.with_query(self.source.endpoint, self.source._params(1))
+        self.presence = ApiPresence(name, lambda: self._get(first_page),
+                                    url=_keys.strip_secrets(first_page), what="image search",
+                                    holds="results")
+
+    def _get(self, url: str) -> Any:
+        return _keys.get_page(self.fetcher, self.source.context.fetch, url,
+                              source=self.source.name, recipe=self.source.context.recipe_file,
+                              headers=self.headers, key_env=self.source.config.token_env,
+                              allow_404=True)
 
     def ask(self, items: Sequence[Item]) -> dict[str, Now]:
         out: dict[str, Now] = {}
         for item in items:
             url = f"{self.source.endpoint}{item.source_id}/"
-            body = _keys.get_page(self.fetcher, self.source.context.fetch, url,
-                                  source=self.source.name,
-                                  recipe=self.source.context.recipe_file, headers=self.headers,
-                                  key_env=self.source.config.token_env, allow_404=True)
+            body = self._get(url)
             if body is NOT_FOUND:
-                out[item.key] = Now(GONE, f"HTTP 404 from {url}")
+                out[item.key] = self.presence.gone(url)
             elif not isinstance(body, dict) or "id" not in body:
                 # `null`, `{}`, `{"detail": ...}`: no image record, so nothing is known of
                 # it (read as a record, it had no URL: "deleted", for every sample).

@@ -36,7 +36,7 @@ from builder.records import Candidate, Evidence
 from builder.sources import _keys
 from builder.sources._keys import NOT_FOUND, as_dict, as_list, first_text
 from builder.sources._museum import api_fetcher, check_api_source
-from builder.sources._recheck import now_from_candidate
+from builder.sources._recheck import ApiPresence, now_from_candidate
 from builder.sources.base import GONE, UNREACHABLE, Item, Now, SourceContext
 
 DEFAULT_API = "https://api.si.edu/openaccess/api/v1.0"
@@ -192,6 +192,21 @@ class SmithsonianRecheck:
         self.key = _keys.env_key(config.api_key_env, file=context.recipe_file,
                                  key="api_key_env", signup=SIGNUP)
         self.fetcher = api_fetcher(context.fetch, rps=config.rps)
+        first_row = _keys.with_query(self.source.endpoint, [
+            ("q", config.query), ("start", "0"), ("rows", "1")])
+        self.presence = ApiPresence(name, lambda: self._response(first_row), url=first_row,
+                                    what="search", holds="rows")
+
+    def _response(self, url: str) -> Any:
+        """The `response` object of the API's answer (NOT_FOUND for a 404)."""
+        body = self._get(url)
+        return body if body is NOT_FOUND else as_dict(body).get("response")
+
+    def _get(self, url: str) -> Any:
+        return _keys.get_page(self.fetcher, self.source.context.fetch, url,
+                              source=self.source.name, recipe=self.source.context.recipe_file,
+                              headers={"X-Api-Key": self.key},
+                              key_env=self.source.config.api_key_env, allow_404=True)
 
     def ask(self, items: Sequence[Item]) -> dict[str, Now]:
         out: dict[str, Now] = {}
@@ -201,13 +216,10 @@ class SmithsonianRecheck:
         base = self.source.config.api.rstrip("/")
         for record_id, wanted in records.items():
             url = f"{base}/content/{record_id}"
-            body = _keys.get_page(self.fetcher, self.source.context.fetch, url,
-                                  source=self.source.name, recipe=self.source.context.recipe_file,
-                                  headers={"X-Api-Key": self.key},
-                                  key_env=self.source.config.api_key_env, allow_404=True)
+            body = self._get(url)
             if body is NOT_FOUND:
                 for item in wanted:
-                    out[item.key] = Now(GONE, f"HTTP 404 from {url}")
+                    out[item.key] = self.presence.gone(url)
                 continue
             row = as_dict(as_dict(body).get("response"))
             if not isinstance(row.get("content"), dict):
