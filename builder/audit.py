@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from builder.exports.tables import read_columns
 from builder.ledger import Ledger, reading, require_dataset
 from builder.recipe import is_url
 from builder.shards import file_sha256, read_shard_members, shard_name
@@ -59,7 +59,7 @@ def note_unfinished_build(out: Path, command: str) -> None:
 
 
 def _check_pending_takedown(out: Path, name: str) -> list[str]:
-    from builder.takedown import JOURNAL, pending_takedown
+    from builder.takedown_journal import JOURNAL, pending_takedown
 
     pending = pending_takedown(out)
     if pending is None:
@@ -223,7 +223,7 @@ def _check_manifest(path: Path, samples: dict[str, dict[str, Any]]) -> list[str]
     if not path.exists():
         return ["manifest.parquet is missing"]
     try:
-        table = pq.read_table(path, columns=["key", "sha256", "license", "shard"])
+        table = read_columns(path, ["key", "sha256", "license", "shard"])
     except (pa.ArrowException, OSError) as exc:  # truncated, written over: a finding
         return [f"manifest.parquet cannot be read ({str(exc).splitlines()[0]})"]
     keys = table.column("key").to_pylist()

@@ -54,6 +54,7 @@ from builder.shards import (
     shard_name,
     write_whole_shard,
 )
+from builder.takedown_journal import JOURNAL, pending_takedown
 from builder.urls import match_key, match_literal
 from builder.versions import (
     current_version,
@@ -62,7 +63,6 @@ from builder.versions import (
     record_takedown_version,
 )
 
-JOURNAL = ".takedown.json"
 LOG = "takedowns.jsonl"
 DENYLIST = "denylist.jsonl"
 TEMP_SUFFIX = ".takedown"
@@ -497,20 +497,6 @@ def _require_writable(out: Path) -> None:
                         "rewrites shards, the ledger and the papers. Run it where the "
                         "directory can be written (fix its permissions, or take down in a "
                         "writable copy); `--dry-run` lists the matches here. Nothing changed.")
-
-
-def pending_takedown(out: Path) -> str | None:
-    """The id of the interrupted takedown whose journal is in `out`, if any; reads only.
-
-    `verify` reports it (and changes nothing); `cleanset takedown DIR` finishes it.
-    """
-    path = out / JOURNAL
-    if not path.exists():
-        return None
-    try:
-        return str(json.loads(path.read_text(encoding="utf-8"))["id"])
-    except (ValueError, KeyError, TypeError):
-        return f"(unreadable {JOURNAL})"
 
 
 def complete_pending(out: Path) -> str | None:

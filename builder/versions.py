@@ -20,11 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from builder import clock
 from builder.errors import UserError
-from builder.exports.tables import manifest_dataset_name
+from builder.exports.tables import manifest_dataset_name, read_columns
 from builder.ledger import Ledger, reading, require_dataset
 from builder.lock import ReadLock
 
@@ -204,7 +203,7 @@ def _manifest_keys(out: Path) -> tuple[dict[str, str], str | None]:
             raise UserError(f"{out}: no manifest.parquet here; is this a cleanset output "
                             "directory?")
         try:
-            table = pq.read_table(path, columns=["key", "sha256"])
+            table = read_columns(path, ["key", "sha256"])
         except (pa.ArrowException, OSError) as exc:
             # Truncated by a bad copy, written over, or some other table: nothing to compare.
             why = str(exc).splitlines()[0]  # a missing column's error lists the schema

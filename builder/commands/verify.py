@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     if is_url(args.dir):
         return _verify_url(args.dir)
-    from builder.takedown import pending_takedown
+    from builder.takedown_journal import pending_takedown
 
     problems, checked = verify(Path(args.dir))
     interrupted = pending_takedown(Path(args.dir)) is not None

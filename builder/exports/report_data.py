@@ -222,7 +222,7 @@ def _gather_rest(db: sqlite3.Connection, out: Path) -> ReportData:
                     "SELECT COALESCE(SUM(added), 0) FROM versions WHERE kind = 'build' AND "
                     "version > ?", (last.version,)).fetchone()[0])
     from builder import clock
-    from builder.takedown import pending_takedown
+    from builder.takedown_journal import pending_takedown
 
     data.generated_at = clock.now_iso()
     data.pending_takedown = pending_takedown(out)
