@@ -140,7 +140,7 @@ def test_a_base_dependency_missing_after_an_update_is_named_with_the_way_to_rein
     child = ("import sys\n"
              "class Gone:\n"
              "    def find_spec(self, name, path=None, target=None):\n"
-             "        if name == 'isal':\n"
+             "        if name == 'pyarrow':\n"
              "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
              "sys.meta_path.insert(0, Gone())\n"
              "from builder.cli import run\n"
@@ -150,7 +150,7 @@ def test_a_base_dependency_missing_after_an_update_is_named_with_the_way_to_rein
                              check=False)
 
     assert missing.returncode == 1, missing.stderr
-    assert "No module named 'isal'" in missing.stderr and "pip install -e ." in missing.stderr
+    assert "No module named 'pyarrow'" in missing.stderr and "pip install -e ." in missing.stderr
     assert "Traceback" not in missing.stderr
 
 
