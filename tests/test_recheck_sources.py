@@ -4,6 +4,7 @@ the API allows), and what it reports today for an item that is there, changed or
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -48,17 +49,55 @@ def test_aic_asks_up_to_100_ids_in_one_request_and_an_id_it_no_longer_returns_is
     artwork = fixture("aic/artwork.json") | {"is_public_domain": False}
 
     def answer(args: dict[str, str], path: str) -> Any:
-        return {"data": [artwork], "config": {"iiif_url": "https://www.artic.edu/iiif/2"}}
+        if path == "/api/v1/artworks":
+            return {"data": [artwork], "config": {"iiif_url": "https://www.artic.edu/iiif/2"}}
+        return Response(json.dumps(AIC_NOT_FOUND), status=404)
 
     api = ApiServer(httpserver, "/api/v1", answer)
     now = ask(open_rechecker("aic", tmp_path, api=api.url), [
         item("k1", "27992"), item("k2", "404404")])
-    (path, args, headers), = api.requests
+    (path, args, headers), (alone, _, _) = api.requests
     assert path == "/api/v1/artworks" and args["ids"] == "27992,404404"
+    assert alone == "/api/v1/artworks/404404"  # the id the batch left out, asked alone
     assert "Aic-User-Agent" in headers  # as werkzeug spells it
     assert now["k1"].state == PRESENT
     assert now["k1"].evidence == (Evidence("aic:is_public_domain", "false"),)
-    assert now["k2"].state == GONE
+    assert now["k2"].state == GONE and "HTTP 404" in now["k2"].detail
+
+
+AIC_NOT_FOUND = {"status": 404, "error": "Not found",
+                 "detail": "The item you requested cannot be found."}
+
+
+@pytest.mark.parametrize(("alone", "state"), [
+    ("record", PRESENT), ("404", GONE), ("no record", UNREACHABLE)])
+def test_aic_artworks_a_batch_answer_leaves_out_are_asked_alone_and_only_a_404_is_gone(
+        httpserver: HTTPServer, tmp_path: Path, alone: str, state: str) -> None:
+    """A batch answer that dropped ids (an index being rebuilt, a search backend behind:
+    `{"data": []}` for every batch) made every sample `deleted`, refused, and `recheck
+    --apply` took the source down. Each id left out is now asked for alone."""
+    artwork = fixture("aic/artwork.json")
+
+    def answer(args: dict[str, str], path: str) -> Any:
+        if path == "/api/v1/artworks":
+            return {"data": [], "config": {"iiif_url": "https://www.artic.edu/iiif/2"}}
+        if alone == "record":
+            return {"data": artwork, "config": {"iiif_url": "https://www.artic.edu/iiif/2"}}
+        if alone == "404":
+            return Response(json.dumps(AIC_NOT_FOUND), status=404)
+        return {"data": None}
+
+    api = ApiServer(httpserver, "/api/v1", answer)
+    now = ask(open_rechecker("aic", tmp_path, api=api.url), [
+        item("k1", str(artwork["id"])), item("k2", "27993")])
+    assert [p for p, _, _ in api.requests] == [
+        "/api/v1/artworks", f"/api/v1/artworks/{artwork['id']}", "/api/v1/artworks/27993"]
+    assert now["k1"].state == state, now["k1"]
+    if alone == "record":
+        assert now["k1"].evidence == (Evidence("aic:is_public_domain", "true"),)
+        assert now["k2"].state == UNREACHABLE  # its id is not the record answered
+    else:
+        assert now["k2"].state == state
 
 
 @pytest.mark.parametrize(("answered", "outcome", "refuse"), [

@@ -33,6 +33,7 @@ from typing import Any
 from builder.errors import UserError
 from builder.records import Candidate, Evidence
 from builder.sources._failures import api_failed
+from builder.sources._keys import NOT_FOUND
 from builder.sources._museum import (
     JsonClient,
     api_root,
@@ -41,7 +42,7 @@ from builder.sources._museum import (
     with_library,
 )
 from builder.sources._recheck import chunked, now_from_candidate
-from builder.sources.base import GONE, Item, Now, SourceContext
+from builder.sources.base import GONE, UNREACHABLE, Item, Now, SourceContext
 
 API = "https://api.artic.edu/api/v1"
 IIIF = "https://www.artic.edu/iiif/2"
@@ -183,8 +184,8 @@ class AicSource:
 
 
 class AicRecheck:
-    """`GET {api}/artworks?ids=1,2,...&fields=...`: up to 100 artworks a request; an id the
-    API no longer returns is gone."""
+    """`GET {api}/artworks?ids=1,2,...&fields=...`: up to 100 artworks a request. An id the
+    answer leaves out is asked alone (`GET {api}/artworks/{id}`): only its 404 is gone."""
 
     batch = 100  # the API's `limit` cap
 
@@ -209,12 +210,27 @@ class AicRecheck:
             found = {str(d.get("id")): d for d in data.get("data") or [] if isinstance(d, dict)}
             for item in chunk:
                 artwork = found.get(item.source_id)
-                out[item.key] = (Now(GONE, "the API no longer returns this artwork id")
-                                 if artwork is None else
-                                 now_from_candidate(self.source._candidate(artwork, iiif, {}),
-                                                    image_field=("image_id",
-                                                                 "image_id" in artwork)))
+                out[item.key] = self._now(artwork, iiif) if artwork is not None else \
+                    self._alone(item, iiif)
         return out
+
+    def _now(self, artwork: dict[str, Any], iiif: str) -> Now:
+        return now_from_candidate(self.source._candidate(artwork, iiif, {}),
+                                  image_field=("image_id", "image_id" in artwork))
+
+    def _alone(self, item: Item, iiif: str) -> Now:
+        """An artwork the batch's answer left out, asked for alone. A batch that silently
+        drops ids (an index being rebuilt, a search backend behind) once made every one of
+        them `deleted`; the API's 404 for the artwork itself is its word that it is gone."""
+        url = f"{self.source.root}/artworks/{item.source_id}"
+        data = self.client.get(url, {"fields": FIELDS}, allow_404=True)
+        if data is NOT_FOUND:
+            return Now(GONE, f"HTTP 404 from {url}: the API no longer has this artwork")
+        artwork = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(artwork, dict) or str(artwork.get("id")) != item.source_id:
+            return Now(UNREACHABLE, f"left out of the API's answer for its batch, and {url} "
+                                    "answered no record of it: nothing is known of it")
+        return self._now(artwork, iiif)
 
     def close(self) -> None:
         self.client.close()
