@@ -297,18 +297,56 @@ def test_europeana_asks_many_records_by_id_in_one_search_without_the_reusability
     restricted = copy.deepcopy(record) | {"rights": ["http://rightsstatements.org/vocab/InC/1.0/"]}
 
     def answer(args: dict[str, str], path: str) -> Any:
-        return {"success": True, "itemsCount": 1, "items": [restricted]}
+        if path.endswith("/search.json"):
+            return {"success": True, "itemsCount": 1, "items": [restricted]}
+        return Response(json.dumps(EUROPEANA_NOT_FOUND), status=404)
 
-    api = ApiServer(httpserver, "/record/v2/search.json", answer)
+    api = ApiServer(httpserver, "/record/v2", answer)
     wanted = record["id"].lstrip("/")
-    now = ask(open_rechecker("europeana", tmp_path, api=api.url.rsplit("/", 1)[0],
-                             query="*"), [item("k1", wanted), item("k2", "9/gone")])
-    (_, args, _), = api.requests
+    now = ask(open_rechecker("europeana", tmp_path, api=api.url, query="*"),
+              [item("k1", wanted), item("k2", "9/gone")])
+    (_, args, _), (alone, alone_args, _) = api.requests
     assert args["query"] == f'europeana_id:("/{wanted}" OR "/9/gone")'
     assert "reusability" not in args and args["wskey"] == KEY
+    assert alone == "/record/v2/9/gone.json" and alone_args["wskey"] == KEY
     assert now["k1"].evidence == (Evidence("europeana:rights",
                                            "http://rightsstatements.org/vocab/InC/1.0/"),)
-    assert now["k2"].state == GONE
+    assert now["k2"].state == GONE and "HTTP 404" in now["k2"].detail
+    assert KEY not in now["k2"].detail
+
+
+EUROPEANA_NOT_FOUND = {"apikey": "****", "success": False,
+                       "error": "Invalid record identifier: /9/gone"}
+
+
+@pytest.mark.parametrize(("alone", "state"), [
+    ("record", UNREACHABLE), ("404", GONE), ("no record", UNREACHABLE)])
+def test_a_europeana_record_the_search_leaves_out_is_asked_of_the_record_api(
+        httpserver: HTTPServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, alone: str,
+        state: str) -> None:
+    """The Search API is an index that can fall behind its records (a re-index): a record
+    it left out was `deleted`, refused, and `recheck --apply` took it down. Only the Record
+    API's 404 for the record itself is gone now."""
+    monkeypatch.setenv("EUROPEANA_API_KEY", KEY)
+
+    def answer(args: dict[str, str], path: str) -> Any:
+        if path.endswith("/search.json"):
+            return {"success": True, "itemsCount": 0}
+        if alone == "record":
+            return {"apikey": "****", "success": True,
+                    "object": {"about": "/9/behind", "aggregations": []}}
+        if alone == "404":
+            return Response(json.dumps(EUROPEANA_NOT_FOUND), status=404)
+        return {"success": False, "error": "Unable to reach the database"}
+
+    api = ApiServer(httpserver, "/record/v2", answer)
+    now = ask(open_rechecker("europeana", tmp_path, api=api.url, query="*"),
+              [item("k1", "9/behind")])["k1"]
+    assert [p for p, _, _ in api.requests] == ["/record/v2/search.json",
+                                                "/record/v2/9/behind.json"]
+    assert now.state == state, now
+    if alone == "record":
+        assert "the search index may be behind" in now.detail
 
 
 def _image_field_case(kind: str, record: dict[str, Any]) -> tuple[str, dict, Any, str]:

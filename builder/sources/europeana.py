@@ -35,10 +35,10 @@ from builder.errors import UserError
 from builder.records import Candidate, Evidence
 from builder.sources import _keys
 from builder.sources._failures import api_failed
-from builder.sources._keys import as_dict, as_list, first_text
+from builder.sources._keys import NOT_FOUND, as_dict, as_list, first_text
 from builder.sources._museum import api_fetcher, check_api_source
 from builder.sources._recheck import chunked, now_from_candidate
-from builder.sources.base import GONE, Item, Now, SourceContext
+from builder.sources.base import GONE, UNREACHABLE, Item, Now, SourceContext
 
 DEFAULT_API = "https://api.europeana.eu/record/v2"
 SIGNUP = "https://pro.europeana.eu/page/get-api"
@@ -140,7 +140,8 @@ class EuropeanaSource:
 class EuropeanaRecheck:
     """The Search API asked for up to 100 records at once by id
     (`query=europeana_id:("/a/b" OR ...)`, no reusability filter, so a record whose rights
-    were restricted still answers); a record it no longer returns is gone."""
+    were restricted still answers). A record the search no longer returns is asked of the
+    Record API (`{api}/{id}.json`): only its 404 is gone."""
 
     batch = MAX_ROWS
 
@@ -176,10 +177,27 @@ class EuropeanaRecheck:
                      for record in records for c in (self.source._item(record, api_url),)}
             for item in chunk:
                 cand, has_field = found.get(item.source_id, (None, False))
-                out[item.key] = (Now(GONE, "the Search API no longer returns this record")
-                                 if cand is None else now_from_candidate(
-                                     cand, image_field=("edmIsShownBy", has_field)))
+                out[item.key] = self._alone(item) if cand is None else now_from_candidate(
+                    cand, image_field=("edmIsShownBy", has_field))
         return out
+
+    def _alone(self, item: Item) -> Now:
+        """A record the search left out, asked of the Record API. The search is an index
+        that can fall behind its records (a re-index, a provider's set being reloaded):
+        read as gone, every record it missed was `deleted`, refused, and taken down."""
+        record_url = f"{self.source.config.api.rstrip('/')}/{item.source_id}.json"
+        body = _keys.get_page(self.fetcher, self.source.context.fetch,
+                              _keys.with_query(record_url, [("wskey", self.key)]),
+                              source=self.source.name, recipe=self.source.context.recipe_file,
+                              key_env=self.source.config.api_key_env, allow_404=True)
+        left_out = "the Search API no longer returns this record"
+        if body is NOT_FOUND:
+            return Now(GONE, f"{left_out}, and the Record API answers HTTP 404 for {record_url}")
+        if as_dict(body).get("success") is True and isinstance(as_dict(body).get("object"), dict):
+            return Now(UNREACHABLE, f"{left_out}, but the Record API still has it ({record_url}): "
+                                    "the search index may be behind; nothing is known of it")
+        return Now(UNREACHABLE, f"{left_out}, and {record_url} answered no record: nothing is "
+                                "known of it")
 
     def close(self) -> None:
         self.fetcher.close()
