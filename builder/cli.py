@@ -24,6 +24,7 @@ from typing import NoReturn
 
 from builder import __version__, interrupts
 from builder.commands import command_modules
+from builder.display import EscapingStream
 from builder.errors import UserError
 
 
@@ -238,6 +239,11 @@ def run() -> NoReturn:
     it. An exception main() did not handle takes the ordinary exit.
     """
     limit_malloc_arenas()
+    # What cleanset prints carries the sources' text (a creator's name in the build's
+    # summary, a file's name, a server's answer in `cleanset evidence`): no escape sequence
+    # in it may reach the terminal. JSON output reads back the same (the escapes are JSON's).
+    sys.stdout = EscapingStream(sys.stdout)  # type: ignore[assignment]
+    sys.stderr = EscapingStream(sys.stderr)  # type: ignore[assignment]
     code = main()
     if code == 0 and any(t.is_alive() and not t.daemon for t in threading.enumerate()
                          if t is not threading.main_thread()):

@@ -57,6 +57,7 @@ from builder.dedup import (
     open_ledger_index,
     record_dedup_rule,
 )
+from builder.display import unescaped
 from builder.errors import BuildStoppedError, UserError
 from builder.evidence.archive import NO_EVIDENCE, Evidence, EvidenceArchive, load_evidence_config
 from builder.executors import Executor, make_executor
@@ -752,7 +753,8 @@ class _Run:
             executor.detach_bytes()
         limit = self.options.limit
         bar = tqdm(desc="cleanset", unit=" cand", disable=self._progress_off(), total=limit,
-                   initial=self.cursor.seq if limit else 0, dynamic_ncols=True)
+                   initial=self.cursor.seq if limit else 0, dynamic_ncols=True,
+                   file=unescaped(sys.stderr))
         self.bar = bar
         inflight: deque[tuple[_Work, Future[Any]]] = deque()
         order = itertools.count()

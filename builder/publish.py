@@ -30,6 +30,7 @@ import logging
 import os
 import re
 import secrets
+import sys
 from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -42,6 +43,7 @@ from fsspec.implementations.local import LocalFileSystem
 from tqdm import tqdm
 
 from builder import __version__, clock
+from builder.display import unescaped
 from builder.errors import UserError
 from builder.faults import stop_point
 from builder.lock import OutputLock
@@ -410,7 +412,8 @@ def _publish_locked(stage: Path, remote: Remote, progress: bool, what: str
     if changed or previous != files:
         _remember(stage, "publishing.json", remote.url.encode("utf-8"))
         bar = tqdm(total=sum(files[r].size for r in changed), unit="B", unit_scale=True,
-                   desc="publish", disable=not progress)
+                   desc="publish", disable=not progress,
+                   file=unescaped(sys.stderr))
         with bar:
             # Each group completes before the next starts: shards, papers, ledger.
             for group in (0, 1, 2):
