@@ -405,6 +405,20 @@ def test_credit_line_follows_title_author_source_licence() -> None:
     assert html_line.startswith('"A &amp; B" by X is licensed under <a href="https://')
 
 
+def test_credit_line_links_only_http_urls_and_shows_markup_as_text() -> None:
+    d = admitted(decide(ev(("license", "CC BY 4.0")), COMMERCIAL))
+    md = credit_line("A [b](c) *x*", "Eve", "javascript:alert(1)", "https://example.org/a b)",
+                     d, markup="markdown")
+    assert md == ('["A \\[b\\](c) \\*x\\*"](<https://example.org/a%20b)>) by Eve '
+                  "(`javascript:alert(1)`) is licensed under "
+                  "[CC BY 4.0](https://creativecommons.org/licenses/by/4.0/).")
+    html_line = credit_line("T", "Eve", "data:text/html,<script>", "vbscript:x", d,
+                            markup="html")
+    assert html_line == ('"T" (<code>vbscript:x</code>) by Eve (<code>data:text/html,&lt;script'
+                         '&gt;</code>) is licensed under <a href="https://creativecommons.org/'
+                         'licenses/by/4.0/">CC BY 4.0</a>.')
+
+
 def test_credit_line_for_public_domain_marks_instead_of_licensing() -> None:
     pd = load_policy("public-domain")
     cc0 = admitted(decide(ev(("license", "CC0")), pd))

@@ -71,6 +71,34 @@ def test_verify_passes_over_papers_made_from_hostile_text(built: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_attribution_md_links_only_http_urls_and_shows_the_rest_as_text(built: Path) -> None:
+    text = (built / "ATTRIBUTION.md").read_text(encoding="utf-8")
+    lines = [line for line in text.splitlines() if line.startswith("- ")]
+    assert len(lines) == len(HOSTILE) + 1  # one line each: no newline got through
+    for line in lines:
+        assert re.search(r" `\d{10}`$", line), line
+        # Code spans are text whatever they hold; what is left may link only to http(s).
+        prose = re.sub(r"(`+).*?\1", "", line)
+        targets = re.findall(r"(?<!\\)\]\((<[^<>]*>|[^\s()<>]+)\)", prose)
+        assert targets and all(re.match(r"<?https?://", t) for t in targets), line
+        for target in targets:
+            assert " " not in target and "<" not in target.strip("<>")
+        outside = re.sub(r"(?<!\\)\]\((<[^<>]*>|[^\s()<>]+)\)", "]", prose)
+        assert not re.search(r"(?<!\\)[<>]", outside), line  # no raw HTML tag
+        assert not re.search(r"(?<!\\)\[(?![^\]]*\]\()", prose), line  # no bare [ ... ]
+        assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e]", line), line
+    joined = "\n".join(lines)
+    # The text is still there to read, escaped: \<script\> renders as <script>.
+    assert "\\<script\\>alert(1)\\</script\\>" in joined
+    assert "(`javascript:alert(1)`)" in joined and "(`vbscript:msgbox(1)`)" in joined
+    assert ('[=HYPERLINK("http://evil.example/","open me")](<https://example.org/a%20b)c%3Cd%3E>)'
+            in joined)
+    assert "(<http://example.org/x_(y)>)" in joined
+    assert "\\&lt;b\\&gt;" in joined  # an entity shown as written, not decoded
+    assert "Eve\\\\u202egnp.exe\\\\u0000\\\\u001b\\[31mRED" in joined
+    assert "- \\- 1. \\~\\~\\~ 'quoted" in joined  # not a nested list, not a fence
+
+
 def test_card_spdx_and_croissant_stay_valid_and_say_the_same(built: Path,
                                                             tmp_path: Path) -> None:
     from spdx_tools.spdx.parser.parse_anything import parse_file

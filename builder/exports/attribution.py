@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from builder.display import md_link
 from builder.exports.papers import atomic_write, not_text
 from builder.ledger import Ledger
 
@@ -91,7 +92,7 @@ def attribution_markdown(credits: list[Credit], facts: Facts) -> str:
     for license_id in sorted(groups):
         group = groups[license_id]
         first = group[0]
-        heading = _md_link(first.license_name, first.license_url)
+        heading = md_link(first.license_name, first.license_url)
         lines += [f"## {heading} (`{license_id}`) — {len(group)} work(s)", ""]
         lines += [f"- {_md_line(c)} `{c.key}`" for c in group]
         lines.append("")
@@ -99,19 +100,11 @@ def attribution_markdown(credits: list[Credit], facts: Facts) -> str:
 
 
 def _md_line(c: Credit) -> str:
-    title = _md_escape(c.title) if c.title else "Untitled"
-    work = f"[{title}]({c.source_url})" if c.source_url else title
-    creator = _md_link(c.creator, c.creator_url) if c.creator else "unknown creator"
-    return f"{work} by {creator}, {_md_link(c.license_name, c.license_url)}."
-
-
-def _md_link(label: str, url: str | None) -> str:
-    label = _md_escape(label)
-    return f"[{label}]({url})" if url else label
-
-
-def _md_escape(text: str) -> str:
-    return re.sub(r"([\\`*_\[\]<>#|])", r"\\\1", " ".join(text.split()))
+    # Titles, names and URLs are the sources' text: md_link renders each as that text, and
+    # links only http(s) URLs (a `javascript:` creator_url is shown, never followed).
+    work = md_link(c.title or "Untitled", c.source_url)
+    creator = md_link(c.creator, c.creator_url) if c.creator else "unknown creator"
+    return f"{work} by {creator}, {md_link(c.license_name, c.license_url)}."
 
 
 def attribution_csv(credits: list[Credit]) -> str:

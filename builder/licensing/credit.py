@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 from collections.abc import Callable
 
+from builder.display import link_target, md_link, visible
 from builder.licensing.catalogue import LicenseInfo, load_catalogue
 from builder.licensing.normalise import clean
 from builder.records import LicenseDecision
@@ -68,14 +69,12 @@ def _text(label: str, url: str | None) -> str:
     return f"{label} ({url})" if url else label
 
 
-def _markdown(label: str, url: str | None) -> str:
-    label = label.replace("[", "\\[").replace("]", "\\]")
-    return f"[{label}]({url})" if url else label
-
-
 def _html(label: str, url: str | None) -> str:
-    label = html.escape(label, quote=False)
-    return f'<a href="{html.escape(url)}">{label}</a>' if url else label
+    label = html.escape(visible(label), quote=False)
+    if url and (target := link_target(url)) is not None:
+        return f'<a href="{html.escape(target)}">{label}</a>'
+    # Any other URL (javascript:, data:...) is shown, never made a link.
+    return f"{label} (<code>{html.escape(visible(url))}</code>)" if url else label
 
 
-_LINKERS = {"text": _text, "markdown": _markdown, "html": _html}
+_LINKERS = {"text": _text, "markdown": md_link, "html": _html}
