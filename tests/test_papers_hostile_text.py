@@ -4,6 +4,7 @@ override. A real build over a folder whose sidecars carry it, and every paper re
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -66,9 +67,33 @@ path = "images"
     return out
 
 
+def credits(out: Path) -> list[dict[str, str]]:
+    with (out / "attribution.csv").open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
 def test_verify_passes_over_papers_made_from_hostile_text(built: Path) -> None:
     proc = run_cli("verify", str(built))
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_csv_cells_starting_like_a_formula_get_a_quote_and_keys_and_urls_stay_exact(
+        built: Path) -> None:
+    rows = credits(built)
+    assert len(rows) == len(HOSTILE) + 1
+    for row in rows:
+        for column, cell in row.items():
+            assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), (column, cell)
+    by_title = {r["title"]: r for r in rows}
+    for _, sidecar in HOSTILE:
+        title = sidecar["title"].strip()
+        quoted = by_title[f"'{title}"] if title[0] in "=+-@'" else by_title[title]
+        # Exactly one quote added, and only to a cell that starts like a formula or a quote.
+        assert quoted["creator"].removeprefix("'") == sidecar["creator"]
+        assert quoted["creator"].startswith("'") == (sidecar["creator"][0] in "=+-@'")
+        assert quoted["creator_url"] == sidecar.get("creator_url", "").strip()
+        assert quoted["source_url"] == sidecar.get("landing_url", "")
+        assert re.fullmatch(r"\d{10}", quoted["key"])
 
 
 def test_attribution_md_links_only_http_urls_and_shows_the_rest_as_text(built: Path) -> None:

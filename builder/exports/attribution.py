@@ -112,9 +112,22 @@ def attribution_csv(credits: list[Credit]) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for c in credits:
-        writer.writerow([c.key, c.license, c.license_url or "", c.title or "", c.creator or "",
-                         c.creator_url or "", c.source_url or "", c.credit])
+        writer.writerow([csv_cell(v or "") for v in (
+            c.key, c.license, c.license_url, c.title, c.creator, c.creator_url, c.source_url,
+            c.credit)])
     return buf.getvalue()
+
+
+# A spreadsheet evaluates a cell starting with one of these as a formula (OWASP, "CSV
+# Injection"): =HYPERLINK(...) in a creator's name would run when the CSV is opened. Keys,
+# licence ids and http(s) URLs never start with one, so they stay exact.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(text: str) -> str:
+    """`text` as attribution.csv holds it: after a single quote when it starts like a formula,
+    or with a quote (so a reader removes exactly one leading quote to get the text back)."""
+    return f"'{text}" if text.startswith((*FORMULA_START, "'")) else text
 
 
 def listed_keys(markdown: str) -> set[str]:
