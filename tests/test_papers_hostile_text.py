@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -122,6 +123,33 @@ def test_attribution_md_links_only_http_urls_and_shows_the_rest_as_text(built: P
     assert "\\&lt;b\\&gt;" in joined  # an entity shown as written, not decoded
     assert "Eve\\\\u202egnp.exe\\\\u0000\\\\u001b\\[31mRED" in joined
     assert "- \\- 1. \\~\\~\\~ 'quoted" in joined  # not a nested list, not a fence
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: set[str] = set()
+        self.links: list[tuple[str, str, str | None]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.add(tag)
+        self.links += [(tag, k, v) for k, v in attrs
+                       if k in ("href", "src", "action") or k.startswith("on")]
+
+
+def test_report_escapes_every_source_string_and_links_only_its_own_files(built: Path) -> None:
+    run_cli("report", str(built), check=True)
+    page = (built / "report.html").read_text(encoding="utf-8")
+    parsed = _Tags()
+    parsed.feed(page)
+    assert parsed.tags <= {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3",
+                           "section", "dl", "dt", "dd", "div", "b", "p", "br", "code", "ol",
+                           "ul", "li", "a", "table", "tr", "th", "td", "span", "details",
+                           "summary", "svg", "rect", "line", "polyline", "text"}
+    assert parsed.links == [("a", "href", "ATTRIBUTION.md")]
+    assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]", page)
+    assert "Eve\\u202egnp.exe\\u0000\\u001b[31mRED" in page
+    assert "[click](http://evil.example/)" in page
 
 
 def test_card_spdx_and_croissant_stay_valid_and_say_the_same(built: Path,

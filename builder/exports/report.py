@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from builder import __version__
+from builder.display import visible
 from builder.errors import UserError
 from builder.exports.papers import atomic_write
 from builder.exports.report_data import (
@@ -654,5 +655,7 @@ def _short(text: str, limit: int) -> str:
 
 
 def _e(value: Any) -> str:
-    return html.escape(str(value))
+    # Every string on the page goes through here, sources' text included: a control or
+    # bidi-override character is shown as its escape, not rendered (visible).
+    return html.escape(visible(str(value)))
 

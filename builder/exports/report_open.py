@@ -13,6 +13,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from builder.display import visible
 from builder.exports.report_data import ReportData, transient_reasons
 from builder.recheck_log import RECHECK_MAX_AGE_DAYS, days_between
 
@@ -161,4 +162,6 @@ def _codes(values: list[str]) -> str:
 
 
 def _e(value: Any) -> str:
-    return html.escape(str(value))
+    # Every string on the page goes through here, sources' text included: a control or
+    # bidi-override character is shown as its escape, not rendered (visible).
+    return html.escape(visible(str(value)))
