@@ -145,7 +145,8 @@ def test_an_api_that_keeps_failing_stops_with_a_clear_error(met: FakeMet, tmp_pa
         list(source(met, tmp_path).candidates(None))
 
 
-def test_build_puts_every_listed_object_in_the_ledger(met: FakeMet, tmp_path: Path) -> None:
+def built(met: FakeMet, tmp_path: Path) -> Path:
+    """A dataset built from the fake Met through the CLI."""
     recipe = write_recipe(tmp_path / "recipe.toml", recipe_text("met-test", f"""
 kind = "met"
 api = "{met.url}"
@@ -153,6 +154,11 @@ department_ids = [11]
 """))
     out = tmp_path / "out"
     run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
+    return out
+
+
+def test_build_puts_every_listed_object_in_the_ledger(met: FakeMet, tmp_path: Path) -> None:
+    out = built(met, tmp_path)
     rows = ledger(out)
     assert set(rows) == {str(i) for i in OBJECTS}
     for object_id, (_, reason) in OBJECTS.items():
@@ -179,13 +185,7 @@ def test_a_recheck_against_an_api_that_moved_stops_and_resumes_deleting_nothing(
     """Every object answering 404 was every sample `deleted` (exit 3, and `--apply` took the
     source down); now the recheck asks whether the API is there, stops with exit 1 naming
     it, judges nothing deleted, and resumes once the API answers again."""
-    recipe = write_recipe(tmp_path / "recipe.toml", recipe_text("met-test", f"""
-kind = "met"
-api = "{met.url}"
-department_ids = [11]
-"""))
-    out = tmp_path / "out"
-    run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
+    out = built(met, tmp_path)
     met.moved = True
     moved = run_cli("recheck", str(out), "--apply", "--reason", "weekly recheck")
     assert moved.returncode == 1, moved.stderr
