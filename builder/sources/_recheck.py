@@ -62,7 +62,7 @@ class ApiPresence:
         self.source = source
         self.probe = probe
         self.url = url  # what `probe` asks, for the message (no secrets in it)
-        self.what = what  # "its departments list"
+        self.what = what  # "departments list"
         self.holds = holds  # the key an answer of the API holds: "departments"
         self.confirmed = False
 
