@@ -396,8 +396,44 @@ min_height = 8
     # no image names a creator: no creator counted (the page once said "creators 1",
     # the "(unknown)" one)
     assert "0 creators" in " ".join(section(page, "summary").split())
-    assert "Top 1 of 0 creators (and 3 images that name none)" in \
+    assert "No image names its creator (3 images)" in \
         " ".join(section(page, "concentration").split())
+
+
+def test_images_naming_no_creator_are_not_ranked_as_a_creator(tmp_path: Path) -> None:
+    """They were one bar among the creators, so the page said "Top 3 of 2 creators" and
+    called them "the top creator" of the cumulative share when they were the most."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, creator in enumerate(["Ann", "Ann", "Bo", None, None, None]):
+        (images / f"{i}.jpg").write_bytes(make_image(120 + i))
+        if creator:
+            (images / f"{i}.jpg.json").write_text(json.dumps({"creator": creator}))
+    recipe = write_recipe(tmp_path / "recipe.toml", """
+[dataset]
+name = "anonymous"
+[policy]
+use = "commercial"
+[[sources]]
+kind = "folder"
+name = "mine"
+path = "images"
+license = "https://creativecommons.org/publicdomain/zero/1.0/"
+[image]
+min_width = 8
+min_height = 8
+""")
+    out = tmp_path / "out"
+    run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
+    run_cli("report", str(out), check=True)
+    text = " ".join(section((out / "report.html").read_text(encoding="utf-8"),
+                            "concentration").split())
+    assert "Top 2 of 2 creators (and 3 images that name none)" in text
+    # ranked first by count, the unnamed images come after the creators
+    assert text.index("Ann 2") < text.index("Bo 1") < text.index("(no creator named) 3")
+    assert "creators, most images first (2)" in text
+    assert "The top creator holds 33.3% of the images; all 2 hold 50.0%; 50.0% name no " \
+           "creator." in text
 
 
 def test_a_limited_build_an_interrupted_takedown_and_an_edited_paper_are_open(

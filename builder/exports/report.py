@@ -438,21 +438,29 @@ def _concentration(data: ReportData) -> str:
     cap = (f"at most {data.max_per_creator:,} images per creator (<code>[dataset] "
            "max_per_creator</code>)" if data.max_per_creator else "no per-creator cap")
     capped = data.reasons.get("creator_cap", 0)
-    counts = sorted(data.creators.values(), reverse=True)
-    total = sum(counts) or 1
-    shown = min(TOP_CREATORS, len(data.creators))
+    # The images naming no creator are not one creator: ranked among them they made the
+    # heading read "Top 5 of 4 creators" and could be "the top creator" of the curve. They
+    # are a row of their own below the ranking, and the shares stay of all images.
+    named = [(c, n) for c, n in data.creators.most_common() if c != NO_CREATOR]
+    anonymous = data.creators.get(NO_CREATOR, 0)
+    counts = [n for _, n in named]
+    total = data.samples or 1
+    shown = min(TOP_CREATORS, len(named))
+    rows = [(c, n, NEUTRAL) for c, n in named[:TOP_CREATORS]]
+    if anonymous:
+        rows.append((NO_CREATOR, anonymous, NEUTRAL))
     return _section(
         "concentration", "Concentration",
         f"<p>Cap in force: {cap}; {capped:,} candidates refused by it.</p>"
-        f"<h3>Top {shown} of {named_creators(data.creators):,} creators"
-        + (f" (and {data.creators[NO_CREATOR]:,} images that name none)"
-           if NO_CREATOR in data.creators else "") + "</h3>"
-        + _chart([(c, n, NEUTRAL) for c, n in data.creators.most_common(TOP_CREATORS)], total)
+        + (f"<h3>Top {shown} of {named_creators(data.creators):,} creators"
+           + (f" (and {anonymous:,} images that name none)" if anonymous else "")
+           if named else f"<h3>No image names its creator ({anonymous:,} images)") + "</h3>"
+        + _chart(rows, total)
         + "<h3>Sources</h3>"
         + _chart([(s, n, NEUTRAL) for s, n in data.sources.most_common()], total)
         + "<h3>Cumulative share</h3>"
         "<p>Share of all images held by the top k creators (the diagonal would mean every "
-        "creator contributed equally).</p>" + _curve(counts))
+        "creator contributed equally).</p>" + _curve(counts, total))
 
 
 def _duplicates(data: ReportData) -> str:
@@ -600,11 +608,12 @@ def _legend(data: ReportData) -> str:
         for k in present) + "</p>"
 
 
-def _curve(counts: list[int], width: int = 600, height: int = 320) -> str:
-    """Cumulative share of images against creators, largest first (at most 500 points)."""
+def _curve(counts: list[int], total: int, width: int = 600, height: int = 320) -> str:
+    """Cumulative share of all `total` images against the named creators, largest first (at
+    most 500 points); images naming no creator are in no creator's share."""
     if not counts:
         return "<p>None.</p>"
-    pad, total = 40, sum(counts)
+    pad = 40
     inner_w, inner_h = width - 2 * pad, height - 2 * pad
     step = max(1, len(counts) // 500)
     points, running = [(pad, height - pad)], 0
@@ -615,19 +624,26 @@ def _curve(counts: list[int], width: int = 600, height: int = 320) -> str:
                            height - pad - inner_h * running / total))
     path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
     top1 = 100 * counts[0] / total
-    top10 = 100 * sum(counts[:10]) / total
+    top = min(10, len(counts))
+    topk = 100 * sum(counts[:top]) / total
+    top_text = f"the top {top}" if top < len(counts) else f"all {len(counts):,}"
+    unnamed = 100 * (total - sum(counts)) / total
+    # Equal contribution ends where the named creators' share does, not at 100%.
+    end_y = height - pad - inner_h * sum(counts) / total
     return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
             f'width="{width}" height="{height}" role="img" style="max-width:100%;height:auto">'
             f'<rect x="{pad}" y="{pad}" width="{inner_w}" height="{inner_h}" fill="#f7f7f7" '
             'stroke="#999"/>'
-            f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{pad}" stroke="#bbb" '
+            f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{end_y:.1f}" '
+            'stroke="#bbb" '
             'stroke-dasharray="4 4"/>'
             f'<polyline points="{path}" fill="none" stroke="#0072B2" stroke-width="3"/>'
             f'<text x="{pad}" y="{height - 12}" font-size="12">creators, most images first '
             f"({len(counts):,})</text>"
             f'<text x="{pad}" y="{pad - 10}" font-size="12">cumulative share of images</text>'
-            f"</svg><p>The top creator holds {top1:.1f}% of the images; the top 10 hold "
-            f"{top10:.1f}%.</p>")
+            f"</svg><p>The top creator holds {top1:.1f}% of the images; {top_text} hold "
+            f"{topk:.1f}%"
+            + (f"; {unnamed:.1f}% name no creator" if total > sum(counts) else "") + ".</p>")
 
 
 # Values shown per takedown cell: a recheck --apply names every key it removes, and a page
