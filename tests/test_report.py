@@ -187,6 +187,10 @@ def test_history_lists_versions_and_the_takedown(page: str) -> None:
     text = " ".join(section(page, "history").split())
     assert "takedown" in text and "rights holder request #7" in text
     assert "key 0000000002" in text
+    # named by the id the versions' notes and the rechecks' "taken down in" use
+    takedowns = text[text.index("Takedowns"):]
+    assert re.search(r"takedown-v2 \d{4}-\d\d-\d\dT[\d:]+Z key 0000000002 rights holder "
+                     r"request #7 1 ", takedowns), takedowns
 
 
 def test_report_uses_no_network_and_no_script(page: str) -> None:

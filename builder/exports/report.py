@@ -495,13 +495,17 @@ def _history(data: ReportData) -> str:
                 "<th class=\"n\">added</th><th class=\"n\">removed</th><th class=\"n\">images"
                 "</th><th>note</th></tr>" + "".join(rows) + "</table>") if rows else \
         "<p>No version recorded yet.</p>"
+    # Named by id: the versions' notes, the rechecks' "taken down in" and `cleanset
+    # evidence` all call a takedown by it, and this table was the one place that did not.
     takedowns = "".join(
-        f"<tr><td>{_e(t.get('when', ''))}</td><td>{_selectors(t.get('selectors', {}))}</td>"
+        f"<tr><td>{_e(t.get('id', '—'))}</td><td>{_e(t.get('when', ''))}</td>"
+        f"<td>{_selectors(t.get('selectors', {}))}</td>"
         f"<td>{_e(t.get('reason', ''))}</td><td class=\"n\">{len(t.get('keys', [])):,}</td>"
         f"<td>{_e(_first(t.get('shards_rewritten', [])) or '—')}</td>"
         f"<td>{_e(_first(t.get('shards_deleted', [])) or '—')}</td></tr>"
         for t in data.takedowns)
-    takedown_part = ("<table><tr><th>date</th><th>selectors</th><th>reason</th>"
+    takedown_part = ("<table><tr><th>takedown</th><th>date</th><th>selectors</th>"
+                     "<th>reason</th>"
                      "<th class=\"n\">images</th><th>shards rewritten</th><th>shards deleted"
                      f"</th></tr>{takedowns}</table>" if takedowns else "<p>No takedown.</p>")
     return _section("history", "History",

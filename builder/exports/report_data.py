@@ -469,7 +469,7 @@ def _is_takedown_record(entry: Any) -> bool:
     by hand into other types is skipped as written over; verify names the file)."""
     if not isinstance(entry, dict):
         return False
-    texts = all(isinstance(entry.get(name, ""), str) for name in ("when", "reason"))
+    texts = all(isinstance(entry.get(name, ""), str) for name in ("id", "when", "reason"))
     lists = all(isinstance(entry.get(name, []), list) and all(
         isinstance(item, str) for item in entry.get(name, []))
         for name in ("keys", "shards_rewritten", "shards_deleted"))
