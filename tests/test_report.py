@@ -440,6 +440,41 @@ min_height = 8
            "creator." in text
 
 
+def test_an_unfinished_recheck_names_the_refusals_it_has_already_found(tmp_path: Path) -> None:
+    """Its committed verdicts were not on the page: only "has not finished (1 of 3 samples
+    judged)", while a sample it had found deleted was still in the dataset."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(3):
+        (images / f"{i}.jpg").write_bytes(make_image(140 + i))
+    recipe = write_recipe(tmp_path / "recipe.toml", """
+[dataset]
+name = "half-rechecked"
+[policy]
+use = "commercial"
+[[sources]]
+kind = "folder"
+name = "mine"
+path = "images"
+license = "https://creativecommons.org/publicdomain/zero/1.0/"
+[image]
+min_width = 8
+min_height = 8
+""")
+    out = tmp_path / "out"
+    run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
+    (images / "0.jpg").unlink()
+    killed = run_cli("recheck", str(out), "--no-progress",
+                     env={"CLEANSET_RECHECK_CHUNK": "1", "CLEANSET_CRASH_AT": "recheck_chunk:1"})
+    assert killed.returncode == -9, killed.stderr
+    run_cli("report", str(out), check=True)
+    text = signoff((out / "report.html").read_text(encoding="utf-8"))
+    assert "Recheck 1 has not finished (1 of 3 samples judged)" in text
+    assert ("It has already found 1 images still in the dataset that would now be refused: "
+            "0000000000 deleted:") in text
+    assert f"cleanset recheck {out.resolve()} --apply --reason TEXT" in text
+
+
 def test_a_limited_build_an_interrupted_takedown_and_an_edited_paper_are_open(
         tmp_path: Path) -> None:
     """Each once left the page silent: a build stopped at --limit read as finished, images

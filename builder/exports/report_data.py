@@ -136,6 +136,9 @@ class ReportData:
     recheck_counts: dict[bool, int] = field(default_factory=dict)
     recheck_open: list[RecheckFinding] = field(default_factory=list)
     added_since_recheck: int = 0  # samples later builds added after the last recheck
+    # The same of the unfinished recheck, for what it has judged so far.
+    running_counts: dict[bool, int] = field(default_factory=dict)
+    running_open: list[RecheckFinding] = field(default_factory=list)
 
     @property
     def licenses(self) -> Counter[str]:
@@ -214,6 +217,11 @@ def _gather_rest(db: sqlite3.Connection, out: Path) -> ReportData:
 
         data.rechecks = list(finished_rechecks(db))
         data.running_recheck = unfinished(db)
+        if data.running_recheck is not None:
+            # Its verdicts so far are committed chunk by chunk: a refusal it has already
+            # found is as open as one a finished recheck found.
+            data.running_counts, data.running_open = _recheck_open(
+                db, data.running_recheck.recheck)
         if data.rechecks:
             last = data.rechecks[-1]
             data.recheck_counts, data.recheck_open = _recheck_open(db, last.recheck)

@@ -97,9 +97,15 @@ def _recheck_items(data: ReportData) -> list[str]:
     items = []
     running = data.running_recheck
     if running is not None:
+        found = data.running_counts.get(True, 0)
+        so_far = (f" It has already found <b>{found:,} images still in the dataset that "
+                  "would now be refused</b>: "
+                  + _findings(data.running_open, found, refuse=True)
+                  + f"Finished with <code>cleanset recheck {_e(data.out)} --apply --reason "
+                  "TEXT</code>, it takes them down." if found else "")
         items.append(f"<b>Recheck {running.recheck} has not finished</b> ({running.done:,} of "
                      f"{running.total:,} samples judged): run <code>cleanset recheck "
-                     f"{_e(data.out)}</code> again to finish it.")
+                     f"{_e(data.out)}</code> again to finish it." + so_far)
     if not data.rechecks:
         # On build day every sample was checked by its build: a lead may sign then. What
         # goes stale is the sources' word, so only an old first build is an open matter.
@@ -130,7 +136,7 @@ def _recheck_items(data: ReportData) -> list[str]:
     if refused:
         items.append(f"<b>{refused:,} images still in the dataset would now be refused"
                      f"</b> (recheck {last.recheck}, {_e(last.finished_at)}): "
-                     + _findings(data, refuse=True)
+                     + _findings(data.recheck_open, refused, refuse=True)
                      + f" <code>cleanset evidence {_e(data.out)} KEY</code> shows the answer "
                      "each was found in (archived by the recheck); "
                      f"<code>cleanset recheck {_e(data.out)} --apply --reason TEXT</code> "
@@ -138,16 +144,17 @@ def _recheck_items(data: ReportData) -> list[str]:
     if unreachable:
         items.append(f"<b>{unreachable:,} images could not be checked</b> by recheck "
                      f"{last.recheck} (unreachable: nothing is known of them since they were "
-                     "last seen; not an all-clear): " + _findings(data, refuse=False)
+                     "last seen; not an all-clear): "
+                     + _findings(data.recheck_open, unreachable, refuse=False)
                      + f" Run <code>cleanset recheck {_e(data.out)}</code> again.")
     return items
 
 
-def _findings(data: ReportData, *, refuse: bool) -> str:
-    findings = [f for f in data.recheck_open if f.refuse == refuse]
+def _findings(found: list[Any], count: int, *, refuse: bool) -> str:
+    findings = [f for f in found if f.refuse == refuse]
     shown = "".join(f"<li><code>{_e(f.key)}</code> {_e(f.outcome)}: {_e(_short(f.detail))}"
                     "</li>" for f in findings)
-    more = data.recheck_counts.get(refuse, 0) - len(findings)
+    more = count - len(findings)
     tail = (f"<li>…and {more:,} more (<code>recheck_results</code> in the ledger)</li>"
             if more > 0 else "")
     return f"<ul>{shown}{tail}</ul>"
