@@ -24,3 +24,13 @@ def pending_takedown(out: Path) -> str | None:
         return str(json.loads(path.read_text(encoding="utf-8"))["id"])
     except (ValueError, KeyError, TypeError):
         return f"(unreadable {JOURNAL})"
+
+
+def pending_takedown_record(out: Path) -> dict[str, object]:
+    """What the interrupted takedown in `out` was removing, as its `takedowns.jsonl` line
+    will say (when, reason, keys...), or {} when its journal holds no such record."""
+    try:
+        log = json.loads((out / JOURNAL).read_text(encoding="utf-8")).get("log")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return log if isinstance(log, dict) else {}

@@ -126,6 +126,7 @@ class ReportData:
     # What is still open before a sign-off (report_open.py turns these into sentences).
     generated_at: str = ""
     pending_takedown: str | None = None  # the id in an interrupted takedown's journal
+    pending_record: dict[str, Any] = field(default_factory=dict)  # its takedowns.jsonl line
     licences_by_build: Counter[tuple[int, str]] = field(default_factory=Counter)
     recipe_claim_only: int = 0  # samples whose only licence claim is the recipe's own
     no_creator: Counter[str] = field(default_factory=Counter)  # licence -> samples, no creator
@@ -230,10 +231,13 @@ def _gather_rest(db: sqlite3.Connection, out: Path) -> ReportData:
                     "SELECT COALESCE(SUM(added), 0) FROM versions WHERE kind = 'build' AND "
                     "version > ?", (last.version,)).fetchone()[0])
     from builder import clock
-    from builder.takedown_journal import pending_takedown
+    from builder.takedown_journal import pending_takedown, pending_takedown_record
 
     data.generated_at = clock.now_iso()
     data.pending_takedown = pending_takedown(out)
+    if data.pending_takedown:
+        record = pending_takedown_record(out)
+        data.pending_record = record if _is_takedown_record(record) else {}
     data.papers = _papers(out, meta)
     return data
 

@@ -24,7 +24,8 @@ def open_items(data: ReportData) -> list[str]:
     out = _e(data.out)
     if data.pending_takedown:
         items.append(
-            f"<b>A takedown is unfinished</b>: {_e(data.pending_takedown)} was interrupted "
+            f"<b>A takedown is unfinished</b>: {_e(data.pending_takedown)}"
+            + _pending_what(data.pending_record) + " was interrupted "
             "(<code>.takedown.json</code> is there), so shards, ledger and papers may each "
             "show the version before it or after it, and this page may describe the version "
             f"before it. Run <code>cleanset takedown {out}</code> to finish it, then report "
@@ -57,6 +58,19 @@ def open_items(data: ReportData) -> list[str]:
             "before signing. Their <code>.json</code> has <code>license.evidence</code> with "
             "that one claim.")
     return items
+
+
+def _pending_what(record: dict[str, Any]) -> str:
+    """What an interrupted takedown removes, when and why: the History section cannot say
+    (takedowns.jsonl gets its line only once it is finished)."""
+    if not record:
+        return ""
+    keys = record.get("keys", [])
+    selectors = "; ".join(f"{_e(kind)} {_e(', '.join(values))}"
+                          for kind, values in record.get("selectors", {}).items() if values)
+    return (f" (started {_e(record.get('when', '?'))}, removing {len(keys):,} images"
+            + (f" by {selectors}" if selectors else "")
+            + f"; reason: {_e(record.get('reason', ''))})")
 
 
 def _policy_items(data: ReportData) -> list[str]:
