@@ -54,7 +54,13 @@ from builder.optout import load_optout
 from builder.optout.config import OptoutConfig
 from builder.optout.consent import HostConsent
 from builder.optout.hostfiles import origin
-from builder.recheck_log import RECHECK_MAX_AGE_DAYS, RecheckLog, RecheckRow, days_between
+from builder.recheck_log import (
+    RECHECK_MAX_AGE_DAYS,
+    RecheckLog,
+    RecheckRow,
+    days_between,
+    describe_scope,
+)
 from builder.recipe import Recipe, load_recipe
 from builder.records import Evidence, Exchange
 from builder.sources import source_module
@@ -129,13 +135,6 @@ class RecheckResult:
             out.append("  take them down with --apply --reason TEXT where the directory can "
                        "be written (the original, or a writable copy)")
         return out
-
-
-def describe_scope(scope: dict[str, Any]) -> str:
-    sources = ", ".join(scope.get("sources") or []) or "every source"
-    if scope.get("sample") is None:
-        return sources
-    return f"{sources}; a random sample, seed {scope['seed']}"
 
 
 # -- the command ----------------------------------------------------------------------------

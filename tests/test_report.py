@@ -501,6 +501,10 @@ def test_a_limited_build_an_interrupted_takedown_and_an_edited_paper_are_open(
     run_cli("report", str(out), check=True)
     text = signoff((out / "report.html").read_text(encoding="utf-8"))
     assert "The last recheck covered part of the dataset" in text
+    summary = " ".join(section((out / "report.html").read_text(encoding="utf-8"),
+                               "summary").split())
+    assert re.search(r"Rechecked \S+Z \(recheck 2: 2 samples of version 2, every source; a "
+                     r"random sample, seed 1\): \d drifted", summary), summary
     assert "added after the last recheck" not in text
 
     killed = run_cli("takedown", str(out), "--key", "0000000001", "--reason", "asked",
@@ -516,6 +520,9 @@ def test_a_limited_build_an_interrupted_takedown_and_an_edited_paper_are_open(
     run_cli("takedown", str(out), check=True)  # finishes it, and rewrites the page
     text = signoff((out / "report.html").read_text(encoding="utf-8"))
     assert "offline-example, version 3" in text and "takedown is unfinished" not in text
+    card = (out / "README.md").read_text(encoding="utf-8")  # rewritten by the takedown
+    assert re.search(r"Last rechecked against its sources \S+Z \(recheck 2, 2 samples of "
+                     r"version 2, every source; a random sample, seed 1\): ", card), card
 
     with (out / "ATTRIBUTION.md").open("a", encoding="utf-8") as f:
         f.write("\nAll images by me.\n")

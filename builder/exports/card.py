@@ -82,8 +82,12 @@ def _rechecked(facts: Facts) -> str:
     unreachable = row.counts.get("unreachable", 0)
     unchecked = (f"; {unreachable} could not be checked (unreachable: not an all-clear)"
                  if unreachable else "")
+    from builder.recheck_log import describe_scope
+
+    # The scope too: "0 drifted" of a random sample is not of every image.
     return (f"\nLast rechecked against its sources {row.when} (recheck {row.recheck}, "
-            f"{row.total} samples of version {row.version}): {row.drifted} drifted, "
+            f"{row.total} samples of version {row.version}, {describe_scope(row.scope)}): "
+            f"{row.drifted} drifted, "
             f"{row.refused} would have been refused{applied}{unchecked}.\n")
 
 

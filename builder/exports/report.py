@@ -518,11 +518,15 @@ def _last_recheck(data: ReportData) -> str:
     if not data.rechecks:
         return ("never: <code>cleanset recheck DIR</code> asks every source again whether each "
                 "image is still admitted")
+    from builder.recheck_log import describe_scope
+
     last = data.rechecks[-1]
     # Unreachable is not drift, but it is not an all-clear either: "0 drifted, 0 would now be
-    # refused" alone read as one for a recheck that could not reach a host.
+    # refused" alone read as one for a recheck that could not reach a host. How many it
+    # asked about, too: the same words once summed up a --sample of 2 images of thousands.
     unreachable = last.counts.get("unreachable", 0)
-    return (f"{_e(last.when)} (version {_e(last.version)}): {last.drifted:,} drifted, "
+    return (f"{_e(last.when)} (recheck {last.recheck}: {last.total:,} samples of version "
+            f"{_e(last.version)}, {_e(describe_scope(last.scope))}): {last.drifted:,} drifted, "
             f"{last.refused:,} would now be refused"
             + (f" (taken down in {_e(last.applied)})" if last.applied else "")
             + (f", {unreachable:,} could not be checked (unreachable)" if unreachable else ""))
@@ -531,7 +535,7 @@ def _last_recheck(data: ReportData) -> str:
 def _rechecks(data: ReportData) -> str:
     """Every finished `cleanset recheck`: when, how many samples, what had drifted."""
     from builder.drift import Outcome
-    from builder.recheck import describe_scope
+    from builder.recheck_log import describe_scope
 
     if not data.rechecks:
         return _section("rechecks", "Rechecks", "<p>Never rechecked against its sources "

@@ -106,7 +106,7 @@ def _paper_items(data: ReportData) -> list[str]:
 
 
 def _recheck_items(data: ReportData) -> list[str]:
-    from builder.recheck import describe_scope
+    from builder.recheck_log import describe_scope
 
     items = []
     running = data.running_recheck
