@@ -101,6 +101,31 @@ _COLUMNS = ("winner, exact, pdq_distance, phash_distance, candidate_id, source, 
             " license_url, file_url, landing_url, creator, sha256, pdq, pdq_quality, phash")
 
 
+# The rows that are copies: a later build reads every source again, so the item a sample is,
+# and each copy of it already recorded, come back once per build. Neither is another copy:
+# counted, every sample of a dataset built twice was "found again as" itself. (Builds since
+# record neither; this also reads ledgers recorded before.)
+COPIES_FROM = (" FROM duplicates d WHERE NOT EXISTS (SELECT 1 FROM samples s WHERE s.key = d.winner"
+           " AND s.source || ':' || s.source_id = d.candidate_id) AND NOT EXISTS (SELECT 1 FROM"
+           " duplicates e WHERE e.winner = d.winner AND e.candidate_id = d.candidate_id AND"
+           " (e.build, e.seq) < (d.build, d.seq))")
+
+
+def recorded(db: sqlite3.Connection, winner: str, candidate_id: str) -> bool:
+    """Whether this candidate is recorded as a copy of `winner` already (an earlier build
+    read it)."""
+    return db.execute("SELECT 1 FROM duplicates WHERE winner = ? AND candidate_id = ? LIMIT 1",
+                      (winner, candidate_id)).fetchone() is not None
+
+
+def copy_counts(db: sqlite3.Connection) -> dict[bool, int]:
+    """Copies recorded, by exact (True) or near (False)."""
+    if not _has_table(db):
+        return {}
+    return {bool(exact): n for exact, n in db.execute(
+        f"SELECT exact, COUNT(*){COPIES_FROM} GROUP BY exact")}
+
+
 def _duplicate(row: tuple[Any, ...]) -> Duplicate:
     (winner, exact, pdq_d, ph_d, cid, source, lic, lic_url, file_url, landing, creator, sha,
      pdq, quality, phash) = row
@@ -119,7 +144,7 @@ def duplicates_of(db: sqlite3.Connection, winners: Iterable[str]) -> dict[str, l
     for start in range(0, len(wanted), 500):
         chunk = wanted[start:start + 500]
         marks = ", ".join("?" for _ in chunk)
-        for row in db.execute(f"SELECT {_COLUMNS} FROM duplicates WHERE winner IN ({marks})"
+        for row in db.execute(f"SELECT {_COLUMNS}{COPIES_FROM} AND winner IN ({marks})"
                               " ORDER BY build, seq", chunk):
             out[row[0]].append(_duplicate(row))
     return out
@@ -130,7 +155,7 @@ def all_duplicates(db: sqlite3.Connection) -> dict[str, list[Duplicate]]:
     out: dict[str, list[Duplicate]] = defaultdict(list)
     if not _has_table(db):
         return out
-    for row in db.execute(f"SELECT {_COLUMNS} FROM duplicates ORDER BY build, seq"):
+    for row in db.execute(f"SELECT {_COLUMNS}{COPIES_FROM} ORDER BY build, seq"):
         out[row[0]].append(_duplicate(row))
     return out
 
@@ -139,7 +164,7 @@ def by_sha256(db: sqlite3.Connection, sha256: str) -> list[Duplicate]:
     if not _has_table(db):
         return []
     return [_duplicate(r) for r in db.execute(
-        f"SELECT {_COLUMNS} FROM duplicates WHERE sha256 = ? ORDER BY build, seq", (sha256,))]
+        f"SELECT {_COLUMNS}{COPIES_FROM} AND sha256 = ? ORDER BY build, seq", (sha256,))]
 
 
 def concentration(db: sqlite3.Connection) -> tuple[Counter[str], Counter[str]]:

@@ -376,6 +376,12 @@ class Ledger:
         ).fetchone()
         return row[0] if row else None
 
+    def sample_candidate_id(self, key: str) -> str | None:
+        """The candidate id (`source:source_id`) sample `key` was admitted as."""
+        row = self.db.execute("SELECT source, source_id FROM samples WHERE key = ?",
+                              (key,)).fetchone()
+        return f"{row[0]}:{row[1]}" if row else None
+
     def sample_sha256s(self) -> Iterator[str]:
         """The sha256 of every sample (buffered ones included), in no particular order."""
         for (sha,) in self.db.execute("SELECT sha256 FROM samples"):

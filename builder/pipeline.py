@@ -148,6 +148,8 @@ class BuildSummary:
     optout: list[str] = field(default_factory=list)  # the opt-out gate's per-signal counts
     warnings: list[str] = field(default_factory=list)  # printed right under the first line
     source_notes: list[str] = field(default_factory=list)  # e.g. API rate limits waited out
+    # Of `rejected`'s duplicates, the items the dataset already holds, read again.
+    reread: Counter[str] = field(default_factory=Counter)
     transient: Counter[str] = field(default_factory=Counter)  # not in `rejected`
     transient_attempts: Counter[int] = field(default_factory=Counter)  # attempt made -> count
     retried: int = 0  # candidates of earlier runs tried again in this one
@@ -174,7 +176,10 @@ class BuildSummary:
             out.append(f"  retried {self.retried} candidates that failed for a transient "
                        "reason in an earlier run")
         for reason, n in sorted(self.rejected.items()):
-            out.append(f"  rejected {reason}: {n}")
+            again = self.reread.get(reason, 0)
+            out.append(f"  rejected {reason}: {n}" + (
+                f" ({'all' if again == n else again} of them already in the dataset: the same "
+                "items, read again)" if again else ""))
         if transient:
             out.append("  " + self.transient_line())
         for source, n in sorted(self.by_source.items()):
@@ -987,13 +992,11 @@ class _Run:
         if self.recipe.dedup.exact:
             winner = self._exact_winner(image.sha256)
             if winner is not None:
-                self._record_duplicate(checked, winner, None)
-                return Rejection(Reason.DUPLICATE_EXACT, f"same sha256 as {winner}")
+                return self._duplicate(checked, winner, None)
         # Only admitted samples are indexed, so a match never chains through a rejected copy.
         match = nearest(self._near_matches(hashes)) if self.near is not None else None
         if match is not None:
-            self._record_duplicate(checked, match.key, match)
-            return Rejection(Reason.DUPLICATE_NEAR, near_detail(match))
+            return self._duplicate(checked, match.key, match)
         cand = checked.fetched.licensed.candidate
         cap = self.recipe.dataset.max_per_creator
         if cap is not None and cand.creator and self.per_creator[cand.creator] >= cap:
@@ -1030,6 +1033,20 @@ class _Run:
         else:
             maybe = self.remote.seen(sha256)
         return self.ledger.key_for_sha256(sha256, prefixes=False) if maybe else None
+
+    def _duplicate(self, checked: Checked, winner: str, match: Match | None) -> Rejection:
+        reason = Reason.DUPLICATE_EXACT if match is None else Reason.DUPLICATE_NEAR
+        detail = f"same sha256 as {winner}" if match is None else near_detail(match)
+        candidate_id = checked.fetched.licensed.candidate.candidate_id
+        if self.ledger.sample_candidate_id(winner) == candidate_id:
+            # The item that sample is, read again: a later build reads every source again.
+            # Recorded as a copy, it made every sample of the manifest "found again as"
+            # itself and the report count the whole dataset as exact copies.
+            self.summary.reread[reason.value] += 1
+            return Rejection(reason, f"{detail}: the same item, read again (not a copy)")
+        if not clusters.recorded(self.ledger.db, winner, candidate_id):
+            self._record_duplicate(checked, winner, match)
+        return Rejection(reason, detail)
 
     def _record_duplicate(self, checked: Checked, winner: str, match: Match | None) -> None:
         clusters.record(self.ledger.db, build=self.row.build, seq=self.current_seq,

@@ -189,3 +189,51 @@ def test_flat_images_are_not_near_duplicates_of_each_other(tmp_path: Path) -> No
     out = tmp_path / "out"
     build(folder_recipe(tmp_path, ["pics"]), out)
     assert {r["status"] for r in outcomes(out).values()} == {"accepted"}
+
+
+def test_a_later_build_reading_the_same_items_again_records_no_copies_of_them(
+        tmp_path: Path) -> None:
+    """A new build reads every source again: each sample came back as an exact duplicate of
+    itself, and each copy already recorded came back once more. Both were recorded as
+    copies, so after two builds every sample of manifest.parquet was "also found as" itself
+    (`duplicates` 1), and the report counted the whole dataset as exact copies."""
+    pics = tmp_path / "pics"
+    put(pics, "a.jpg", jpeg(photo(1)))
+    put(pics, "b.jpg", jpeg(photo(2)))
+    put(pics, "b_copy.jpg", jpeg(photo(2)), BY4)
+    put(pics, "c.jpg", jpeg(photo(3)))
+    out = tmp_path / "out"
+    build(folder_recipe(tmp_path, ["pics"]), out)
+    first = {r["source_id"]: (r["duplicates"], r["also_found_as"])
+             for r in pq.read_table(out / "manifest.parquet").to_pylist()}
+    assert first["b.jpg"][0] == 1 and first["a.jpg"][0] == 0
+    # Version 2: the same folder, the recipe changed.
+    again = build(folder_recipe(tmp_path, ["pics"], "description = 'v2'", name="r2.toml"), out)
+
+    assert "rejected duplicate_exact: 4 (3 of them already in the dataset: the same items, " \
+        "read again)" in again
+    got = outcomes(out)
+    assert {got[f"pics:{n}.jpg"]["detail"].endswith("the same item, read again (not a copy)")
+            for n in ("a", "b", "c")} == {True}
+    second = {r["source_id"]: (r["duplicates"], r["also_found_as"])
+              for r in pq.read_table(out / "manifest.parquet").to_pylist()}
+    assert second == first
+    with sqlite3.connect(out / "ledger.sqlite") as db:
+        assert db.execute("SELECT candidate_id FROM duplicates").fetchall() == [
+            ("pics:b_copy.jpg",)]
+        # A ledger recorded before this change holds such rows: they are read as no copies.
+        db.execute("INSERT INTO duplicates SELECT 2, seq + 100, winner, exact, pdq_distance, "
+                   "phash_distance, candidate_id, source, license, license_url, file_url, "
+                   "landing_url, creator, sha256, pdq, pdq_quality, phash FROM duplicates")
+        db.execute("INSERT INTO duplicates SELECT 2, 200, s.key, 1, 0, 0, s.source || ':' || "
+                   "s.source_id, s.source, s.license, s.license_url, s.file_url, "
+                   "s.landing_url, s.creator, s.sha256, s.pdq, s.pdq_quality, s.phash "
+                   "FROM samples s WHERE s.source_id = 'a.jpg'")
+    assert run_cli("report", str(out)).returncode == 0
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "1 exact copies (same bytes)" in page
+    assert "The other 4 <code>duplicate_exact</code>" in page
+    lookup = run_cli("lookup", str(out), str(pics / "b.jpg"))
+    assert lookup.returncode == 0, lookup.stderr
+    found = [m["found_as"] for m in json.loads(lookup.stdout)["matches"]]
+    assert sorted(found) == ["duplicate", "sample"], lookup.stdout  # b.jpg and b_copy.jpg

@@ -472,14 +472,21 @@ def _duplicates(data: ReportData) -> str:
     table = ("<table><tr><th>kept</th><th>work</th><th class=\"n\">copies refused</th>"
              f"<th>licences found</th><th>sources</th></tr>{rows}</table>" if rows else
              "<p>No duplicate was found.</p>")
+    # A later build reads every source again: what the dataset holds comes back refused as
+    # a duplicate of itself, and so does each copy already counted. Those are no copies.
+    refused = sum(data.reasons.get(r, 0) for r in ("duplicate_exact", "duplicate_near"))
+    again = refused - data.exact_duplicates - data.near_duplicates
+    reread = (f" The other {again:,} <code>duplicate_exact</code> / <code>duplicate_near</code> "
+              "refusals are items the dataset already holds, or copies counted here already, "
+              "read again by a later build: no further copies." if again > 0 else "")
     return _section("duplicates", "Duplicates",
                     f"<p>{data.exact_duplicates:,} exact copies (same bytes) and "
                     f"{data.near_duplicates:,} near duplicates (PDQ / pHash) were refused; "
                     f"{overlap:,} candidates overlapped an evaluation set "
                     "(<code>eval_overlap</code>). The first copy in source order is kept; the "
                     "others are recorded as evidence of the same work under other licences "
-                    "or sources (<code>manifest.parquet</code>: <code>also_found_as</code>).</p>"
-                    f"<h3>Largest clusters</h3>{table}")
+                    "or sources (<code>manifest.parquet</code>: <code>also_found_as</code>)."
+                    f"{reread}</p><h3>Largest clusters</h3>{table}")
 
 
 def _history(data: ReportData) -> str:

@@ -434,14 +434,13 @@ def _refusing_hosts(db: sqlite3.Connection) -> list[tuple[str, str, int]]:
 
 
 def _duplicates(db: sqlite3.Connection, data: ReportData) -> None:
-    for exact, n in db.execute("SELECT exact, COUNT(*) FROM duplicates GROUP BY exact"):
-        if exact:
-            data.exact_duplicates = n
-        else:
-            data.near_duplicates = n
+    from builder.clusters import COPIES_FROM, copy_counts
+
+    counts = copy_counts(db)
+    data.exact_duplicates, data.near_duplicates = counts.get(True, 0), counts.get(False, 0)
     for winner, n, licences, sources in db.execute(
             "SELECT winner, COUNT(*), GROUP_CONCAT(DISTINCT license), "
-            "GROUP_CONCAT(DISTINCT source) FROM duplicates GROUP BY winner "
+            f"GROUP_CONCAT(DISTINCT source){COPIES_FROM} GROUP BY winner "
             "ORDER BY 2 DESC, winner LIMIT ?", (TOP_CLUSTERS,)):
         sample = db.execute("SELECT license, source, COALESCE(title, landing_url, file_url, '') "
                             "FROM samples WHERE key = ?", (winner,)).fetchone()
