@@ -405,10 +405,23 @@ def test_the_report_lists_samples_a_recheck_would_refuse_until_they_are_taken_do
         assert f"{key} {EXPECTED[key][0]}:" in text
     assert "--apply --reason TEXT" in text
     assert f"cleanset evidence {out.resolve()} KEY shows the answer each was found in" in text
+    # The Consent section counts the builds' refusals: it said no host refused us, beside
+    # two images a host's robots.txt now refuses.
+    assert "rechecks found 2 images that a do-not-train signal now refuses: 0 taken down, " \
+        "2 still in the dataset" in consent_text(out)
     assert recheck(out, "--apply", "--reason", "weekly").returncode == 0
     text = signoff_text(out)  # taken down; a content change alone asks nothing of anyone
     assert "would now be refused (recheck" not in text
     assert "Nothing open found by this page" in text and "cleanset verify" in text
+    assert "2 taken down, 0 still in the dataset" in consent_text(out)
+
+
+def consent_text(out: Path) -> str:
+    """report.html's Consent section as text (the report written by signoff_text)."""
+    page = (out / "report.html").read_text(encoding="utf-8")
+    found = re.search(r'<section id="consent">(.*?)</section>', page, re.S)
+    assert found, "no consent section"
+    return " ".join(re.sub(r"<[^>]+>", "", found.group(1)).split())
 
 
 def test_the_report_names_a_recheck_older_than_90_days(dataset: tuple[World, Path]) -> None:

@@ -137,6 +137,9 @@ class ReportData:
     recheck_counts: dict[bool, int] = field(default_factory=dict)
     recheck_open: list[RecheckFinding] = field(default_factory=list)
     added_since_recheck: int = 0  # samples later builds added after the last recheck
+    # Samples a recheck found a do-not-train signal now refuses (any recheck), and how many of
+    # them are still in the dataset: the Consent section's build-time counts miss them.
+    recheck_optouts: tuple[int, int] = (0, 0)
     # The same of the unfinished recheck, for what it has judged so far.
     running_counts: dict[bool, int] = field(default_factory=dict)
     running_open: list[RecheckFinding] = field(default_factory=list)
@@ -223,6 +226,9 @@ def _gather_rest(db: sqlite3.Connection, out: Path) -> ReportData:
             # found is as open as one a finished recheck found.
             data.running_counts, data.running_open = _recheck_open(
                 db, data.running_recheck.recheck)
+        data.recheck_optouts = tuple(db.execute(  # type: ignore[assignment]
+            "SELECT COUNT(DISTINCT r.key), COUNT(DISTINCT s.key) FROM recheck_results AS r "
+            "LEFT JOIN samples AS s ON s.key = r.key WHERE r.outcome = 'optout'").fetchone())
         if data.rechecks:
             last = data.rechecks[-1]
             data.recheck_counts, data.recheck_open = _recheck_open(db, last.recheck)
