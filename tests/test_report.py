@@ -404,18 +404,11 @@ min_height = 8
         " ".join(section(page, "concentration").split())
 
 
-def test_images_naming_no_creator_are_not_ranked_as_a_creator(tmp_path: Path) -> None:
-    """They were one bar among the creators, so the page said "Top 3 of 2 creators" and
-    called them "the top creator" of the cumulative share when they were the most."""
-    images = tmp_path / "images"
-    images.mkdir()
-    for i, creator in enumerate(["Ann", "Ann", "Bo", None, None, None]):
-        (images / f"{i}.jpg").write_bytes(make_image(120 + i))
-        if creator:
-            (images / f"{i}.jpg.json").write_text(json.dumps({"creator": creator}))
-    recipe = write_recipe(tmp_path / "recipe.toml", """
+def built_from_images(tmp_path: Path, name: str) -> Path:
+    """The dataset `name` built from tmp_path/images, every image CC0 by the recipe."""
+    recipe = write_recipe(tmp_path / "recipe.toml", f"""
 [dataset]
-name = "anonymous"
+name = "{name}"
 [policy]
 use = "commercial"
 [[sources]]
@@ -429,6 +422,19 @@ min_height = 8
 """)
     out = tmp_path / "out"
     run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
+    return out
+
+
+def test_images_naming_no_creator_are_not_ranked_as_a_creator(tmp_path: Path) -> None:
+    """They were one bar among the creators, so the page said "Top 3 of 2 creators" and
+    called them "the top creator" of the cumulative share when they were the most."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, creator in enumerate(["Ann", "Ann", "Bo", None, None, None]):
+        (images / f"{i}.jpg").write_bytes(make_image(120 + i))
+        if creator:
+            (images / f"{i}.jpg.json").write_text(json.dumps({"creator": creator}))
+    out = built_from_images(tmp_path, "anonymous")
     run_cli("report", str(out), check=True)
     text = " ".join(section((out / "report.html").read_text(encoding="utf-8"),
                             "concentration").split())
@@ -447,22 +453,7 @@ def test_an_unfinished_recheck_names_the_refusals_it_has_already_found(tmp_path:
     images.mkdir()
     for i in range(3):
         (images / f"{i}.jpg").write_bytes(make_image(140 + i))
-    recipe = write_recipe(tmp_path / "recipe.toml", """
-[dataset]
-name = "half-rechecked"
-[policy]
-use = "commercial"
-[[sources]]
-kind = "folder"
-name = "mine"
-path = "images"
-license = "https://creativecommons.org/publicdomain/zero/1.0/"
-[image]
-min_width = 8
-min_height = 8
-""")
-    out = tmp_path / "out"
-    run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
+    out = built_from_images(tmp_path, "half-rechecked")
     (images / "0.jpg").unlink()
     killed = run_cli("recheck", str(out), "--no-progress",
                      env={"CLEANSET_RECHECK_CHUNK": "1", "CLEANSET_CRASH_AT": "recheck_chunk:1"})
