@@ -367,6 +367,33 @@ def test_obligations_say_none_is_nc_or_nd_under_a_commercial_policy(page: str) -
     assert "policy commercial admits neither" in text
 
 
+CC0_URL = "https://creativecommons.org/publicdomain/zero/1.0/"
+
+
+def built_from_images(tmp_path: Path, name: str, *, license: str = CC0_URL,
+                      policy: str = "commercial", dataset: str = "") -> Path:
+    """The dataset `name` built from tmp_path/images, every image under `license` by the
+    recipe; `dataset`: more lines under [dataset]."""
+    recipe = write_recipe(tmp_path / "recipe.toml", f"""
+[dataset]
+name = "{name}"
+{dataset}
+[policy]
+use = "{policy}"
+[[sources]]
+kind = "folder"
+name = "mine"
+path = "images"
+license = "{license}"
+[image]
+min_width = 8
+min_height = 8
+""")
+    out = tmp_path / "out"
+    run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
+    return out
+
+
 def test_nc_images_under_open_research_and_a_recipe_only_licence_claim_are_named(
         tmp_path: Path) -> None:
     """A folder whose licence only the recipe states, built under open-research: the NC
@@ -374,22 +401,8 @@ def test_nc_images_under_open_research_and_a_recipe_only_licence_claim_are_named
     for i in range(3):
         (tmp_path / "images").mkdir(exist_ok=True)
         (tmp_path / "images" / f"{i}.jpg").write_bytes(make_image(40 + i))
-    recipe = write_recipe(tmp_path / "recipe.toml", """
-[dataset]
-name = "nc-test"
-[policy]
-use = "open-research"
-[[sources]]
-kind = "folder"
-name = "mine"
-path = "images"
-license = "https://creativecommons.org/licenses/by-nc/4.0/"
-[image]
-min_width = 8
-min_height = 8
-""")
-    out = tmp_path / "out"
-    run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
+    out = built_from_images(tmp_path, "nc-test", policy="open-research",
+                            license="https://creativecommons.org/licenses/by-nc/4.0/")
     run_cli("report", str(out), check=True)
     page = (out / "report.html").read_text(encoding="utf-8")
     obligations = " ".join(section(page, "obligations").split())
@@ -402,27 +415,6 @@ min_height = 8
     assert "0 creators" in " ".join(section(page, "summary").split())
     assert "No image names its creator (3 images)" in \
         " ".join(section(page, "concentration").split())
-
-
-def built_from_images(tmp_path: Path, name: str) -> Path:
-    """The dataset `name` built from tmp_path/images, every image CC0 by the recipe."""
-    recipe = write_recipe(tmp_path / "recipe.toml", f"""
-[dataset]
-name = "{name}"
-[policy]
-use = "commercial"
-[[sources]]
-kind = "folder"
-name = "mine"
-path = "images"
-license = "https://creativecommons.org/publicdomain/zero/1.0/"
-[image]
-min_width = 8
-min_height = 8
-""")
-    out = tmp_path / "out"
-    run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
-    return out
 
 
 def test_images_naming_no_creator_are_not_ranked_as_a_creator(tmp_path: Path) -> None:
@@ -537,23 +529,7 @@ def test_a_takedown_of_many_keys_lists_the_first_ten_not_every_one(tmp_path: Pat
     (tmp_path / "images").mkdir()
     for i in range(14):
         (tmp_path / "images" / f"{i:02d}.jpg").write_bytes(make_image(70 + i))
-    recipe = write_recipe(tmp_path / "recipe.toml", """
-[dataset]
-name = "many"
-samples_per_shard = 1
-[policy]
-use = "commercial"
-[[sources]]
-kind = "folder"
-name = "mine"
-path = "images"
-license = "https://creativecommons.org/publicdomain/zero/1.0/"
-[image]
-min_width = 8
-min_height = 8
-""")
-    out = tmp_path / "out"
-    run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
+    out = built_from_images(tmp_path, "many", dataset="samples_per_shard = 1")
     keys = [f"{i:010d}" for i in range(12)]
     run_cli("takedown", str(out), *[a for k in keys for a in ("--key", k)], "--reason", "asked",
             check=True)
