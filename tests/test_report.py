@@ -235,6 +235,49 @@ def test_at_1280px_nothing_overflows_its_box_and_the_page_is_not_blank(
     assert len(colours) > 8, "the screenshot is (nearly) blank"
 
 
+WORD_PROBE = """<script>
+const split = [];
+for (const cell of document.querySelectorAll('#rechecks td, #rechecks th')) {
+  const text = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+  for (let node = text.nextNode(); node; node = text.nextNode()) {
+    for (const word of node.data.matchAll(/\\S+/g)) {
+      const range = document.createRange();
+      range.setStart(node, word.index);
+      range.setEnd(node, word.index + word[0].length);
+      if (range.getClientRects().length > 1) split.push(word[0]);
+    }
+  }
+}
+const box = document.querySelector('#rechecks div.scroll');
+if (box && box.scrollWidth > box.clientWidth + 1) split.push('the table is wider than the page');
+document.body.setAttribute('data-split', JSON.stringify(split));
+</script></body>"""
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(),
+                    reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)")
+def test_at_1280px_the_rechecks_table_fits_and_breaks_no_word_or_date(
+        dataset: Path, tmp_path: Path) -> None:
+    """Its 13 columns once broke `license_changed`, `takedown-v2` and each date mid-word."""
+    out = tmp_path / "copy"
+    shutil.copytree(dataset, out)
+    assert run_cli("recheck", str(out), "--no-progress", "--source", "mirror").returncode == 0
+    run_cli("report", str(out), check=True)
+    probe = tmp_path / "probe.html"
+    probe.write_text((out / "report.html").read_text(encoding="utf-8")
+                     .replace("</body>", WORD_PROBE), encoding="utf-8")
+    dom = subprocess.run([str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu",
+                          "--no-first-run", "--disable-background-networking",
+                          "--disable-component-update", "--disable-sync",
+                          f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2400",
+                          "--dump-dom", probe.as_uri()],
+                         check=True, capture_output=True, text=True, timeout=120).stdout
+    found = re.search(r"data-split=\"([^\"]*)\"", dom)
+    assert found, "the probe did not run"
+    assert json.loads(found.group(1).replace("&quot;", '"')) == []
+    assert "<th>license changed</th>" in (out / "report.html").read_text(encoding="utf-8")
+
+
 def test_a_report_with_thousands_of_samples_keeps_its_numbers_whole() -> None:
     """Labels and numbers are table cells, never SVG text cut at a fixed width."""
     from builder.exports.report import _chart

@@ -54,6 +54,7 @@ KINDS = (
 )
 NEUTRAL = "#5b6b7a"
 TRANSIENT_COLOUR = "#CC79A7"
+NUMBER = ' class="n"'  # a right-aligned cell that never wraps
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222;
        padding: 0 1em; line-height: 1.4; }
@@ -84,10 +85,14 @@ dl.facts dd { margin: 0; overflow-wrap: anywhere; }
 .clear { background: #e6f5ef; border-left: 6px solid #009E73; padding: .6em 1em; }
 .open li { margin: .3em 0; }
 code { overflow-wrap: anywhere; }
+div.scroll { overflow-x: auto; }
+table.wide { font-size: .9em; }
+table.wide td, table.wide th { overflow-wrap: normal; padding: .25em .4em; }
 @media print {
   body { max-width: none; margin: 0; font-size: 10pt; }
   section, table { break-inside: avoid; }
   details { display: block; }
+  div.scroll { overflow: visible; }
   * { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
 }
 """
@@ -554,17 +559,30 @@ def _rechecks(data: ReportData) -> str:
     if not data.rechecks:
         return _section("rechecks", "Rechecks", "<p>Never rechecked against its sources "
                                                 "(<code>cleanset recheck DIR</code>).</p>")
-    head = "".join(f"<th>{_e(h)}</th>" for h in (
+    # Thirteen columns: headings wrap between words (outcomes spelt with spaces), numbers
+    # and dates never wrap, and a window too narrow scrolls the table rather than breaking
+    # "license_changed" or a date mid-word.
+    head = "".join(f"<th>{_e(h.replace('_', ' '))}</th>" for h in (
         "recheck", "finished", "version", "scope", "samples", *(o.value for o in Outcome),
         "refused", "taken down in"))
     body = "".join(
-        "<tr>" + "".join(f"<td>{_e(v)}</td>" for v in (
-            r.recheck, r.finished_at, r.version, describe_scope(r.scope), r.total,
-            *(r.counts.get(o.value, 0) for o in Outcome), r.refused, r.applied or "")) + "</tr>"
+        "<tr>" + f"<td{NUMBER}>{r.recheck}</td><td>{_date_cell(r.finished_at)}</td>"
+        + "".join(f"<td{cls}>{_e(v)}</td>" for cls, v in (
+            (NUMBER, r.version),
+            ("", describe_scope(r.scope)), (NUMBER, r.total),
+            *((NUMBER, r.counts.get(o.value, 0)) for o in Outcome), (NUMBER, r.refused),
+            ("", r.applied or ""))) + "</tr>"
         for r in reversed(data.rechecks))
     return _section("rechecks", "Rechecks",
                     f"<p>Last rechecked {_last_recheck(data)}.</p>"
-                    f"<table><tr>{head}</tr>{body}</table>")
+                    f'<div class="scroll"><table class="wide"><tr>{head}</tr>{body}</table>'
+                    "</div>")
+
+
+def _date_cell(when: str | None) -> str:
+    """A ledger date that may wrap between its day and its time, and nowhere else."""
+    day, t, time_of_day = (when or "").partition("T")
+    return _e(day) + (f"<wbr>{_e(t + time_of_day)}" if t else "")
 
 
 def _images(data: ReportData) -> str:
