@@ -30,6 +30,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,7 @@ from builder.recheck_log import (
 from builder.recipe import Recipe, load_recipe
 from builder.records import Evidence, Exchange
 from builder.sources import source_module
+from builder.sources._recheck import HeadRechecker
 from builder.sources.base import UNREACHABLE, Item, Now, Rechecker, SourceContext
 
 log = logging.getLogger("cleanset.recheck")
@@ -71,6 +73,7 @@ log = logging.getLogger("cleanset.recheck")
 SAMPLE_COLUMNS = ("key, build, source, source_id, file_url, landing_url, sha1, sha256, license,"
                   " bytes, provenance")
 REFUSED_SHOWN = 20  # refused samples listed in the summary; --json lists every one
+UNCHECKED_SHOWN = 5  # unreachable ones: often a whole host's, alike but for the URL
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,7 @@ class RecheckResult:
     notes: list[str] = field(default_factory=list)
     takedown: Any = None  # builder.takedown.TakedownResult with --apply
     pages_read: int = 0  # landing pages, with [optout] landing_page = true
+    unchecked: list[Verdict] = field(default_factory=list)  # the first UNCHECKED_SHOWN
 
     def lines(self) -> list[str]:
         row = self.row
@@ -119,6 +123,10 @@ class RecheckResult:
             out.append(f"  could not be checked: {unchecked} (unreachable above: nothing is "
                        "known of them since they were last seen; the same command asks "
                        "again, exit 4 until it can)")
+            out += [f"    {v.key} ({v.source}): {v.detail}" for v in self.unchecked]
+            if unchecked > len(self.unchecked):
+                out.append(f"    ... and {unchecked - len(self.unchecked)} more (--json lists "
+                           "every sample)")
         out += [f"    {v.key} ({v.source}) {v.outcome.value}: {v.detail}" for v in self.refused]
         if row.refused > len(self.refused):
             out.append(f"    ... and {row.refused - len(self.refused)} more (--json lists "
@@ -234,6 +242,7 @@ class _Recheck:
         self.checker_of: dict[tuple[str, int], Rechecker] = {}  # (source, build) ->
         self.host_fetcher: Fetcher | None = None
         self.notes: list[str] = []
+        self.host_files_index: dict[str, list[str]] | None = None
         self.scope_sources = self._scope_sources()
         self.where, self.where_args = _source_filter(self.scope_sources)
         try:
@@ -280,6 +289,8 @@ class _Recheck:
             same = (name, spec.kind, repr(spec.config), str(recipe.base_dir), repr(recipe.fetch))
             if same not in self.checkers:
                 self.checkers[same] = _open_rechecker(spec, recipe)
+                if isinstance(self.checkers[same], HeadRechecker):
+                    self.checkers[same].witnesses = self._files_on_host
             self.checker_of[(name, build)] = self.checkers[same]
         latest = recipes[max(used)] if used else None
         if latest is None:
@@ -292,13 +303,32 @@ class _Recheck:
         self.consent = HostConsent(self.host_fetcher, self.optout,
                                    workers=latest.fetch.workers)
 
+    def _files_on_host(self, host: str) -> list[str]:
+        """A few file URLs of the dataset's samples on `host` (scheme://host[:port]): what
+        a HEAD rechecker asks to tell a file gone from a host answering 404 to everything.
+        The first ask indexes every sample's host, a few URLs each (one pass, not one per
+        host)."""
+        if self.host_files_index is None:
+            index: dict[str, list[str]] = defaultdict(list)
+            for (url,) in self.ledger.db.execute(
+                    "SELECT file_url FROM samples WHERE file_url IS NOT NULL ORDER BY key"):
+                urls = index[origin(url) or ""]
+                if len(urls) < HeadRechecker.witnesses_asked + 1 and url not in urls:
+                    urls.append(url)
+            self.host_files_index = dict(index)
+        return self.host_files_index.get(host, [])
+
     def _recorded_text(self, build: int) -> str | None:
         return self.ledger.get_meta(RECIPE_TEXT_META.format(build=build))
 
     # -- the loop -------------------------------------------------------------------------
     def execute(self) -> RecheckResult:
         self.record = RecheckLog(self.db)
-        row, resumed = self._start_or_resume()
+        owed = self._owed_takedown()
+        row, resumed = (owed, True) if owed is not None else self._start_or_resume()
+        if self.options.apply_reason is not None and owed is None:
+            with self.record.transaction():
+                self.record.ask_apply(row.recheck, self.options.apply_reason)
         # The answers behind each verdict that is not `unchanged`, and every host file read,
         # kept with the dataset's evidence; a read-only copy's recheck (a scratch record)
         # keeps none.
@@ -332,38 +362,70 @@ class _Recheck:
             # Every sample is judged: the recheck is finished whatever became of its output.
             # Left running when `--json | head -1` closed the pipe, the same command resumed
             # it, printed into a closed pipe again, and never finished.
-            with self.record.transaction():
-                self.record.finish(row.recheck)
+            if owed is None:
+                with self.record.transaction():
+                    self.record.finish(row.recheck)
         row = self.record.get(row.recheck)
-        refused = []
-        for verdict in self.record.verdicts(row.recheck, refused_only=True):
-            if len(refused) == REFUSED_SHOWN:
-                break
-            refused.append(verdict)
+        refused = list(islice(self.record.verdicts(row.recheck, refused_only=True),
+                              REFUSED_SHOWN))
+        unchecked = list(islice((v for v in self.record.verdicts(row.recheck)
+                                 if v.outcome is Outcome.UNREACHABLE), UNCHECKED_SHOWN))
         requests = self.consent.requests if self.consent is not None else 0
         pages = self.consent.pages_read if self.consent is not None else 0
         return RecheckResult(row=row, seconds=0.0, resumed=resumed, recorded=True,
                              host_requests=requests, refused=refused, notes=self.notes,
-                             pages_read=pages)
+                             pages_read=pages, unchecked=unchecked)
 
-    def _start_or_resume(self) -> tuple[RecheckRow, bool]:
-        version = int(self.ledger.get_meta("dataset_version") or 0)
-        running = self.record.running()
+    def _owed_takedown(self) -> RecheckRow | None:
+        """The last recheck, when this same command (--apply, same scope, same dataset
+        version) finished it and was stopped before its takedown: what it refuses is taken
+        down without asking every source again."""
+        if self.options.apply_reason is None or self.db is not self.ledger.db:
+            return None
+        last = self.record.latest()
+        if last is None or last.status != "finished" or last.applied is not None or \
+                not last.refused or not self.record.apply_asked(last.recheck) or \
+                not self._same_command(last, *self._scope()[:2]):
+            return None
+        age = days_between(last.finished_at, clock.wall_iso())
+        if age is not None and age > RECHECK_MAX_AGE_DAYS:
+            return None  # too old to act on: the sources are asked again
+        self.notes.append(f"recheck {last.recheck} finished at {last.finished_at} and was "
+                          "stopped before its takedown: taking down what it found, without "
+                          "asking the sources again")
+        return last
+
+    def _scope(self) -> tuple[dict[str, Any], int | None, int]:
+        """The scope this command asks for as a recheck records it, its seed, and how many
+        samples are in it."""
         total = int(self.ledger.db.execute(f"SELECT COUNT(*) FROM samples {self.where}",
                                            self.where_args).fetchone()[0])
         sample = self.options.sample
         seed = self.options.seed
         if sample is not None and sample >= total:
-            self.notes.append(f"--sample {sample} covers all {total} samples in scope")
             sample, seed = None, None
         # The scope as recorded (a --sample covering every sample is recorded as none), so
         # the same command finds its own unfinished recheck: compared as given, a killed
         # `--sample N` of a dataset under N samples started afresh on every run.
-        wanted = {"sources": list(self.options.sources and self.scope_sources),
-                  "sample": sample}
-        if running is not None and running.version == version and \
-                {k: running.scope.get(k) for k in wanted} == wanted and \
-                seed in (None, running.scope.get("seed")) and self._fresh_enough(running):
+        return ({"sources": list(self.options.sources and self.scope_sources),
+                 "sample": sample}, seed, total)
+
+    def _same_command(self, row: RecheckRow, wanted: dict[str, Any], seed: int | None) -> bool:
+        """Whether `row` is a recheck of this command's scope on the dataset as it is."""
+        version = int(self.ledger.get_meta("dataset_version") or 0)
+        return row.version == version and \
+            {k: row.scope.get(k) for k in wanted} == wanted and \
+            seed in (None, row.scope.get("seed"))
+
+    def _start_or_resume(self) -> tuple[RecheckRow, bool]:
+        running = self.record.running()
+        wanted, seed, total = self._scope()
+        sample = wanted["sample"]
+        if self.options.sample is not None and sample is None:
+            self.notes.append(f"--sample {self.options.sample} covers all {total} samples "
+                              "in scope")
+        if running is not None and self._same_command(running, wanted, seed) and \
+                self._fresh_enough(running):
             return running, True
         if sample is not None and seed is None:
             seed = random.SystemRandom().randrange(2**31)
@@ -372,6 +434,7 @@ class _Recheck:
             if running is not None:
                 self.record.abandon(running.recheck)
             keys = self._choose(total, sample, seed) if sample is not None else ()
+            version = int(self.ledger.get_meta("dataset_version") or 0)
             recheck = self.record.start(scope, version, sample or total, keys)
         return self.record.get(recheck), False
 

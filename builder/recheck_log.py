@@ -72,6 +72,13 @@ _SCHEMA = (
         key      TEXT NOT NULL,
         PRIMARY KEY (recheck, key)
     )""",
+    # A recheck run with --apply: the takedown of what it refuses is owed until `applied`
+    # names it. A command stopped between the finished recheck and its takedown once asked
+    # every source again when run again.
+    """CREATE TABLE IF NOT EXISTS recheck_apply (
+        recheck  INTEGER PRIMARY KEY,
+        reason   TEXT NOT NULL
+    )""",
 )
 
 
@@ -166,6 +173,18 @@ class RecheckLog:
         row = self.db.execute("SELECT * FROM rechecks WHERE status = 'running' "
                               "ORDER BY recheck DESC LIMIT 1").fetchone()
         return _row(row) if row else None
+
+    def latest(self) -> RecheckRow | None:
+        row = self.db.execute("SELECT * FROM rechecks ORDER BY recheck DESC LIMIT 1").fetchone()
+        return _row(row) if row else None
+
+    def ask_apply(self, recheck: int, reason: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO recheck_apply(recheck, reason) VALUES (?, ?)",
+                        (recheck, reason))
+
+    def apply_asked(self, recheck: int) -> bool:
+        return self.db.execute("SELECT 1 FROM recheck_apply WHERE recheck = ?",
+                               (recheck,)).fetchone() is not None
 
     def get(self, recheck: int) -> RecheckRow:
         return _row(self.db.execute("SELECT * FROM rechecks WHERE recheck = ?",

@@ -305,6 +305,62 @@ def test_apply_keeps_the_directory_from_its_recheck_to_its_takedown(
     assert run_cli("verify", str(out)).returncode == 0
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
+def test_ctrl_c_between_the_recheck_and_its_takedown_then_the_same_command_asks_nothing_again(
+        dataset: tuple[World, Path]) -> None:
+    """Ctrl-C after the recheck had finished and before `--apply` began its takedown: the
+    same command once started a new recheck and asked every source again (hours, on a
+    large dataset). It now takes down what the finished recheck found, asking nothing."""
+    import signal
+
+    world, out = dataset
+    world.drift()
+    command = ("recheck", str(out), "--no-progress", "--apply", "--reason", "weekly")
+    held = start_cli(*command, env={"CLEANSET_STOP_AT": "recheck_applying"})
+    try:
+        assert stopped_itself(held), held.communicate()
+        held.send_signal(signal.SIGINT)
+    finally:
+        held.send_signal(signal.SIGCONT)
+        stdout, stderr = held.communicate(timeout=120)
+    assert held.returncode == 130, stdout + stderr
+    assert not (out / "takedowns.jsonl").exists()
+    world.commons.requests.clear()
+    world.hosts.seen.clear()
+    world.refusing.seen.clear()
+    again = run_cli(*command)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "recheck 1 finished at " in again.stdout
+    assert "stopped before its takedown: taking down what it found" in again.stdout
+    assert "takedown: 5 sample(s) removed" in again.stdout
+    assert world.commons.requests == [] and world.hosts.seen == world.refusing.seen == []
+    with sqlite3.connect(out / "ledger.sqlite") as db:
+        rows = db.execute("SELECT recheck, status, refused, applied FROM rechecks").fetchall()
+    assert rows == [(1, "finished", len(REFUSED), "takedown-v2")]
+    keys = pq.read_table(out / "manifest.parquet").column("key").to_pylist()
+    assert keys == sorted(set(EXPECTED) - set(REFUSED))
+    assert run_cli("verify", str(out)).returncode == 0
+    # applied: the same command now asks the sources again, as a new recheck
+    third = run_cli(*command)
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert "cleanset recheck 2 finished" in third.stdout and world.commons.requests
+
+
+def test_a_plain_recheck_is_not_taken_down_by_a_later_apply_without_asking_again(
+        dataset: tuple[World, Path]) -> None:
+    """Only a recheck run with --apply owes a takedown: after a plain recheck, `--apply`
+    asks the sources again, as the summary's hint says, rather than acting on findings the
+    user may have read days ago."""
+    world, out = dataset
+    world.drift()
+    assert recheck(out).returncode == 3
+    world.commons.requests.clear()
+    proc = recheck(out, "--apply", "--reason", "weekly")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "cleanset recheck 2 finished" in proc.stdout and world.commons.requests
+    assert "stopped before its takedown" not in proc.stdout
+
+
 @pytest.mark.parametrize("point", ["takedown_ready", "takedown_renamed", "takedown_logged"])
 def test_a_recheck_s_takedown_killed_midway_is_finished_by_the_rerun_and_still_named_applied(
         dataset: tuple[World, Path], point: str) -> None:
@@ -359,6 +415,50 @@ def test_an_unreachable_host_gives_unreachable_and_refuses_nothing(
         assert "HTTP 503" in found[key]["detail"]
     assert {v["outcome"] for k, v in found.items() if k not in ("0000000005", "0000000006")} \
         == {"unchanged"}
+
+
+def test_a_host_answering_404_for_every_file_of_ours_is_unreachable_not_deleted(
+        dataset: tuple[World, Path]) -> None:
+    """A file host that moved, or lost its files to a misconfiguration, answers 404 for
+    every file: each sample of it was `deleted`, and `--apply` took them all down. A 404 is
+    "gone" only once the host serves another file of ours; one host 404 for every file of
+    ours leaves them unreachable (exit 4), and `--apply` takes none down."""
+    world, out = dataset
+    for path in ("/t/0.jpg", "/t/1.jpg"):
+        world.hosts.forced[path] = 404
+    before = papers(out)
+    proc = recheck(out, "--json", "--apply", "--reason", "weekly")
+    assert proc.returncode == 4, proc.stderr
+    found = verdicts(proc.stdout)
+    for key in ("0000000005", "0000000006"):
+        assert found[key]["outcome"] == "unreachable" and found[key]["refuse"] is False
+        assert "it may have moved or answer 404 to everything" in found[key]["detail"]
+        assert f"    {key} (urls): HTTP 404 from " in proc.stderr  # the summary says why
+    assert {v["outcome"] for k, v in found.items() if k not in ("0000000005", "0000000006")} \
+        == {"unchanged"}
+    assert papers(out) == before and not (out / "takedowns.jsonl").exists()
+    # the host serving one of them again: the other's 404 is its own, the file gone (asked
+    # one sample at a time, the other file is found in the ledger and asked)
+    del world.hosts.forced["/t/1.jpg"]
+    world.hosts.seen.clear()
+    again = recheck(out, "--json", env={"CLEANSET_RECHECK_CHUNK": "1"})
+    assert world.hosts.seen.count(("HEAD", "/t/1.jpg")) == 2
+    assert again.returncode == 3, again.stderr
+    found = verdicts(again.stdout)
+    assert (found["0000000005"]["outcome"], found["0000000006"]["outcome"]) == \
+        ("deleted", "unchanged")
+
+
+def test_a_410_is_a_file_removed_on_purpose_even_for_every_file_of_a_host(
+        dataset: tuple[World, Path]) -> None:
+    world, out = dataset
+    for path in ("/t/0.jpg", "/t/1.jpg"):
+        world.hosts.forced[path] = 410
+    proc = recheck(out, "--json")
+    assert proc.returncode == 3, proc.stderr
+    found = verdicts(proc.stdout)
+    assert {k: found[k]["outcome"] for k in ("0000000005", "0000000006")} == {
+        "0000000005": "deleted", "0000000006": "deleted"}
 
 
 def signoff_text(out: Path, *, env: dict[str, str] | None = None) -> str:

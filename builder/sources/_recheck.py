@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from builder.fetch import Fetcher, Response, recording
+from builder.optout.hostfiles import origin
 from builder.recipe import FetchConfig
 from builder.records import Candidate, Rejection
 from builder.sources._failures import RESUME, SourceError
@@ -106,27 +107,97 @@ def now_from_head(url: str, answer: Response | Rejection) -> Now:
 
 class HeadRechecker:
     """HEAD on each sample's file URL, many hosts at once (the Fetcher keeps each host to
-    its per-host limits, as in a build)."""
+    its per-host limits, as in a build).
+
+    A 404 is a file host's word for "no such file", and a host that has moved, or lost its
+    files to a misconfiguration, says it of every file: read as such, every sample of the
+    host was deleted and `recheck --apply` took them down. So a host's first 404 of a
+    recheck is only taken for "gone" once the host is seen serving another file of ours
+    (`witnesses`: other sample URLs on the host, given by the recheck); a host answering 404
+    for every one of them leaves its 404s `unreachable`. A 410 is the host saying the file
+    was removed on purpose, and a host holding one file of ours has nothing to compare with:
+    both are gone as before.
+    """
 
     batch = 256
+    witnesses_asked = 3  # other files of a host HEADed to tell "gone" from "moved"
 
     def __init__(self, fetch: FetchConfig) -> None:
         self.fetcher = Fetcher(fetch, trusted_hosts=fetch.trusted_hosts)
         self.pool = ThreadPoolExecutor(max_workers=fetch.workers,
                                        thread_name_prefix="recheck-head")
+        # host -> other file URLs of ours on it; set by the recheck, which has the ledger
+        self.witnesses: Callable[[str], Sequence[str]] = lambda host: ()
+        self.hosts: dict[str, _HostState] = {}  # what each host's 404s are taken for
 
     def ask(self, items: Sequence[Item]) -> dict[str, Now]:
-        return dict(zip((i.key for i in items), self.pool.map(self._one, items), strict=True))
+        heads = dict(zip((i.key for i in items), self.pool.map(self._one, items), strict=True))
+        for item in items:
+            if heads[item.key].status is not None and heads[item.key].now.state == PRESENT:
+                self.hosts[_host(item.file_url)] = _SERVING
+        for item in items:
+            host = _host(item.file_url)
+            if heads[item.key].status == 404 and host not in self.hosts:
+                self.hosts[host] = self._probe(host, item.file_url or "")
+        return {i.key: self._judged(i, heads[i.key]) for i in items}
 
-    def _one(self, item: Item) -> Now:
+    def _one(self, item: Item) -> _Head:
         if not item.file_url:
-            return Now(UNREACHABLE, "no file URL was recorded for it")
+            return _Head(Now(UNREACHABLE, "no file URL was recorded for it"), None)
+        return self._head(item.file_url)
+
+    def _head(self, url: str) -> _Head:
         with recording() as taped:  # in this pool thread: the recheck's own tape is not here
-            answer = self.fetcher.head(item.file_url)
-        return replace(now_from_head(item.file_url, answer), exchanges=tuple(taped))
+            answer = self.fetcher.head(url)
+        status = None if isinstance(answer, Rejection) else answer.status
+        return _Head(replace(now_from_head(url, answer), exchanges=tuple(taped)), status)
+
+    def _probe(self, host: str, url: str) -> _HostState:
+        """Whether `host`, which answered 404 for `url`, still serves other files of ours."""
+        others = [u for u in self.witnesses(host) if u != url][:self.witnesses_asked]
+        if not others:
+            return _HostState("one", ())
+        heads = list(self.pool.map(self._head, others))
+        exchanges = tuple(ex for head in heads for ex in head.now.exchanges)
+        if any(head.now.state == PRESENT for head in heads):
+            return _HostState("serving", exchanges)
+        said = "HTTP 404" if all(h.status == 404 for h in heads) else "HTTP 404 or no answer"
+        return _HostState("not serving", exchanges,
+                          f"{host} answered {said} for every file of the dataset asked of it "
+                          f"({', '.join([url, *others])}): it may have moved or answer 404 to "
+                          "everything, so none of its files is taken for deleted on its word "
+                          "(if they are gone, take them down by --key)")
+
+    def _judged(self, item: Item, head: _Head) -> Now:
+        if head.status != 404:
+            return head.now
+        state = self.hosts[_host(item.file_url)]
+        exchanges = head.now.exchanges + state.exchanges
+        if state.kind == "not serving":
+            return replace(head.now, state=UNREACHABLE, detail=f"{head.now.detail}; "
+                           f"{state.detail}", exchanges=exchanges)
+        return replace(head.now, exchanges=exchanges)
 
     def close(self) -> None:
         # Not waiting: after Ctrl-C a HEAD to a host that does not answer held the command
         # up to its timeout; its answer is thrown away (a finished recheck has none left).
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.fetcher.close()
+
+
+class _Head(NamedTuple):
+    now: Now
+    status: int | None  # the HTTP status answered, None when no answer came
+
+
+class _HostState(NamedTuple):
+    kind: str  # "serving" | "not serving" | "one" (no other file of ours on it)
+    exchanges: tuple[Any, ...]  # the witnesses' answers, kept with a 404's verdict
+    detail: str = ""
+
+
+_SERVING = _HostState("serving", ())
+
+
+def _host(url: str | None) -> str:
+    return origin(url or "") or ""
