@@ -10,6 +10,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -198,6 +199,26 @@ def test_report_uses_no_network_and_no_script(page: str) -> None:
     assert not re.search(r"""(src|href)=["']https?://""", page)
 
 
+def chromium_at_1280px(profile: Path) -> list[str]:
+    return [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            f"--user-data-dir={profile}", "--window-size=1280,2400"]
+
+
+def probed(page: Path, probe: str, attribute: str, tmp_path: Path) -> Any:
+    """What `probe` (a script ending the page's body) left in the body's `attribute`, the
+    page laid out by headless Chromium at 1280 px."""
+    copy = tmp_path / "probe.html"
+    copy.write_text(page.read_text(encoding="utf-8").replace("</body>", probe),
+                    encoding="utf-8")
+    dom = subprocess.run([*chromium_at_1280px(tmp_path / "profile"), "--dump-dom",
+                          copy.as_uri()],
+                         check=True, capture_output=True, text=True, timeout=120).stdout
+    found = re.search(rf'{attribute}="([^"]*)"', dom)
+    assert found, "the probe did not run"
+    return json.loads(found.group(1).replace("&quot;", '"'))
+
+
 OVERFLOW_PROBE = """<script>
 const over = [];
 for (const el of document.querySelectorAll('td, th, h1, h2, h3, dd, dt, .card, p, li')) {
@@ -214,21 +235,10 @@ def test_at_1280px_nothing_overflows_its_box_and_the_page_is_not_blank(
         dataset: Path, tmp_path: Path) -> None:
     from PIL import Image
 
-    probe = tmp_path / "probe.html"
-    probe.write_text((dataset / "report.html").read_text(encoding="utf-8")
-                     .replace("</body>", OVERFLOW_PROBE), encoding="utf-8")
-    flags = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2400"]
-    dom = subprocess.run([*flags, "--dump-dom", probe.as_uri()], check=True,
-                         capture_output=True, text=True, timeout=120).stdout
-    found = re.search(r"data-overflow=\"([^\"]*)\"", dom)
-    assert found, "the probe did not run"
-    overflowing = json.loads(found.group(1).replace("&quot;", '"'))
-    assert overflowing == []
+    assert probed(dataset / "report.html", OVERFLOW_PROBE, "data-overflow", tmp_path) == []
     shot = tmp_path / "shot.png"
-    shutil.rmtree(tmp_path / "profile", ignore_errors=True)
-    subprocess.run([*flags, f"--screenshot={shot}", (dataset / "report.html").as_uri()],
+    subprocess.run([*chromium_at_1280px(tmp_path / "profile-shot"), f"--screenshot={shot}",
+                    (dataset / "report.html").as_uri()],
                    check=True, capture_output=True, timeout=120)
     with Image.open(shot) as img:
         colours = img.convert("RGB").getcolors(maxcolors=1_000_000) or []
@@ -263,18 +273,7 @@ def test_at_1280px_the_rechecks_table_fits_and_breaks_no_word_or_date(
     shutil.copytree(dataset, out)
     assert run_cli("recheck", str(out), "--no-progress", "--source", "mirror").returncode == 0
     run_cli("report", str(out), check=True)
-    probe = tmp_path / "probe.html"
-    probe.write_text((out / "report.html").read_text(encoding="utf-8")
-                     .replace("</body>", WORD_PROBE), encoding="utf-8")
-    dom = subprocess.run([str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu",
-                          "--no-first-run", "--disable-background-networking",
-                          "--disable-component-update", "--disable-sync",
-                          f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2400",
-                          "--dump-dom", probe.as_uri()],
-                         check=True, capture_output=True, text=True, timeout=120).stdout
-    found = re.search(r"data-split=\"([^\"]*)\"", dom)
-    assert found, "the probe did not run"
-    assert json.loads(found.group(1).replace("&quot;", '"')) == []
+    assert probed(out / "report.html", WORD_PROBE, "data-split", tmp_path) == []
     assert "<th>license changed</th>" in (out / "report.html").read_text(encoding="utf-8")
 
 
