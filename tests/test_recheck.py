@@ -325,6 +325,8 @@ def test_ctrl_c_between_the_recheck_and_its_takedown_then_the_same_command_asks_
         stdout, stderr = held.communicate(timeout=120)
     assert held.returncode == 130, stdout + stderr
     assert not (out / "takedowns.jsonl").exists()
+    assert "(the command this recheck was run with, stopped before its takedown) takes them " \
+        "down without asking the sources again" in signoff_text(out)
     world.commons.requests.clear()
     world.hosts.seen.clear()
     world.refusing.seen.clear()

@@ -137,6 +137,9 @@ class ReportData:
     recheck_counts: dict[bool, int] = field(default_factory=dict)
     recheck_open: list[RecheckFinding] = field(default_factory=list)
     added_since_recheck: int = 0  # samples later builds added after the last recheck
+    # The last recheck was run with --apply and stopped before its takedown: the same
+    # command takes its refusals down without asking again.
+    apply_owed: bool = False
     # Samples a recheck found a do-not-train signal now refuses (any recheck), and how many of
     # them are still in the dataset: the Consent section's build-time counts miss them.
     recheck_optouts: tuple[int, int] = (0, 0)
@@ -232,6 +235,9 @@ def _gather_rest(db: sqlite3.Connection, out: Path) -> ReportData:
         if data.rechecks:
             last = data.rechecks[-1]
             data.recheck_counts, data.recheck_open = _recheck_open(db, last.recheck)
+            data.apply_owed = last.applied is None and "recheck_apply" in tables and \
+                db.execute("SELECT 1 FROM recheck_apply WHERE recheck = ?",
+                           (last.recheck,)).fetchone() is not None
             if "versions" in tables:
                 data.added_since_recheck = int(db.execute(
                     "SELECT COALESCE(SUM(added), 0) FROM versions WHERE kind = 'build' AND "

@@ -154,7 +154,9 @@ def _recheck_items(data: ReportData) -> list[str]:
                      + f" <code>cleanset evidence {_e(data.out)} KEY</code> shows the answer "
                      "each was found in (archived by the recheck); "
                      f"<code>cleanset recheck {_e(data.out)} --apply --reason TEXT</code> "
-                     "takes them down.")
+                     + ("(the command this recheck was run with, stopped before its "
+                        "takedown) takes them down without asking the sources again."
+                        if data.apply_owed else "takes them down."))
     if unreachable:
         items.append(f"<b>{unreachable:,} images could not be checked</b> by recheck "
                      f"{last.recheck} (unreachable: nothing is known of them since they were "
