@@ -11,7 +11,10 @@ shards - in one batched search. It prints one JSON line per image:
 `found_as` is "sample" for the sample in the shards, "duplicate" for a copy of it the build
 refused as a duplicate but recorded (another source, mirror or licence under which the same
 work was found); `distance` is the PDQ distance from the query (0 and `exact` for the same
-bytes). An image that cannot be read, decoded or is too large to decode gets its line with
+bytes). A work no longer in the dataset is answered too: `taken_down` (the dataset's
+denylist holds its sha256, or a PDQ within the distance a build's denylist refuses at: which
+takedown, when, why) and `refused` (a candidate whose image a build downloaded, these very
+bytes, and refused: why, when, from where); each only when there is one. An image that cannot be read, decoded or is too large to decode gets its line with
 an `error` and no near matches (a file over DECODE_MAX_BYTES is hashed in chunks, for exact
 copies only). Exit status 0 (also when nothing matched); 2 for a missing DIR or PATH, or a
 folder under PATH that cannot be opened (its images would be missing without a word).
@@ -23,6 +26,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +43,10 @@ from builder.dedup import (
 from builder.errors import UserError
 from builder.ledger import reading, require_dataset
 from builder.media import hamming, perceptual_hashes
+from builder.optout.config import OptoutConfig
+from builder.optout.denylist import Denylist, Entry
 from builder.recipe import DedupConfig
+from builder.takedown_journal import DENYLIST, LOG, read_jsonl
 
 
 @dataclass(frozen=True)
@@ -63,7 +70,17 @@ def lookup(out: Path, paths: list[Path], config: DedupConfig | None = None
         index = load_index(db.execute("SELECT key, pdq, pdq_quality, phash FROM samples"),
                            config)
         near = index.search_many([q.hashes or Hashes(None, None, None) for q in queries])
-        return [_result(db, q, matches) for q, matches in zip(queries, near, strict=True)]
+        removals = Removals.of(out, db)
+        refused = _refused(db, {q.sha256 for q in queries if q.sha256})
+        lines = []
+        for query, matches in zip(queries, near, strict=True):
+            line = _result(db, query, matches)
+            if gone := removals.find(query):
+                line["taken_down"] = gone
+            if query.sha256 in refused:
+                line["refused"] = refused[query.sha256]
+            lines.append(line)
+        return lines
 
 
 def _meta(db: sqlite3.Connection, key: str) -> str | None:
@@ -153,6 +170,79 @@ def _result(db: sqlite3.Connection, query: Query, near: list[Match]) -> dict[str
     if query.error:
         line["error"] = query.error
     return line
+
+
+@dataclass(frozen=True)
+class Removals:
+    """The dataset's own denylist (what its takedowns removed), by which a build refuses a
+    work again: a lookup for a work taken down once answered only "no match"."""
+
+    denylist: Denylist
+    takedowns: dict[str, str]  # a takedown's time -> its id (takedowns.jsonl)
+    max_distance: int  # the PDQ distance a build's denylist refuses at
+
+    @classmethod
+    def of(cls, out: Path, db: sqlite3.Connection) -> Removals:
+        denylist = Denylist()
+        denylist.load(out / DENYLIST, required=False)
+        takedowns = {}
+        for entry in read_jsonl(out / LOG):
+            if isinstance(entry, dict) and isinstance(entry.get("when"), str) and isinstance(entry.get("id"), str):
+                takedowns[entry["when"]] = entry["id"]
+        return cls(denylist, takedowns, _denylist_distance(db))
+
+    def find(self, query: Query) -> list[dict[str, Any]]:
+        hit: tuple[Entry, int] | None = None
+        if query.sha256 and (entry := self.denylist.by_sha256(query.sha256)):
+            hit = (entry, 0)
+        elif query.hashes and query.hashes.pdq:
+            hit = self.denylist.by_pdq(query.hashes.pdq, self.max_distance)
+        if hit is None:
+            return []
+        entry, distance = hit
+        return [{"takedown": self.takedowns.get(entry.added_at or ""), "when": entry.added_at,
+                 "reason": entry.reason, "exact": entry.kind == "sha256",
+                 "distance": distance}]
+
+
+def _denylist_distance(db: sqlite3.Connection) -> int:
+    """`[optout] pdq_max_distance` of the latest build's recorded recipe, else the default."""
+    from builder.ledger import RECIPE_TEXT_META
+
+    row = db.execute("SELECT MAX(build) FROM builds").fetchone()
+    text = _meta(db, RECIPE_TEXT_META.format(build=row[0])) if row and row[0] else None
+    try:
+        value = tomllib.loads(text or "").get("optout", {}).get("pdq_max_distance")
+    except (tomllib.TOMLDecodeError, AttributeError):
+        value = None
+    return value if isinstance(value, int) and 0 <= value <= 256 else \
+        OptoutConfig.pdq_max_distance
+
+
+def _refused(db: sqlite3.Connection, sha256s: set[str]) -> dict[str, list[dict[str, Any]]]:
+    """Candidates refused after their image was downloaded, by the sha256 of the bytes
+    received (the evidence archive's image records), other than as a copy of a sample
+    (those are `matches`, found_as "duplicate")."""
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    found: dict[str, list[dict[str, Any]]] = {}
+    if not sha256s or not {"evidence_records", "evidence_links"} <= tables:
+        return found
+    wanted = sorted(sha256s)
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start:start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        for sha, build, candidate, source, url, reason, detail, decided in db.execute(
+                "SELECT DISTINCT r.payload_sha256, c.build, c.candidate_id, c.source, c.url, "
+                "c.reason, c.detail, c.decided_at FROM evidence_records AS r "
+                "JOIN evidence_links AS l ON l.record_id = r.record_id AND l.role = 'image' "
+                "JOIN candidates AS c ON c.build = l.build AND c.seq = l.seq "
+                f"WHERE r.kind = 'image' AND r.payload_sha256 IN ({marks}) "
+                "AND c.status = 'rejected' AND c.reason NOT LIKE 'duplicate%' "
+                "ORDER BY c.build, c.seq", chunk):
+            found.setdefault(sha, []).append({
+                "candidate": candidate, "build": build, "source": source, "url": url,
+                "reason": reason, "detail": detail, "decided_at": decided})
+    return found
 
 
 def _match(key: str, query: Query, sha256: str, pdq: str | None, row: Any,

@@ -666,10 +666,10 @@ def unlisted_shards(remote: Remote) -> list[str]:
             if _SHARD_RE.match(rel) and rel not in listed]
 
 
-def download_published(remote: Remote, into: Path, only: Collection[str] | None = None
-                       ) -> list[str]:
-    """Download every file the marker lists (or those of `only`) into `into`; problems where
-    a copy differs from the marker or is missing."""
+def download_published(remote: Remote, into: Path, only: Collection[str] | None = None,
+                       *, optional: Collection[str] = ()) -> list[str]:
+    """Download every file the marker lists (or those of `only`, and those of `optional` the
+    marker lists) into `into`; problems where a copy differs from the marker or is missing."""
     current = _remote_call(remote, f"reading {MARKER}", "", lambda: read_marker(remote))
     if current is None:
         raise UserError(f"{remote.url}: no {MARKER} here, so no dataset is published there; is "
@@ -678,7 +678,7 @@ def download_published(remote: Remote, into: Path, only: Collection[str] | None 
     listed = parse_marker(current, remote.url)
     problems = [f"{rel}: not listed in {MARKER}" for rel in sorted(set(only or ()) - set(listed))]
     for rel, entry in sorted(listed.items()):
-        if only is not None and rel not in only:
+        if only is not None and rel not in only and rel not in optional:
             continue
         try:
             got = download(remote, rel, into / rel)

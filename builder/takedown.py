@@ -54,7 +54,7 @@ from builder.shards import (
     shard_name,
     write_whole_shard,
 )
-from builder.takedown_journal import JOURNAL, pending_takedown
+from builder.takedown_journal import DENYLIST, JOURNAL, LOG, pending_takedown, read_jsonl
 from builder.urls import match_key, match_literal
 from builder.versions import (
     current_version,
@@ -63,8 +63,6 @@ from builder.versions import (
     record_takedown_version,
 )
 
-LOG = "takedowns.jsonl"
-DENYLIST = "denylist.jsonl"
 TEMP_SUFFIX = ".takedown"
 
 # Keys are the pipeline's `f"{n:010d}"`; a sha256 is 64 hex digits in either case. A value of
@@ -361,12 +359,12 @@ def _denied(deny: dict[tuple[str, str], dict[str, Any]], kind: str, value: str, 
 
 
 def _log_by_key(path: Path) -> dict[str, dict[str, Any]]:
-    return {key: entry for entry in _read_jsonl(path) for key in entry.get("keys") or []}
+    return {key: entry for entry in read_jsonl(path) for key in entry.get("keys") or []}
 
 
 def _denylist_by_value(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
     """Entries by (kind, value); a URL entry by its match key, as the opt-out gate reads it."""
-    return {_denylist_id(str(e.get("kind")), str(e.get("value"))): e for e in _read_jsonl(path)}
+    return {_denylist_id(str(e.get("kind")), str(e.get("value"))): e for e in read_jsonl(path)}
 
 
 def _denylist_id(kind: str, value: str) -> tuple[str, str]:
@@ -374,19 +372,6 @@ def _denylist_id(kind: str, value: str) -> tuple[str, str]:
     if kind == "url":
         return (kind, match_key(value))
     return (kind, norm_creator(value) if kind == "creator" else value)
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The file's complete lines; a torn last line (a killed writer) is skipped, not fatal."""
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            continue
-    return rows
 
 
 # -- the command ----------------------------------------------------------------------------

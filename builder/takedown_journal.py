@@ -1,15 +1,19 @@
-"""Whether a takedown was interrupted: its journal, read without the takedown machinery.
+"""A takedown's files, read without the takedown machinery: whether one was interrupted
+(its journal), its log and the denylist it keeps.
 
-`verify`, `report` and every reading command ask this; importing builder.takedown for it
-cost each of them ~0.2 s (FAISS, OpenCV, the fetcher).
+`verify`, `report`, `lookup` and every reading command ask this; importing builder.takedown
+for it cost each of them ~0.2 s (FAISS, OpenCV, the fetcher).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 JOURNAL = ".takedown.json"
+LOG = "takedowns.jsonl"
+DENYLIST = "denylist.jsonl"
 
 
 def pending_takedown(out: Path) -> str | None:
@@ -34,3 +38,16 @@ def pending_takedown_record(out: Path) -> dict[str, object]:
     except (OSError, ValueError, AttributeError):
         return {}
     return log if isinstance(log, dict) else {}
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The file's complete lines; a torn last line (a killed writer) is skipped, not fatal."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return rows

@@ -225,3 +225,81 @@ def test_lookup_into_a_build_that_has_not_finished_says_so(tmp_path: Path) -> No
     proc = run_cli("lookup", str(out), str(tmp_path / "query.jpg"), check=True)
     assert lines(proc.stdout)[0]["matches"][0]["exact"] is True
     assert "note:" not in proc.stderr
+
+
+def test_a_work_taken_down_is_answered_with_its_takedown_not_only_no_match(
+        tmp_path: Path) -> None:
+    """After a takedown, the artist's lookup of the work answered `"matches": []`, the same
+    as for a work never taken: it now names the takedown, when and why, for the same bytes
+    and for an edited copy a build's denylist refuses too."""
+    work, other = variants(6), jpeg(photo(7))
+    put(tmp_path / "pics", "a.jpg", work["original"])
+    put(tmp_path / "pics", "b.jpg", other)
+    out = tmp_path / "out"
+    run_cli("build", str(folder_recipe(tmp_path, ["pics"])), "--out", str(out),
+            "--no-progress", check=True)
+    (query := tmp_path / "query").mkdir()
+    (query / "original.jpg").write_bytes(work["original"])
+    (query / "q40.jpg").write_bytes(work["q40"])
+    (query / "other.jpg").write_bytes(other)
+    before = {Path(g["query"]).name: g for g in
+              lines(run_cli("lookup", str(out), str(query), check=True).stdout)}
+    assert all("taken_down" not in g for g in before.values())
+    key = before["original.jpg"]["matches"][0]["key"]
+    run_cli("takedown", str(out), "--key", key, "--reason", "artist request #12", check=True)
+    after = {Path(g["query"]).name: g for g in
+             lines(run_cli("lookup", str(out), str(query), check=True).stdout)}
+    (log,) = [json.loads(x) for x in (out / "takedowns.jsonl").read_text().splitlines()]
+    for name, exact in (("original.jpg", True), ("q40.jpg", False)):
+        assert after[name]["matches"] == []
+        (gone,) = after[name]["taken_down"]
+        assert (gone["takedown"], gone["when"], gone["reason"], gone["exact"]) == (
+            "takedown-v2", log["when"], "artist request #12", exact)
+        assert (gone["distance"] == 0) == exact
+    assert "taken_down" not in after["other.jpg"]
+    assert after["other.jpg"]["matches"][0]["found_as"] == "sample"
+
+
+def test_a_work_a_build_downloaded_and_refused_is_answered_with_why(
+        httpserver: HTTPServer, tmp_path: Path) -> None:
+    """A work a build fetched and refused (here its own XMP says DataMining prohibited) is
+    no match, and was answered as nothing else: the lookup now says which candidate, from
+    where, when and why, from the evidence archive's record of the bytes received."""
+    from tests.test_optout_signals import DATA_MINING_FORMS, with_xmp
+
+    marked = with_xmp("PNG", DATA_MINING_FORMS["attribute"], seed=3)
+    serve_no_site_policies(httpserver)
+    httpserver.expect_request("/art/marked.png").respond_with_data(
+        marked, content_type="image/png")
+    httpserver.expect_request("/art/fine.jpg").respond_with_data(
+        jpeg(photo(8)), content_type="image/jpeg")
+    rows = [{"id": "m", "url": httpserver.url_for("/art/marked.png"), "license": CC0},
+            {"id": "f", "url": httpserver.url_for("/art/fine.jpg"), "license": CC0}]
+    table = write_jsonl(tmp_path / "urls.jsonl", rows)
+    recipe = write_recipe(tmp_path / "recipe.toml", f"""
+[dataset]
+name = "lookup-refused"
+
+[[sources]]
+kind = "table"
+name = "art"
+path = "{table.name}"
+
+[image]
+min_width = 8
+min_height = 8
+
+[fetch]
+allow_private_addresses = true
+retries = 0
+""")
+    out = tmp_path / "out"
+    run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
+    query = tmp_path / "mine.png"
+    query.write_bytes(marked)
+    (got,) = lines(run_cli("lookup", str(out), str(query), check=True).stdout)
+    assert got["matches"] == [] and "taken_down" not in got
+    (refused,) = got["refused"]
+    assert (refused["candidate"], refused["source"], refused["url"], refused["reason"]) == (
+        "art:m", "art", rows[0]["url"], "optout_embedded")
+    assert "DataMining" in refused["detail"] and refused["decided_at"]

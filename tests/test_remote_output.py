@@ -330,6 +330,16 @@ def test_lookup_of_a_url_downloads_only_the_ledger_and_finds_the_work(
     assert out == local  # the same answer as against the staged directory
     code, _, err = cli(capsys, "lookup", memory_url.replace("dataset", "nothing"), str(query))
     assert code == 2 and "no dataset is published there" in err
+    # taken down: the takedowns' log and denylist are downloaded with the ledger
+    key = found["matches"][0]["key"]
+    assert cli(capsys, "takedown", memory_url, "--stage", str(tmp_path / "stage"), "--key", key,
+               "--reason", "artist request")[0] == 0
+    code, out, err = cli(capsys, "lookup", memory_url, str(query))
+    assert code == 0, err
+    gone = json.loads(out.splitlines()[0])
+    assert gone["matches"] == [] and gone["taken_down"][0]["reason"] == "artist request"
+    assert gone["taken_down"][0]["takedown"] == "takedown-v2"
+    assert out == cli(capsys, "lookup", str(tmp_path / "stage"), str(query))[1]
 
 
 def test_a_takedown_of_a_url_with_nothing_published_exits_2_naming_it(

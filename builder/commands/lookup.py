@@ -15,7 +15,9 @@ DESCRIPTION = """Hash each image as the build does (sha256, PDQ, pHash) and look
 dataset's index (from the ledger, never a shard scan). Prints one JSON line per image:
 {"query": PATH, "matches": [{"key", "distance", "exact", "license", "source_url",
 "landing_url", "creator", "found_as", ...}]}. found_as is "sample" for a sample in the
-shards, "duplicate" for a copy the build refused as a duplicate but recorded. An image that
+shards, "duplicate" for a copy the build refused as a duplicate but recorded. A work no
+longer in it gets "taken_down" (which takedown, when, why) or "refused" (a candidate whose
+bytes a build downloaded and refused: why, when, from where). An image that
 cannot be read or decoded gets "error" and no matches (one over 512 MiB: exact copies only).
 Exit 0 (also when nothing matched); 2 for a missing DIR or PATH, or a folder that cannot be
 opened."""
@@ -49,16 +51,21 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _lookup_url(url: str, paths: list[Path]) -> list[dict[str, Any]]:
-    """Against a published dataset: its ledger alone holds the index and the provenance, so
-    only that file is downloaded (and checked against the marker), not the shards."""
+    """Against a published dataset: its ledger holds the index and the provenance, so only
+    it (and the takedowns' log and denylist) is downloaded and checked against the marker,
+    not the shards."""
     import tempfile
 
     from builder.lookup import lookup
     from builder.publish import LEDGER, download_published, open_remote
+    from builder.takedown_journal import DENYLIST, LOG
 
     remote = open_remote(url, where="lookup", writing=False)
     with tempfile.TemporaryDirectory(prefix="cleanset-lookup-") as tmp:
-        problems = download_published(remote, Path(tmp), only={LEDGER})
+        # and what its takedowns removed, when there were any: a work taken down is
+        # answered with its takedown
+        problems = download_published(remote, Path(tmp), only={LEDGER},
+                                      optional={DENYLIST, LOG})
         if problems:
             raise UserError(f"lookup {url}: {'; '.join(problems)} (`cleanset verify {url}` "
                             "lists every difference); nothing was looked up.")

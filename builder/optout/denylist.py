@@ -28,6 +28,7 @@ class Entry:
     value: str
     reason: str
     where: str  # file:line, for the rejection detail
+    added_at: str | None = None  # a takedown's entry: when (the takedown's own time)
 
 
 def norm_creator(name: str) -> str:
@@ -116,5 +117,6 @@ def parse_line(line: str, where: str) -> Entry:
         raise UserError(f"{where}: sha256 value {value!r} is not 64 hex digits.")
     if kind == "pdq" and not re.fullmatch(r"[0-9a-fA-F]{64}", value):
         raise UserError(f"{where}: pdq value {value!r} is not 64 hex digits (256 bits).")
-    reason = item.get("reason")
-    return Entry(kind, value, reason if isinstance(reason, str) else "", where)
+    reason, added = item.get("reason"), item.get("added_at")
+    return Entry(kind, value, reason if isinstance(reason, str) else "", where,
+                 added if isinstance(added, str) else None)
