@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,8 +184,14 @@ class Removals:
 
     @classmethod
     def of(cls, out: Path, db: sqlite3.Connection) -> Removals:
-        denylist = Denylist()
-        denylist.load(out / DENYLIST, required=False)
+        denylist, unread = Denylist(), []
+        try:
+            denylist.load(out / DENYLIST, required=False, unread=unread)
+        except UserError as exc:  # not UTF-8 or unreadable: its every entry unread
+            unread.append(str(exc))
+        for problem in unread:  # the rest is still answered; verify names it as a problem
+            print(f"cleanset: note: {problem} A work it names is not answered as "
+                  "taken down.", file=sys.stderr)
         takedowns = {}
         for entry in read_jsonl(out / LOG):
             if isinstance(entry, dict) and isinstance(entry.get("when"), str) and isinstance(entry.get("id"), str):

@@ -303,3 +303,23 @@ retries = 0
     assert (refused["candidate"], refused["source"], refused["url"], refused["reason"]) == (
         "art:m", "art", rows[0]["url"], "optout_embedded")
     assert "DataMining" in refused["detail"] and refused["decided_at"]
+
+
+def test_a_damaged_denylist_line_is_named_by_verify_and_lookup_still_answers(
+        tmp_path: Path) -> None:
+    """verify said OK over a denylist.jsonl line the next build stops on (exit 2, after the
+    dataset had been audited as sound); a lookup stopped on it too, answering nothing."""
+    work, out = built_with_one_work(tmp_path)
+    run_cli("takedown", str(out), "--key", "0000000000", "--reason", "request", check=True)
+    with (out / "denylist.jsonl").open("a") as f:
+        f.write('{"kind": "sha256", "value": "zz"}\n')
+    proc = run_cli("verify", str(out))
+    assert proc.returncode == 1
+    assert "denylist.jsonl:4: sha256 value 'zz' is not 64 hex digits. The next build into " \
+        "this directory stops on it." in proc.stdout
+    query = tmp_path / "q.jpg"
+    query.write_bytes(work)
+    found = run_cli("lookup", str(out), str(query))
+    assert found.returncode == 0, found.stderr
+    assert "denylist.jsonl:4: sha256 value 'zz'" in found.stderr
+    assert lines(found.stdout)[0]["taken_down"][0]["reason"] == "request"

@@ -56,7 +56,10 @@ class Denylist:
         else:
             self.pdq.append((int(entry.value, 16), entry))
 
-    def load(self, path: Path, *, required: bool) -> None:
+    def load(self, path: Path, *, required: bool, unread: list[str] | None = None) -> None:
+        """Add the entries of `path`. A line that is not an entry is an error naming it; with
+        `unread` (a reader answering what it can: lookup, verify) it is said there instead
+        and the rest is read."""
         if not path.exists():
             if required:
                 raise UserError(f"optout.denylist = {str(path)!r}: no such file. "
@@ -72,7 +75,12 @@ class Denylist:
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
-            self.add(parse_line(line, f"{path}:{number}"))
+            try:
+                self.add(parse_line(line, f"{path}:{number}"))
+            except UserError as exc:
+                if unread is None:
+                    raise
+                unread.append(str(exc))
 
     def by_url(self, *urls: str | None) -> Entry | None:
         for url in urls:
