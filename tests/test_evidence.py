@@ -233,6 +233,51 @@ def test_cleanset_evidence_refuses_an_unknown_key_or_directory_with_exit_2(
         assert words in proc.stderr and "Traceback" not in proc.stderr
 
 
+def as_built_before_the_archive(out: Path) -> None:
+    """What a cleanset before the evidence archive (2026-12-05) left: the same ledger without
+    its evidence tables, and no evidence/ folder."""
+    import shutil
+    import sqlite3
+
+    with sqlite3.connect(out / "ledger.sqlite") as db:
+        for table in ("evidence_links", "evidence_records", "evidence_files"):
+            db.execute(f"DROP TABLE {table}")
+    db.close()
+    shutil.rmtree(out / "evidence")
+
+
+def test_evidence_on_a_dataset_built_before_the_archive_gives_the_ledgers_decision(
+        httpserver: HTTPServer, recipe: Path, tmp_path: Path) -> None:
+    """Asked why a sample is in, or a candidate refused, of a dataset an older cleanset
+    built, `evidence` said only "built before cleanset kept an evidence archive" (exit 2),
+    though the ledger holds the decision; once a takedown of today had made the archive's
+    tables, it said the sample was "refused before any request, or no answer came". It now
+    gives the decision and says that build kept no archive."""
+    out = tmp_path / "out"
+    build(recipe, out)
+    as_built_before_the_archive(out)
+    refused = httpserver.url_for("/table/2.jpg")  # CC BY-NC: refused by the policy
+    for when in ("as the old cleanset left it", "after a takedown by today's"):
+        accepted = run_cli("evidence", str(out), "0000000000")
+        assert accepted.returncode == 0, (when, accepted.stderr)
+        lines = accepted.stdout.splitlines()
+        assert lines[0] == "candidate wikimedia:1000 (build 1, seq 0): accepted as sample 0000000000"
+        assert lines[-1] == ("  no archived response: build 1 was made by a cleanset that kept "
+                             "no evidence archive yet; the ledger's decision above is the "
+                             "record of it"), when
+        rejected = run_cli("evidence", str(out), refused, check=True)
+        assert "rejected, license_not_allowed: " in rejected.stdout.splitlines()[0], when
+        assert "kept no evidence archive yet" in rejected.stdout.splitlines()[-1], when
+        as_json = json.loads(run_cli("evidence", str(out), "0000000000", "--json",
+                                     check=True).stdout)
+        assert (as_json["status"], as_json["build_archived"], as_json["records"]) == (
+            "accepted", False, []), when
+        if not (out / "evidence").exists():
+            run_cli("takedown", str(out), "--key", "0000000001", "--reason", "request",
+                    check=True)
+            assert (out / "evidence").is_dir()  # its own record: the tables are made again
+
+
 def test_cleanset_evidence_says_a_folder_file_was_read_from_disk_not_that_no_answer_came(
         tmp_path: Path) -> None:
     """The offline example (a folder): its samples have no archived response because no

@@ -26,12 +26,13 @@ in its shard, so its digest is shown). For a sample a recheck took down, or one 
 recheck did not find unchanged, the recheck's finding and the answers it archived come
 first. KEY is a sample key (0000000042), a candidate id (source:id) or the image or
 landing page URL. Records are read by offset from the ledger's index, never by scanning
-the archive.
+the archive. A build made by a cleanset before the archive existed has no records: its
+decision (status, reason, detail) is shown from the ledger, and it is said so.
 
 --json prints one JSON object per candidate found, per line: {"candidate_id", "build",
 "seq", "status", "reason", "detail", "key", "url", "recheck": null or {"number",
 "outcome", "refuse", "detail", "checked_at", "applied_by", "answers_archived"},
-"records": [{"role", "kind", "file", "offset", "record_id", "request_line",
+"build_archived", "records": [{"role", "kind", "file", "offset", "record_id", "request_line",
 "request_headers", "target", "date", "status_line", "response_headers", "body",
 "digest_ok", "intact"}]}. A body is {"type": "json", "json": ...}, {"type": "text",
 "text": ...}, {"type": "bytes", "size": N} or, for an image, {"type": "revisit",

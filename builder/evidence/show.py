@@ -63,6 +63,9 @@ class Finding:
 class CandidateEvidence:
     found: Found
     finding: Finding | None
+    # Whether the build that decided it kept an evidence archive: one made by a cleanset
+    # before the archive existed has none, and its decision is the ledger's record alone.
+    build_archived: bool
     # The recheck's records ("recheck N"), then the build's, in the order relied on; read
     # one at a time as iterated, so a damaged record stops the output where it is.
     records: Iterator[Shown]
@@ -74,10 +77,7 @@ def show(out: Path, wanted: str) -> Iterator[CandidateEvidence]:
     require_dataset(out)  # a directory in the ledger's place is named by `reading`
     with reading(out, "evidence") as ledger:
         db = ledger.db
-        if not has_schema(db):
-            raise UserError(f"{out}: built before cleanset kept an evidence archive; its "
-                            "ledger points at no records. A new build into another "
-                            "--out keeps them.")
+        archived = _archived_builds(db)
         found = _find(db, wanted)
         if not found and wanted.strip() != wanted:
             # A key pasted from a spreadsheet or a terminal with a space or newline around
@@ -93,8 +93,20 @@ def show(out: Path, wanted: str) -> Iterator[CandidateEvidence]:
             rechecked = _recheck_links(db, finding, cand) if finding else []
             if finding is not None:
                 finding = replace(finding, archived=bool(rechecked))
-            links = [*rechecked, *_build_links(db, cand)]
-            yield CandidateEvidence(cand, finding, (read(out, link) for link in links))
+            kept = cand.build in archived
+            links = [*rechecked, *(_build_links(db, cand) if kept else [])]
+            yield CandidateEvidence(cand, finding, kept, (read(out, link) for link in links))
+
+
+def _archived_builds(db: sqlite3.Connection) -> set[int]:
+    """The builds that kept an evidence archive (each opens a file as it starts). A dataset
+    built by a cleanset before the archive existed has no such table, or (once a later
+    takedown, recheck or build made it) no file of its early builds: their candidates'
+    decisions are still in the ledger, with nothing archived behind them."""
+    if not has_schema(db):
+        return set()
+    return {build for (build,) in db.execute(
+        "SELECT DISTINCT build FROM evidence_files WHERE build > 0")}
 
 
 def _find(db: sqlite3.Connection, wanted: str) -> list[Found]:
@@ -137,7 +149,7 @@ def _host_files_read(db: sqlite3.Connection, recheck: int, key: str | None
     sample's file URL (archived once per host, linked to no sample)."""
     row = db.execute("SELECT file_url FROM samples WHERE key = ?", (key,)).fetchone()
     base = origin(row[0]) if row and row[0] else None
-    if base is None:
+    if base is None or not has_schema(db):  # a recheck before the archive existed
         return []
     targets = [base + path for path in HOST_FILE_PATHS]
     marks = ",".join("?" for _ in targets)

@@ -24,6 +24,7 @@ def candidate_json(evidence: CandidateEvidence) -> dict[str, Any]:
         "status": cand.status, "reason": cand.reason, "detail": cand.detail,
         "key": cand.key, "url": cand.url,
         "recheck": None if evidence.finding is None else _finding(evidence.finding),
+        "build_archived": evidence.build_archived,
         "records": [record_json(shown) for shown in evidence.records],
     }
 

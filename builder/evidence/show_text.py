@@ -36,7 +36,7 @@ def candidate_lines(evidence: CandidateEvidence) -> Iterator[str]:
     if heading_due:
         yield from ("", BUILD_HEADING)
     if not any_build_record:
-        yield _no_record_line(cand)
+        yield _no_record_line(cand, evidence.build_archived)
 
 
 def _outcome(cand: Found) -> str:
@@ -61,9 +61,12 @@ def _finding_lines(finding: Finding) -> Iterator[str]:
                "below are the build's, which admitted it")
 
 
-def _no_record_line(cand: Found) -> str:
+def _no_record_line(cand: Found, build_archived: bool) -> str:
     if "://" not in (cand.url or ""):  # a folder's file: its url is its path
         return "  no archived response: a local file, read from disk; no server was asked"
+    if not build_archived:
+        return (f"  no archived response: build {cand.build} was made by a cleanset that kept "
+                "no evidence archive yet; the ledger's decision above is the record of it")
     return ("  no archived response: refused before any request, or no answer came"
             + (" (see the detail above)" if cand.status == "rejected" else ""))
 
