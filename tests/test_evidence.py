@@ -697,6 +697,40 @@ def test_evidence_of_a_sample_the_last_recheck_would_refuse_shows_that_finding_a
     assert "found: optout" not in again  # only the last recheck speaks
 
 
+def test_a_refusal_found_by_a_recheck_that_archived_nothing_says_so(
+        httpserver: HTTPServer, recipe: Path, tmp_path: Path) -> None:
+    """A recheck of a cleanset before recheck_archive.py kept its verdicts, not the answers:
+    for a sample it would refuse, `evidence` gave the finding and then build day's records
+    as if they were what it was found in, and the report said the answer was "archived by
+    the recheck"."""
+    import sqlite3
+
+    out = tmp_path / "out"
+    build(recipe, out)
+    key = next(r["key"] for r in samples(out) if r["source_id"] == "t0")
+    httpserver.expect_oneshot_request("/robots.txt").respond_with_data(
+        "User-agent: *\nDisallow: /table/0.jpg\n", content_type="text/plain")
+    assert run_cli("recheck", str(out), "--no-progress").returncode == 3
+    # What the older recheck left: its verdicts, no archive of its answers.
+    with sqlite3.connect(out / "ledger.sqlite") as db:
+        db.execute("DROP TABLE recheck_evidence")
+        db.execute("DELETE FROM evidence_records WHERE build < 0")
+        db.execute("DELETE FROM evidence_files WHERE build < 0")
+    db.close()
+    for path in (out / "evidence").glob("*-recheck*"):
+        path.unlink()
+    lines = run_cli("evidence", str(out), key, check=True).stdout.splitlines()
+    assert "found: optout (a build today would refuse it)" in lines[2]
+    assert lines[3] == ("  recheck 1's answers are not archived (a recheck before this "
+                        "cleanset kept its verdicts in the ledger, not the responses); the "
+                        "records below are the build's, which admitted it")
+    assert lines[5].startswith("== robots.txt (signal)")
+    page = tmp_path / "page.html"
+    run_cli("report", str(out), "--out", str(page), check=True)
+    text = page.read_text(encoding="utf-8")
+    assert "would now be refused" in text and "archived by the recheck" not in text
+
+
 def test_a_candidate_admitted_on_retry_keeps_its_api_page_and_one_image_record(
         httpserver: HTTPServer, recipe: Path, tmp_path: Path) -> None:
     """A Commons file whose image answered 503 on the first run is admitted by the next; its

@@ -22,7 +22,7 @@ def candidate_lines(evidence: CandidateEvidence) -> Iterator[str]:
     yield f"  url: {cand.url}"
     # The build's records follow a recheck's under a heading: shown alone, after a finding,
     # they read as if they were the recheck's.
-    heading_due = finding is not None and (finding.applied_by is None or finding.archived)
+    heading_due = finding is not None and not _unarchived(finding)
     if finding is not None:
         yield from _finding_lines(finding)
     any_build_record = False
@@ -47,15 +47,21 @@ def _outcome(cand: Found) -> str:
     return f"rejected, {cand.reason}: {cand.detail}"
 
 
+def _unarchived(finding: Finding) -> bool:
+    """A refusal whose answers no record holds: a recheck archives the answer behind every
+    refusal since recheck_archive.py, so it was made by a cleanset before that."""
+    return (finding.applied_by is not None or finding.refuse) and not finding.archived
+
+
 def _finding_lines(finding: Finding) -> Iterator[str]:
     if finding.applied_by is None:
         verdict = "a build today would refuse it" if finding.refuse else "not a refusal"
         yield (f"  the last recheck, {finding.recheck} ({finding.checked_at}), found: "
                f"{finding.outcome} ({verdict}): {finding.detail}")
-        return
-    yield (f"  {finding.applied_by} followed recheck {finding.recheck} ({finding.checked_at}): "
-           f"{finding.outcome}: {finding.detail}")
-    if not finding.archived:
+    else:
+        yield (f"  {finding.applied_by} followed recheck {finding.recheck} "
+               f"({finding.checked_at}): {finding.outcome}: {finding.detail}")
+    if _unarchived(finding):
         yield (f"  recheck {finding.recheck}'s answers are not archived (a recheck before this "
                "cleanset kept its verdicts in the ledger, not the responses); the records "
                "below are the build's, which admitted it")

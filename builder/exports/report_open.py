@@ -152,7 +152,8 @@ def _recheck_items(data: ReportData) -> list[str]:
                      f"</b> (recheck {last.recheck}, {_e(last.finished_at)}): "
                      + _findings(data.recheck_open, refused, refuse=True)
                      + f" <code>cleanset evidence {_e(data.out)} KEY</code> shows the answer "
-                     "each was found in (archived by the recheck); "
+                     "each was found in (a recheck by a cleanset before 2026-12-07 archived "
+                     "none: its finding alone); "
                      f"<code>cleanset recheck {_e(data.out)} --apply --reason TEXT</code> "
                      + ("(the command this recheck was run with, stopped before its "
                         "takedown) takes them down without asking the sources again."
