@@ -355,16 +355,24 @@ class _Recheck:
         finally:
             bar.close()
         try:
+            stop_point("recheck_judged")  # every sample judged, nothing printed yet
             if self.options.emit is not None:  # before finish(), which drops unchanged rows
                 for verdict in self.record.verdicts(row.recheck):
                     self.options.emit(verdict.to_json())
-        finally:
+        except KeyboardInterrupt:
+            # Ctrl-C or SIGTERM (`--json | less`, the pager holding the output): left
+            # running, every sample judged, so the same command asks no source again and
+            # prints it all. Finished here, the rerun started a new recheck of every sample.
+            raise
+        except BaseException:
             # Every sample is judged: the recheck is finished whatever became of its output.
             # Left running when `--json | head -1` closed the pipe, the same command resumed
             # it, printed into a closed pipe again, and never finished.
             if owed is None:
-                with self.record.transaction():
-                    self.record.finish(row.recheck)
+                self._finish(row)
+            raise
+        if owed is None:
+            self._finish(row)
         row = self.record.get(row.recheck)
         refused = list(islice(self.record.verdicts(row.recheck, refused_only=True),
                               REFUSED_SHOWN))
@@ -375,6 +383,10 @@ class _Recheck:
         return RecheckResult(row=row, seconds=0.0, resumed=resumed, recorded=True,
                              host_requests=requests, refused=refused, notes=self.notes,
                              pages_read=pages, unchecked=unchecked)
+
+    def _finish(self, row: RecheckRow) -> None:
+        with self.record.transaction():
+            self.record.finish(row.recheck)
 
     def _owed_takedown(self) -> RecheckRow | None:
         """The last recheck, when this same command (--apply, same scope, same dataset

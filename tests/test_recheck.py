@@ -843,6 +843,43 @@ def test_a_recheck_whose_json_reader_stops_early_is_still_finished(
     assert again.returncode == 3 and "(resumed)" not in again.stderr
 
 
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_once_every_sample_is_judged_resumes_without_asking_any_source_again(
+        dataset: tuple[World, Path], signal_name: str) -> None:
+    """`recheck --json | less`, Ctrl-C while the pager holds the verdicts: the recheck was
+    marked finished as it stopped, and the same command, "to resume", started a new one that
+    asked every source again (hours, for a large dataset). It now stays unfinished with
+    every verdict kept: the rerun asks nothing and prints them all."""
+    import signal
+
+    world, out = dataset
+    world.drift()
+    proc = start_cli("recheck", str(out), "--json", "--no-progress",
+                     env={"CLEANSET_STOP_AT": "recheck_judged"})
+    assert stopped_itself(proc), proc.communicate()
+    proc.send_signal(getattr(signal, signal_name))
+    proc.send_signal(signal.SIGCONT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == (130 if signal_name == "SIGINT" else 143), stderr
+    assert stderr.count("\n") == 1 and "run the same command again to resume" in stderr
+    with sqlite3.connect(f"file:{out / 'ledger.sqlite'}?mode=ro", uri=True) as db:
+        assert db.execute("SELECT recheck, status, done FROM rechecks").fetchall() == [
+            (1, "running", 9)]
+    world.commons.requests.clear()
+    world.hosts.seen.clear()
+    world.refusing.seen.clear()
+    again = recheck(out, "--json")
+    assert again.returncode == 3, again.stderr
+    assert "cleanset recheck 1 finished" in again.stderr and "(resumed)" in again.stderr
+    assert {k: (v["outcome"], v["refuse"]) for k, v in verdicts(again.stdout).items()} \
+        == EXPECTED
+    assert world.commons.requests == [] and world.hosts.seen == [] \
+        and world.refusing.seen == []  # nothing asked again: no API page, HEAD, robots.txt
+    with sqlite3.connect(f"file:{out / 'ledger.sqlite'}?mode=ro", uri=True) as db:
+        assert db.execute("SELECT recheck, status, done FROM rechecks").fetchall() == [
+            (1, "finished", 9)]
+
+
 def test_sample_rechecks_a_seeded_random_sample_and_reports_the_seed(
         dataset: tuple[World, Path]) -> None:
     world, out = dataset
