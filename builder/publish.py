@@ -7,7 +7,8 @@ directory, the *stage*; publishing then makes the URL a copy of it:
    report...) is hashed, with a cache keyed by size, mtime and inode, so an unchanged
    1,000-shard stage is not re-read;
 2. files that the remote's marker already lists with the same size and sha256 (and that are
-   still there with that size) are skipped; the others are uploaded, shards first, then the
+   still there with that size) are skipped, and so are those the stage noted an interrupted
+   run of this publish uploaded whole; the others are uploaded, shards first, then the
    papers, the ledger last. Each appears whole: uploaded under a temporary name and renamed,
    or, on an object store (where an upload appears whole or not at all, and there is no
    cheap rename), under its own name;
@@ -31,6 +32,7 @@ import os
 import re
 import secrets
 import sys
+import threading
 from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -100,8 +102,17 @@ class PublishSummary:
     unchanged: int = 0
     removed: list[str] = field(default_factory=list)
     marker_written: bool = False
+    resumed: int = 0  # uploaded whole by an interrupted publish of the same files
 
     def lines(self) -> list[str]:
+        lines = self._lines()
+        if self.resumed:
+            were = "was" if self.resumed == 1 else "were"
+            lines[0] += (f" ({self.resumed} more {were} uploaded by the interrupted publish "
+                         "before it, and not again)")
+        return lines
+
+    def _lines(self) -> list[str]:
         if not self.marker_written and not self.removed:
             lines = [f"published to {self.url}: up to date ({self.unchanged} files unchanged)"]
         else:
@@ -409,8 +420,16 @@ def _publish_locked(stage: Path, remote: Remote, progress: bool, what: str
                       if previous.get(rel) != e or listing.get(rel) != e.size), key=_order)
     stale = sorted((set(previous) | {rel for rel in listing if _ours(rel)}) - set(files))
     summary = PublishSummary(url=remote.url, unchanged=len(files) - len(changed))
+    journal = _Uploaded(stage, remote.url, current)
+    # Uploaded whole by an earlier run of this publish that stopped before its marker (Ctrl-C,
+    # a failed upload), and still there at that size: not sent again.
+    done = [rel for rel in changed
+            if journal.before.get(rel) == files[rel] and listing.get(rel) == files[rel].size]
+    changed = [rel for rel in changed if rel not in done]
+    summary.resumed = len(done)
     if changed or previous != files:
         _remember(stage, "publishing.json", remote.url.encode("utf-8"))
+        journal.start()
         bar = tqdm(total=sum(files[r].size for r in changed), unit="B", unit_scale=True,
                    desc="publish", disable=not progress,
                    file=unescaped(sys.stderr))
@@ -418,7 +437,7 @@ def _publish_locked(stage: Path, remote: Remote, progress: bool, what: str
             # Each group completes before the next starts: shards, papers, ledger.
             for group in (0, 1, 2):
                 batch = [rel for rel in changed if _order(rel)[0] == group]
-                _upload_all(remote, stage, batch, files, bar, kept)
+                _upload_all(remote, stage, batch, files, bar, kept, journal)
         summary.uploaded = changed
         summary.uploaded_bytes = sum(files[r].size for r in changed)
         new_marker = marker_bytes(files)
@@ -444,6 +463,7 @@ def _publish_locked(stage: Path, remote: Remote, progress: bool, what: str
                 "Publishing from two stages to one URL at once is not supported.")
         _remember(stage, "published.json", new_marker)
         _remember(stage, "pending.json", None)
+        _remember(stage, _Uploaded.NAME, None)
         summary.marker_written = True
     for rel in stale:  # only now: the marker no longer lists them
         _remote_call(remote, f"removing {rel}", kept,
@@ -506,19 +526,71 @@ def _check_stage_shards(stage: Path, files: dict[str, FileEntry]) -> None:
                 "URL.")
 
 
+class _Uploaded:
+    """The stage's note of each file a publish has uploaded whole, one JSON line each, for
+    the URL and the marker it found there: a publish stopped before its marker (Ctrl-C, a
+    failed upload) is run again without sending those files again. Gone once the marker is
+    written; void when the URL's marker is another by then."""
+
+    NAME = "uploaded.jsonl"
+
+    def __init__(self, stage: Path, url: str, current: bytes | None) -> None:
+        self.stage = stage
+        self.path = stage / STATE / self.NAME
+        self.head = json.dumps({"url": url, "marker": hashlib.sha256(current or b"")
+                                .hexdigest()}, sort_keys=True)
+        self.before: dict[str, FileEntry] = {}
+        self._lock = threading.Lock()
+        try:
+            head, *lines = self.path.read_text(encoding="utf-8").splitlines()
+        except (OSError, ValueError):
+            return
+        if head != self.head:
+            return
+        for line in lines:
+            try:
+                rel, size, sha = json.loads(line)
+                self.before[str(rel)] = FileEntry(int(size), str(sha))
+            except (ValueError, TypeError):
+                break  # a line cut short by a kill: everything before it stands
+
+    def start(self) -> None:
+        """Keep the note of an earlier run of this same publish, else start a new one."""
+        if self.before:
+            return
+        _remember(self.stage, self.NAME, (self.head + "\n").encode("utf-8"))
+
+    def add(self, rel: str, entry: FileEntry) -> None:
+        line = json.dumps([rel, entry.size, entry.sha256]) + "\n"
+        with self._lock, open(self.path, "a", encoding="utf-8") as note:
+            note.write(line)
+
+
 def _upload_all(remote: Remote, stage: Path, rels: list[str], files: dict[str, FileEntry],
-                bar: Any, kept: str) -> None:
+                bar: Any, kept: str, journal: _Uploaded) -> None:
     if not rels:
         return
 
     def one(rel: str) -> None:
         _remote_call(remote, f"uploading {rel}", kept,
                      lambda: _upload(remote, stage / rel, rel, files[rel]))
+        journal.add(rel, files[rel])
         bar.update(files[rel].size)
 
-    with ThreadPoolExecutor(max_workers=min(UPLOAD_WORKERS, len(rels))) as pool:
+    pool = ThreadPoolExecutor(max_workers=min(UPLOAD_WORKERS, len(rels)))
+    try:
         for future in [pool.submit(one, rel) for rel in rels]:
             future.result()
+    except KeyboardInterrupt:
+        # Ctrl-C stops at once: the queued uploads are not started, and those running are
+        # not waited for (a remote temporary they leave is removed by the next publish).
+        # Left to the pool, every queued file of the group was uploaded first.
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 def _upload(remote: Remote, local: Path, rel: str, entry: FileEntry) -> None:

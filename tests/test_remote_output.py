@@ -462,6 +462,70 @@ def test_a_failed_upload_keeps_the_staged_build_and_the_same_command_publishes_i
     assert "verify: OK: 5 samples" in run_cli("verify", url, check=True).stdout
 
 
+# A real SIGINT, sent by the process to itself as the first paper's upload is renamed into
+# place (every shard and evidence file is uploaded by then); from that moment the remote
+# stops answering: every upload thread that touches it waits for good.
+_CTRL_C_AS_THE_PAPERS_UPLOAD = """
+import os, signal, sys, threading
+remote = sys.argv.pop(1)
+hang, sent = threading.Event(), []
+def hook(event, args):
+    if event not in ('open', 'os.rename') or not str(args[0]).startswith(remote + '/'):
+        return
+    rel = str(args[0])[len(remote) + 1:]
+    if not sent and event == 'os.rename' and not rel.startswith(('shards/', 'evidence/')):
+        sent.append(rel)
+        os.kill(os.getpid(), signal.SIGINT)
+    if sent and threading.current_thread() is not threading.main_thread():
+        hang.wait()
+sys.addaudithook(hook)
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+from builder.cli import run
+sys.argv = ['cleanset', *sys.argv[1:]]
+run()
+"""
+
+
+def test_ctrl_c_mid_publish_stops_at_once_and_the_rerun_uploads_nothing_twice(
+        tmp_path: Path) -> None:
+    """Ctrl-C as a publish uploads: it waited for every upload still queued (for good, with
+    a remote that stopped answering), and the same command then uploaded every file again,
+    those already at the URL whole too, since no marker listed them yet."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    add_images(tmp_path / "images", list(range(6)))
+    recipe = recipe_for(tmp_path, "recipe.toml", "images", per_shard=1)
+    remote_dir = tmp_path / "remote" / "dataset"
+    args = ("build", str(recipe), "--out", remote_dir.as_uri(), "--stage",
+            str(tmp_path / "stage"), "--no-progress")
+    proc = subprocess.run([sys.executable, "-c", _CTRL_C_AS_THE_PAPERS_UPLOAD, str(remote_dir),
+                           *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "SOURCE_DATE_EPOCH": FIXED_EPOCH,
+                               "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr == "cleanset: interrupted; run the same command again to resume.\n"
+    assert not (remote_dir / MARKER).exists()
+    uploaded = {p.relative_to(remote_dir).as_posix(): (p.stat().st_ino, p.stat().st_mtime_ns)
+                for p in remote_dir.rglob("*") if p.is_file()
+                and p.relative_to(remote_dir).parts[0] in ("shards", "evidence")
+                and ".cleanset-upload-" not in p.name}
+    assert len([rel for rel in uploaded if rel.startswith("shards/")]) == 6
+
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert f"({len(uploaded)} more were uploaded by the interrupted publish before it, and " \
+           "not again)" in again.stdout
+    for rel, before in uploaded.items():
+        path = remote_dir / rel
+        assert (path.stat().st_ino, path.stat().st_mtime_ns) == before, rel  # not sent again
+    assert_marker_describes(remote_dir.as_uri())
+    assert "verify: OK: 6 samples" in run_cli("verify", remote_dir.as_uri(), check=True).stdout
+
+
 def test_an_unreachable_remote_fails_before_building_with_the_url_named(
         corpus: Path, tmp_path: Path) -> None:
     (tmp_path / "blocker").write_text("not a directory")
