@@ -623,10 +623,13 @@ def _put_bytes(remote: Remote, rel: str, data: bytes) -> None:
 class Pulled:
     files: int
     bytes: int
+    kept: int = 0  # already in the stage, whole, from a pull that was stopped
 
     def line(self, url: str, stage: Path) -> str:
+        kept = (f", {self.kept} of them already there from the pull that was stopped, not "
+                "downloaded again" if self.kept else "")
         return (f"pulled the published dataset from {url}: {self.files} files "
-                f"({self.bytes / 1e6:.1f} MB) into {stage}")
+                f"({self.bytes / 1e6:.1f} MB) into {stage}{kept}")
 
 
 def prepare_stage(stage: Path, remote: Remote, *, nothing: str = "Nothing was built"
@@ -669,7 +672,15 @@ def _prepare_locked(stage: Path, remote: Remote, nothing: str) -> Pulled | None:
         return None
     files = parse_marker(current, remote.url)
     cache: dict[str, list[Any]] = {}
+    kept = 0
+    # Known before the ledger is in place: a pull stopped just after it (Ctrl-C) was refused
+    # by the same command as "a dataset published from elsewhere".
+    _remember(stage, "published.json", current)
     for rel in sorted(files, key=_order):  # the ledger last: no ledger = not pulled yet
+        if _pulled_before(stage / rel, files[rel]):  # by a pull stopped half-way
+            cache[rel] = [*_stat_key(stage / rel), files[rel].sha256]
+            kept += 1
+            continue
         got = _remote_call(remote, f"downloading {rel}", retry,
                            lambda rel=rel: download(remote, rel, stage / rel))
         if got != files[rel]:
@@ -681,8 +692,16 @@ def _prepare_locked(stage: Path, remote: Remote, nothing: str) -> Pulled | None:
                 f"{nothing}.")
         cache[rel] = [*_stat_key(stage / rel), got.sha256]
     _remember(stage, "hashes.json", json.dumps(cache).encode("utf-8"))
-    _remember(stage, "published.json", current)
-    return Pulled(files=len(files), bytes=sum(e.size for e in files.values()))
+    return Pulled(files=len(files), bytes=sum(e.size for e in files.values()), kept=kept)
+
+
+def _pulled_before(local: Path, entry: FileEntry) -> bool:
+    """Whether the stage already holds this file as the marker lists it (downloaded whole by
+    a pull that was stopped): read here, not downloaded again."""
+    try:
+        return local.stat().st_size == entry.size and file_sha256(local) == entry.sha256
+    except OSError:
+        return False
 
 
 def _pull_lost_shards(stage: Path, remote: Remote, published: dict[str, FileEntry],

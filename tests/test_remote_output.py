@@ -526,6 +526,73 @@ def test_ctrl_c_mid_publish_stops_at_once_and_the_rerun_uploads_nothing_twice(
     assert "verify: OK: 6 samples" in run_cli("verify", remote_dir.as_uri(), check=True).stdout
 
 
+# A real SIGINT, sent by the process to itself the N-th time its main thread raises the audit
+# EVENT on a path ending in (or, for a rename, holding) NAME.
+_CTRL_C_AT = """
+import os, signal, sys, threading
+event, name, nth = sys.argv.pop(1), sys.argv.pop(1), int(sys.argv.pop(1))
+seen = []
+def hook(ev, args):
+    if ev == event and threading.current_thread() is threading.main_thread() \\
+            and name in os.path.basename(str(args[0])):
+        seen.append(args[0])
+        if len(seen) == nth:
+            os.kill(os.getpid(), signal.SIGINT)
+sys.addaudithook(hook)
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+from builder.cli import run
+sys.argv = ['cleanset', *sys.argv[1:]]
+run()
+"""
+
+
+@pytest.mark.parametrize("moment", ["as the 4th file pulled is renamed into place",
+                                    "once the ledger is in place"])
+def test_a_pull_stopped_by_ctrl_c_is_resumed_by_the_same_command_downloading_nothing_twice(
+        corpus: Path, tmp_path: Path, moment: str) -> None:
+    """A build into a URL from an empty stage pulls the published dataset first. Ctrl-C
+    once the pulled ledger was in place, before the stage noted the marker it pulled: the
+    same command refused the URL as "a dataset published from elsewhere" (a new empty stage
+    and the whole pull again was the way out). Ctrl-C before that: the same command
+    downloaded every file again, those already pulled whole too."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    url = (tmp_path / "remote" / "dataset").as_uri()
+    run_cli("build", str(corpus), "--out", url, "--stage", str(tmp_path / "first"),
+            "--no-progress", check=True)
+    stage = tmp_path / "second"
+    args = ("build", str(corpus), "--out", url, "--stage", str(stage), "--no-progress")
+    at = (("os.rename", ".cleanset-upload-download", "4") if moment.startswith("as")
+          else ("open", "hashes.json.tmp", "1"))
+    proc = subprocess.run([sys.executable, "-c", _CTRL_C_AT, *at, *args], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO),
+                                                       "SOURCE_DATE_EPOCH": FIXED_EPOCH})
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr == "cleanset: interrupted; run the same command again to resume.\n"
+    # the shards and the evidence (the build after the pull writes the papers again)
+    pulled = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in stage.rglob("*")
+              if p.is_file() and not p.name.startswith(".")
+              and p.relative_to(stage).parts[0] in ("shards", "evidence")}
+    assert len(pulled) == (3 if moment.startswith("as") else 4)
+
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert "published from elsewhere" not in again.stderr
+    if moment.startswith("as"):
+        assert "12 files (" in again.stdout and "3 of them already there from the pull that " \
+               "was stopped, not downloaded again" in again.stdout
+    else:
+        assert "pulled" not in again.stdout  # it was: its ledger is there
+    assert f"published to {url}: up to date" in again.stdout
+    for path, before in pulled.items():
+        assert (path.stat().st_ino, path.stat().st_mtime_ns) == before, path  # not again
+    assert "verify: OK: 5 samples" in run_cli("verify", str(stage), check=True).stdout
+
+
 def test_an_unreachable_remote_fails_before_building_with_the_url_named(
         corpus: Path, tmp_path: Path) -> None:
     (tmp_path / "blocker").write_text("not a directory")
