@@ -20,9 +20,9 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from builder import __version__, interrupts
+from builder import interrupts
 from builder.commands import command_modules
 from builder.display import EscapingStream
 from builder.errors import UserError
@@ -35,9 +35,21 @@ class _ArgumentParser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+class _Version(argparse.Action):
+    """`--version`: cleanset's version and a digest of its code (builder/identity.py), worked
+    out only when asked: every other command would pay for reading the package."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        from builder.identity import tool_version
+
+        print(f"cleanset {tool_version()}")
+        parser.exit()
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = _ArgumentParser(prog="cleanset", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"cleanset {__version__}")
+    parser.add_argument("--version", action=_Version, nargs=0,
+                        help="the version and a digest of the installed code, then exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="log per-stage details")
     # The same flag after the subcommand (`cleanset build -v ...`); SUPPRESS keeps a
     # subcommand that did not see it from resetting the value given before it.

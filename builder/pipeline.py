@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
-from builder import __version__, clock, clusters, interrupts
+from builder import clock, clusters, interrupts
 from builder.dedup import (
     Exclusions,
     Hashes,
@@ -64,6 +64,7 @@ from builder.executors import Executor, make_executor
 from builder.exports.papers import record_dataset_meta, require_writers, write_papers
 from builder.faults import crash_point, stop_point
 from builder.fetch import recording
+from builder.identity import tool_version
 from builder.ledger import RECIPE_TEXT_META, BuildRow, Ledger, RetryRow
 from builder.lock import OutputLock
 from builder.output_dir import LEDGER, check_output_dir, check_still_alone
@@ -128,6 +129,11 @@ class BuildOptions:
     allow_looser_policy: bool = False
     commit_every: int = field(
         default_factory=lambda: int(os.environ.get("CLEANSET_COMMIT_EVERY", "256")))
+    # ... or once this many seconds have passed since the last commit: at a polite host's
+    # rate (`per_host_rps = 1`) 256 decisions are four minutes of downloads, all thrown
+    # away by a Ctrl-C and redone by the rerun.
+    commit_seconds: float = field(
+        default_factory=lambda: float(os.environ.get("CLEANSET_COMMIT_SECONDS", "30")))
 
 
 @dataclass
@@ -526,7 +532,7 @@ def _start_or_resume(ledger: Ledger, recipe: Recipe, policy: dict[str, Any],
         _check_same_dataset(ledger, latest, recipe, policy, options)
     row = ledger.start_build(
         recipe_sha256=recipe.sha256, recipe_path=str(recipe.file),
-        dataset_name=recipe.dataset.name, policy=policy, tool_version=__version__,
+        dataset_name=recipe.dataset.name, policy=policy, tool_version=tool_version(),
         started_at=clock.wall_iso(),
     )
     _record_recipe_text(ledger, row.build, recipe)
@@ -555,7 +561,7 @@ def _take_over(ledger: Ledger, stopped: BuildRow, recipe: Recipe, policy: dict[s
         "tool_version = ?, exhausted = 0, source_index = 0, source_resume = NULL "
         "WHERE build = ?",
         (recipe.sha256, str(recipe.file), recipe.dataset.name,
-         json.dumps(policy, sort_keys=True), __version__, stopped.build))
+         json.dumps(policy, sort_keys=True), tool_version(), stopped.build))
     _record_recipe_text(ledger, stopped.build, recipe)
     print(f"cleanset: note: build {stopped.build} stopped before deciding any candidate; it "
           f"goes on with {recipe.file} as it is now", file=sys.stderr)
@@ -717,6 +723,7 @@ class _Run:
         self.next_key = int(ledger.get_meta("next_key") or 0)
         self.shard: OpenShard | None = None
         self.since_commit = 0
+        self.committed_at = time.monotonic()
         self.current_seq = self.cursor.seq
         self.current_order = 0
         self.exhausted = True  # every source read to its end (False: stopped at --limit)
@@ -971,8 +978,9 @@ class _Run:
                                  rejected=sum(self.summary.rejected.values()), refresh=False)
         self.bar.update(1)
         # Worker-written shards of a retry pass commit with the pass (see _end_retry_pass).
-        if (self.since_commit >= self.options.commit_every
-                and not (self.retrying and self.worker_shards)):
+        due = self.since_commit >= self.options.commit_every or \
+            time.monotonic() - self.committed_at >= self.options.commit_seconds
+        if due and not (self.retrying and self.worker_shards):
             self._commit()
 
     def _count_rejection(self, work: _Work, rejection: Rejection) -> None:
@@ -1193,8 +1201,10 @@ class _Run:
             self.ledger.set_meta(RETRY_CURSOR, json.dumps({"seq": self.retry_cursor}))
         self.ledger.commit()
         crash_point("after_commit")
+        stop_point("after_commit")
         self.ledger.begin()
         self.since_commit = 0
+        self.committed_at = time.monotonic()
 
     def _finish(self, exhausted: bool) -> None:
         if self.shard is not None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from builder import __version__
+from builder.identity import tool_version
 from builder.licensing import credit_line_text
 from builder.records import Checked
 
@@ -95,7 +95,7 @@ def make_provenance(key: str, checked: Checked, stamp: BuildStamp,
         "evidence": evidence or NO_EVIDENCE,
         "build": {
             "tool": "cleanset",
-            "tool_version": __version__,
+            "tool_version": tool_version(),
             "provenance_version": PROVENANCE_VERSION,
             "recipe_sha256": stamp.recipe_sha256,
             "policy": stamp.policy,

@@ -44,10 +44,11 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 from tqdm import tqdm
 
-from builder import __version__, clock
+from builder import clock
 from builder.display import unescaped
 from builder.errors import UserError
 from builder.faults import stop_point
+from builder.identity import tool_version
 from builder.lock import OutputLock
 from builder.output_dir import LEDGER, PUBLISHED_MARKER, STAGE_STATE, check_output_dir
 from builder.shards import file_sha256
@@ -267,7 +268,7 @@ def parse_marker(data: bytes, url: str) -> dict[str, FileEntry]:
 def marker_bytes(files: dict[str, FileEntry]) -> bytes:
     doc = {
         "cleanset_published": MARKER_FORMAT,
-        "tool_version": __version__,
+        "tool_version": tool_version(),
         "published_at": clock.wall_iso(),
         "files": {rel: {"size": e.size, "sha256": e.sha256} for rel, e in sorted(files.items())},
     }

@@ -25,6 +25,8 @@ from tests.conftest import (
     make_image,
     run_cli,
     serve_no_site_policies,
+    start_cli,
+    stopped_itself,
     write_jsonl,
     write_recipe,
 )
@@ -488,6 +490,52 @@ def test_ctrl_c_mid_build_exits_130_at_once_quietly_and_the_rerun_finishes(
     assert rerun.returncode == 0, rerun.stderr
     assert f"dataset: {count} samples" in rerun.stdout
     assert run_cli("verify", str(tmp_path / "out")).returncode == 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
+def test_a_ctrl_c_keeps_the_decisions_of_the_last_seconds_not_only_each_256th(
+        httpserver: HTTPServer, tmp_path: Path) -> None:
+    """Decisions commit every 256, and now also once 30 s have passed since the last commit:
+    at a polite host's one request a second, a Ctrl-C threw away up to four minutes of
+    downloads, all asked again by the rerun. Here the seconds are 0, so the build commits
+    its first decision at once, and is stopped and Ctrl-C'd there."""
+    import signal
+
+    from werkzeug import Request, Response
+
+    serve_no_site_policies(httpserver)
+    images = {f"/slow/{i}.jpg": make_image(i, (40, 32)) for i in range(12)}
+    asked: list[str] = []
+
+    def image(request: Request) -> Response:
+        asked.append(request.path)
+        return Response(images[request.path], content_type="image/jpeg")
+
+    for path in images:
+        httpserver.expect_request(path).respond_with_handler(image)
+    rows = [{"id": path, "url": httpserver.url_for(path), "license": CC0} for path in images]
+    recipe = many_images_recipe(tmp_path, rows, "", "[fetch]\nallow_private_addresses = true")
+    out = tmp_path / "out"
+    command = ("build", str(recipe), "--out", str(out), "--no-progress", "--executor", "threads")
+    held = start_cli(*command, env={"CLEANSET_COMMIT_SECONDS": "0",
+                                    "CLEANSET_STOP_AT": "after_commit"})
+    try:
+        assert stopped_itself(held), held.communicate()
+        with sqlite3.connect(f"file:{out / 'ledger.sqlite'}?mode=ro", uri=True) as db:
+            committed = db.execute("SELECT url FROM candidates ORDER BY seq").fetchall()
+        held.send_signal(signal.SIGINT)
+    finally:
+        held.send_signal(signal.SIGCONT)
+        _, stderr = held.communicate(timeout=120)
+    assert held.returncode == 130, stderr
+    # committed as its first decision was taken, not at the 256th or at the build's end
+    assert committed == [(rows[0]["url"],)]
+    asked.clear()
+    rerun = run_cli(*command)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "dataset: 12 samples" in rerun.stdout
+    assert "/slow/0.jpg" not in asked and len(asked) == 11
+    assert run_cli("verify", str(out)).returncode == 0
 
 
 @pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])

@@ -109,7 +109,7 @@ def test_header_names_version_builds_timeframe_policy_and_location(page: str,
                                                                    dataset: Path) -> None:
     head = section(page, "summary")
     assert "report-test, version 2" in head  # the build, then the takedown
-    assert "build 1:" in head and "cleanset 0.1.0" in head
+    assert "build 1:" in head and "cleanset 0.1.0+src." in head
     assert "Retrieved" in head and "→" in head
     assert "commercial" in head and "the CC-BY-SA family" in head
     assert str(dataset.resolve()) in head

@@ -25,10 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from builder import __version__, clock
+from builder import clock
 from builder.errors import UserError
 from builder.evidence import warc
 from builder.evidence.warc import Pointer
+from builder.identity import tool_version
 from builder.records import Exchange
 from builder.shards import file_sha256, fsync_dir
 
@@ -200,7 +201,7 @@ class EvidenceArchive:
         from importlib.metadata import version
 
         return {
-            "software": f"cleanset/{__version__} (warcio/{version('warcio')})",
+            "software": f"cleanset/{tool_version()} (warcio/{version('warcio')})",
             "format": "WARC File Format 1.1",
             "conformsTo": "https://iipc.github.io/warc-specifications/specifications/"
                           "warc-format/warc-1.1/",
@@ -366,7 +367,7 @@ def log_takedown(out: Path, db: sqlite3.Connection, log: dict[str, Any]) -> None
     with tmp.open("wb") as f:
         out_warc = warc.writer(f)
         out_warc.write_record(warc.warcinfo(name, {
-            "software": f"cleanset/{__version__}", "format": "WARC File Format 1.1",
+            "software": f"cleanset/{tool_version()}", "format": "WARC File Format 1.1",
             "description": f"cleanset {log['id']}: the takedown's log entry (takedowns.jsonl) "
                            "and the evidence records of every sample it removed."},
             log["when"]))

@@ -23,10 +23,11 @@ import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 
-from builder import __version__, clock
+from builder import clock
 from builder.evidence import warc
 from builder.evidence.archive import DIRNAME, ensure_schema
 from builder.faults import crash_point
+from builder.identity import tool_version
 from builder.records import Exchange
 from builder.shards import file_sha256, fsync_dir
 
@@ -146,7 +147,7 @@ class RecheckArchive:
 
     def _info(self) -> dict[str, str]:
         return {
-            "software": f"cleanset/{__version__}",
+            "software": f"cleanset/{tool_version()}",
             "format": "WARC File Format 1.1",
             "isPartOf": self.dataset,
             "description": f"Evidence of cleanset recheck {self.recheck}: the answers behind "

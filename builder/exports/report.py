@@ -21,7 +21,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-from builder import __version__
 from builder.display import visible
 from builder.errors import UserError
 from builder.exports.papers import atomic_write
@@ -33,6 +32,7 @@ from builder.exports.report_data import (
     named_creators,
     transient_reasons,
 )
+from builder.identity import tool_version
 from builder.ledger import Ledger, reading, require_dataset
 
 TOP_CREATORS = 20
@@ -187,7 +187,7 @@ def report_html(data: ReportData) -> str:
                 _rechecks(data), _images(data)]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f'<meta name="{VERSION_META}" content="{_e(data.version)}">'
-            f'<meta name="generator" content="cleanset {_e(__version__)}">'
+            f'<meta name="generator" content="cleanset {_e(tool_version())}">'
             f"<title>{_e(title)}</title><style>{CSS}</style></head><body>"
             f"<h1>{_e(title)}</h1>" + "".join(sections) + "</body></html>\n")
 
@@ -212,7 +212,7 @@ def _signoff(data: ReportData) -> str:
            else "missing")
     rows = [("Dataset", f"{_e(data.name)}, version {_e(data.version)}"),
             ("manifest.parquet sha256", sha),
-            ("Report written", f"{_e(data.generated_at)} by cleanset {_e(__version__)}")]
+            ("Report written", f"{_e(data.generated_at)} by cleanset {_e(tool_version())}")]
     papers = "".join(
         f"<tr><td><code>{_e(p.name)}</code></td><td><code>{_e(p.actual or 'missing')}</code>"
         f"</td><td>{_paper_state(p)}</td></tr>" for p in data.papers)

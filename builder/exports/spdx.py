@@ -19,8 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from builder import __version__, clock
+from builder import clock
 from builder.exports.papers import replacing
+from builder.identity import tool_version
 from builder.ledger import Ledger
 from builder.shards import shard_name
 
@@ -561,7 +562,7 @@ def _namespace(facts: Facts, keys: Iterable[str]) -> str:
 def _tool_actor() -> Any:
     from spdx_tools.spdx.model import Actor, ActorType
 
-    return Actor(ActorType.TOOL, f"cleanset-{__version__}")
+    return Actor(ActorType.TOOL, f"cleanset-{tool_version()}")
 
 
 def check_spdx(out: Path, ledger: Ledger, facts: Facts,
