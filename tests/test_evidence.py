@@ -665,16 +665,24 @@ def test_evidence_of_a_sample_a_recheck_took_down_shows_the_answer_that_refused_
     assert "found: unchanged (not a refusal)" in other.stdout  # what the recheck found of it
 
 
-def test_evidence_of_a_sample_the_last_recheck_would_refuse_shows_that_finding_and_answer(
-        httpserver: HTTPServer, recipe: Path, tmp_path: Path) -> None:
-    """A sample the report lists as open (the last recheck would refuse it, not yet taken
-    down): `cleanset evidence` showed only build day's records, which admitted it."""
+def rechecked_with_t0_refused(httpserver: HTTPServer, recipe: Path, tmp_path: Path
+                              ) -> tuple[Path, str]:
+    """The dataset built, then rechecked once its host's robots.txt refused sample t0: the
+    directory, and t0's key."""
     out = tmp_path / "out"
     build(recipe, out)
     key = next(r["key"] for r in samples(out) if r["source_id"] == "t0")
     httpserver.expect_oneshot_request("/robots.txt").respond_with_data(
         "User-agent: *\nDisallow: /table/0.jpg\n", content_type="text/plain")
     assert run_cli("recheck", str(out), "--no-progress").returncode == 3
+    return out, key
+
+
+def test_evidence_of_a_sample_the_last_recheck_would_refuse_shows_that_finding_and_answer(
+        httpserver: HTTPServer, recipe: Path, tmp_path: Path) -> None:
+    """A sample the report lists as open (the last recheck would refuse it, not yet taken
+    down): `cleanset evidence` showed only build day's records, which admitted it."""
+    out, key = rechecked_with_t0_refused(httpserver, recipe, tmp_path)
     proc = run_cli("evidence", str(out), key)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
@@ -705,12 +713,7 @@ def test_a_refusal_found_by_a_recheck_that_archived_nothing_says_so(
     the recheck"."""
     import sqlite3
 
-    out = tmp_path / "out"
-    build(recipe, out)
-    key = next(r["key"] for r in samples(out) if r["source_id"] == "t0")
-    httpserver.expect_oneshot_request("/robots.txt").respond_with_data(
-        "User-agent: *\nDisallow: /table/0.jpg\n", content_type="text/plain")
-    assert run_cli("recheck", str(out), "--no-progress").returncode == 3
+    out, key = rechecked_with_t0_refused(httpserver, recipe, tmp_path)
     # What the older recheck left: its verdicts, no archive of its answers.
     with sqlite3.connect(out / "ledger.sqlite") as db:
         db.execute("DROP TABLE recheck_evidence")
