@@ -70,6 +70,10 @@ def test_kill_9_mid_takedown_then_the_same_command_completes_it(built: dict, tmp
             p.name: p.read_bytes() for p in (built["out"] / "shards").glob("*.tar")}
     rerun = run_cli("takedown", str(out), *built["args"], check=True)
     assert "completed the interrupted takedown takedown-v2" in rerun.stdout
+    # it once ended "nothing left to remove ...; nothing changed", just after changing it
+    assert "nothing changed" not in rerun.stdout
+    assert rerun.stdout.splitlines()[-1].startswith("takedown: takedown-v2, completed above, "
+                                                    "removed it; nothing left to remove in ")
     assert not (out / ".takedown.json").exists()
     assert not list((out / "shards").glob("*.takedown"))
     assert state(out) == state(built["reference"])

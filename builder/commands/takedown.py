@@ -80,7 +80,11 @@ def _report(result: Any, sel: Any, where: str, *, lines: bool = True) -> int:
     for line in result.lines() if lines else ():
         print(line)
     if not result.matches and not sel.empty():
-        if result.already_removed:
+        if result.already_removed and result.completed_pending:
+            # The same command again after it was stopped: what it asked for is done now.
+            print(f"takedown: {result.completed_pending}, completed above, removed it; "
+                  f"nothing left to remove in {where}")
+        elif result.already_removed:
             print(f"takedown: nothing left to remove in {where}; nothing changed")
         else:
             print(f"takedown: nothing in {where} matches; nothing changed")
