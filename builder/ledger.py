@@ -25,6 +25,20 @@ LEDGER_FILE = "ledger.sqlite"
 # Meta: the text of the recipe each build started from, so an unfinished build's recipe
 # can be told apart from an edit of it, got back after one, and rechecked from.
 RECIPE_TEXT_META = "recipe_text:{build}"
+
+
+def latest_recipe_table(db: sqlite3.Connection) -> dict[str, Any]:
+    """The recipe the latest build recorded (RECIPE_TEXT_META), parsed; {} when it recorded
+    none (a ledger of an earlier cleanset) or it does not parse."""
+    import tomllib
+
+    row = db.execute("SELECT value FROM meta WHERE key = (SELECT 'recipe_text:' || MAX(build) "
+                     "FROM builds)").fetchone()
+    try:
+        table = tomllib.loads(row[0]) if row and row[0] else {}
+    except tomllib.TOMLDecodeError:
+        return {}
+    return table if isinstance(table, dict) else {}
 # SQLite's logs beside the ledger that may hold committed rows not yet in the file itself.
 _LOGS = ("-wal", "-journal")
 

@@ -27,7 +27,6 @@ import json
 import os
 import sqlite3
 import sys
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -214,14 +213,10 @@ class Removals:
 
 def _denylist_distance(db: sqlite3.Connection) -> int:
     """`[optout] pdq_max_distance` of the latest build's recorded recipe, else the default."""
-    from builder.ledger import RECIPE_TEXT_META
+    from builder.ledger import latest_recipe_table
 
-    row = db.execute("SELECT MAX(build) FROM builds").fetchone()
-    text = _meta(db, RECIPE_TEXT_META.format(build=row[0])) if row and row[0] else None
-    try:
-        value = tomllib.loads(text or "").get("optout", {}).get("pdq_max_distance")
-    except (tomllib.TOMLDecodeError, AttributeError):
-        value = None
+    optout = latest_recipe_table(db).get("optout")
+    value = optout.get("pdq_max_distance") if isinstance(optout, dict) else None
     return value if isinstance(value, int) and 0 <= value <= 256 else \
         OptoutConfig.pdq_max_distance
 

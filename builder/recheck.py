@@ -56,11 +56,11 @@ from builder.optout.config import OptoutConfig
 from builder.optout.consent import HostConsent
 from builder.optout.hostfiles import origin
 from builder.recheck_log import (
-    RECHECK_MAX_AGE_DAYS,
     RecheckLog,
     RecheckRow,
     days_between,
     describe_scope,
+    recheck_config,
 )
 from builder.recipe import Recipe, load_recipe
 from builder.records import Evidence, Exchange
@@ -243,6 +243,7 @@ class _Recheck:
         self.host_fetcher: Fetcher | None = None
         self.notes: list[str] = []
         self.host_files_index: dict[str, list[str]] | None = None
+        self.max_age_days = recheck_config(ledger.db).max_age_days
         self.scope_sources = self._scope_sources()
         self.where, self.where_args = _source_filter(self.scope_sources)
         try:
@@ -400,7 +401,7 @@ class _Recheck:
                 not self._same_command(last, *self._scope()[:2]):
             return None
         age = days_between(last.finished_at, clock.wall_iso())
-        if age is not None and age > RECHECK_MAX_AGE_DAYS:
+        if age is not None and age > self.max_age_days:
             return None  # too old to act on: the sources are asked again
         self.notes.append(f"recheck {last.recheck} finished at {last.finished_at} and was "
                           "stopped before its takedown: taking down what it found, without "
@@ -453,12 +454,12 @@ class _Recheck:
     def _fresh_enough(self, running: RecheckRow) -> bool:
         """Whether an unfinished recheck may be finished: it keeps the verdicts it made when
         they were made, and is dated by its start. One killed months ago was finished "now"
-        with verdicts that old; past RECHECK_MAX_AGE_DAYS it is started afresh instead."""
+        with verdicts that old; past `[recheck] max_age_days` it is started afresh instead."""
         age = days_between(running.started_at, clock.wall_iso())
-        if age is not None and age > RECHECK_MAX_AGE_DAYS:
+        if age is not None and age > self.max_age_days:
             self.notes.append(f"recheck {running.recheck}, started {running.started_at} "
                               f"({age} days ago) and never finished, was abandoned: its "
-                              f"verdicts are older than {RECHECK_MAX_AGE_DAYS} days; every "
+                              f"verdicts are older than {self.max_age_days} days; every "
                               "sample is judged afresh")
             return False
         if age:

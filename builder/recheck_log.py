@@ -20,16 +20,48 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from builder import clock
 from builder.drift import DRIFT, Outcome, Verdict
+from builder.errors import UserError
 
 # A recheck older than this is old: sources revise rights and hosts add opt-outs all the
 # time (docs/recheck.md suggests a weekly one; a quarter is generous). The report names a
 # last recheck this old as open, and an unfinished one this old is started afresh rather
-# than finished with verdicts that old.
+# than finished with verdicts that old. A recipe's `[recheck] max_age_days` sets it for its
+# dataset (a team's own policy: monthly, weekly).
 RECHECK_MAX_AGE_DAYS = 90
+
+
+@dataclass(frozen=True)
+class RecheckConfig:
+    """A recipe's `[recheck]`: how old a recheck may be before its verdicts are stale."""
+
+    max_age_days: int = RECHECK_MAX_AGE_DAYS
+
+    def __post_init__(self) -> None:
+        if self.max_age_days < 1:
+            raise ValueError("max_age_days must be 1 or more (days).")
+
+
+def load_recheck_config(table: Any, *, file: Path | str) -> RecheckConfig:
+    from builder.config import from_table
+
+    return from_table(RecheckConfig, table, file=file, where="recheck")
+
+
+def recheck_config(db: sqlite3.Connection) -> RecheckConfig:
+    """The `[recheck]` of the recipe the dataset's latest build recorded; the defaults when
+    it has none, or when that recipe no longer reads (the report and a recheck must not
+    stop on it: the build that recorded it accepted it)."""
+    from builder.ledger import latest_recipe_table
+
+    try:
+        return load_recheck_config(latest_recipe_table(db).get("recheck", {}), file="recipe")
+    except UserError:
+        return RecheckConfig()
 
 
 def days_between(earlier: str | None, later: str) -> int | None:

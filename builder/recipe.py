@@ -310,7 +310,7 @@ def check_user_agent_contact(recipe: Recipe) -> str | None:
 
 SECTIONS = {"dataset", "policy", "sources", "fetch", "image", "dedup", "executor"}
 # Sections other modules own; they validate their own tables (see `Recipe.extra`).
-EXTENSION_SECTIONS = {"optout", "evidence"}
+EXTENSION_SECTIONS = {"optout", "evidence", "recheck"}
 
 
 def load_recipe(path: str | Path, *, recorded: bytes | None = None) -> Recipe:
@@ -355,8 +355,10 @@ def load_recipe(path: str | Path, *, recorded: bytes | None = None) -> Recipe:
 
     load_optout(table.get("optout", {}), file=file, base=file.parent)
     from builder.evidence.archive import load_evidence_config
+    from builder.recheck_log import load_recheck_config
 
     load_evidence_config(table.get("evidence", {}), file=file)
+    load_recheck_config(table.get("recheck", {}), file=file)
     _preflight_sources(sources, file, fetch)  # the recipe's keys first, then the data files
     return Recipe(
         file=file.resolve(),

@@ -188,6 +188,7 @@ def accepted_keys() -> dict[str, set[str]]:
     from builder import recipe
     from builder.evidence.archive import EvidenceConfig
     from builder.optout.config import OptoutConfig
+    from builder.recheck_log import RecheckConfig
     from builder.sources import REGISTRY
 
     def names(cls: type) -> set[str]:
@@ -197,6 +198,7 @@ def accepted_keys() -> dict[str, set[str]]:
             "fetch": names(recipe.FetchConfig), "image": names(recipe.ImageConfig),
             "dedup": names(recipe.DedupConfig), "executor": names(recipe.ExecutorConfig),
             "optout": names(OptoutConfig), "evidence": names(EvidenceConfig),
+            "recheck": names(RecheckConfig),
             "sources": {"kind", "name"}}
     for kind, module in REGISTRY.items():
         keys[f"sources.{kind}"] = names(importlib.import_module(module).Config)

@@ -617,3 +617,48 @@ def test_undecided_candidates_an_unfinished_recheck_and_an_unfinished_build_are_
     text = signoff((out / "report.html").read_text(encoding="utf-8"))
     assert "Build 1 has not finished" in text and "Run the same cleanset build" in text
     assert "Nothing open" not in text
+
+
+def test_a_recipe_s_own_recheck_age_is_what_the_report_names_as_old(tmp_path: Path) -> None:
+    """`[recheck] max_age_days`: a team rechecking monthly is told of a 40-day-old recheck,
+    which the fixed 90 days let pass; a value that is no age is refused before any build."""
+    import time
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "0.jpg").write_bytes(make_image(50))
+    text = f"""
+[dataset]
+name = "monthly"
+[policy]
+use = "commercial"
+[[sources]]
+kind = "folder"
+name = "mine"
+path = "images"
+license = "{CC0_URL}"
+[image]
+min_width = 8
+min_height = 8
+[recheck]
+max_age_days = 30
+"""
+    bad = write_recipe(tmp_path / "bad.toml", text.replace("max_age_days = 30",
+                                                           "max_age_days = 0"))
+    refused = run_cli("build", str(bad), "--out", str(tmp_path / "never"), "--no-progress")
+    assert refused.returncode == 2 and not (tmp_path / "never").exists()
+    assert "[recheck] max_age_days must be 1 or more (days)." in refused.stderr
+    recipe = write_recipe(tmp_path / "recipe.toml", text)
+    out = tmp_path / "out"
+    run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
+    run_cli("recheck", str(out), "--no-progress", check=True)
+
+    def open_items(days: int) -> str:
+        later = str(int(time.time()) + days * 86400)
+        page = tmp_path / f"in-{days}-days.html"
+        run_cli("report", str(out), "--out", str(page), env={"SOURCE_DATE_EPOCH": later},
+                check=True)
+        return signoff(page.read_text(encoding="utf-8"))
+
+    assert "days old" not in open_items(20)
+    assert "The last recheck is 40 days old" in open_items(40)
+    assert "older than 30 days, the recipe's [recheck] max_age_days" in open_items(40)

@@ -140,6 +140,7 @@ class ReportData:
     # The last recheck was run with --apply and stopped before its takedown: the same
     # command takes its refusals down without asking again.
     apply_owed: bool = False
+    recheck_max_age: int = 90  # days: `[recheck] max_age_days` of the latest build's recipe
     # Samples a recheck found a do-not-train signal now refuses (any recheck), and how many of
     # them are still in the dataset: the Consent section's build-time counts miss them.
     recheck_optouts: tuple[int, int] = (0, 0)
@@ -219,6 +220,9 @@ def _gather_rest(db: sqlite3.Connection, out: Path) -> ReportData:
     )
     if "duplicates" in tables:
         _duplicates(db, data)
+    from builder.recheck_log import recheck_config
+
+    data.recheck_max_age = recheck_config(db).max_age_days
     if "rechecks" in tables:
         from builder.recheck_log import finished_rechecks, unfinished
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from builder.display import visible
 from builder.exports.report_data import ReportData, transient_reasons
-from builder.recheck_log import RECHECK_MAX_AGE_DAYS, days_between
+from builder.recheck_log import days_between
 
 
 def open_items(data: ReportData) -> list[str]:
@@ -125,7 +125,7 @@ def _recheck_items(data: ReportData) -> list[str]:
         # goes stale is the sources' word, so only an old first build is an open matter.
         built = min((b.finished_at for b in data.builds if b.finished_at), default=None)
         age = days_between(built, data.generated_at)
-        if age is None or age > RECHECK_MAX_AGE_DAYS:
+        if age is None or age > data.recheck_max_age:
             since = f"built {age:,} days ago" if age is not None else "built"
             items.append(f"<b>Never rechecked</b> ({since}): whether the sources still state "
                          "the same licences, still hold the files and still consent is "
@@ -135,10 +135,12 @@ def _recheck_items(data: ReportData) -> list[str]:
     last = data.rechecks[-1]
     # Dated by its start: a recheck resumed weeks later holds verdicts from its first day.
     age = days_between(last.started_at, data.generated_at)
-    if age is not None and age > RECHECK_MAX_AGE_DAYS:
+    if age is not None and age > data.recheck_max_age:
         items.append(f"<b>The last recheck is {age:,} days old</b> (started "
-                     f"{_e(last.started_at)}, finished {_e(last.finished_at)}): "
-                     f"run <code>cleanset recheck {_e(data.out)}</code> again.")
+                     f"{_e(last.started_at)}, finished {_e(last.finished_at)}; older than "
+                     f"{data.recheck_max_age:,} days, the recipe's <code>[recheck] "
+                     f"max_age_days</code>): run <code>cleanset recheck {_e(data.out)}</code> "
+                     "again.")
     if last.scope.get("sources") or last.scope.get("sample") is not None:
         items.append(f"<b>The last recheck covered part of the dataset</b> "
                      f"({_e(describe_scope(last.scope))}: {last.total:,} samples).")
