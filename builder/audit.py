@@ -40,15 +40,11 @@ def verify(out: Path, shown_as: str | None = None) -> tuple[list[str], int]:
 def _check_denylist(out: Path) -> list[str]:
     """The takedowns' denylist keeps the works they removed out of every later build, which
     stops on a line it cannot read: a damaged line is a problem now, not at the next build."""
-    from builder.errors import UserError
     from builder.optout.denylist import Denylist
     from builder.takedown_journal import DENYLIST
 
     unread: list[str] = []
-    try:
-        Denylist().load(out / DENYLIST, required=False, unread=unread)
-    except UserError as exc:  # not UTF-8, or unreadable
-        unread.append(str(exc))
+    Denylist().load(out / DENYLIST, required=False, unread=unread)
     return [f"{problem} The next build into this directory stops on it." for problem in unread]
 
 

@@ -105,10 +105,10 @@ _COLUMNS = ("winner, exact, pdq_distance, phash_distance, candidate_id, source, 
 # and each copy of it already recorded, come back once per build. Neither is another copy:
 # counted, every sample of a dataset built twice was "found again as" itself. (Builds since
 # record neither; this also reads ledgers recorded before.)
-COPIES_FROM = (" FROM duplicates d WHERE NOT EXISTS (SELECT 1 FROM samples s WHERE s.key = d.winner"
-           " AND s.source || ':' || s.source_id = d.candidate_id) AND NOT EXISTS (SELECT 1 FROM"
-           " duplicates e WHERE e.winner = d.winner AND e.candidate_id = d.candidate_id AND"
-           " (e.build, e.seq) < (d.build, d.seq))")
+COPIES_FROM = (" FROM duplicates d WHERE NOT EXISTS (SELECT 1 FROM samples s WHERE"
+               " s.key = d.winner AND s.source || ':' || s.source_id = d.candidate_id)"
+               " AND NOT EXISTS (SELECT 1 FROM duplicates e WHERE e.winner = d.winner AND"
+               " e.candidate_id = d.candidate_id AND (e.build, e.seq) < (d.build, d.seq))")
 
 
 def recorded(db: sqlite3.Connection, winner: str, candidate_id: str) -> bool:

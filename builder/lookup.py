@@ -14,8 +14,9 @@ work was found); `distance` is the PDQ distance from the query (0 and `exact` fo
 bytes). A work no longer in the dataset is answered too: `taken_down` (the dataset's
 denylist holds its sha256, or a PDQ within the distance a build's denylist refuses at: which
 takedown, when, why) and `refused` (a candidate whose image a build downloaded, these very
-bytes, and refused: why, when, from where); each only when there is one. An image that cannot be read, decoded or is too large to decode gets its line with
-an `error` and no near matches (a file over DECODE_MAX_BYTES is hashed in chunks, for exact
+bytes, and refused: why, when, from where); each only when there is one. An image that
+cannot be read, decoded or is too large to decode gets its line with an `error` and no near
+matches (a file over DECODE_MAX_BYTES is hashed in chunks, for exact
 copies only). Exit status 0 (also when nothing matched); 2 for a missing DIR or PATH, or a
 folder under PATH that cannot be opened (its images would be missing without a word).
 """
@@ -184,17 +185,13 @@ class Removals:
     @classmethod
     def of(cls, out: Path, db: sqlite3.Connection) -> Removals:
         denylist, unread = Denylist(), []
-        try:
-            denylist.load(out / DENYLIST, required=False, unread=unread)
-        except UserError as exc:  # not UTF-8 or unreadable: its every entry unread
-            unread.append(str(exc))
+        denylist.load(out / DENYLIST, required=False, unread=unread)
         for problem in unread:  # the rest is still answered; verify names it as a problem
             print(f"cleanset: note: {problem} A work it names is not answered as "
                   "taken down.", file=sys.stderr)
-        takedowns = {}
-        for entry in read_jsonl(out / LOG):
-            if isinstance(entry, dict) and isinstance(entry.get("when"), str) and isinstance(entry.get("id"), str):
-                takedowns[entry["when"]] = entry["id"]
+        takedowns = {entry["when"]: entry["id"] for entry in read_jsonl(out / LOG)
+                     if isinstance(entry, dict) and isinstance(entry.get("when"), str)
+                     and isinstance(entry.get("id"), str)}
         return cls(denylist, takedowns, _denylist_distance(db))
 
     def find(self, query: Query) -> list[dict[str, Any]]:
@@ -225,9 +222,10 @@ def _refused(db: sqlite3.Connection, sha256s: set[str]) -> dict[str, list[dict[s
     """Candidates refused after their image was downloaded, by the sha256 of the bytes
     received (the evidence archive's image records), other than as a copy of a sample
     (those are `matches`, found_as "duplicate")."""
-    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    from builder.evidence.archive import has_schema
+
     found: dict[str, list[dict[str, Any]]] = {}
-    if not sha256s or not {"evidence_records", "evidence_links"} <= tables:
+    if not sha256s or not has_schema(db):  # a dataset built before the archive existed
         return found
     wanted = sorted(sha256s)
     for start in range(0, len(wanted), 500):

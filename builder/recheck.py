@@ -58,6 +58,7 @@ from builder.optout.hostfiles import origin
 from builder.recheck_log import (
     RecheckLog,
     RecheckRow,
+    apply_asked,
     days_between,
     describe_scope,
     recheck_config,
@@ -377,8 +378,8 @@ class _Recheck:
         row = self.record.get(row.recheck)
         refused = list(islice(self.record.verdicts(row.recheck, refused_only=True),
                               REFUSED_SHOWN))
-        unchecked = list(islice((v for v in self.record.verdicts(row.recheck)
-                                 if v.outcome is Outcome.UNREACHABLE), UNCHECKED_SHOWN))
+        unchecked = list(islice(self.record.verdicts(row.recheck, outcome=Outcome.UNREACHABLE),
+                                UNCHECKED_SHOWN))
         requests = self.consent.requests if self.consent is not None else 0
         pages = self.consent.pages_read if self.consent is not None else 0
         return RecheckResult(row=row, seconds=0.0, resumed=resumed, recorded=True,
@@ -397,7 +398,7 @@ class _Recheck:
             return None
         last = self.record.latest()
         if last is None or last.status != "finished" or last.applied is not None or \
-                not last.refused or not self.record.apply_asked(last.recheck) or \
+                not last.refused or not apply_asked(self.db, last.recheck) or \
                 not self._same_command(last, *self._scope()[:2]):
             return None
         age = days_between(last.finished_at, clock.wall_iso())

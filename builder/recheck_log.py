@@ -158,6 +158,16 @@ def has_rechecks(db: sqlite3.Connection) -> bool:
                       "'rechecks'").fetchone() is not None
 
 
+def apply_asked(db: sqlite3.Connection, recheck: int) -> bool:
+    """Whether `recheck` was run with --apply (its takedown owed until `applied` names it).
+    Read-only: a ledger no such recheck has touched has no table for it."""
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = "
+                  "'recheck_apply'").fetchone() is None:
+        return False
+    return db.execute("SELECT 1 FROM recheck_apply WHERE recheck = ?",
+                      (recheck,)).fetchone() is not None
+
+
 def last_finished(db: sqlite3.Connection) -> RecheckRow | None:
     if not has_rechecks(db):
         return None
@@ -214,10 +224,6 @@ class RecheckLog:
         self.db.execute("INSERT OR REPLACE INTO recheck_apply(recheck, reason) VALUES (?, ?)",
                         (recheck, reason))
 
-    def apply_asked(self, recheck: int) -> bool:
-        return self.db.execute("SELECT 1 FROM recheck_apply WHERE recheck = ?",
-                               (recheck,)).fetchone() is not None
-
     def get(self, recheck: int) -> RecheckRow:
         return _row(self.db.execute("SELECT * FROM rechecks WHERE recheck = ?",
                                     (recheck,)).fetchone())
@@ -257,13 +263,19 @@ class RecheckLog:
             (row.done + len(verdicts), last_key, json.dumps(dict(sorted(counts.items()))),
              row.refused + sum(v.refuse for v in verdicts), recheck))
 
-    def verdicts(self, recheck: int, *, refused_only: bool = False) -> Iterator[Verdict]:
-        """Recorded verdicts in key order, read lazily (a million fit in no memory)."""
+    def verdicts(self, recheck: int, *, refused_only: bool = False,
+                 outcome: Outcome | None = None) -> Iterator[Verdict]:
+        """Recorded verdicts in key order (the refused ones, or those of one outcome), read
+        lazily (a million fit in no memory)."""
         where = " AND refuse = 1" if refused_only else ""
-        for key, source, outcome, refuse, detail in self.db.execute(
+        args: tuple[Any, ...] = (recheck,)
+        if outcome is not None:
+            where += " AND outcome = ?"
+            args += (outcome.value,)
+        for key, source, kind, refuse, detail in self.db.execute(
                 "SELECT key, source, outcome, refuse, detail FROM recheck_results "
-                f"WHERE recheck = ?{where} ORDER BY key", (recheck,)):
-            yield Verdict(key, source, Outcome(outcome), bool(refuse), detail)
+                f"WHERE recheck = ?{where} ORDER BY key", args):
+            yield Verdict(key, source, Outcome(kind), bool(refuse), detail)
 
     def finish(self, recheck: int) -> None:
         self.db.execute("UPDATE rechecks SET status = 'finished', finished_at = ? "

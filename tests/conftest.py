@@ -97,10 +97,11 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def table_recipe(tmp_path: Path, rows: list[dict], dataset: str, *, after: str = "") -> Path:
+def table_recipe(tmp_path: Path, rows: list[dict], dataset: str, *, after: str = "",
+                 source: str = "") -> Path:
     """A recipe over `rows` (urls.jsonl, a table source) fetching from the test server:
-    `dataset` is the [dataset] table's body; `after` follows `[fetch]`'s first key (more
-    [fetch] keys, then any further tables)."""
+    `dataset` is the [dataset] table's body; `source` more lines of the source (its name);
+    `after` follows `[fetch]`'s first key (more [fetch] keys, then any further tables)."""
     table = write_jsonl(tmp_path / "urls.jsonl", rows)
     return write_recipe(tmp_path / "recipe.toml", f"""
 [dataset]
@@ -108,6 +109,7 @@ def table_recipe(tmp_path: Path, rows: list[dict], dataset: str, *, after: str =
 [[sources]]
 kind = "table"
 path = "{table.name}"
+{source}
 [fetch]
 allow_private_addresses = true
 {after}

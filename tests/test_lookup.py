@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from pytest_httpserver import HTTPServer
 
-from tests.conftest import REPO, run_cli, serve_no_site_policies, write_jsonl, write_recipe
+from tests.conftest import REPO, run_cli, serve_no_site_policies, table_recipe
 from tests.test_dedup import jpeg, photo, variants
 from tests.test_dedup_build import BYSA4, CC0, folder_recipe, put
 
@@ -72,19 +72,7 @@ def test_lookup_reports_every_source_and_licence_the_work_was_found_under(
         {"id": "x1", "url": httpserver.url_for("/mirror/work-small.jpg"), "license": CC0},
         {"id": "x2", "url": httpserver.url_for("/mirror/work.jpg"), "license": CC0},
     ]
-    table = write_jsonl(tmp_path / "urls.jsonl", rows)
-    recipe = write_recipe(tmp_path / "recipe.toml", f"""
-[dataset]
-name = "lookup-test"
-
-[[sources]]
-kind = "table"
-path = "{table.name}"
-
-[fetch]
-allow_private_addresses = true
-retries = 0
-""")
+    recipe = table_recipe(tmp_path, rows, 'name = "lookup-test"', after="retries = 0")
     out = tmp_path / "out"
     run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
     query = tmp_path / "mine.jpg"
@@ -275,24 +263,8 @@ def test_a_work_a_build_downloaded_and_refused_is_answered_with_why(
         jpeg(photo(8)), content_type="image/jpeg")
     rows = [{"id": "m", "url": httpserver.url_for("/art/marked.png"), "license": CC0},
             {"id": "f", "url": httpserver.url_for("/art/fine.jpg"), "license": CC0}]
-    table = write_jsonl(tmp_path / "urls.jsonl", rows)
-    recipe = write_recipe(tmp_path / "recipe.toml", f"""
-[dataset]
-name = "lookup-refused"
-
-[[sources]]
-kind = "table"
-name = "art"
-path = "{table.name}"
-
-[image]
-min_width = 8
-min_height = 8
-
-[fetch]
-allow_private_addresses = true
-retries = 0
-""")
+    recipe = table_recipe(tmp_path, rows, 'name = "lookup-refused"', source='name = "art"',
+                          after="retries = 0\n[image]\nmin_width = 8\nmin_height = 8")
     out = tmp_path / "out"
     run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
     query = tmp_path / "mine.png"

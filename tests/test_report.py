@@ -21,6 +21,9 @@ from tests.conftest import make_image, run_cli, write_recipe
 from tests.test_optout_signals import DATA_MINING_FORMS, with_xmp
 
 CHROMIUM = Path("/usr/bin/chromium")
+needs_chromium = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)")
 
 
 @pytest.fixture(scope="module")
@@ -229,8 +232,7 @@ document.body.setAttribute('data-overflow', JSON.stringify(over));
 </script></body>"""
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(),
-                    reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)")
+@needs_chromium
 def test_at_1280px_nothing_overflows_its_box_and_the_page_is_not_blank(
         dataset: Path, tmp_path: Path) -> None:
     from PIL import Image
@@ -264,8 +266,7 @@ document.body.setAttribute('data-split', JSON.stringify(split));
 </script></body>"""
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(),
-                    reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)")
+@needs_chromium
 def test_at_1280px_the_rechecks_table_fits_and_breaks_no_word_or_date(
         dataset: Path, tmp_path: Path) -> None:
     """Its 13 columns once broke `license_changed`, `takedown-v2` and each date mid-word."""

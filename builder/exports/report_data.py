@@ -224,7 +224,7 @@ def _gather_rest(db: sqlite3.Connection, out: Path) -> ReportData:
 
     data.recheck_max_age = recheck_config(db).max_age_days
     if "rechecks" in tables:
-        from builder.recheck_log import finished_rechecks, unfinished
+        from builder.recheck_log import apply_asked, finished_rechecks, unfinished
 
         data.rechecks = list(finished_rechecks(db))
         data.running_recheck = unfinished(db)
@@ -239,9 +239,7 @@ def _gather_rest(db: sqlite3.Connection, out: Path) -> ReportData:
         if data.rechecks:
             last = data.rechecks[-1]
             data.recheck_counts, data.recheck_open = _recheck_open(db, last.recheck)
-            data.apply_owed = last.applied is None and "recheck_apply" in tables and \
-                db.execute("SELECT 1 FROM recheck_apply WHERE recheck = ?",
-                           (last.recheck,)).fetchone() is not None
+            data.apply_owed = last.applied is None and apply_asked(db, last.recheck)
             if "versions" in tables:
                 data.added_since_recheck = int(db.execute(
                     "SELECT COALESCE(SUM(added), 0) FROM versions WHERE kind = 'build' AND "

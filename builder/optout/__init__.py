@@ -36,6 +36,7 @@ from builder.optout.landing import read_landing_page
 from builder.optout.robots import parse_ai_txt, parse_robots
 from builder.optout.tdmrep import RESERVED, WELL_KNOWN, parse_tdmrep
 from builder.records import Checked, Evidence, Fetched, Licensed, Reason, Rejection
+from builder.takedown_journal import DENYLIST
 
 __all__ = ["OptoutConfig", "OptoutGate", "load_optout"]
 
@@ -75,7 +76,7 @@ class OptoutGate:
     def from_recipe(cls, recipe: Any, *, fetcher: Any, out: Path, policy: Any) -> OptoutGate:
         config, denylist = load_optout(recipe.extra.get("optout", {}), file=recipe.file,
                                        base=recipe.base_dir)
-        denylist.load(Path(out) / "denylist.jsonl", required=False)  # takedowns into DIR
+        denylist.load(Path(out) / DENYLIST, required=False)  # takedowns into DIR
         return cls(config, fetcher=fetcher, denylist=denylist, policy=policy)
 
     # -- the three stages ---------------------------------------------------------------

@@ -57,9 +57,9 @@ class Denylist:
             self.pdq.append((int(entry.value, 16), entry))
 
     def load(self, path: Path, *, required: bool, unread: list[str] | None = None) -> None:
-        """Add the entries of `path`. A line that is not an entry is an error naming it; with
-        `unread` (a reader answering what it can: lookup, verify) it is said there instead
-        and the rest is read."""
+        """Add the entries of `path`. A line that is not an entry, or a file that cannot be
+        read, is an error naming it; with `unread` (a reader answering what it can: lookup,
+        verify) it is said there instead and the rest is read."""
         if not path.exists():
             if required:
                 raise UserError(f"optout.denylist = {str(path)!r}: no such file. "
@@ -68,8 +68,11 @@ class Denylist:
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
-            raise UserError(f"{path}: cannot read the denylist ({exc}). It must be UTF-8 text.")\
-                from None
+            problem = f"{path}: cannot read the denylist ({exc}). It must be UTF-8 text."
+            if unread is None:
+                raise UserError(problem) from None
+            unread.append(problem)
+            return
         self.files.append(str(path))
         for number, line in enumerate(lines, 1):
             line = line.strip()
