@@ -9,10 +9,12 @@ import random
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from PIL import Image
+from preloaded_cli import PreloadedCli
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -60,12 +62,30 @@ def write_recipe(path: Path, body: str) -> Path:
     return path
 
 
+def cli_env() -> dict[str, str]:
+    return {**os.environ, "SOURCE_DATE_EPOCH": FIXED_EPOCH, "PYTHONPATH": str(REPO)}
+
+
+PRELOADED = PreloadedCli(cli_env)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _preloaded_cli_server() -> Iterator[None]:
+    yield
+    PRELOADED.close()
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
             check: bool = False) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "SOURCE_DATE_EPOCH": FIXED_EPOCH, "PYTHONPATH": str(REPO)}
-    full_env.update(env or {})
-    proc = subprocess.run([sys.executable, "-m", "builder", *args], capture_output=True,
-                          text=True, env=full_env, cwd=cwd, timeout=300)
+    """`cleanset ARGS` run to its end, from the preloaded server where it can be
+    (tests/preloaded_cli.py), else as a fresh `python -m builder`."""
+    full_env = {**cli_env(), **(env or {})}
+    proc = None
+    if PRELOADED.usable(full_env):
+        proc = PRELOADED.run(list(args), full_env, cwd, timeout=300)
+    if proc is None:
+        proc = subprocess.run([sys.executable, "-m", "builder", *args], capture_output=True,
+                              text=True, env=full_env, cwd=cwd, timeout=300)
     if check and proc.returncode != 0:
         raise AssertionError(f"cleanset {' '.join(args)} -> {proc.returncode}\n"
                              f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
