@@ -4,15 +4,19 @@ gives: exit status, stdout and stderr, working directory, environment, a kill -9
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import tarfile
 from pathlib import Path
 
+import pytest
 from conftest import PRELOADED, REPO, cli_env, run_cli
 
 EXAMPLE = REPO / "examples" / "offline" / "recipe.toml"
+pytestmark = pytest.mark.skipif(os.environ.get("CLEANSET_TEST_FRESH_PROCESSES") == "1",
+                                reason="CLEANSET_TEST_FRESH_PROCESSES=1: no preloaded CLI")
 
 
 def fresh(*args: str, env: dict[str, str] | None = None,
