@@ -115,6 +115,14 @@ CREATE TABLE IF NOT EXISTS shards (
     size       INTEGER,
     sha256     TEXT
 );
+-- Every cleanset that ran a build: the one that started it (also builds.tool_version), then
+-- each other one that went on with it (a resume, a retry pass) after an upgrade.
+CREATE TABLE IF NOT EXISTS build_tools (
+    build         INTEGER NOT NULL,
+    tool_version  TEXT NOT NULL,
+    first_ran_at  TEXT NOT NULL,
+    PRIMARY KEY (build, tool_version)
+);
 """
 
 
@@ -276,10 +284,24 @@ class Ledger:
             (recipe_sha256, recipe_path, dataset_name, json.dumps(policy, sort_keys=True),
              tool_version, started_at),
         )
+        self._db.execute("INSERT INTO build_tools VALUES (?, ?, ?)",
+                         (cur.lastrowid, tool_version, started_at))
         self.commit()
         build = self.build(int(cur.lastrowid or 0))
         assert build is not None
         return build
+
+    def tools(self, build: BuildRow) -> list[str]:
+        return build_tools(self._db, build.build, build.tool_version)
+
+    def note_tool(self, build: BuildRow, version: str, at: str) -> None:
+        """`version` goes on with `build`; a build older than build_tools is noted as
+        started by the cleanset its row names."""
+        self.begin()
+        self._db.executemany("INSERT OR IGNORE INTO build_tools VALUES (?, ?, ?)",
+                             [(build.build, build.tool_version, build.started_at),
+                              (build.build, version, at)])
+        self.commit()
 
     def advance(self, build: int, *, next_seq: int, source_index: int,
                 source_resume: dict[str, Any] | None) -> None:
@@ -579,6 +601,17 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
     # Only transient rows carry retry_with: a small partial index finds them in any ledger.
     db.execute("CREATE INDEX IF NOT EXISTS candidates_retry ON candidates(build, seq)"
                " WHERE retry_with IS NOT NULL")
+
+
+def build_tools(db: sqlite3.Connection, build: int, started_by: str) -> list[str]:
+    """Every cleanset that ran `build`, in order, the one that started it (`started_by`,
+    its row's tool_version) first; a ledger older than build_tools knows only that one."""
+    has = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = "
+                     "'build_tools'").fetchone()
+    ran = [version for (version,) in db.execute(
+        "SELECT tool_version FROM build_tools WHERE build = ? ORDER BY first_ran_at, rowid",
+        (build,))] if has else []
+    return [started_by, *(v for v in ran if v != started_by)]
 
 
 def _build_row(row: tuple[Any, ...]) -> BuildRow:

@@ -310,6 +310,7 @@ def _build_locked(recipe: Recipe, options: BuildOptions, ledger: Ledger) -> Buil
         summary = BuildSummary(out=options.out, build=latest.build, status="already complete")
         summary.source_notes.extend(_unread_changes(recipe, latest))
     else:
+        _note_this_cleanset(ledger, row)
         if rewind_unwritten(ledger, row, options.out / "shards"):
             log.info("rewound to the first shard that no worker had written")
             row = ledger.build(row.build)
@@ -334,6 +335,19 @@ def _build_locked(recipe: Recipe, options: BuildOptions, ledger: Ledger) -> Buil
     summary.total_samples = ledger.sample_count()
     summary.total_shards = len(ledger.shards())
     return summary
+
+
+def _note_this_cleanset(ledger: Ledger, row: BuildRow) -> None:
+    """A build started by one cleanset and resumed by another (an upgrade between a Ctrl-C
+    and the rerun) was recorded as the first's alone; each sample's provenance names the one
+    that wrote it, and the ledger now names every one that ran the build."""
+    ran = ledger.tools(row)
+    if tool_version() in ran:
+        return
+    ledger.note_tool(row, tool_version(), clock.wall_iso())
+    print(f"cleanset: note: build {row.build} was run by cleanset {', then '.join(ran)}; "
+          f"cleanset {tool_version()} goes on with it (the ledger names each, every sample's "
+          "provenance the one that wrote it)", file=sys.stderr)
 
 
 def _unread_changes(recipe: Recipe, latest: BuildRow) -> list[str]:
@@ -562,6 +576,8 @@ def _take_over(ledger: Ledger, stopped: BuildRow, recipe: Recipe, policy: dict[s
         "WHERE build = ?",
         (recipe.sha256, str(recipe.file), recipe.dataset.name,
          json.dumps(policy, sort_keys=True), tool_version(), stopped.build))
+    # Nothing of the cleanset that started it is left in it: this one started it now.
+    ledger.db.execute("DELETE FROM build_tools WHERE build = ?", (stopped.build,))
     _record_recipe_text(ledger, stopped.build, recipe)
     print(f"cleanset: note: build {stopped.build} stopped before deciding any candidate; it "
           f"goes on with {recipe.file} as it is now", file=sys.stderr)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from builder.ledger import build_tools
 from builder.licensing import license_info
 
 EXAMPLES_PER_REASON = 5
@@ -68,6 +69,7 @@ class Build:
     recipe_path: str
     policy: dict[str, Any]
     exhausted: bool = True  # every source read to its end (False: --limit, or interrupted)
+    resumed_by: tuple[str, ...] = ()  # other cleansets that went on with it, in order
 
 
 @dataclass(frozen=True)
@@ -293,10 +295,11 @@ def _papers(out: Path, meta: dict[str, str]) -> list[Paper]:
 
 
 def _builds(db: sqlite3.Connection) -> list[Build]:
-    return [Build(b, started, finished, tool, sha, path, json.loads(policy), bool(exhausted))
+    return [Build(b, started, finished, tool, sha, path, json.loads(policy), bool(exhausted),
+                  tuple(build_tools(db, b, tool)[1:]))
             for b, started, finished, tool, sha, path, policy, exhausted in db.execute(
                 "SELECT build, started_at, finished_at, tool_version, recipe_sha256, "
-                "recipe_path, policy, exhausted FROM builds ORDER BY build")]
+                "recipe_path, policy, exhausted FROM builds ORDER BY build").fetchall()]
 
 
 SIZE_EDGES = (256, 512, 1024, 2048, 4096)
