@@ -86,7 +86,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _interrupted(exc)
     except ModuleNotFoundError as exc:
         return _incomplete(exc)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # e.g. `lookup DIR --site HOST IMAGE`: argparse has taken the positionals already
+        hint = getattr(args, "unknown_hint", None)
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}"
+                     + (f" ({hint})" if hint else ""))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:

@@ -23,14 +23,17 @@ folder under PATH that cannot be opened (its images would be missing without a w
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
 import sqlite3
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from builder import clusters
 from builder.dedup import (
@@ -47,6 +50,7 @@ from builder.media import hamming, perceptual_hashes
 from builder.optout.config import OptoutConfig
 from builder.optout.denylist import Denylist, Entry
 from builder.recipe import DedupConfig
+from builder.records import TRANSIENT_REASONS
 from builder.takedown_journal import DENYLIST, LOG, read_jsonl
 
 
@@ -269,3 +273,87 @@ def _samples(db: sqlite3.Connection, keys: list[str]) -> dict[str, sqlite3.Row]:
     db.row_factory = None
     return out
 
+
+
+def site_host(text: str) -> str:
+    """The host a `--site` names: `artist.example`, or the host of a URL given instead
+    (`www.` dropped: the site's other hosts are its subdomains). Raises ValueError naming
+    what is not a host."""
+    raw = text.strip()
+    try:
+        host = _normal_host(urlsplit(raw if "://" in raw else f"//{raw}").hostname)
+    except ValueError:
+        host = None
+    if not host or not _HOST.fullmatch(host):
+        raise ValueError(f"{text!r} is not a host name (for example artist.example, or a "
+                         "URL on it)")
+    return host.removeprefix("www.")
+
+
+TRANSIENT = frozenset(str(reason) for reason in TRANSIENT_REASONS)
+_HOST = re.compile(r"[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?|[0-9a-f:.]+")
+
+
+def _normal_host(host: str | None) -> str | None:
+    """Lower case, no final dot, a Unicode name as URLs carry it (IDNA)."""
+    if not host:
+        return None
+    host = host.rstrip(".")
+    with contextlib.suppress(UnicodeError):
+        host = host.encode("idna").decode("ascii")
+    return host
+
+
+def on_site(url: str | None, host: str) -> bool:
+    """Whether `url` is on `host` or one of its subdomains (www., cdn., ...)."""
+    try:
+        found = _normal_host(urlsplit(url).hostname) if url else None
+    except ValueError:  # not a URL (a folder source's path), or a broken one
+        return False
+    return found is not None and (found == host or found.endswith("." + host))
+
+
+def lookup_sites(out: Path, hosts: list[str]) -> list[dict[str, Any]]:
+    """Every candidate any build considered from each host (its image URL, or a sample's
+    landing page, on the host or a subdomain), what became of it: the answer for works a
+    build refused before it downloaded them (a robots.txt, a licence), which have no bytes
+    to look up."""
+    require_dataset(out)
+    with reading(out, "lookup") as ledger:
+        return [{"site": host, "candidates": _on_site(ledger.db, host)} for host in hosts]
+
+
+def _on_site(db: sqlite3.Connection, host: str) -> list[dict[str, Any]]:
+    # LIKE narrows the scan in SQLite (a host name's `_` escaped); on_site decides.
+    pattern = "%" + host.replace("\\", "\\\\").replace("_", "\\_") + "%"
+    if "xn--" in host:  # its URLs may spell it in Unicode: on_site alone decides
+        pattern = "%"
+    columns = ("SELECT build, seq, candidate_id, source, url, status, reason, detail, key, "
+               "license, decided_at FROM candidates")
+    rows = {(r[0], r[1]): r for r in db.execute(
+        f"{columns} WHERE url LIKE ? ESCAPE '\\'", (pattern,)) if on_site(r[4], host)}
+    for build, seq, page in db.execute(
+            "SELECT build, seq, landing_url FROM samples WHERE landing_url LIKE ? ESCAPE '\\'",
+            (pattern,)):
+        if (build, seq) not in rows and on_site(page, host):
+            row = db.execute(f"{columns} WHERE build = ? AND seq = ?", (build, seq)).fetchone()
+            if row is not None:
+                rows[(build, seq)] = row
+    return [_candidate(rows[at]) for at in sorted(rows)]
+
+
+def _candidate(row: tuple[Any, ...]) -> dict[str, Any]:
+    build, _, candidate, source, url, status, reason, detail, key, licence, decided = row
+    if status == "accepted":
+        found_as = "sample"
+    elif status == "removed":
+        found_as = "taken_down"
+    elif (reason or "").startswith("duplicate"):
+        found_as = "duplicate"
+    elif reason in TRANSIENT:  # never decided: the next build asks again
+        found_as = "unreachable"
+    else:
+        found_as = "refused"
+    return {"candidate": candidate, "build": build, "source": source, "url": url,
+            "found_as": found_as, "key": key, "license": licence, "reason": reason,
+            "detail": detail, "decided_at": decided}

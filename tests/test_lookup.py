@@ -295,3 +295,58 @@ def test_a_damaged_denylist_line_is_named_by_verify_and_lookup_still_answers(
     assert found.returncode == 0, found.stderr
     assert "denylist.jsonl:4: sha256 value 'zz'" in found.stderr
     assert lines(found.stdout)[0]["taken_down"][0]["reason"] == "request"
+
+
+def test_a_site_lookup_answers_for_every_work_considered_from_it_even_never_downloaded(
+        httpserver: HTTPServer, tmp_path: Path) -> None:
+    """An artist's images have no bytes in the dataset to look up when a build refused them
+    before downloading (their robots.txt, a licence it does not admit), and a lookup by image
+    answered nothing. `--site` lists every candidate from the host and what became of it."""
+    httpserver.expect_request("/robots.txt").respond_with_data(
+        "User-agent: *\nDisallow: /private/\n", content_type="text/plain")
+    for path in ("/ai.txt", "/.well-known/tdmrep.json"):
+        httpserver.expect_request(path).respond_with_data("not found", status=404)
+    for name, seed in (("a", 1), ("d", 2), ("f", 3)):
+        httpserver.expect_request(f"/art/{name}.jpg").respond_with_data(
+            jpeg(photo(seed)), content_type="image/jpeg")
+    httpserver.expect_request("/art/e.jpg").respond_with_data(jpeg(photo(1)),
+                                                              content_type="image/jpeg")
+    httpserver.expect_request("/down/g.jpg").respond_with_data("busy", status=503)
+    other = httpserver.url_for("/art/f.jpg").replace("localhost", "127.0.0.1")  # another host
+    rows = [{"id": "a", "url": httpserver.url_for("/art/a.jpg"), "license": CC0},
+            {"id": "b", "url": httpserver.url_for("/art/b.jpg"),
+             "license": "LicenseRef-all-rights-reserved"},
+            {"id": "c", "url": httpserver.url_for("/private/c.jpg"), "license": CC0},
+            {"id": "d", "url": httpserver.url_for("/art/d.jpg"), "license": CC0},
+            {"id": "e", "url": httpserver.url_for("/art/e.jpg"), "license": CC0},
+            {"id": "f", "url": other, "license": CC0},
+            {"id": "g", "url": httpserver.url_for("/down/g.jpg"), "license": CC0}]
+    recipe = table_recipe(tmp_path, rows, 'name = "lookup-site"', source='name = "art"',
+                          after="retries = 0\n[image]\nmin_width = 8\nmin_height = 8")
+    out = tmp_path / "out"
+    run_cli("build", str(recipe), "--out", str(out), "--no-progress")
+    with_d = lines(run_cli("lookup", str(out), "--site", "localhost", check=True).stdout)
+    key_d = next(c["key"] for c in with_d[0]["candidates"] if c["candidate"] == "art:d")
+    run_cli("takedown", str(out), "--key", key_d, "--reason", "artist's request", check=True)
+    served = httpserver.url_for("/").upper()  # a URL on the site, as typed
+    proc = run_cli("lookup", str(out), "--site", served, "--site", "127.0.0.1")
+    assert proc.returncode == 0, proc.stderr
+    here, there = lines(proc.stdout)
+    assert here["site"] == "localhost" and there["site"] == "127.0.0.1"
+    found = {c["candidate"]: (c["found_as"], c["reason"]) for c in here["candidates"]}
+    assert found == {"art:a": ("sample", None), "art:b": ("refused", "license_not_allowed"),
+                     "art:c": ("refused", "optout_robots_txt"),
+                     "art:d": ("taken_down", None),
+                     "art:e": ("duplicate", "duplicate_exact"),
+                     "art:g": ("unreachable", "http_unavailable")}
+    said = {c["candidate"]: c for c in here["candidates"]}
+    assert said["art:c"]["url"] == rows[2]["url"] and "Disallow" in said["art:c"]["detail"]
+    assert said["art:d"]["detail"] == "takedown-v2: artist's request"
+    assert said["art:d"]["key"] == key_d and said["art:a"]["license"] == "CC0-1.0"
+    assert [(c["candidate"], c["found_as"]) for c in there["candidates"]] == [("art:f", "sample")]
+    nothing = run_cli("lookup", str(out), "--site", "artist.example", check=True)
+    assert lines(nothing.stdout) == [{"site": "artist.example", "candidates": []}]
+    bad = run_cli("lookup", str(out), "--site", "not a host")
+    assert bad.returncode == 2 and "'not a host' is not a host name" in bad.stderr
+    neither = run_cli("lookup", str(out))
+    assert neither.returncode == 2 and "give an image or a folder of images" in neither.stderr
