@@ -626,3 +626,38 @@ def test_summary_counts_each_signal_and_says_when_c2pa_was_not_checked(
     assert "  opt-out x-robots-tag: checked 2, rejected 1" in lines
     assert "  opt-out robots.txt: checked 2, rejected 0" in lines
     assert "  C2PA: not checked (install cleanset[c2pa])" in lines
+
+
+# --- a host file or landing page answering "busy" ---------------------------------------
+
+BUSY = {"ai.txt": ("/ai.txt", "robots_unreachable"),
+        "tdmrep.json": ("/.well-known/tdmrep.json", "tdmrep_unreachable"),
+        "landing page": ("/page", "tdmrep_unreachable")}
+
+
+@pytest.mark.parametrize("status", [429, 503])
+@pytest.mark.parametrize("name", sorted(BUSY))
+def test_a_busy_answer_holds_the_candidate_for_the_next_run_not_as_no_file(
+        name: str, status: int, httpserver: HTTPServer, fetcher: Fetcher) -> None:
+    """A rate limit or an overloaded host answering the ai.txt, tdmrep.json or landing page
+    was "no file", and the image went in though the file may reserve it: a reservation lost
+    to a hiccup. It now waits, transient, as when no answer came; a build asks again."""
+    path, reason = BUSY[name]
+    httpserver.expect_request(path).respond_with_data("slow down", status=status)
+    url = serve_image(httpserver, "/a.jpg")
+    cand = candidate(url, landing_url=httpserver.url_for("/page"))
+    detail = rejected(run(make_gate(fetcher, landing_page=True), cand, fetcher), reason)
+    assert f"HTTP {status}" in detail, detail
+    assert "/a.jpg" not in [request.path for request, _ in httpserver.log]
+
+
+@pytest.mark.parametrize("name", sorted(BUSY))
+def test_a_host_file_or_page_answering_500_is_still_no_file(
+        name: str, httpserver: HTTPServer, fetcher: Fetcher) -> None:
+    """Hosts misconfigured to answer 500 for every unknown path would otherwise keep every
+    image of theirs waiting for ever."""
+    httpserver.expect_request(BUSY[name][0]).respond_with_data("oops", status=500)
+    url = serve_image(httpserver, "/a.jpg")
+    result = run(make_gate(fetcher, landing_page=True),
+                 candidate(url, landing_url=httpserver.url_for("/page")), fetcher)
+    assert isinstance(result, Checked), result

@@ -539,17 +539,31 @@ def test_the_report_names_a_recheck_older_than_90_days(dataset: tuple[World, Pat
 
 @pytest.mark.parametrize("broken", [("/ai.txt",), ("/.well-known/tdmrep.json",),
                                     ("/ai.txt", "/.well-known/tdmrep.json")])
-def test_an_ai_txt_or_tdmrep_json_answering_5xx_is_no_file_as_in_a_build(
+def test_an_ai_txt_or_tdmrep_json_answering_500_is_no_file_as_in_a_build(
         dataset: tuple[World, Path], broken: tuple[str, ...]) -> None:
-    """A build admits from a host whose ai.txt or tdmrep.json answers 5xx (no file there);
+    """A build admits from a host whose ai.txt or tdmrep.json answers 500 (no file there);
     a recheck called every sample of that host unreachable, exit 4, on every run."""
     world, out = dataset
     for path in broken:
-        world.hosts.forced[path] = 503
+        world.hosts.forced[path] = 500
     proc = recheck(out, "--json")
     assert proc.returncode == 0, proc.stderr
     assert {v["outcome"] for v in verdicts(proc.stdout).values()} == {"unchanged"}
     assert all(("GET", path) in world.hosts.seen for path in broken)  # asked, not skipped
+
+
+@pytest.mark.parametrize("path", ["/ai.txt", "/.well-known/tdmrep.json"])
+def test_an_ai_txt_or_tdmrep_json_answering_busy_cannot_be_checked_as_in_a_build(
+        dataset: tuple[World, Path], path: str) -> None:
+    """503 (or 429) is "not now", not "no file": a build holds such a host's candidates for
+    the next run, and a recheck cannot tell whether the file now refuses us."""
+    world, out = dataset
+    world.hosts.forced[path] = 503
+    proc = recheck(out, "--json")
+    assert proc.returncode == 4, proc.stderr
+    found = verdicts(proc.stdout)
+    assert {found[k]["outcome"] for k in ("0000000005", "0000000006")} == {"unreachable"}
+    assert "HTTP 503" in found["0000000006"]["detail"]
 
 
 def test_a_robots_txt_answering_5xx_is_still_unreachable(dataset: tuple[World, Path]) -> None:

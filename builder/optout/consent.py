@@ -7,10 +7,10 @@ Each file is read as a build reads it (builder/optout/hostfiles.py `Answer.unrea
 difference: a build reads a robots.txt it cannot get (5xx, 429, timeout, DNS) as "disallow
 everything" (RFC 9309 2.3.1.4) and admits nothing from that host until it answers. A recheck
 reports the same failure as *transient*: a network hiccup must never be recorded as an
-artist's opt-out, and the next recheck asks again. ai.txt and tdmrep.json are transient only
-when no answer came (a network failure); one answering 5xx or 429 is no file, as in a build,
-which admits from that host: a recheck that called it unreachable exited 4 on every run for a
-host whose build admitted. Only a file that was read and refuses us is a refusal; its detail
+artist's opt-out, and the next recheck asks again. ai.txt and tdmrep.json are transient when
+no answer came (a network failure) or the host answered busy (429, 502, 503, 504), as in a
+build; one answering another 5xx is no file, as in a build, which admits from that host: a
+recheck that called it unreachable exited 4 on every run for a host whose build admitted. Only a file that was read and refuses us is a refusal; its detail
 names the file, the rule and its line.
 """
 
@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from builder.fetch import recording
 from builder.optout.config import OptoutConfig
-from builder.optout.hostfiles import Answer, HostFiles, origin
+from builder.optout.hostfiles import BUSY_STATUSES, Answer, HostFiles, origin
 from builder.optout.landing import SIGNAL as LANDING
 from builder.optout.landing import LandingPage, read_landing_page
 from builder.optout.robots import RobotsFile, parse_ai_txt, parse_robots
@@ -180,12 +180,14 @@ class HostConsent:
 
 def _transient(answer: Answer, *, strict: bool) -> str | None:
     """Why the file says nothing today, or None when it is read (or is no file) as a build
-    reads it. `strict`: robots.txt, unread on any failure, 5xx or 429."""
+    reads it. `strict`: robots.txt, unread on any failure, 5xx or 429; any file answering
+    busy (hostfiles.BUSY_STATUSES)."""
     if answer.problem is not None or answer.status is None:
         if strict or answer.failure in TRANSIENT_REASONS or answer.failure is Reason.ADDRESS_REFUSED:
             return f"unreachable ({answer.problem}) at {answer.url}"
         return None
-    if strict and (answer.status >= 500 or answer.status == TRANSIENT_STATUS):
+    if strict and (answer.status >= 500 or answer.status == TRANSIENT_STATUS) or \
+            answer.status in BUSY_STATUSES:
         return f"HTTP {answer.status} at {answer.url}"
     return None
 

@@ -42,8 +42,9 @@ class Answer:
         """Why the file could not be read at all, as the candidate's rejection, or None.
 
         A network failure (records.py TRANSIENT_REASONS) is `transient`: it says nothing
-        about the host's wishes and the next run asks again. `strict` (robots.txt, RFC 9309
-        2.3.1.4) also holds any other transport failure and a 5xx or 429 answer. A private
+        about the host's wishes and the next run asks again, as is a busy answer (429, 502,
+        503, 504). `strict` (robots.txt, RFC 9309 2.3.1.4) also holds any other transport
+        failure and any 5xx. A private
         address refused by the SSRF guard stays address_refused: only the recipe changes that.
         """
         if self.failure == Reason.ADDRESS_REFUSED:
@@ -55,7 +56,19 @@ class Answer:
             return None
         if strict and (self.status >= 500 or self.status == 429):
             return Rejection(transient, f"{name}: HTTP {self.status} at {self.url}")
+        if self.status in BUSY_STATUSES:
+            # "Try again later" (a rate limit, a gateway or the host overloaded), not "there
+            # is no file": a reservation in it is unseen, so the next run asks again. Any
+            # other 5xx is no file, as a host misconfigured to answer 500 for every unknown
+            # path would otherwise keep all its images waiting for ever.
+            return Rejection(transient, f"{name}: HTTP {self.status} at {self.url} (busy: "
+                             "what it says is not known yet; asked again by the next run)")
         return None
+
+
+# Answers that say "not now" rather than "no such file": Too Many Requests, Bad Gateway,
+# Service Unavailable, Gateway Timeout.
+BUSY_STATUSES = frozenset({429, 502, 503, 504})
 
 
 def origin(url: str) -> str | None:

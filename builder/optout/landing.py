@@ -4,8 +4,9 @@ naming `noai` / `noimageai`.
 
 Read the same way by a build (builder.optout, before the download) and by a recheck
 (builder.optout.consent): a page the network kept from us (timeout, reset, cut short) is
-unreachable, never "no reservation", since the page may carry one; a page answering 4xx or
-5xx, or refused by the fetcher for another reason, has no meta and says nothing.
+unreachable, never "no reservation", since the page may carry one, as is one answering
+"busy" (429, 502, 503, 504); a page answering another 4xx or 5xx, or refused by the fetcher
+for another reason, has no meta and says nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from builder.optout.hostfiles import BUSY_STATUSES
 from builder.optout.tdmrep import landing_meta
 from builder.records import Reason, Rejection
 
@@ -38,8 +40,11 @@ class LandingPage:
 def read_landing_page(fetcher: Any, url: str) -> LandingPage:
     """Fetch `url` (an http(s) page) and read its meta tags."""
     response = fetcher.get_text(url, max_bytes=MAX_PAGE_BYTES, kind=SIGNAL)
-    if isinstance(response, Rejection) and response.transient:
-        detail = f"unreachable ({response.reason.value}: {response.detail}) at {url}"
+    if isinstance(response, Rejection) and response.transient or \
+            not isinstance(response, Rejection) and response.status in BUSY_STATUSES:
+        why = (f"{response.reason.value}: {response.detail}"
+               if isinstance(response, Rejection) else f"HTTP {response.status}, busy")
+        detail = f"unreachable ({why}) at {url}"
         return LandingPage(detail, Rejection(Reason.TDMREP_UNREACHABLE,
                                              f"landing page: {detail}"))
     if isinstance(response, Rejection) or not response.ok:
