@@ -23,17 +23,14 @@ folder under PATH that cannot be opened (its images would be missing without a w
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import re
 import sqlite3
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from builder import clusters
 from builder.dedup import (
@@ -52,6 +49,7 @@ from builder.optout.denylist import Denylist, Entry
 from builder.recipe import DedupConfig
 from builder.records import TRANSIENT_REASONS
 from builder.takedown_journal import DENYLIST, LOG, read_jsonl
+from builder.urls import on_site, site_pattern
 
 
 @dataclass(frozen=True)
@@ -275,42 +273,7 @@ def _samples(db: sqlite3.Connection, keys: list[str]) -> dict[str, sqlite3.Row]:
 
 
 
-def site_host(text: str) -> str:
-    """The host a `--site` names: `artist.example`, or the host of a URL given instead
-    (`www.` dropped: the site's other hosts are its subdomains). Raises ValueError naming
-    what is not a host."""
-    raw = text.strip()
-    try:
-        host = _normal_host(urlsplit(raw if "://" in raw else f"//{raw}").hostname)
-    except ValueError:
-        host = None
-    if not host or not _HOST.fullmatch(host):
-        raise ValueError(f"{text!r} is not a host name (for example artist.example, or a "
-                         "URL on it)")
-    return host.removeprefix("www.")
-
-
 TRANSIENT = frozenset(str(reason) for reason in TRANSIENT_REASONS)
-_HOST = re.compile(r"[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?|[0-9a-f:.]+")
-
-
-def _normal_host(host: str | None) -> str | None:
-    """Lower case, no final dot, a Unicode name as URLs carry it (IDNA)."""
-    if not host:
-        return None
-    host = host.rstrip(".")
-    with contextlib.suppress(UnicodeError):
-        host = host.encode("idna").decode("ascii")
-    return host
-
-
-def on_site(url: str | None, host: str) -> bool:
-    """Whether `url` is on `host` or one of its subdomains (www., cdn., ...)."""
-    try:
-        found = _normal_host(urlsplit(url).hostname) if url else None
-    except ValueError:  # not a URL (a folder source's path), or a broken one
-        return False
-    return found is not None and (found == host or found.endswith("." + host))
 
 
 def lookup_sites(out: Path, hosts: list[str]) -> list[dict[str, Any]]:
@@ -319,15 +282,30 @@ def lookup_sites(out: Path, hosts: list[str]) -> list[dict[str, Any]]:
     build refused before it downloaded them (a robots.txt, a licence), which have no bytes
     to look up."""
     require_dataset(out)
+    log = [entry for entry in read_jsonl(out / LOG) if isinstance(entry, dict)]
     with reading(out, "lookup") as ledger:
-        return [{"site": host, "candidates": _on_site(ledger.db, host)} for host in hosts]
+        return [{"site": host, "candidates": _on_site(ledger.db, host, _taken_from(log, host))}
+                for host in hosts]
 
 
-def _on_site(db: sqlite3.Connection, host: str) -> list[dict[str, Any]]:
-    # LIKE narrows the scan in SQLite (a host name's `_` escaped); on_site decides.
-    pattern = "%" + host.replace("\\", "\\\\").replace("_", "\\_") + "%"
-    if "xn--" in host:  # its URLs may spell it in Unicode: on_site alone decides
-        pattern = "%"
+def _taken_from(log: list[dict[str, Any]], host: str) -> set[str]:
+    """Keys a takedown removed as on `host` (`--site`, or `--url` of a page or file there):
+    a sample linked to the site by its landing page alone is gone from the ledger's samples,
+    its candidate row holding only the file's URL."""
+    keys = set()
+    for entry in log:
+        for match in entry.get("matched") or []:
+            if not isinstance(match, dict) or not isinstance(match.get("key"), str):
+                continue
+            for why in match.get("why") or []:
+                kind, _, value = str(why).partition("=")
+                if (kind == "site" and value == host) or (kind == "url" and on_site(value, host)):
+                    keys.add(match["key"])
+    return keys
+
+
+def _on_site(db: sqlite3.Connection, host: str, taken: set[str]) -> list[dict[str, Any]]:
+    pattern = site_pattern(host)
     columns = ("SELECT build, seq, candidate_id, source, url, status, reason, detail, key, "
                "license, decided_at FROM candidates")
     rows = {(r[0], r[1]): r for r in db.execute(
@@ -339,6 +317,9 @@ def _on_site(db: sqlite3.Connection, host: str) -> list[dict[str, Any]]:
             row = db.execute(f"{columns} WHERE build = ? AND seq = ?", (build, seq)).fetchone()
             if row is not None:
                 rows[(build, seq)] = row
+    for key in sorted(taken):
+        for row in db.execute(f"{columns} WHERE key = ? AND status = 'removed'", (key,)):
+            rows.setdefault((row[0], row[1]), row)
     return [_candidate(rows[at]) for at in sorted(rows)]
 
 

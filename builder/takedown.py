@@ -55,7 +55,7 @@ from builder.shards import (
     write_whole_shard,
 )
 from builder.takedown_journal import DENYLIST, JOURNAL, LOG, pending_takedown, read_jsonl
-from builder.urls import match_key, match_literal
+from builder.urls import match_key, match_literal, on_site, site_pattern
 from builder.versions import (
     current_version,
     has_version,
@@ -69,8 +69,8 @@ TEMP_SUFFIX = ".takedown"
 # another shape cannot match anything, so it is refused rather than answered "nothing matches".
 _KEY_SHAPE = re.compile(r"[0-9]{10,}")
 _SHA256_SHAPE = re.compile(r"[0-9a-fA-F]{64}")
-SELECTOR_HINT = ("--key K, --url U, --sha256 H, --image PATH or --creator NAME, repeatable, "
-                 "and --reason TEXT")
+SELECTOR_HINT = ("--key K, --url U, --sha256 H, --image PATH, --creator NAME or --site HOST, "
+                 "repeatable, and --reason TEXT")
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,7 @@ class Selectors:
     sha256s: tuple[str, ...] = ()
     images: tuple[Path, ...] = ()
     creators: tuple[str, ...] = ()
+    sites: tuple[str, ...] = ()  # hosts, as builder.urls.site_host gives them
     # (key, words) added to that key's `why` in takedowns.jsonl, e.g. what a recheck found
     notes: tuple[tuple[str, str], ...] = ()
     # The recheck whose --apply this is: marked applied in the takedown's own ledger commit,
@@ -87,11 +88,13 @@ class Selectors:
     recheck: int | None = None
 
     def empty(self) -> bool:
-        return not (self.keys or self.urls or self.sha256s or self.images or self.creators)
+        return not (self.keys or self.urls or self.sha256s or self.images or self.creators
+                    or self.sites)
 
     def to_json(self) -> dict[str, list[str]]:
         return {"key": list(self.keys), "url": list(self.urls), "sha256": list(self.sha256s),
-                "image": [str(p) for p in self.images], "creator": list(self.creators)}
+                "image": [str(p) for p in self.images], "creator": list(self.creators),
+                "site": list(self.sites)}
 
     def check_shapes(self) -> None:
         """Refuse a --key, --sha256 or --url that no sample could have (a typo, a truncated
@@ -229,6 +232,8 @@ def find_matches(ledger: Ledger, sel: Selectors, rule: NearRule | None = None) -
     for creator in sel.creators:
         hit(q("SELECT key, shard FROM samples WHERE lower(trim(creator)) = lower(trim(?))",
               (creator,)), f"creator={creator}")
+    for site in sel.sites:
+        hit(_samples_on_site(ledger, site), f"site={site}")
     for path in sel.images:
         for key, shard, label in _image_matches(ledger, path, rule):
             hit([(key, shard)], label)
@@ -236,6 +241,25 @@ def find_matches(ledger: Ledger, sel: Selectors, rule: NearRule | None = None) -
         if key in shard_of and note not in why[key]:
             why[key].append(note)
     return [Match(k, shard_of[k], tuple(why[k])) for k in sorted(why)]
+
+
+def _samples_on_site(ledger: Ledger, host: str) -> list[tuple[str, int]]:
+    """(key, shard) of the samples whose file, landing or fetched URL is on `host` or a
+    subdomain (`builder.urls.on_site`)."""
+    pattern = site_pattern(host)
+    found = {key: shard for key, shard, file_url, landing_url in ledger.db.execute(
+        "SELECT key, shard, file_url, landing_url FROM samples WHERE file_url LIKE ?1 "
+        "ESCAPE '\\' OR landing_url LIKE ?1 ESCAPE '\\'", (pattern,))
+        if on_site(file_url, host) or on_site(landing_url, host)}
+    # The URL it was fetched from, where that is not its file URL (a redirect followed).
+    for key, fetched in ledger.db.execute(
+            "SELECT key, url FROM candidates WHERE status = 'accepted' AND url LIKE ? "
+            "ESCAPE '\\'", (pattern,)):
+        if key not in found and on_site(fetched, host):
+            row = ledger.db.execute("SELECT shard FROM samples WHERE key = ?", (key,)).fetchone()
+            if row is not None:
+                found[key] = row[0]
+    return sorted(found.items())
 
 
 def _samples_by_url(ledger: Ledger, url: str) -> list[tuple[str, int]]:
@@ -303,7 +327,7 @@ def _image_matches(ledger: Ledger, path: Path, rule: NearRule) -> list[tuple[str
 # -- works already taken down --------------------------------------------------------------
 def find_removed(out: Path, ledger: Ledger, sel: Selectors, matches: list[Match]
                  ) -> list[Removed]:
-    """The --key, --url, --sha256 and --creator selectors that match no current sample
+    """The --key, --url, --sha256, --creator and --site selectors that match no current sample
     because an earlier takedown removed their work: when, by which takedown and why.
 
     `takedowns.jsonl` dates a removed key; the ledger's `removed` candidate rows map a fetched
@@ -333,6 +357,19 @@ def find_removed(out: Path, ledger: Ledger, sel: Selectors, matches: list[Match]
     for creator in sel.creators:
         if f"creator={creator}" not in matched:
             found += _denied(deny, "creator", norm_creator(creator), f"creator={creator}")
+    for site in sel.sites:
+        label = f"site={site}"
+        if label in matched:
+            continue
+        # The takedown that named this site; else one that removed a work fetched from it
+        # (its page, not kept once the sample is gone, is known only to the first).
+        keys = [m["key"] for entry in read_jsonl(out / LOG) if isinstance(entry, dict)
+                for m in entry.get("matched") or [] if isinstance(m, dict)
+                and isinstance(m.get("key"), str) and label in (m.get("why") or [])]
+        keys += [key for key, url in ledger.db.execute(
+            "SELECT key, url FROM candidates WHERE status = 'removed' AND url LIKE ? "
+            "ESCAPE '\\'", (site_pattern(site),)) if on_site(url, site)]
+        found += [r for k in keys for r in _removed_key(ledger, log, k, label)][:1]
     return found
 
 

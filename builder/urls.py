@@ -9,6 +9,8 @@ asks "is this the same file?" compares `match_key`s instead.
 
 from __future__ import annotations
 
+import contextlib
+import re
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -59,3 +61,49 @@ def _kept_query(query: str) -> str:
 def _is_tracking(parameter: str) -> bool:
     name = unquote_plus(parameter.partition("=")[0])
     return name.lower().startswith("utm_")
+
+
+# -- a site: a host and its subdomains (`lookup --site`, `takedown --site`) ---------------
+def site_host(text: str) -> str:
+    """The host a `--site` names: `artist.example`, or the host of a URL given instead
+    (`www.` dropped: the site's other hosts are its subdomains). Raises ValueError naming
+    what is not a host."""
+    raw = text.strip()
+    try:
+        host = _normal_host(urlsplit(raw if "://" in raw else f"//{raw}").hostname)
+    except ValueError:
+        host = None
+    if not host or not _HOST.fullmatch(host):
+        raise ValueError(f"{text!r} is not a host name (for example artist.example, or a "
+                         "URL on it)")
+    return host.removeprefix("www.")
+
+
+_HOST = re.compile(r"[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?|[0-9a-f:.]+")
+
+
+def _normal_host(host: str | None) -> str | None:
+    """Lower case, no final dot, a Unicode name as URLs carry it (IDNA)."""
+    if not host:
+        return None
+    host = host.rstrip(".")
+    with contextlib.suppress(UnicodeError):
+        host = host.encode("idna").decode("ascii")
+    return host
+
+
+def on_site(url: str | None, host: str) -> bool:
+    """Whether `url` is on `host` or one of its subdomains (www., cdn., ...)."""
+    try:
+        found = _normal_host(urlsplit(url).hostname) if url else None
+    except ValueError:  # not a URL (a folder source's path), or a broken one
+        return False
+    return found is not None and (found == host or found.endswith("." + host))
+
+
+def site_pattern(host: str) -> str:
+    """A LIKE pattern (ESCAPE '\\') that every URL on `host` matches, to narrow a scan in
+    SQLite before `on_site` decides; a Unicode name's URLs may spell it otherwise: all."""
+    if "xn--" in host:
+        return "%"
+    return "%" + host.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%") + "%"

@@ -357,3 +357,45 @@ def test_a_taken_down_work_and_its_near_copy_are_not_readmitted_from_another_url
     assert resized["status"] == "rejected" and resized["reason"] == "denylisted"
     assert hashlib.sha256(image(2)).hexdigest() not in {
         r["sha256"] for r in pq.read_table(out / "manifest.parquet").to_pylist()}
+
+
+def test_site_selector_takes_down_every_sample_from_a_site_and_denylists_each_work(
+        httpserver: HTTPServer, tmp_path: Path) -> None:
+    """`--site HOST`: an artist asking for everything taken from their site, whether the
+    files came from it (an image URL on the host) or it is their works' page (the landing
+    URL, the files on a CDN), subdomains included."""
+    rows = rows_for(httpserver)
+    for i in (1, 5):
+        rows[i]["landing_url"] = f"https://www.artist.example/p/{i}"
+    rows[7]["url"] = rows[7]["url"].replace("localhost", "127.0.0.1")  # its own host
+    recipe = recipe_for(tmp_path, write_jsonl(tmp_path / "urls.jsonl", rows))
+    out = tmp_path / "out"
+    run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
+    keys = [r["key"] for r in pq.read_table(out / "manifest.parquet").to_pylist()]
+    before = shard_files(out)
+    dry = run_cli("takedown", str(out), "--site", "artist.example", "--reason", "r",
+                  "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert [line.split()[2] for line in dry.stdout.splitlines() if "site=" in line] == \
+        [keys[1], keys[5]], dry.stdout
+    assert shard_files(out) == before
+    done = run_cli("takedown", str(out), "--site", "https://ARTIST.example/about",
+                   "--site", "127.0.0.1", "--reason", "the artist's request")
+    assert done.returncode == 0, done.stderr
+    left = {r["key"] for r in pq.read_table(out / "manifest.parquet").to_pylist()}
+    assert left == set(keys) - {keys[1], keys[5], keys[7]}
+    assert run_cli("verify", str(out)).returncode == 0
+    denied = [json.loads(line) for line in (out / "denylist.jsonl").read_text().splitlines()]
+    assert {"url", "sha256"} <= {e["kind"] for e in denied}
+    assert rows[7]["url"] in {e["value"] for e in denied if e["kind"] == "url"}
+    log = json.loads((out / "takedowns.jsonl").read_text().splitlines()[-1])
+    assert log["selectors"]["site"] == ["artist.example", "127.0.0.1"]
+    again = run_cli("takedown", str(out), "--site", "artist.example", "--reason", "r")
+    assert again.returncode == 1 and "site=artist.example: already removed" in again.stdout
+    # Linked to the site by their pages alone, the works are still answered for it.
+    looked = json.loads(run_cli("lookup", str(out), "--site", "artist.example",
+                                check=True).stdout)
+    assert [(c["key"], c["found_as"]) for c in looked["candidates"]] == \
+        [(keys[1], "taken_down"), (keys[5], "taken_down")]
+    bad = run_cli("takedown", str(out), "--site", "no such host", "--reason", "r")
+    assert bad.returncode == 2 and "'no such host' is not a host name" in bad.stderr

@@ -48,7 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 
 
 def _site_argument(text: str) -> str:
-    from builder.lookup import site_host
+    from builder.urls import site_host
 
     try:
         return site_host(text)

@@ -1,4 +1,5 @@
-"""`cleanset takedown DIR (--key K | --url U | --sha256 H | --image PATH | --creator NAME)...
+"""`cleanset takedown DIR (--key K | --url U | --sha256 H | --image PATH | --creator NAME |
+--site HOST)...
 --reason TEXT [--dry-run]`.
 
 Exits 0 when it removed something (or completed an interrupted takedown) or, with --dry-run,
@@ -18,11 +19,20 @@ from builder.errors import UserError
 from builder.recipe import is_url
 
 
+def _site_argument(text: str) -> str:
+    from builder.urls import site_host
+
+    try:
+        return site_host(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser(
         "takedown", help="remove works from a dataset and denylist them for good",
         usage="cleanset takedown [-h] DIR|URL (--key K | --url U | --sha256 H | --image PATH "
-              "| --creator NAME)... --reason TEXT [--dry-run] [--stage DIR]\n"
+              "| --creator NAME | --site HOST)... --reason TEXT [--dry-run] [--stage DIR]\n"
               "       cleanset takedown DIR|URL   (finish an interrupted takedown)",
         description="Remove the matching samples (rewriting only the shards that hold them), "
                     "update ledger, manifest and papers, log to takedowns.jsonl and denylist "
@@ -40,6 +50,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                    help="an image file: its exact copies and near duplicates (PDQ/pHash)")
     p.add_argument("--creator", action="append", default=[], metavar="NAME",
                    help="every work credited to this creator (case-insensitive)")
+    p.add_argument("--site", action="append", default=[], metavar="HOST", type=_site_argument,
+                   help="every sample whose file, landing or fetched URL is on this host or "
+                        "its subdomains (artist.example, or a URL on it); each work is "
+                        "denylisted, not the site: its later images are not")
     p.add_argument("--reason", metavar="TEXT",
                    help="required with any selector: why (kept in the ledger, takedowns.jsonl "
                         "and the denylist)")
@@ -52,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     from builder.takedown import Selectors, takedown
 
     sel = Selectors(keys=tuple(args.key), urls=tuple(args.url), sha256s=tuple(args.sha256),
-                    images=tuple(args.image), creators=tuple(args.creator))
+                    images=tuple(args.image), creators=tuple(args.creator),
+                    sites=tuple(args.site))
     if args.stage is not None and not is_url(args.dir):
         raise UserError("takedown: --stage is for a dataset published to a URL; with a local "
                         "directory, leave it out.")
