@@ -41,6 +41,7 @@ from builder import clock
 from builder.dedup import dataset_hash_pipeline
 from builder.errors import UserError
 from builder.faults import crash_point
+from builder.identity import tool_version
 from builder.ledger import Ledger, check_not_emptied, reading, require_dataset
 from builder.lock import OutputLock
 from builder.media import hamming, perceptual_hashes
@@ -616,7 +617,10 @@ def _make_plan(ledger: Ledger, sel: Selectors, reason: str, matches: list[Match]
                 "keys": keys, "reason": reason, "version": new,
                 "shards_rewritten": [shard_name(n) for n in sorted(by_shard)
                                      if shard_name(n) not in emptied],
-                "shards_deleted": emptied},
+                "shards_deleted": emptied,
+                # which cleanset decided it, as a sample's provenance and the ledger's
+                # build_tools say for a build
+                "tool_version": tool_version()},
     }
 
 

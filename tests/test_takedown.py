@@ -390,6 +390,7 @@ def test_site_selector_takes_down_every_sample_from_a_site_and_denylists_each_wo
     assert rows[7]["url"] in {e["value"] for e in denied if e["kind"] == "url"}
     log = json.loads((out / "takedowns.jsonl").read_text().splitlines()[-1])
     assert log["selectors"]["site"] == ["artist.example", "127.0.0.1"]
+    assert log["tool_version"] == run_cli("--version", check=True).stdout.split()[1]
     again = run_cli("takedown", str(out), "--site", "artist.example", "--reason", "r")
     assert again.returncode == 1 and "site=artist.example: already removed" in again.stdout
     # Linked to the site by their pages alone, the works are still answered for it.
