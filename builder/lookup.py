@@ -304,21 +304,26 @@ def _taken_from(log: list[dict[str, Any]], host: str) -> set[str]:
     return keys
 
 
+_CANDIDATE_COLUMNS = ("build", "seq", "candidate_id", "source", "url", "status", "reason",
+                      "detail", "key", "license", "decided_at")
+
+
 def _on_site(db: sqlite3.Connection, host: str, taken: set[str]) -> list[dict[str, Any]]:
     pattern = site_pattern(host)
-    columns = ("SELECT build, seq, candidate_id, source, url, status, reason, detail, key, "
-               "license, decided_at FROM candidates")
+    columns = ", ".join(_CANDIDATE_COLUMNS)
     rows = {(r[0], r[1]): r for r in db.execute(
-        f"{columns} WHERE url LIKE ? ESCAPE '\\'", (pattern,)) if on_site(r[4], host)}
-    for build, seq, page in db.execute(
-            "SELECT build, seq, landing_url FROM samples WHERE landing_url LIKE ? ESCAPE '\\'",
-            (pattern,)):
-        if (build, seq) not in rows and on_site(page, host):
-            row = db.execute(f"{columns} WHERE build = ? AND seq = ?", (build, seq)).fetchone()
-            if row is not None:
-                rows[(build, seq)] = row
+        f"SELECT {columns} FROM candidates WHERE url LIKE ? ESCAPE '\\'", (pattern,))
+        if on_site(r[4], host)}
+    # A sample's landing page on the site, its file elsewhere (a CDN).
+    for *row, page in db.execute(
+            f"SELECT {', '.join('c.' + c for c in _CANDIDATE_COLUMNS)}, s.landing_url "
+            "FROM candidates AS c JOIN samples AS s ON s.build = c.build AND s.seq = c.seq "
+            "WHERE s.landing_url LIKE ? ESCAPE '\\'", (pattern,)):
+        if on_site(page, host):
+            rows.setdefault((row[0], row[1]), tuple(row))
     for key in sorted(taken):
-        for row in db.execute(f"{columns} WHERE key = ? AND status = 'removed'", (key,)):
+        for row in db.execute(f"SELECT {columns} FROM candidates WHERE key = ? AND "
+                              "status = 'removed'", (key,)):
             rows.setdefault((row[0], row[1]), row)
     return [_candidate(rows[at]) for at in sorted(rows)]
 

@@ -253,13 +253,11 @@ def _samples_on_site(ledger: Ledger, host: str) -> list[tuple[str, int]]:
         "ESCAPE '\\' OR landing_url LIKE ?1 ESCAPE '\\'", (pattern,))
         if on_site(file_url, host) or on_site(landing_url, host)}
     # The URL it was fetched from, where that is not its file URL (a redirect followed).
-    for key, fetched in ledger.db.execute(
-            "SELECT key, url FROM candidates WHERE status = 'accepted' AND url LIKE ? "
-            "ESCAPE '\\'", (pattern,)):
-        if key not in found and on_site(fetched, host):
-            row = ledger.db.execute("SELECT shard FROM samples WHERE key = ?", (key,)).fetchone()
-            if row is not None:
-                found[key] = row[0]
+    for key, shard, fetched in ledger.db.execute(
+            "SELECT c.key, s.shard, c.url FROM candidates AS c JOIN samples AS s USING (key) "
+            "WHERE c.status = 'accepted' AND c.url LIKE ? ESCAPE '\\'", (pattern,)):
+        if on_site(fetched, host):
+            found.setdefault(key, shard)
     return sorted(found.items())
 
 

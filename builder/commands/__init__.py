@@ -65,3 +65,13 @@ def expand_home(text: str) -> str:
 def path_argument(text: str) -> Path:
     """argparse's `type` for a local path, refusing '' as `place_argument` does."""
     return Path(place_argument(text))
+
+
+def site_argument(text: str) -> str:
+    """argparse's `type` for `--site`: the host it names (builder.urls.site_host)."""
+    from builder.urls import site_host
+
+    try:
+        return site_host(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

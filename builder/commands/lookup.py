@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from builder.commands import path_argument, place_argument
+from builder.commands import path_argument, place_argument, site_argument
 from builder.errors import UserError
 from builder.recipe import is_url
 
@@ -40,20 +40,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                    "to (only its ledger is downloaded)")
     p.add_argument("paths", type=path_argument, nargs="*", metavar="PATH",
                    help="an image file, or a folder of images (a portfolio)")
-    p.add_argument("--site", type=_site_argument, action="append", default=[], metavar="HOST",
+    p.add_argument("--site", type=site_argument, action="append", default=[], metavar="HOST",
                    help="every candidate from this site (artist.example, or a URL on it): "
                         "what became of it")
     p.set_defaults(func=run, only_reads=True,
                    unknown_hint="images go before the options: lookup DIR PATH... --site HOST")  # an OSError is the copy's (cli.py)
-
-
-def _site_argument(text: str) -> str:
-    from builder.urls import site_host
-
-    try:
-        return site_host(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def run(args: argparse.Namespace) -> int:

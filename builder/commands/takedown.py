@@ -14,18 +14,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from builder.commands import place_argument
+from builder.commands import place_argument, site_argument
 from builder.errors import UserError
 from builder.recipe import is_url
-
-
-def _site_argument(text: str) -> str:
-    from builder.urls import site_host
-
-    try:
-        return site_host(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -50,7 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                    help="an image file: its exact copies and near duplicates (PDQ/pHash)")
     p.add_argument("--creator", action="append", default=[], metavar="NAME",
                    help="every work credited to this creator (case-insensitive)")
-    p.add_argument("--site", action="append", default=[], metavar="HOST", type=_site_argument,
+    p.add_argument("--site", action="append", default=[], metavar="HOST", type=site_argument,
                    help="every sample whose file, landing or fetched URL is on this host or "
                         "its subdomains (artist.example, or a URL on it); each work is "
                         "denylisted, not the site: its later images are not")
