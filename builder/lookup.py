@@ -284,8 +284,19 @@ def lookup_sites(out: Path, hosts: list[str]) -> list[dict[str, Any]]:
     require_dataset(out)
     log = [entry for entry in read_jsonl(out / LOG) if isinstance(entry, dict)]
     with reading(out, "lookup") as ledger:
-        return [{"site": host, "candidates": _on_site(ledger.db, host, _taken_from(log, host))}
+        denylist = Removals.of(out, ledger.db).denylist
+        return [{"site": host, "denylisted": _site_denied(denylist, host),
+                 "candidates": _on_site(ledger.db, host, _taken_from(log, host))}
                 for host in hosts]
+
+
+def _site_denied(denylist: Denylist, host: str) -> dict[str, Any] | None:
+    """The dataset's denylist entry that refuses `host`'s images in later builds (a
+    `takedown --site` of it or of a parent domain), or None."""
+    entry = denylist.by_host(host)
+    if entry is None:
+        return None
+    return {"site": entry.value, "since": entry.added_at, "reason": entry.reason}
 
 
 def _taken_from(log: list[dict[str, Any]], host: str) -> set[str]:
@@ -324,6 +335,13 @@ def _on_site(db: sqlite3.Connection, host: str, taken: set[str]) -> list[dict[st
     for key in sorted(taken):
         for row in db.execute(f"SELECT {columns} FROM candidates WHERE key = ? AND "
                               "status = 'removed'", (key,)):
+            rows.setdefault((row[0], row[1]), row)
+    # Refused as on a denylisted site (on `host`), by its landing page: a refused
+    # candidate's row keeps only the image's URL, but its detail names the site.
+    for row in db.execute(f"SELECT {columns} FROM candidates WHERE reason = 'denylisted' "
+                          "AND substr(detail, 1, 5) = 'site '"):
+        site = str(row[7]).split(" ", 2)[1]
+        if site == host or site.endswith("." + host):
             rows.setdefault((row[0], row[1]), row)
     return [_candidate(rows[at]) for at in sorted(rows)]
 

@@ -26,6 +26,7 @@ the manifest or a glob, not from a brace range.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -33,7 +34,7 @@ import re
 import time
 from collections import defaultdict
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,7 @@ from builder.shards import (
     write_whole_shard,
 )
 from builder.takedown_journal import DENYLIST, JOURNAL, LOG, pending_takedown, read_jsonl
-from builder.urls import match_key, match_literal, on_site, site_pattern
+from builder.urls import match_key, match_literal, on_site, site_host, site_pattern
 from builder.versions import (
     current_version,
     has_version,
@@ -170,11 +171,14 @@ class Removed:
     when: str | None          # when that takedown ran (UTC ISO 8601); None if not on record
     takedown_id: str | None
     reason: str
+    # a site no sample was ever removed from, denylisted before any build took from it
+    denied_only: bool = False
 
     def line(self) -> str:
         on = f" on {self.when[:10]}" if self.when else ""
         by = f" by {self.takedown_id}" if self.takedown_id else ""
-        return f"{self.selector}: already removed{on}{by} (reason: {self.reason})"
+        done = "already denylisted" if self.denied_only else "already removed"
+        return f"{self.selector}: {done}{on}{by} (reason: {self.reason})"
 
 
 @dataclass
@@ -187,6 +191,7 @@ class TakedownResult:
     already_removed: list[Removed] = field(default_factory=list)
     completed_pending: str | None = None  # id of an interrupted takedown this run finished
     seconds: float = 0.0
+    denylisted_sites: list[str] = field(default_factory=list)  # newly (or would be: dry run)
 
     def lines(self) -> list[str]:
         out: list[str] = []
@@ -196,6 +201,11 @@ class TakedownResult:
         for m in self.matches:
             out.append(f"{verb} {m.key} ({shard_name(m.shard)}): {'; '.join(m.why)}")
         out += [r.line() for r in self.already_removed]
+        would = "would be denylisted" if self.dry_run else "denylisted"
+        out += [f"site={site}: {would}: later builds into this directory refuse every image "
+                "whose URL or landing page is on it or a subdomain"
+                + ("" if self.matches else " (none is in the dataset now)")
+                for site in self.denylisted_sites]
         if self.dry_run:
             out.append(f"dry run: {len(self.matches)} sample(s) in "
                        f"{len({m.shard for m in self.matches})} shard(s) would be removed; "
@@ -368,7 +378,8 @@ def find_removed(out: Path, ledger: Ledger, sel: Selectors, matches: list[Match]
         keys += [key for key, url in ledger.db.execute(
             "SELECT key, url FROM candidates WHERE status = 'removed' AND url LIKE ? "
             "ESCAPE '\\'", (site_pattern(site),)) if on_site(url, site)]
-        found += [r for k in keys for r in _removed_key(ledger, log, k, label)][:1]
+        found += ([r for k in keys for r in _removed_key(ledger, log, k, label)][:1]
+                  or [replace(r, denied_only=True) for r in _denied(deny, "site", site, label)])
     return found
 
 
@@ -407,7 +418,16 @@ def _denylist_id(kind: str, value: str) -> tuple[str, str]:
     """What the opt-out gate compares: a URL's match key, a creator's name in any case."""
     if kind == "url":
         return (kind, match_key(value))
+    if kind == "site":
+        with contextlib.suppress(ValueError):  # a hand-written entry that is no host
+            return (kind, site_host(value))
     return (kind, norm_creator(value) if kind == "creator" else value)
+
+
+def new_sites(out: Path, sel: Selectors) -> list[str]:
+    """The --site hosts the dataset's denylist does not refuse yet."""
+    deny = _denylist_by_value(out / DENYLIST)
+    return [site for site in sel.sites if ("site", site) not in deny]
 
 
 # -- the command ----------------------------------------------------------------------------
@@ -443,9 +463,15 @@ def takedown(out: Path, sel: Selectors, reason: str | None, *, dry_run: bool = F
         try:
             matches = find_matches(ledger, sel)
             removed = find_removed(out, ledger, sel, matches)
+            sites = new_sites(out, sel)
             if not matches:
-                return TakedownResult(matches=[], dry_run=False, already_removed=removed,
-                                      completed_pending=completed)
+                # Asked to take a site down before any build took from it (or after every
+                # sample from it is gone): later builds still must not.
+                if sites:
+                    _append_jsonl(out / DENYLIST, _site_entries(sites, reason.strip()),
+                                  unique=("kind", "value"))
+                return TakedownResult(matches=[], dry_run=False, completed_pending=completed,
+                                      already_removed=removed, denylisted_sites=sites)
             plan = _make_plan(ledger, sel, reason.strip(), matches)
             _require_shards(out, plan, {row.shard: row for row in ledger.shards()})
         finally:
@@ -457,7 +483,7 @@ def takedown(out: Path, sel: Selectors, reason: str | None, *, dry_run: bool = F
                           shards_rewritten=plan["log"]["shards_rewritten"],
                           shards_deleted=plan["log"]["shards_deleted"],
                           already_removed=removed, completed_pending=completed,
-                          seconds=time.monotonic() - started)
+                          seconds=time.monotonic() - started, denylisted_sites=sites)
 
 
 def _require_shards(out: Path, plan: dict[str, Any], recorded: dict[int, Any]) -> None:
@@ -582,7 +608,8 @@ def _dry_run(out: Path, sel: Selectors) -> TakedownResult:
     # Read-only (a read-only copy is enough), beside readers, never beside a writer.
     with reading(out, "takedown --dry-run") as ledger:
         matches = find_matches(ledger, sel)
-        return TakedownResult(matches=matches, dry_run=True,
+        sites = new_sites(out, sel)
+        return TakedownResult(matches=matches, dry_run=True, denylisted_sites=sites,
                               already_removed=find_removed(out, ledger, sel, matches))
 
 
@@ -637,6 +664,7 @@ def _denylist_entries(ledger: Ledger, keys: list[str], sel: Selectors, reason: s
         if pdq:
             entries.append(("pdq", pdq))
     entries += [("creator", c.strip()) for c in sel.creators]
+    entries += [("site", site) for site in sel.sites]
     # One entry per file: a fetched URL and the same one with tracking parameters are one.
     seen: set[tuple[str, str]] = set()
     out = []
@@ -645,6 +673,12 @@ def _denylist_entries(ledger: Ledger, keys: list[str], sel: Selectors, reason: s
             seen.add(_denylist_id(kind, value))
             out.append({"kind": kind, "value": value, "reason": reason, "added_at": now})
     return out
+
+
+def _site_entries(sites: list[str], reason: str) -> list[dict[str, str]]:
+    now = clock.wall_iso()
+    return [{"kind": "site", "value": site, "reason": reason, "added_at": now}
+            for site in sites]
 
 
 # -- applying a plan (first run and recovery alike) -----------------------------------------

@@ -92,12 +92,18 @@ def _normal_host(host: str | None) -> str | None:
     return host
 
 
+def url_host(url: str | None) -> str | None:
+    """The host of `url` as `site_host` spells hosts (lower case, IDNA, no final dot; `www.`
+    kept), or None for what is not a URL with a host (a folder source's path)."""
+    try:
+        return _normal_host(urlsplit(url).hostname) if url else None
+    except ValueError:  # a broken URL
+        return None
+
+
 def on_site(url: str | None, host: str) -> bool:
     """Whether `url` is on `host` or one of its subdomains (www., cdn., ...)."""
-    try:
-        found = _normal_host(urlsplit(url).hostname) if url else None
-    except ValueError:  # not a URL (a folder source's path), or a broken one
-        return False
+    found = url_host(url)
     return found is not None and (found == host or found.endswith("." + host))
 
 

@@ -345,7 +345,8 @@ def test_a_site_lookup_answers_for_every_work_considered_from_it_even_never_down
     assert said["art:d"]["key"] == key_d and said["art:a"]["license"] == "CC0-1.0"
     assert [(c["candidate"], c["found_as"]) for c in there["candidates"]] == [("art:f", "sample")]
     nothing = run_cli("lookup", str(out), "--site", "artist.example", check=True)
-    assert lines(nothing.stdout) == [{"site": "artist.example", "candidates": []}]
+    assert lines(nothing.stdout) == [{"site": "artist.example", "denylisted": None,
+                                      "candidates": []}]
     bad = run_cli("lookup", str(out), "--site", "not a host")
     assert bad.returncode == 2 and "'not a host' is not a host name" in bad.stderr
     neither = run_cli("lookup", str(out))

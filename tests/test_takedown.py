@@ -376,8 +376,9 @@ def test_site_selector_takes_down_every_sample_from_a_site_and_denylists_each_wo
     dry = run_cli("takedown", str(out), "--site", "artist.example", "--reason", "r",
                   "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert [line.split()[2] for line in dry.stdout.splitlines() if "site=" in line] == \
-        [keys[1], keys[5]], dry.stdout
+    assert [line.split()[2] for line in dry.stdout.splitlines()
+            if line.startswith("would remove ")] == [keys[1], keys[5]], dry.stdout
+    assert "site=artist.example: would be denylisted" in dry.stdout
     assert shard_files(out) == before
     done = run_cli("takedown", str(out), "--site", "https://ARTIST.example/about",
                    "--site", "127.0.0.1", "--reason", "the artist's request")
@@ -400,3 +401,84 @@ def test_site_selector_takes_down_every_sample_from_a_site_and_denylists_each_wo
         [(keys[1], "taken_down"), (keys[5], "taken_down")]
     bad = run_cli("takedown", str(out), "--site", "no such host", "--reason", "r")
     assert bad.returncode == 2 and "'no such host' is not a host name" in bad.stderr
+
+
+def test_a_site_taken_down_stays_down_for_later_builds_even_before_any_build_took_from_it(
+        httpserver: HTTPServer, tmp_path: Path) -> None:
+    """An artist asking that nothing of their site be taken: `--site` denylists the site
+    itself, so a later build refuses its new images too (before downloading them), its
+    subdomains' and those whose page is on it; asked before anything was taken from it, the
+    site is denylisted all the same and the dataset is left as it is."""
+    rows = rows_for(httpserver)
+    rows[3]["url"] = rows[3]["url"].replace("localhost", "127.0.0.1")
+    recipe = recipe_for(tmp_path, write_jsonl(tmp_path / "urls.jsonl", rows))
+    out = tmp_path / "out"
+    run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
+    keys = manifest_keys(out)
+    files = all_files(out)
+
+    first = takedown(out, "--site", "https://www.portfolio.example/about", "--reason",
+                     "the artist's request", check=False)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "site=portfolio.example: denylisted" in first.stdout
+    assert "none is in the dataset now" in first.stdout
+    changed = {name for name, digest in all_files(out).items() if files.get(name) != digest}
+    assert changed == {"denylist.jsonl"}  # no shard, ledger, log or paper touched
+    assert [json.loads(line) for line in (out / "denylist.jsonl").read_text().splitlines()] \
+        == [{"kind": "site", "value": "portfolio.example", "reason": "the artist's request",
+             "added_at": json.loads((out / "denylist.jsonl").read_text())["added_at"]}]
+    again = takedown(out, "--site", "portfolio.example", "--reason", "r", check=False)
+    assert again.returncode == 1
+    assert "site=portfolio.example: already denylisted on " in again.stdout
+    assert "(reason: the artist's request)" in again.stdout
+
+    removed = takedown(out, "--site", "127.0.0.1", "--reason", "another artist")
+    assert manifest_keys(out) == [k for k in keys if k != keys[3]]
+    assert "site=127.0.0.1: denylisted" in removed.stdout
+    verify_ok(out)
+
+    # A later build: new works on both sites, by image URL, subdomain or page.
+    for name in ("new-a", "new-b", "new-c", "new-d"):
+        httpserver.expect_request(f"/{name}.jpg").respond_with_data(
+            make_image(hash(name) % 1000 + 500, (110, 80)), content_type="image/jpeg")
+    later = [
+        {"id": "on-denied-ip", "url": httpserver.url_for("/new-a.jpg").replace(
+            "localhost", "127.0.0.1"), "license": CC0},
+        {"id": "page-on-subdomain", "url": httpserver.url_for("/new-b.jpg"), "license": CC0,
+         "landing_url": "https://shop.portfolio.example/prints/1"},
+        {"id": "page-elsewhere", "url": httpserver.url_for("/new-c.jpg"), "license": CC0,
+         "landing_url": "https://notportfolio.example/prints/1"},
+        {"id": "plain", "url": httpserver.url_for("/new-d.jpg"), "license": CC0},
+    ]
+    recipe2 = recipe_for(tmp_path, write_jsonl(tmp_path / "later.jsonl", later), name="later")
+    run_cli("build", str(recipe2), "--out", str(out), "--no-progress", check=True)
+    cands = {c["candidate_id"].rsplit(":", 1)[-1]: c
+             for c in pq.read_table(out / "candidates.parquet").to_pylist()}
+    assert cands["on-denied-ip"]["reason"] == "denylisted"
+    assert cands["on-denied-ip"]["detail"].startswith("site 127.0.0.1 is on the denylist at ")
+    assert "(another artist)" in cands["on-denied-ip"]["detail"]
+    assert cands["page-on-subdomain"]["reason"] == "denylisted"
+    assert cands["page-on-subdomain"]["detail"].startswith("site portfolio.example ")
+    assert cands["page-elsewhere"]["status"] == "accepted"
+    assert cands["plain"]["status"] == "accepted"
+    assert not any(request.path == "/new-a.jpg" for request, _ in httpserver.log)
+    verify_ok(out)
+
+    looked = json.loads(run_cli("lookup", str(out), "--site", "portfolio.example",
+                                check=True).stdout)
+    assert looked["denylisted"]["site"] == "portfolio.example"
+    assert looked["denylisted"]["reason"] == "the artist's request"
+    assert [(c["found_as"], c["reason"]) for c in looked["candidates"]] == \
+        [("refused", "denylisted")]
+    shop = json.loads(run_cli("lookup", str(out), "--site", "shop.portfolio.example",
+                              check=True).stdout)
+    assert shop["denylisted"]["site"] == "portfolio.example"  # the parent domain's entry
+    elsewhere = json.loads(run_cli("lookup", str(out), "--site", "example.org",
+                                   check=True).stdout)
+    assert elsewhere["denylisted"] is None
+    # The report a licensing lead signs off from shows what is kept out, asked for early.
+    run_cli("report", str(out), check=True)
+    report = (out / "report.html").read_text()
+    kept = report[report.index("Kept out of every later build"):]
+    assert "<td>site</td><td>portfolio.example</td>" in kept
+    assert "the artist&#x27;s request" in kept or "the artist's request" in kept

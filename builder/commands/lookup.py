@@ -22,10 +22,12 @@ cannot be read or decoded gets "error" and no matches (one over 512 MiB: exact c
 
 --site HOST (repeatable, with or without images) answers for a whole site, also for works a
 build refused before it downloaded them (its robots.txt, a licence): one JSON line per HOST,
-{"site", "candidates": [{"candidate", "build", "source", "url", "found_as", "key",
-"license", "reason", "detail", "decided_at"}]}, every candidate whose image URL (or, for a
-sample, landing page) is on HOST or a subdomain; found_as is "sample", "duplicate",
-"refused", "taken_down" or "unreachable" (not decided: the next build asks again).
+{"site", "denylisted", "candidates": [{"candidate", "build", "source", "url", "found_as",
+"key", "license", "reason", "detail", "decided_at"}]}, every candidate whose image URL (or,
+for a sample, landing page) is on HOST or a subdomain, or a build refused as on the site;
+found_as is "sample", "duplicate", "refused", "taken_down" or "unreachable" (not decided:
+the next build asks again). "denylisted" is {"site", "since", "reason"} when a takedown
+--site of HOST or a parent domain keeps later builds off it, else null.
 
 Exit 0 (also when nothing matched); 2 for a missing DIR or PATH, a folder that cannot be
 opened, or a HOST that is not a host name."""

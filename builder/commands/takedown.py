@@ -43,8 +43,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                    help="every work credited to this creator (case-insensitive)")
     p.add_argument("--site", action="append", default=[], metavar="HOST", type=site_argument,
                    help="every sample whose file, landing or fetched URL is on this host or "
-                        "its subdomains (artist.example, or a URL on it); each work is "
-                        "denylisted, not the site: its later images are not")
+                        "its subdomains (artist.example, or a URL on it); the site is "
+                        "denylisted too, so later builds refuse its images (also when "
+                        "nothing of it is in the dataset yet)")
     p.add_argument("--reason", metavar="TEXT",
                    help="required with any selector: why (kept in the ledger, takedowns.jsonl "
                         "and the denylist)")
@@ -85,7 +86,7 @@ def _note_pending(out: Path, args: argparse.Namespace, sel: Any) -> None:
 def _report(result: Any, sel: Any, where: str, *, lines: bool = True) -> int:
     for line in result.lines() if lines else ():
         print(line)
-    if not result.matches and not sel.empty():
+    if not result.matches and not sel.empty() and not result.denylisted_sites:
         if result.already_removed and result.completed_pending:
             # The same command again after it was stopped: what it asked for is done now.
             print(f"takedown: {result.completed_pending}, completed above, removed it; "
@@ -126,7 +127,7 @@ def _takedown_url(args: argparse.Namespace, sel: Any) -> int:
             return 0
         if args.dry_run:
             return _report(result, sel, url)
-        if not result.matches:
+        if not result.matches and not result.denylisted_sites:
             # An earlier takedown of the same works may have been stopped after the stage,
             # before the URL: its works are still published there.
             for line in result.lines():

@@ -203,7 +203,8 @@ def _takedown(facts: Facts) -> str:
         f"{ask}, naming the image (its key, "
         "its source URL or the file itself). The maintainers run\n\n```\n"
         'cleanset takedown DIR --url URL --reason "request from the rights holder"\n```\n\n'
-        "(or `--key`, `--sha256`, `--image PATH`, `--creator NAME`), which removes the "
+        "(or `--key`, `--sha256`, `--image PATH`, `--creator NAME`, `--site HOST`), which "
+        "removes the "
         "works from the shards, regenerates every paper, records the request in "
         "`takedowns.jsonl` and denylists the works so no later build admits them again.\n")
 
@@ -244,7 +245,8 @@ def _files() -> str:
         ("`takedowns.jsonl`", "after a takedown: one line per takedown, what was removed, "
          "when and why"),
         ("`denylist.jsonl`", "after a takedown: the works removed (URLs, sha256, PDQ hash; "
-         "a creator named with --creator); later builds into this directory refuse them"),
+         "a creator named with --creator, a site named with --site); later builds into this "
+         "directory refuse them"),
         ("`report.html`", "written by `cleanset report`: charts of licences, sources, "
          "refusals, creators and sizes"),
         ("`_cleanset_published.json`", "at a published URL: every file with its size and "

@@ -536,7 +536,22 @@ def _history(data: ReportData) -> str:
     return _section("history", "History",
                     f"<h3>Versions</h3>{versions}<h3>Takedowns</h3>{takedown_part}"
                     "<p class=\"note\">Every takedown is also in <code>takedowns.jsonl</code>; "
-                    "<code>cleanset diff DIR --from N --to M</code> lists the keys.</p>")
+                    "<code>cleanset diff DIR --from N --to M</code> lists the keys.</p>"
+                    + _kept_out(data))
+
+
+def _kept_out(data: ReportData) -> str:
+    """The sites and creators a takedown keeps out of every later build: an artist who asked
+    before anything was taken has no takedown row above, only this."""
+    if not data.kept_out:
+        return ""
+    rows = "".join(f"<tr><td>{_e(e['kind'])}</td><td>{_e(e['value'])}</td>"
+                   f"<td>{_e(e['added_at'] or '—')}</td><td>{_e(e['reason'])}</td></tr>"
+                   for e in data.kept_out)
+    return ("<h3>Kept out of every later build</h3><table><tr><th>kind</th><th>site or "
+            f"creator</th><th>since</th><th>reason</th></tr>{rows}</table>"
+            "<p class=\"note\">From <code>denylist.jsonl</code>, which also holds every removed "
+            "work's URLs and hashes.</p>")
 
 
 def _last_recheck(data: ReportData) -> str:

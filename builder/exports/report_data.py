@@ -19,6 +19,7 @@ from typing import Any
 
 from builder.ledger import build_tools
 from builder.licensing import license_info
+from builder.takedown_journal import DENYLIST, read_jsonl
 
 EXAMPLES_PER_REASON = 5
 TOP_CLUSTERS = 10
@@ -133,6 +134,8 @@ class ReportData:
     recipe_claim_only: int = 0  # samples whose only licence claim is the recipe's own
     no_creator: Counter[str] = field(default_factory=Counter)  # licence -> samples, no creator
     papers: list[Paper] = field(default_factory=list)
+    # sites and creators the dataset's denylist keeps out of every later build (takedowns)
+    kept_out: list[dict[str, str]] = field(default_factory=list)
     running_recheck: Any = None  # a recheck stopped before it judged every sample
     # Of the last recheck, samples still in the dataset: would be refused (True) or could
     # not be checked (False) -> how many; and the first few of each.
@@ -220,6 +223,7 @@ def _gather_rest(db: sqlite3.Connection, out: Path) -> ReportData:
         versions=_versions(db) if "versions" in tables else [],
         takedowns=_takedowns(out), formats=Counter(), longest_sides=Counter(),
     )
+    data.kept_out = _kept_out(out)
     if "duplicates" in tables:
         _duplicates(db, data)
     from builder.recheck_log import recheck_config
@@ -427,8 +431,8 @@ SIGNAL_BY_DETAIL = (
     ("Content-Usage", "content-usage"), ("Content-Signal", "content-signal"),
     ("<meta", "landing-page"), ("plus:DataMining", "plus:DataMining"),
     ("Iptc4xmpExt:DigitalSourceType", "DigitalSourceType"), ("C2PA", "c2pa"),
-    ("URL ", "denylist"), ("creator ", "denylist"), ("sha256 ", "denylist-content"),
-    ("PDQ ", "denylist-content"),
+    ("URL ", "denylist"), ("creator ", "denylist"), ("site ", "denylist"),
+    ("sha256 ", "denylist-content"), ("PDQ ", "denylist-content"),
 )
 _SIGNAL_SQL = ("CASE " + " ".join(
     f"WHEN substr(detail, 1, {len(prefix)}) = '{prefix}' THEN '{signal}'"
@@ -475,6 +479,17 @@ def _versions(db: sqlite3.Connection) -> list[dict[str, Any]]:
             for v, at, kind, added, removed, note in db.execute(
                 "SELECT version, created_at, kind, added, removed, note FROM versions "
                 "ORDER BY version")]
+
+
+def _kept_out(out: Path) -> list[dict[str, str]]:
+    """The denylist's site and creator entries (a work's URL or hash is one work; these keep
+    whole sites and creators out), as written: verify names a line that is not one."""
+    try:
+        rows = read_jsonl(out / DENYLIST)
+    except (OSError, UnicodeDecodeError):
+        return []
+    return [{name: str(row.get(name) or "") for name in ("kind", "value", "added_at", "reason")}
+            for row in rows if isinstance(row, dict) and row.get("kind") in ("site", "creator")]
 
 
 def _takedowns(out: Path) -> list[dict[str, Any]]:

@@ -106,6 +106,9 @@ class OptoutGate:
         hit = self.denylist.by_creator(cand.creator)
         if hit is not None:
             return "denylist", _denied(hit, f"creator {cand.creator!r}")
+        hit = self.denylist.by_site(cand.url, cand.landing_url)
+        if hit is not None:
+            return "denylist", _denied(hit, f"site {hit.value}")
         trail.append(("denylist", f"not listed ({len(self.denylist)} entries)"))
         base = origin(cand.url) if cand.local_path is None else None
         if base is None:

@@ -1,11 +1,15 @@
 """Works that must never be admitted: `DIR/denylist.jsonl` (takedowns) and the recipe's list.
 
-One JSON object per line: `{"kind": "url" | "sha256" | "creator" | "pdq", "value": ...,
-"reason": ...}`. A recipe list may also be plain text, one URL or sha256 per line (`#`
-comments), which is how opt-out registries are commonly exported. URL and creator entries
-are decided before download; sha256 and PDQ entries once the bytes are known. URLs are
-compared by `builder.urls.match_key`, so an entry with or without `utm_*` tracking
-parameters denies the file either way.
+One JSON object per line: `{"kind": "url" | "sha256" | "creator" | "pdq" | "site", "value":
+..., "reason": ...}`. A recipe list may also be plain text, one URL or sha256 per line (`#`
+comments), which is how opt-out registries are commonly exported. URL, creator and site
+entries are decided before download; sha256 and PDQ entries once the bytes are known. URLs
+are compared by `builder.urls.match_key`, so an entry with or without `utm_*` tracking
+parameters denies the file either way. A site entry (a host, `takedown --site`) denies every
+image whose URL or landing page is on that host or a subdomain of it.
+
+A cleanset older than the `site` kind stops a build into the directory on such a line
+("needs kind (one of ...)") rather than admitting the site's images: it fails closed.
 """
 
 from __future__ import annotations
@@ -16,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder.errors import UserError
-from builder.urls import match_key
+from builder.urls import match_key, site_host, url_host
 
-KINDS = ("url", "sha256", "creator", "pdq")
+KINDS = ("url", "sha256", "creator", "pdq", "site")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -41,10 +45,12 @@ class Denylist:
     sha256: dict[str, Entry] = field(default_factory=dict)
     creators: dict[str, Entry] = field(default_factory=dict)
     pdq: list[tuple[int, Entry]] = field(default_factory=list)
+    sites: dict[str, Entry] = field(default_factory=dict)  # by host, as site_host spells it
     files: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.urls) + len(self.sha256) + len(self.creators) + len(self.pdq)
+        return (len(self.urls) + len(self.sha256) + len(self.creators) + len(self.pdq)
+                + len(self.sites))
 
     def add(self, entry: Entry) -> None:
         if entry.kind == "url":
@@ -53,6 +59,8 @@ class Denylist:
             self.sha256.setdefault(entry.value.lower(), entry)
         elif entry.kind == "creator":
             self.creators.setdefault(norm_creator(entry.value), entry)
+        elif entry.kind == "site":
+            self.sites.setdefault(site_host(entry.value), entry)
         else:
             self.pdq.append((int(entry.value, 16), entry))
 
@@ -94,6 +102,23 @@ class Denylist:
     def by_creator(self, creator: str | None) -> Entry | None:
         return self.creators.get(norm_creator(creator)) if creator else None
 
+    def by_site(self, *urls: str | None) -> Entry | None:
+        """The site entry any of `urls` is on (its host or a parent domain)."""
+        if not self.sites:
+            return None
+        for url in urls:
+            if (hit := self.by_host(url_host(url))) is not None:
+                return hit
+        return None
+
+    def by_host(self, host: str | None) -> Entry | None:
+        """The site entry for `host` or a parent domain of it."""
+        while host and self.sites:
+            if (hit := self.sites.get(host)) is not None:
+                return hit
+            host = host.partition(".")[2]
+        return None
+
     def by_sha256(self, sha256: str) -> Entry | None:
         return self.sha256.get(sha256.lower())
 
@@ -113,7 +138,8 @@ def parse_line(line: str, where: str) -> Entry:
         if value.lower().startswith(("http://", "https://")):
             return Entry("url", value, "", where)
         raise UserError(f"{where}: {value!r} is neither a URL nor a sha256. Use a JSON line "
-                        '{"kind": "url"|"sha256"|"creator"|"pdq", "value": ..., "reason": ...}.')
+                        '{"kind": "url"|"sha256"|"creator"|"pdq"|"site", "value": ..., '
+                        '"reason": ...}.')
     try:
         item = json.loads(line)
     except ValueError as exc:
@@ -128,6 +154,11 @@ def parse_line(line: str, where: str) -> Entry:
         raise UserError(f"{where}: sha256 value {value!r} is not 64 hex digits.")
     if kind == "pdq" and not re.fullmatch(r"[0-9a-fA-F]{64}", value):
         raise UserError(f"{where}: pdq value {value!r} is not 64 hex digits (256 bits).")
+    if kind == "site":
+        try:
+            site_host(value)
+        except ValueError as exc:
+            raise UserError(f"{where}: site value {exc}.") from None
     reason, added = item.get("reason"), item.get("added_at")
     return Entry(kind, value, reason if isinstance(reason, str) else "", where,
                  added if isinstance(added, str) else None)
