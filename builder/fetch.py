@@ -41,7 +41,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -68,6 +68,9 @@ from urllib3.util.connection import allowed_gai_family
 from builder import clock
 from builder.recipe import FetchConfig
 from builder.records import CREDENTIAL_HEADERS, Exchange, Reason, Rejection
+
+# Asked with (source, target) before a download's redirect is followed: a Rejection stops it.
+BeforeRedirect = Callable[[str, str], Rejection | None]
 
 log = logging.getLogger(__name__)
 
@@ -571,10 +574,13 @@ class Fetcher:
 
     # public API -------------------------------------------------------------------------
 
-    def fetch(self, url: str, *, max_bytes: int | None = None) -> Response | Rejection:
-        """Download an image. Any final status other than 2xx is an http_error Rejection."""
+    def fetch(self, url: str, *, max_bytes: int | None = None,
+              before_redirect: BeforeRedirect | None = None) -> Response | Rejection:
+        """Download an image. Any final status other than 2xx is an http_error Rejection.
+        `before_redirect(source, target)`: asked before each redirect is followed; a
+        Rejection it returns is the answer, and `target` is never asked."""
         cap = self._config.max_bytes if max_bytes is None else max_bytes
-        result = self._request(url, cap, {}, kind="image")
+        result = self._request(url, cap, {}, kind="image", before_redirect=before_redirect)
         if isinstance(result, Response) and not result.ok:
             return Rejection(_status_reason(result.status), f"HTTP {result.status} from {result.url}")
         return result
@@ -645,7 +651,8 @@ class Fetcher:
     # redirects, retries, one attempt ----------------------------------------------------
 
     def _request(self, url: str, cap: int, headers: dict[str, str], *,
-                 kind: str, method: str = "GET", cut: bool = False) -> Response | Rejection:
+                 kind: str, method: str = "GET", cut: bool = False,
+                 before_redirect: BeforeRedirect | None = None) -> Response | Rejection:
         """Follow redirects by hand so every hop passes the URL and address checks."""
         seen = {url}
         current = url
@@ -672,6 +679,9 @@ class Fetcher:
             target = urljoin(current, location.strip())
             if target in seen:
                 return Rejection(Reason.HTTP_ERROR, f"redirect loop: {current} -> {target}")
+            if before_redirect is not None and (
+                    refusal := before_redirect(current, target)) is not None:
+                return refusal
             seen.add(target)
             current = target
         return Rejection(Reason.HTTP_ERROR, f"too many redirects (>{MAX_REDIRECTS}) from {url}")

@@ -48,13 +48,17 @@ def licence_gate(candidate: Candidate, *, policy: Any) -> Licensed | Rejection:
     return Licensed(candidate=candidate, license=decision)
 
 
-def fetch_stage(licensed: Licensed, *, fetcher: Any, max_bytes: int) -> Fetched | Rejection:
+def fetch_stage(licensed: Licensed, *, fetcher: Any, max_bytes: int,
+                redirects: Callable[[], Any] | None = None) -> Fetched | Rejection:
+    """Download the image. `redirects`: makes the opt-out gate's guard that checks each
+    redirect's target before it is followed (builder.optout.RedirectGuard)."""
     cand = licensed.candidate
     if cand.local_path is not None:
         return _read_local(licensed, max_bytes)
     if not cand.url:
         return Rejection(Reason.HTTP_ERROR, "the source gave no URL for this item")
-    response = fetcher.fetch(cand.url, max_bytes=max_bytes)
+    guard = redirects() if redirects is not None else None
+    response = fetcher.fetch(cand.url, max_bytes=max_bytes, before_redirect=guard)
     if isinstance(response, Rejection):
         return response
     return Fetched(
@@ -68,7 +72,7 @@ def fetch_stage(licensed: Licensed, *, fetcher: Any, max_bytes: int) -> Fetched 
             content_type=response.header("content-type"),
             headers=response.headers,
         ),
-        optout=licensed.optout,
+        optout=licensed.optout + (tuple(guard.trail) if guard is not None else ()),
         sha256=response.sha256,
     )
 
@@ -176,7 +180,8 @@ class StagePlan:
                       Reason.LICENSE_UNRECOGNIZED),
             StageSpec("optout-before-fetch", optout.before_fetch, Reason.DENYLISTED),
             StageSpec("fetch", partial(fetch_stage, fetcher=fetcher,
-                                       max_bytes=recipe.fetch.max_bytes), Reason.HTTP_ERROR),
+                                       max_bytes=recipe.fetch.max_bytes,
+                                       redirects=optout.redirect_guard), Reason.HTTP_ERROR),
             StageSpec("optout-headers", optout.after_fetch, Reason.OPTOUT_X_ROBOTS_TAG),
             StageSpec("image", partial(image_check, config=recipe.image,
                                        pipeline=self.hash_pipeline), Reason.CORRUPT_IMAGE),

@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import tarfile
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image, PngImagePlugin
 from pytest_httpserver import HTTPServer
@@ -20,7 +22,7 @@ from builder.optout.hostfiles import MAX_FILE_BYTES
 from builder.recipe import FetchConfig, ImageConfig
 from builder.records import Candidate, Checked, Evidence, Rejection
 from builder.stages import StageSpec, fetch_stage, image_check, licence_gate, run_stages
-from tests.conftest import make_image
+from tests.conftest import make_image, run_cli, write_jsonl, write_recipe
 
 CC0 = "https://creativecommons.org/publicdomain/zero/1.0/"
 NC4 = "https://creativecommons.org/licenses/by-nc/4.0/"
@@ -53,7 +55,8 @@ def run(gate: OptoutGate, cand: Candidate, fetcher: Fetcher) -> Checked | Reject
     stages = [
         StageSpec("licence", lambda c: licence_gate(c, policy=gate.policy), "license_missing"),
         StageSpec("optout-before-fetch", gate.before_fetch, "denylisted"),
-        StageSpec("fetch", lambda lic: fetch_stage(lic, fetcher=fetcher, max_bytes=5_000_000),
+        StageSpec("fetch", lambda lic: fetch_stage(lic, fetcher=fetcher, max_bytes=5_000_000,
+                                                   redirects=gate.redirect_guard),
                   "http_error"),
         StageSpec("optout-headers", gate.after_fetch, "optout_x_robots_tag"),
         StageSpec("image", lambda f: image_check(f, config=ImageConfig()), "corrupt_image"),
@@ -661,3 +664,138 @@ def test_a_host_file_or_page_answering_500_is_still_no_file(
     result = run(make_gate(fetcher, landing_page=True),
                  candidate(url, landing_url=httpserver.url_for("/page")), fetcher)
     assert isinstance(result, Checked), result
+
+
+# -- redirects ------------------------------------------------------------------------------
+@pytest.fixture
+def other_host():
+    """A second host (another port: another origin, its own robots.txt)."""
+    server = HTTPServer(host="127.0.0.1", port=0)
+    server.no_handler_status_code = 404
+    server.start()
+    yield server
+    server.clear()
+    server.stop()
+
+
+def redirect(httpserver: HTTPServer, path: str, to: str) -> str:
+    httpserver.expect_request(path).respond_with_data("", status=302, headers={"Location": to})
+    return httpserver.url_for(path)
+
+
+def asked(server: HTTPServer) -> list[str]:
+    return [request.path for request, _ in server.log]
+
+
+def test_a_redirect_into_a_path_robots_txt_disallows_is_refused_before_it_is_followed(
+        httpserver: HTTPServer, fetcher: Fetcher) -> None:
+    """robots.txt is per URL: an allowed image URL answering with a redirect to a
+    disallowed path on the same host was followed and admitted."""
+    serve_text(httpserver, "/robots.txt", "User-agent: *\nDisallow: /private/\n")
+    serve_image(httpserver, "/private/a.jpg")
+    url = redirect(httpserver, "/pub/a.jpg", "/private/a.jpg")
+    detail = rejected(run(make_gate(fetcher), candidate(url), fetcher), "optout_robots_txt")
+    assert detail.startswith("robots.txt:") and "redirect to " in detail, detail
+    assert "/private/a.jpg" not in asked(httpserver)
+
+
+def test_a_redirect_to_another_host_reads_that_host_s_signals_before_following_it(
+        httpserver: HTTPServer, other_host: HTTPServer, fetcher: Fetcher) -> None:
+    """A short link or a CDN in front of an artist's site: the image comes from a host
+    whose robots.txt, ai.txt and tdmrep.json were never read."""
+    serve_text(other_host, "/robots.txt", "User-agent: *\nDisallow: /portfolio/\n")
+    serve_image(other_host, "/portfolio/a.jpg")
+    serve_image(other_host, "/free/b.jpg")
+    gate = make_gate(fetcher)
+    refused = run(gate, candidate(redirect(httpserver, "/s/a",
+                                           other_host.url_for("/portfolio/a.jpg"))), fetcher)
+    detail = rejected(refused, "optout_robots_txt")
+    assert f"redirect to {other_host.url_for('/portfolio/a.jpg')}" in detail
+    assert "/portfolio/a.jpg" not in asked(other_host)
+    admitted = run(gate, candidate(redirect(httpserver, "/s/b", other_host.url_for(
+        "/free/b.jpg"))), fetcher)
+    assert isinstance(admitted, Checked), admitted
+    said = [(signal, result) for signal, result in admitted.optout
+            if result.endswith(f"(redirect to {other_host.url_for('/free/b.jpg')})")]
+    assert [signal for signal, _ in said] == ["robots.txt", "ai.txt", "tdmrep.json"]
+    assert asked(other_host).count("/robots.txt") == 1  # read once per host, as any host
+
+
+def test_a_redirect_target_s_ai_txt_and_tdmrep_json_are_obeyed(
+        httpserver: HTTPServer, other_host: HTTPServer, fetcher: Fetcher) -> None:
+    serve_text(other_host, "/ai.txt", "User-Agent: *\nDisallow: /ai-no/\n")
+    other_host.expect_request("/.well-known/tdmrep.json").respond_with_json(
+        [{"location": "/reserved/*", "tdm-reservation": 1}])
+    serve_image(other_host, "/ai-no/a.jpg")
+    serve_image(other_host, "/reserved/b.jpg")
+    gate = make_gate(fetcher)
+    detail = rejected(run(gate, candidate(redirect(
+        httpserver, "/s/a", other_host.url_for("/ai-no/a.jpg"))), fetcher), "optout_robots_txt")
+    assert detail.startswith("ai.txt:")
+    detail = rejected(run(gate, candidate(redirect(
+        httpserver, "/s/b", other_host.url_for("/reserved/b.jpg"))), fetcher), "optout_tdmrep")
+    assert "tdm-reservation 1" in detail and "redirect to" in detail
+
+
+def test_a_redirect_target_whose_robots_txt_cannot_be_read_waits_for_the_next_run(
+        httpserver: HTTPServer, other_host: HTTPServer, fetcher: Fetcher) -> None:
+    serve_text(other_host, "/robots.txt", "busy", status=503)
+    serve_image(other_host, "/a.jpg")
+    detail = rejected(run(make_gate(fetcher), candidate(redirect(
+        httpserver, "/s/a", other_host.url_for("/a.jpg"))), fetcher), "robots_unreachable")
+    assert "HTTP 503" in detail
+    assert "/a.jpg" not in asked(other_host)
+
+
+def test_a_redirect_to_a_denylisted_url_or_site_is_refused_before_it_is_followed(
+        httpserver: HTTPServer, other_host: HTTPServer, fetcher: Fetcher) -> None:
+    serve_image(other_host, "/a.jpg")
+    target = other_host.url_for("/a.jpg")
+    for entry in (Entry("url", target, "artist", "deny:1"),
+                  Entry("site", "127.0.0.1", "artist", "deny:2")):
+        denylist = Denylist()
+        denylist.add(entry)
+        detail = rejected(run(make_gate(fetcher, denylist), candidate(redirect(
+            httpserver, f"/s/{entry.kind}", target)), fetcher), "denylisted")
+        assert f"(a redirect from {httpserver.url_for(f'/s/{entry.kind}')})" in detail
+        assert "deny:" in detail
+    assert "/a.jpg" not in asked(other_host)
+
+
+def test_a_build_checks_each_redirect_and_records_what_the_target_s_host_said(
+        httpserver: HTTPServer, other_host: HTTPServer, tmp_path: Path) -> None:
+    """Through `cleanset build`: the stages a build runs guard the redirects, and a sample's
+    provenance lists what the host it came from said."""
+    serve_text(other_host, "/robots.txt", "User-agent: *\nDisallow: /portfolio/\n")
+    serve_image(other_host, "/portfolio/a.jpg")
+    serve_image(other_host, "/free/b.jpg")
+    rows = [{"id": "a", "url": redirect(httpserver, "/s/a", other_host.url_for("/portfolio/a.jpg")),
+             "license": CC0},
+            {"id": "b", "url": redirect(httpserver, "/s/b", other_host.url_for("/free/b.jpg")),
+             "license": CC0}]
+    write_jsonl(tmp_path / "rows.jsonl", rows)
+    recipe = write_recipe(tmp_path / "r.toml", """
+[dataset]
+name = "redirects"
+[policy]
+use = "commercial"
+[[sources]]
+kind = "table"
+path = "rows.jsonl"
+[fetch]
+allow_private_addresses = true
+retries = 0
+""")
+    out = tmp_path / "out"
+    run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
+    cands = {c["candidate_id"].rsplit(":", 1)[-1]: c
+             for c in pq.read_table(out / "candidates.parquet").to_pylist()}
+    assert cands["a"]["reason"] == "optout_robots_txt" and "redirect to" in cands["a"]["detail"]
+    assert cands["b"]["status"] == "accepted"
+    assert "/portfolio/a.jpg" not in asked(other_host)
+    with tarfile.open(out / "shards" / "000000.tar") as tar:
+        [provenance] = [json.load(tar.extractfile(m)) for m in tar.getmembers()
+                        if m.name.endswith(".json")]
+    checked = provenance["optout"]["checked"]
+    assert {"signal": "robots.txt", "result": "allowed:* (redirect to "
+            f"{other_host.url_for('/free/b.jpg')})"} in checked, checked

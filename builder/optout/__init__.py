@@ -115,6 +115,17 @@ class OptoutGate:
             for signal in self._host_signals():
                 trail.append((signal, LOCAL))
             return None
+        refusal = self._host_files(cand.url, base, trail)
+        if refusal is not None:
+            return refusal
+        if self.config.landing_page:
+            return self._landing_page(cand.landing_url, trail)
+        return None
+
+    def _host_files(self, url: str, base: str, trail: Trail, note: str = ""
+                    ) -> tuple[str, Rejection] | None:
+        """robots.txt, ai.txt and tdmrep.json of `url`'s host (`base`) for `url`; `note`
+        follows what each said (a redirect's target: which URL it was)."""
         for name, enabled, parse, path in (
             ("robots.txt", self.config.robots_txt, parse_robots, "/robots.txt"),
             ("ai.txt", self.config.ai_txt, parse_ai_txt, "/ai.txt"),
@@ -123,21 +134,40 @@ class OptoutGate:
                 trail.append((name, "off in the recipe"))
                 continue
             rules = self.files.get(base, path, parse)
-            allowed, said = rules.verdict(cand.url, self.token)
+            allowed, said = rules.verdict(url, self.token)
             if not allowed:
                 return name, rules.unread or Rejection(Reason.OPTOUT_ROBOTS_TXT,
-                                                       f"{name}: {said}")
-            trail.append((name, said))
+                                                       f"{name}: {said}{note}")
+            trail.append((name, said + note))
         if self.config.tdmrep:
             tdm = self.files.get(base, WELL_KNOWN, parse_tdmrep)
             if tdm.unread is not None:
                 return "tdmrep.json", tdm.unread
-            trail.append(("tdmrep.json", tdm.verdict(cand.url)))
+            trail.append(("tdmrep.json", tdm.verdict(url) + note))
         else:
             trail.append(("tdmrep.json", "off in the recipe"))
-        if self.config.landing_page:
-            return self._landing_page(cand.landing_url, trail)
         return None
+
+    # -- a redirect, before it is followed ----------------------------------------------
+    def redirect_guard(self) -> RedirectGuard:
+        """For one image's download: what `Fetcher.fetch` asks before each redirect."""
+        return RedirectGuard(self)
+
+    def _at_redirect(self, source: str, target: str, trail: Trail
+                     ) -> tuple[str, Rejection] | None:
+        """The signals read before a download, for the URL a redirect leads to: its host
+        may be another (a short link, a CDN in front of an artist's site) with its own
+        robots.txt, and its path may be one the same host's robots.txt disallows."""
+        hit = self.denylist.by_url(target)
+        if hit is not None:
+            return "denylist", _denied(hit, f"URL {hit.value} (a redirect from {source})")
+        hit = self.denylist.by_site(target)
+        if hit is not None:
+            return "denylist", _denied(hit, f"site {hit.value} (a redirect from {source})")
+        base = origin(target)
+        if base is None:  # not http(s): the fetcher refuses it itself
+            return None
+        return self._host_files(target, base, trail, f" (redirect to {target})")
 
     def _host_signals(self) -> list[str]:
         return ["robots.txt", "ai.txt", "tdmrep.json"] + (
@@ -184,7 +214,9 @@ class OptoutGate:
         refusal = check_tdm_header(signals, url=url, trail=trail)
         if refusal is not None:
             return "tdm-reservation", refusal
-        file_said = next((r for s, r in fetched.optout if s == "tdmrep.json"), "")
+        # The candidate's host's file, or that of a host a redirect led to: either reserves.
+        file_said = next((r for s, r in fetched.optout
+                          if s == "tdmrep.json" and r.startswith(RESERVED)), "")
         if not file_said.startswith(RESERVED):
             return None
         if signals.tdm_reservation is not None:
@@ -286,6 +318,12 @@ class OptoutGate:
 
     # -- bookkeeping --------------------------------------------------------------------
     def _finish(self, result: Any, trail: Trail, extend: Any) -> Any:
+        self._count(result, trail)
+        if isinstance(result, tuple):
+            return result[1]
+        return extend(tuple(trail))
+
+    def _count(self, result: Any, trail: Trail) -> None:
         with self._lock:
             for signal, said in trail:
                 if not said.startswith(("n/a", "off in", "not checked")):
@@ -295,9 +333,6 @@ class OptoutGate:
                 self.rejected[result[0]] += 1
             elif isinstance(result, tuple):
                 self.unread[result[0]] += 1
-        if isinstance(result, tuple):
-            return result[1]
-        return extend(tuple(trail))
 
     def summary_lines(self) -> list[str]:
         with self._lock:
@@ -314,6 +349,23 @@ class OptoutGate:
         elif not self.config.c2pa:
             lines.append("  C2PA: not checked (off in the recipe)")
         return lines
+
+
+class RedirectGuard:
+    """One image download's redirects, each target checked as the candidate's own URL was
+    before the download (denylist, robots.txt, ai.txt, tdmrep.json), before it is asked;
+    what they said joins the candidate's trail (`trail`), a refusal is the candidate's."""
+
+    def __init__(self, gate: OptoutGate) -> None:
+        self._gate = gate
+        self.trail: Trail = []
+
+    def __call__(self, source: str, target: str) -> Rejection | None:
+        said: Trail = []
+        result = self._gate._at_redirect(source, target, said)
+        self._gate._count(result, said)
+        self.trail += said
+        return None if result is None else result[1]
 
 
 def _is_verdict(rejection: Rejection) -> bool:
