@@ -594,13 +594,19 @@ LATER_COLUMNS = (
 def _add_missing_columns(db: sqlite3.Connection) -> None:
     """Bring a ledger written by an older cleanset up to this schema, in place (every row
     an older build decided counts as one attempt, with nothing to retry)."""
-    for table, column, declaration in LATER_COLUMNS:
-        present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-        if column not in present:
-            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+    add_columns(db, LATER_COLUMNS)
     # Only transient rows carry retry_with: a small partial index finds them in any ledger.
     db.execute("CREATE INDEX IF NOT EXISTS candidates_retry ON candidates(build, seq)"
                " WHERE retry_with IS NOT NULL")
+
+
+def add_columns(db: sqlite3.Connection, later: Iterable[tuple[str, str, str]]) -> None:
+    """Add each (table, column, declaration) a table lacks: a writable open's migration of a
+    ledger an older cleanset wrote (the recheck tables' too, builder/recheck_log.py)."""
+    for table, column, declaration in later:
+        present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
 
 def build_tools(db: sqlite3.Connection, build: int, started_by: str) -> list[str]:

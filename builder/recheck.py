@@ -42,6 +42,7 @@ from builder.errors import UserError
 from builder.evidence.recheck_archive import RecheckArchive
 from builder.faults import crash_point, stop_point
 from builder.fetch import Fetcher, recording
+from builder.identity import tool_version
 from builder.ledger import (
     LEDGER_FILE,
     RECIPE_TEXT_META,
@@ -440,7 +441,7 @@ class _Recheck:
                               "in scope")
         if running is not None and self._same_command(running, wanted, seed) and \
                 self._fresh_enough(running):
-            return running, True
+            return self._note_this_cleanset(running), True
         if sample is not None and seed is None:
             seed = random.SystemRandom().randrange(2**31)
         scope = {**wanted, "seed": seed}
@@ -449,8 +450,23 @@ class _Recheck:
                 self.record.abandon(running.recheck)
             keys = self._choose(total, sample, seed) if sample is not None else ()
             version = int(self.ledger.get_meta("dataset_version") or 0)
-            recheck = self.record.start(scope, version, sample or total, keys)
+            recheck = self.record.start(scope, version, sample or total, keys,
+                                        tool_version=tool_version())
         return self.record.get(recheck), False
+
+    def _note_this_cleanset(self, running: RecheckRow) -> RecheckRow:
+        """A recheck started by one cleanset and resumed by another (an upgrade between a
+        Ctrl-C and the rerun) is named as made by both, the one that started it first, as a
+        build so resumed is (ledger.build_tools)."""
+        this = tool_version()
+        if this == running.tool_version or this in running.resumed_by:
+            return running
+        with self.record.transaction():
+            self.record.note_resumed_by(running, this)
+        started = running.ran_by or "a cleanset that did not record its version"
+        self.notes.append(f"recheck {running.recheck} was run by {started}; cleanset {this} "
+                          "goes on with it (the ledger names each)")
+        return self.record.get(running.recheck)
 
     def _fresh_enough(self, running: RecheckRow) -> bool:
         """Whether an unfinished recheck may be finished: it keeps the verdicts it made when

@@ -9,6 +9,11 @@ recheck of a million samples must not add a million rows a week.
 
 `rechecks.status`: running, finished, or abandoned (a recheck of another scope, or of an
 earlier dataset version, started before it finished).
+
+`rechecks.tool_version`: the cleanset that started the recheck (builder.identity), and
+`resumed_by` every other one that went on with it, in order (a JSON list; null when none):
+a recheck stopped, cleanset upgraded and the recheck resumed was decided by both, as a build
+so resumed names both in `build_tools`. Both are null in the rows of a cleanset before them.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -87,7 +92,9 @@ _SCHEMA = (
         last_key     TEXT,                     -- every sample in scope up to it is judged
         counts       TEXT NOT NULL DEFAULT '{}',  -- JSON: outcome -> samples
         refused      INTEGER NOT NULL DEFAULT 0,  -- samples a build today would refuse
-        applied      TEXT                      -- the takedown that removed them (--apply)
+        applied      TEXT,                     -- the takedown that removed them (--apply)
+        tool_version TEXT,                     -- the cleanset that started it (null: older)
+        resumed_by   TEXT                      -- JSON: the other cleansets that went on with it
     )""",
     """CREATE TABLE IF NOT EXISTS recheck_results (
         recheck     INTEGER NOT NULL,
@@ -114,6 +121,25 @@ _SCHEMA = (
 )
 
 
+# Columns added to the recheck tables after they were first released: (table, column,
+# declaration), added by a writable open (RecheckLog), and read as null where missing.
+LATER_COLUMNS = (
+    ("rechecks", "tool_version", "TEXT"),
+    ("rechecks", "resumed_by", "TEXT"),
+)
+_FIRST_COLUMNS = ("recheck, started_at, finished_at, status, scope, version, total, done, "
+                  "last_key, counts, refused, applied")
+
+
+def _select(db: sqlite3.Connection) -> str:
+    """`SELECT <every column> FROM rechecks`, a column a ledger of an older cleanset lacks as
+    null: a reader of a read-only copy cannot add it, and must not fail on it."""
+    present = {row[1] for row in db.execute("PRAGMA table_info(rechecks)")}
+    later = ", ".join(column if column in present else f"NULL AS {column}"
+                      for _, column, _ in LATER_COLUMNS)
+    return f"SELECT {_FIRST_COLUMNS}, {later} FROM rechecks"
+
+
 @dataclass(frozen=True)
 class RecheckRow:
     recheck: int
@@ -128,10 +154,16 @@ class RecheckRow:
     counts: Counter[str]
     refused: int
     applied: str | None
+    tool_version: str | None = None  # the cleanset that started it; None: not recorded
+    resumed_by: tuple[str, ...] = ()  # the other cleansets that went on with it, in order
 
     @property
     def drifted(self) -> int:
         return sum(n for outcome, n in self.counts.items() if outcome in DRIFT)
+
+    @property
+    def ran_by(self) -> str | None:
+        return describe_tools(self.tool_version, self.resumed_by)
 
     @property
     def when(self) -> str:
@@ -141,6 +173,17 @@ class RecheckRow:
                                         or 0) < 1:
             return self.finished_at or self.started_at
         return f"{self.started_at} to {self.finished_at}"
+
+
+def describe_tools(tool_version: str | None, resumed_by: Sequence[str] = ()) -> str | None:
+    """The cleansets that ran a recheck, as the report names a build's: "cleanset A, then
+    cleanset B"; None when a cleanset before `rechecks.tool_version` started it and none
+    resumed it (nothing is known)."""
+    if tool_version is None and not resumed_by:
+        return None
+    first = (f"cleanset {tool_version}" if tool_version is not None
+             else "a cleanset that did not record its version")
+    return first + "".join(f", then cleanset {version}" for version in resumed_by)
 
 
 def describe_scope(scope: dict[str, Any]) -> str:
@@ -171,7 +214,7 @@ def apply_asked(db: sqlite3.Connection, recheck: int) -> bool:
 def last_finished(db: sqlite3.Connection) -> RecheckRow | None:
     if not has_rechecks(db):
         return None
-    row = db.execute("SELECT * FROM rechecks WHERE status = 'finished' "
+    row = db.execute(f"{_select(db)} WHERE status = 'finished' "
                      "ORDER BY recheck DESC LIMIT 1").fetchone()
     return _row(row) if row else None
 
@@ -180,15 +223,24 @@ def finished_rechecks(db: sqlite3.Connection) -> list[RecheckRow]:
     if not has_rechecks(db):
         return []
     return [_row(r) for r in db.execute(
-        "SELECT * FROM rechecks WHERE status = 'finished' ORDER BY recheck")]
+        f"{_select(db)} WHERE status = 'finished' ORDER BY recheck")]
 
 
 def unfinished(db: sqlite3.Connection) -> RecheckRow | None:
     """The latest recheck that stopped before judging every sample (read-only: the report)."""
     if not has_rechecks(db):
         return None
-    row = db.execute("SELECT * FROM rechecks WHERE status = 'running' "
+    row = db.execute(f"{_select(db)} WHERE status = 'running' "
                      "ORDER BY recheck DESC LIMIT 1").fetchone()
+    return _row(row) if row else None
+
+
+def recheck_row(db: sqlite3.Connection, recheck: int) -> RecheckRow | None:
+    """Recheck `recheck`, read-only (evidence names the cleanset of the recheck a takedown
+    followed)."""
+    if not has_rechecks(db):
+        return None
+    row = db.execute(f"{_select(db)} WHERE recheck = ?", (recheck,)).fetchone()
     return _row(row) if row else None
 
 
@@ -197,9 +249,15 @@ class RecheckLog:
     output directory is read-only). Transactions are explicit: one per chunk."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
+        from builder.ledger import add_columns
+
         self.db = db
         for statement in _SCHEMA:
             db.execute(statement)
+        # A ledger whose recheck tables an older cleanset made: brought up to this schema as
+        # the ledger's own tables are (ledger._add_missing_columns), its old rows null.
+        add_columns(db, LATER_COLUMNS)
+        self._select = _select(db)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -212,12 +270,12 @@ class RecheckLog:
         self.db.execute("COMMIT")
 
     def running(self) -> RecheckRow | None:
-        row = self.db.execute("SELECT * FROM rechecks WHERE status = 'running' "
+        row = self.db.execute(f"{self._select} WHERE status = 'running' "
                               "ORDER BY recheck DESC LIMIT 1").fetchone()
         return _row(row) if row else None
 
     def latest(self) -> RecheckRow | None:
-        row = self.db.execute("SELECT * FROM rechecks ORDER BY recheck DESC LIMIT 1").fetchone()
+        row = self.db.execute(f"{self._select} ORDER BY recheck DESC LIMIT 1").fetchone()
         return _row(row) if row else None
 
     def ask_apply(self, recheck: int, reason: str) -> None:
@@ -225,22 +283,28 @@ class RecheckLog:
                         (recheck, reason))
 
     def get(self, recheck: int) -> RecheckRow:
-        return _row(self.db.execute("SELECT * FROM rechecks WHERE recheck = ?",
+        return _row(self.db.execute(f"{self._select} WHERE recheck = ?",
                                     (recheck,)).fetchone())
 
     def abandon(self, recheck: int) -> None:
         self.db.execute("UPDATE rechecks SET status = 'abandoned' WHERE recheck = ?", (recheck,))
 
     def start(self, scope: dict[str, Any], version: int, total: int,
-              sample_keys: Iterable[str] = ()) -> int:
+              sample_keys: Iterable[str] = (), *, tool_version: str) -> int:
         cur = self.db.execute(
-            "INSERT INTO rechecks(started_at, status, scope, version, total) "
-            "VALUES (?, 'running', ?, ?, ?)",
-            (clock.wall_iso(), json.dumps(scope, sort_keys=True), version, total))
+            "INSERT INTO rechecks(started_at, status, scope, version, total, tool_version) "
+            "VALUES (?, 'running', ?, ?, ?, ?)",
+            (clock.wall_iso(), json.dumps(scope, sort_keys=True), version, total,
+             tool_version))
         recheck = int(cur.lastrowid or 0)
         self.db.executemany("INSERT OR IGNORE INTO recheck_sample(recheck, key) VALUES (?, ?)",
                             ((recheck, k) for k in sample_keys))
         return recheck
+
+    def note_resumed_by(self, row: RecheckRow, tool_version: str) -> None:
+        """`tool_version` goes on with recheck `row` (inside a transaction)."""
+        self.db.execute("UPDATE rechecks SET resumed_by = ? WHERE recheck = ?",
+                        (json.dumps([*row.resumed_by, tool_version]), row.recheck))
 
     def sample_keys(self, recheck: int, after: str | None, limit: int) -> list[str]:
         return [k for (k,) in self.db.execute(
@@ -289,9 +353,11 @@ class RecheckLog:
 
 
 def _row(row: tuple[Any, ...]) -> RecheckRow:
+    """A row as `_select` reads it."""
     (recheck, started, finished, status, scope, version, total, done, last_key, counts,
-     refused, applied) = row
+     refused, applied, tool_version, resumed_by) = row
     return RecheckRow(recheck=recheck, started_at=started, finished_at=finished, status=status,
                       scope=json.loads(scope), version=version, total=total, done=done,
                       last_key=last_key, counts=Counter(json.loads(counts or "{}")),
-                      refused=refused, applied=applied)
+                      refused=refused, applied=applied, tool_version=tool_version,
+                      resumed_by=tuple(json.loads(resumed_by or "[]")))

@@ -255,6 +255,129 @@ def test_every_recheck_is_recorded_in_the_ledger_with_date_scope_and_outcomes(
     assert "Last rechecked" in html and "7 drifted" in html
 
 
+def cleanset_version(**kwargs: Any) -> str:
+    return run_cli("--version", check=True, **kwargs).stdout.split()[1]
+
+
+def test_a_recheck_records_the_cleanset_that_ran_it_and_the_report_and_evidence_name_it(
+        dataset: tuple[World, Path]) -> None:
+    """Builds and takedowns named the cleanset that decided them; a recheck, whose verdicts
+    a takedown may follow years later, named none."""
+    world, out = dataset
+    version = cleanset_version()
+    world.drift()
+    assert recheck(out).returncode == 3
+    with sqlite3.connect(out / "ledger.sqlite") as db:
+        assert db.execute("SELECT tool_version, resumed_by FROM rechecks").fetchall() == [
+            (version, None)]
+    run_cli("report", str(out), check=True)
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert f"(recheck 1 by cleanset {version}: 9 samples of version 1" in page
+    assert f'<p class="note">Recheck 1: cleanset {version}.</p>' in page  # under the table
+    evidence = run_cli("evidence", str(out), "0000000000", "--json", check=True)
+    finding = json.loads(evidence.stdout)["recheck"]
+    assert finding["tool_version"] == version and finding["resumed_by"] == []
+    text = run_cli("evidence", str(out), "0000000000", check=True).stdout
+    assert f", by cleanset {version}), found: license_changed" in text
+
+
+# The rechecks table as cleansets before rechecks.tool_version made it.
+RECHECKS_WITHOUT_TOOL_VERSION = """CREATE TABLE rechecks (
+    recheck INTEGER PRIMARY KEY, started_at TEXT NOT NULL, finished_at TEXT,
+    status TEXT NOT NULL CHECK (status IN ('running', 'finished', 'abandoned')),
+    scope TEXT NOT NULL, version INTEGER NOT NULL, total INTEGER NOT NULL,
+    done INTEGER NOT NULL DEFAULT 0, last_key TEXT, counts TEXT NOT NULL DEFAULT '{}',
+    refused INTEGER NOT NULL DEFAULT 0, applied TEXT)"""
+OLD_COLUMNS = ("recheck, started_at, finished_at, status, scope, version, total, done, "
+               "last_key, counts, refused, applied")
+
+
+def as_before_tool_version(ledger: Path) -> None:
+    """Rewrite `ledger`'s rechecks table as an older cleanset wrote it, its rows kept."""
+    with sqlite3.connect(ledger) as db:
+        db.executescript(f"""
+            ALTER TABLE rechecks RENAME TO rechecks_now;
+            {RECHECKS_WITHOUT_TOOL_VERSION};
+            INSERT INTO rechecks SELECT {OLD_COLUMNS} FROM rechecks_now;
+            DROP TABLE rechecks_now;""")
+    db.close()
+
+
+def recheck_columns(ledger: Path) -> set[str]:
+    with sqlite3.connect(ledger) as db:
+        columns = {row[1] for row in db.execute("PRAGMA table_info(rechecks)")}
+    db.close()
+    return columns
+
+
+def test_a_ledger_without_rechecks_tool_version_is_read_as_it_is_and_gets_it_on_the_next_recheck(
+        dataset: tuple[World, Path], tmp_path: Path) -> None:
+    """A ledger a cleanset before the column wrote: the readers (report, verify, evidence)
+    must read it without adding anything, and the next recheck brings it up to date."""
+    from tests.test_readonly_audit import make_writable, snapshot
+
+    world, out = dataset
+    world.drift()
+    assert recheck(out).returncode == 3
+    as_before_tool_version(out / "ledger.sqlite")
+    for path in [out, *out.rglob("*")]:  # a copy an auditor may only read
+        path.chmod(path.stat().st_mode & ~0o222)
+    before = snapshot(out)
+    page = tmp_path / "page.html"
+    run_cli("report", str(out), "--out", str(page), check=True)
+    html = page.read_text(encoding="utf-8")
+    assert "(recheck 1: 9 samples of version 1" in html  # who ran it is not known: unsaid
+    assert "Recheck 1: not recorded (an older cleanset)." in html
+    assert run_cli("verify", str(out)).returncode == 0
+    finding = json.loads(run_cli("evidence", str(out), "0000000000", "--json",
+                                 check=True).stdout)["recheck"]
+    assert finding["number"] == 1 and finding["tool_version"] is None
+    assert snapshot(out) == before
+    assert "tool_version" not in recheck_columns(out / "ledger.sqlite")
+    make_writable(out)
+    assert recheck(out).returncode == 3
+    assert {"tool_version", "resumed_by"} <= recheck_columns(out / "ledger.sqlite")
+    with sqlite3.connect(out / "ledger.sqlite") as db:
+        rows = db.execute("SELECT recheck, tool_version FROM rechecks ORDER BY recheck")
+        assert rows.fetchall() == [(1, None), (2, cleanset_version())]
+    run_cli("report", str(out), check=True)
+    assert (f"Recheck 2: cleanset {cleanset_version()}. Recheck 1: not recorded (an older "
+            "cleanset).") in (out / "report.html").read_text(encoding="utf-8")
+
+
+def test_a_recheck_resumed_by_another_cleanset_names_both(
+        dataset: tuple[World, Path], tmp_path: Path) -> None:
+    """A recheck stopped, cleanset upgraded, the recheck resumed: both decided verdicts, as a
+    build so resumed names both (tests/test_identity.py)."""
+    from tests.conftest import REPO
+
+    world, out = dataset
+    copy = tmp_path / "upgraded"
+    shutil.copytree(REPO / "builder", copy / "builder",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "licenses", copy / "licenses")
+    with (copy / "builder" / "lookup.py").open("a") as f:
+        f.write("# the next release\n")
+    upgraded = {"PYTHONPATH": str(copy), "CLEANSET_RECHECK_CHUNK": "2"}
+    first, second = cleanset_version(), cleanset_version(env=upgraded, cwd=copy)
+    assert first != second
+    world.drift()
+    killed = recheck(out, env={"CLEANSET_RECHECK_CHUNK": "2",
+                               "CLEANSET_CRASH_AT": "recheck_chunk:2"})
+    assert killed.returncode == -9
+    resumed = run_cli("recheck", str(out), "--no-progress", env=upgraded, cwd=copy)
+    assert resumed.returncode == 3, resumed.stderr
+    assert (f"note: recheck 1 was run by cleanset {first}; cleanset {second} goes on with it"
+            in resumed.stdout)
+    with sqlite3.connect(out / "ledger.sqlite") as db:
+        row = db.execute("SELECT status, tool_version, resumed_by FROM rechecks").fetchone()
+    assert row == ("finished", first, json.dumps([second]))
+    run_cli("report", str(out), check=True)
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert f"(recheck 1 by cleanset {first}, then cleanset {second}: 9 samples" in page
+    assert f"Recheck 1: cleanset {first}, then cleanset {second}.</p>" in page
+
+
 def test_apply_takes_down_exactly_the_refused_samples_then_verify_passes_and_a_recheck_exits_0(
         dataset: tuple[World, Path]) -> None:
     world, out = dataset

@@ -529,8 +529,8 @@ def test_a_limited_build_an_interrupted_takedown_and_an_edited_paper_are_open(
     assert "The last recheck covered part of the dataset" in text
     summary = " ".join(section((out / "report.html").read_text(encoding="utf-8"),
                                "summary").split())
-    assert re.search(r"Rechecked \S+Z \(recheck 2: 2 samples of version 2, every source; a "
-                     r"random sample, seed 1\): \d drifted", summary), summary
+    assert re.search(r"Rechecked \S+Z \(recheck 2 by cleanset \S+: 2 samples of version 2, "
+                     r"every source; a random sample, seed 1\): \d drifted", summary), summary
     assert "added after the last recheck" not in text
 
     killed = run_cli("takedown", str(out), "--key", "0000000001", "--reason", "asked",

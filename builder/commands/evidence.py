@@ -31,12 +31,13 @@ decision (status, reason, detail) is shown from the ledger, and it is said so.
 
 --json prints one JSON object per candidate found, per line: {"candidate_id", "build",
 "seq", "status", "reason", "detail", "key", "url", "recheck": null or {"number",
-"outcome", "refuse", "detail", "checked_at", "applied_by", "answers_archived"},
-"build_archived", "records": [{"role", "kind", "file", "offset", "record_id", "request_line",
-"request_headers", "target", "date", "status_line", "response_headers", "body",
-"digest_ok", "intact"}]}. A body is {"type": "json", "json": ...}, {"type": "text",
-"text": ...}, {"type": "bytes", "size": N} or, for an image, {"type": "revisit",
-"payload_sha256", "sample_sha256", "same_as_sample"}; bodies are whole.
+"outcome", "refuse", "detail", "checked_at", "applied_by", "answers_archived",
+"tool_version", "resumed_by"}, "build_archived", "records": [{"role", "kind", "file",
+"offset", "record_id", "request_line", "request_headers", "target", "date", "status_line",
+"response_headers", "body", "digest_ok", "intact"}]}. A body is {"type": "json", "json":
+...}, {"type": "text", "text": ...}, {"type": "bytes", "size": N} or, for an image,
+{"type": "revisit", "payload_sha256", "sample_sha256", "same_as_sample"}; bodies are
+whole.
 
 Exit 0; 1 when a record shown is not what was archived (changed since: its digest or its
 id no longer matches its content, so it proves nothing; each is marked WARNING, or

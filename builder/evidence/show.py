@@ -24,7 +24,13 @@ from builder.evidence.shown import Link, Shown, read
 from builder.ledger import reading, require_dataset
 from builder.optout.consent import HOST_FILE_PATHS
 from builder.optout.hostfiles import origin
-from builder.recheck_log import RecheckRow, has_rechecks, last_finished
+from builder.recheck_log import (
+    RecheckRow,
+    describe_tools,
+    has_rechecks,
+    last_finished,
+    recheck_row,
+)
 
 UNCHANGED = Outcome.UNCHANGED.value  # whose rows a finished recheck drops
 
@@ -57,6 +63,12 @@ class Finding:
     checked_at: str | None
     applied_by: str | None  # the takedown that followed it, for a removed sample
     archived: bool  # whether the answers it found it in are archived (older rechecks: not)
+    tool_version: str | None = None  # the cleanset that started the recheck (older: None)
+    resumed_by: tuple[str, ...] = ()  # the other cleansets that went on with it, in order
+
+    @property
+    def ran_by(self) -> str | None:
+        return describe_tools(self.tool_version, self.resumed_by)
 
 
 @dataclass(frozen=True)
@@ -182,7 +194,10 @@ def _took_down(db: sqlite3.Connection, cand: Found) -> Finding | None:
     if row is None:
         return None
     recheck, outcome, detail, checked_at = row
-    return Finding(recheck, outcome, True, detail, checked_at, takedown, archived=False)
+    ran = recheck_row(db, recheck)
+    return Finding(recheck, outcome, True, detail, checked_at, takedown, archived=False,
+                   tool_version=ran.tool_version if ran else None,
+                   resumed_by=ran.resumed_by if ran else ())
 
 
 def _last_finding(db: sqlite3.Connection, key: str) -> Finding | None:
@@ -196,12 +211,14 @@ def _last_finding(db: sqlite3.Connection, key: str) -> Finding | None:
     if row is not None:
         outcome, refuse, detail, checked_at = row
         return Finding(last.recheck, outcome, bool(refuse), detail, checked_at, None,
-                       archived=False)
+                       archived=False, tool_version=last.tool_version,
+                       resumed_by=last.resumed_by)
     if not _judged(db, last, key):
         return None
     # A finished recheck drops its `unchanged` rows: judged and not listed is unchanged.
     return Finding(last.recheck, UNCHANGED, False, "the same licence, file and consent as "
-                   "when it was admitted", last.finished_at, None, archived=False)
+                   "when it was admitted", last.finished_at, None, archived=False,
+                   tool_version=last.tool_version, resumed_by=last.resumed_by)
 
 
 def _judged(db: sqlite3.Connection, last: RecheckRow, key: str) -> bool:

@@ -32,7 +32,8 @@ def candidate_json(evidence: CandidateEvidence) -> dict[str, Any]:
 def _finding(finding: Finding) -> dict[str, Any]:
     return {"number": finding.recheck, "outcome": finding.outcome, "refuse": finding.refuse,
             "detail": finding.detail, "checked_at": finding.checked_at,
-            "applied_by": finding.applied_by, "answers_archived": finding.archived}
+            "applied_by": finding.applied_by, "answers_archived": finding.archived,
+            "tool_version": finding.tool_version, "resumed_by": list(finding.resumed_by)}
 
 
 def record_json(shown: Shown) -> dict[str, Any]:

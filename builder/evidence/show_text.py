@@ -54,13 +54,17 @@ def _unarchived(finding: Finding) -> bool:
 
 
 def _finding_lines(finding: Finding) -> Iterator[str]:
+    # Which cleanset decided the finding, beside its date (unsaid for a recheck by a
+    # cleanset that did not record it).
+    when = (f"{finding.checked_at}, by {finding.ran_by}" if finding.ran_by
+            else f"{finding.checked_at}")
     if finding.applied_by is None:
         verdict = "a build today would refuse it" if finding.refuse else "not a refusal"
-        yield (f"  the last recheck, {finding.recheck} ({finding.checked_at}), found: "
+        yield (f"  the last recheck, {finding.recheck} ({when}), found: "
                f"{finding.outcome} ({verdict}): {finding.detail}")
     else:
         yield (f"  {finding.applied_by} followed recheck {finding.recheck} "
-               f"({finding.checked_at}): {finding.outcome}: {finding.detail}")
+               f"({when}): {finding.outcome}: {finding.detail}")
     if _unarchived(finding):
         yield (f"  recheck {finding.recheck}'s answers are not archived (a recheck before this "
                "cleanset kept its verdicts in the ledger, not the responses); the records "

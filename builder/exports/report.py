@@ -561,11 +561,15 @@ def _last_recheck(data: ReportData) -> str:
     from builder.recheck_log import describe_scope
 
     last = data.rechecks[-1]
+    # Which cleanset decided its verdicts, as the Builds line names a build's; left out for
+    # a recheck by a cleanset before rechecks.tool_version (the Rechecks section says "not
+    # recorded").
+    by = f" by {_e(last.ran_by)}" if last.ran_by else ""
     # Unreachable is not drift, but it is not an all-clear either: "0 drifted, 0 would now be
     # refused" alone read as one for a recheck that could not reach a host. How many it
     # asked about, too: the same words once summed up a --sample of 2 images of thousands.
     unreachable = last.counts.get("unreachable", 0)
-    return (f"{_e(last.when)} (recheck {last.recheck}: {last.total:,} samples of version "
+    return (f"{_e(last.when)} (recheck {last.recheck}{by}: {last.total:,} samples of version "
             f"{_e(last.version)}, {_e(describe_scope(last.scope))}): {last.drifted:,} drifted, "
             f"{last.refused:,} would now be refused"
             + (f" (taken down in {_e(last.applied)})" if last.applied else "")
@@ -573,7 +577,8 @@ def _last_recheck(data: ReportData) -> str:
 
 
 def _rechecks(data: ReportData) -> str:
-    """Every finished `cleanset recheck`: when, how many samples, what had drifted."""
+    """Every finished `cleanset recheck`: when, how many samples, what had drifted, then
+    which cleanset decided each."""
     from builder.drift import Outcome
     from builder.recheck_log import describe_scope
 
@@ -597,7 +602,22 @@ def _rechecks(data: ReportData) -> str:
     return _section("rechecks", "Rechecks",
                     f"<p>Last rechecked {_last_recheck(data)}.</p>"
                     f'<div class="scroll"><table class="wide"><tr>{head}</tr>{body}</table>'
-                    "</div>")
+                    f"</div>{_recheck_tools(data.rechecks)}")
+
+
+def _recheck_tools(rechecks: list[Any]) -> str:
+    """Which cleanset decided each recheck, newest first as in the table, one sentence per
+    cleanset (or cleansets, for a recheck resumed by another): "Rechecks 3, 2: cleanset A."
+    Under the table, not a column of it: a fourteenth column of 22-character versions made
+    the table wider than a 1280 px page and broke its dates."""
+    by: dict[str, list[int]] = {}
+    for row in reversed(rechecks):
+        by.setdefault(row.ran_by or "not recorded (an older cleanset)",
+                      []).append(row.recheck)
+    said = " ".join(f"{'Rechecks' if len(numbers) > 1 else 'Recheck'} "
+                    f"{', '.join(map(str, numbers))}: {_e(who)}."
+                    for who, numbers in by.items())
+    return f'<p class="note">{said}</p>'
 
 
 def _date_cell(when: str | None) -> str:
