@@ -30,6 +30,7 @@ from typing import Any
 from builder.licensing import Policy, decide, load_catalogue, read_claims
 from builder.optout.config import OptoutConfig
 from builder.optout.consent import HostSignal
+from builder.optout.denylist import Denylist
 from builder.optout.headers import (
     check_tdm_header,
     check_usage_headers,
@@ -65,6 +66,8 @@ class Recorded:
     build: int
     license: str  # the SPDX id it was admitted under
     evidence: tuple[Evidence, ...]  # everything that licence was decided from
+    creator: str | None = None  # as its attribution credits it
+    pdq: str | None = None
 
 
 @dataclass(frozen=True)
@@ -95,10 +98,11 @@ class _Finding:
 
 
 def judge(recorded: Recorded, now: Now, host: list[HostSignal], *, policy: Policy,
-          optout: OptoutConfig) -> Verdict:
+          optout: OptoutConfig, denylist: Denylist | None = None) -> Verdict:
     findings = _source_findings(recorded, now, policy)
     findings += _header_findings(recorded.item, now, optout)
     findings += _host_findings(host, now)
+    findings += _denylist_findings(recorded, denylist, optout)
     key, source = recorded.item.key, recorded.source
     if not findings:
         return Verdict(key, source, Outcome.UNCHANGED, False, "")
@@ -229,6 +233,20 @@ def _encoded(headers: tuple[tuple[str, str], ...]) -> bool:
     """A Content-Length of an encoded (compressed) body says nothing about the file's size."""
     return any(k == "content-encoding" and v.strip().lower() not in ("", "identity")
                for k, v in headers)
+
+
+# -- what the denylists say -----------------------------------------------------------------
+def _denylist_findings(recorded: Recorded, denylist: Denylist | None,
+                       optout: OptoutConfig) -> list[_Finding]:
+    """The recipe's denylist (an opt-out registry's export, refreshed since the build) and
+    the dataset's, read as a build's gate reads them: a work listed since is refused."""
+    if not denylist:
+        return []
+    item = recorded.item
+    said = denylist.refusal(urls=(item.file_url, item.landing_url), creator=recorded.creator,
+                            sha256=item.sha256, pdq=recorded.pdq,
+                            max_distance=optout.pdq_max_distance)
+    return [] if said is None else [_Finding(Outcome.OPTOUT, True, f"denylist: {said}")]
 
 
 # -- what the hosts say ---------------------------------------------------------------------

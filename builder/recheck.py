@@ -55,6 +55,7 @@ from builder.lock import OutputLock, ReadLock
 from builder.optout import load_optout
 from builder.optout.config import OptoutConfig
 from builder.optout.consent import HostConsent
+from builder.optout.denylist import Denylist
 from builder.optout.hostfiles import origin
 from builder.recheck_log import (
     RecheckLog,
@@ -69,6 +70,7 @@ from builder.records import Evidence, Exchange
 from builder.sources import source_module
 from builder.sources._recheck import HeadRechecker
 from builder.sources.base import UNREACHABLE, Item, Now, Rechecker, SourceContext
+from builder.takedown_journal import DENYLIST
 
 log = logging.getLogger("cleanset.recheck")
 
@@ -297,11 +299,14 @@ class _Recheck:
             self.checker_of[(name, build)] = self.checkers[same]
         latest = recipes[max(used)] if used else None
         if latest is None:
-            self.optout = OptoutConfig()
+            self.optout, self.denylist = OptoutConfig(), Denylist()
             self.consent = None
             return
-        self.optout, _ = load_optout(latest.extra.get("optout", {}), file=latest.file,
-                                     base=latest.base_dir)
+        # The denylists a build into the dataset would read today: the recipe's (an opt-out
+        # registry's export, refreshed since) and the dataset's own (its takedowns).
+        self.optout, self.denylist = load_optout(latest.extra.get("optout", {}),
+                                                 file=latest.file, base=latest.base_dir)
+        self.denylist.load(Path(self.out) / DENYLIST, required=False)
         self.host_fetcher = Fetcher(latest.fetch, trusted_hosts=latest.fetch.trusted_hosts)
         self.consent = HostConsent(self.host_fetcher, self.optout,
                                    workers=latest.fetch.workers)
@@ -542,7 +547,7 @@ class _Recheck:
             url, page = rec.item.file_url, rec.item.landing_url
             host = self.consent.signals(url, page) if self.consent is not None and url else []
             verdicts.append(judge(rec, now, host, policy=self.policies[rec.build],
-                                  optout=self.optout))
+                                  optout=self.optout, denylist=self.denylist))
             relied[rec.item.key] = [*pages.get(rec.item.key, ()), *now.exchanges,
                                     *(self.consent.exchanges(url, page) if host else ())]
         return verdicts, relied
@@ -579,8 +584,10 @@ def _recorded(row: tuple[Any, ...]) -> Recorded:
                 bytes=size, etag=http.get("etag"), last_modified=http.get("last_modified"),
                 extra=tuple((str(e.get("name")), str(e.get("value")))
                             for e in prov.get("extra") or []))
+    creator = (prov.get("attribution") or {}).get("creator")
     return Recorded(item=item, source=source, build=build, license=license_id,
-                    evidence=evidence)
+                    evidence=evidence, creator=creator if isinstance(creator, str) else None,
+                    pdq=prov.get("pdq") if isinstance(prov.get("pdq"), str) else None)
 
 
 # -- recipes --------------------------------------------------------------------------------

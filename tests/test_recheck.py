@@ -1158,3 +1158,63 @@ def test_an_unknown_directory_is_exit_2(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "no such directory" in proc.stderr
     proc = recheck(tmp_path)
     assert proc.returncode == 2 and "no ledger.sqlite" in proc.stderr
+
+
+def test_a_work_listed_since_the_build_in_a_denylist_is_refused_by_the_recheck_and_applied(
+        httpserver: HTTPServer, tmp_path: Path) -> None:
+    """An opt-out registry's export (the recipe's `[optout] denylist`) refreshed after the
+    build, and the dataset's own denylist: a recheck read neither, so a work listed since
+    stayed in the dataset on every recheck. Each kind of entry, read from what is recorded
+    of each sample (nothing downloaded), as a build's gate reads it."""
+    serve_no_site_policies(httpserver)
+    images = [make_image(60 + i, (64, 48)) for i in range(6)]
+    rows = []
+    for i, data in enumerate(images):
+        httpserver.expect_request(f"/d/{i}.jpg").respond_with_data(
+            data, content_type="image/jpeg", headers={"ETag": f'"e{i}"'})
+        rows.append({"id": f"w{i}", "url": httpserver.url_for(f"/d/{i}.jpg"), "license": CC0,
+                     "creator": "Ada" if i == 1 else f"Someone {i}",
+                     "landing_url": f"https://{'gallery.artist.example' if i == 2 else 'example.org'}"
+                                    f"/works/{i}"})
+    write_jsonl(tmp_path / "urls.jsonl", rows)
+    registry = tmp_path / "registry.jsonl"
+    registry.write_text("")
+    recipe = write_recipe(tmp_path / "recipe.toml", recipe_text("registry", """
+kind = "table"
+name = "urls"
+path = "urls.jsonl"
+""") + '\n[optout]\ndenylist = "registry.jsonl"\n')
+    out = tmp_path / "out"
+    run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
+    with sqlite3.connect(out / "ledger.sqlite") as db:
+        key_of = dict(db.execute("SELECT source_id, key FROM samples"))
+        pdq_4 = db.execute("SELECT pdq FROM samples WHERE source_id = 'w4'").fetchone()[0]
+    assert recheck(out).returncode == 0
+
+    registry.write_text("\n".join(json.dumps(e) for e in [
+        {"kind": "url", "value": rows[0]["url"] + "?utm_source=x", "reason": "registry 1"},
+        {"kind": "creator", "value": "ADA", "reason": "registry 2"},
+        {"kind": "site", "value": "artist.example", "reason": "registry 3"},
+        {"kind": "sha256", "value": hashlib.sha256(images[3]).hexdigest(), "reason": "r4"},
+        {"kind": "pdq", "value": pdq_4, "reason": "registry 5"}]) + "\n")
+    httpserver.clear_log()
+    proc = recheck(out, "--json")
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    found = {v["key"]: v for v in map(json.loads, proc.stdout.splitlines())}
+    said = {i: found[key_of[f"w{i}"]] for i in range(6)}
+    assert all(said[i]["outcome"] == "optout" and said[i]["refuse"] for i in range(5)), said
+    assert said[0]["detail"].startswith("denylist: URL ") and "registry 1" in said[0]["detail"]
+    assert said[1]["detail"].startswith("denylist: creator 'Ada'")
+    assert said[2]["detail"].startswith("denylist: site artist.example")
+    assert said[3]["detail"].startswith("denylist: sha256 ")
+    assert said[4]["detail"].startswith("denylist: PDQ within 0 bits")
+    assert str(registry) in said[0]["detail"]
+    assert said[5]["outcome"] == "unchanged"
+    assert not any(request.path.startswith("/d/") and request.method == "GET"
+                   for request, _ in httpserver.log)  # HEADs only, no image fetched
+
+    applied = recheck(out, "--apply", "--reason", "the registry lists them")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert sorted(r["key"] for r in pq.read_table(out / "manifest.parquet").to_pylist()) == \
+        [key_of["w5"]]
+    assert run_cli("verify", str(out)).returncode == 0

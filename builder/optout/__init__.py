@@ -374,5 +374,4 @@ def _is_verdict(rejection: Rejection) -> bool:
 
 
 def _denied(entry: Any, what: str) -> Rejection:
-    why = f" ({entry.reason})" if entry.reason else ""
-    return Rejection(Reason.DENYLISTED, f"{what} is on the denylist at {entry.where}{why}")
+    return Rejection(Reason.DENYLISTED, entry.refusal(what))

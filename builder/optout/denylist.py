@@ -34,6 +34,11 @@ class Entry:
     where: str  # file:line, for the rejection detail
     added_at: str | None = None  # a takedown's entry: when (the takedown's own time)
 
+    def refusal(self, what: str) -> str:
+        """A refusal's detail: `what` (e.g. "site artist.example") is on the denylist here."""
+        why = f" ({self.reason})" if self.reason else ""
+        return f"{what} is on the denylist at {self.where}{why}"
+
 
 def norm_creator(name: str) -> str:
     return " ".join(name.casefold().split())
@@ -121,6 +126,22 @@ class Denylist:
 
     def by_sha256(self, sha256: str) -> Entry | None:
         return self.sha256.get(sha256.lower())
+
+    def refusal(self, *, urls: tuple[str | None, ...], creator: str | None, sha256: str,
+                pdq: str | None, max_distance: int) -> str | None:
+        """What a build's gate would refuse a work for, from what is recorded of it (a
+        recheck: no download), as the gate words it; None when nothing lists it."""
+        if (hit := self.by_url(*urls)) is not None:
+            return hit.refusal(f"URL {hit.value}")
+        if (hit := self.by_creator(creator)) is not None:
+            return hit.refusal(f"creator {creator!r}")
+        if (hit := self.by_site(*urls)) is not None:
+            return hit.refusal(f"site {hit.value}")
+        if (hit := self.by_sha256(sha256)) is not None:
+            return hit.refusal(f"sha256 {sha256}")
+        if (near := self.by_pdq(pdq, max_distance)) is not None:
+            return near[0].refusal(f"PDQ within {near[1]} bits of {near[0].value}")
+        return None
 
     def by_pdq(self, pdq: str | None, max_distance: int) -> tuple[Entry, int] | None:
         if not pdq or not self.pdq:
