@@ -29,7 +29,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -536,20 +536,30 @@ class _Recheck:
                 with recording() as taped:
                     answers.update(checker.ask(batch))
                 pages.update((item.key, list(taped)) for item in batch)
-        urls = [rec.item.file_url for rec in chunk if rec.item.file_url]
+        missing = Now(UNREACHABLE, "the source gave no answer for it")
+        # Where a HEAD's redirects lead today is asked as the file's own host is: a build
+        # reads the files of each redirect's target before following it.
+        urls = [u for rec in chunk for u in (rec.item.file_url, answers.get(
+            rec.item.key, missing).served_from) if u]
         if self.consent is not None:
             self.consent.warm(urls, [rec.item.landing_url for rec in chunk
                                      if rec.item.file_url and rec.item.landing_url])
-        missing = Now(UNREACHABLE, "the source gave no answer for it")
         verdicts, relied = [], {}
         for rec in chunk:
             now = answers.get(rec.item.key, missing)
             url, page = rec.item.file_url, rec.item.landing_url
             host = self.consent.signals(url, page) if self.consent is not None and url else []
+            target = now.served_from if self.consent is not None and url else None
+            if target:
+                host += [replace(signal, said=f"{signal.said} (redirect to {target})")
+                         for signal in self.consent.signals(target)]
             verdicts.append(judge(rec, now, host, policy=self.policies[rec.build],
                                   optout=self.optout, denylist=self.denylist))
-            relied[rec.item.key] = [*pages.get(rec.item.key, ()), *now.exchanges,
-                                    *(self.consent.exchanges(url, page) if host else ())]
+            relied[rec.item.key] = [
+                *pages.get(rec.item.key, ()), *now.exchanges,
+                *(self.consent.exchanges(url, page) if host else ()),
+                *(self.consent.exchanges(target) if target and self.consent is not None
+                  and origin(target) != origin(url) else ())]
         return verdicts, relied
 
 

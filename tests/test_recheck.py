@@ -1218,3 +1218,42 @@ path = "urls.jsonl"
     assert sorted(r["key"] for r in pq.read_table(out / "manifest.parquet").to_pylist()) == \
         [key_of["w5"]]
     assert run_cli("verify", str(out)).returncode == 0
+
+
+def test_a_file_url_that_redirects_is_rechecked_against_the_files_of_where_it_leads(
+        httpserver: HTTPServer, tmp_path: Path) -> None:
+    """A build reads the robots.txt of each redirect's target before following it; a
+    recheck read only the file URL's own host, so a reservation added where the image is
+    actually served (a CDN, the artist's site behind a short link) was never seen."""
+    serve_no_site_policies(httpserver)
+    other = HTTPServer(host="127.0.0.1", port=0)
+    other.no_handler_status_code = 404
+    other.start()
+    try:
+        robots = {"text": "User-agent: *\nAllow: /\n"}
+        other.expect_request("/robots.txt").respond_with_handler(
+            lambda _request: Response(robots["text"], content_type="text/plain"))
+        other.expect_request("/art/a.jpg").respond_with_data(
+            make_image(77, (64, 48)), content_type="image/jpeg", headers={"ETag": '"a"'})
+        httpserver.expect_request("/s/a").respond_with_data(
+            "", status=302, headers={"Location": other.url_for("/art/a.jpg")})
+        write_jsonl(tmp_path / "urls.jsonl", [{"id": "a", "url": httpserver.url_for("/s/a"),
+                                               "license": CC0}])
+        recipe = write_recipe(tmp_path / "recipe.toml", recipe_text("redirected", """
+kind = "table"
+name = "urls"
+path = "urls.jsonl"
+"""))
+        out = tmp_path / "out"
+        run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
+        assert recheck(out).returncode == 0
+        robots["text"] = "User-agent: *\nDisallow: /art/\n"
+        proc = recheck(out, "--json")
+        assert proc.returncode == 3, proc.stdout + proc.stderr
+        (verdict,) = map(json.loads, proc.stdout.splitlines())
+        assert verdict["outcome"] == "optout" and verdict["refuse"]
+        assert verdict["detail"].startswith("robots.txt: ")
+        assert f"(redirect to {other.url_for('/art/a.jpg')})" in verdict["detail"]
+    finally:
+        other.clear()
+        other.stop()
