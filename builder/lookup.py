@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sqlite3
 import sys
 from dataclasses import dataclass
@@ -315,11 +316,14 @@ def _taken_from(log: list[dict[str, Any]], host: str) -> set[str]:
     return keys
 
 
+_REDIRECT_TO = re.compile(r"\(redirect to (\S+)\)")  # a refusal's detail at a redirect
 _CANDIDATE_COLUMNS = ("build", "seq", "candidate_id", "source", "url", "status", "reason",
                       "detail", "key", "license", "decided_at")
 
 
 def _on_site(db: sqlite3.Connection, host: str, taken: set[str]) -> list[dict[str, Any]]:
+    from builder.evidence.archive import served_from  # warcio: only a site's lookup needs it
+
     pattern = site_pattern(host)
     columns = ", ".join(_CANDIDATE_COLUMNS)
     rows = {(r[0], r[1]): r for r in db.execute(
@@ -335,6 +339,19 @@ def _on_site(db: sqlite3.Connection, host: str, taken: set[str]) -> list[dict[st
     for key in sorted(taken):
         for row in db.execute(f"SELECT {columns} FROM candidates WHERE key = ? AND "
                               "status = 'removed'", (key,)):
+            rows.setdefault((row[0], row[1]), row)
+    # Its bytes served from the site (a short link or another host redirecting there), or
+    # refused at a redirect to it: the row keeps the URL asked, the archive and the detail
+    # where it led.
+    for build, seq, served in served_from(db, pattern):
+        if on_site(served, host):
+            for row in db.execute(f"SELECT {columns} FROM candidates WHERE build = ? AND "
+                                  "seq = ?", (build, seq)):
+                rows.setdefault((row[0], row[1]), row)
+    for row in db.execute(f"SELECT {columns} FROM candidates WHERE status = 'rejected' AND "
+                          "instr(detail, '(redirect to ') > 0 AND detail LIKE ? ESCAPE '\\'",
+                          (pattern,)):
+        if any(on_site(url, host) for url in _REDIRECT_TO.findall(str(row[7]))):
             rows.setdefault((row[0], row[1]), row)
     # Refused as on a denylisted site (on `host`), by its landing page: a refused
     # candidate's row keeps only the image's URL, but its detail names the site.

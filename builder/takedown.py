@@ -256,7 +256,9 @@ def find_matches(ledger: Ledger, sel: Selectors, rule: NearRule | None = None) -
 
 def _samples_on_site(ledger: Ledger, host: str) -> list[tuple[str, int]]:
     """(key, shard) of the samples whose file, landing or fetched URL is on `host` or a
-    subdomain (`builder.urls.on_site`)."""
+    subdomain (`builder.urls.on_site`), or whose bytes came from a URL there."""
+    from builder.evidence.archive import served_from
+
     pattern = site_pattern(host)
     found = {key: shard for key, shard, file_url, landing_url in ledger.db.execute(
         "SELECT key, shard, file_url, landing_url FROM samples WHERE file_url LIKE ?1 "
@@ -268,6 +270,13 @@ def _samples_on_site(ledger: Ledger, host: str) -> list[tuple[str, int]]:
             "WHERE c.status = 'accepted' AND c.url LIKE ? ESCAPE '\\'", (pattern,)):
         if on_site(fetched, host):
             found.setdefault(key, shard)
+    # Where its bytes came from: a short link or another host's URL redirecting there.
+    for build, seq, served in served_from(ledger.db, pattern):
+        if on_site(served, host):
+            for key, shard in ledger.db.execute(
+                    "SELECT s.key, s.shard FROM candidates AS c JOIN samples AS s USING (key) "
+                    "WHERE c.build = ? AND c.seq = ?", (build, seq)):
+                found.setdefault(key, shard)
     return sorted(found.items())
 
 

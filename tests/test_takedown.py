@@ -482,3 +482,47 @@ def test_a_site_taken_down_stays_down_for_later_builds_even_before_any_build_too
     kept = report[report.index("Kept out of every later build"):]
     assert "<td>site</td><td>portfolio.example</td>" in kept
     assert "the artist&#x27;s request" in kept or "the artist's request" in kept
+
+
+def test_a_site_s_works_reached_through_a_redirect_are_found_and_taken_down_with_it(
+        httpserver: HTTPServer, tmp_path: Path) -> None:
+    """A short link (the table's URL) redirecting to the artist's host: the sample's file URL
+    is the short link's, its bytes the artist's. `lookup --site` and `takedown --site` of the
+    artist's host found nothing of it, nor of a work a build refused at such a redirect."""
+    serve_site_files(httpserver)
+    artist = HTTPServer(host="127.0.0.1", port=0)
+    artist.no_handler_status_code = 404
+    artist.start()
+    try:
+        artist.expect_request("/robots.txt").respond_with_data(
+            "User-agent: *\nDisallow: /private/\n", content_type="text/plain")
+        artist.expect_request("/art/a.jpg").respond_with_data(image(1), content_type="image/jpeg")
+        artist.expect_request("/private/b.jpg").respond_with_data(image(2),
+                                                                 content_type="image/jpeg")
+        for name, path in (("a", "/art/a.jpg"), ("b", "/private/b.jpg")):
+            httpserver.expect_request(f"/s/{name}").respond_with_data(
+                "", status=302, headers={"Location": artist.url_for(path)})
+        httpserver.expect_request("/own.jpg").respond_with_data(image(3),
+                                                                content_type="image/jpeg")
+        rows = [{"id": "a", "url": httpserver.url_for("/s/a"), "license": CC0},
+                {"id": "b", "url": httpserver.url_for("/s/b"), "license": CC0},
+                {"id": "own", "url": httpserver.url_for("/own.jpg"), "license": CC0}]
+        recipe = recipe_for(tmp_path, write_jsonl(tmp_path / "urls.jsonl", rows))
+        out = tmp_path / "out"
+        run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
+        manifest = {r["source_id"]: r["key"] for r in
+                    pq.read_table(out / "manifest.parquet").to_pylist()}
+        assert set(manifest) == {"a", "own"}
+
+        looked = json.loads(run_cli("lookup", str(out), "--site", "127.0.0.1",
+                                    check=True).stdout)
+        found = {c["candidate"].rsplit(":", 1)[-1]: (c["found_as"], c["reason"])
+                 for c in looked["candidates"]}
+        assert found == {"a": ("sample", None), "b": ("refused", "optout_robots_txt")}
+        done = takedown(out, "--site", "127.0.0.1", "--reason", "the artist's request")
+        assert f"removed {manifest['a']}" in done.stdout
+        assert manifest_keys(out) == [manifest["own"]]
+        verify_ok(out)
+    finally:
+        artist.clear()
+        artist.stop()

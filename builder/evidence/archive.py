@@ -100,6 +100,20 @@ def has_schema(db: sqlite3.Connection) -> bool:
                       "'evidence_files'").fetchone() is not None
 
 
+def served_from(db: sqlite3.Connection, pattern: str) -> list[tuple[int, int, str]]:
+    """(build, seq, URL) of each candidate whose image bytes came from a URL matching the
+    LIKE `pattern` (ESCAPE '\\'): its image record's target, where the candidate URL's
+    redirects ended (a short link's, a CDN's). Every candidate is scanned in key order, its
+    link and record found by their primary keys."""
+    if not has_schema(db):
+        return []
+    return db.execute(
+        "SELECT c.build, c.seq, r.target_uri FROM candidates AS c CROSS JOIN evidence_links "
+        "AS l ON l.build = c.build AND l.seq = c.seq AND l.role = 'image' CROSS JOIN "
+        "evidence_records AS r ON r.record_id = l.record_id WHERE r.target_uri LIKE ? "
+        "ESCAPE '\\'", (pattern,)).fetchall()
+
+
 def file_rows(db: sqlite3.Connection) -> list[dict[str, Any]]:
     """Every archive file of the builds and takedowns, in order: name, size, sha256 (None
     while a build may still append to it) and how many responses it holds. The papers list
