@@ -102,7 +102,7 @@ def judge(recorded: Recorded, now: Now, host: list[HostSignal], *, policy: Polic
     findings = _source_findings(recorded, now, policy)
     findings += _header_findings(recorded.item, now, optout)
     findings += _host_findings(host, now)
-    findings += _denylist_findings(recorded, denylist, optout)
+    findings += _denylist_findings(recorded, now, denylist, optout)
     key, source = recorded.item.key, recorded.source
     if not findings:
         return Verdict(key, source, Outcome.UNCHANGED, False, "")
@@ -236,14 +236,16 @@ def _encoded(headers: tuple[tuple[str, str], ...]) -> bool:
 
 
 # -- what the denylists say -----------------------------------------------------------------
-def _denylist_findings(recorded: Recorded, denylist: Denylist | None,
+def _denylist_findings(recorded: Recorded, now: Now, denylist: Denylist | None,
                        optout: OptoutConfig) -> list[_Finding]:
     """The recipe's denylist (an opt-out registry's export, refreshed since the build) and
-    the dataset's, read as a build's gate reads them: a work listed since is refused."""
+    the dataset's, read as a build's gate reads them (where the file URL redirects today
+    too): a work listed since is refused."""
     if not denylist:
         return []
     item = recorded.item
-    said = denylist.refusal(urls=(item.file_url, item.landing_url), creator=recorded.creator,
+    said = denylist.refusal(urls=(item.file_url, item.landing_url, now.served_from),
+                            creator=recorded.creator,
                             sha256=item.sha256, pdq=recorded.pdq,
                             max_distance=optout.pdq_max_distance)
     return [] if said is None else [_Finding(Outcome.OPTOUT, True, f"denylist: {said}")]

@@ -1254,6 +1254,14 @@ path = "urls.jsonl"
         assert verdict["outcome"] == "optout" and verdict["refuse"]
         assert verdict["detail"].startswith("robots.txt: ")
         assert f"(redirect to {other.url_for('/art/a.jpg')})" in verdict["detail"]
+        # The site it leads to denylisted (a takedown --site of it, no sample taken down).
+        robots["text"] = "User-agent: *\nAllow: /\n"
+        (out / "denylist.jsonl").write_text(json.dumps(
+            {"kind": "site", "value": "127.0.0.1", "reason": "the artist's request"}) + "\n")
+        proc = recheck(out, "--json")
+        (verdict,) = map(json.loads, proc.stdout.splitlines())
+        assert proc.returncode == 3 and verdict["outcome"] == "optout", proc.stdout
+        assert verdict["detail"].startswith("denylist: site 127.0.0.1 is on the denylist")
     finally:
         other.clear()
         other.stop()
