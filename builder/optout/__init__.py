@@ -153,7 +153,7 @@ class OptoutGate:
         """For one image's download: what `Fetcher.fetch` asks before each redirect."""
         return RedirectGuard(self)
 
-    def _at_redirect(self, source: str, target: str, trail: Trail
+    def at_redirect(self, source: str, target: str, trail: Trail
                      ) -> tuple[str, Rejection] | None:
         """The signals read before a download, for the URL a redirect leads to: its host
         may be another (a short link, a CDN in front of an artist's site) with its own
@@ -318,12 +318,12 @@ class OptoutGate:
 
     # -- bookkeeping --------------------------------------------------------------------
     def _finish(self, result: Any, trail: Trail, extend: Any) -> Any:
-        self._count(result, trail)
+        self.count(result, trail)
         if isinstance(result, tuple):
             return result[1]
         return extend(tuple(trail))
 
-    def _count(self, result: Any, trail: Trail) -> None:
+    def count(self, result: Any, trail: Trail) -> None:
         with self._lock:
             for signal, said in trail:
                 if not said.startswith(("n/a", "off in", "not checked")):
@@ -362,8 +362,8 @@ class RedirectGuard:
 
     def __call__(self, source: str, target: str) -> Rejection | None:
         said: Trail = []
-        result = self._gate._at_redirect(source, target, said)
-        self._gate._count(result, said)
+        result = self._gate.at_redirect(source, target, said)
+        self._gate.count(result, said)
         self.trail += said
         return None if result is None else result[1]
 
