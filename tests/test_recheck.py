@@ -1265,3 +1265,52 @@ path = "urls.jsonl"
     finally:
         other.clear()
         other.stop()
+
+
+@pytest.mark.parametrize(("root", "outcome"), [(404, "unreachable"), (500, "unreachable"),
+                                               (200, "deleted"), (403, "deleted")])
+def test_a_host_holding_one_file_of_ours_answering_404_is_judged_by_its_root(
+        root: int, outcome: str, tmp_path: Path) -> None:
+    """A host with one file of the dataset has no other file to tell "gone" from "moved":
+    its 404 was `deleted`, and `--apply` took the work down and denylisted it for good on a
+    misconfiguration's word. Its root now decides: a server there (a page, 403...) means the
+    file is gone; a root answering 404 or 5xx too leaves it unreachable."""
+    state = {"file": 200}
+    image = make_image(9, (64, 48))
+
+    def handle(request: Request) -> Response:
+        if request.path == "/only.jpg":
+            if state["file"] != 200:
+                return Response("not found", status=state["file"])
+            return Response(image, content_type="image/jpeg", headers={"ETag": '"x"'})
+        if request.path == "/":
+            return Response("home", status=root, content_type="text/html")
+        return Response("not found", status=404)
+
+    server = HTTPServer(host="127.0.0.1", port=0)
+    server.start()
+    server.expect_request(re.compile(".*")).respond_with_handler(handle)
+    try:
+        write_jsonl(tmp_path / "urls.jsonl", [{"url": server.url_for("/only.jpg"),
+                                               "license": CC0}])
+        recipe = write_recipe(tmp_path / "recipe.toml", recipe_text("one", """
+kind = "table"
+name = "urls"
+path = "urls.jsonl"
+"""))
+        out = tmp_path / "out"
+        run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
+        state["file"] = 404
+        proc = recheck(out, "--json", "--apply", "--reason", "weekly")
+        (verdict,) = map(json.loads, proc.stdout.splitlines())
+        assert verdict["outcome"] == outcome, verdict
+        if outcome == "unreachable":
+            assert proc.returncode == 4 and verdict["refuse"] is False
+            assert f"its root ({server.url_for('/')}) answered HTTP {root} too" in \
+                verdict["detail"]
+            assert not (out / "takedowns.jsonl").exists()
+        else:
+            assert proc.returncode == 0 and (out / "takedowns.jsonl").exists()
+    finally:
+        server.clear()
+        server.stop()

@@ -114,9 +114,9 @@ class HeadRechecker:
     host was deleted and `recheck --apply` took them down. So a host's first 404 of a
     recheck is only taken for "gone" once the host is seen serving another file of ours
     (`witnesses`: other sample URLs on the host, given by the recheck); a host answering 404
-    for every one of them leaves its 404s `unreachable`. A 410 is the host saying the file
-    was removed on purpose, and a host holding one file of ours has nothing to compare with:
-    both are gone as before.
+    for every one of them leaves its 404s `unreachable`; a host holding one file of ours is
+    asked for its root instead (`_probe_root`). A 410 is the host saying the file was removed
+    on purpose: gone as before.
     """
 
     batch = 256
@@ -153,10 +153,11 @@ class HeadRechecker:
         return _Head(replace(now_from_head(url, answer), exchanges=tuple(taped)), status)
 
     def _probe(self, host: str, url: str) -> _HostState:
-        """Whether `host`, which answered 404 for `url`, still serves other files of ours."""
+        """Whether `host`, which answered 404 for `url`, still serves other files of ours;
+        holding no other, whether it answers at all (its root)."""
         others = [u for u in self.witnesses(host) if u != url][:self.witnesses_asked]
         if not others:
-            return _HostState("one", ())
+            return self._probe_root(host, url)
         heads = list(self.pool.map(self._head, others))
         exchanges = tuple(ex for head in heads for ex in head.now.exchanges)
         if any(head.now.state == PRESENT for head in heads):
@@ -167,6 +168,23 @@ class HeadRechecker:
                           f"({', '.join([url, *others])}): it may have moved or answer 404 to "
                           "everything, so none of its files is taken for deleted on its word "
                           "(if they are gone, take them down by --key)")
+
+    def _probe_root(self, host: str, url: str) -> _HostState:
+        """A host holding one file of ours has no other to compare with: its root (`/`)
+        tells a server that is there (any answer but a 404, 410 or 5xx: a page, a redirect,
+        401, 403, 405...) from one that moved or answers 404 to everything, whose 404 says
+        nothing of the file. Read as gone, such a file was taken down by `--apply` and
+        denylisted for good on a misconfiguration's word."""
+        root = self._head(f"{host}/")
+        status = root.status
+        if status is not None and status not in GONE_STATUSES and status < 500:
+            return _HostState("one", root.now.exchanges)
+        said = f"HTTP {status}" if status is not None else "no answer"
+        return _HostState("not serving", root.now.exchanges,
+                          f"{host} holds no other file of the dataset, and its root ({host}/) "
+                          f"answered {said} too: it may have moved or answer 404 to "
+                          "everything, so its file is not taken for deleted on its word (if it "
+                          "is gone, take it down by --key)")
 
     def _judged(self, item: Item, head: _Head) -> Now:
         if head.status != 404:
