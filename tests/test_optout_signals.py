@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import sqlite3
 import tarfile
 from pathlib import Path
 
@@ -799,3 +800,10 @@ retries = 0
     checked = provenance["optout"]["checked"]
     assert {"signal": "robots.txt", "result": "allowed:* (redirect to "
             f"{other_host.url_for('/free/b.jpg')})"} in checked, checked
+    # The target host's robots.txt is archived as evidence the sample relied on.
+    with sqlite3.connect(out / "ledger.sqlite") as db:
+        relied = {uri for (uri,) in db.execute(
+            "SELECT r.target_uri FROM samples AS s JOIN evidence_links AS l ON l.build = "
+            "s.build AND l.seq = s.seq JOIN evidence_records AS r USING (record_id) "
+            "WHERE l.role = 'signal'")}
+    assert other_host.url_for("/robots.txt") in relied, relied
