@@ -479,6 +479,7 @@ def takedown(out: Path, sel: Selectors, reason: str | None, *, dry_run: bool = F
                 if sites:
                     _append_jsonl(out / DENYLIST, _site_entries(sites, reason.strip()),
                                   unique=("kind", "value"))
+                    _refresh_report(out)
                 return TakedownResult(matches=[], dry_run=False, completed_pending=completed,
                                       already_removed=removed, denylisted_sites=sites)
             plan = _make_plan(ledger, sel, reason.strip(), matches)
@@ -682,6 +683,15 @@ def _denylist_entries(ledger: Ledger, keys: list[str], sel: Selectors, reason: s
             seen.add(_denylist_id(kind, value))
             out.append({"kind": kind, "value": value, "reason": reason, "added_at": now})
     return out
+
+
+def _refresh_report(out: Path) -> None:
+    """report.html, when there, lists the sites kept out: written again (the papers say
+    nothing of the denylist, and the dataset's version does not change)."""
+    if (out / "report.html").exists():
+        from builder.exports.report import write_report
+
+        write_report(out, lock_held=True)
 
 
 def _site_entries(sites: list[str], reason: str) -> list[dict[str, str]]:

@@ -476,12 +476,16 @@ def test_a_site_taken_down_stays_down_for_later_builds_even_before_any_build_too
     elsewhere = json.loads(run_cli("lookup", str(out), "--site", "example.org",
                                    check=True).stdout)
     assert elsewhere["denylisted"] is None
-    # The report a licensing lead signs off from shows what is kept out, asked for early.
+    # The report a licensing lead signs off from shows what is kept out, asked for early,
+    # and stays current when a site is denylisted later (no new version, no papers).
     run_cli("report", str(out), check=True)
     report = (out / "report.html").read_text()
     kept = report[report.index("Kept out of every later build"):]
     assert "<td>site</td><td>portfolio.example</td>" in kept
     assert "the artist&#x27;s request" in kept or "the artist's request" in kept
+    takedown(out, "--site", "late.example", "--reason", "asked later")
+    assert "<td>site</td><td>late.example</td>" in (out / "report.html").read_text()
+    verify_ok(out)
 
 
 def test_a_site_s_works_reached_through_a_redirect_are_found_and_taken_down_with_it(
