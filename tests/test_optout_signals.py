@@ -744,7 +744,7 @@ def test_a_redirect_target_whose_robots_txt_cannot_be_read_waits_for_the_next_ru
     serve_image(other_host, "/a.jpg")
     detail = rejected(run(make_gate(fetcher), candidate(redirect(
         httpserver, "/s/a", other_host.url_for("/a.jpg"))), fetcher), "robots_unreachable")
-    assert "HTTP 503" in detail
+    assert "HTTP 503" in detail and f"(redirect to {other_host.url_for('/a.jpg')})" in detail
     assert "/a.jpg" not in asked(other_host)
 
 

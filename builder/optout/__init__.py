@@ -136,13 +136,13 @@ class OptoutGate:
             rules = self.files.get(base, path, parse)
             allowed, said = rules.verdict(url, self.token)
             if not allowed:
-                return name, rules.unread or Rejection(Reason.OPTOUT_ROBOTS_TXT,
-                                                       f"{name}: {said}{note}")
+                return name, _noted(rules.unread, note) or Rejection(
+                    Reason.OPTOUT_ROBOTS_TXT, f"{name}: {said}{note}")
             trail.append((name, said + note))
         if self.config.tdmrep:
             tdm = self.files.get(base, WELL_KNOWN, parse_tdmrep)
             if tdm.unread is not None:
-                return "tdmrep.json", tdm.unread
+                return "tdmrep.json", _noted(tdm.unread, note)
             trail.append(("tdmrep.json", tdm.verdict(url) + note))
         else:
             trail.append(("tdmrep.json", "off in the recipe"))
@@ -366,6 +366,13 @@ class RedirectGuard:
         self._gate.count(result, said)
         self.trail += said
         return None if result is None else result[1]
+
+
+def _noted(rejection: Rejection | None, note: str) -> Rejection | None:
+    """`rejection` with `note` (which redirect's target it was about) after its detail."""
+    if rejection is None or not note:
+        return rejection
+    return replace(rejection, detail=rejection.detail + note)
 
 
 def _is_verdict(rejection: Rejection) -> bool:
