@@ -57,6 +57,20 @@ def make_image(seed: int, size: tuple[int, int] = (96, 64), fmt: str = "JPEG",
     return buf.getvalue()
 
 
+def upgraded_cleanset(into: Path) -> Path:
+    """A copy of this cleanset with one comment added, in `into`: another release as
+    `cleanset --version` (`0.1.0+src.DIGEST`) tells them apart; run it with PYTHONPATH=`into`
+    and cwd `into`."""
+    import shutil
+
+    shutil.copytree(REPO / "builder", into / "builder",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "licenses", into / "licenses")
+    with (into / "builder" / "lookup.py").open("a") as f:
+        f.write("# the next release\n")
+    return into
+
+
 def write_recipe(path: Path, body: str) -> Path:
     path.write_text(body, encoding="utf-8")
     return path

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, run_cli, upgraded_cleanset
 
 SHAPE = re.compile(r"0\.1\.0\+src\.[0-9a-f]{12}")
 
@@ -61,12 +61,7 @@ def test_the_digest_is_the_same_for_the_same_code_and_changes_with_it(tmp_path: 
 def test_a_build_resumed_by_another_cleanset_names_both(tmp_path: Path) -> None:
     """A build stopped, cleanset upgraded, the build resumed: the ledger and report said the
     first cleanset made it all, though the second decided and wrote what was left."""
-    copy = tmp_path / "copy"
-    shutil.copytree(REPO / "builder", copy / "builder",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(REPO / "licenses", copy / "licenses")
-    with (copy / "builder" / "lookup.py").open("a") as f:
-        f.write("# the next release\n")
+    copy = upgraded_cleanset(tmp_path / "copy")
     first = run_cli("--version", check=True).stdout.split()[1]
     upgraded = {"PYTHONPATH": str(copy)}  # run from `copy`: `python -m` looks in cwd first
 

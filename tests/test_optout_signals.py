@@ -23,6 +23,7 @@ from builder.optout.hostfiles import MAX_FILE_BYTES
 from builder.recipe import FetchConfig, ImageConfig
 from builder.records import Candidate, Checked, Evidence, Rejection
 from builder.stages import StageSpec, fetch_stage, image_check, licence_gate, run_stages
+from tests.api_support import recipe_text
 from tests.conftest import make_image, run_cli, write_jsonl, write_recipe
 
 CC0 = "https://creativecommons.org/publicdomain/zero/1.0/"
@@ -775,18 +776,8 @@ def test_a_build_checks_each_redirect_and_records_what_the_target_s_host_said(
             {"id": "b", "url": redirect(httpserver, "/s/b", other_host.url_for("/free/b.jpg")),
              "license": CC0}]
     write_jsonl(tmp_path / "rows.jsonl", rows)
-    recipe = write_recipe(tmp_path / "r.toml", """
-[dataset]
-name = "redirects"
-[policy]
-use = "commercial"
-[[sources]]
-kind = "table"
-path = "rows.jsonl"
-[fetch]
-allow_private_addresses = true
-retries = 0
-""")
+    recipe = write_recipe(tmp_path / "r.toml", recipe_text("redirects", 'kind = "table"\n'
+                                                                       'path = "rows.jsonl"'))
     out = tmp_path / "out"
     run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
     cands = {c["candidate_id"].rsplit(":", 1)[-1]: c

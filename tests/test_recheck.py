@@ -27,6 +27,7 @@ from tests.conftest import (
     serve_no_site_policies,
     start_cli,
     stopped_itself,
+    upgraded_cleanset,
     write_jsonl,
     write_recipe,
 )
@@ -182,6 +183,21 @@ def dataset(world: tuple[World, Path], tmp_path: Path) -> tuple[World, Path]:
     out = tmp_path / "out"
     shutil.copytree(built, out)
     return w, out
+
+
+def build_table(tmp_path: Path, rows: list[dict[str, Any]], name: str,
+                extra: str = "") -> Path:
+    """A dataset built from `rows` by a `table` source (recipe_text's fetch settings, then
+    `extra`); its directory."""
+    write_jsonl(tmp_path / "urls.jsonl", rows)
+    recipe = write_recipe(tmp_path / "recipe.toml", recipe_text(name, """
+kind = "table"
+name = "urls"
+path = "urls.jsonl"
+""") + extra)
+    out = tmp_path / "out"
+    run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
+    return out
 
 
 def recheck(out: Path, *args: str, env: dict[str, str] | None = None) -> Any:
@@ -349,15 +365,8 @@ def test_a_recheck_resumed_by_another_cleanset_names_both(
         dataset: tuple[World, Path], tmp_path: Path) -> None:
     """A recheck stopped, cleanset upgraded, the recheck resumed: both decided verdicts, as a
     build so resumed names both (tests/test_identity.py)."""
-    from tests.conftest import REPO
-
     world, out = dataset
-    copy = tmp_path / "upgraded"
-    shutil.copytree(REPO / "builder", copy / "builder",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(REPO / "licenses", copy / "licenses")
-    with (copy / "builder" / "lookup.py").open("a") as f:
-        f.write("# the next release\n")
+    copy = upgraded_cleanset(tmp_path / "upgraded")
     upgraded = {"PYTHONPATH": str(copy), "CLEANSET_RECHECK_CHUNK": "2"}
     first, second = cleanset_version(), cleanset_version(env=upgraded, cwd=copy)
     assert first != second
@@ -1176,16 +1185,9 @@ def test_a_work_listed_since_the_build_in_a_denylist_is_refused_by_the_recheck_a
                      "creator": "Ada" if i == 1 else f"Someone {i}",
                      "landing_url": f"https://{'gallery.artist.example' if i == 2 else 'example.org'}"
                                     f"/works/{i}"})
-    write_jsonl(tmp_path / "urls.jsonl", rows)
     registry = tmp_path / "registry.jsonl"
     registry.write_text("")
-    recipe = write_recipe(tmp_path / "recipe.toml", recipe_text("registry", """
-kind = "table"
-name = "urls"
-path = "urls.jsonl"
-""") + '\n[optout]\ndenylist = "registry.jsonl"\n')
-    out = tmp_path / "out"
-    run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
+    out = build_table(tmp_path, rows, "registry", '\n[optout]\ndenylist = "registry.jsonl"\n')
     with sqlite3.connect(out / "ledger.sqlite") as db:
         key_of = dict(db.execute("SELECT source_id, key FROM samples"))
         pdq_4 = db.execute("SELECT pdq FROM samples WHERE source_id = 'w4'").fetchone()[0]
@@ -1237,15 +1239,8 @@ def test_a_file_url_that_redirects_is_rechecked_against_the_files_of_where_it_le
             make_image(77, (64, 48)), content_type="image/jpeg", headers={"ETag": '"a"'})
         httpserver.expect_request("/s/a").respond_with_data(
             "", status=302, headers={"Location": other.url_for("/art/a.jpg")})
-        write_jsonl(tmp_path / "urls.jsonl", [{"id": "a", "url": httpserver.url_for("/s/a"),
-                                               "license": CC0}])
-        recipe = write_recipe(tmp_path / "recipe.toml", recipe_text("redirected", """
-kind = "table"
-name = "urls"
-path = "urls.jsonl"
-"""))
-        out = tmp_path / "out"
-        run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
+        out = build_table(tmp_path, [{"id": "a", "url": httpserver.url_for("/s/a"),
+                                      "license": CC0}], "redirected")
         assert recheck(out).returncode == 0
         robots["text"] = "User-agent: *\nDisallow: /art/\n"
         proc = recheck(out, "--json")
@@ -1291,15 +1286,8 @@ def test_a_host_holding_one_file_of_ours_answering_404_is_judged_by_its_root(
     server.start()
     server.expect_request(re.compile(".*")).respond_with_handler(handle)
     try:
-        write_jsonl(tmp_path / "urls.jsonl", [{"url": server.url_for("/only.jpg"),
-                                               "license": CC0}])
-        recipe = write_recipe(tmp_path / "recipe.toml", recipe_text("one", """
-kind = "table"
-name = "urls"
-path = "urls.jsonl"
-"""))
-        out = tmp_path / "out"
-        run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
+        out = build_table(tmp_path, [{"url": server.url_for("/only.jpg"), "license": CC0}],
+                          "one")
         state["file"] = 404
         proc = recheck(out, "--json", "--apply", "--reason", "weekly")
         (verdict,) = map(json.loads, proc.stdout.splitlines())
