@@ -322,18 +322,29 @@ def test_a_tilde_in_out_or_the_recipe_s_output_is_the_home_directory_not_a_folde
     assert proc.returncode == 2 and "is no user's home directory here" in proc.stderr
 
 
+def recipe_decided_before_the_second_source(tmp_path: Path) -> Path:
+    """Two folder sources, the first holding more images than a build keeps in flight (64
+    with one connection per host: the stages stay in threads), so some are decided and
+    committed before the second source is read. With 5, every candidate could be read
+    before the first decision on a slow machine, and a build stopping there has decided
+    nothing (exit 2: the fixed recipe takes it over)."""
+    add_images(tmp_path / "images", range(70))
+    add_images(tmp_path / "more", range(100, 106))
+    return recipe_in(tmp_path, tail='[[sources]]\nkind = "folder"\nname = "more"\n'
+                                    f'path = "more"\nlicense = "{CC0}"\n'
+                                    '[fetch]\nper_host_connections = 1\nworkers = 2\n')
+
+
 def test_a_broken_sidecar_met_mid_build_is_exit_1_and_resumable_not_nothing_changed(
         tmp_path: Path) -> None:
     """Exit 2 says "refused, nothing changed"; this build had started (ledger, evidence)."""
-    add_images(tmp_path / "more", range(20, 26))
-    recipe = recipe_in(tmp_path, tail='[[sources]]\nkind = "folder"\nname = "more"\n'
-                                      f'path = "more"\nlicense = "{CC0}"\n')
-    broken = tmp_path / "more" / "img24.jpg.json"
+    recipe = recipe_decided_before_the_second_source(tmp_path)
+    broken = tmp_path / "more" / "img104.jpg.json"
     broken.write_text("{not json")
     out = tmp_path / "out"
     proc = build(recipe, "--out", str(out), env=COMMIT_OFTEN)
     assert proc.returncode == 1, proc.stderr
-    assert "img24.jpg.json: sidecar is not valid JSON" in proc.stderr
+    assert "img104.jpg.json: sidecar is not valid JSON" in proc.stderr
     assert "Build 1 stopped there; what it committed is kept" in proc.stderr
     assert "run the same command again to resume it" in proc.stderr
     broken.write_text(json.dumps({"creator": "A. Person"}))
@@ -345,14 +356,12 @@ def test_a_recipe_edited_while_its_build_is_unfinished_resumes_if_it_reads_the_s
         tmp_path: Path) -> None:
     """An added comment once blocked the directory for good ("an unfinished build of another
     recipe", naming the very file given, whose old text was nowhere)."""
-    add_images(tmp_path / "more", range(20, 26))
-    recipe = recipe_in(tmp_path, tail='[[sources]]\nkind = "folder"\nname = "more"\n'
-                                      f'path = "more"\nlicense = "{CC0}"\n')
+    recipe = recipe_decided_before_the_second_source(tmp_path)
     started_from = recipe.read_text()
-    (tmp_path / "more" / "img24.jpg.json").write_text("{not json")
+    (tmp_path / "more" / "img104.jpg.json").write_text("{not json")
     out = tmp_path / "out"
     assert build(recipe, "--out", str(out), env=COMMIT_OFTEN).returncode == 1  # stopped mid-way
-    (tmp_path / "more" / "img24.jpg.json").write_text(json.dumps({"creator": "A. Person"}))
+    (tmp_path / "more" / "img104.jpg.json").write_text(json.dumps({"creator": "A. Person"}))
 
     recipe.write_text(started_from.replace('name = "safety"', 'name = "safety-2"'))
     before = snapshot(out)
