@@ -798,3 +798,10 @@ def test_a_build_checks_each_redirect_and_records_what_the_target_s_host_said(
             "s.build AND l.seq = s.seq JOIN evidence_records AS r USING (record_id) "
             "WHERE l.role = 'signal'")}
     assert other_host.url_for("/robots.txt") in relied, relied
+    # The report names the host that refused, not the short link's.
+    run_cli("report", str(out), check=True)
+    page = (out / "report.html").read_text()
+    refusing = page[page.index("<th>host</th><th>signal</th>"):]
+    refusing = refusing[:refusing.index("</table>")]
+    assert f"<code>127.0.0.1:{other_host.port}</code>" in refusing, refusing
+    assert f"localhost:{httpserver.port}" not in refusing

@@ -445,10 +445,16 @@ def _refused_by_signal(db: sqlite3.Connection) -> Counter[str]:
         "(reason LIKE 'optout%' OR reason IN ('denylisted', 'ai_generated')) GROUP BY 1")))
 
 
+# The URL whose host refused: a refusal at a redirect ends "(redirect to URL)" (the target's
+# host files said no, not the host of the URL the candidate named).
+_REFUSED_URL = ("CASE WHEN instr(detail, ' (redirect to ') > 0 THEN "
+                "substr(detail, instr(detail, ' (redirect to ') + 14) ELSE url END")
+
+
 def _refusing_hosts(db: sqlite3.Connection) -> list[tuple[str, str, int]]:
     names = ", ".join(f"'{s}'" for s in HOST_SIGNALS)
     return [(host, signal, n) for host, signal, n in db.execute(
-        f"SELECT {host_sql('url')} AS host, substr(detail, 1, instr(detail, ':') - 1) AS "
+        f"SELECT {host_sql(_REFUSED_URL)} AS host, substr(detail, 1, instr(detail, ':') - 1) AS "
         "signal, COUNT(*) FROM candidates WHERE status = 'rejected' AND reason IN "
         f"('optout_robots_txt', 'optout_tdmrep') AND signal IN ({names}) "
         f"GROUP BY 1, 2 ORDER BY 3 DESC, 1 LIMIT {TOP_HOSTS}")]
