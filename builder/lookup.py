@@ -23,6 +23,7 @@ folder under PATH that cannot be opened (its images would be missing without a w
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -50,7 +51,7 @@ from builder.optout.denylist import Denylist, Entry
 from builder.recipe import DedupConfig
 from builder.records import TRANSIENT_REASONS
 from builder.takedown_journal import DENYLIST, LOG, read_jsonl
-from builder.urls import on_site, site_pattern
+from builder.urls import on_site, site_host, site_pattern
 
 
 @dataclass(frozen=True)
@@ -358,6 +359,8 @@ def _on_site(db: sqlite3.Connection, host: str, taken: set[str]) -> list[dict[st
     for row in db.execute(f"SELECT {columns} FROM candidates WHERE reason = 'denylisted' "
                           "AND substr(detail, 1, 5) = 'site '"):
         site = str(row[7]).split(" ", 2)[1]
+        with contextlib.suppress(ValueError):  # a recipe's entry as written (WWW., case)
+            site = site_host(site)
         if site == host or site.endswith("." + host):
             rows.setdefault((row[0], row[1]), row)
     return [_candidate(rows[at]) for at in sorted(rows)]
