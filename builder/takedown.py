@@ -353,7 +353,8 @@ def find_removed(out: Path, ledger: Ledger, sel: Selectors, matches: list[Match]
     every creator a takedown named.
     """
     matched = {label for m in matches for label in m.why}
-    log = _log_by_key(out / LOG)
+    entries = [entry for entry in read_jsonl(out / LOG) if isinstance(entry, dict)]
+    log = _log_by_key(entries)
     deny = _denylist_by_value(out / DENYLIST)
     found: list[Removed] = []
     for key in sel.keys:
@@ -381,7 +382,7 @@ def find_removed(out: Path, ledger: Ledger, sel: Selectors, matches: list[Match]
             continue
         # The takedown that named this site; else one that removed a work fetched from it
         # (its page, not kept once the sample is gone, is known only to the first).
-        keys = [m["key"] for entry in read_jsonl(out / LOG) if isinstance(entry, dict)
+        keys = [m["key"] for entry in entries
                 for m in entry.get("matched") or [] if isinstance(m, dict)
                 and isinstance(m.get("key"), str) and label in (m.get("why") or [])]
         keys += [key for key, url in ledger.db.execute(
@@ -414,8 +415,8 @@ def _denied(deny: dict[tuple[str, str], dict[str, Any]], kind: str, value: str, 
     return [Removed(label, entry.get("added_at"), None, str(entry.get("reason")))]
 
 
-def _log_by_key(path: Path) -> dict[str, dict[str, Any]]:
-    return {key: entry for entry in read_jsonl(path) for key in entry.get("keys") or []}
+def _log_by_key(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {key: entry for entry in entries for key in entry.get("keys") or []}
 
 
 def _denylist_by_value(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
@@ -477,8 +478,10 @@ def takedown(out: Path, sel: Selectors, reason: str | None, *, dry_run: bool = F
                 # Asked to take a site down before any build took from it (or after every
                 # sample from it is gone): later builds still must not.
                 if sites:
-                    _append_jsonl(out / DENYLIST, _site_entries(sites, reason.strip()),
-                                  unique=("kind", "value"))
+                    only_sites = Selectors(sites=tuple(sites))
+                    _append_jsonl(out / DENYLIST, _denylist_entries(
+                        ledger, [], only_sites, reason.strip(), clock.wall_iso()),
+                        unique=("kind", "value"))
                     _refresh_report(out)
                 return TakedownResult(matches=[], dry_run=False, completed_pending=completed,
                                       already_removed=removed, denylisted_sites=sites)
@@ -692,12 +695,6 @@ def _refresh_report(out: Path) -> None:
         from builder.exports.report import write_report
 
         write_report(out, lock_held=True)
-
-
-def _site_entries(sites: list[str], reason: str) -> list[dict[str, str]]:
-    now = clock.wall_iso()
-    return [{"kind": "site", "value": site, "reason": reason, "added_at": now}
-            for site in sites]
 
 
 # -- applying a plan (first run and recovery alike) -----------------------------------------
