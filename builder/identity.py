@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 
 from builder import __version__
@@ -28,3 +29,14 @@ def tool_version() -> str:
             name = f"{root.name}/{path.relative_to(root).as_posix()}"
             digest.update(name.encode("utf-8") + b"\0" + path.read_bytes() + b"\0")
     return f"{__version__}+src.{digest.hexdigest()[:12]}"
+
+
+def describe_tools(tool_version: str | None, resumed_by: Sequence[str] = ()) -> str | None:
+    """The cleansets that ran a build or a recheck, the one that started it first: "cleanset
+    A, then cleanset B"; None when a cleanset too old to record its version started it and
+    none resumed it (nothing is known)."""
+    if tool_version is None and not resumed_by:
+        return None
+    first = (f"cleanset {tool_version}" if tool_version is not None
+             else "a cleanset that did not record its version")
+    return first + "".join(f", then cleanset {version}" for version in resumed_by)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,6 +31,7 @@ from typing import Any
 from builder import clock
 from builder.drift import DRIFT, Outcome, Verdict
 from builder.errors import UserError
+from builder.identity import describe_tools
 
 # A recheck older than this is old: sources revise rights and hosts add opt-outs all the
 # time (docs/recheck.md suggests a weekly one; a quarter is generous). The report names a
@@ -173,17 +174,6 @@ class RecheckRow:
                                         or 0) < 1:
             return self.finished_at or self.started_at
         return f"{self.started_at} to {self.finished_at}"
-
-
-def describe_tools(tool_version: str | None, resumed_by: Sequence[str] = ()) -> str | None:
-    """The cleansets that ran a recheck, as the report names a build's: "cleanset A, then
-    cleanset B"; None when a cleanset before `rechecks.tool_version` started it and none
-    resumed it (nothing is known)."""
-    if tool_version is None and not resumed_by:
-        return None
-    first = (f"cleanset {tool_version}" if tool_version is not None
-             else "a cleanset that did not record its version")
-    return first + "".join(f", then cleanset {version}" for version in resumed_by)
 
 
 def describe_scope(scope: dict[str, Any]) -> str:

@@ -21,16 +21,11 @@ from builder.errors import UserError
 from builder.evidence.archive import has_schema
 from builder.evidence.recheck_archive import namespace, records_of
 from builder.evidence.shown import Link, Shown, read
+from builder.identity import describe_tools
 from builder.ledger import reading, require_dataset
 from builder.optout.consent import HOST_FILE_PATHS
 from builder.optout.hostfiles import origin
-from builder.recheck_log import (
-    RecheckRow,
-    describe_tools,
-    has_rechecks,
-    last_finished,
-    recheck_row,
-)
+from builder.recheck_log import RecheckRow, has_rechecks, last_finished, recheck_row
 
 UNCHANGED = Outcome.UNCHANGED.value  # whose rows a finished recheck drops
 

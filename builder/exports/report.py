@@ -27,13 +27,12 @@ from builder.exports.papers import atomic_write
 from builder.exports.report_data import (
     GROUPS,
     NO_CREATOR,
-    Build,
     ReportData,
     gather,
     named_creators,
     transient_reasons,
 )
-from builder.identity import tool_version
+from builder.identity import describe_tools, tool_version
 from builder.ledger import Ledger, reading, require_dataset
 
 TOP_CREATORS = 20
@@ -240,10 +239,6 @@ def _paper_state(paper: Any) -> str:
     return "yes" if paper.actual == paper.recorded else "<b>no: changed since</b>"
 
 
-def _resumed_by(build: Build) -> str:
-    return "".join(f", then cleanset {_e(version)}" for version in build.resumed_by)
-
-
 def _header(data: ReportData) -> str:
     policy = data.policy
     admits = [*(f"the {f} family" for f in policy.get("families", [])),
@@ -251,7 +246,7 @@ def _header(data: ReportData) -> str:
     excluded = [f"<code>{_e(i)}</code>" for i in policy.get("exclude", [])]
     builds = "<br>".join(
         f"build {b.build}: {_e(b.started_at)} → {_e(b.finished_at or 'unfinished')} "
-        f"(cleanset {_e(b.tool_version)}{_resumed_by(b)}, recipe "
+        f"({_e(describe_tools(b.tool_version, b.resumed_by))}, recipe "
         f"<code title=\"{_e(b.recipe_path)}\">"
         f"{_e(b.recipe_sha256[:16])}</code>)" for b in data.builds) or "none"
     timeframe = (f"{_e(data.retrieved_first)} → {_e(data.retrieved_last)}"
