@@ -64,7 +64,7 @@ from builder.executors import Executor, make_executor
 from builder.exports.papers import record_dataset_meta, require_writers, write_papers
 from builder.faults import crash_point, stop_point
 from builder.fetch import recording
-from builder.identity import tool_version
+from builder.identity import describe_tools, tool_version
 from builder.ledger import RECIPE_TEXT_META, BuildRow, Ledger, RetryRow
 from builder.lock import OutputLock
 from builder.output_dir import LEDGER, check_output_dir, check_still_alone
@@ -345,7 +345,7 @@ def _note_this_cleanset(ledger: Ledger, row: BuildRow) -> None:
     if tool_version() in ran:
         return
     ledger.note_tool(row, tool_version(), clock.wall_iso())
-    print(f"cleanset: note: build {row.build} was run by cleanset {', then '.join(ran)}; "
+    print(f"cleanset: note: build {row.build} was run by {describe_tools(ran[0], ran[1:])}; "
           f"cleanset {tool_version()} goes on with it (the ledger names each, every sample's "
           "provenance the one that wrote it)", file=sys.stderr)
 
