@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import random
 import sqlite3
 import tarfile
 from pathlib import Path
@@ -587,6 +588,30 @@ def test_denylist_by_pdq_catches_a_reencoded_copy(httpserver: HTTPServer,
     again = serve_image(httpserver, "/r.jpg", make_image(50, (300, 300), quality=60))
     detail = rejected(run(make_gate(fetcher, deny), candidate(again), fetcher), "denylisted")
     assert "PDQ within" in detail
+
+
+def test_denylist_by_pdq_finds_the_nearest_of_thousands_of_entries() -> None:
+    # A takedown writes a PDQ line for every work it removes: thousands, read by every build.
+    rng = random.Random(7)
+    codes = [rng.getrandbits(256) for _ in range(3000)]
+    deny = Denylist()
+    for n, code in enumerate(codes):
+        deny.add(Entry("pdq", f"{code:064x}", f"takedown {n}", f"DIR/denylist.jsonl:{n + 1}"))
+    target = codes[1234]
+    for flipped in (0, 5, 31):
+        near = target
+        for bit in rng.sample(range(256), flipped):
+            near ^= 1 << bit
+        hit = deny.by_pdq(f"{near:064x}", 31)
+        assert hit is not None and hit[0].reason == "takedown 1234" and hit[1] == flipped
+    assert deny.by_pdq(f"{target ^ ((1 << 40) - 1):064x}", 31) is None  # 40 bits away
+    # Two entries equally near: the first listed answers, as the gate has always said.
+    deny.add(Entry("pdq", f"{target:064x}", "listed again", "DIR/denylist.jsonl:3001"))
+    assert deny.by_pdq(f"{target:064x}", 0) == (deny.pdq[1234], 0)
+    # An entry added after a search is searched too.
+    later = rng.getrandbits(256)
+    deny.add(Entry("pdq", f"{later:064X}", "later", "DIR/denylist.jsonl:3002"))
+    assert deny.by_pdq(f"{later ^ 1:064x}", 31) == (deny.pdq[-1], 1)
 
 
 def test_bad_denylist_line_is_a_user_error_naming_file_and_line(tmp_path: Path) -> None:
