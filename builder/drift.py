@@ -68,6 +68,9 @@ class Recorded:
     evidence: tuple[Evidence, ...]  # everything that licence was decided from
     creator: str | None = None  # as its attribution credits it
     pdq: str | None = None
+    # Where the build's image bytes came from, when a redirect took it off the file URL (the
+    # evidence archive's image record): an API source's recheck asks the API, not the URL.
+    served_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -239,12 +242,13 @@ def _encoded(headers: tuple[tuple[str, str], ...]) -> bool:
 def _denylist_findings(recorded: Recorded, now: Now, denylist: Denylist | None,
                        optout: OptoutConfig) -> list[_Finding]:
     """The recipe's denylist (an opt-out registry's export, refreshed since the build) and
-    the dataset's, read as a build's gate reads them (where the file URL redirects today
-    too): a work listed since is refused."""
+    the dataset's, read as a build's gate reads them (where the file URL redirects today,
+    and where the build's bytes came from, too): a work listed since is refused."""
     if not denylist:
         return []
     item = recorded.item
-    said = denylist.refusal(urls=(item.file_url, item.landing_url, now.served_from),
+    said = denylist.refusal(urls=(item.file_url, item.landing_url, now.served_from,
+                                  recorded.served_from),
                             creator=recorded.creator,
                             sha256=item.sha256, pdq=recorded.pdq,
                             max_distance=optout.pdq_max_distance)

@@ -39,6 +39,7 @@ from tqdm import tqdm
 from builder import clock, interrupts
 from builder.drift import Outcome, Recorded, Verdict, judge
 from builder.errors import UserError
+from builder.evidence.archive import record_targets
 from builder.evidence.recheck_archive import RecheckArchive
 from builder.faults import crash_point, stop_point
 from builder.fetch import Fetcher, recording
@@ -520,7 +521,11 @@ class _Recheck:
             clause = f"{self.where} {'AND' if self.where else 'WHERE'} key > ?"
             rows = db.execute(f"SELECT {SAMPLE_COLUMNS} FROM samples {clause} ORDER BY key "
                               "LIMIT ?", (*self.where_args, after or "", size))
-        return [_recorded(r) for r in rows]
+        read = [_recorded(r) for r in rows]
+        # Where a redirect took each build's image bytes (its image record in the archive).
+        targets = record_targets(db, (record for _, record in read if record))
+        return [replace(rec, served_from=target) if (target := targets.get(record or ""))
+                and target != rec.item.file_url else rec for rec, record in read]
 
     def _judge(self, chunk: list[Recorded]) -> tuple[list[Verdict], dict[str, list[Exchange]]]:
         """Each sample's verdict, and the answers it relied on (for the archive)."""
@@ -537,21 +542,25 @@ class _Recheck:
                     answers.update(checker.ask(batch))
                 pages.update((item.key, list(taped)) for item in batch)
         missing = Now(UNREACHABLE, "the source gave no answer for it")
+        nows = {rec.item.key: answers.get(rec.item.key, missing) for rec in chunk}
         # Where a HEAD's redirects lead today is asked as the file's own host is: a build
-        # reads the files of each redirect's target before following it.
-        urls = [u for rec in chunk for u in (rec.item.file_url, answers.get(
-            rec.item.key, missing).served_from) if u]
+        # reads the files of each redirect's target before following it. A source asked
+        # through its API says nothing of its file URLs: where the build's bytes came from
+        # stands for where the file is served.
+        targets = {rec.item.key: self._served_from(rec, nows[rec.item.key]) for rec in chunk}
+        urls = [u for rec in chunk for u in (rec.item.file_url, targets[rec.item.key][0]) if u]
         if self.consent is not None:
             self.consent.warm(urls, [rec.item.landing_url for rec in chunk
                                      if rec.item.file_url and rec.item.landing_url])
         verdicts, relied = [], {}
         for rec in chunk:
-            now = answers.get(rec.item.key, missing)
+            now = nows[rec.item.key]
             url, page = rec.item.file_url, rec.item.landing_url
             host = self.consent.signals(url, page) if self.consent is not None and url else []
-            target = now.served_from if self.consent is not None and url else None
+            target, when = targets[rec.item.key] if self.consent is not None and url else (
+                None, "")
             if target:
-                host += [replace(signal, said=f"{signal.said} (redirect to {target})")
+                host += [replace(signal, said=f"{signal.said} (redirect to {target}{when})")
                          for signal in self.consent.signals(target)]
             verdicts.append(judge(rec, now, host, policy=self.policies[rec.build],
                                   optout=self.optout, denylist=self.denylist))
@@ -562,6 +571,12 @@ class _Recheck:
                   and origin(target) != origin(url) else ())]
         return verdicts, relied
 
+    def _served_from(self, rec: Recorded, now: Now) -> tuple[str | None, str]:
+        """Where the sample's file is served from when not its URL, and since when: today's
+        redirect where the source's rechecker follows the URL (a HEAD), else the build's."""
+        if getattr(self.checker_of[(rec.source, rec.build)], "follows_file_urls", False):
+            return now.served_from, ""
+        return rec.served_from, " when built"
 
     def _host_files(self, chunk: list[Recorded]) -> list[Exchange]:
         """The host files the chunk's samples were judged by (after `_judge`), each host's
@@ -581,7 +596,9 @@ def _progress_off(progress: bool | None) -> bool | None:
     return None if progress is None else not progress
 
 
-def _recorded(row: tuple[Any, ...]) -> Recorded:
+def _recorded(row: tuple[Any, ...]) -> tuple[Recorded, str | None]:
+    """The sample as the ledger records it, and the id of its image's record in the
+    evidence archive (none for a local file or a ledger from before the archive)."""
     (key, build, source, source_id, file_url, landing_url, sha1, sha256, license_id, size,
      provenance) = row
     prov = json.loads(provenance)
@@ -595,9 +612,12 @@ def _recorded(row: tuple[Any, ...]) -> Recorded:
                 extra=tuple((str(e.get("name")), str(e.get("value")))
                             for e in prov.get("extra") or []))
     creator = (prov.get("attribution") or {}).get("creator")
+    image = (prov.get("evidence") or {}).get("image") or {}
+    record = image.get("record_id") if isinstance(image, dict) else None
     return Recorded(item=item, source=source, build=build, license=license_id,
                     evidence=evidence, creator=creator if isinstance(creator, str) else None,
-                    pdq=prov.get("pdq") if isinstance(prov.get("pdq"), str) else None)
+                    pdq=prov.get("pdq") if isinstance(prov.get("pdq"), str) else None), (
+        record if isinstance(record, str) else None)
 
 
 # -- recipes --------------------------------------------------------------------------------

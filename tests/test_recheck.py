@@ -1262,6 +1262,61 @@ def test_a_file_url_that_redirects_is_rechecked_against_the_files_of_where_it_le
         other.stop()
 
 
+def test_an_api_source_s_file_is_rechecked_against_the_files_of_where_the_build_got_it(
+        httpserver: HTTPServer, tmp_path: Path) -> None:
+    """An API source's recheck asks the API, not the file URL: where that URL redirected
+    was never known to it, so a reservation added where the image was really served (the
+    provider behind an aggregator's link) stayed unseen. The build's own record of where
+    the bytes came from now says which host's files to read."""
+    serve_no_site_policies(httpserver)
+    other = HTTPServer(host="127.0.0.1", port=0)
+    other.no_handler_status_code = 404
+    other.start()
+    try:
+        robots = {"text": "User-agent: *\nAllow: /\n"}
+        other.expect_request("/robots.txt").respond_with_handler(
+            lambda _request: Response(robots["text"], content_type="text/plain"))
+        image = make_image(78, (64, 48))
+        served = other.url_for("/art/r.jpg")
+        other.expect_request("/art/r.jpg").respond_with_data(image, content_type="image/jpeg")
+        httpserver.expect_request("/upload/r.jpg").respond_with_data(
+            "", status=302, headers={"Location": served})
+        page = make_page(httpserver, 0, CC0_CLAIM)
+        info = page["imageinfo"][0]
+        info["url"], info["sha1"] = (httpserver.url_for("/upload/r.jpg"),
+                                     hashlib.sha1(image).hexdigest())
+        commons = FakeCommons(httpserver, [page])
+        recipe = write_recipe(tmp_path / "recipe.toml", recipe_text("api-redirected", f"""
+kind = "wikimedia"
+name = "commons"
+api = "{commons.url}"
+category = "Test files"
+"""))
+        out = tmp_path / "out"
+        run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
+        assert recheck(out).returncode == 0
+        robots["text"] = "User-agent: *\nDisallow: /art/\n"
+        other.clear_log()
+        proc = recheck(out, "--json")
+        assert proc.returncode == 3, proc.stdout + proc.stderr
+        (verdict,) = map(json.loads, proc.stdout.splitlines())
+        assert verdict["outcome"] == "optout" and verdict["refuse"]
+        assert verdict["detail"].startswith("robots.txt: ")
+        assert f"(redirect to {served} when built)" in verdict["detail"]
+        assert "/art/r.jpg" not in [r.path for r, _ in other.log]  # read, not downloaded
+        # The host it came from denylisted since (a takedown --site of it).
+        robots["text"] = "User-agent: *\nAllow: /\n"
+        (out / "denylist.jsonl").write_text(json.dumps(
+            {"kind": "site", "value": "127.0.0.1", "reason": "the artist's request"}) + "\n")
+        proc = recheck(out, "--json")
+        (verdict,) = map(json.loads, proc.stdout.splitlines())
+        assert proc.returncode == 3 and verdict["outcome"] == "optout", proc.stdout
+        assert verdict["detail"].startswith("denylist: site 127.0.0.1 is on the denylist")
+    finally:
+        other.clear()
+        other.stop()
+
+
 @pytest.mark.parametrize(("root", "outcome"), [(404, "unreachable"), (500, "unreachable"),
                                                (200, "deleted"), (403, "deleted")])
 def test_a_host_holding_one_file_of_ours_answering_404_is_judged_by_its_root(

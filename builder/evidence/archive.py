@@ -114,6 +114,21 @@ def served_from(db: sqlite3.Connection, pattern: str) -> list[tuple[int, int, st
         "ESCAPE '\\'", (pattern,)).fetchall()
 
 
+def record_targets(db: sqlite3.Connection, record_ids: Iterable[str]) -> dict[str, str]:
+    """{record id: the URL it records an answer from} of these records (an image record's
+    is where the candidate URL's redirects ended); none for a ledger without the archive."""
+    wanted = sorted(set(record_ids))
+    if not wanted or not has_schema(db):
+        return {}
+    found: dict[str, str] = {}
+    for start in range(0, len(wanted), 500):  # SQLite's limit on host parameters
+        part = wanted[start:start + 500]
+        found.update(db.execute(
+            "SELECT record_id, target_uri FROM evidence_records WHERE record_id IN "
+            f"({','.join('?' * len(part))})", part).fetchall())
+    return found
+
+
 def file_rows(db: sqlite3.Connection) -> list[dict[str, Any]]:
     """Every archive file of the builds and takedowns, in order: name, size, sha256 (None
     while a build may still append to it) and how many responses it holds. The papers list

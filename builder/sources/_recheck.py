@@ -121,6 +121,9 @@ class HeadRechecker:
 
     batch = 256
     witnesses_asked = 3  # other files of a host HEADed to tell "gone" from "moved"
+    # Its Now.served_from is where each file URL redirects today (an API's rechecker asks the
+    # API, so the recheck falls back on where the build's bytes came from).
+    follows_file_urls = True
 
     def __init__(self, fetch: FetchConfig) -> None:
         self.fetcher = Fetcher(fetch, trusted_hosts=fetch.trusted_hosts)

@@ -96,6 +96,10 @@ class Now:
 
 
 class Rechecker(Protocol):
+    """What a source answers of its samples today. One that requests each file URL itself
+    (a HEAD) sets `follows_file_urls = True`: its `Now.served_from` says where each URL
+    redirects today; for the others the recheck reads where the build's bytes came from."""
+
     batch: int  # items per `ask`: what one request (or one round of requests) can answer
 
     def ask(self, items: Sequence[Item]) -> dict[str, Now]:
