@@ -127,6 +127,8 @@ class BuildOptions:
     # A new build whose policy admits licences the dataset's last build refused (a recipe of
     # another dataset, pointed at this --out by mistake) is refused unless this says so.
     allow_looser_policy: bool = False
+    # ... and one whose recipe names another dataset (the same mistake, a policy as strict).
+    rename_dataset: bool = False
     commit_every: int = field(
         default_factory=lambda: int(os.environ.get("CLEANSET_COMMIT_EVERY", "256")))
     # ... or once this many seconds have passed since the last commit: at a polite host's
@@ -612,6 +614,14 @@ def _check_same_dataset(ledger: Ledger, latest: BuildRow, recipe: Recipe,
               f"{old.name!r} of build {latest.build}; the papers list both", file=sys.stderr)
     named = ledger.get_meta("dataset_name")
     if named and named != recipe.dataset.name:
+        if not options.rename_dataset:
+            raise UserError(
+                f"{recipe.file}: [dataset] name is {recipe.dataset.name!r}, but "
+                f"{ledger.path.parent} holds dataset {named!r} ({ledger.sample_count()} "
+                f"samples): this build would add this recipe's images to it and rename it. "
+                "If --out is the wrong directory, build into another; if that dataset is "
+                "meant to take this name and these images, run it again with "
+                "--rename-dataset. Nothing changed.")
         print(f"cleanset: note: {recipe.file} names the dataset {recipe.dataset.name!r}; "
               f"{ledger.path.parent} was {named!r} until now, and its papers will say "
               f"{recipe.dataset.name!r}", file=sys.stderr)

@@ -418,7 +418,7 @@ def test_a_recipe_with_a_looser_policy_is_refused_into_an_existing_dataset_unles
     assert_refused(build(other, "--out", str(out)), "[policy] 'open-research' admits licences "
                    "that policy 'commercial' of build 1", "CC-BY-NC-4.0", "--allow-looser-policy")
     assert snapshot(out) == before
-    allowed = build(other, "--out", str(out), "--allow-looser-policy")
+    allowed = build(other, "--out", str(out), "--allow-looser-policy", "--rename-dataset")
     assert allowed.returncode == 0, allowed.stderr
     assert "policy 'open-research' differs from 'commercial' of build 1" in allowed.stderr
     assert "names the dataset 'research'" in allowed.stderr
@@ -431,6 +431,33 @@ def test_a_recipe_with_a_looser_policy_is_refused_into_an_existing_dataset_unles
     proc = build(strict, "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "policy 'public-domain' differs from 'open-research' of build 2" in proc.stderr
+
+
+def test_a_recipe_naming_another_dataset_is_refused_into_an_existing_one_unless_renaming(
+        tmp_path: Path) -> None:
+    """Another dataset's recipe, pointed at this --out by mistake with a policy as strict,
+    added its images, renamed the dataset and exited 0, with a note."""
+    recipe = recipe_in(tmp_path)
+    out = tmp_path / "out"
+    assert build(recipe, "--out", str(out)).returncode == 0
+    add_images(tmp_path / "more", range(30, 33))
+    other = write_recipe(tmp_path / "other.toml", '[dataset]\nname = "birds"\n'
+                         '[policy]\nuse = "commercial"\n[[sources]]\nkind = "folder"\n'
+                         f'path = "more"\nlicense = "{CC0}"\n')
+    before = snapshot(out)
+    assert_refused(build(other, "--out", str(out)), "[dataset] name is 'birds'",
+                   "holds dataset 'safety' (5 samples)", "--rename-dataset", "Nothing changed")
+    assert snapshot(out) == before
+    renamed = build(other, "--out", str(out), "--rename-dataset")
+    assert renamed.returncode == 0, renamed.stderr
+    assert "names the dataset 'birds'" in renamed.stderr and "dataset: 8 samples" in \
+        renamed.stdout
+    assert run_cli("verify", str(out)).returncode == 0
+    # The same name again needs nothing: the dataset is 'birds' now.
+    add_images(tmp_path / "more", range(33, 34))
+    more = write_recipe(tmp_path / "more.toml", other.read_text() + "\n# one more image\n"
+                        "[image]\nmin_width = 8\n")
+    assert build(more, "--out", str(out)).returncode == 0
 
 
 def test_a_first_build_killed_before_its_ledger_was_checkpointed_is_recognised_and_resumed(

@@ -47,10 +47,12 @@ def rows_for(httpserver: HTTPServer, prefix: str = "") -> list[dict]:
     return rows
 
 
-def recipe_for(tmp_path: Path, table: Path, name: str = "takedown-test") -> Path:
+def recipe_for(tmp_path: Path, table: Path, name: str = "takedown-test",
+               dataset: str | None = None) -> Path:
+    """Recipe `name`.toml of dataset `dataset` (by default `name`) over `table`."""
     return write_recipe(tmp_path / f"{name}.toml", f"""
 [dataset]
-name = "{name}"
+name = "{dataset or name}"
 samples_per_shard = 3
 [policy]
 use = "commercial"
@@ -348,7 +350,7 @@ def test_a_taken_down_work_and_its_near_copy_are_not_readmitted_from_another_url
             {"id": "mirror-near", "url": httpserver.url_for("/mirror/near.jpg"),
              "license": CC0, "creator": "Someone else"}]
     table = write_jsonl(tmp / "mirror.jsonl", rows)
-    recipe = recipe_for(tmp, table, name="mirror")
+    recipe = recipe_for(tmp, table, name="mirror", dataset="takedown-test")
     run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
     cands = pq.read_table(out / "candidates.parquet").to_pylist()
     mirror = next(c for c in cands if c["candidate_id"].endswith("mirror-copy"))
@@ -450,7 +452,8 @@ def test_a_site_taken_down_stays_down_for_later_builds_even_before_any_build_too
          "landing_url": "https://notportfolio.example/prints/1"},
         {"id": "plain", "url": httpserver.url_for("/new-d.jpg"), "license": CC0},
     ]
-    recipe2 = recipe_for(tmp_path, write_jsonl(tmp_path / "later.jsonl", later), name="later")
+    recipe2 = recipe_for(tmp_path, write_jsonl(tmp_path / "later.jsonl", later), name="later",
+                          dataset="takedown-test")
     run_cli("build", str(recipe2), "--out", str(out), "--no-progress", check=True)
     cands = {c["candidate_id"].rsplit(":", 1)[-1]: c
              for c in pq.read_table(out / "candidates.parquet").to_pylist()}

@@ -46,6 +46,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                    help="let a build into an existing dataset admit licences its last "
                         "build's policy refused (refused by default: a recipe of another "
                         "dataset pointed at this one by mistake)")
+    p.add_argument("--rename-dataset", action="store_true",
+                   help="let a build into an existing dataset whose recipe names another "
+                        "[dataset] name add its images and rename it (refused by default: "
+                        "the wrong --out)")
     p.set_defaults(func=run)
 
 
@@ -112,7 +116,8 @@ def _build_options(out: Path, args: argparse.Namespace, out_key: str) -> BuildOp
                         progress=False if args.no_progress else None,
                         executor=args.executor, ray_address=args.ray_address,
                         write_shards=args.write_shards,
-                        allow_looser_policy=args.allow_looser_policy)
+                        allow_looser_policy=args.allow_looser_policy,
+                        rename_dataset=args.rename_dataset)
 
 
 def _build_and_publish(recipe: Recipe, url: str, where: str, args: argparse.Namespace,
