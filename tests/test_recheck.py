@@ -1222,99 +1222,94 @@ def test_a_work_listed_since_the_build_in_a_denylist_is_refused_by_the_recheck_a
     assert run_cli("verify", str(out)).returncode == 0
 
 
+ALLOW_ALL = "User-agent: *\nAllow: /\n"
+
+
+@pytest.fixture
+def artist_host() -> Iterator[tuple[HTTPServer, dict[str, str]]]:
+    """A host of its own (127.0.0.1; httpserver's URLs say localhost) serving /art/, and
+    the text of its robots.txt, which a test may rewrite."""
+    server = HTTPServer(host="127.0.0.1", port=0)
+    server.no_handler_status_code = 404
+    server.start()
+    robots = {"text": ALLOW_ALL}
+    server.expect_request("/robots.txt").respond_with_handler(
+        lambda _request: Response(robots["text"], content_type="text/plain"))
+    try:
+        yield server, robots
+    finally:
+        server.clear()
+        server.stop()
+
+
+def assert_rechecked_where_it_is_served(out: Path, robots: dict[str, str], said: str) -> None:
+    """A reservation of /art/ by the artist host, then a site line denylisting it: each
+    refuses the one sample, the first with `said` in its detail."""
+    assert recheck(out).returncode == 0
+    robots["text"] = "User-agent: *\nDisallow: /art/\n"
+    proc = recheck(out, "--json")
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    (verdict,) = map(json.loads, proc.stdout.splitlines())
+    assert verdict["outcome"] == "optout" and verdict["refuse"]
+    assert verdict["detail"].startswith("robots.txt: ") and said in verdict["detail"]
+    # The host denylisted since (a takedown --site of it, no sample taken down).
+    robots["text"] = ALLOW_ALL
+    (out / "denylist.jsonl").write_text(json.dumps(
+        {"kind": "site", "value": "127.0.0.1", "reason": "the artist's request"}) + "\n")
+    proc = recheck(out, "--json")
+    (verdict,) = map(json.loads, proc.stdout.splitlines())
+    assert proc.returncode == 3 and verdict["outcome"] == "optout", proc.stdout
+    assert verdict["detail"].startswith("denylist: site 127.0.0.1 is on the denylist")
+
+
 def test_a_file_url_that_redirects_is_rechecked_against_the_files_of_where_it_leads(
-        httpserver: HTTPServer, tmp_path: Path) -> None:
+        httpserver: HTTPServer, artist_host: tuple[HTTPServer, dict[str, str]],
+        tmp_path: Path) -> None:
     """A build reads the robots.txt of each redirect's target before following it; a
     recheck read only the file URL's own host, so a reservation added where the image is
     actually served (a CDN, the artist's site behind a short link) was never seen."""
     serve_no_site_policies(httpserver)
-    other = HTTPServer(host="127.0.0.1", port=0)
-    other.no_handler_status_code = 404
-    other.start()
-    try:
-        robots = {"text": "User-agent: *\nAllow: /\n"}
-        other.expect_request("/robots.txt").respond_with_handler(
-            lambda _request: Response(robots["text"], content_type="text/plain"))
-        other.expect_request("/art/a.jpg").respond_with_data(
-            make_image(77, (64, 48)), content_type="image/jpeg", headers={"ETag": '"a"'})
-        httpserver.expect_request("/s/a").respond_with_data(
-            "", status=302, headers={"Location": other.url_for("/art/a.jpg")})
-        out = build_table(tmp_path, [{"id": "a", "url": httpserver.url_for("/s/a"),
-                                      "license": CC0}], "redirected")
-        assert recheck(out).returncode == 0
-        robots["text"] = "User-agent: *\nDisallow: /art/\n"
-        proc = recheck(out, "--json")
-        assert proc.returncode == 3, proc.stdout + proc.stderr
-        (verdict,) = map(json.loads, proc.stdout.splitlines())
-        assert verdict["outcome"] == "optout" and verdict["refuse"]
-        assert verdict["detail"].startswith("robots.txt: ")
-        assert f"(redirect to {other.url_for('/art/a.jpg')})" in verdict["detail"]
-        # The site it leads to denylisted (a takedown --site of it, no sample taken down).
-        robots["text"] = "User-agent: *\nAllow: /\n"
-        (out / "denylist.jsonl").write_text(json.dumps(
-            {"kind": "site", "value": "127.0.0.1", "reason": "the artist's request"}) + "\n")
-        proc = recheck(out, "--json")
-        (verdict,) = map(json.loads, proc.stdout.splitlines())
-        assert proc.returncode == 3 and verdict["outcome"] == "optout", proc.stdout
-        assert verdict["detail"].startswith("denylist: site 127.0.0.1 is on the denylist")
-    finally:
-        other.clear()
-        other.stop()
+    other, robots = artist_host
+    other.expect_request("/art/a.jpg").respond_with_data(
+        make_image(77, (64, 48)), content_type="image/jpeg", headers={"ETag": '"a"'})
+    httpserver.expect_request("/s/a").respond_with_data(
+        "", status=302, headers={"Location": other.url_for("/art/a.jpg")})
+    out = build_table(tmp_path, [{"id": "a", "url": httpserver.url_for("/s/a"),
+                                  "license": CC0}], "redirected")
+    assert_rechecked_where_it_is_served(out, robots,
+                                        f"(redirect to {other.url_for('/art/a.jpg')})")
 
 
 def test_an_api_source_s_file_is_rechecked_against_the_files_of_where_the_build_got_it(
-        httpserver: HTTPServer, tmp_path: Path) -> None:
+        httpserver: HTTPServer, artist_host: tuple[HTTPServer, dict[str, str]],
+        tmp_path: Path) -> None:
     """An API source's recheck asks the API, not the file URL: where that URL redirected
     was never known to it, so a reservation added where the image was really served (the
     provider behind an aggregator's link) stayed unseen. The build's own record of where
     the bytes came from now says which host's files to read."""
     serve_no_site_policies(httpserver)
-    other = HTTPServer(host="127.0.0.1", port=0)
-    other.no_handler_status_code = 404
-    other.start()
-    try:
-        robots = {"text": "User-agent: *\nAllow: /\n"}
-        other.expect_request("/robots.txt").respond_with_handler(
-            lambda _request: Response(robots["text"], content_type="text/plain"))
-        image = make_image(78, (64, 48))
-        served = other.url_for("/art/r.jpg")
-        other.expect_request("/art/r.jpg").respond_with_data(image, content_type="image/jpeg")
-        httpserver.expect_request("/upload/r.jpg").respond_with_data(
-            "", status=302, headers={"Location": served})
-        page = make_page(httpserver, 0, CC0_CLAIM)
-        info = page["imageinfo"][0]
-        info["url"], info["sha1"] = (httpserver.url_for("/upload/r.jpg"),
-                                     hashlib.sha1(image).hexdigest())
-        commons = FakeCommons(httpserver, [page])
-        recipe = write_recipe(tmp_path / "recipe.toml", recipe_text("api-redirected", f"""
+    other, robots = artist_host
+    image = make_image(78, (64, 48))
+    served = other.url_for("/art/r.jpg")
+    other.expect_request("/art/r.jpg").respond_with_data(image, content_type="image/jpeg")
+    httpserver.expect_request("/upload/r.jpg").respond_with_data(
+        "", status=302, headers={"Location": served})
+    page = make_page(httpserver, 0, CC0_CLAIM)
+    info = page["imageinfo"][0]
+    info["url"], info["sha1"] = (httpserver.url_for("/upload/r.jpg"),
+                                 hashlib.sha1(image).hexdigest())
+    commons = FakeCommons(httpserver, [page])
+    recipe = write_recipe(tmp_path / "recipe.toml", recipe_text("api-redirected", f"""
 kind = "wikimedia"
 name = "commons"
 api = "{commons.url}"
 category = "Test files"
 """))
-        out = tmp_path / "out"
-        run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
-        assert recheck(out).returncode == 0
-        robots["text"] = "User-agent: *\nDisallow: /art/\n"
-        other.clear_log()
-        proc = recheck(out, "--json")
-        assert proc.returncode == 3, proc.stdout + proc.stderr
-        (verdict,) = map(json.loads, proc.stdout.splitlines())
-        assert verdict["outcome"] == "optout" and verdict["refuse"]
-        assert verdict["detail"].startswith("robots.txt: ")
-        assert f"(redirect to {served} when built)" in verdict["detail"]
-        assert "/art/r.jpg" not in [r.path for r, _ in other.log]  # read, not downloaded
-        # The host it came from denylisted since (a takedown --site of it).
-        robots["text"] = "User-agent: *\nAllow: /\n"
-        (out / "denylist.jsonl").write_text(json.dumps(
-            {"kind": "site", "value": "127.0.0.1", "reason": "the artist's request"}) + "\n")
-        proc = recheck(out, "--json")
-        (verdict,) = map(json.loads, proc.stdout.splitlines())
-        assert proc.returncode == 3 and verdict["outcome"] == "optout", proc.stdout
-        assert verdict["detail"].startswith("denylist: site 127.0.0.1 is on the denylist")
-    finally:
-        other.clear()
-        other.stop()
+    out = tmp_path / "out"
+    run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
+    other.clear_log()
+    assert_rechecked_where_it_is_served(out, robots, f"(redirect to {served} when built)")
+    assert "/art/r.jpg" not in [r.path for r, _ in other.log]  # its host's files read only
 
 
 @pytest.mark.parametrize(("root", "outcome"), [(404, "unreachable"), (500, "unreachable"),
