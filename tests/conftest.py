@@ -13,12 +13,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from PIL import Image
 from preloaded_cli import PreloadedCli
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+# No time limit per example: a property test's first example pays for loading the licence
+# catalogue (~25 ms alone, 324 ms once with both test workers busy: DeadlineExceeded). Speed
+# belongs in scripts/bench/, not in a test's verdict.
+settings.register_profile("cleanset", deadline=None)
+settings.load_profile("cleanset")
 
 
 def pytest_configure(config: pytest.Config) -> None:
