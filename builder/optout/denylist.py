@@ -56,7 +56,7 @@ class Denylist:
     files: list[str] = field(default_factory=list)
     # The PDQ entries' codes, one array per 64-bit word, made when first searched: a takedown
     # writes a PDQ line for every work it removes, and every candidate of every build is
-    # compared with all of them (a loop over Python ints: 19 ms a candidate at 10,000 lines).
+    # compared with all of them (a loop over Python ints: 17.6 ms a candidate at 10,000 lines).
     _pdq_words: list[np.ndarray] | None = field(default=None, init=False, repr=False,
                                                 compare=False)
 
