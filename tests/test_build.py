@@ -660,8 +660,16 @@ def test_the_fork_server_starts_with_a_build_that_will_want_worker_processes(
 def _descendants(pid: int) -> list[int]:
     """Every process below `pid` (Linux's /proc children lists), before it goes."""
     found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except FileNotFoundError:  # the process has ended
+        return found
+    for task in tasks:
+        try:  # a thread may end between the listing and this read
+            children = (task / "children").read_text().split()
+        except FileNotFoundError:
+            continue
+        for child in children:
             found += [int(child), *_descendants(int(child))]
     return found
 
