@@ -10,6 +10,7 @@ import struct
 import tarfile
 import tempfile
 import threading
+import urllib.request
 import zlib
 from pathlib import Path
 
@@ -530,6 +531,11 @@ def test_a_ctrl_c_keeps_the_decisions_of_the_last_seconds_not_only_each_256th(
     assert held.returncode == 130, stderr
     # committed as its first decision was taken, not at the 256th or at the build's end
     assert committed == [(rows[0]["url"],)]
+    # The server answers one connection at a time: requests the stopped build sent before it
+    # ended are still queued there. One more request is answered after all of them, so none
+    # is counted as the rerun's.
+    httpserver.expect_request("/after-the-first-run").respond_with_data("")
+    urllib.request.urlopen(httpserver.url_for("/after-the-first-run"), timeout=60).read()
     asked.clear()
     rerun = run_cli(*command)
     assert rerun.returncode == 0, rerun.stderr
