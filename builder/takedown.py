@@ -122,6 +122,12 @@ class Selectors:
             if not creator.strip():
                 raise UserError(f"takedown: --creator {creator!r} is empty; give the name as "
                                 "the attribution list credits it (attribution.csv).")
+        for path in self.images:
+            # A named pipe or a device is read until it ends: the takedown waited for ever,
+            # holding the directory's lock (a missing file or a folder is named when read).
+            if path.exists() and not path.is_file() and not path.is_dir():
+                raise UserError(f"takedown: --image {path}: is not a file (a device or a "
+                                "pipe); give the path of an image file. Nothing changed.")
 
 
 def require_utf8(text: str, what: str) -> None:

@@ -152,6 +152,29 @@ def test_takedown_without_a_reason_is_refused(dataset: dict) -> None:
     assert proc.returncode == 2 and "--reason" in proc.stderr
 
 
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
+def test_an_image_that_is_a_named_pipe_is_refused_not_read_for_ever(
+        dataset: dict, tmp_path: Path, dry_run: list[str]) -> None:
+    """`--image` of a FIFO (or /dev/stdin) waited for ever for the pipe to end, holding the
+    directory's lock, and the same command run again after Ctrl-C waited again."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import cli_env
+
+    out = dataset["out"]
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    before = all_files(out)
+    proc = subprocess.run([sys.executable, "-m", "builder", "takedown", str(out), "--image",
+                           str(fifo), "--reason", "x", *dry_run], capture_output=True,
+                          text=True, env=cli_env(), timeout=120, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert f"--image {fifo}: is not a file (a device or a pipe)" in proc.stderr
+    assert all_files(out) == before
+
+
 def test_a_selector_matching_nothing_changes_nothing_and_says_so(dataset: dict) -> None:
     out = dataset["out"]
     before = all_files(out)
