@@ -351,8 +351,9 @@ def _image_matches(ledger: Ledger, path: Path, rule: NearRule) -> list[tuple[str
 # -- works already taken down --------------------------------------------------------------
 def find_removed(out: Path, ledger: Ledger, sel: Selectors, matches: list[Match]
                  ) -> list[Removed]:
-    """The --key, --url, --sha256, --creator and --site selectors that match no current sample
-    because an earlier takedown removed their work: when, by which takedown and why.
+    """The --key, --url, --sha256, --image, --creator and --site selectors that match no
+    current sample because an earlier takedown removed their work: when, by which takedown
+    and why.
 
     `takedowns.jsonl` dates a removed key; the ledger's `removed` candidate rows map a fetched
     URL to its key; `denylist.jsonl` holds the URLs and sha256s of every removed work, and
@@ -396,7 +397,29 @@ def find_removed(out: Path, ledger: Ledger, sel: Selectors, matches: list[Match]
             "ESCAPE '\\'", (site_pattern(site),)) if on_site(url, site)]
         found += ([r for k in keys for r in _removed_key(ledger, log, k, label)][:1]
                   or [replace(r, denied_only=True) for r in _denied(deny, "site", site, label)])
+    for path in sel.images:
+        if not any(label.startswith(f"image={path} (") for label in matched):
+            found += _removed_image(out, ledger, path)
     return found
+
+
+def _removed_image(out: Path, ledger: Ledger, path: Path) -> list[Removed]:
+    """--image of a work an earlier takedown removed, or of a near copy of it, found in the
+    denylist as `lookup` finds it: it was answered "nothing matches", as if never taken."""
+    from builder.dedup import Hashes
+    from builder.lookup import Query, Removals
+
+    data = path.read_bytes()  # read once already: _image_matches names a file it cannot read
+    try:
+        hashes: Hashes | None = Hashes(*perceptual_hashes(
+            data, pipeline=dataset_hash_pipeline(ledger.db, ledger.path.parent)))
+    except ValueError:
+        hashes = None  # only an exact copy can be named
+    gone = Removals.of(out, ledger.db).find(Query(path, hashlib.sha256(data).hexdigest(),
+                                                  hashes))
+    return [Removed(f"image={path} " + ("(exact)" if g["exact"] else
+                                        f"(near: pdq {g['distance']})"),
+                    g["when"], g["takedown"], str(g["reason"])) for g in gone[:1]]
 
 
 def _removed_key(ledger: Ledger, log: dict[str, dict[str, Any]], key: str, label: str

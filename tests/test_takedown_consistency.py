@@ -5,6 +5,7 @@ loading snippets name shards that exist, and the takedown says what it did and d
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 from pytest_httpserver import HTTPServer
 
 from tests.conftest import run_cli, write_jsonl
@@ -243,6 +245,27 @@ def test_taking_down_an_already_removed_work_says_when_and_why_by_key_url_and_sh
         proc = run_cli("takedown", str(out), *selector, "--reason", "again")
         assert proc.returncode == 1, proc.stdout + proc.stderr
         assert line in proc.stdout.splitlines()
+        assert "matches" not in proc.stdout and "nothing changed" in proc.stdout
+    assert dataset_files(out) == before
+
+
+def test_taking_down_an_already_removed_work_by_its_image_or_a_near_copy_says_when_and_why(
+        built: dict, out: Path, tmp_path: Path) -> None:
+    """--image of a work taken down said "nothing in DIR matches", as if it had never been in
+    the dataset, while --sha256 of the same bytes (and `lookup`) said when and why it went."""
+    key = built["keys"][4]
+    run_cli("takedown", str(out), "--key", key, "--reason", "creator request #17", check=True)
+    when = json.loads((out / "takedowns.jsonl").read_text())["when"][:10]
+    before = dataset_files(out)
+    exact, near = tmp_path / "exact.jpg", tmp_path / "near.jpg"
+    exact.write_bytes(image(4))
+    Image.open(io.BytesIO(image(4))).resize((240, 180)).save(near, "JPEG", quality=70)
+    for path, how in ((exact, "(exact)"), (near, "(near: pdq ")):
+        proc = run_cli("takedown", str(out), "--image", str(path), "--reason", "again")
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert f"image={path} {how}" in proc.stdout, proc.stdout
+        assert f"already removed on {when} by takedown-v2 (reason: creator request #17)" \
+            in proc.stdout
         assert "matches" not in proc.stdout and "nothing changed" in proc.stdout
     assert dataset_files(out) == before
 
