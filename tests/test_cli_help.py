@@ -10,7 +10,7 @@ import pytest
 
 from builder.cli import main, make_parser
 from builder.commands import command_modules
-from tests.conftest import REPO
+from tests.conftest import REPO, run_cli
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -155,22 +155,29 @@ def test_a_base_dependency_missing_after_an_update_is_named_with_the_way_to_rein
 
 
 @pytest.mark.parametrize(("command", "says"), [
-    ("licenses", "it only reads, so nothing changed."),
-    ("build", "what it had committed is kept. Run it again"),
+    ("licenses", "before it finished; it only reads, so nothing changed."),
+    ("build", "after the build had finished: only its summary was cut short"),
+    ("takedown", "after the takedown had finished: nothing is left to run"),
 ])
 def test_an_output_closed_before_the_command_finished_is_exit_141_and_said_on_stderr(
         tmp_path, command, says):
     """`cleanset recheck --json | head -1` once exited 0 in silence, a recheck's `--apply`
     never run: a job could not tell a finished command from one whose reader left. A command
-    that only reads (`licenses list | head`) was told its committed work is kept."""
+    that only reads (`licenses list | head`) was told its committed work is kept. A build or
+    takedown done before it printed was told to run again "to finish it": the takedown, run
+    again, answered "already removed", exit 1."""
     import os
     import subprocess
     import sys
 
     from tests.test_output_safety import recipe_in
 
+    out = tmp_path / "out"
     argv = ["licenses"] if command == "licenses" else [
-        "build", str(recipe_in(tmp_path)), "--out", str(tmp_path / "out"), "--no-progress"]
+        "build", str(recipe_in(tmp_path)), "--out", str(out), "--no-progress"]
+    if command == "takedown":
+        run_cli(*argv, check=True)
+        argv = ["takedown", str(out), "--key", "0000000000", "--reason", "r"]
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader left before the first line
     try:
@@ -180,8 +187,11 @@ def test_an_output_closed_before_the_command_finished_is_exit_141_and_said_on_st
     finally:
         os.close(write_end)
     assert proc.returncode == 141, proc.stderr
-    assert "output was closed (broken pipe) before it finished; " + says in proc.stderr
+    assert "output was closed (broken pipe) " + says in proc.stderr
     assert "Traceback" not in proc.stderr
+    if command == "takedown":
+        assert "0000000000" in (out / "takedowns.jsonl").read_text()
+        assert run_cli("verify", str(out)).returncode == 0
 
 
 @pytest.mark.parametrize("argv", [["verify", ""], ["recheck", " "], ["report", ""],

@@ -70,8 +70,12 @@ def run(args: argparse.Namespace) -> int:
     if is_url(args.dir):
         return _takedown_url(args, sel)
     _note_pending(Path(args.dir), args, sel)
-    return _report(takedown(Path(args.dir), sel, args.reason, dry_run=args.dry_run), sel,
-                   args.dir)
+    result = takedown(Path(args.dir), sel, args.reason, dry_run=args.dry_run)
+    if not args.dry_run:
+        # Committed whole before a line is printed (cli.py says so when that is cut).
+        args.finished = ("the takedown had finished: nothing is left to run, only its "
+                         "listing was cut short (takedowns.jsonl records it)")
+    return _report(result, sel, args.dir)
 
 
 def _note_pending(out: Path, args: argparse.Namespace, sel: Any) -> None:
@@ -136,8 +140,10 @@ def _takedown_url(args: argparse.Namespace, sel: Any) -> int:
                 return 0
             return _report(result, sel, url, lines=False)
         code = _report(result, sel, url)
-        for line in publish.publish(stage, remote, progress=sys.stderr.isatty(),
-                                    what="takedown").lines():
+        published = publish.publish(stage, remote, progress=sys.stderr.isatty(), what="takedown")
+        args.finished = ("the takedown and its publish had finished: nothing is left to run, "
+                         "only its listing was cut short (takedowns.jsonl records it)")
+        for line in published.lines():
             print(line)
     return code
 
