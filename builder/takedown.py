@@ -660,6 +660,12 @@ def _make_plan(ledger: Ledger, sel: Selectors, reason: str, matches: list[Match]
                ) -> dict[str, Any]:
     ledger.begin()
     record_build_version(ledger)  # so the diff knows which version added what we remove
+    if current_version(ledger) == 0 and has_version(ledger, 1):
+        # A first build stopped before it finished (Ctrl-C, a crash) leaves the dataset at
+        # version 0 while the line above records its samples as version 1: planned 0 -> 1,
+        # the takedown took version 1 for its own, already committed, and skipped its ledger
+        # commit (shards rewritten, ledger and papers still listing the removed samples).
+        ledger.set_meta("dataset_version", "1")
     ledger.commit()
     old = current_version(ledger)
     new = old + 1

@@ -144,3 +144,30 @@ def test_ctrl_c_as_the_journal_is_put_in_place_leaves_nothing_and_the_rerun_comp
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     run_cli("takedown", str(out), *built["args"], check=True)
     assert state(out) == state(built["reference"])
+
+
+def test_a_takedown_between_a_stopped_first_build_and_its_resume_is_recorded_in_the_ledger(
+        httpserver: HTTPServer, tmp_path: Path) -> None:
+    """A first build stopped (kill -9 after its first commit), a takedown, then the build
+    resumed: the takedown rewrote the shards but found "its" version 1 (the build's, recorded
+    as it planned) already there and skipped its ledger commit, so the ledger, the manifest
+    and the papers still listed the removed samples, verify failed on every rewritten shard,
+    and a second takedown refused those shards as edited outside cleanset."""
+    table = write_jsonl(tmp_path / "urls.jsonl", rows_for(httpserver))
+    recipe, out = recipe_for(tmp_path, table), tmp_path / "out"
+    env = {"CLEANSET_COMMIT_EVERY": "6", "CLEANSET_CRASH_AT": "after_commit:1"}
+    killed = run_cli("build", str(recipe), "--out", str(out), "--no-progress", env=env)
+    assert killed.returncode != 0
+    committed = sorted(pq.read_table(out / "manifest.parquet").column("key").to_pylist()
+                       if (out / "manifest.parquet").exists() else [])
+    taken = "0000000001"
+    run_cli("takedown", str(out), "--key", taken, "--reason", "r", check=True)
+    assert run_cli("verify", str(out)).stdout.count("PROBLEM") == 1  # only: build unfinished
+    assert taken not in pq.read_table(out / "manifest.parquet").column("key").to_pylist()
+    run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
+    verified = run_cli("verify", str(out))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    keys = pq.read_table(out / "manifest.parquet").column("key").to_pylist()
+    assert taken not in keys and len(keys) == 11, (committed, keys)
+    diff = run_cli("diff", str(out), "--from", "1", "--to", "2", check=True).stdout
+    assert f"- {taken}" in diff
