@@ -539,17 +539,29 @@ def _require_shards(out: Path, plan: dict[str, Any], recorded: dict[int, Any]) -
     shards = out / "shards"
     # A shard lost whole whose every sample goes is no obstacle: nothing of it is kept.
     emptied = set(plan["log"]["shards_deleted"])
-    missing, changed = [], []
+    missing, changed, open_ = [], [], []
     for entry in plan["shards"]:
         if entry["file"] in emptied:
             continue
         path = shards / entry["file"]
         row = recorded.get(entry["shard"])
-        if not path.exists():
+        if row is not None and not row.complete:
+            # The shard a stopped build was writing (NNNNNN.tar.tmp, or in place): was
+            # "missing ... restore the shards from a copy", or was rewritten with the
+            # members past its last commit, no sample of the ledger, kept as if committed.
+            open_.append(entry["file"])
+        elif not path.exists():
             missing.append(entry["file"])
         elif row is not None and row.complete and row.sha256 and (
                 path.stat().st_size != row.size or file_sha256(path) != row.sha256):
             changed.append(entry["file"])
+    if open_:
+        raise UserError(
+            f"{shards}: {_listed(open_)} {'is' if len(open_) == 1 else 'are'} still being "
+            "written by a build that was stopped before it finished, and the takedown must "
+            f"rewrite {'it' if len(open_) == 1 else 'them'}. Resume the build first (the same "
+            "`cleanset build RECIPE --out DIR`; `--limit` stops it sooner), then take down "
+            "again. Nothing changed.")
     if missing:
         listed = _listed(missing)
         raise UserError(

@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 from pytest_httpserver import HTTPServer
 
-from tests.conftest import run_cli, write_jsonl
-from tests.test_takedown import recipe_for, rows_for
+from tests.conftest import run_cli, write_jsonl, write_recipe
+from tests.test_takedown import CC0, recipe_for, rows_for
 
 
 @pytest.fixture(scope="module")
@@ -171,3 +171,46 @@ def test_a_takedown_between_a_stopped_first_build_and_its_resume_is_recorded_in_
     assert taken not in keys and len(keys) == 11, (committed, keys)
     diff = run_cli("diff", str(out), "--from", "1", "--to", "2", check=True).stdout
     assert f"- {taken}" in diff
+
+
+@pytest.mark.parametrize("source", ["table", "folder"])
+def test_a_takedown_in_the_shard_a_stopped_build_left_open_says_resume_it(
+        httpserver: HTTPServer, tmp_path: Path, source: str) -> None:
+    """A sample in the shard a stopped build was still writing. Written in place (a table's
+    build), the takedown rewrote it keeping the members past the build's last commit as if
+    committed: after the resume, verify found a sample in no ledger row. Written as
+    NNNNNN.tar.tmp (a folder's build), it said the shard "is missing ... changed outside
+    cleanset: restore the shards from a copy". Both are refused: resume the build first."""
+    from tests.test_output_safety import add_images
+
+    if source == "table":
+        recipe = recipe_for(tmp_path, write_jsonl(tmp_path / "urls.jsonl",
+                                                  rows_for(httpserver)))
+    else:
+        add_images(tmp_path / "images", range(12))
+        recipe = write_recipe(tmp_path / "folder.toml", f"""
+[dataset]
+name = "open-shard"
+samples_per_shard = 3
+[policy]
+use = "commercial"
+[[sources]]
+kind = "folder"
+path = "images"
+license = "{CC0}"
+""")
+    out = tmp_path / "out"
+    env = {"CLEANSET_COMMIT_EVERY": "5", "CLEANSET_CRASH_AT": "decide:7"}
+    assert run_cli("build", str(recipe), "--out", str(out), "--no-progress",
+                   env=env).returncode != 0
+    shards = {p.name: p.read_bytes() for p in (out / "shards").iterdir()}
+    assert {"000001.tar", "000001.tar.tmp"} & set(shards)  # keys 3 and 4 committed in it
+    refused = run_cli("takedown", str(out), "--key", "0000000003", "--reason", "r")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "000001.tar is still being written by a build that was stopped" in refused.stderr
+    assert "Resume the build first" in refused.stderr and "restore" not in refused.stderr
+    assert {p.name: p.read_bytes() for p in (out / "shards").iterdir()} == shards
+    run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
+    run_cli("takedown", str(out), "--key", "0000000003", "--reason", "r", check=True)
+    verified = run_cli("verify", str(out))
+    assert verified.returncode == 0, verified.stdout
