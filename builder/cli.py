@@ -104,7 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                               or getattr(args, "dry_run", False),
                               finished=getattr(args, "finished", None))
     except KeyboardInterrupt as exc:
-        return _interrupted(exc)
+        # `report` reads the dataset but writes report.html: stopped, it has that to do
+        return _interrupted(exc, reads_only=getattr(args, "dry_run", False) or (
+            getattr(args, "only_reads", False) and args.command != "report"))
     except ModuleNotFoundError as exc:
         return _incomplete(exc)
     except sqlite3.DatabaseError as exc:
@@ -187,12 +189,15 @@ def _output_closed(*, reads_only: bool, finished: str | None = None) -> int:
     return 141
 
 
-def _interrupted(exc: KeyboardInterrupt) -> int:
+def _interrupted(exc: KeyboardInterrupt, *, reads_only: bool = False) -> int:
+    # A command that only reads (verify, lookup, diff, a dry run) has nothing to resume:
+    # told to, an auditor would wonder what of the copy it had changed.
+    then = ("it only reads, so nothing changed." if reads_only else
+            "run the same command again to resume.")
     if isinstance(exc, interrupts.Terminated):
-        print("cleanset: terminated (SIGTERM); run the same command again to resume.",
-              file=sys.stderr)
+        print(f"cleanset: terminated (SIGTERM); {then}", file=sys.stderr)
         return 128 + signal.SIGTERM  # 143, as a shell reports a process SIGTERM ended
-    print("cleanset: interrupted; run the same command again to resume.", file=sys.stderr)
+    print(f"cleanset: interrupted; {then}", file=sys.stderr)
     return 130
 
 

@@ -155,6 +155,31 @@ def test_every_read_only_command_leaves_a_read_only_copy_byte_identical(
 
 
 @pytest.mark.parametrize("name", [name for name, _ in READ_ONLY_COMMANDS
+                                  # a page it writes may resume; manifests open no ledger
+                                  if name not in ("report --out", "diff directories")])
+def test_ctrl_c_of_a_read_only_command_says_it_changed_nothing_not_resume(
+        name: str, built: Path, tmp_path: Path) -> None:
+    """Ctrl-C during `verify` (or lookup, diff, evidence, a dry run) said "run the same
+    command again to resume", as if the audit had been changing the copy half-way."""
+    copy, pics = read_only_copy(built, tmp_path)
+    argv = dict(READ_ONLY_COMMANDS)[name](copy, writable_scratch(tmp_path), pics)
+    before = snapshot(copy)
+    # A real SIGINT, sent by the process to itself as it opens the ledger.
+    code = ("import os, signal, sys\n"
+            "def hook(event, args):\n"
+            "    if event == 'sqlite3.connect':\n"
+            "        os.kill(os.getpid(), signal.SIGINT)\n"
+            "sys.addaudithook(hook)\n"
+            "from builder.cli import main\n"
+            f"sys.exit(main({argv!r}))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.endswith("cleanset: interrupted; it only reads, so nothing changed.\n")
+    assert snapshot(copy) == before
+
+
+@pytest.mark.parametrize("name", [name for name, _ in READ_ONLY_COMMANDS
                                   if name != "diff directories"])  # manifests only: always could
 def test_a_user_without_write_access_can_run_every_read_only_command(
         name: str, built: Path, shared_tmp: Path, as_nobody: list[str]) -> None:
