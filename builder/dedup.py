@@ -548,6 +548,10 @@ def image_files(path: Path) -> list[Path]:
     """`path` itself, or every image file under the folder `path` (hidden files and folders
     skipped, links to folders not followed), in sorted order.
 
+    Also what is named as an image but is not a file to read (a broken link, a pipe): left
+    out, a portfolio's broken link read as "not in the dataset" and an evaluation image as
+    excluded; each caller names it instead (and must not open a pipe: it would wait).
+
     A folder that cannot be listed is a UserError naming it: skipped in silence (as
     `Path.rglob` does), its images would be missing from a lookup's answer ("none of my
     works is in the dataset") or from an evaluation set that must exclude them all.
@@ -564,9 +568,23 @@ def image_files(path: Path) -> list[Path]:
     for folder, dirs, files in os.walk(path, onerror=unreadable):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         found += [Path(folder, f) for f in files
-                  if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES
-                  and Path(folder, f).is_file()]
+                  if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES]
     return sorted(found)
+
+
+def _evaluation_bytes(file: Path) -> bytes:
+    """An evaluation image's bytes; one that cannot be read stops the build before it starts:
+    skipped, its copies would be admitted into the training set it must stay out of."""
+    why = None if file.is_file() else (
+        "a broken link" if file.is_symlink() and not file.exists() else
+        "not a file (a pipe or a device)")
+    if why is None:
+        try:
+            return file.read_bytes()
+        except OSError as exc:
+            why = f"cannot be read ({exc.strerror or exc})"
+    raise UserError(f"[dedup] exclude: {file} is {why}, so candidates copying it could not be "
+                    "refused. Fix it or remove it from the evaluation folder. Nothing was built.")
 
 
 class Exclusions:
@@ -585,7 +603,7 @@ class Exclusions:
         excl = cls(config)
         for entry in paths:
             for file in image_files(base / entry):
-                data = file.read_bytes()
+                data = _evaluation_bytes(file)
                 name = str(file.relative_to(base)) if file.is_relative_to(base) else str(file)
                 excl.by_sha256.setdefault(hashlib.sha256(data).hexdigest(), name)
                 try:

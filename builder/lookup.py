@@ -128,6 +128,10 @@ _CHUNK = 1 << 20
 def _hash(path: Path, pipeline: str) -> Query:
     """The query for one image; a file that cannot be read or decoded is an answer line
     with an `error`, so the rest of a portfolio is still looked up."""
+    if not path.is_file():  # a broken link, or a pipe that would wait for ever
+        what = "a broken link" if path.is_symlink() and not path.exists() else \
+            "not a file (a pipe or a device)"
+        return Query(path, None, None, error=f"not_a_file: {what}; nothing was looked up for it")
     try:
         with path.open("rb") as f:
             size = os.fstat(f.fileno()).st_size

@@ -137,6 +137,26 @@ def test_candidates_copying_an_evaluation_image_are_refused_as_eval_overlap(
     assert "rejected eval_overlap: 2" in stdout
 
 
+def test_an_evaluation_image_that_cannot_be_read_stops_the_build_before_it_starts(
+        tmp_path: Path) -> None:
+    """A broken link in the evaluation folder was skipped in silence: the candidate copying
+    the image it stood for was admitted, into the training set it had to stay out of."""
+    held_out = variants(1)["original"]
+    put(tmp_path / "pics", "a.jpg", held_out)
+    evalset = tmp_path / "eval"
+    evalset.mkdir()
+    (evalset / "held-out.jpg").symlink_to(tmp_path / "on-a-drive-not-mounted.jpg")
+    out = tmp_path / "out"
+    proc = run_cli("build", str(folder_recipe(tmp_path, ["pics"],
+                                              extra='\n[dedup]\nexclude = ["eval/"]\n')),
+                   "--out", str(out), "--no-progress")
+    assert proc.returncode == 2, proc.stderr
+    assert (f"[dedup] exclude: {evalset / 'held-out.jpg'} is a broken link, so candidates "
+            "copying it could not be refused") in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (out / "shards").exists() or not any((out / "shards").iterdir())
+
+
 def test_max_per_creator_caps_each_creator_and_counts_earlier_builds(tmp_path: Path) -> None:
     pics = tmp_path / "pics"
     for i, creator in enumerate(["Alice", "Alice", "Bob", "Alice", None]):

@@ -166,6 +166,30 @@ def test_an_unreadable_image_is_an_error_line_and_an_unreadable_folder_is_named(
                       "error": "unreadable: Permission denied; nothing was looked up for it"}
 
 
+def test_a_broken_link_or_a_pipe_named_as_an_image_is_an_error_line_not_skipped(
+        tmp_path: Path) -> None:
+    """In a portfolio folder, a broken link or a pipe named x.jpg was left out without a word:
+    the answer read as "these works are not in the dataset". Each is now its line with an
+    error, and the pipe is never opened (reading it would wait for ever)."""
+    work, out = built_with_one_work(tmp_path)
+    portfolio = tmp_path / "portfolio"
+    portfolio.mkdir()
+    (portfolio / "1-work.jpg").write_bytes(work)
+    (portfolio / "2-moved.jpg").symlink_to(tmp_path / "moved-away.jpg")
+    os.mkfifo(portfolio / "3-pipe.png")
+
+    proc = run_cli("lookup", str(out), str(portfolio))
+
+    assert proc.returncode == 0, proc.stderr
+    found, moved, pipe = lines(proc.stdout)
+    assert found["matches"][0]["exact"] is True
+    assert moved == {"query": str(portfolio / "2-moved.jpg"), "matches": [],
+                     "error": "not_a_file: a broken link; nothing was looked up for it"}
+    assert pipe == {"query": str(portfolio / "3-pipe.png"), "matches": [],
+                    "error": "not_a_file: not a file (a pipe or a device); nothing was looked "
+                             "up for it"}
+
+
 def test_a_query_too_large_to_decode_is_hashed_in_chunks_not_read_into_memory(
         tmp_path: Path) -> None:
     """A 2 GiB file given by mistake was read whole: MemoryError's traceback under a memory
