@@ -131,6 +131,30 @@ def test_a_ctrl_c_while_the_commands_are_still_importing_exits_130_with_one_line
     assert interrupted.stderr == "cleanset: interrupted; run the same command again to resume.\n"
 
 
+def test_a_ctrl_c_while_the_program_itself_loads_exits_130_with_one_line() -> None:
+    """Before cli.py catches Ctrl-C, the program's own modules load (the entry point imports
+    builder.cli): a Ctrl-C then printed Python's traceback. The KeyboardInterrupt a real
+    SIGINT raises there is raised by an import hook as builder.cli's sqlite3 is imported."""
+    import subprocess
+    import sys
+
+    child = ("import sys\n"
+             "sys.modules.pop('sqlite3', None)\n"
+             "class CtrlC:\n"
+             "    def find_spec(self, name, path=None, target=None):\n"
+             "        if name == 'sqlite3':\n"
+             "            raise KeyboardInterrupt\n"
+             "sys.meta_path.insert(0, CtrlC())\n"
+             "sys.argv = ['cleanset', 'build', 'recipe.toml']\n"
+             "import runpy\n"
+             "runpy.run_module('builder', run_name='__main__')\n")
+    interrupted = subprocess.run([sys.executable, "-c", child], capture_output=True,
+                                 text=True, check=False, cwd=REPO)
+
+    assert interrupted.returncode == 130, interrupted.stderr
+    assert interrupted.stderr == "cleanset: interrupted before it started; nothing changed.\n"
+
+
 def test_a_base_dependency_missing_after_an_update_is_named_with_the_way_to_reinstall():
     """A checkout updated to a version with a new base dependency, not installed again: the
     program names the module and says to reinstall, instead of a traceback."""
