@@ -666,9 +666,10 @@ def _prepare_locked(stage: Path, remote: Remote, nothing: str) -> Pulled | None:
         listing = _remote_call(remote, "listing", retry, lambda: list_remote(remote))
         if LEDGER in listing:
             raise PublishError(
-                f"{remote.url}: holds {LEDGER} but no {MARKER}: a publish did not finish. Run the "
-                "build again with the stage that built it (by default the one derived from the "
-                "URL) to finish publishing. Nothing was changed there.")
+                f"{remote.url}: holds {LEDGER} but no {MARKER}: a publish did not finish. Run "
+                "again the command that was publishing (the build, or a takedown of this URL) "
+                "with the same stage (by default the one derived from the URL) to finish it. "
+                "Nothing was changed there.")
         _check_no_strangers(stage, remote, listing, f" {nothing}.")
         return None
     files = parse_marker(current, remote.url)

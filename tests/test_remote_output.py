@@ -212,7 +212,7 @@ def test_verify_a_url_passes_and_catches_one_flipped_byte_in_a_remote_shard(
     assert "PROBLEM 000001.tar: file sha256 differs from the one recorded when written" in out
     assert f"problem(s) in {memory_url}" in out
     assert (tmp_path / "stage" / "shards" / "000001.tar").exists()  # the stage is untouched
-    assert "remove the damaged one there and run the same build with the stage" in out
+    assert "remove the damaged one there and run again the command that published it" in out
     fs.rm_file(shard)  # as it says: the same build uploads it again
     assert cli(capsys, "build", str(corpus), "--out", memory_url, "--stage",
                str(tmp_path / "stage"), "--no-progress")[0] == 0

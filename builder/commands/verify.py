@@ -66,8 +66,9 @@ def _report_verify(problems: list[str], checked: int, where: Path | str, *,
         elif is_url(str(where)) and any(f"differs from {PUBLISHED_MARKER}" in p or
                                         f"missing at {where}" in p for p in problems):
             print(f"verify: a file at {where} differs from its marker or is missing: remove "
-                  "the damaged one there and run the same build with the stage that published "
-                  "it; a file missing at the URL is uploaded again")
+                  "the damaged one there and run again the command that published it (the "
+                  "same build, or the takedown of this URL, with the same stage); a file "
+                  "missing at the URL is uploaded again")
         elif any(problem.endswith(f".tar: {lost_shard()}") for problem in problems):
             print("verify: a shard the ledger records is missing: restore the dataset's "
                   "shards/ from a copy (the ledger records each shard's sha256), then verify "
