@@ -33,6 +33,7 @@ import os
 import re
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -375,6 +376,8 @@ def find_removed(out: Path, ledger: Ledger, sel: Selectors, matches: list[Match]
         keys = [k for k, fetched in ledger.db.execute(
             "SELECT key, url FROM candidates WHERE status = 'removed' AND instr(url, ?) > 0",
             (match_literal(url),)) if match_key(fetched) == want]
+        # A landing page is not in the candidate rows: the log names the works it matched.
+        keys += _taken_by_url(entries, want)
         by_key = [r for k in keys for r in _removed_key(ledger, log, k, label)]
         found += by_key[:1] or _denied(deny, "url", want, label)
     for sha in sel.sha256s:
@@ -401,6 +404,14 @@ def find_removed(out: Path, ledger: Ledger, sel: Selectors, matches: list[Match]
         if not any(label.startswith(f"image={path} (") for label in matched):
             found += _removed_image(out, ledger, path)
     return found
+
+
+def _taken_by_url(entries: list[dict[str, Any]], want: str) -> list[str]:
+    """Keys earlier takedowns removed as matched by a `--url` with match key `want`."""
+    return [match["key"] for entry in entries for match in entry.get("matched") or []
+            if isinstance(match, dict) and isinstance(match.get("key"), str)
+            and any(str(why).startswith("url=") and match_key(str(why)[4:]) == want
+                    for why in match.get("why") or [])]
 
 
 def _removed_image(out: Path, ledger: Ledger, path: Path) -> list[Removed]:
@@ -695,7 +706,8 @@ def _make_plan(ledger: Ledger, sel: Selectors, reason: str, matches: list[Match]
         "old_version": old, "new_version": new, "keys": keys, "recheck": sel.recheck,
         "shards": [{"shard": n, "file": shard_name(n), "tmp": shard_name(n) + TEMP_SUFFIX,
                     "remove": sorted(ks)} for n, ks in sorted(by_shard.items())],
-        "denylist": _denylist_entries(ledger, keys, sel, reason, now),
+        "denylist": _denylist_entries(ledger, keys, sel, reason, now, pages=[
+            url for url in sel.urls if any(f"url={url}" in m.why for m in matches)]),
         "log": {"id": takedown_id, "when": now, "selectors": sel.to_json(),
                 "matched": [{"key": m.key, "shard": shard_name(m.shard), "why": list(m.why)}
                             for m in matches],
@@ -710,8 +722,10 @@ def _make_plan(ledger: Ledger, sel: Selectors, reason: str, matches: list[Match]
 
 
 def _denylist_entries(ledger: Ledger, keys: list[str], sel: Selectors, reason: str,
-                      now: str) -> list[dict[str, str]]:
-    """URL, sha256 and PDQ of every removed work, and any creator named: denied for good."""
+                      now: str, *, pages: Sequence[str] = ()) -> list[dict[str, str]]:
+    """URL, sha256 and PDQ of every removed work, and any creator named: denied for good.
+    `pages` are the --url values that matched a work: a landing page named is denied too (a
+    later build meeting the work at that page under another file URL refuses it)."""
     entries: list[tuple[str, str]] = []
     for key in keys:
         row = ledger.db.execute("SELECT sha256, pdq, file_url FROM samples WHERE key = ?",
@@ -723,6 +737,7 @@ def _denylist_entries(ledger: Ledger, keys: list[str], sel: Selectors, reason: s
         entries.append(("sha256", sha))
         if pdq:
             entries.append(("pdq", pdq))
+    entries += [("url", page) for page in pages]
     entries += [("creator", c.strip()) for c in sel.creators]
     entries += [("site", site) for site in sel.sites]
     # One entry per file: a fetched URL and the same one with tracking parameters are one.

@@ -384,6 +384,34 @@ def test_a_taken_down_work_and_its_near_copy_are_not_readmitted_from_another_url
         r["sha256"] for r in pq.read_table(out / "manifest.parquet").to_pylist()}
 
 
+def test_a_work_taken_down_by_its_landing_page_is_known_as_removed_and_kept_out_by_it(
+        dataset: dict, httpserver: HTTPServer) -> None:
+    """`--url` of a work's page (the artist's link): asked again, the takedown said "nothing
+    matches" (the page is in no candidate row), and only the file's URL was denylisted, so
+    the work met again at that page under another file URL was admitted."""
+    out, rows, keys, tmp = dataset["out"], dataset["rows"], dataset["keys"], dataset["tmp"]
+    page = rows[6]["landing_url"]
+    takedown(out, "--url", page, "--reason", "artist request #3")
+    assert keys[6] not in manifest_keys(out)
+
+    again = takedown(out, "--url", page, "--reason", "again", check=False)
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert f"url={page}: already removed on " in again.stdout
+    assert "by takedown-v2 (reason: artist request #3)" in again.stdout
+
+    httpserver.expect_request("/cdn/large-6.jpg").respond_with_data(
+        image(60), content_type="image/jpeg")  # another rendition: not even a near copy
+    table = write_jsonl(tmp / "cdn.jsonl", [{
+        "id": "cdn-6", "url": httpserver.url_for("/cdn/large-6.jpg"), "license": CC0,
+        "creator": "Ada", "landing_url": page}])
+    run_cli("build", str(recipe_for(tmp, table, name="cdn", dataset="takedown-test")),
+            "--out", str(out), "--no-progress", check=True)
+    cdn = next(c for c in pq.read_table(out / "candidates.parquet").to_pylist()
+               if c["candidate_id"].endswith("cdn-6"))
+    assert cdn["status"] == "rejected" and cdn["reason"] == "denylisted", cdn
+    verify_ok(out)
+
+
 def test_site_selector_takes_down_every_sample_from_a_site_and_denylists_each_work(
         httpserver: HTTPServer, tmp_path: Path) -> None:
     """`--site HOST`: an artist asking for everything taken from their site, whether the
