@@ -793,8 +793,12 @@ class Fetcher:
         status = response.status
         headers = tuple((k.lower(), v) for k, v in response.headers.iteritems())
         if not body:  # HEAD: the headers are the answer; its Content-Length is no body
+            # Kept as received too: a recheck archives its HEADs, and one archived without
+            # them (ETag, X-Robots-Tag...) showed nothing of what its finding was read from.
             return Response(url=url, status=status, headers=headers, data=b"",
-                            retrieved_at=_now_iso())
+                            retrieved_at=_now_iso(), reason=response.reason or "",
+                            protocol=_protocol(response.version),
+                            received=tuple(response.headers.iteritems()))
         body_wanted = 200 <= status < 300
         limit = cap if body_wanted else ERROR_BODY_CAP
         length = response.headers.get("content-length", "")

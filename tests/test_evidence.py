@@ -898,6 +898,35 @@ def test_evidence_json_gives_the_recheck_finding_and_the_answers_it_archived(
         "robots.txt", "ai.txt", "tdmrep.json"}
 
 
+def test_a_recheck_archives_the_head_s_status_and_headers_its_finding_was_read_from(
+        httpserver: HTTPServer, tmp_path: Path) -> None:
+    """A file host now answers the HEAD with `X-Robots-Tag: noai` and a new ETag: the
+    recheck refused the sample on that header, but archived the HEAD as `HTTP/1.1 200`
+    without a header, so its evidence showed nothing that refused it (nor the ETag)."""
+    serve_no_site_policies(httpserver)
+    image = make_image(8, (64, 48))
+    httpserver.expect_request("/h.jpg").respond_with_data(image, content_type="image/jpeg")
+    write_jsonl(tmp_path / "urls.jsonl", [{"id": "h", "url": httpserver.url_for("/h.jpg"),
+                                           "license": CC0}])
+    recipe = write_recipe(tmp_path / "recipe.toml", recipe_text(
+        "head-headers", '\nkind = "table"\npath = "urls.jsonl"\n'))
+    out = tmp_path / "out"
+    build(recipe, out)
+    httpserver.expect_oneshot_request("/h.jpg", method="HEAD").respond_with_data(
+        b"", content_type="image/jpeg", headers={"X-Robots-Tag": "noai", "ETag": '"v2"'})
+    assert run_cli("recheck", str(out), "--no-progress").returncode == 3
+    proc, (found,) = evidence_json(out, samples(out)[0]["key"])
+    assert proc.returncode == 0, proc.stderr
+    assert found["recheck"]["outcome"] == "optout" and "noai" in found["recheck"]["detail"]
+    head = next(r for r in found["records"] if r["role"] == "recheck 1" and r["kind"] == "head")
+    assert head["status_line"].endswith(" 200 OK")  # as the server said it (was "HTTP/1.1 200")
+    assert ["X-Robots-Tag", "noai"] in head["response_headers"]
+    assert ["ETag", '"v2"'] in head["response_headers"] and head["intact"] is True
+    text = run_cli("evidence", str(out), samples(out)[0]["key"], check=True).stdout
+    assert "X-Robots-Tag: noai" in text.partition("the build's records")[0]
+    assert run_cli("verify", str(out)).returncode == 0
+
+
 def test_evidence_json_marks_a_rewritten_record_not_intact_and_exits_1(
         recipe: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
