@@ -209,6 +209,35 @@ def last_finished(db: sqlite3.Connection) -> RecheckRow | None:
     return _row(row) if row else None
 
 
+def judged(db: sqlite3.Connection, row: RecheckRow, key: str) -> bool:
+    """Whether recheck `row` judged sample `key`: in its scope, up to its last key."""
+    sample = db.execute("SELECT source FROM samples WHERE key = ?", (key,)).fetchone()
+    scope = row.scope
+    if sample is None or row.last_key is None or key > row.last_key or (
+            scope.get("sources") and sample[0] not in scope["sources"]):
+        return False
+    return scope.get("sample") is None or db.execute(
+        "SELECT 1 FROM recheck_sample WHERE recheck = ? AND key = ?",
+        (row.recheck, key)).fetchone() is not None
+
+
+def last_judging(db: sqlite3.Connection, key: str, *, before: int | None = None
+                 ) -> RecheckRow | None:
+    """The newest recheck that judged sample `key` (finished, or abandoned for another's
+    scope: its verdicts stand as of their date), before recheck `before` when given. A
+    later recheck of part of the dataset (`--sample`, `--source`) may not have asked about
+    it: the last one that did has the word on it."""
+    if not has_rechecks(db):
+        return None
+    for row in db.execute(f"{_select(db)} WHERE status IN ('finished', 'abandoned') AND "
+                          "recheck < ? ORDER BY recheck DESC",
+                          (before if before is not None else 2**62,)).fetchall():
+        found = _row(row)
+        if judged(db, found, key):
+            return found
+    return None
+
+
 def finished_rechecks(db: sqlite3.Connection) -> list[RecheckRow]:
     if not has_rechecks(db):
         return []

@@ -650,6 +650,39 @@ def test_the_report_lists_samples_a_recheck_would_refuse_until_they_are_taken_do
     assert "2 taken down, 0 still in the dataset" in consent_text(out)
 
 
+def test_a_refusal_a_later_partial_recheck_did_not_ask_about_stays_open_in_report_and_evidence(
+        dataset: tuple[World, Path]) -> None:
+    """A full recheck found samples a build today would refuse; a later `--source` (or
+    `--sample`) recheck did not ask about them. The report's sign-off then listed nothing
+    but "the last recheck covered part of the dataset", and `cleanset evidence` on such a
+    sample showed no finding at all, only build day's records, which admitted it."""
+    world, out = dataset
+    world.drift()
+    assert recheck(out).returncode == 3
+    later = recheck(out, "--source", "commons")  # the Commons files only, still drifted
+    assert later.returncode == 3
+    text = signoff_text(out)
+    assert "2 images still in the dataset would now be refused (recheck 2" in text
+    assert ("3 images still in the dataset would now be refused by an earlier recheck, "
+            "and no recheck since asked about them") in text
+    for key in ("0000000005", "0000000007", "0000000008"):
+        assert f"{key} {EXPECTED[key][0]} (recheck 1):" in text
+    shown = run_cli("evidence", str(out), "0000000007", check=True).stdout
+    assert "the last recheck to ask about it, 1 (" in shown
+    assert "found: optout (a build today would refuse it): robots.txt: Disallow" in shown
+    assert "== robots.txt (recheck 1)" in shown.partition("the build's records")[0]
+    # asked about again and found unchanged: neither the page nor evidence holds it open;
+    # recheck 2's refusals, which this one did not ask about, are the earlier ones now
+    world.reset()
+    assert recheck(out, "--source", "urls").returncode == 0
+    text = signoff_text(out)
+    assert "(recheck 1)" not in text
+    assert "2 images still in the dataset would now be refused by an earlier recheck" in text
+    assert "0000000000 license_changed (recheck 2):" in text
+    assert "found: unchanged" in run_cli("evidence", str(out), "0000000007",
+                                         check=True).stdout
+
+
 def consent_text(out: Path) -> str:
     """report.html's Consent section as text (the report written by signoff_text)."""
     page = (out / "report.html").read_text(encoding="utf-8")

@@ -25,7 +25,7 @@ from builder.identity import describe_tools
 from builder.ledger import reading, require_dataset
 from builder.optout.consent import HOST_FILE_PATHS
 from builder.optout.hostfiles import origin
-from builder.recheck_log import RecheckRow, has_rechecks, last_finished, recheck_row
+from builder.recheck_log import has_rechecks, last_finished, last_judging, recheck_row
 
 UNCHANGED = Outcome.UNCHANGED.value  # whose rows a finished recheck drops
 
@@ -60,6 +60,8 @@ class Finding:
     archived: bool  # whether the answers it found it in are archived (older rechecks: not)
     tool_version: str | None = None  # the cleanset that started the recheck (older: None)
     resumed_by: tuple[str, ...] = ()  # the other cleansets that went on with it, in order
+    # False: an earlier recheck's, the last one having covered part of the dataset without it
+    latest: bool = True
 
     @property
     def ran_by(self) -> str | None:
@@ -196,33 +198,24 @@ def _took_down(db: sqlite3.Connection, cand: Found) -> Finding | None:
 
 
 def _last_finding(db: sqlite3.Connection, key: str) -> Finding | None:
-    """For a sample still in the dataset: what the last finished recheck found of it. The
-    report lists those it did not find unchanged as open."""
-    last = last_finished(db)
+    """For a sample still in the dataset: what the last recheck that asked about it found
+    (the last finished one, unless it covered part of the dataset without it: then an
+    earlier one's word stands, and the report lists its refusal as open). Only the last
+    finished recheck's once counted, and a sample a full recheck found opted out showed no
+    finding at all after a `--sample` recheck that skipped it."""
+    last = last_judging(db, key)
     if last is None:
         return None
+    final = last_finished(db)
+    latest = final is not None and last.recheck == final.recheck
     row = db.execute("SELECT outcome, refuse, detail, checked_at FROM recheck_results "
                      "WHERE recheck = ? AND key = ?", (last.recheck, key)).fetchone()
     if row is not None:
         outcome, refuse, detail, checked_at = row
         return Finding(last.recheck, outcome, bool(refuse), detail, checked_at, None,
                        archived=False, tool_version=last.tool_version,
-                       resumed_by=last.resumed_by)
-    if not _judged(db, last, key):
-        return None
+                       resumed_by=last.resumed_by, latest=latest)
     # A finished recheck drops its `unchanged` rows: judged and not listed is unchanged.
     return Finding(last.recheck, UNCHANGED, False, "the same licence, file and consent as "
                    "when it was admitted", last.finished_at, None, archived=False,
-                   tool_version=last.tool_version, resumed_by=last.resumed_by)
-
-
-def _judged(db: sqlite3.Connection, last: RecheckRow, key: str) -> bool:
-    """Whether recheck `last` judged sample `key`: in its scope, up to its last key."""
-    sample = db.execute("SELECT source FROM samples WHERE key = ?", (key,)).fetchone()
-    scope = last.scope
-    if sample is None or last.last_key is None or key > last.last_key or (
-            scope.get("sources") and sample[0] not in scope["sources"]):
-        return False
-    return scope.get("sample") is None or db.execute(
-        "SELECT 1 FROM recheck_sample WHERE recheck = ? AND key = ?",
-        (last.recheck, key)).fetchone() is not None
+                   tool_version=last.tool_version, resumed_by=last.resumed_by, latest=latest)

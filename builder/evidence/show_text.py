@@ -60,7 +60,8 @@ def _finding_lines(finding: Finding) -> Iterator[str]:
             else f"{finding.checked_at}")
     if finding.applied_by is None:
         verdict = "a build today would refuse it" if finding.refuse else "not a refusal"
-        yield (f"  the last recheck, {finding.recheck} ({when}), found: "
+        which = "the last recheck" if finding.latest else "the last recheck to ask about it"
+        yield (f"  {which}, {finding.recheck} ({when}), found: "
                f"{finding.outcome} ({verdict}): {finding.detail}")
     else:
         yield (f"  {finding.applied_by} followed recheck {finding.recheck} "

@@ -90,6 +90,7 @@ class RecheckFinding:
     outcome: str
     refuse: bool
     detail: str
+    recheck: int | None = None  # an earlier recheck's, the last one not having asked again
 
 
 @dataclass
@@ -152,6 +153,10 @@ class ReportData:
     # The same of the unfinished recheck, for what it has judged so far.
     running_counts: dict[bool, int] = field(default_factory=dict)
     running_open: list[RecheckFinding] = field(default_factory=list)
+    # Samples still in the dataset that an earlier recheck would refuse and that no recheck
+    # since asked about (the later ones covered part of the dataset): how many, the first few.
+    earlier_refused: int = 0
+    earlier_open: list[RecheckFinding] = field(default_factory=list)
 
     @property
     def licenses(self) -> Counter[str]:
@@ -242,6 +247,8 @@ def _gather_rest(db: sqlite3.Connection, out: Path) -> ReportData:
         data.recheck_optouts = tuple(db.execute(  # type: ignore[assignment]
             "SELECT COUNT(DISTINCT r.key), COUNT(DISTINCT s.key) FROM recheck_results AS r "
             "LEFT JOIN samples AS s ON s.key = r.key WHERE r.outcome = 'optout'").fetchone())
+        data.earlier_refused, data.earlier_open = _earlier_open(
+            db, data.rechecks[-1] if data.rechecks else None, data.running_recheck)
         if data.rechecks:
             last = data.rechecks[-1]
             data.recheck_counts, data.recheck_open = _recheck_open(db, last.recheck)
@@ -281,6 +288,32 @@ def _recheck_open(db: sqlite3.Connection, recheck: int
                   db.execute(f"SELECT r.key, r.outcome, r.detail {open_rows} ORDER BY r.key "
                              "LIMIT ?", (recheck, int(refuse), FINDINGS_SHOWN))]
     return counts, shown
+
+
+def _earlier_open(db: sqlite3.Connection, last: Any, running: Any
+                  ) -> tuple[int, list[RecheckFinding]]:
+    """Refusals of rechecks other than the last finished one (earlier ones, or ones abandoned
+    for another's scope) of samples still in the dataset that no recheck since judged: a
+    `--sample` or `--source` recheck after a full one once hid every refusal the full one
+    found from the sign-off."""
+    from builder.recheck_log import judged, last_judging
+
+    found: list[RecheckFinding] = []
+    seen = None
+    for recheck, key, outcome, detail in db.execute(
+            "SELECT r.recheck, r.key, r.outcome, r.detail FROM recheck_results AS r "
+            "JOIN samples AS s ON s.key = r.key JOIN rechecks AS c ON c.recheck = r.recheck "
+            "WHERE r.refuse = 1 AND r.recheck != ? AND c.status IN ('finished', 'abandoned') "
+            "ORDER BY r.key, r.recheck DESC", (last.recheck if last is not None else 0,)):
+        if key == seen:
+            continue  # the key's newest such refusal is the only one that may stand
+        seen = key
+        if running is not None and judged(db, running, key):
+            continue  # the unfinished recheck has asked again: its own item says what it found
+        judge = last_judging(db, key)  # the newest recheck that did: it has the word
+        if judge is not None and judge.recheck == recheck:
+            found.append(RecheckFinding(key, outcome, True, detail, recheck))
+    return len(found), found[:FINDINGS_SHOWN]
 
 
 def _papers(out: Path, meta: dict[str, str]) -> list[Paper]:

@@ -120,6 +120,16 @@ def _recheck_items(data: ReportData) -> list[str]:
         items.append(f"<b>Recheck {running.recheck} has not finished</b> ({running.done:,} of "
                      f"{running.total:,} samples judged): run <code>cleanset recheck "
                      f"{_e(data.out)}</code> again to finish it." + so_far)
+    if data.earlier_refused:
+        items.append(f"<b>{data.earlier_refused:,} images still in the dataset would now be "
+                     "refused by an earlier recheck, and no recheck since asked about them</b> "
+                     "(the later ones covered part of the dataset, or it was abandoned for "
+                     "one of another scope): "
+                     + _findings(data.earlier_open, data.earlier_refused, refuse=True)
+                     + f" <code>cleanset evidence {_e(data.out)} KEY</code> shows the answer "
+                     f"each was found in; <code>cleanset recheck {_e(data.out)} --apply "
+                     "--reason TEXT</code> asks every source again and takes down what it "
+                     "still finds.")
     if not data.rechecks:
         # On build day every sample was checked by its build: a lead may sign then. What
         # goes stale is the sources' word, so only an old first build is an open matter.
@@ -171,8 +181,9 @@ def _recheck_items(data: ReportData) -> list[str]:
 
 def _findings(found: list[Any], count: int, *, refuse: bool) -> str:
     findings = [f for f in found if f.refuse == refuse]
-    shown = "".join(f"<li><code>{_e(f.key)}</code> {_e(f.outcome)}: {_e(_short(f.detail))}"
-                    "</li>" for f in findings)
+    shown = "".join(f"<li><code>{_e(f.key)}</code> {_e(f.outcome)}"
+                    + (f" (recheck {f.recheck})" if f.recheck is not None else "")
+                    + f": {_e(_short(f.detail))}</li>" for f in findings)
     more = count - len(findings)
     tail = (f"<li>…and {more:,} more (<code>recheck_results</code> in the ledger)</li>"
             if more > 0 else "")
