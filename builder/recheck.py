@@ -445,9 +445,11 @@ class _Recheck:
         if self.options.sample is not None and sample is None:
             self.notes.append(f"--sample {self.options.sample} covers all {total} samples "
                               "in scope")
-        if running is not None and self._same_command(running, wanted, seed) and \
-                self._fresh_enough(running):
-            return self._note_this_cleanset(running), True
+        if running is not None and self._same_command(running, wanted, seed):
+            if self._fresh_enough(running):
+                return self._note_this_cleanset(running), True
+        elif running is not None:
+            self._note_abandoned(running)
         if sample is not None and seed is None:
             seed = random.SystemRandom().randrange(2**31)
         scope = {**wanted, "seed": seed}
@@ -459,6 +461,18 @@ class _Recheck:
             recheck = self.record.start(scope, version, sample or total, keys,
                                         tool_version=tool_version())
         return self.record.get(recheck), False
+
+    def _note_abandoned(self, running: RecheckRow) -> None:
+        """Said aloud: an unfinished recheck of another scope or dataset version is dropped
+        for this one (hours of a large recheck, once without a word)."""
+        version = int(self.ledger.get_meta("dataset_version") or 0)
+        why = (f"the dataset is at version {version} now, it rechecked version "
+               f"{running.version}" if running.version != version
+               else "this recheck asks about another scope")
+        self.notes.append(f"recheck {running.recheck} ({describe_scope(running.scope)}, "
+                          f"{running.done} of {running.total} samples judged) was unfinished "
+                          f"and is abandoned: {why}. Its verdicts are kept in the ledger; "
+                          f"the same command as recheck {running.recheck} starts it afresh")
 
     def _note_this_cleanset(self, running: RecheckRow) -> RecheckRow:
         """A recheck started by one cleanset and resumed by another (an upgrade between a

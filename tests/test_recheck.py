@@ -683,6 +683,33 @@ def test_a_refusal_a_later_partial_recheck_did_not_ask_about_stays_open_in_repor
                                          check=True).stdout
 
 
+def test_a_recheck_of_another_scope_says_it_abandons_the_unfinished_one(
+        dataset: tuple[World, Path]) -> None:
+    """A full recheck killed midway, then a quick `--source urls`: the full one was marked
+    abandoned without a word, and the user who meant to finish it later by running it again
+    learnt only then, from "starts afresh", that its hours were thrown away."""
+    world, out = dataset
+    world.drift()
+    killed = recheck(out, env={"CLEANSET_RECHECK_CHUNK": "2",
+                               "CLEANSET_CRASH_AT": "recheck_chunk:2"})
+    assert killed.returncode == -9
+    other = recheck(out, "--source", "urls")
+    assert other.returncode == 3, other.stderr
+    assert ("note: recheck 1 (every source, 4 of 9 samples judged) was unfinished and is "
+            "abandoned: this recheck asks about another scope.") in other.stdout
+    assert "the same command as recheck 1 starts it afresh" in other.stdout
+    # what the abandoned one found of the Commons files, which the other did not ask about,
+    # stays open: on the page and in evidence
+    text = signoff_text(out)
+    assert "2 images still in the dataset would now be refused by an earlier recheck" in text
+    assert "0000000001 deleted (recheck 1):" in text
+    shown = run_cli("evidence", str(out), "0000000001", check=True).stdout
+    assert "the last recheck to ask about it, 1 (" in shown and "found: deleted" in shown
+    again = recheck(out)  # the full one: afresh, and it abandons nothing
+    assert again.returncode == 3 and "(resumed)" not in again.stdout
+    assert "abandoned" not in again.stdout
+
+
 def consent_text(out: Path) -> str:
     """report.html's Consent section as text (the report written by signoff_text)."""
     page = (out / "report.html").read_text(encoding="utf-8")
