@@ -102,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return _output_closed(reads_only=getattr(args, "only_reads", False)
                               or getattr(args, "dry_run", False),
-                              finished=getattr(args, "finished", None))
+                              said=getattr(args, "output_closed_said", None))
     except KeyboardInterrupt as exc:
         # `report` reads the dataset but writes report.html: stopped, it has that to do
         return _interrupted(exc, reads_only=getattr(args, "dry_run", False) or (
@@ -167,22 +167,21 @@ def _incomplete(exc: ModuleNotFoundError) -> int:
     return 1
 
 
-def _output_closed(*, reads_only: bool, finished: str | None = None) -> int:
+def _output_closed(*, reads_only: bool, said: str | None = None) -> int:
     """`cleanset recheck --json | head -1`: the reader left before the command finished.
     Not an error of ours, but the command stopped there (a recheck's `--apply` never ran):
     exit 141, as a shell reports a process SIGPIPE ended, never 0, and say so on stderr.
     A command that only reads (`licenses list | head`) has nothing to keep or finish; one
-    whose work was done before it printed says so (`finished`, set by the command): told to
-    run again to finish it, a finished takedown then answered "already removed"."""
+    whose work was done before it printed says so (`args.output_closed_said`, set by the
+    command): told to run again to finish it, a finished takedown then answered "already
+    removed", and a finished recheck asked every source again."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's last flush cannot fail
-    if finished:
-        said = f"after {finished}."
-    else:
-        said = ("before it finished; " + (
-            "it only reads, so nothing changed." if reads_only else
-            "what it had committed is kept. Run it again with its output going somewhere "
-            "that stays open to finish it."))
+    # `said`: the command's own word on where it stopped (`args.output_closed_said`)
+    said = said or ("before it finished; " + (
+        "it only reads, so nothing changed." if reads_only else
+        "what it had committed is kept. Run it again with its output going somewhere "
+        "that stays open to finish it."))
     with contextlib.suppress(OSError):  # stderr may be the same closed pipe
         print("cleanset: stopped: its output was closed (broken pipe) " + said,
               file=sys.stderr)

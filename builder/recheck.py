@@ -159,7 +159,7 @@ def recheck(options: RecheckOptions) -> RecheckResult:
 
         require_utf8(options.apply_reason, "recheck: --reason")
     started = time.monotonic()
-    writable = _writable(out)
+    writable = is_writable(out)
     if not writable and options.apply_reason is not None:
         raise UserError(f"{out}: is read-only; --apply takes samples down, which rewrites "
                         "shards. Run it where the directory can be written.")
@@ -179,7 +179,7 @@ def _check_directory(out: Path) -> None:
     check_not_emptied(out / LEDGER_FILE)
 
 
-def _writable(out: Path) -> bool:
+def is_writable(out: Path) -> bool:
     return os.access(out, os.W_OK) and os.access(out / LEDGER_FILE, os.W_OK)
 
 

@@ -1049,6 +1049,60 @@ def test_a_recheck_whose_json_reader_stops_early_is_still_finished(
     assert again.returncode == 3 and "(resumed)" not in again.stderr
 
 
+def test_a_recheck_whose_json_reader_left_says_it_is_finished_with_nothing_to_resume(
+        dataset: tuple[World, Path]) -> None:
+    """The reader gone (`--json | head -1`), the recheck is finished and recorded, yet it
+    said "Run it again with its output going somewhere that stays open to finish it": the
+    rerun asks every source again (hours, on a large dataset) for nothing."""
+    import sys
+
+    from tests.conftest import REPO
+
+    _, out = dataset
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader left before the first line
+    try:
+        proc = subprocess.run([sys.executable, "-m", "builder", "recheck", str(out), "--json",
+                               "--no-progress"], stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+                              timeout=300)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141, proc.stderr
+    assert "recorded as finished, so there is nothing to resume" in proc.stderr, proc.stderr
+    assert "to finish it" not in proc.stderr
+    with sqlite3.connect(f"file:{out / 'ledger.sqlite'}?mode=ro", uri=True) as db:
+        assert db.execute("SELECT recheck, status FROM rechecks").fetchall() == [
+            (1, "finished")]
+
+
+def test_a_read_only_recheck_whose_json_reader_stops_early_says_nothing_was_recorded(
+        dataset: tuple[World, Path], bound_by_permissions: list[str]) -> None:
+    """On a copy this user may only read, `recheck --json | head -1` must not claim the
+    recheck is "recorded as finished": a read-only copy's recheck records nothing."""
+    import sys
+
+    from tests.conftest import REPO
+    from tests.test_readonly_audit import make_writable
+
+    _, out = dataset
+    for path in [out, *out.rglob("*")]:
+        path.chmod(path.stat().st_mode & ~0o222)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader left before the first line
+    try:
+        proc = subprocess.run([*bound_by_permissions, sys.executable, "-m", "builder",
+                               "recheck", str(out), "--json", "--no-progress"],
+                              stdout=write_end, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    finally:
+        os.close(write_end)
+        make_writable(out)
+    assert proc.returncode == 141, proc.stderr
+    assert "read-only, so nothing was recorded" in proc.stderr
+    assert "recorded as finished" not in proc.stderr
+
+
 @pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
 def test_ctrl_c_once_every_sample_is_judged_resumes_without_asking_any_source_again(
         dataset: tuple[World, Path], signal_name: str) -> None:

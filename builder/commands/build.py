@@ -97,8 +97,8 @@ def run(args: argparse.Namespace) -> int:
     key = "--out" if args.out is not None else f"{recipe.file}: [dataset] output ="
     summary = build(recipe, _build_options(Path(target), args, key))
     # Committed whole before its summary is printed (cli.py says so when that is cut).
-    args.finished = ("the build had finished: only its summary was cut short (the ledger "
-                     "and the papers record it)")
+    args.output_closed_said = ("after the build had finished: only its summary was cut "
+                               "short (the ledger and the papers record it).")
     _print_summary(summary.lines(), warning)
     return 0
 
@@ -137,8 +137,9 @@ def _build_and_publish(recipe: Recipe, url: str, where: str, args: argparse.Name
         _print_summary(summary.lines(), warning)
         result = publish.publish(stage, remote,
                                  progress=not args.no_progress and sys.stderr.isatty())
-        args.finished = ("the build and its publish had finished: only its summary was cut short "
-                         "(the ledger and the papers record it)")
+        args.output_closed_said = ("after the build and its publish had finished: only its "
+                                   "summary was cut short (the ledger and the papers record "
+                                   "it).")
         for line in result.lines():
             print(line)
     return 0

@@ -74,7 +74,43 @@ def run(args: argparse.Namespace) -> int:
     if args.stage is not None:
         raise UserError("recheck: --stage is for a dataset published to a URL; with a local "
                         "directory, leave it out.")
-    return _report(_run(options), say)
+    try:
+        result = _run(options)
+    except BrokenPipeError:
+        args.output_closed_said = _closed_while_printing(args.apply, Path(args.dir))
+        raise
+    args.output_closed_said = _CLOSED_AFTER if result.recorded else _CLOSED_UNRECORDED
+    return _report(result, say)
+
+
+# A reader that leaves (`--json | head -1`) does so once every sample is judged (the
+# verdicts print then), and the recheck is recorded as finished: "run it again to finish
+# it" sent users to ask every source again (hours, on a large dataset) for nothing.
+_CLOSED_AFTER = ("after the recheck had finished: it is recorded (and --apply's takedown "
+                 "made), so there is nothing to resume; `cleanset report DIR` lists what it "
+                 "found.")
+
+
+_CLOSED_UNRECORDED = ("after the recheck had judged every sample; this directory is read-only, so "
+                      "nothing was recorded and there is nothing to resume (the same command "
+                      "asks every source again).")
+
+
+def _closed_while_printing(apply: bool, out: Path) -> str:
+    from builder.recheck import is_writable
+
+    if not is_writable(out):
+        return _CLOSED_UNRECORDED
+    if not apply:
+        return ("while the recheck printed its verdicts: it had judged every sample and is "
+                "recorded as finished, so there "
+                "is nothing to resume (the same command asks every source again); `cleanset "
+                "report DIR` lists what it found.")
+    return ("while the recheck printed its verdicts: it had judged every sample and is "
+            "recorded, but --apply's takedown, "
+            "if it found samples to take down, was not made. Run the same command again with "
+            "its output going somewhere that stays open: it takes down what this recheck "
+            "found without asking the sources again.")
 
 
 def _check_arguments(args: argparse.Namespace) -> None:

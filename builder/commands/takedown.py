@@ -73,8 +73,9 @@ def run(args: argparse.Namespace) -> int:
     result = takedown(Path(args.dir), sel, args.reason, dry_run=args.dry_run)
     if not args.dry_run:
         # Committed whole before a line is printed (cli.py says so when that is cut).
-        args.finished = ("the takedown had finished: nothing is left to run, only its "
-                         "listing was cut short (takedowns.jsonl records it)")
+        args.output_closed_said = ("after the takedown had finished: nothing is left to run, "
+                                   "only its listing was cut short (takedowns.jsonl records "
+                                   "it).")
     return _report(result, sel, args.dir)
 
 
@@ -141,8 +142,9 @@ def _takedown_url(args: argparse.Namespace, sel: Any) -> int:
             return _report(result, sel, url, lines=False)
         code = _report(result, sel, url)
         published = publish.publish(stage, remote, progress=sys.stderr.isatty(), what="takedown")
-        args.finished = ("the takedown and its publish had finished: nothing is left to run, "
-                         "only its listing was cut short (takedowns.jsonl records it)")
+        args.output_closed_said = ("after the takedown and its publish had finished: nothing "
+                                   "is left to run, only its listing was cut short "
+                                   "(takedowns.jsonl records it).")
         for line in published.lines():
             print(line)
     return code
