@@ -718,6 +718,24 @@ def consent_text(out: Path) -> str:
     return " ".join(re.sub(r"<[^>]+>", "", found.group(1)).split())
 
 
+def test_the_consent_section_does_not_count_an_opt_out_a_later_recheck_found_lifted(
+        dataset: tuple[World, Path]) -> None:
+    """A host refused us in robots.txt at one recheck and relented by the next: the Consent
+    section still said "rechecks found 2 images that a do-not-train signal now refuses: 0
+    taken down, 2 still in the dataset" under a sign-off with nothing open."""
+    world, out = dataset
+    world.drift()
+    assert recheck(out).returncode == 3
+    world.reset()
+    assert recheck(out).returncode == 0
+    text = signoff_text(out)
+    assert "Nothing open found by this page" in text
+    consent = consent_text(out)
+    assert "now refuses" not in consent, consent
+    assert ("rechecks found 2 images that a do-not-train signal refused; a later recheck "
+            "found none of them refused any more") in consent
+
+
 def test_the_report_names_a_recheck_older_than_90_days(dataset: tuple[World, Path]) -> None:
     import time
 

@@ -428,16 +428,23 @@ def _consent(data: ReportData) -> str:
                    f"{data.refused_by_signal.get(s, 0):,}</td></tr>" for s in signals)
     hosts = "".join(f"<tr><td><code>{_e(h)}</code></td><td><code>{_e(s)}</code></td>"
                     f'<td class="n">{n:,}</td></tr>' for h, s, n in data.refusing_hosts)
-    found, still_in = data.recheck_optouts
+    gone, still_in, lifted = data.recheck_optouts
+    found = gone + still_in
     host_part = (f"<table><tr><th>host</th><th>signal</th><th class=\"n\">candidates refused"
                  f"</th></tr>{hosts}</table>" if hosts else
                  "<p>No host's robots.txt, ai.txt or TDMRep refused us"
-                 + (" while the images were built" if found else "") + ".</p>")
+                 + (" while the images were built" if found or lifted else "") + ".</p>")
     if found:
         # The counts above are the builds'; an opt-out found later is a recheck's finding.
         host_part += (f"<p>Since they were built, rechecks found <b>{found:,} images</b> that a "
-                      f"do-not-train signal now refuses: {found - still_in:,} taken down, "
-                      f"{still_in:,} still in the dataset (see Rechecks).</p>")
+                      f"do-not-train signal now refuses: {gone:,} taken down, "
+                      f"{still_in:,} still in the dataset (see Rechecks)."
+                      + (f" {lifted:,} more that one refused were found no longer refused by "
+                         "a later recheck." if lifted else "") + "</p>")
+    elif lifted:
+        host_part += (f"<p>Since they were built, rechecks found <b>{lifted:,} images</b> that "
+                      "a do-not-train signal refused; a later recheck found none of them "
+                      "refused any more (see Rechecks).</p>")
     return _section("consent", "Consent (do-not-train signals)",
                     f"<p>{data.hosts_checked:,} web hosts had their robots.txt, ai.txt and "
                     "<code>/.well-known/tdmrep.json</code> read; every image response's headers "

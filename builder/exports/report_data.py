@@ -147,9 +147,10 @@ class ReportData:
     # command takes its refusals down without asking again.
     apply_owed: bool = False
     recheck_max_age: int = 90  # days: `[recheck] max_age_days` of the latest build's recipe
-    # Samples a recheck found a do-not-train signal now refuses (any recheck), and how many of
-    # them are still in the dataset: the Consent section's build-time counts miss them.
-    recheck_optouts: tuple[int, int] = (0, 0)
+    # Samples a recheck found a do-not-train signal refuses (any recheck): taken down since,
+    # still in and still refused, and still in but found no longer refused by the last
+    # recheck to ask about them. The Consent section's build-time counts miss them.
+    recheck_optouts: tuple[int, int, int] = (0, 0, 0)
     # The same of the unfinished recheck, for what it has judged so far.
     running_counts: dict[bool, int] = field(default_factory=dict)
     running_open: list[RecheckFinding] = field(default_factory=list)
@@ -244,9 +245,7 @@ def _gather_rest(db: sqlite3.Connection, out: Path) -> ReportData:
             # found is as open as one a finished recheck found.
             data.running_counts, data.running_open = _recheck_open(
                 db, data.running_recheck.recheck)
-        data.recheck_optouts = tuple(db.execute(  # type: ignore[assignment]
-            "SELECT COUNT(DISTINCT r.key), COUNT(DISTINCT s.key) FROM recheck_results AS r "
-            "LEFT JOIN samples AS s ON s.key = r.key WHERE r.outcome = 'optout'").fetchone())
+        data.recheck_optouts = _recheck_optouts(db)
         data.earlier_refused, data.earlier_open = _earlier_open(
             db, data.rechecks[-1] if data.rechecks else None, data.running_recheck)
         if data.rechecks:
@@ -288,6 +287,32 @@ def _recheck_open(db: sqlite3.Connection, recheck: int
                   db.execute(f"SELECT r.key, r.outcome, r.detail {open_rows} ORDER BY r.key "
                              "LIMIT ?", (recheck, int(refuse), FINDINGS_SHOWN))]
     return counts, shown
+
+
+def _recheck_optouts(db: sqlite3.Connection) -> tuple[int, int, int]:
+    """Images rechecks found a do-not-train signal refusing: (taken down, still in and still
+    refused, still in and found no longer refused by the last recheck to ask about them).
+    A host that relented by the next recheck was once counted as refusing "now"."""
+    from builder.recheck_log import last_judging
+
+    gone = still = lifted = 0
+    for key, kept in db.execute(
+            "SELECT DISTINCT r.key, s.key IS NOT NULL FROM recheck_results AS r "
+            "LEFT JOIN samples AS s ON s.key = r.key WHERE r.outcome = 'optout'"):
+        if not kept:
+            gone += 1
+            continue
+        judge = last_judging(db, key)
+        said = None if judge is None else db.execute(
+            "SELECT outcome FROM recheck_results WHERE recheck = ? AND key = ?",
+            (judge.recheck, key)).fetchone()
+        # no recheck since has a word on it (an unfinished one found it), or the last could
+        # not check it: the refusal stands
+        if judge is None or (said is not None and said[0] in ("optout", "unreachable")):
+            still += 1
+        else:
+            lifted += 1
+    return gone, still, lifted
 
 
 def _earlier_open(db: sqlite3.Connection, last: Any, running: Any
