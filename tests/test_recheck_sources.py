@@ -541,6 +541,42 @@ def test_a_folder_sidecar_relicensed_after_the_build_is_a_licence_change(
     assert "metadata cannot be read" in by_name["unreachable"]["detail"]
 
 
+def test_a_folder_sidecar_this_user_may_not_read_is_unreachable_not_a_stopped_recheck(
+        tmp_path: Path, bound_by_permissions: list[str]) -> None:
+    """One sidecar made unreadable since the build (a permissions change on a shared drive)
+    stopped the whole recheck: "fatal: [Errno 13] Permission denied: '.../b.jpg.json'", exit
+    1 on every run, so no other sample was rechecked. An unreadable image was already
+    `unreachable`; its unreadable sidecar is too."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO, run_cli
+    from tests.test_dedup import jpeg, photo
+    from tests.test_dedup_build import CC0, folder_recipe, put
+
+    put(tmp_path / "pics", "a.jpg", jpeg(photo(1)), CC0, creator="Ada")
+    put(tmp_path / "pics", "b.jpg", jpeg(photo(2)), CC0, creator="Bo")
+    recipe = folder_recipe(tmp_path, ["pics"])
+    out = tmp_path / "out"
+    run_cli("build", str(recipe), "--out", str(out), "--no-progress", check=True)
+    sidecar = tmp_path / "pics" / "b.jpg.json"
+    sidecar.chmod(0)
+    try:
+        proc = subprocess.run([*bound_by_permissions, sys.executable, "-m", "builder",
+                               "recheck", str(out), "--json", "--no-progress"],
+                              capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    finally:
+        sidecar.chmod(0o644)
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    found = sorted(map(json.loads, proc.stdout.splitlines()), key=lambda v: v["outcome"])
+    assert [(v["outcome"], v["refuse"]) for v in found] == [
+        ("unchanged", False), ("unreachable", False)]
+    assert f"{sidecar}" in found[1]["detail"] and "Permission denied" in found[1]["detail"]
+
+
 # A per-object API's HTTP 200 that holds no record: JSON `null`, `{}`, an error object.
 NO_RECORD = {"null": None, "empty": {}, "error": {"error": {"code": "API_KEY_INVALID"}},
              "null response": {"status": 200, "response": None},

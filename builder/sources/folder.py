@@ -333,6 +333,10 @@ class FolderRecheck:
         except UserError as exc:  # a sidecar broken since: nothing known about the licence
             return Now(UNREACHABLE, f"its metadata cannot be read: {exc}",
                        sha256=digest.hexdigest())
+        except OSError as exc:  # one this user may no longer read: the same, not a stop
+            # (it stopped the whole recheck, exit 1 on every run, no other sample checked)
+            return Now(UNREACHABLE, f"its metadata cannot be read: {exc.filename or path}: "
+                       f"{exc.strerror or exc}", sha256=digest.hexdigest())
         return Now(PRESENT, sha256=digest.hexdigest(), evidence=claims, record_is_whole=True)
 
     def close(self) -> None:
