@@ -105,8 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                               said=getattr(args, "output_closed_said", None))
     except KeyboardInterrupt as exc:
         # `report` reads the dataset but writes report.html: stopped, it has that to do
-        return _interrupted(exc, reads_only=getattr(args, "dry_run", False) or (
-            getattr(args, "only_reads", False) and args.command != "report"))
+        reads_only = getattr(args, "dry_run", False) or (
+            getattr(args, "only_reads", False) and args.command != "report")
+        # A command that only reads (verify, lookup, diff, a dry run) has nothing to resume:
+        # told to, an auditor would wonder what of the copy it had changed.
+        return _interrupted(exc, said=getattr(args, "interrupted_said", None) or (
+            "it only reads, so nothing changed." if reads_only else None))
     except ModuleNotFoundError as exc:
         return _incomplete(exc)
     except sqlite3.DatabaseError as exc:
@@ -188,15 +192,13 @@ def _output_closed(*, reads_only: bool, said: str | None = None) -> int:
     return 141
 
 
-def _interrupted(exc: KeyboardInterrupt, *, reads_only: bool = False) -> int:
-    # A command that only reads (verify, lookup, diff, a dry run) has nothing to resume:
-    # told to, an auditor would wonder what of the copy it had changed.
-    then = ("it only reads, so nothing changed." if reads_only else
-            "run the same command again to resume.")
+def _interrupted(exc: KeyboardInterrupt, *, said: str | None = None) -> int:
+    """`said`: the command's own word on what a rerun does (`args.interrupted_said`)."""
+    said = said or "run the same command again to resume."
     if isinstance(exc, interrupts.Terminated):
-        print(f"cleanset: terminated (SIGTERM); {then}", file=sys.stderr)
+        print(f"cleanset: terminated (SIGTERM); {said}", file=sys.stderr)
         return 128 + signal.SIGTERM  # 143, as a shell reports a process SIGTERM ended
-    print(f"cleanset: interrupted; {then}", file=sys.stderr)
+    print(f"cleanset: interrupted; {said}", file=sys.stderr)
     return 130
 
 

@@ -1121,6 +1121,37 @@ def test_a_read_only_recheck_whose_json_reader_stops_early_says_nothing_was_reco
     assert "recorded as finished" not in proc.stderr
 
 
+def test_ctrl_c_in_a_recheck_of_a_read_only_copy_does_not_promise_a_resume(
+        dataset: tuple[World, Path], bound_by_permissions: list[str]) -> None:
+    """A read-only copy's recheck records nothing and cannot resume, yet Ctrl-C said "run
+    the same command again to resume": hours into a large dataset, the rerun started over."""
+    import signal
+    import sys
+
+    from tests.conftest import REPO
+    from tests.test_readonly_audit import make_writable
+
+    _, out = dataset
+    for path in [out, *out.rglob("*")]:
+        path.chmod(path.stat().st_mode & ~0o222)
+    proc = subprocess.Popen([*bound_by_permissions, sys.executable, "-m", "builder",
+                             "recheck", str(out), "--no-progress"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO),
+                                 "CLEANSET_STOP_AT": "recheck_judged"})
+    try:
+        assert stopped_itself(proc), proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGCONT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        make_writable(out)
+    assert proc.returncode == 130, stderr
+    assert stderr == ("cleanset: interrupted; this directory is read-only, so nothing was "
+                      "recorded and the same command starts over (a writable copy keeps what "
+                      "it judged and resumes).\n")
+
+
 @pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
 def test_ctrl_c_once_every_sample_is_judged_resumes_without_asking_any_source_again(
         dataset: tuple[World, Path], signal_name: str) -> None:

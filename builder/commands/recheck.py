@@ -79,6 +79,16 @@ def run(args: argparse.Namespace) -> int:
     except BrokenPipeError:
         args.output_closed_said = _closed_while_printing(args.apply, Path(args.dir))
         raise
+    except KeyboardInterrupt:
+        from builder.recheck import is_writable
+
+        if not is_writable(Path(args.dir)):
+            # "run the same command again to resume" sent a user hours into a recheck of a
+            # read-only copy to start it over without knowing
+            args.interrupted_said = ("this directory is read-only, so nothing was recorded "
+                                     "and the same command starts over (a writable copy "
+                                     "keeps what it judged and resumes).")
+        raise
     args.output_closed_said = _CLOSED_AFTER if result.recorded else _CLOSED_UNRECORDED
     return _report(result, say)
 
