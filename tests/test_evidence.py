@@ -213,7 +213,9 @@ def test_cleanset_evidence_prints_the_licence_fields_and_the_image_digest_by_key
     assert f"the same as the sample's image in the shard (sha256 {first['sha256']})" in text
     by_url = run_cli("evidence", str(out), first["file_url"])
     assert by_url.returncode == 0 and by_url.stdout == text
-    for pasted in (f"{first['key']} ", f" {first['key']}\n", f"\t{first['file_url']} "):
+    scheme, rest = first["file_url"].split("://", 1)
+    typed = f"{scheme.upper()}://{rest}{'&' if '?' in rest else '?'}utm_source=mail"
+    for pasted in (f"{first['key']} ", f" {first['key']}\n", f"\t{first['file_url']} ", typed):
         again = run_cli("evidence", str(out), pasted)  # copied with the space around it
         assert again.returncode == 0 and again.stdout == text, again.stderr
     refused = run_cli("evidence", str(out), "wikimedia:1001")

@@ -25,7 +25,8 @@ request, date, status line, headers and body (JSON pretty-printed; an image's pa
 in its shard, so its digest is shown). For a sample a recheck took down, or one the last
 recheck did not find unchanged, the recheck's finding and the answers it archived come
 first. KEY is a sample key (0000000042), a candidate id (source:id) or the image or
-landing page URL. Records are read by offset from the ledger's index, never by scanning
+landing page URL (an image URL also typed with another scheme or host case, utm_
+parameters or a default port). Records are read by offset from the ledger's index, never by scanning
 the archive. A build made by a cleanset before the archive existed has no records: its
 decision (status, reason, detail) is shown from the ledger, and it is said so.
 

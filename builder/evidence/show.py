@@ -26,6 +26,7 @@ from builder.ledger import reading, require_dataset
 from builder.optout.consent import HOST_FILE_PATHS
 from builder.optout.hostfiles import origin
 from builder.recheck_log import has_rechecks, last_finished, last_judging, recheck_row
+from builder.urls import match_key, match_literal
 
 UNCHANGED = Outcome.UNCHANGED.value  # whose rows a finished recheck drops
 
@@ -131,6 +132,13 @@ def _find(db: sqlite3.Connection, wanted: str) -> list[Found]:
             rows = db.execute(select + "WHERE c.key IN (SELECT key FROM samples WHERE "
                               "landing_url = ? OR file_url = ?)" + order,
                               (wanted, wanted)).fetchall()
+        if not rows and "://" in wanted:
+            # Typed otherwise than recorded (HTTP://, a host in capitals, utm_ parameters, a
+            # default port): compared as takedown and the denylists compare URLs.
+            want = match_key(wanted)
+            rows = [row for row in db.execute(select + "WHERE instr(c.url, ?) > 0" + order,
+                                              (match_literal(wanted),))
+                    if match_key(row[3] or "") == want]
     return [Found(*row) for row in rows]
 
 
