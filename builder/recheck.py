@@ -169,7 +169,17 @@ def recheck(options: RecheckOptions) -> RecheckResult:
         result = _recheck(options, writable=writable)
         if options.apply_reason is not None and result.row.refused:
             stop_point("recheck_applying")
-            result.takedown = _apply(out, result.row, options.apply_reason)
+            try:
+                result.takedown = _apply(out, result.row, options.apply_reason)
+            except UserError as exc:
+                # The takedown's "Nothing changed" read as if the whole recheck were lost.
+                said = UserError(
+                    f"recheck {result.row.recheck} is finished and recorded "
+                    f"({result.row.refused} sample(s) refused), but its --apply takedown "
+                    f"stopped: {exc} Once that is fixed, the same command takes down what "
+                    "this recheck found without asking the sources again.")
+                said.exit_code = exc.exit_code
+                raise said from exc
     result.seconds = time.monotonic() - started
     return result
 

@@ -480,6 +480,33 @@ def test_ctrl_c_between_the_recheck_and_its_takedown_then_the_same_command_asks_
     assert "cleanset recheck 2 finished" in third.stdout and world.commons.requests
 
 
+def test_an_apply_whose_takedown_is_refused_says_the_recheck_is_recorded_and_owed(
+        dataset: tuple[World, Path]) -> None:
+    """A shard changed outside cleanset refuses `--apply`'s takedown: the error ended
+    "Nothing changed." as if the hours of rechecking were lost too; the recheck is recorded,
+    and once the shard is restored the same command takes down what it found, asking
+    nothing again."""
+    world, out = dataset
+    world.drift()
+    manifest = pq.read_table(out / "manifest.parquet").to_pylist()
+    shard = out / next(r["shard"] for r in manifest if r["key"] == REFUSED[0])
+    good = shard.read_bytes()
+    shard.write_bytes(good + b"\0" * 512)
+    command = ("recheck", str(out), "--no-progress", "--apply", "--reason", "weekly")
+    refused = run_cli(*command)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert (f"cleanset: error: recheck 1 is finished and recorded ({len(REFUSED)} sample(s) "
+            "refused), but its --apply takedown stopped: ") in refused.stderr
+    assert "the same command takes down what this recheck found without asking the " \
+        "sources again" in refused.stderr
+    shard.write_bytes(good)
+    world.commons.requests.clear()
+    again = run_cli(*command)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "takedown: 5 sample(s) removed" in again.stdout
+    assert world.commons.requests == []
+
+
 def test_a_plain_recheck_is_not_taken_down_by_a_later_apply_without_asking_again(
         dataset: tuple[World, Path]) -> None:
     """Only a recheck run with --apply owes a takedown: after a plain recheck, `--apply`
