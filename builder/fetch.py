@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import http.client
 import ipaddress
 import itertools
 import json
@@ -361,6 +362,45 @@ def _new_watchdog_after_fork() -> None:
 os.register_at_fork(after_in_child=_new_watchdog_after_fork)
 
 
+class _HeaderLines:
+    """A response's stream while its status line and headers are read: notes a line the
+    end of the stream cut (every header line, and the blank one after them, ends in LF)."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.cut = False
+
+    def readline(self, limit: int = -1) -> bytes:
+        line = self.stream.readline(limit)
+        if not line.endswith(b"\n"):
+            self.cut = True
+        return line
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+class _WholeHeadersResponse(http.client.HTTPResponse):
+    """A response whose connection closed inside its headers is a failed connection.
+    http.client takes the end of the stream for the end of the headers; with the
+    Content-Length not yet seen, for an empty body too: a robots.txt cut there read as an
+    empty file (no rules: the host's images admitted), an image as `not_image` for good."""
+
+    def begin(self) -> None:
+        if self.headers is not None:
+            return
+        stream, lines = self.fp, _HeaderLines(self.fp)
+        self.fp = lines  # type: ignore[assignment]
+        try:
+            super().begin()
+        finally:
+            if self.fp is lines:
+                self.fp = stream
+        if lines.cut:
+            raise http.client.RemoteDisconnected("the connection closed inside the "
+                                                 "response's headers")
+
+
 class _ConnectionMixin:
     """Our connection: vets addresses before dialling, and bounds the header phase.
 
@@ -374,6 +414,7 @@ class _ConnectionMixin:
     host: str
     port: int
     timeout: Any
+    response_class = _WholeHeadersResponse
     source_address: tuple[str, int] | None
     socket_options: Any
     sock: socket.socket | None

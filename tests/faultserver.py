@@ -132,6 +132,15 @@ def reset_mid_body(body: bytes) -> Handler:
     return handle
 
 
+def cut_in_headers() -> Handler:
+    """A status line and one header, then the connection closes before the blank line that
+    ends the headers: with no Content-Length seen, the end of the stream reads as the end
+    of an empty body."""
+    def handle(conn: socket.socket, _: FaultServer) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n")
+    return handle
+
+
 def declared_length(body: bytes, length: int) -> Handler:
     """Send `body` whole but declare `length`: longer is a truncated body, shorter a cut one."""
     def handle(conn: socket.socket, _: FaultServer) -> None:

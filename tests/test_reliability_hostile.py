@@ -31,7 +31,7 @@ def server() -> Iterator[fs.FaultServer]:
 
 def hostile_routes(srv: fs.FaultServer) -> dict[str, tuple[str, str]]:
     """candidate id -> (path, expected outcome: 'accepted' or a rejection reason)."""
-    img = {i: make_image(100 + i, (64, 48)) for i in range(8)}
+    img = {i: make_image(100 + i, (64, 48)) for i in range(9)}
     private = srv.url("/ok0.jpg", host="127.0.0.1")  # the same server, by its loopback address
     table: dict[str, tuple[fs.Handler | list[fs.Handler], str]] = {
         "ok0": (fs.ok(img[0]), "accepted"),
@@ -42,6 +42,9 @@ def hostile_routes(srv: fs.FaultServer) -> dict[str, tuple[str, str]]:
         "reset-then-ok": ([fs.reset(), fs.ok(img[2])], "accepted"),
         "reset-mid-body": (fs.reset_mid_body(img[3]), "connection_error"),
         "truncated": (fs.declared_length(img[4], len(img[4]) + 5000), "connection_error"),
+        # was not_image: the cut read as an empty body, refused for good, never retried
+        "cut-in-headers": (fs.cut_in_headers(), "connection_error"),
+        "cut-in-headers-then-ok": ([fs.cut_in_headers(), fs.ok(img[8])], "accepted"),
         "length-too-short": (fs.declared_length(img[5], len(img[5]) // 2), "corrupt_image"),
         "429-then-ok": ([fs.status(429, {"Retry-After": "1"}), fs.ok(img[6])], "accepted"),
         "429-for-an-hour": (fs.status(429, {"Retry-After": "3600"}), "http_unavailable"),
@@ -117,6 +120,24 @@ def test_every_hostile_response_ends_with_the_right_reason_and_the_build_finishe
     assert server.hits["/429-for-an-hour.jpg"] == 1
     assert server.hits["/404.jpg"] == 1
     assert run_cli("verify", str(out)).returncode == 0
+
+
+def test_a_robots_txt_cut_inside_its_headers_is_unreachable_not_an_empty_allow_all(
+        server: fs.FaultServer, tmp_path: Path) -> None:
+    """A robots.txt whose connection closed before its headers ended (no Content-Length
+    seen) read as a complete, empty file: no rules, the host's images admitted, whatever its
+    robots.txt said. It is now a connection that failed: robots_unreachable, retried by the
+    next run."""
+    server.route("/robots.txt", fs.cut_in_headers())
+    server.route("/work.jpg", fs.ok(make_image(7, (64, 48))))
+    rows = [{"id": "work", "url": server.url("/work.jpg", host="localhost"), "license": CC0}]
+    out = tmp_path / "out"
+    proc = run_cli("build", str(hostile_recipe(tmp_path, server, rows)), "--out", str(out),
+                   "--no-progress")
+    assert "Traceback" not in proc.stderr
+    (cand,) = pq.read_table(out / "candidates.parquet").to_pylist()
+    assert (cand["status"], cand["reason"]) == ("rejected", "robots_unreachable"), cand
+    assert server.hits["/work.jpg"] == 0
 
 
 # A process's peak RSS (ru_maxrss) starts at the peak of the process it was forked from, which
