@@ -85,6 +85,7 @@ from builder.records import (
 )
 from builder.shards import OpenShard, fsync_dir, shard_name, shard_path, temp_path
 from builder.sources import source_module
+from builder.sources._failures import SourceError
 from builder.sources.base import SourceContext
 from builder.stages import StagePlan
 from builder.worker_shards import (
@@ -322,8 +323,8 @@ def _build_locked(recipe: Recipe, options: BuildOptions, ledger: Ledger) -> Buil
         run = _Run(recipe, options, ledger, row, policy, hash_pipeline)
         try:
             summary = run.execute()
-        except BuildStoppedError:
-            raise
+        except (BuildStoppedError, SourceError):
+            raise  # a SourceError already says what was kept and to run the command again
         except UserError as exc:
             committed = ledger.build(row.build)
             if committed is None or committed.next_seq == 0:
@@ -833,12 +834,24 @@ class _Run:
     def _decide_all(self, work: Iterator[_Work], inflight: deque[tuple[_Work, Future[Any]]],
                     max_inflight: int) -> None:
         """Run every item's stages on the executor and decide them in the order given."""
-        for item in work:
-            inflight.append((item, self.executor.submit(item.candidate)))
-            while inflight and (len(inflight) >= max_inflight or inflight[0][1].done()):
+        try:
+            for item in work:
+                inflight.append((item, self.executor.submit(item.candidate)))
+                while inflight and (len(inflight) >= max_inflight or inflight[0][1].done()):
+                    self._prefetch(inflight)
+                    self._decide(*inflight.popleft())
+                    interrupts.check()
+        except SourceError:
+            # An API that kept failing stops the build, but what its source had handed out
+            # is decided and committed first: its error says everything decided so far is
+            # kept, and the rerun resumes at the page that failed. Rolled back, the images
+            # in flight and every decision since the last commit were fetched again.
+            while inflight:
                 self._prefetch(inflight)
                 self._decide(*inflight.popleft())
                 interrupts.check()
+            self._commit()
+            raise
         while inflight:
             self._prefetch(inflight)
             self._decide(*inflight.popleft())

@@ -3,17 +3,21 @@ run again to resume), exit 2 only for what the recipe must fix; the cause first,
 
 from __future__ import annotations
 
+import json
 import socket
+import sqlite3
 from pathlib import Path
 
 import pytest
 from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
 
 from builder.errors import UserError
 from builder.fetch import Fetcher, FetchError, failure_cause
 from builder.sources._failures import SourceError
-from tests.apihelpers import FAST_FETCH, open_source
+from tests.apihelpers import FAST_FETCH, ledger_rows, open_source, serve_images
 from tests.conftest import run_cli, write_recipe
+from tests.test_source_openverse import result as openverse_result
 
 ERROR = "cleanset: error: "
 RESUME = "run the same command again to resume"
@@ -146,3 +150,50 @@ def test_a_wikimedia_error_answer_is_the_recipes_to_fix_unless_the_wiki_itself_f
     assert type(info.value) is error_type
     assert str(info.value).startswith(f"the API answered error {code}: Unrecognized value")
     assert str(info.value).count(httpserver.url_for("/w/api.php")) == 1
+
+
+def test_an_api_failing_mid_pagination_keeps_what_it_handed_out_and_the_rerun_asks_no_page_again(
+        httpserver: HTTPServer, tmp_path: Path) -> None:
+    """"Everything decided so far is kept", said the error, but the ledger was empty: the
+    candidates of the pages already read (in flight, up to 64, and up to 256 decisions since
+    the last commit) were thrown away, and the rerun read those pages and downloaded those
+    images again. Now they are decided and committed before the build stops."""
+    images = serve_images(httpserver, 6)
+    results = [openverse_result(i + 1, images[i], "cc0", "1.0") for i in range(6)]
+    down = {"page 3": True}
+
+    def search(request: Request) -> Response:
+        page, size = int(request.args["page"]), int(request.args["page_size"])
+        if page == 3 and down["page 3"]:
+            return Response("<html>busy</html>", status=503)
+        body = {"result_count": 6, "page_count": 3, "page_size": size, "page": page,
+                "results": results[(page - 1) * size:page * size]}
+        return Response(json.dumps(body), content_type="application/json")
+
+    httpserver.expect_request("/v1/images/").respond_with_handler(search)
+    recipe = recipe_for(tmp_path, f'kind = "openverse"\napi = "{httpserver.url_for("/v1")}"\n'
+                                  'query = "lighthouse"\npage_size = 2')
+    out = tmp_path / "out"
+    proc = run_cli("build", str(recipe), "--out", str(out), "--no-progress")
+    assert proc.returncode == 1, proc.stderr
+    assert first_line(proc.stderr).startswith(f"{ERROR}HTTP 503"), proc.stderr
+    assert proc.stderr.count(RESUME) == 1 and "fix this" not in proc.stderr, proc.stderr
+    kept = sqlite3.connect(out / "ledger.sqlite")
+    try:
+        decided = kept.execute("SELECT seq, status FROM candidates ORDER BY seq").fetchall()
+    finally:
+        kept.close()
+    assert decided == [(n, "accepted") for n in range(4)]
+
+    down["page 3"] = False
+    again = run_cli("build", str(recipe), "--out", str(out), "--no-progress")
+    assert again.returncode == 0, again.stderr
+    assert "6 candidates" not in again.stdout and "2 accepted" in again.stdout
+    pages = [r.args["page"] for r, _ in httpserver.log if r.path == "/v1/images/"]
+    assert pages.count("1") == 1 and pages.count("2") == 1  # not read again
+    for url in images:
+        path = url.split(str(httpserver.port), 1)[1]
+        assert [r.path for r, _ in httpserver.log].count(path) == 1  # nor downloaded again
+    assert len(ledger_rows(out)) == 6
+    verify = run_cli("verify", str(out))
+    assert verify.returncode == 0, verify.stdout + verify.stderr
