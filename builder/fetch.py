@@ -9,7 +9,7 @@ One `Fetcher` per build, shared by every worker thread. For each request it
   redirects are followed by hand so every hop is checked again;
 - holds at most `per_host_connections` requests per host at once, and spaces request
   starts per host by `1 / per_host_rps` seconds when that is set;
-- retries 429/502/503/504 and dropped connections with exponential backoff, honouring
+- retries 408/429/502/503/504 and dropped connections with exponential backoff, honouring
   `Retry-After` up to `max_retry_after_s` (a longer demand is a refusal, not a wait);
 - streams bodies in chunks and stops at `max_bytes + 1`, so an oversized body is never
   held whole; a per-attempt wall deadline stops a server that drips bytes forever.
@@ -17,7 +17,7 @@ One `Fetcher` per build, shared by every worker thread. For each request it
 Failures are values: `fetch` and `get_text` return a `Rejection` with a detail a person can
 act on; `get_json` raises `FetchError` because API sources have no candidate to reject yet.
 The reason says whether trying again later can help: connection_error (refused, reset, DNS),
-timeout and http_unavailable (5xx / 429 after retries) are transient (records.py
+timeout and http_unavailable (5xx / 408 / 429 after retries) are transient (records.py
 TRANSIENT_REASONS); http_error (4xx, bad URL, redirect loop, TLS), too_large and
 address_refused (the SSRF guard, a recipe setting) are not.
 
@@ -78,7 +78,7 @@ log = logging.getLogger(__name__)
 CHUNK = 64 * 1024
 MAX_REDIRECTS = 10
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
+RETRY_STATUSES = frozenset({408, 429, 502, 503, 504})
 # An error page is only read for its status; never pull a large one.
 ERROR_BODY_CAP = 64 * 1024
 # Each attempt (connect to last body byte) must finish within this many read timeouts:
@@ -912,8 +912,9 @@ def _host(url: str) -> str:
 
 
 def _status_reason(status: int) -> Reason:
-    """A final non-2xx status: the server busy or broken (try again later) or a refusal."""
-    return Reason.HTTP_UNAVAILABLE if status >= 500 or status == 429 else Reason.HTTP_ERROR
+    """A final non-2xx status: the server busy or broken (try again later) or a refusal.
+    408 (Request Timeout) and 429 are 4xx that say "not now", not "not this request"."""
+    return Reason.HTTP_UNAVAILABLE if status >= 500 or status in (408, 429) else Reason.HTTP_ERROR
 
 
 def _protocol(version: int) -> str:

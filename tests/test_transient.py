@@ -361,3 +361,37 @@ landing_page = true
     row = rows(out)["a"]
     assert (row["status"], row["reason"]) == ("rejected", "optout_tdmrep")
     assert "landing page" in row["detail"] and row["attempts"] == 2
+
+
+@pytest.mark.parametrize(("path", "reason"), [
+    ("/robots.txt", "robots_unreachable"), ("/ai.txt", "robots_unreachable"),
+    ("/.well-known/tdmrep.json", "tdmrep_unreachable"), ("/img/a.jpg", "http_unavailable")])
+def test_408_request_timeout_is_a_hiccup_retried_never_no_file_or_a_refusal(
+        tmp_path: Path, httpserver: HTTPServer, path: str, reason: str) -> None:
+    """HTTP 408 is the server saying our request timed out. A robots.txt, ai.txt or
+    tdmrep.json answering it was read as "no such file" and its image admitted, the refusal
+    the file may hold unseen; an image answering it was a permanent http_error. Now it is
+    busy, as 429 and 503: held as transient, asked again by the next run, which obeys."""
+    httpserver.expect_request(path).respond_with_data("Request Timeout", status=408)
+    serve_host(httpserver, ["a"])
+    recipe = table_recipe(tmp_path, {"a": httpserver.url_for("/img/a.jpg")})
+    out = tmp_path / "out"
+    stdout = build(recipe, out)
+    row = rows(out)["a"]
+    assert (row["status"], row["reason"]) == ("rejected", reason), row["detail"]
+    assert "408" in row["detail"] and row["retry_with"]
+    assert f"{reason} 1" in stdout and "0 accepted" in stdout
+
+    # The next run reads what the host says now: a refusal is obeyed, an image admitted.
+    httpserver.clear_all_handlers()
+    disallow = ("User-agent: *\nDisallow: /img/\n", "text/plain", "optout_robots_txt")
+    now = {"/robots.txt": disallow, "/ai.txt": disallow,
+           "/.well-known/tdmrep.json": ('[{"location": "/img/*", "tdm-reservation": 1}]',
+                                        "application/json", "optout_tdmrep")}
+    if path in now:
+        httpserver.expect_request(path).respond_with_data(now[path][0],
+                                                          content_type=now[path][1])
+    serve_host(httpserver, ["a"])
+    build(recipe, out)
+    row = rows(out)["a"]
+    assert (row["reason"], row["attempts"]) == (now[path][2] if path in now else None, 2)

@@ -8,7 +8,7 @@ difference: a build reads a robots.txt it cannot get (5xx, 429, timeout, DNS) as
 everything" (RFC 9309 2.3.1.4) and admits nothing from that host until it answers. A recheck
 reports the same failure as *transient*: a network hiccup must never be recorded as an
 artist's opt-out, and the next recheck asks again. ai.txt and tdmrep.json are transient when
-no answer came (a network failure) or the host answered busy (429, 502, 503, 504), as in a
+no answer came (a network failure) or the host answered busy (408, 429, 502, 503, 504), as in a
 build; one answering another 5xx is no file, as in a build, which admits from that host: a
 recheck that called it unreachable exited 4 on every run for a host whose build admitted. Only a file that was read and refuses us is a refusal; its detail
 names the file, the rule and its line.

@@ -42,8 +42,8 @@ class Answer:
         """Why the file could not be read at all, as the candidate's rejection, or None.
 
         A network failure (records.py TRANSIENT_REASONS) is `transient`: it says nothing
-        about the host's wishes and the next run asks again, as is a busy answer (429, 502,
-        503, 504). `strict` (robots.txt, RFC 9309 2.3.1.4) also holds any other transport
+        about the host's wishes and the next run asks again, as is a busy answer (408, 429,
+        502, 503, 504). `strict` (robots.txt, RFC 9309 2.3.1.4) also holds any other transport
         failure and any 5xx. A private
         address refused by the SSRF guard stays address_refused: only the recipe changes that.
         """
@@ -66,9 +66,10 @@ class Answer:
         return None
 
 
-# Answers that say "not now" rather than "no such file": Too Many Requests, Bad Gateway,
-# Service Unavailable, Gateway Timeout.
-BUSY_STATUSES = frozenset({429, 502, 503, 504})
+# Answers that say "not now" rather than "no such file": Request Timeout (the server gave up
+# waiting for our request: a 4xx, so it was read as no file and its refusal admitted), Too
+# Many Requests, Bad Gateway, Service Unavailable, Gateway Timeout.
+BUSY_STATUSES = frozenset({408, 429, 502, 503, 504})
 
 
 def origin(url: str) -> str | None:

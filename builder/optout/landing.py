@@ -5,7 +5,7 @@ naming `noai` / `noimageai`.
 Read the same way by a build (builder.optout, before the download) and by a recheck
 (builder.optout.consent): a page the network kept from us (timeout, reset, cut short) is
 unreachable, never "no reservation", since the page may carry one, as is one answering
-"busy" (429, 502, 503, 504); a page answering another 4xx or 5xx, or refused by the fetcher
+"busy" (408, 429, 502, 503, 504); a page answering another 4xx or 5xx, or refused by the fetcher
 for another reason, has no meta and says nothing.
 """
 
