@@ -93,6 +93,12 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 # Byte order marks and the encoding each one names (WHATWG Encoding's BOM sniffing).
 _BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"),
          (codecs.BOM_UTF16_BE, "utf-16-be"))
+# Codecs Python knows that no server means by a charset (WHATWG Encoding has none of them):
+# they raise on decoding (`charset=undefined`, sent by servers that format an unset
+# variable) or turn plain ASCII into other text (punycode), so a robots.txt read through
+# one was an error, every image of its host refused as `denylisted`, or its Disallow lost.
+_NOT_WEB_CHARSETS = frozenset({"undefined", "idna", "punycode", "unicode-escape",
+                               "raw-unicode-escape", "utf-7"})
 
 
 class FetchError(Exception):
@@ -149,7 +155,7 @@ class Response:
 
     def text(self) -> str:
         """The body as text, by its byte order mark, else the Content-Type charset (UTF-8
-        when absent or unknown).
+        when absent, unknown or not a web text encoding).
 
         A BOM names the encoding whatever the header says (WHATWG Encoding, "decode"), and
         is not part of the text: a robots.txt, ai.txt or tdmrep.json saved by an editor that
@@ -165,9 +171,11 @@ class Response:
             if key.lower() == "charset" and value:
                 charset = value.strip("\"' ")
         try:
-            return self.data.decode(charset, errors="replace")
-        except LookupError:
-            return self.data.decode("utf-8", errors="replace")
+            if codecs.lookup(charset).name not in _NOT_WEB_CHARSETS:
+                return self.data.decode(charset, errors="replace")
+        except (LookupError, UnicodeError):  # unknown, or not text (base64): as if absent
+            pass
+        return self.data.decode("utf-8", errors="replace")
 
 
 # --- the evidence tape ------------------------------------------------------------------

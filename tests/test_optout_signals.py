@@ -329,6 +329,22 @@ def test_a_policy_file_with_a_byte_order_mark_is_read_and_its_refusal_obeyed(
     assert name in detail
 
 
+@pytest.mark.parametrize("charset", ["undefined", "idna", "punycode"])
+@pytest.mark.parametrize("name", sorted(BOM_FILES))
+def test_a_policy_file_whose_charset_names_no_text_encoding_is_read_as_utf_8(
+        name: str, charset: str, httpserver: HTTPServer, fetcher: Fetcher) -> None:
+    """`charset=undefined` is what a server that formats an unset variable sends; Python
+    knows "undefined" (and "idna", "punycode") as codecs that raise on decoding. The file
+    was not read: the error became every image of the host refused as `denylisted`, an
+    opt-out no one made, and never retried. Read as UTF-8, its own rules decide."""
+    path, text, reason = BOM_FILES[name]
+    httpserver.expect_request(path).respond_with_data(
+        text, headers={"Content-Type": f"text/plain; charset={charset}"})
+    detail = rejected(run(make_gate(fetcher), candidate(serve_image(httpserver, "/a.jpg")),
+                          fetcher), reason)
+    assert name in detail and "unexpected" not in detail
+
+
 @pytest.mark.parametrize("name", ["robots.txt", "ai.txt"])
 def test_a_policy_file_over_512_kib_is_read_up_to_the_cap_without_its_cut_line(
         name: str, httpserver: HTTPServer, fetcher: Fetcher) -> None:
