@@ -725,7 +725,11 @@ class Fetcher:
                 return Rejection(
                     Reason.HTTP_ERROR, f"HTTP {result.status} without Location from {current}"
                 )
-            target = urljoin(current, location.strip())
+            try:
+                target = urljoin(current, location.strip())
+            except ValueError as exc:  # "Invalid IPv6 URL": a bracketed host left open
+                return Rejection(Reason.HTTP_ERROR, f"HTTP {result.status} redirect to a bad "
+                                 f"Location {location!r} from {current}: {exc}")
             if target in seen:
                 return Rejection(Reason.HTTP_ERROR, f"redirect loop: {current} -> {target}")
             if before_redirect is not None and (

@@ -32,6 +32,8 @@ from builder.fetch import (
 from builder.recipe import FetchConfig
 from builder.records import Reason, Rejection
 from tests.conftest import REPO
+from tests.faultserver import fault_server
+from tests.faultserver import redirect as redirect_to
 
 UA = "cleanset-test/1.0 (+https://example.org/contact)"
 
@@ -412,6 +414,23 @@ def test_redirect_loop_is_an_http_error(httpserver, fetcher):
     assert result.reason == Reason.HTTP_ERROR
     assert "redirect loop" in result.detail
     assert paths_seen(httpserver) == ["/a", "/b"]
+
+
+@pytest.mark.parametrize("location", ["http://[bad/x.jpg", "//[::1/x.jpg"])
+def test_a_redirect_to_a_malformed_location_is_an_http_error_not_an_exception(
+        fetcher, location):
+    """urljoin raises ValueError on a bracketed host left open: out of the fetcher, it was a
+    traceback from an API source's page, and a robots.txt redirected there stopped its
+    opt-out stage, every image of the host refused as `denylisted`."""
+    with fault_server() as server:  # werkzeug will not send such a Location
+        server.route("/r", redirect_to(location))
+        url = server.url("/r")
+        for result in (fetcher.fetch(url), fetcher.get_text(url), fetcher.head(url)):
+            assert isinstance(result, Rejection) and result.reason == Reason.HTTP_ERROR
+            assert "redirect" in result.detail and repr(location) in result.detail
+        with pytest.raises(FetchError) as info:
+            fetcher.get_json(url)
+    assert info.value.reason == Reason.HTTP_ERROR and repr(location) in info.value.cause
 
 
 def test_endless_distinct_redirects_stop_after_ten_hops(httpserver, fetcher):

@@ -26,6 +26,8 @@ from builder.records import Candidate, Checked, Evidence, Rejection
 from builder.stages import StageSpec, fetch_stage, image_check, licence_gate, run_stages
 from tests.api_support import recipe_text
 from tests.conftest import make_image, run_cli, write_jsonl, write_recipe
+from tests.faultserver import fault_server, ok
+from tests.faultserver import redirect as redirect_to
 
 CC0 = "https://creativecommons.org/publicdomain/zero/1.0/"
 NC4 = "https://creativecommons.org/licenses/by-nc/4.0/"
@@ -343,6 +345,20 @@ def test_a_policy_file_whose_charset_names_no_text_encoding_is_read_as_utf_8(
     detail = rejected(run(make_gate(fetcher), candidate(serve_image(httpserver, "/a.jpg")),
                           fetcher), reason)
     assert name in detail and "unexpected" not in detail
+
+
+def test_a_robots_txt_redirected_to_a_malformed_location_waits_and_is_no_denylisting(
+        fetcher: Fetcher) -> None:
+    """The fetcher raised on `Location: http://[bad/robots.txt`, and the opt-out stage's
+    error became `denylisted`: every image of the host counted as an opt-out, never
+    retried. Now robots.txt could not be read (RFC 9309: no download while it lasts)."""
+    with fault_server() as server:  # werkzeug will not send such a Location
+        server.route("/robots.txt", redirect_to("http://[bad/robots.txt", 301))
+        server.route("/a.jpg", ok(make_image(1)))
+        detail = rejected(run(make_gate(fetcher), candidate(server.url("/a.jpg")), fetcher),
+                          "robots_unreachable")
+        assert "robots.txt" in detail and "http://[bad/robots.txt" in detail
+        assert server.hits["/a.jpg"] == 0
 
 
 @pytest.mark.parametrize("name", ["robots.txt", "ai.txt"])
