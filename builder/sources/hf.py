@@ -93,7 +93,7 @@ class HfSource:
             plan = self._plan(list(names))
         rows = stream.skip(start) if start else stream
         index = start
-        for row in rows:
+        for row in self._streamed(rows):
             if plan is None:
                 plan = self._plan(list(row))
             index += 1
@@ -101,6 +101,28 @@ class HfSource:
                 row, plan, source=self.name, fallback_id=f"row-{index - 1}",
                 fixed_license=self.config.license, resume={"row": index},
             )
+
+    def _streamed(self, rows: Any) -> Iterator[Any]:
+        """The rows; a hub that fails part-way (a file of the dataset still answering 5xx, or
+        the connection lost, after huggingface_hub's own retries) stops the build as a
+        failing API does: exit 1, the rows handed out kept, the rerun reading on from the
+        row it reached. Raised as it came, it was a `fatal` naming no source (an OSError)
+        or a traceback (httpx's errors are no OSError)."""
+        dataset = self.config.dataset
+        iterator = iter(rows)
+        while True:
+            try:
+                row = next(iterator)
+            except StopIteration:
+                return
+            except Exception as exc:  # noqa: BLE001 - whatever the hub client raised, named
+                if dataset is None:
+                    raise  # a local copy: not the network's doing
+                said = (str(exc).strip().splitlines() or [""])[0]
+                raise api_failed(self.name, f"the Hugging Face hub failed while streaming "
+                                 f"({type(exc).__name__}: {said})",
+                                 _hub_url(dataset)) from None
+            yield row
 
     # -- loading -------------------------------------------------------------
 
