@@ -4,6 +4,7 @@ run again to resume), exit 2 only for what the recipe must fix; the cause first,
 from __future__ import annotations
 
 import json
+import re
 import socket
 import sqlite3
 from pathlib import Path
@@ -197,3 +198,39 @@ def test_an_api_failing_mid_pagination_keeps_what_it_handed_out_and_the_rerun_as
     assert len(ledger_rows(out)) == 6
     verify = run_cli("verify", str(out))
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_a_mediawiki_answering_formatversion_1_stops_the_build_naming_it(
+        httpserver: HTTPServer, tmp_path: Path) -> None:
+    """A MediaWiki older than 1.25 ignores formatversion=2 and keys `query.pages` by page id:
+    iterated as the list it should be, its keys were taken for pages, a traceback."""
+    httpserver.expect_request("/w/api.php").respond_with_json({"batchcomplete": "", "query": {
+        "pages": {"17": {"pageid": 17, "ns": 6, "title": "File:A.jpg", "imageinfo": [
+            {"url": "https://upload.example/a.jpg", "extmetadata": {}}]}}}})
+    source = open_source("wikimedia", tmp_path, api=httpserver.url_for("/w/api.php"),
+                         category="Featured pictures")
+    with pytest.raises(SourceError, match=r"^the answer's query.pages is a JSON object, not "
+                       r"the list of page objects formatversion=2 gives \(a MediaWiki older "
+                       r"than 1.25\?\); source 'wikimedia' stopped at"):
+        list(source.candidates(None))
+
+
+@pytest.mark.parametrize(("kind", "keys", "answer"), [
+    ("aic", {"api": "/api/v1", "query": "x"},
+     {"pagination": "none", "config": "none", "data": [{"id": 1, "title": "A"}]}),
+    ("cleveland", {"api": "/api", "query": "x"},
+     {"info": "none", "data": [{"id": 1, "title": "A"}]}),
+])
+def test_an_api_page_s_paging_fields_of_another_shape_are_read_as_absent(
+        httpserver: HTTPServer, tmp_path: Path, kind: str, keys: dict[str, str],
+        answer: dict) -> None:
+    """A string where the AIC's `config` / `pagination` or Cleveland's `info` object belongs
+    was an AttributeError's traceback; the records beside them are read as any others."""
+    def page(request: Request) -> Response:  # the record on the first page, then none
+        first = request.args.get("page", "1") == "1" and request.args.get("skip", "0") == "0"
+        return Response(json.dumps(answer if first else {**answer, "data": []}),
+                        content_type="application/json")
+
+    httpserver.expect_request(re.compile(".*")).respond_with_handler(page)
+    source = open_source(kind, tmp_path, **{**keys, "api": httpserver.url_for(keys["api"])})
+    assert [c.source_id for c in source.candidates(None)] == ["1"]

@@ -33,7 +33,7 @@ from typing import Any
 from builder.errors import UserError
 from builder.records import Candidate, Evidence
 from builder.sources._failures import api_failed
-from builder.sources._keys import NOT_FOUND
+from builder.sources._keys import NOT_FOUND, as_dict
 from builder.sources._museum import (
     JsonClient,
     api_root,
@@ -99,7 +99,7 @@ class AicSource:
             while True:
                 data = self._page(client, page)
                 items = [d for d in data.get("data") or [] if isinstance(d, dict)]
-                iiif = str((data.get("config") or {}).get("iiif_url") or IIIF).rstrip("/")
+                iiif = str(as_dict(data.get("config")).get("iiif_url") or IIIF).rstrip("/")
                 last_page = self._last_page(data, page, items)
                 for index, item in enumerate(items):
                     if index < skip:
@@ -135,7 +135,7 @@ class AicSource:
         return data
 
     def _last_page(self, data: dict[str, Any], page: int, items: list[Any]) -> bool:
-        pagination = data.get("pagination") or {}
+        pagination = as_dict(data.get("pagination"))
         total_pages = pagination.get("total_pages")
         if not items:
             return True

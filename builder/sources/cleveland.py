@@ -27,7 +27,7 @@ from typing import Any, Literal
 from builder.errors import UserError
 from builder.records import Candidate, Evidence
 from builder.sources._failures import api_failed
-from builder.sources._keys import NOT_FOUND
+from builder.sources._keys import NOT_FOUND, as_dict
 from builder.sources._museum import (
     JsonClient,
     api_root,
@@ -82,7 +82,7 @@ class ClevelandSource:
             while True:
                 data = self._page(client, skip)
                 items = [d for d in data.get("data") or [] if isinstance(d, dict)]
-                total = (data.get("info") or {}).get("total")
+                total = as_dict(data.get("info")).get("total")
                 following = skip + len(items)
                 last_page = not items or (isinstance(total, int) and following >= total)
                 for index, item in enumerate(items):

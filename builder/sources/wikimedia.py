@@ -199,7 +199,7 @@ class WikimediaSource:
             merged: dict[Any, dict[str, Any]] = {}
             while True:
                 data = self._query(client, cont)
-                for page in (data.get("query") or {}).get("pages") or []:
+                for page in self._pages(data):
                     _merge(merged, page)
                 nxt = data.get("continue")
                 cont = nxt if isinstance(nxt, dict) else None
@@ -211,6 +211,22 @@ class WikimediaSource:
             yield used, pages, cont
             if cont is None:
                 return
+
+    def _pages(self, data: dict[str, Any]) -> list[dict[str, Any]]:
+        """`query.pages` of an answer: a list of page objects (formatversion=2). Any other
+        shape (a MediaWiki older than 1.25 answers formatversion=1, pages keyed by id) stops
+        the build naming it; read as it came, it was a traceback."""
+        query = data.get("query") or {}
+        pages = query.get("pages") if isinstance(query, dict) else query
+        if pages is None:
+            return []
+        if not isinstance(pages, list) or not all(isinstance(p, dict) for p in pages):
+            shape = ("list holding non-objects" if isinstance(pages, list) else
+                     "object" if isinstance(pages, dict) else type(pages).__name__)
+            raise api_failed(self.name, f"the answer's query.pages is a JSON {shape}, not the "
+                             "list of page objects formatversion=2 gives (a MediaWiki older "
+                             "than 1.25?)", self.config.api)
+        return pages
 
     def _query(self, client: JsonClient, cont: dict[str, Any] | None) -> dict[str, Any]:
         """One API answer. A rate limit (HTTP 429, `ratelimited`, `maxlag`) is waited out
