@@ -37,6 +37,7 @@ class Reason(StrEnum):
     TIMEOUT = "timeout"
     ROBOTS_UNREACHABLE = "robots_unreachable"
     TDMREP_UNREACHABLE = "tdmrep_unreachable"
+    OPTOUT_UNCHECKED = "optout_unchecked"
     TOO_LARGE = "too_large"
     NOT_IMAGE = "not_image"
     CORRUPT_IMAGE = "corrupt_image"
@@ -59,6 +60,10 @@ TRANSIENT_REASONS = frozenset({
     Reason.TIMEOUT,
     Reason.ROBOTS_UNREACHABLE,
     Reason.TDMREP_UNREACHABLE,
+    # A do-not-train check that failed unexpectedly (a bug, input stranger than any test):
+    # it was recorded as the stage's opt-out (`denylisted`, `optout_embedded`), counted as
+    # an artist's refusal and never asked again. The image is still not admitted.
+    Reason.OPTOUT_UNCHECKED,
 })
 MAX_ATTEMPTS = 3  # runs that try a candidate before a transient failure is left as it is
 

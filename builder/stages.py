@@ -178,14 +178,14 @@ class StagePlan:
         stages = [
             StageSpec("licence", partial(licence_gate, policy=self.policy),
                       Reason.LICENSE_UNRECOGNIZED),
-            StageSpec("optout-before-fetch", optout.before_fetch, Reason.DENYLISTED),
+            StageSpec("optout-before-fetch", optout.before_fetch, Reason.OPTOUT_UNCHECKED),
             StageSpec("fetch", partial(fetch_stage, fetcher=fetcher,
                                        max_bytes=recipe.fetch.max_bytes,
                                        redirects=optout.redirect_guard), Reason.HTTP_ERROR),
-            StageSpec("optout-headers", optout.after_fetch, Reason.OPTOUT_X_ROBOTS_TAG),
+            StageSpec("optout-headers", optout.after_fetch, Reason.OPTOUT_UNCHECKED),
             StageSpec("image", partial(image_check, config=recipe.image,
                                        pipeline=self.hash_pipeline), Reason.CORRUPT_IMAGE),
-            StageSpec("optout-embedded", optout.after_check, Reason.OPTOUT_EMBEDDED),
+            StageSpec("optout-embedded", optout.after_check, Reason.OPTOUT_UNCHECKED),
         ]
         return Workbench(stages=stages, fetcher=fetcher, optout=optout,
                          evidence_build=self.evidence_build)

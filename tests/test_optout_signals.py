@@ -59,13 +59,13 @@ def make_gate(fetcher: Fetcher, denylist: Denylist | None = None, **options) -> 
 def run(gate: OptoutGate, cand: Candidate, fetcher: Fetcher) -> Checked | Rejection:
     stages = [
         StageSpec("licence", lambda c: licence_gate(c, policy=gate.policy), "license_missing"),
-        StageSpec("optout-before-fetch", gate.before_fetch, "denylisted"),
+        StageSpec("optout-before-fetch", gate.before_fetch, "optout_unchecked"),
         StageSpec("fetch", lambda lic: fetch_stage(lic, fetcher=fetcher, max_bytes=5_000_000,
                                                    redirects=gate.redirect_guard),
                   "http_error"),
-        StageSpec("optout-headers", gate.after_fetch, "optout_x_robots_tag"),
+        StageSpec("optout-headers", gate.after_fetch, "optout_unchecked"),
         StageSpec("image", lambda f: image_check(f, config=ImageConfig()), "corrupt_image"),
-        StageSpec("optout-embedded", gate.after_check, "optout_embedded"),
+        StageSpec("optout-embedded", gate.after_check, "optout_unchecked"),
     ]
     return run_stages(cand, stages)
 
@@ -862,3 +862,38 @@ def test_a_build_checks_each_redirect_and_records_what_the_target_s_host_said(
     refusing = refusing[:refusing.index("</table>")]
     assert f"<code>127.0.0.1:{other_host.port}</code>" in refusing, refusing
     assert f"localhost:{httpserver.port}" not in refusing
+
+
+def test_a_do_not_train_check_that_fails_unexpectedly_is_never_recorded_as_an_opt_out(
+        tmp_path: Path) -> None:
+    """An exception nobody foresaw in an opt-out stage (an odd charset and a malformed
+    redirect did it) was recorded as that stage's opt-out: `denylisted`, `optout_x_robots_tag`
+    or `optout_embedded`, counted in the report as an artist's refusal and never asked again.
+    It is `optout_unchecked`: not admitted, not an opt-out, retried by the next run."""
+    from builder.recipe import load_recipe
+    from builder.records import Reason, is_transient
+    from builder.stages import StagePlan
+
+    write_jsonl(tmp_path / "urls.jsonl", [{"url": "https://example.org/a.jpg",
+                                           "license": "CC0-1.0"}])
+    recipe = load_recipe(write_recipe(tmp_path / "recipe.toml", """
+[dataset]
+name = "signals"
+[[sources]]
+kind = "table"
+path = "urls.jsonl"
+"""))
+    bench = StagePlan(recipe=recipe, policy=load_policy("commercial"), out=tmp_path).build()
+    try:
+        on_error = {s.name: s.on_error for s in bench.stages if s.name.startswith("optout")}
+        stage = next(s for s in bench.stages if s.name == "optout-before-fetch")
+        failed = run_stages(candidate("https://example.org/a.jpg"), [
+            StageSpec(stage.name, lambda _: 1 // 0, stage.on_error)])
+    finally:
+        bench.close()
+    assert on_error == {"optout-before-fetch": Reason.OPTOUT_UNCHECKED,
+                        "optout-headers": Reason.OPTOUT_UNCHECKED,
+                        "optout-embedded": Reason.OPTOUT_UNCHECKED}
+    assert isinstance(failed, Rejection) and is_transient(failed.reason)
+    assert failed.detail == "optout-before-fetch: unexpected ZeroDivisionError: integer " \
+        "division or modulo by zero"

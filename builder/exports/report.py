@@ -396,8 +396,9 @@ def _refusals(data: ReportData) -> str:
         parts.append("<h3>transient: not decisions, retried by the next run "
                      f"({sum(retried.values()):,})</h3>"
                      "<p class=\"note\">Network failures (timeouts, unreachable hosts or "
-                     "robots.txt, server errors). They are not opt-outs: running the same "
-                     "build command again retries them.</p>"
+                     "robots.txt, server errors), and do-not-train checks that failed "
+                     "unexpectedly (<code>optout_unchecked</code>: not admitted). They are not "
+                     "opt-outs: running the same build command again retries them.</p>"
                      + _reason_table(data, sorted(retried, key=lambda r: -retried[r]), retried,
                                      colour=TRANSIENT_COLOUR))
     return _section("refusals", "Refusals", "".join(parts))
