@@ -658,10 +658,21 @@ def _unfinished_elsewhere(ledger: Ledger, latest: BuildRow, recipe: Recipe) -> s
                 "not finish. An unfinished build resumes only with the recipe it started "
                 f"from: undo the edit{kept}, run the same command to finish build "
                 f"{latest.build}, then build the edited recipe into {out} (it extends the "
-                "dataset). Nothing changed.")
+                f"dataset). {_close_where_stopped(latest, out)} Nothing changed.")
     return (f"{out}: holds an unfinished build of another recipe ({latest.recipe_path}, sha256 "
             f"{latest.recipe_sha256[:12]}){kept}. Finish it by running that recipe again, or "
-            "build this one into another --out. Nothing changed.")
+            f"build this one into another --out. {_close_where_stopped(latest, out)} Nothing "
+            "changed.")
+
+
+def _close_where_stopped(stopped: BuildRow, out: Path) -> str:
+    """The way out when the stopped build cannot finish as it was (a source it had not yet
+    reached refuses the recipe's request, which is why the recipe was edited): without it,
+    "finish it first" and "fix the recipe" sent the user round in a circle."""
+    return (f"If build {stopped.build} cannot finish as it was (a source it had not reached "
+            "yet refuses that recipe), close it where it stopped, keeping the "
+            f"{stopped.next_seq} candidates it decided: run that recipe with --out {out} "
+            f"--limit {stopped.next_seq}, then this one.")
 
 
 def open_source(spec: SourceSpec, context: SourceContext) -> Any:

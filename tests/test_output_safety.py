@@ -381,6 +381,37 @@ def test_a_recipe_edited_while_its_build_is_unfinished_resumes_if_it_reads_the_s
     assert run_cli("verify", str(out)).returncode == 0
 
 
+def test_a_stopped_build_that_cannot_finish_as_it_was_is_closed_where_it_stopped(
+        tmp_path: Path) -> None:
+    """A source the build had not reached refused its request: "fix it" led to an edited
+    recipe, refused as "resume only with the recipe it started from", whose rerun met the
+    same refusal: a circle. The refusal names the way out, and it works."""
+    import re
+
+    recipe = recipe_decided_before_the_second_source(tmp_path)
+    started_from = recipe.read_text()
+    (tmp_path / "more" / "img104.jpg.json").write_text("{not json")
+    out = tmp_path / "out"
+    assert build(recipe, "--out", str(out), env=COMMIT_OFTEN).returncode == 1
+    edited = started_from.replace('name = "safety"', 'name = "safety-2"')
+    recipe.write_text(edited)
+    proc = build(recipe, "--out", str(out))
+    assert proc.returncode == 2, proc.stderr
+    way_out = re.search(r"close it where it stopped, keeping the (\d+) candidates it decided: "
+                        rf"run that recipe with --out {re.escape(str(out))} --limit (\d+), "
+                        "then this one", proc.stderr)
+    assert way_out and way_out[1] == way_out[2] and int(way_out[1]) > 0, proc.stderr
+
+    recipe.write_text(started_from)
+    closed = build(recipe, "--out", str(out), "--limit", way_out[2])
+    assert closed.returncode == 0, closed.stderr
+    recipe.write_text(edited)
+    (tmp_path / "more" / "img104.jpg.json").write_text(json.dumps({"creator": "A. Person"}))
+    extended = build(recipe, "--out", str(out), "--rename-dataset")
+    assert extended.returncode == 0, extended.stderr
+    assert run_cli("verify", str(out)).returncode == 0
+
+
 def test_a_build_stopped_before_deciding_anything_is_taken_over_by_the_fixed_recipe(
         tmp_path: Path) -> None:
     """A recipe error met at the start (here a broken sidecar; an API refusing the request
