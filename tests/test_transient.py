@@ -187,6 +187,35 @@ def test_a_robots_txt_answering_503_then_200_is_retried_and_admitted(
     assert rows(out)["a"]["key"] == "0000000000"
 
 
+def test_a_robots_txt_that_failed_is_asked_again_later_in_the_same_build(
+        tmp_path: Path, httpserver: HTTPServer) -> None:
+    """A robots.txt that could not be read stood for the whole build: a minute's outage at
+    its start held back every candidate of the host (robots_unreachable), for days, each
+    losing an attempt. It is asked again once CLEANSET_HOST_FILE_RETRY_SECONDS (60 by
+    default; 0 here) have passed: the candidates after the outage are admitted."""
+    from werkzeug import Request, Response
+
+    answers = iter([Response("busy", status=503)])
+
+    def robots(_: Request) -> Response:
+        return next(answers, Response("User-agent: *\nAllow: /\n", content_type="text/plain"))
+
+    httpserver.expect_request("/robots.txt").respond_with_handler(robots)
+    for path in ("/ai.txt", "/.well-known/tdmrep.json"):
+        httpserver.expect_request(path).respond_with_data("none", status=404)
+    for i, name in enumerate("abc"):
+        httpserver.expect_request(f"/img/{name}.jpg").respond_with_data(
+            make_image(i), content_type="image/jpeg")
+    recipe = table_recipe(tmp_path, {name: httpserver.url_for(f"/img/{name}.jpg")
+                                     for name in "abc"})
+    out = tmp_path / "out"
+    build(recipe, out, env={"CLEANSET_HOST_FILE_RETRY_SECONDS": "0"})
+    outcomes = sorted(r["reason"] or r["status"] for r in rows(out).values())
+    assert outcomes == ["accepted", "accepted", "robots_unreachable"]
+    # asked again after the 503 (each worker process keeps its own answer, so perhaps more)
+    assert [r.path for r, _ in httpserver.log].count("/robots.txt") >= 2
+
+
 def test_a_real_disallow_stays_an_optout_and_only_the_transient_one_is_retried(
         tmp_path: Path, httpserver: HTTPServer, down_port: int) -> None:
     refused = serve_host(httpserver, ["x"], robots="User-agent: *\nDisallow: /img/\n")

@@ -1,5 +1,9 @@
 """Per-host policy files (robots.txt, ai.txt, tdmrep.json): fetched once per host per build.
 
+One that could not be read (the host down, busy, a 5xx) is asked again once UNSETTLED_S have
+passed: kept for the whole build, a minute's outage at its start held every candidate of the
+host back (robots_unreachable) for days, each losing one of its attempts.
+
 Many worker threads reach the same host at once; a lock per (origin, file) makes the first
 one fetch and parse while the others wait for its result, so a host is asked once. Only the
 parsed result is kept, never the body; the exchanges that fetched it are kept too, and
@@ -9,7 +13,9 @@ names the robots.txt that allowed it however many candidates shared the one requ
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +28,9 @@ MAX_FILE_BYTES = 512 * 1024  # what is read of a policy file; the rest is ignore
 # tdmrep.json is JSON: cut, it cannot be read at all, and a publisher's list of locations
 # can be long. Read whole up to this much (one per host per build); past it, unreadable.
 MAX_TDMREP_BYTES = 16 * 1024 * 1024
+# How long a file that could not be read stands for its host before it is asked again: the
+# fetcher's own retries cover a hiccup of seconds; this, an outage of minutes.
+UNSETTLED_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -37,6 +46,12 @@ class Answer:
     @property
     def found(self) -> bool:
         return self.status is not None and 200 <= self.status < 300
+
+    @property
+    def settled(self) -> bool:
+        """Whether the host said what it says: no network failure, busy answer or 5xx."""
+        return self.problem is None and self.status is not None and self.status < 500 \
+            and self.status not in BUSY_STATUSES
 
     def unread(self, name: str, transient: Reason, *, strict: bool = False) -> Rejection | None:
         """Why the file could not be read at all, as the candidate's rejection, or None.
@@ -96,29 +111,40 @@ class HostFiles:
         self._fetcher = fetcher
         self._lock = threading.Lock()
         self._locks: dict[str, threading.Lock] = {}
-        self._parsed: dict[str, tuple[Any, Exchanges]] = {}
+        # key -> (parsed, exchanges, monotonic time it stops standing, or None: for good)
+        self._parsed: dict[str, tuple[Any, Exchanges, float | None]] = {}
         self.requests = 0  # how many files were actually fetched (for tests and the summary)
+        self.unsettled_s = float(os.environ.get("CLEANSET_HOST_FILE_RETRY_SECONDS",
+                                                UNSETTLED_S))
 
     def get(self, base: str, path: str, parse: Callable[[Answer], Any]) -> Any:
         key = base + path
         with self._lock:
-            found = self._parsed.get(key)
+            found = self._standing(key)
             if found is None:
                 lock = self._locks.setdefault(key, threading.Lock())
         if found is None:
             with lock:
                 with self._lock:
-                    found = self._parsed.get(key)
+                    found = self._standing(key)
                 if found is None:
                     with recording() as taped:
                         answer = self.fetch(key)
-                    found = (parse(answer), tuple(taped))
+                    found = (parse(answer), tuple(taped),
+                             None if answer.settled else time.monotonic() + self.unsettled_s)
                     with self._lock:
                         self._parsed[key] = found
                         self._locks.pop(key, None)
-        result, exchanges = found
+        result, exchanges, _ = found
         cite(exchanges)
         return result
+
+    def _standing(self, key: str) -> tuple[Any, Exchanges, float | None] | None:
+        """The cached answer for `key` while it stands (caller holds the lock)."""
+        found = self._parsed.get(key)
+        if found is not None and found[2] is not None and time.monotonic() >= found[2]:
+            return None
+        return found
 
     def fetch(self, url: str) -> Answer:
         with self._lock:
