@@ -71,7 +71,7 @@ def lookup(out: Path, paths: list[Path], config: DedupConfig | None = None
         db = ledger.db
         pipeline = dataset_hash_pipeline(db, out)  # queries hash as the dataset was hashed
         config = config or _dedup_config(db)
-        queries = [_hash(path, pipeline) for path in files]
+        queries = [query_of(path, pipeline) for path in files]
         index = load_index(db.execute("SELECT key, pdq, pdq_quality, phash FROM samples"),
                            config)
         near = index.search_many([q.hashes or Hashes(None, None, None) for q in queries])
@@ -125,7 +125,7 @@ DECODE_MAX_BYTES = 512 << 20
 _CHUNK = 1 << 20
 
 
-def _hash(path: Path, pipeline: str) -> Query:
+def query_of(path: Path, pipeline: str) -> Query:
     """The query for one image; a file that cannot be read or decoded is an answer line
     with an `error`, so the rest of a portfolio is still looked up."""
     if not path.is_file():  # a broken link, or a pipe that would wait for ever

@@ -845,6 +845,7 @@ class _Run:
     def _decide_all(self, work: Iterator[_Work], inflight: deque[tuple[_Work, Future[Any]]],
                     max_inflight: int) -> None:
         """Run every item's stages on the executor and decide them in the order given."""
+        failed: SourceError | None = None
         try:
             for item in work:
                 inflight.append((item, self.executor.submit(item.candidate)))
@@ -852,21 +853,19 @@ class _Run:
                     self._prefetch(inflight)
                     self._decide(*inflight.popleft())
                     interrupts.check()
-        except SourceError:
+        except SourceError as exc:
             # An API that kept failing stops the build, but what its source had handed out
             # is decided and committed first: its error says everything decided so far is
             # kept, and the rerun resumes at the page that failed. Rolled back, the images
             # in flight and every decision since the last commit were fetched again.
-            while inflight:
-                self._prefetch(inflight)
-                self._decide(*inflight.popleft())
-                interrupts.check()
-            self._commit()
-            raise
+            failed = exc
         while inflight:
             self._prefetch(inflight)
             self._decide(*inflight.popleft())
             interrupts.check()
+        if failed is not None:
+            self._commit()
+            raise failed
 
     def _fresh(self, order: Iterator[int]) -> Iterator[_Work]:
         """The sources' candidates from the build's cursor on, up to --limit."""

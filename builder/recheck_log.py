@@ -212,30 +212,39 @@ def last_finished(db: sqlite3.Connection) -> RecheckRow | None:
 def judged(db: sqlite3.Connection, row: RecheckRow, key: str) -> bool:
     """Whether recheck `row` judged sample `key`: in its scope, up to its last key."""
     sample = db.execute("SELECT source FROM samples WHERE key = ?", (key,)).fetchone()
+    return sample is not None and _judged(db, row, key, sample[0])
+
+
+def _judged(db: sqlite3.Connection, row: RecheckRow, key: str, source: str) -> bool:
     scope = row.scope
-    if sample is None or row.last_key is None or key > row.last_key or (
-            scope.get("sources") and sample[0] not in scope["sources"]):
+    if row.last_key is None or key > row.last_key or (
+            scope.get("sources") and source not in scope["sources"]):
         return False
     return scope.get("sample") is None or db.execute(
         "SELECT 1 FROM recheck_sample WHERE recheck = ? AND key = ?",
         (row.recheck, key)).fetchone() is not None
 
 
-def last_judging(db: sqlite3.Connection, key: str, *, before: int | None = None
-                 ) -> RecheckRow | None:
-    """The newest recheck that judged sample `key` (finished, or abandoned for another's
-    scope: its verdicts stand as of their date), before recheck `before` when given. A
-    later recheck of part of the dataset (`--sample`, `--source`) may not have asked about
-    it: the last one that did has the word on it."""
+def judging_rechecks(db: sqlite3.Connection) -> list[RecheckRow]:
+    """The rechecks whose verdicts stand as of their date, newest first: finished, or
+    abandoned for another's scope."""
     if not has_rechecks(db):
+        return []
+    return [_row(row) for row in db.execute(
+        f"{_select(db)} WHERE status IN ('finished', 'abandoned') ORDER BY recheck DESC")]
+
+
+def last_judging(db: sqlite3.Connection, key: str,
+                 rechecks: list[RecheckRow] | None = None) -> RecheckRow | None:
+    """The newest recheck that judged sample `key` (of `rechecks`, judging_rechecks read
+    once by a caller asking about many keys). A later recheck of part of the dataset
+    (`--sample`, `--source`) may not have asked about it: the last one that did has the
+    word on it."""
+    sample = db.execute("SELECT source FROM samples WHERE key = ?", (key,)).fetchone()
+    if sample is None:
         return None
-    for row in db.execute(f"{_select(db)} WHERE status IN ('finished', 'abandoned') AND "
-                          "recheck < ? ORDER BY recheck DESC",
-                          (before if before is not None else 2**62,)).fetchall():
-        found = _row(row)
-        if judged(db, found, key):
-            return found
-    return None
+    return next((row for row in (judging_rechecks(db) if rechecks is None else rechecks)
+                 if _judged(db, row, key, sample[0])), None)
 
 
 def finished_rechecks(db: sqlite3.Connection) -> list[RecheckRow]:

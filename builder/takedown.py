@@ -400,9 +400,10 @@ def find_removed(out: Path, ledger: Ledger, sel: Selectors, matches: list[Match]
             "ESCAPE '\\'", (site_pattern(site),)) if on_site(url, site)]
         found += ([r for k in keys for r in _removed_key(ledger, log, k, label)][:1]
                   or [replace(r, denied_only=True) for r in _denied(deny, "site", site, label)])
-    for path in sel.images:
-        if not any(label.startswith(f"image={path} (") for label in matched):
-            found += _removed_image(out, ledger, path)
+    unmatched = [path for path in sel.images
+                 if not any(label.startswith(f"image={path} (") for label in matched)]
+    if unmatched:
+        found += _removed_images(out, ledger, unmatched)
     return found
 
 
@@ -414,23 +415,20 @@ def _taken_by_url(entries: list[dict[str, Any]], want: str) -> list[str]:
                     for why in match.get("why") or [])]
 
 
-def _removed_image(out: Path, ledger: Ledger, path: Path) -> list[Removed]:
+def _removed_images(out: Path, ledger: Ledger, paths: list[Path]) -> list[Removed]:
     """--image of a work an earlier takedown removed, or of a near copy of it, found in the
     denylist as `lookup` finds it: it was answered "nothing matches", as if never taken."""
-    from builder.dedup import Hashes
-    from builder.lookup import Query, Removals
+    from builder.lookup import Removals, query_of
 
-    data = path.read_bytes()  # read once already: _image_matches names a file it cannot read
-    try:
-        hashes: Hashes | None = Hashes(*perceptual_hashes(
-            data, pipeline=dataset_hash_pipeline(ledger.db, ledger.path.parent)))
-    except ValueError:
-        hashes = None  # only an exact copy can be named
-    gone = Removals.of(out, ledger.db).find(Query(path, hashlib.sha256(data).hexdigest(),
-                                                  hashes))
-    return [Removed(f"image={path} " + ("(exact)" if g["exact"] else
-                                        f"(near: pdq {g['distance']})"),
-                    g["when"], g["takedown"], str(g["reason"])) for g in gone[:1]]
+    removals = Removals.of(out, ledger.db)
+    pipeline = dataset_hash_pipeline(ledger.db, ledger.path.parent)
+    found = []
+    for path in paths:
+        gone = removals.find(query_of(path, pipeline))
+        found += [Removed(f"image={path} " + ("(exact)" if g["exact"] else
+                                              f"(near: pdq {g['distance']})"),
+                          g["when"], g["takedown"], str(g["reason"])) for g in gone[:1]]
+    return found
 
 
 def _removed_key(ledger: Ledger, log: dict[str, dict[str, Any]], key: str, label: str

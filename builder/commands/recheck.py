@@ -101,9 +101,9 @@ _CLOSED_AFTER = ("after the recheck had finished: it is recorded (and --apply's 
                  "found.")
 
 
-_CLOSED_UNRECORDED = ("after the recheck had judged every sample; this directory is read-only, so "
-                      "nothing was recorded and there is nothing to resume (the same command "
-                      "asks every source again).")
+_CLOSED_UNRECORDED = ("after the recheck had judged every sample; this directory is "
+                      "read-only, so nothing was recorded and there is nothing to resume (the "
+                      "same command asks every source again).")
 
 
 def _closed_while_printing(apply: bool, out: Path) -> str:
@@ -113,14 +113,12 @@ def _closed_while_printing(apply: bool, out: Path) -> str:
         return _CLOSED_UNRECORDED
     if not apply:
         return ("while the recheck printed its verdicts: it had judged every sample and is "
-                "recorded as finished, so there "
-                "is nothing to resume (the same command asks every source again); `cleanset "
-                "report DIR` lists what it found.")
+                "recorded as finished, so there is nothing to resume (the same command asks "
+                "every source again); `cleanset report DIR` lists what it found.")
     return ("while the recheck printed its verdicts: it had judged every sample and is "
-            "recorded, but --apply's takedown, "
-            "if it found samples to take down, was not made. Run the same command again with "
-            "its output going somewhere that stays open: it takes down what this recheck "
-            "found without asking the sources again.")
+            "recorded, but --apply's takedown, if it found samples to take down, was not "
+            "made. Run the same command again with its output going somewhere that stays "
+            "open: it takes down what this recheck found without asking the sources again.")
 
 
 def _check_arguments(args: argparse.Namespace) -> None:

@@ -293,8 +293,9 @@ def _recheck_optouts(db: sqlite3.Connection) -> tuple[int, int, int]:
     """Images rechecks found a do-not-train signal refusing: (taken down, still in and still
     refused, still in and found no longer refused by the last recheck to ask about them).
     A host that relented by the next recheck was once counted as refusing "now"."""
-    from builder.recheck_log import last_judging
+    from builder.recheck_log import judging_rechecks, last_judging
 
+    rechecks = judging_rechecks(db)
     gone = still = lifted = 0
     for key, kept in db.execute(
             "SELECT DISTINCT r.key, s.key IS NOT NULL FROM recheck_results AS r "
@@ -302,7 +303,7 @@ def _recheck_optouts(db: sqlite3.Connection) -> tuple[int, int, int]:
         if not kept:
             gone += 1
             continue
-        judge = last_judging(db, key)
+        judge = last_judging(db, key, rechecks)
         said = None if judge is None else db.execute(
             "SELECT outcome FROM recheck_results WHERE recheck = ? AND key = ?",
             (judge.recheck, key)).fetchone()
@@ -321,8 +322,9 @@ def _earlier_open(db: sqlite3.Connection, last: Any, running: Any
     for another's scope) of samples still in the dataset that no recheck since judged: a
     `--sample` or `--source` recheck after a full one once hid every refusal the full one
     found from the sign-off."""
-    from builder.recheck_log import judged, last_judging
+    from builder.recheck_log import judged, judging_rechecks, last_judging
 
+    rechecks = judging_rechecks(db)
     found: list[RecheckFinding] = []
     seen = None
     for recheck, key, outcome, detail in db.execute(
@@ -335,7 +337,7 @@ def _earlier_open(db: sqlite3.Connection, last: Any, running: Any
         seen = key
         if running is not None and judged(db, running, key):
             continue  # the unfinished recheck has asked again: its own item says what it found
-        judge = last_judging(db, key)  # the newest recheck that did: it has the word
+        judge = last_judging(db, key, rechecks)  # the newest that did: it has the word
         if judge is not None and judge.recheck == recheck:
             found.append(RecheckFinding(key, outcome, True, detail, recheck))
     return len(found), found[:FINDINGS_SHOWN]
