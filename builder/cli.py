@@ -104,9 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                               or getattr(args, "dry_run", False),
                               said=getattr(args, "output_closed_said", None))
     except KeyboardInterrupt as exc:
-        # `report` reads the dataset but writes report.html: stopped, it has that to do
-        reads_only = getattr(args, "dry_run", False) or (
-            getattr(args, "only_reads", False) and args.command != "report")
+        reads_only = getattr(args, "dry_run", False) or getattr(args, "only_reads", False)
         # A command that only reads (verify, lookup, diff, a dry run) has nothing to resume:
         # told to, an auditor would wonder what of the copy it had changed.
         return _interrupted(exc, said=getattr(args, "interrupted_said", None) or (

@@ -179,6 +179,32 @@ def test_ctrl_c_of_a_read_only_command_says_it_changed_nothing_not_resume(
     assert snapshot(copy) == before
 
 
+def test_ctrl_c_of_a_report_says_the_page_was_not_written_not_resume(
+        built: Path, tmp_path: Path) -> None:
+    """Ctrl-C during `report --out` said "run the same command again to resume": there is
+    nothing to resume, and the page it was making is not left half-written."""
+    copy, pics = read_only_copy(built, tmp_path)
+    scratch = writable_scratch(tmp_path)
+    argv = dict(READ_ONLY_COMMANDS)["report --out"](copy, scratch, pics)
+    before = snapshot(copy)
+    code = ("import os, signal, sys\n"
+            "def hook(event, args):\n"
+            "    if event == 'sqlite3.connect':\n"
+            "        os.kill(os.getpid(), signal.SIGINT)\n"
+            "sys.addaudithook(hook)\n"
+            "from builder.cli import main\n"
+            f"sys.exit(main({argv!r}))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.endswith(
+        "cleanset: interrupted; the report was not written (nothing in the dataset changed); "
+        "run the same command again to write it.\n")
+    assert "resume" not in proc.stderr
+    assert snapshot(copy) == before
+    assert not [p for p in scratch.rglob("*") if p.name.endswith(".html")]
+
+
 @pytest.mark.parametrize("name", [name for name, _ in READ_ONLY_COMMANDS
                                   if name != "diff directories"])  # manifests only: always could
 def test_a_user_without_write_access_can_run_every_read_only_command(

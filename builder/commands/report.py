@@ -26,7 +26,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--out", type=_report_file, metavar="FILE",
                    help="write the report here instead of DIR/report.html (for a DIR you "
                         "cannot write, e.g. a read-only copy; a directory gets report.html)")
-    p.set_defaults(func=run, only_reads=True)  # an OSError is the copy's (cli.py)
+    # An OSError is the copy's (cli.py). Stopped, it has written nothing (the page is
+    # replaced whole, never half-written): "resume" would have an auditor wonder what it left.
+    p.set_defaults(func=run, only_reads=True, interrupted_said=(
+        "the report was not written (nothing in the dataset changed); run the same command "
+        "again to write it."))
 
 
 def _report_file(text: str) -> Path:
