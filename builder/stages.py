@@ -119,14 +119,36 @@ def image_check(fetched: Fetched, *, config: Any, pipeline: str | None = None
     info = check_image(fetched.data, config, pipeline=pipeline or HASH_PIPELINE,
                        sha256=fetched.sha256)
     if isinstance(info, Rejection):
-        return info
+        return _maybe_cut_in_transit(info, fetched.http)
     expected = fetched.licensed.candidate.expected_sha1
     if expected and expected.lower() != info.sha1:
-        return Rejection(
+        return _maybe_cut_in_transit(Rejection(
             Reason.CORRUPT_IMAGE,
             f"sha1 {info.sha1} differs from the source's stated sha1 {expected.lower()}",
-        )
+        ), fetched.http)
     return Checked(fetched=fetched, image=info, optout=fetched.optout)
+
+
+def _maybe_cut_in_transit(rejection: Rejection, http: HttpInfo) -> Rejection:
+    """A body sent with neither Content-Length nor chunked framing ends where the server
+    closes the connection, so a transfer cut short (a server restarted, a proxy timing out)
+    arrives as a clean, shorter body: its image then reads as damaged, for good. Which of
+    the two it was cannot be told from here, so it is the network's (transient, retried by
+    the next run), as a cut framed body already is (the fetcher sees that one)."""
+    if rejection.reason is not Reason.CORRUPT_IMAGE or not _ends_at_close(http):
+        return rejection
+    return Rejection(
+        Reason.CONNECTION_ERROR,
+        f"{rejection.detail}; the server sent no Content-Length and closed the connection, "
+        "so a transfer cut short cannot be told from a damaged file: retried by the next run")
+
+
+def _ends_at_close(http: HttpInfo) -> bool:
+    if http.status is None:  # a local file: read whole
+        return False
+    names = {name.lower(): value for name, value in http.headers}
+    return ("content-length" not in names
+            and "chunked" not in names.get("transfer-encoding", "").lower())
 
 
 def run_stages(record: Any, stages: list[StageSpec]) -> Any:

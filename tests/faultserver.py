@@ -141,6 +141,16 @@ def cut_in_headers() -> Handler:
     return handle
 
 
+def until_close(body: bytes, keep: float = 1.0) -> Handler:
+    """An HTTP/1.0 answer with no Content-Length: the body ends where the connection closes.
+    With `keep` < 1 only that share of `body` is sent, then a clean close (a FIN, no reset):
+    a transfer cut short that the client cannot tell from the whole body."""
+    def handle(conn: socket.socket, _: FaultServer) -> None:
+        conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: image/jpeg\r\n\r\n"
+                     + body[: int(len(body) * keep)])
+    return handle
+
+
 def declared_length(body: bytes, length: int) -> Handler:
     """Send `body` whole but declare `length`: longer is a truncated body, shorter a cut one."""
     def handle(conn: socket.socket, _: FaultServer) -> None:

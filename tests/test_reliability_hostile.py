@@ -31,7 +31,7 @@ def server() -> Iterator[fs.FaultServer]:
 
 def hostile_routes(srv: fs.FaultServer) -> dict[str, tuple[str, str]]:
     """candidate id -> (path, expected outcome: 'accepted' or a rejection reason)."""
-    img = {i: make_image(100 + i, (64, 48)) for i in range(9)}
+    img = {i: make_image(100 + i, (64, 48)) for i in range(10)}
     private = srv.url("/ok0.jpg", host="127.0.0.1")  # the same server, by its loopback address
     table: dict[str, tuple[fs.Handler | list[fs.Handler], str]] = {
         "ok0": (fs.ok(img[0]), "accepted"),
@@ -46,6 +46,9 @@ def hostile_routes(srv: fs.FaultServer) -> dict[str, tuple[str, str]]:
         "cut-in-headers": (fs.cut_in_headers(), "connection_error"),
         "cut-in-headers-then-ok": ([fs.cut_in_headers(), fs.ok(img[8])], "accepted"),
         "length-too-short": (fs.declared_length(img[5], len(img[5]) // 2), "corrupt_image"),
+        # was corrupt_image, for good: a body that ends at the connection's close, cut short
+        "until-close-cut": (fs.until_close(img[5], keep=0.6), "connection_error"),
+        "until-close-whole": (fs.until_close(img[9]), "accepted"),
         "429-then-ok": ([fs.status(429, {"Retry-After": "1"}), fs.ok(img[6])], "accepted"),
         "429-for-an-hour": (fs.status(429, {"Retry-After": "3600"}), "http_unavailable"),
         "503-burst-then-ok": ([fs.status(503), fs.status(503), fs.ok(img[7])], "accepted"),
@@ -113,6 +116,7 @@ def test_every_hostile_response_ends_with_the_right_reason_and_the_build_finishe
     assert got == {cid: expected for cid, (_, expected) in routes.items()}
     assert "private" in cands["to-private"]["detail"] or "loopback" in cands["to-private"]["detail"]
     assert "redirect loop" in cands["loop"]["detail"]
+    assert "sent no Content-Length" in cands["until-close-cut"]["detail"]
     # Retries happened where the server asked for them, and only there.
     assert server.hits["/429-then-ok.jpg"] == 2
     assert server.hits["/503-burst-then-ok.jpg"] == 3
