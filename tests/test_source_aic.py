@@ -158,3 +158,41 @@ def test_a_work_not_in_the_public_domain_is_refused_in_the_museums_words_quoting
     assert noticed.detail == (
         "the source marks it not public domain (is_public_domain=false) and states no open "
         "licence; copyright_notice='© 2024 Artist Rights Society (ARS), New York'")
+
+
+def test_an_empty_page_before_total_pages_is_asked_again_not_taken_as_the_end(
+        aic: FakeAic, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Page 2 came back empty once (an index hiccup): the source ended there, silently, and
+    the build called itself complete without pages 3 and 4."""
+    answer, hiccups = aic.answer, {"2"}
+
+    def hiccup(args: dict[str, str], path: str) -> Any:
+        body = answer(args, path)
+        if args.get("page") in hiccups:
+            hiccups.discard(args["page"])
+            body["data"] = []
+        return body
+
+    aic.answer = hiccup
+    cands = list(source(aic, tmp_path).candidates(None))
+    assert [a["page"] for _, a, _ in aic.requests] == ["1", "2", "2", "3", "4"]
+    assert [c.source_id for c in cands] == [str(i) for i in ARTWORKS]
+    assert "taken as the end" not in caplog.text
+
+
+def test_empty_pages_in_a_row_before_total_pages_end_the_source_saying_so(
+        aic: FakeAic, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    answer = aic.answer
+
+    def count_too_high(args: dict[str, str], path: str) -> Any:
+        body = answer(args, path)
+        body["pagination"]["total_pages"] = 1000  # while the data ends after page 4
+        return body
+
+    aic.answer = count_too_high
+    cands = list(source(aic, tmp_path).candidates(None))
+    assert len(cands) == len(ARTWORKS)
+    # each empty page asked twice; five in a row end it
+    assert [a["page"] for _, a, _ in aic.requests] == [
+        "1", "2", "3", "4", "5", "5", "6", "6", "7", "7", "8", "8", "9", "9"]
+    assert "source aic: pages 5-9 were empty though the API counts more" in caplog.text

@@ -131,3 +131,39 @@ page_size = 3
     assert set(rows) == {str(i) for i in ARTWORKS}
     for artwork_id, (_, reason) in ARTWORKS.items():
         assert rows[str(artwork_id)]["reason"] == reason, rows[str(artwork_id)]["detail"]
+
+
+def test_an_empty_page_the_count_says_is_not_the_last_is_asked_again(
+        cma: FakeCleveland, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The page at skip=2 came back empty once (an index hiccup): the source ended there,
+    silently, and the build called itself complete with two of eight artworks."""
+    answer, hiccups = cma.answer, ["2"]
+
+    def hiccup(args: dict[str, str], path: str) -> Any:
+        body = answer(args, path)
+        if args.get("skip") in hiccups:
+            hiccups.remove(args["skip"])
+            body["data"] = []
+        return body
+
+    cma.answer = hiccup
+    cands = list(source(cma, tmp_path).candidates(None))
+    assert [c.source_id for c in cands] == [str(i) for i in ARTWORKS]
+    assert [a["skip"] for _, a, _ in cma.requests] == ["0", "2", "2", "4", "6"]
+    assert "taken as the end" not in caplog.text
+
+
+def test_an_empty_page_twice_ends_the_source_saying_so(
+        cma: FakeCleveland, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    answer = cma.answer
+
+    def count_too_high(args: dict[str, str], path: str) -> Any:
+        body = answer(args, path)
+        body["info"]["total"] = 500
+        return body
+
+    cma.answer = count_too_high
+    cands = list(source(cma, tmp_path).candidates(None))
+    assert len(cands) == len(ARTWORKS)
+    assert [a["skip"] for _, a, _ in cma.requests] == ["0", "2", "4", "6", "7", "7"]
+    assert "page at skip=7 was empty twice though the API counts 500" in caplog.text

@@ -194,3 +194,27 @@ backoff_s = 0.01
     assert reasons == [None, None, "license_not_allowed", "license_missing", None, None]
     assert files_containing(out, TOKEN) == []
     assert TOKEN not in proc.stdout + proc.stderr
+
+
+def test_an_empty_page_before_page_count_is_asked_again_then_passed_over(
+        httpserver: HTTPServer, tmp_path: Path) -> None:
+    """Openverse filters dead links out of a page after paging, so a page can come back
+    empty before `page_count`: taken as the end, it silently cut the pull short."""
+    results = catalogue(serve_images(httpserver, 6))
+    size = 2
+
+    def handler(request: Request) -> Response:
+        page = int(request.args["page"])
+        chunk = [] if page == 2 else results[(page - 1) * size:page * size]
+        body = {"result_count": len(results), "page_count": 3, "page_size": size,
+                "page": page, "results": chunk, "warnings": []}
+        return Response(json.dumps(body), content_type="application/json")
+
+    httpserver.expect_request(SEARCH).respond_with_handler(handler)
+    source = open_source("openverse", tmp_path, api=httpserver.url_for(API), query="lighthouse",
+                         page_size=size)
+    cands = list(source.candidates(None))
+    assert [q["page"] for q in requests_to(httpserver, SEARCH)] == [["1"], ["2"], ["2"], ["3"]]
+    assert [c.source_id for c in cands] == [results[i]["id"] for i in (0, 1, 4, 5)]
+    # the last candidate of page 1 points past the empty page's request, not at the end
+    assert cands[1].resume == {"page": 2, "skip": 0, "count": 2}

@@ -277,3 +277,27 @@ backoff_s = 0.01
                 env={"SI_API_KEY": KEY}, check=True)
         assert [q["start"] for q in requests_to(httpserver, SEARCH)] == [["20"]]
         assert len(ledger_rows(tmp_path / "out")) == 31
+
+
+def test_an_empty_page_the_row_count_says_is_not_the_last_is_asked_again(
+        httpserver: HTTPServer, tmp_path: Path, key: str) -> None:
+    """The page at start=2 came back empty once (an index hiccup): the source ended there,
+    silently, and the build called itself complete without the rest."""
+    rows = catalogue(serve_images(httpserver, 6))
+    hiccups = ["2"]
+
+    def handler(request: Request) -> Response:
+        start, size = int(request.args["start"]), int(request.args["rows"])
+        chunk = rows[start:start + size]
+        if request.args["start"] in hiccups:
+            hiccups.remove(request.args["start"])
+            chunk = []
+        body = {"status": 200, "responseCode": 1,
+                "response": {"rows": chunk, "rowCount": len(rows), "message": "content found"}}
+        return Response(json.dumps(body), content_type="application/json")
+
+    httpserver.expect_request(SEARCH).respond_with_handler(handler)
+    source = open_source("smithsonian", tmp_path, api=httpserver.url_for(API), rows=2)
+    cands = list(source.candidates(None))
+    assert [q["start"] for q in requests_to(httpserver, SEARCH)] == [["0"], ["2"], ["2"], ["4"]]
+    assert len(cands) == 7

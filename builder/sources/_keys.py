@@ -189,23 +189,36 @@ Page = tuple[list[Candidate], Any]
 
 
 def paged(first: Any, fetch: Callable[[Any], Page], resume: dict[str, Any] | None,
-          *, limit: int | None = None) -> Iterator[Candidate]:
+          *, limit: int | None = None, source: str = "") -> Iterator[Candidate]:
     """Candidates page by page from token `first` (or the resume state), each carrying
     `{"page": token, "skip": n, "count": total}`: re-fetch page `token`, skip its first `n`
     candidates. The last candidate of a page already points at the next page, so a build
-    stopped on a page boundary never re-requests the finished page."""
+    stopped on a page boundary never re-requests the finished page.
+
+    A page with nothing in it that points at itself (an offset API whose count says more
+    remain) is asked once more: an index's hiccup, taken as the end, silently cut the
+    source short. Empty again, it is the end, logged as such (a server repeating a token
+    with nothing in it would otherwise loop for ever)."""
     state = resume or {}
     if state.get("done"):
         return
     token = state.get("page", first)
     skip = int(state.get("skip", 0))
     count = int(state.get("count", 0))
+    asked_again = False
     while token is not None:
         if limit is not None and count >= limit:
             return
         items, following = fetch(token)
         if not items and following == token:
-            return  # a server repeating a cursor with nothing in it would loop forever
+            if asked_again:
+                logging.getLogger(__name__).warning(
+                    "source %s: the page at %s was empty twice though the API counts more; "
+                    "taken as the end", source, token)
+                return
+            asked_again = True
+            continue
+        asked_again = False
         for index, cand in enumerate(items):
             if index < skip:
                 continue
@@ -221,6 +234,18 @@ def paged(first: Any, fetch: Callable[[Any], Page], resume: dict[str, Any] | Non
                 after = {"page": token, "skip": index + 1, "count": count}
             yield replace(cand, resume=after)
         token, skip = following, 0
+
+
+def asking_again_if_empty(fetch: Callable[[Any], Page]) -> Callable[[Any], Page]:
+    """For a page-numbered API: a page with nothing in it that its count says is not the
+    last is asked once more (an index's hiccup), then passed over (paged goes on to the
+    next one): taken as the end, it silently cut the source short."""
+    def page(token: Any) -> Page:
+        items, following = fetch(token)
+        if not items and following is not None:
+            items, following = fetch(token)
+        return items, following
+    return page
 
 
 def first_text(value: Any) -> str | None:

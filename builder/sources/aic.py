@@ -4,7 +4,8 @@ Pages of `GET {api}/artworks/search` with `query[term][is_public_domain]=true` (
 when the recipe gives `query`), or of `GET {api}/artworks` when `public_domain_only =
 false` and no query; both with `fields=...`, `page` (from 1) and `limit` (at most 100).
 Each page answers `{"pagination": {"total_pages", "current_page", ...}, "data": [...],
-"config": {"iiif_url": ...}}`; paging stops after `total_pages` or at an empty page.
+"config": {"iiif_url": ...}}`; paging stops after `total_pages` (an empty page before it is
+asked once more, then passed over, up to 5 in a row), or at an empty page when the answer has no `total_pages`.
 Elasticsearch-backed search stops at 10,000 results (page * limit); for more, the museum
 points to its data dumps.
 
@@ -25,6 +26,7 @@ i artworks of it consumed"; after a page's last artwork it already names the nex
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +52,9 @@ FIELDS = ("id,title,image_id,is_public_domain,artist_display,artist_title,credit
           "date_display,medium_display,copyright_notice,thumbnail")
 SEARCH_DEPTH = 10_000
 MAX_RPS = 1.0  # 60 requests per minute
+EMPTY_PAGES_IN_A_ROW = 5  # before `total_pages`: more than a hiccup, the count is wrong
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -95,12 +100,26 @@ class AicSource:
         client = JsonClient(self.name, self.context.fetch, rps=self.config.rps,
                             recipe=self.context.recipe_file,
                             headers={"AIC-User-Agent": agent})
+        empty_in_a_row, asked_again = 0, False
         try:
             while True:
                 data = self._page(client, page)
                 items = [d for d in data.get("data") or [] if isinstance(d, dict)]
                 iiif = str(as_dict(data.get("config")).get("iiif_url") or IIIF).rstrip("/")
                 last_page = self._last_page(data, page, items)
+                # An empty page before `total_pages` (an index hiccup), taken as the end,
+                # silently cut the source short: it is asked once more, then passed over.
+                # Several in a row: the count is wrong, and the source ends there, saying so.
+                if not items and not last_page and not asked_again:
+                    asked_again = True
+                    continue
+                asked_again = False
+                empty_in_a_row = 0 if items else empty_in_a_row + 1
+                if empty_in_a_row >= EMPTY_PAGES_IN_A_ROW and not last_page:
+                    log.warning("source %s: pages %d-%d were empty though the API counts "
+                                "more; taken as the end", self.name,
+                                page - empty_in_a_row + 1, page)
+                    return
                 for index, item in enumerate(items):
                     if index < skip:
                         continue
@@ -137,9 +156,9 @@ class AicSource:
     def _last_page(self, data: dict[str, Any], page: int, items: list[Any]) -> bool:
         pagination = as_dict(data.get("pagination"))
         total_pages = pagination.get("total_pages")
-        if not items:
-            return True
         if isinstance(total_pages, int) and page >= total_pages:
+            return True
+        if not items and not isinstance(total_pages, int):
             return True
         # Search results end at a fixed depth; asking past it is an API error.
         return self.search and (page + 1) * self.config.page_size > SEARCH_DEPTH

@@ -19,6 +19,7 @@ starting at s, i records of it consumed"; after a page's last record it names th
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,8 @@ from builder.sources._museum import (
 )
 from builder.sources._recheck import ApiPresence, now_from_candidate
 from builder.sources.base import Item, Now, SourceContext
+
+log = logging.getLogger(__name__)
 
 API = "https://openaccess-api.clevelandart.org/api"
 
@@ -78,12 +81,22 @@ class ClevelandSource:
         skip, consumed = int(state.get("skip", 0)), int(state.get("index", 0))
         client = JsonClient(self.name, self.context.fetch, rps=self.config.rps,
                             recipe=self.context.recipe_file)
+        asked_again = False
         try:
             while True:
                 data = self._page(client, skip)
                 items = [d for d in data.get("data") or [] if isinstance(d, dict)]
                 total = as_dict(data.get("info")).get("total")
                 following = skip + len(items)
+                if not items and isinstance(total, int) and skip < total:
+                    # The count says more remain: an index's hiccup, taken as the end,
+                    # silently cut the source short. Asked once more, then the end, said.
+                    if not asked_again:
+                        asked_again = True
+                        continue
+                    log.warning("source %s: the page at skip=%d was empty twice though the "
+                                "API counts %d; taken as the end", self.name, skip, total)
+                asked_again = False
                 last_page = not items or (isinstance(total, int) and following >= total)
                 for index, item in enumerate(items):
                     if index < consumed:

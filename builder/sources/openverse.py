@@ -8,7 +8,9 @@ scale, use the providers' own APIs (wikimedia, smithsonian, europeana, met, ...)
 
 Requests `GET {api}/images/?q=...&license_type=commercial&page=N&page_size=S` (plus any
 `license`, `source` and `extension` filters the recipe gives), page numbers from 1, until
-`page_count` is reached, a page is empty, or `limit` candidates were offered. An optional
+`page_count` is reached (an empty page before it is asked once more, then passed over:
+Openverse filters dead links out of a page after paging), a page is empty when there is no `page_count`, or `limit`
+candidates were offered. An optional
 OAuth2 bearer token (for larger pages and rate limits) is read from the environment
 variable named by `token_env` and sent as `Authorization: Bearer ...`, never in a URL.
 
@@ -115,7 +117,8 @@ class OpenverseSource:
                                       key_env=self.config.token_env)
                 return self._page(body, number, _keys.strip_secrets(url))
 
-            yield from _keys.paged(1, page, resume, limit=self.config.limit)
+            yield from _keys.paged(1, _keys.asking_again_if_empty(page), resume,
+                                   limit=self.config.limit, source=self.name)
 
     def _page(self, body: Any, number: int, api_url: str) -> _keys.Page:
         body = as_dict(body)
@@ -127,7 +130,10 @@ class OpenverseSource:
         results = [as_dict(r) for r in as_list(body.get("results"))]
         items = [self._item(r, api_url) for r in results]
         page_count = body.get("page_count")
-        last = not results or (isinstance(page_count, int) and number >= page_count)
+        # `page_count` is the authority: Openverse filters dead links out of a page after
+        # paging, so an empty page can come before the last one, and taken as the end it
+        # silently cut the pull short. Without a count, an empty page is the end.
+        last = number >= page_count if isinstance(page_count, int) else not results
         return items, (None if last else number + 1)
 
     def _item(self, item: dict[str, Any], api_url: str) -> Candidate:

@@ -97,7 +97,7 @@ class SmithsonianSource:
                                       key_env=self.config.api_key_env)
                 return self._page(body, start, _keys.strip_secrets(url))
 
-            yield from _keys.paged(0, page, resume, limit=self.config.limit)
+            yield from _keys.paged(0, page, resume, limit=self.config.limit, source=self.name)
 
     def _page(self, body: Any, start: int, api_url: str) -> _keys.Page:
         response = as_dict(as_dict(body).get("response"))
@@ -112,9 +112,10 @@ class SmithsonianSource:
             found.extend(self._row(as_dict(row), api_url))
         total = response.get("rowCount")
         following = start + len(rows)
-        # rowCount is the authority; without it, a short page is the last one
+        # rowCount is the authority (an empty page before it is asked again: paged); without
+        # it, a short page is the last one
         done = (following >= total) if isinstance(total, int) else len(rows) < self.config.rows
-        return found, (None if not rows or done else following)
+        return found, (None if done else following)
 
     def _row(self, row: dict[str, Any], api_url: str) -> list[Candidate]:
         content = as_dict(row.get("content"))
