@@ -228,6 +228,24 @@ def test_landing_page_meta_tdm_reservation_is_refused_when_enabled(httpserver: H
     assert "landing page" in detail and "/page" in detail
 
 
+@pytest.mark.parametrize("head, reason", [
+    ('<meta name="robots" content="index, follow"><meta name="robots" content="noai">',
+     "optout_x_robots_tag"),
+    ('<meta name="tdm-reservation" content="0"><meta name="tdm-reservation" content="1">',
+     "optout_tdmrep"),
+], ids=["a second robots meta (an SEO plugin's, then an AI opt-out plugin's)",
+        "tdm-reservation 0 then 1"])
+def test_every_meta_tag_of_a_landing_page_is_read_not_only_the_first(
+        head: str, reason: str, httpserver: HTTPServer, fetcher: Fetcher) -> None:
+    """Only the first <meta name=...> of each name was read: a page whose SEO plugin writes
+    `index, follow` before the opt-out plugin's `noai` had its opt-out admitted."""
+    httpserver.expect_request("/page").respond_with_data(
+        f"<html><head>{head}</head></html>", content_type="text/html")
+    cand = candidate(serve_image(httpserver, "/l.jpg"), landing_url=httpserver.url_for("/page"))
+    detail = rejected(run(make_gate(fetcher, landing_page=True), cand, fetcher), reason)
+    assert "landing page" in detail
+
+
 # --- robots.txt and ai.txt ---------------------------------------------------------------------
 
 

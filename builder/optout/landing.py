@@ -51,17 +51,19 @@ def read_landing_page(fetcher: Any, url: str) -> LandingPage:
         why = response.detail if isinstance(response, Rejection) else f"HTTP {response.status}"
         return LandingPage(f"unavailable ({why})")
     meta = landing_meta(response.text())
-    reservation = meta.get("tdm-reservation")
+    reservations = meta.get("tdm-reservation", [])
+    reservation = "1" if "1" in reservations else next(iter(reservations), None)
     if reservation == "1":
-        policy = meta.get("tdm-policy")
+        policy = next(iter(meta.get("tdm-policy", [])), None)
         extra = f", tdm-policy {policy}" if policy else ""
         said = f'<meta name="tdm-reservation" content="1"> on the landing page {url}{extra}'
         return LandingPage(said, Rejection(Reason.OPTOUT_TDMREP, said))
-    robots = meta.get("robots", "").lower()
-    hit = next((d for d in REFUSING_ROBOTS if d in _words(robots)), None)
-    if hit is not None:
-        said = f'<meta name="robots" content="{robots}"> ({hit}) on the landing page {url}'
-        return LandingPage(said, Rejection(Reason.OPTOUT_X_ROBOTS_TAG, said))
+    for robots in meta.get("robots", []):  # every one counts, as a search engine reads them
+        robots = robots.lower()
+        hit = next((d for d in REFUSING_ROBOTS if d in _words(robots)), None)
+        if hit is not None:
+            said = f'<meta name="robots" content="{robots}"> ({hit}) on the landing page {url}'
+            return LandingPage(said, Rejection(Reason.OPTOUT_X_ROBOTS_TAG, said))
     return LandingPage(f"tdm-reservation {reservation or 'absent'}")
 
 

@@ -99,19 +99,21 @@ def parse_tdmrep(answer: Answer) -> TdmFile:
 class _MetaReader(HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
-        self.meta: dict[str, str] = {}
+        self.meta: dict[str, list[str]] = {}
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag != "meta":
             return
         values = {k.lower(): (v or "") for k, v in attrs}
         name = values.get("name", "").strip().lower()
-        if name and name not in self.meta:
-            self.meta[name] = values.get("content", "").strip()
+        if name:
+            self.meta.setdefault(name, []).append(values.get("content", "").strip())
 
 
-def landing_meta(html: str) -> dict[str, str]:
-    """Every `<meta name=... content=...>` of a page, names lower-cased, first one wins."""
+def landing_meta(html: str) -> dict[str, list[str]]:
+    """Every `<meta name=... content=...>` of a page: each name (lower-cased) with all its
+    contents in page order. A page may carry a name twice (an SEO plugin's `robots`, then
+    an AI opt-out plugin's `noai`): read as the first only, the opt-out was admitted."""
     reader = _MetaReader()
     try:
         reader.feed(html)
