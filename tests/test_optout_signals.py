@@ -246,6 +246,19 @@ def test_every_meta_tag_of_a_landing_page_is_read_not_only_the_first(
     assert "landing page" in detail
 
 
+def test_a_landing_page_over_its_cap_is_read_up_to_the_cap_and_its_meta_obeyed(
+        httpserver: HTTPServer, fetcher: Fetcher) -> None:
+    """A page over 2 MB (inline scripts, a long gallery) was refused whole as too large and
+    read as "unavailable", no meta: the `noai` in its <head> admitted."""
+    page = ('<html><head><meta name="robots" content="noai"></head><body>'
+            + "<p>gallery</p>" * 200_000 + "</body></html>")
+    httpserver.expect_request("/page").respond_with_data(page, content_type="text/html")
+    cand = candidate(serve_image(httpserver, "/l.jpg"), landing_url=httpserver.url_for("/page"))
+    detail = rejected(run(make_gate(fetcher, landing_page=True), cand, fetcher),
+                      "optout_x_robots_tag")
+    assert '<meta name="robots" content="noai">' in detail
+
+
 # --- robots.txt and ai.txt ---------------------------------------------------------------------
 
 

@@ -39,7 +39,9 @@ class LandingPage:
 
 def read_landing_page(fetcher: Any, url: str) -> LandingPage:
     """Fetch `url` (an http(s) page) and read its meta tags."""
-    response = fetcher.get_text(url, max_bytes=MAX_PAGE_BYTES, kind=SIGNAL)
+    # A longer page is read up to the cap (its meta tags are in its <head>), not refused:
+    # refused as too large, it was "unavailable", its noai or reservation admitted.
+    response = fetcher.get_text(url, max_bytes=MAX_PAGE_BYTES, kind=SIGNAL, cut=True)
     if isinstance(response, Rejection) and response.transient or \
             not isinstance(response, Rejection) and response.status in BUSY_STATUSES:
         why = (f"{response.reason.value}: {response.detail}"
