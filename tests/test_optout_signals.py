@@ -532,6 +532,22 @@ def test_hostile_xmp_is_never_expanded_and_cannot_hide_a_prohibition(
     assert "DMI-PROHIBITED" in rejected(run(gate, candidate(url), fetcher), "optout_embedded")
 
 
+@pytest.mark.parametrize("encoding", ["x-mac-roman", "EBCDIC", "bogus"])
+def test_xmp_declaring_an_encoding_the_parser_does_not_know_is_still_read(
+        encoding: str, httpserver: HTTPServer, fetcher: Fetcher) -> None:
+    """The parser's LookupError escaped the XMP reader: every such image was
+    optout_unchecked on every run, never decided, and a prohibition in it never recorded."""
+    gate = make_gate(fetcher, c2pa=False)
+    declared = f'<?xml version="1.0" encoding="{encoding}"?>'.encode()
+    harmless = with_xmp("JPEG", declared + xmp("<dc:format>image/jpeg</dc:format>"))
+    result = run(gate, candidate(serve_image(httpserver, "/d1.jpg", harmless)), fetcher)
+    assert isinstance(result, Checked), result
+    assert "unparseable XMP (LookupError)" in trail(result)["xmp"]
+    prohibiting = with_xmp("JPEG", declared + DATA_MINING_FORMS["element"], seed=2)
+    url = serve_image(httpserver, "/d2.jpg", prohibiting)
+    assert "DMI-PROHIBITED" in rejected(run(gate, candidate(url), fetcher), "optout_embedded")
+
+
 def test_ai_generated_digital_source_type_is_refused_unless_switched_off(
         httpserver: HTTPServer, fetcher: Fetcher) -> None:
     packet = xmp(f'<Iptc4xmpExt:DigitalSourceType rdf:resource="{AI_SOURCE}"/>', "",

@@ -208,7 +208,9 @@ def _tiff(data: bytes) -> list[tuple[str, bytes]]:
 def read_packet(packet: bytes, where: str, facts: EmbeddedFacts) -> None:
     try:
         root = fromstring(packet.strip(b"\x00 \r\n\t"), forbid_dtd=True)
-    except (DefusedXmlException, ParseError, ValueError) as exc:
+    # LookupError: an `encoding` the parser does not know (x-mac-roman, EBCDIC); escaping,
+    # it left every such image optout_unchecked on every run.
+    except (DefusedXmlException, ParseError, ValueError, LookupError) as exc:
         facts.problems.append(f"{where}: unparseable XMP ({type(exc).__name__}); searched as text")
         _raw_scan(packet, facts)
         return
