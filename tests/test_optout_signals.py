@@ -548,6 +548,20 @@ def test_xmp_declaring_an_encoding_the_parser_does_not_know_is_still_read(
     assert "DMI-PROHIBITED" in rejected(run(gate, candidate(url), fetcher), "optout_embedded")
 
 
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be", "utf-16", "utf-32"])
+@pytest.mark.parametrize("fmt", ["WEBP", "TIFF"])
+def test_an_xmp_packet_in_utf_16_or_32_cannot_hide_a_prohibition(
+        fmt: str, codec: str, httpserver: HTTPServer, fetcher: Fetcher) -> None:
+    """XMP allows UTF-16 and UTF-32 packets. One was stripped of its last NUL, unparseable,
+    and searched as UTF-8 text, where `D\\0M\\0I` is not `DMI`: its prohibition admitted."""
+    packet = DATA_MINING_FORMS["element"].decode().encode(codec)
+    url = serve_image(httpserver, f"/u.{fmt.lower()}", with_xmp(fmt, packet),
+                      content_type=MIME[fmt])
+    detail = rejected(run(make_gate(fetcher, c2pa=False), candidate(url), fetcher),
+                      "optout_embedded")
+    assert "DMI-PROHIBITED-AIMLTRAINING" in detail
+
+
 def test_ai_generated_digital_source_type_is_refused_unless_switched_off(
         httpserver: HTTPServer, fetcher: Fetcher) -> None:
     packet = xmp(f'<Iptc4xmpExt:DigitalSourceType rdf:resource="{AI_SOURCE}"/>', "",

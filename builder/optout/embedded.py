@@ -253,7 +253,9 @@ def _values(element: Element) -> list[str]:
 
 
 def _raw_scan(packet: bytes, facts: EmbeddedFacts) -> None:
-    text = packet[:MAX_PACKET].decode("utf-8", errors="replace")
+    # NULs dropped: a UTF-16 or UTF-32 packet (XMP allows both) is then its ASCII text, and
+    # `DMI-PROHIBITED` is found in it (searched as UTF-8, `D\0M\0I` hid it).
+    text = packet[:MAX_PACKET].replace(b"\x00", b"").decode("utf-8", errors="replace")
     facts.data_mining.extend(m.group(0) for m in _DMI_RE.finditer(text))
     facts.source_types.extend(m.group(0) for m in _AI_RE.finditer(text))
 
