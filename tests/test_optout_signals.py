@@ -293,6 +293,28 @@ def test_robots_txt_star_group_applies_when_we_are_not_named(httpserver: HTTPSer
     assert trail(ok)["robots.txt"] == "allowed:*"
 
 
+@pytest.mark.parametrize("agent", ["cleanset/1.0", "CleanSet/0.1 (+https://example.org/bot)",
+                                   "cleanset 2"])
+@pytest.mark.parametrize("rule", ["Disallow: /", "Content-Usage: train-ai=n"])
+def test_a_group_naming_our_token_with_a_version_is_ours(
+        agent: str, rule: str, httpserver: HTTPServer, fetcher: Fetcher) -> None:
+    """RFC 9309 2.2.1: a group is matched by its product token, the letters, `_` and `-`
+    before anything else (as Google's parser reads `Googlebot/2.1`). A site copying our
+    User-Agent header into its robots.txt named a group nobody matched, and was admitted."""
+    serve_text(httpserver, "/robots.txt",
+               f"User-agent: *\nAllow: /\n\nUser-agent: {agent}\n{rule}\n")
+    detail = rejected(run(make_gate(fetcher), candidate(serve_image(httpserver, "/a.jpg")),
+                          fetcher), "optout_robots_txt")
+    assert "'cleanset'" in detail or "line 5" in detail, detail
+
+
+def test_a_group_for_a_longer_name_starting_with_our_token_is_not_ours(
+        httpserver: HTTPServer, fetcher: Fetcher) -> None:
+    serve_text(httpserver, "/robots.txt", "User-agent: cleansetbot/1.0\nDisallow: /\n")
+    result = run(make_gate(fetcher), candidate(serve_image(httpserver, "/a.jpg")), fetcher)
+    assert isinstance(result, Checked), result
+
+
 def test_missing_robots_txt_means_no_restriction(httpserver: HTTPServer,
                                                  fetcher: Fetcher) -> None:
     result = run(make_gate(fetcher), candidate(serve_image(httpserver, "/a.jpg")), fetcher)

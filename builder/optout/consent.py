@@ -28,7 +28,7 @@ from builder.optout.config import OptoutConfig
 from builder.optout.hostfiles import BUSY_STATUSES, Answer, HostFiles, origin
 from builder.optout.landing import SIGNAL as LANDING
 from builder.optout.landing import LandingPage, read_landing_page
-from builder.optout.robots import RobotsFile, parse_ai_txt, parse_robots
+from builder.optout.robots import RobotsFile, parse_ai_txt, parse_robots, product_token
 from builder.optout.tdmrep import RESERVED, WELL_KNOWN, location_pattern, parse_tdmrep
 from builder.records import TRANSIENT_REASONS, Exchange, Reason
 
@@ -222,7 +222,7 @@ def _group_rules(text: str, group: str) -> list[tuple[int, str, str, str]]:
         if key == "user-agent":
             if in_rules:
                 agents, in_rules = [], False
-            agents.append(value.lower())
+            agents.append(product_token(value))
             continue
         in_rules = True
         if key in ("allow", "disallow") and group in agents:

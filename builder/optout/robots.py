@@ -11,6 +11,7 @@ carry usage preferences: Cloudflare's `Content-Signal: ai-train=no` and the IETF
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -19,6 +20,15 @@ from protego import Protego
 from builder.optout.headers import usage_refusal
 from builder.optout.hostfiles import Answer
 from builder.records import Reason, Rejection
+
+# RFC 9309 2.2.1: a group is matched by its product token; the rest of a User-agent value
+# (`cleanset/1.0`, a whole User-Agent header pasted in) is not part of it, as Google's
+# parser reads `Googlebot/2.1`. The characters are those a recipe's product_token may have.
+_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
+# A User-agent line in every spelling protego reads ("User agent", no colon), value kept to
+# its product token.
+_AGENT_LINE = re.compile(r"^([ \t]*user[- ]?agent[ \t]*:?[ \t]*)([A-Za-z0-9_-]+)[^#]*",
+                         re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -88,7 +98,15 @@ def parse_robots(answer: Answer, name: str = "robots.txt") -> RobotsFile:
                           f"absent (HTTP {answer.status})")
     text = answer.text or ""
     agents, usages = _groups(text)
-    return RobotsFile(name, answer.url, Protego.parse(text), agents, usages, "no rules")
+    tokens_only = "\n".join(_AGENT_LINE.sub(r"\1\2", line) for line in text.splitlines())
+    return RobotsFile(name, answer.url, Protego.parse(tokens_only), agents, usages, "no rules")
+
+
+def product_token(value: str) -> str:
+    """A User-agent line's value as its group is matched: its product token, lower-cased
+    (`CleanSet/1.0` -> `cleanset`); `*` and anything without one as it is."""
+    found = _TOKEN.match(value.strip())
+    return (found.group(0) if found else value.strip()).lower()
 
 
 def _groups(text: str) -> tuple[frozenset[str], tuple[Usage, ...]]:
@@ -106,8 +124,8 @@ def _groups(text: str) -> tuple[frozenset[str], tuple[Usage, ...]]:
         if key == "user-agent":
             if in_rules:
                 current, in_rules = [], False
-            current.append(value.lower())
-            agents.add(value.lower())
+            current.append(product_token(value))
+            agents.add(product_token(value))
             continue
         in_rules = True
         if key not in ("content-signal", "content-usage"):
