@@ -342,6 +342,29 @@ def test_usage_preferences_in_robots_txt_are_honoured(line: str, httpserver: HTT
     assert "line 2" in detail and "robots.txt" in detail
 
 
+@pytest.mark.parametrize("line", ["Content-Usage: /img/\ttrain-ai=n",
+                                  "Content-Usage: /*.jpg train-ai=n",
+                                  "Content-Usage: /img/*/a.jpg$ train-ai=n",
+                                  "Content-Usage:\t/img/  train-ai=n"],
+                         ids=["tab after the path", "wildcard", "wildcard and end anchor",
+                              "tabs and two spaces"])
+def test_a_content_usage_path_is_read_as_robots_txt_reads_its_paths(
+        line: str, httpserver: HTTPServer, fetcher: Fetcher) -> None:
+    """The path of a Content-Usage rule is matched as Allow and Disallow paths are (RFC
+    9309: `*`, a final `$`; blanks are spaces or tabs). Taken as a plain prefix ended by one
+    space, `/*.jpg` matched no image and `/img/<TAB>train-ai=n` was a path with no value:
+    both refusals admitted."""
+    serve_text(httpserver, "/robots.txt", f"User-agent: *\n{line}\nAllow: /\n")
+    detail = rejected(run(make_gate(fetcher), candidate(serve_image(httpserver, "/img/x/a.jpg")),
+                          fetcher), "optout_robots_txt")
+    assert "train-ai=n" in detail and "line 2" in detail
+    result = run(make_gate(fetcher), candidate(serve_image(httpserver, "/pub/a.png",
+                                                           content_type="image/png",
+                                                           body=make_image(3, fmt="PNG"))),
+                 fetcher)
+    assert isinstance(result, Checked), result
+
+
 def test_path_scoped_content_usage_leaves_other_paths_admitted(httpserver: HTTPServer,
                                                                fetcher: Fetcher) -> None:
     serve_text(httpserver, "/robots.txt", "User-agent: *\nContent-Usage: /img/ train-ai=n\n")

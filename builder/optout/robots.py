@@ -19,6 +19,7 @@ from protego import Protego
 
 from builder.optout.headers import usage_refusal
 from builder.optout.hostfiles import Answer
+from builder.optout.tdmrep import location_pattern
 from builder.records import Reason, Rejection
 
 # RFC 9309 2.2.1: a group is matched by its product token; the rest of a User-agent value
@@ -68,11 +69,13 @@ class RobotsFile:
         return True, f"allowed:{group}"
 
     def usage_refusal(self, url: str, token: str) -> str | None:
-        path = urlsplit(url).path or "/"
+        parts = urlsplit(url)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         ours = [u for u in self.usages if u.agent == token]
         applicable = ours or [u for u in self.usages if u.agent in ("*", None)]
         for usage in applicable:
-            if usage.path is not None and not path.startswith(usage.path):
+            # Matched as Allow and Disallow paths are (`*`, a final `$`), not as a prefix.
+            if usage.path is not None and not location_pattern(usage.path).match(path):
                 continue
             hit = usage_refusal(usage.kind, usage.value)
             if hit is not None:
@@ -132,7 +135,7 @@ def _groups(text: str) -> tuple[frozenset[str], tuple[Usage, ...]]:
             continue
         path = None
         if key == "content-usage" and value.startswith("/"):
-            path, _, value = value.partition(" ")
+            path, _, value = value.replace("\t", " ").partition(" ")  # RFC 9309: WS is SP or TAB
         for agent in current or [None]:
             usages.append(Usage(key, agent, path, value.strip(), number))
     return frozenset(agents), tuple(usages)
