@@ -138,6 +138,21 @@ def test_usage_preference_headers_refusing_training_are_honoured(
     assert name in detail and value in detail
 
 
+@pytest.mark.parametrize("name,value", [("X-Robots-Tag", '"noai"'),
+                                        ("X-Robots-Tag", '"noai, noimageai"'),
+                                        ("X-Robots-Tag", "'noimageai'"),
+                                        ("Content-Usage", '"train-ai=n"'),
+                                        ("Content-Signal", '"search=yes, ai-train=no"')])
+def test_a_quoted_header_value_still_refuses(name: str, value: str, httpserver: HTTPServer,
+                                             fetcher: Fetcher) -> None:
+    """Hosts whose header settings are taken literally (a `_headers` file, a CDN's rule)
+    send the quotes a user typed; read with them, `"noai"` was no directive and admitted.
+    (A quoted `tdm-reservation` was already read.)"""
+    url = serve_image(httpserver, "/q.jpg", headers={name: value})
+    detail = rejected(run(make_gate(fetcher), candidate(url), fetcher), "optout_x_robots_tag")
+    assert name in detail and value in detail
+
+
 @pytest.mark.parametrize("name,value", [("Content-Usage", "train-ai=y"),
                                         ("Content-Signal", "search=yes, ai-train=yes")])
 def test_usage_preference_headers_allowing_training_are_admitted(

@@ -51,7 +51,9 @@ def robots_directives(values: list[str], token: str) -> list[str]:
     for value in values:
         scope: str | None = None
         for part in value.split(","):
-            part = part.strip()
+            # Quotes a user typed into a setting taken literally (`"noai, noimageai"`) are
+            # not part of the directives: read with them, the opt-out was admitted.
+            part = part.strip().strip("\"'").strip()
             match = _SCOPE_RE.match(part)
             if match and match.group(1).lower() not in VALUED_DIRECTIVES:
                 scope, part = match.group(1).lower(), match.group(2).strip()
@@ -73,7 +75,7 @@ def parse_usage(value: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in re.split(r"[,\s]+", value):
         key, sep, val = item.partition("=")
-        key = key.strip().lower()
+        key = key.strip().strip("\"'").lower()  # `"train-ai=n"`, quoted as typed
         if key and sep:
             out[key] = val.split(";", 1)[0].strip().strip('"').lower()
     return out
