@@ -213,6 +213,17 @@ def test_tdmrep_json_first_matching_location_wins(httpserver: HTTPServer,
     assert requests.count("/.well-known/tdmrep.json") == 1  # once per host per build
 
 
+def test_a_tdmrep_json_holding_one_rule_as_an_object_not_a_list_still_reserves(
+        httpserver: HTTPServer, fetcher: Fetcher) -> None:
+    """A site with one rule may write it without the array around it: read as "not a JSON
+    array", no rules, its reservation was admitted."""
+    httpserver.expect_request("/.well-known/tdmrep.json").respond_with_json(
+        {"location": "/", "tdm-reservation": 1})
+    detail = rejected(run(make_gate(fetcher), candidate(serve_image(httpserver, "/o.jpg")),
+                          fetcher), "optout_tdmrep")
+    assert detail.startswith("tdmrep.json: tdm-reservation 1 by location '/'")
+
+
 def test_tdm_reservation_header_overrides_tdmrep_json(httpserver: HTTPServer,
                                                       fetcher: Fetcher) -> None:
     serve_tdmrep(httpserver, [{"location": "/", "tdm-reservation": 1}])

@@ -79,6 +79,8 @@ def parse_tdmrep(answer: Answer) -> TdmFile:
         data: Any = recordable_json(json.loads(answer.text or ""))
     except ValueError as exc:
         return TdmFile(answer.url, (), f"unreadable ({type(exc).__name__}) at {answer.url}")
+    if isinstance(data, dict) and "location" in data:
+        data = [data]  # one rule written without its array: its reservation still stands
     if not isinstance(data, list):
         return TdmFile(answer.url, (), f"unreadable (not a JSON array) at {answer.url}")
     rules = []
