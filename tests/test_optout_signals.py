@@ -560,6 +560,38 @@ def test_embedded_plus_data_mining_prohibition_is_refused(fmt: str, form: str,
     assert {"JPEG": "JPEG APP1", "PNG": "PNG iTXt", "WEBP": "WebP XMP", "TIFF": "TIFF tag 700"}[fmt] in detail
 
 
+def imagemagick_raw_profile(packet: bytes) -> bytes:
+    """ImageMagick's `Raw profile type xmp` text: name, length, then the bytes in hex."""
+    hexed = packet.hex()
+    lines = "\n".join(hexed[i:i + 72] for i in range(0, len(hexed), 72))
+    return f"\nxmp\n{len(packet):8d}\n{lines}\n".encode()
+
+
+@pytest.mark.parametrize("keyword, zipped", [("XML:com.adobe.xmp", False),
+                                             ("XML:com.adobe.xmp", True),
+                                             ("Raw profile type xmp", True),
+                                             ("Raw profile type xmp", False)],
+                         ids=["tEXt", "zTXt", "ImageMagick zTXt", "ImageMagick tEXt"])
+def test_png_xmp_in_a_text_chunk_is_read_as_in_itxt(keyword: str, zipped: bool,
+                                                    httpserver: HTTPServer,
+                                                    fetcher: Fetcher) -> None:
+    """Only iTXt was read: XMP that a converter put in a tEXt or zTXt chunk (ImageMagick's
+    hex `Raw profile type xmp`, which a JPEG's XMP becomes when it converts it to PNG)
+    was not looked at, and its DataMining prohibition admitted."""
+    packet = DATA_MINING_FORMS["element"]
+    text = packet if keyword.startswith("XML") else imagemagick_raw_profile(packet)
+    image = Image.open(io.BytesIO(make_image(4, fmt="PNG"))).convert("RGB")
+    info = PngImagePlugin.PngInfo()
+    info.add_text(keyword, text, zip=zipped)
+    out = io.BytesIO()
+    image.save(out, "PNG", pnginfo=info)
+    url = serve_image(httpserver, "/t.png", out.getvalue(), content_type="image/png")
+    detail = rejected(run(make_gate(fetcher, c2pa=False), candidate(url), fetcher),
+                      "optout_embedded")
+    assert "DMI-PROHIBITED-AIMLTRAINING" in detail
+    assert f"PNG {'zTXt' if zipped else 'tEXt'} {keyword}" in detail
+
+
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
 def test_image_without_signals_is_admitted_with_every_check_in_its_trail(
         fmt: str, httpserver: HTTPServer, fetcher: Fetcher) -> None:

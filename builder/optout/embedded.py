@@ -1,8 +1,8 @@
 """Opt-out and provenance statements embedded in the image file itself (XMP).
 
 The XMP packet is located by walking the container's structure (JPEG APP1 segments incl.
-Extended XMP, PNG iTXt, WebP `XMP ` chunk, TIFF tag 700; a plain packet search for other
-formats): the pixels are never decoded. Packets are parsed with defusedxml, which refuses
+Extended XMP, PNG iTXt and the tEXt / zTXt converters write, WebP `XMP ` chunk, TIFF tag
+700; a plain packet search for other formats): the pixels are never decoded. Packets are parsed with defusedxml, which refuses
 DTDs and entities (XXE, billion laughs); a packet it refuses or cannot parse is still
 searched as text for the values below, so a hostile or broken packet cannot hide them.
 
@@ -142,20 +142,52 @@ def _jpeg(data: bytes) -> list[tuple[str, bytes]]:
     return found
 
 
+# PNG text chunks that carry XMP: the standard iTXt, and what converters write in tEXt or
+# zTXt (ImageMagick's `Raw profile type xmp` is a JPEG's XMP converted to PNG, in hex).
+_PNG_XMP_KEYWORDS = (b"XML:com.adobe.xmp\x00", b"Raw profile type xmp\x00")
+
+
 def _png(data: bytes) -> list[tuple[str, bytes]]:
     found = []
     pos = 8
     while pos + 8 <= len(data):
         length, kind = struct.unpack(">I4s", data[pos:pos + 8])
         # Only metadata chunks are sliced: copying every IDAT would cost as much as the file.
-        if kind == b"iTXt" and data.startswith(b"XML:com.adobe.xmp\x00", pos + 8):
-            packet = _itxt_text(data[pos + 8:pos + 8 + length])
+        keyword = next((k for k in _PNG_XMP_KEYWORDS if data.startswith(k, pos + 8)), None)
+        if kind in (b"iTXt", b"tEXt", b"zTXt") and keyword is not None:
+            body = data[pos + 8:pos + 8 + length]
+            packet = _itxt_text(body) if kind == b"iTXt" else _text_chunk(body, kind, keyword)
             if packet is not None:
-                found.append(("PNG iTXt XML:com.adobe.xmp", packet))
+                name = keyword[:-1].decode()
+                found.append((f"PNG {kind.decode()} {name}", packet))
         if kind == b"IEND":
             break
         pos += 12 + length
     return found
+
+
+def _text_chunk(body: bytes, kind: bytes, keyword: bytes) -> bytes | None:
+    """The XMP of a tEXt or zTXt chunk (`keyword` NUL text, or NUL method zlib-text)."""
+    text = body[len(keyword):]
+    if kind == b"zTXt":
+        try:
+            text = zlib.decompressobj().decompress(text[1:], MAX_PACKET)  # capped: a zip bomb
+        except zlib.error:
+            return None
+    if keyword.startswith(b"Raw profile"):
+        return _raw_profile(text)
+    return text
+
+
+def _raw_profile(text: bytes) -> bytes | None:
+    """ImageMagick's raw profile: `\nxmp\n  LENGTH\nHEX...` -> the profile's bytes."""
+    lines = text.strip().split(b"\n", 2)
+    if len(lines) < 3:
+        return None
+    try:
+        return bytes.fromhex(re.sub(rb"\s+", b"", lines[2]).decode("ascii"))
+    except ValueError:
+        return None
 
 
 def _itxt_text(body: bytes) -> bytes | None:
