@@ -817,6 +817,19 @@ def test_bad_denylist_line_is_a_user_error_naming_file_and_line(tmp_path: Path) 
         load_optout({"denylist": "deny.jsonl"}, file=tmp_path / "r.toml", base=tmp_path)
 
 
+@pytest.mark.parametrize("first", ["https://a.example/x.jpg",
+                                   '{"kind": "url", "value": "https://a.example/x.jpg"}'])
+def test_a_denylist_saved_with_a_byte_order_mark_is_read(first: str, tmp_path: Path) -> None:
+    """A registry exported by a Windows tool starts with a BOM: its first line was
+    "'\\ufeffhttps://...' is neither a URL nor a sha256", and the build stopped."""
+    path = tmp_path / "deny.txt"
+    path.write_text(f"{first}\n{'ab' * 32}\n", encoding="utf-8-sig")
+    _, denylist = load_optout({"denylist": "deny.txt"}, file=tmp_path / "r.toml",
+                              base=tmp_path)
+    assert denylist.by_url("https://a.example/x.jpg") is not None
+    assert denylist.by_sha256("ab" * 32) is not None
+
+
 def test_unknown_optout_key_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="optout.robots"):
         load_optout({"robots": True}, file=tmp_path / "r.toml", base=tmp_path)

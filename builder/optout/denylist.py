@@ -87,7 +87,9 @@ class Denylist:
                                 "Paths in a recipe are relative to the recipe file.")
             return
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            # utf-8-sig: a registry exported by a Windows tool starts with a BOM, which made
+            # its first line "neither a URL nor a sha256" and stopped the build.
+            lines = path.read_text(encoding="utf-8-sig").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
             problem = f"{path}: cannot read the denylist ({exc}). It must be UTF-8 text."
             if unread is None:
