@@ -130,6 +130,9 @@ def test_noindex_is_refused_when_the_recipe_reads_it_as_an_optout(httpserver: HT
 
 @pytest.mark.parametrize("name,value", [("Content-Usage", "train-ai=n"),
                                         ("Content-Usage", "search=y, train-genai=n"),
+                                        # the root category: training is inside it
+                                        ("Content-Usage", "bots=n"),
+                                        ("Content-Usage", "bots=n, search=y"),
                                         ("Content-Signal", "search=yes, ai-train=no")])
 def test_usage_preference_headers_refusing_training_are_honoured(
         name: str, value: str, httpserver: HTTPServer, fetcher: Fetcher) -> None:
@@ -154,6 +157,8 @@ def test_a_quoted_header_value_still_refuses(name: str, value: str, httpserver: 
 
 
 @pytest.mark.parametrize("name,value", [("Content-Usage", "train-ai=y"),
+                                        # the more specific key overrides the root's n
+                                        ("Content-Usage", "bots=n, train-ai=y"),
                                         ("Content-Signal", "search=yes, ai-train=yes")])
 def test_usage_preference_headers_allowing_training_are_admitted(
         name: str, value: str, httpserver: HTTPServer, fetcher: Fetcher) -> None:

@@ -89,6 +89,11 @@ def usage_refusal(kind: str, value: str) -> str | None:
     for key in sorted(keys & prefs.keys()):
         if prefs[key] in refused:
             return f"{key}={prefs[key]}"
+    # `bots` (Automated Processing) is the vocabulary's root: AI training is inside it, so
+    # its `n` holds for training unless a training key says otherwise.
+    if kind == "content-usage" and prefs.get("bots") in refused and \
+            not keys & prefs.keys():
+        return f"bots={prefs['bots']}"
     return None
 
 
