@@ -229,6 +229,23 @@ def test_a_tdmrep_json_holding_one_rule_as_an_object_not_a_list_still_reserves(
     assert detail.startswith("tdmrep.json: tdm-reservation 1 by location '/'")
 
 
+@pytest.mark.parametrize("rules", [
+    # a first rule stating no reservation was read as "0" and, first match winning, hid it
+    [{"location": "/"}, {"location": "/", "tdm-reservation": 1}],
+    [{"location": "/", "TDM-Reservation": 1}],                 # member names as typed
+    [{"Location": "/", "tdm-reservation": "1"}],
+    [{"location": "http://{host}/*", "tdm-reservation": 1}],   # a whole URL for its path
+])
+def test_a_tdmrep_rule_written_loosely_still_reserves(
+        rules: list[dict[str, object]], httpserver: HTTPServer, fetcher: Fetcher) -> None:
+    host = f"{httpserver.host}:{httpserver.port}"
+    serve_tdmrep(httpserver, [{k: (v.replace("{host}", host) if isinstance(v, str) else v)
+                               for k, v in rule.items()} for rule in rules])
+    detail = rejected(run(make_gate(fetcher), candidate(serve_image(httpserver, "/l.jpg")),
+                          fetcher), "optout_tdmrep")
+    assert "tdm-reservation 1" in detail
+
+
 def test_tdm_reservation_header_overrides_tdmrep_json(httpserver: HTTPServer,
                                                       fetcher: Fetcher) -> None:
     serve_tdmrep(httpserver, [{"location": "/", "tdm-reservation": 1}])

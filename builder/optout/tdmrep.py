@@ -85,17 +85,31 @@ def parse_tdmrep(answer: Answer) -> TdmFile:
         return TdmFile(answer.url, (), f"unreadable (not a JSON array) at {answer.url}")
     rules = []
     for item in data:
-        if not isinstance(item, dict) or not isinstance(item.get("location"), str):
+        if not isinstance(item, dict):
             continue
+        # Member names as a site wrote them (`TDM-Reservation`): the first matching rule
+        # wins, so one misread as "0" hid the reservation of a later one.
+        item = {str(k).strip().lower(): v for k, v in item.items()}
+        location = item.get("location")
+        if not isinstance(location, str) or "tdm-reservation" not in item:
+            continue  # a rule that states no reservation decides nothing, never "0"
         try:
-            reservation = int(item.get("tdm-reservation", 0))
+            reservation = int(item["tdm-reservation"])
         except (TypeError, ValueError):
             continue
         policy = item.get("tdm-policy")
-        rules.append(Rule(item["location"], reservation,
-                          policy if isinstance(policy, str) else None,
-                          location_pattern(item["location"])))
+        rules.append(Rule(location, reservation, policy if isinstance(policy, str) else None,
+                          location_pattern(_path_of(location))))
     return TdmFile(answer.url, tuple(rules), f"no rules in {answer.url}")
+
+
+def _path_of(location: str) -> str:
+    """A location written as a whole URL (`https://host/img/*`; the file only speaks for its
+    own origin) matches as its path: read as a path, it matched nothing."""
+    if not location.lower().startswith(("http://", "https://")):
+        return location
+    parts = urlsplit(location)
+    return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 
 
 class _MetaReader(HTMLParser):
