@@ -294,6 +294,24 @@ def test_every_meta_tag_of_a_landing_page_is_read_not_only_the_first(
     assert "landing page" in detail
 
 
+@pytest.mark.parametrize("meta, refused", [
+    ('<meta name="CleanSet" content="noai">', True),   # ours, as `googlebot` is Google's
+    ('<meta name="otherbot" content="noai">', False),  # another crawler's: not ours
+])
+def test_a_landing_page_meta_named_for_our_token_is_ours(
+        meta: str, refused: bool, httpserver: HTTPServer, fetcher: Fetcher) -> None:
+    """`<meta name="cleanset" content="noai">` was not read (only `robots`), although the
+    X-Robots-Tag form `cleanset: noai` was."""
+    httpserver.expect_request("/page").respond_with_data(
+        f"<html><head>{meta}</head></html>", content_type="text/html")
+    cand = candidate(serve_image(httpserver, "/l.jpg"), landing_url=httpserver.url_for("/page"))
+    result = run(make_gate(fetcher, landing_page=True), cand, fetcher)
+    if refused:
+        assert '<meta name="cleanset" content="noai">' in rejected(result, "optout_x_robots_tag")
+    else:
+        assert isinstance(result, Checked), result
+
+
 def test_a_landing_page_over_its_cap_is_read_up_to_the_cap_and_its_meta_obeyed(
         httpserver: HTTPServer, fetcher: Fetcher) -> None:
     """A page over 2 MB (inline scripts, a long gallery) was refused whole as too large and

@@ -177,7 +177,7 @@ class OptoutGate:
         if not url or origin(url) is None:
             trail.append((LANDING, "no landing page"))
             return None
-        page = read_landing_page(self.fetcher, url)
+        page = read_landing_page(self.fetcher, url, self.token)
         if page.refusal is not None:
             return LANDING, page.refusal
         trail.append((LANDING, page.said))

@@ -162,7 +162,7 @@ class HostConsent:
 
     def _read_page(self, url: str) -> tuple[LandingPage, tuple[Exchange, ...]]:
         with recording() as taped:
-            page = read_landing_page(self._fetcher, url)
+            page = read_landing_page(self._fetcher, url, self.token)
         with self._lock:
             self._page_requests += 1
         return page, tuple(taped)

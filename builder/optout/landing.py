@@ -1,6 +1,6 @@
 """A candidate's landing page as a "do not train" signal (`[optout] landing_page = true`):
 `<meta name="tdm-reservation" content="1">` (TDMRep's HTML form) or `<meta name="robots">`
-naming `noai` / `noimageai`.
+(or named for our product token) naming `noai` / `noimageai`.
 
 Read the same way by a build (builder.optout, before the download) and by a recheck
 (builder.optout.consent): a page the network kept from us (timeout, reset, cut short) is
@@ -37,8 +37,9 @@ class LandingPage:
         return self.refusal is not None and self.refusal.reason is Reason.TDMREP_UNREACHABLE
 
 
-def read_landing_page(fetcher: Any, url: str) -> LandingPage:
-    """Fetch `url` (an http(s) page) and read its meta tags."""
+def read_landing_page(fetcher: Any, url: str, token: str = "") -> LandingPage:
+    """Fetch `url` (an http(s) page) and read its meta tags: `robots`, and `token` (our
+    product token: `<meta name="cleanset" content="noai">`, as `googlebot` is Google's)."""
     # A longer page is read up to the cap (its meta tags are in its <head>), not refused:
     # refused as too large, it was "unavailable", its noai or reservation admitted.
     response = fetcher.get_text(url, max_bytes=MAX_PAGE_BYTES, kind=SIGNAL, cut=True)
@@ -60,12 +61,15 @@ def read_landing_page(fetcher: Any, url: str) -> LandingPage:
         extra = f", tdm-policy {policy}" if policy else ""
         said = f'<meta name="tdm-reservation" content="1"> on the landing page {url}{extra}'
         return LandingPage(said, Rejection(Reason.OPTOUT_TDMREP, said))
-    for robots in meta.get("robots", []):  # every one counts, as a search engine reads them
-        robots = robots.lower()
-        hit = next((d for d in REFUSING_ROBOTS if d in _words(robots)), None)
-        if hit is not None:
-            said = f'<meta name="robots" content="{robots}"> ({hit}) on the landing page {url}'
-            return LandingPage(said, Rejection(Reason.OPTOUT_X_ROBOTS_TAG, said))
+    names = ["robots"] + ([token.lower()] if token and token.lower() != "robots" else [])
+    for name in names:
+        for robots in meta.get(name, []):  # every one counts, as a search engine reads them
+            robots = robots.lower()
+            hit = next((d for d in REFUSING_ROBOTS if d in _words(robots)), None)
+            if hit is not None:
+                said = (f'<meta name="{name}" content="{robots}"> ({hit}) on the landing '
+                        f"page {url}")
+                return LandingPage(said, Rejection(Reason.OPTOUT_X_ROBOTS_TAG, said))
     return LandingPage(f"tdm-reservation {reservation or 'absent'}")
 
 
