@@ -98,7 +98,7 @@ def rejected(result: object, reason: str) -> str:
 
 @pytest.mark.parametrize("value", ["noai", "noimageai", "NoAI", "noindex, noai",
                                    "cleanset: noai", "googlebot: noindex, cleanset: noimageai",
-                                   "*: noimageai",
+                                   "*: noimageai", "CleanSet/1.0: noai",  # a versioned name
                                    # not the header's syntax, but what such sites send (these
                                    # three were admitted, split on commas only)
                                    "noai;", "noai noimageai", "noindex; noimageai"])
@@ -111,7 +111,8 @@ def test_x_robots_tag_training_directives_are_refused(value: str, httpserver: HT
 
 @pytest.mark.parametrize("value", ["otherbot: noai", "noindex", "noimageindex, nofollow",
                                    "unavailable_after: 25 Jun 2030 15:00:00 PST",
-                                   "otherbot: noai noimageai", "max-snippet: 20; nofollow"])
+                                   "otherbot: noai noimageai", "max-snippet: 20; nofollow",
+                                   "otherbot/2.0: noai"])
 def test_x_robots_tag_for_other_bots_or_search_only_is_admitted(value: str,
                                                                 httpserver: HTTPServer,
                                                                 fetcher: Fetcher) -> None:

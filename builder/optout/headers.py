@@ -21,7 +21,8 @@ INDEX_DIRECTIVES = frozenset({"noindex", "noimageindex", "none"})
 # Directives that carry a value after a colon; anything else before a colon is a bot name.
 VALUED_DIRECTIVES = frozenset(
     {"unavailable_after", "max-snippet", "max-image-preview", "max-video-preview"})
-_SCOPE_RE = re.compile(r"^\s*([A-Za-z0-9_.*-]+)\s*:\s*(.*)$")
+# A bot name may carry a version (`cleanset/1.0: noai`): the scope is its product token.
+_SCOPE_RE = re.compile(r"^\s*([A-Za-z0-9_.*-]+)(?:/[^\s:,]*)?\s*:\s*(.*)$")
 _WORD_SEPARATORS = re.compile(r"[\s;]+")
 
 # aipref vocabulary keys whose "n" forbids training (older and newer draft names).
