@@ -134,6 +134,8 @@ def test_noindex_is_refused_when_the_recipe_reads_it_as_an_optout(httpserver: HT
                                         # the root category: training is inside it
                                         ("Content-Usage", "bots=n"),
                                         ("Content-Usage", "bots=n, search=y"),
+                                        ("Content-Usage", "train-ai = n"),  # spaced as typed
+                                        ("Content-Signal", "search = yes, ai-train = no"),
                                         ("Content-Signal", "search=yes, ai-train=no")])
 def test_usage_preference_headers_refusing_training_are_honoured(
         name: str, value: str, httpserver: HTTPServer, fetcher: Fetcher) -> None:

@@ -74,6 +74,8 @@ def robots_directives(values: list[str], token: str) -> list[str]:
 def parse_usage(value: str) -> dict[str, str]:
     """`a=n, b=y` (structured-field dictionary, or a space-separated list) -> {a: n, b: y}."""
     out: dict[str, str] = {}
+    # `ai-train = no`, spaced as people type it: split on the spaces, its refusal was lost.
+    value = re.sub(r"\s*=\s*", "=", value)
     for item in re.split(r"[,\s]+", value):
         key, sep, val = item.partition("=")
         key = key.strip().strip("\"'").lower()  # `"train-ai=n"`, quoted as typed
