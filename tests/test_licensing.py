@@ -98,6 +98,22 @@ def test_spdx_expressions_are_rendered_canonically_by_license_expression() -> No
     assert normalise("CC-BY-4.0 OR Nonsense-1.0") is None
 
 
+@pytest.mark.parametrize("text", ["CC BY 4.0 WITH NC", "CC0-1.0 WITH NoAI",
+                                  "CC0 WITH All-rights-reserved", "Public domain WITH NC",
+                                  "CC-BY-4.0 WITH LicenseRef-no-training"])
+def test_a_with_naming_no_spdx_exception_is_unrecognised_never_admitted(text: str) -> None:
+    # An exception only SPDX's list defines adds permissions; any other word after WITH is
+    # terms the catalogue cannot read ("NC", "NoAI"), which may restrict the work.
+    assert normalise(text) is None
+    r = rejected(decide(ev(("license", text)), COMMERCIAL), Reason.LICENSE_UNRECOGNIZED)
+    assert repr(text) in r.detail
+    assert normalise("gpl-2.0-or-later with classpath-exception-2.0") == \
+        "GPL-2.0-or-later WITH Classpath-exception-2.0"
+    # ... and a dataset an older cleanset admitted it into fails verify's policy check.
+    assert not is_admitted("CC-BY-4.0 WITH NC", COMMERCIAL)
+    assert is_admitted("CC-BY-4.0", COMMERCIAL)
+
+
 def test_normalise_returns_none_for_text_that_names_no_licence() -> None:
     for text in ["", "   ", "see website", "Copyright 2019 Jane Doe", "http://example.com/terms",
                  "(", ") OR (", "AND", "<b></b>"]:

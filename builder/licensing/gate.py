@@ -10,7 +10,14 @@ from dataclasses import dataclass, replace
 from license_expression import AND, OR, ExpressionError, LicenseSymbol, LicenseWithExceptionSymbol
 
 from builder.licensing.catalogue import Catalogue, LicenseInfo, load_catalogue
-from builder.licensing.normalise import _VERSION_RE, clean, is_empty, normalise, parse_expression
+from builder.licensing.normalise import (
+    _VERSION_RE,
+    clean,
+    is_empty,
+    normalise,
+    parse_expression,
+    spdx_exceptions,
+)
 from builder.licensing.policy import Policy, refusal, why_not
 from builder.records import Evidence, LicenseDecision, Reason, Rejection
 
@@ -148,6 +155,10 @@ def is_admitted(spdx_id: str, policy: Policy, catalogue: Catalogue | None = None
 
 def _admitted(node: object, policy: Policy, cat: Catalogue) -> bool:
     if isinstance(node, LicenseWithExceptionSymbol):
+        # A dataset an older cleanset built may record "CC-BY-4.0 WITH NC": verify and the
+        # report name it, as the normaliser now refuses it.
+        if node.exception_symbol.key.lower() not in spdx_exceptions():
+            return False
         node = node.license_symbol
     if isinstance(node, LicenseSymbol):
         info = cat.entries.get(node.key)

@@ -10,8 +10,8 @@ Order of attempts for one string (first hit wins):
      "CC-BY-SA-3.0-de", "Creative Commons Attribution-Share Alike 3.0 Unported",
      "Attribution-NonCommercial 4.0 International (CC BY-NC 4.0)"; Wikimedia's multi-version
      "CC-BY-SA-3.0,2.5,2.0,1.0" means any of them and becomes an OR expression;
-  5. an SPDX expression with OR / AND / WITH and parentheses, each operand read by 1-4,
-     rendered by `license-expression`.
+  5. an SPDX expression with OR / AND / WITH and parentheses, each operand read by 1-4
+     (after WITH, only an exception on SPDX's list), rendered by `license-expression`.
 An unversioned CC name ("CC BY-SA") is not recognised: the version changes the terms.
 """
 
@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import html
 import re
+from functools import lru_cache
 
-from license_expression import LicenseExpression, Licensing
+from license_expression import LicenseExpression, Licensing, get_spdx_licensing
 
 from builder.licensing.catalogue import Catalogue, load_catalogue
 
@@ -48,7 +49,6 @@ _PHRASES = (
     (re.compile(r"\battribution\b"), " by "),
 )
 _OPERATOR_RE = re.compile(r"(\s+(?:or|and|with)\s+|\(|\))", re.IGNORECASE)
-_EXCEPTION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+-]*$")
 _LICENSING = Licensing()
 
 
@@ -194,9 +194,10 @@ def _expression(s: str, cat: Catalogue) -> str | None:
             after_with = word == "WITH"
             continue
         if after_with:
-            if not _EXCEPTION_RE.match(part.strip()):
+            exception = spdx_exceptions().get(part.strip().lower())
+            if exception is None:
                 return None
-            out.append(part.strip())
+            out.append(exception)
             after_with = False
             continue
         lid = _single(clean(part), cat)
@@ -213,6 +214,16 @@ def _expression(s: str, cat: Catalogue) -> str | None:
     if parsed is None:
         return None
     return str(parsed.render("{symbol.key}"))
+
+
+@lru_cache(maxsize=1)
+def spdx_exceptions() -> dict[str, str]:
+    """SPDX's licence exceptions (lower case -> id), from license-expression's own data.
+    Each adds permissions to the licence it follows; any other word after WITH ("NC",
+    "NoAI", a LicenseRef-) is terms the catalogue cannot read, and may restrict the work."""
+    symbols = get_spdx_licensing().known_symbols.values()
+    return {s.key.lower(): s.key for s in symbols
+            if s.is_exception and not s.key.startswith("LicenseRef-")}
 
 
 def parse_expression(expr: str) -> LicenseExpression:
