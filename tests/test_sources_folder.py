@@ -118,6 +118,20 @@ def test_sidecar_overrides_metadata_fields_but_both_licence_claims_are_kept(
     assert c.evidence == (Evidence("license", CC0), Evidence("license", BY4))
 
 
+def test_a_licence_key_in_two_cases_or_a_metadata_column_named_twice_loses_no_claim(
+    tmp_path: Path,
+) -> None:
+    nc4 = "https://creativecommons.org/licenses/by-nc/4.0/"
+    images = tmp_path / "images"
+    put_image(images / "x.jpg", 1, {"License": BY4, "license": nc4})
+    (c,) = all_of(folder(tmp_path))
+    assert c.evidence == (Evidence("License", BY4), Evidence("license", nc4))
+    (images / "metadata.csv").write_text(f"file_name,license,license\nx.jpg,{nc4},{BY4}\n")
+    with pytest.raises(UserError, match=r"metadata\.csv: the header line names column "
+                                        r"'license' twice"):
+        all_of(folder(tmp_path))
+
+
 def test_order_is_by_relative_posix_path_and_only_images_count(tmp_path: Path) -> None:
     images = tmp_path / "images"
     for i, rel in enumerate(["b/2.JPG", "a.PNG", "c.Jpeg", "b/1.gif", "a_b.webp"]):

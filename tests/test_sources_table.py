@@ -391,6 +391,39 @@ def test_a_csv_row_with_the_wrong_number_of_fields_is_a_user_error(tmp_path: Pat
         all_of(table(tmp_path, "u.csv"))
 
 
+NC4 = "https://creativecommons.org/licenses/by-nc/4.0/"
+
+
+def test_a_licence_column_spelt_in_two_cases_gives_the_gate_both_claims(tmp_path: Path) -> None:
+    # Tables merged from two exports: only the first spelling was read, and an NC claim in
+    # the other column was dropped, the image admitted as CC BY.
+    write_csv(tmp_path / "t.csv", ["url", "License", "LICENSE"],
+              [["https://e.org/1.jpg", BY4, NC4]])
+    (tmp_path / "t.jsonl").write_text(json.dumps(
+        {"url": "https://e.org/1.jpg", "license": BY4, "License": NC4}) + "\n")
+    from builder.licensing import decide, load_policy
+    for name in ("t.csv", "t.jsonl"):
+        (c,) = all_of(table(tmp_path, name))
+        assert sorted(e.value for e in c.evidence) == sorted([BY4, NC4]), name
+        assert decide(c.evidence, load_policy("commercial")).reason == "license_conflict"
+
+
+@pytest.mark.parametrize("header", [["url", "license", "license"], ["url", "license", " license"],
+                                    ["url", "creator", "creator"]])
+def test_a_column_named_twice_is_refused_naming_it(tmp_path: Path, header: list[str]) -> None:
+    # One of the two cells was silently lost: an NC licence, or the creator a credit owes.
+    write_csv(tmp_path / "t.csv", header, [["https://e.org/1.jpg", "CC BY-NC 4.0", BY4]])
+    with pytest.raises(UserError, match=rf"t\.csv: the header line names column '{header[1]}' "
+                                        r"twice"):
+        all_of(table(tmp_path, "t.csv"))
+    pq.write_table(pa.Table.from_arrays(
+        [pa.array(["https://e.org/1.jpg"]), pa.array([NC4]), pa.array([BY4])],
+        names=["url", "license", "license"]), tmp_path / "t.parquet")
+    with pytest.raises(UserError, match=r"t\.parquet: the Parquet schema names column "
+                                        r"'license' twice"):
+        all_of(table(tmp_path, "t.parquet"))
+
+
 def test_a_broken_parquet_file_is_a_user_error(tmp_path: Path) -> None:
     pq.write_table(pd12m_table(5), tmp_path / "ok.parquet")
     data = (tmp_path / "ok.parquet").read_bytes()

@@ -116,18 +116,20 @@ def plan_columns(
 ) -> ColumnPlan:
     """Decide which columns feed which fields. `extra=None` keeps every unused column."""
     present = list(dict.fromkeys(names))
-    by_lower: dict[str, str] = {}
+    # Every spelling of a name ("License" and "license" in a table merged from two exports):
+    # a licence column read in one spelling only would drop the other's claim unseen.
+    by_lower: dict[str, list[str]] = {}
     for name in present:
-        by_lower.setdefault(name.lower(), name)
+        by_lower.setdefault(name.lower(), []).append(name)
 
     fields: dict[str, tuple[str, ...]] = {}
     for ours, candidates in aliases.items():
         if ours in mapping:
             fields[ours] = (mapping[ours],)
         else:
-            fields[ours] = tuple(by_lower[c] for c in candidates if c in by_lower)
+            fields[ours] = tuple(n for c in candidates for n in by_lower.get(c, ()))
 
-    evidence = [by_lower[c] for c in LICENSE_COLUMNS if c in by_lower]
+    evidence = [n for c in LICENSE_COLUMNS for n in by_lower.get(c, ())]
     for ours in ("license", "license_url"):
         if ours in mapping and mapping[ours] not in evidence:
             evidence.insert(0, mapping[ours])
@@ -136,8 +138,21 @@ def plan_columns(
     if extra is None:
         kept = tuple(n for n in present if n not in used)
     else:
-        kept = tuple(by_lower[c] for c in extra if c in by_lower and by_lower[c] not in used)
+        kept = tuple(n for c in extra for n in by_lower.get(c, ()) if n not in used)
     return ColumnPlan(fields=fields, evidence=tuple(evidence), extra=kept)
+
+
+def named_twice(names: Iterable[str], plan: ColumnPlan | None = None) -> str | None:
+    """A column name a header gives twice (of those `plan` reads, when given), else None.
+    A row read by name keeps one of the two cells: a licence claim or a creator lost."""
+    seen: set[str] = set()
+    read = None if plan is None else \
+        {c for cols in plan.fields.values() for c in cols} | set(plan.evidence) | set(plan.extra)
+    for name in names:
+        if name in seen and (read is None or name in read):
+            return name
+        seen.add(name)
+    return None
 
 
 def missing_mapped(mapping: Mapping[str, str], names: Iterable[str]) -> list[str]:

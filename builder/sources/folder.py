@@ -51,7 +51,13 @@ from builder.config import resolve_path
 from builder.errors import UserError
 from builder.records import Candidate, Evidence
 from builder.sources.base import GONE, PRESENT, UNREACHABLE, Item, Now, SourceContext
-from builder.sources.columns import TABLE_ALIASES, plan_columns, row_evidence, row_to_candidate
+from builder.sources.columns import (
+    TABLE_ALIASES,
+    named_twice,
+    plan_columns,
+    row_evidence,
+    row_to_candidate,
+)
 
 log = logging.getLogger(__name__)
 
@@ -273,6 +279,13 @@ def _read_csv(file: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     with file.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         try:
+            names = [n.strip() for n in reader.fieldnames or ()]
+            if (twice := named_twice(names)) is not None:
+                raise UserError(
+                    f"{file}: the header line names column {twice!r} twice, so one of its two "
+                    "cells would be lost on every row (a licence claim, or the creator a "
+                    "credit owes). Rename or remove one of them."
+                )
             for row in reader:
                 yield reader.line_num, {k.strip(): v for k, v in row.items() if k is not None}
         except (csv.Error, UnicodeDecodeError) as exc:

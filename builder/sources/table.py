@@ -48,6 +48,7 @@ from builder.sources.columns import (
     ColumnPlan,
     check_table_keys,
     missing_mapped,
+    named_twice,
     plan_columns,
     row_to_candidate,
 )
@@ -174,6 +175,13 @@ class TableSource:
         self._check_delimiter(names, where=where)
         plan = plan_columns(names, self.mapping,
                             extra=TABLE_EXTRA + tuple(self.config.keep_columns))
+        twice = named_twice(names, plan)
+        if twice is not None:
+            raise UserError(
+                f"{self.path}: {where} names column {twice!r} twice, so one of its two cells "
+                "would be lost on every row (a licence claim, or the creator a credit owes). "
+                "Rename or remove one of them."
+            )
         wanted = {**self.mapping, **{f"keep:{c}": c for c in self.config.keep_columns}}
         missing = missing_mapped(wanted, names)
         if missing:
