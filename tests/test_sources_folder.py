@@ -132,6 +132,26 @@ def test_a_licence_key_in_two_cases_or_a_metadata_column_named_twice_loses_no_cl
         all_of(folder(tmp_path))
 
 
+def test_every_metadata_row_naming_an_image_gives_its_licence_claim(tmp_path: Path) -> None:
+    # A row appended again (a correction, a merge), or a row above and one beside: the last
+    # one read used to replace the others, and an NC claim went unseen.
+    nc4 = "https://creativecommons.org/licenses/by-nc/4.0/"
+    images = tmp_path / "images"
+    put_image(images / "sub" / "x.jpg", 1)
+    (images / "sub" / "metadata.csv").write_text(
+        f"file_name,license,creator\nx.jpg,{nc4},Old\n./x.jpg,{BY4},New\n")
+    (c,) = all_of(folder(tmp_path))
+    assert c.evidence == (Evidence("license", nc4), Evidence("license", BY4))
+    assert c.creator == "New"  # descriptive fields: the later row wins, as documented
+    assert [v for k, v in c.extra if k == "metadata_from"] == ["sub/metadata.csv"]
+    (images / "sub" / "metadata.csv").write_text(f"file_name,license\nx.jpg,{BY4}\n")
+    (images / "metadata.csv").write_text(f"file_name,license\nsub/x.jpg,{nc4}\n")
+    (c,) = all_of(folder(tmp_path))
+    assert c.evidence == (Evidence("license", nc4), Evidence("license", BY4))
+    assert [v for k, v in c.extra if k == "metadata_from"] == ["metadata.csv",
+                                                               "sub/metadata.csv"]
+
+
 def test_order_is_by_relative_posix_path_and_only_images_count(tmp_path: Path) -> None:
     images = tmp_path / "images"
     for i, rel in enumerate(["b/2.JPG", "a.PNG", "c.Jpeg", "b/1.gif", "a_b.webp"]):

@@ -7,9 +7,9 @@ their relative POSIX path, so the same folder always gives the same candidates.
 Metadata for `dir/photo.jpg` comes from, in this order (later wins for descriptive fields;
 licence claims from both are all kept, so a disagreement reaches the licence gate as a
 conflict instead of being silently resolved here):
-  1. a row of `metadata.csv` or `metadata.jsonl` in `dir/` or any folder above it, whose
-     `file_name` column is the image's path relative to that metadata file (the Hugging Face
-     imagefolder convention);
+  1. each row of `metadata.csv` or `metadata.jsonl` in `dir/` or any folder above it (top
+     folder first, rows in order) whose `file_name` column is the image's path relative to
+     that metadata file (the Hugging Face imagefolder convention);
   2. a sidecar `dir/photo.jpg.json`, or else `dir/photo.json` (then shared by every image
      named `photo.*`).
 Sidecar keys: license / license_url / licence / rights (licence claims), creator / author /
@@ -63,6 +63,8 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".tif", ".tiff"})
 METADATA_FILES = ("metadata.csv", "metadata.jsonl")
+# image path -> every metadata row naming it: (the metadata file, the row), in reading order
+Metadata = dict[str, list[tuple[str, dict[str, Any]]]]
 
 # In a sidecar, `url` is where the work is described, not a file to fetch: the file is here.
 FOLDER_ALIASES: dict[str, tuple[str, ...]] = {
@@ -101,7 +103,7 @@ class FolderSource:
         count = int((resume or {}).get("count", 0)) if isinstance(after, str) else 0
         for rel, path in images[start:]:
             count += 1
-            yield self._candidate(rel, path, metadata.get(rel),
+            yield self._candidate(rel, path, metadata.get(rel, []),
                                   resume={"after": rel, "count": count})
 
     # -- finding files -------------------------------------------------------
@@ -129,14 +131,14 @@ class FolderSource:
                 "nothing. Put the images there, fix the path, or remove the source."
             )
 
-    def _scan(self) -> tuple[list[tuple[str, Path]], dict[str, tuple[str, dict[str, Any]]]]:
+    def _scan(self) -> tuple[list[tuple[str, Path]], Metadata]:
         if not self.root.is_dir():
             raise UserError(
                 f"{self.root}: image folder of source {self.name!r} is gone (named in "
                 f"{self.context.recipe_file}). Restore it or fix the path."
             )
         images: list[tuple[str, Path]] = []
-        metadata: dict[str, tuple[str, dict[str, Any]]] = {}
+        metadata: Metadata = {}
         for dirpath, dirnames, filenames in os.walk(self.root, onerror=self._unreadable,
                                                     followlinks=False):
             here = Path(dirpath)
@@ -180,8 +182,7 @@ class FolderSource:
 
     # -- metadata ------------------------------------------------------------
 
-    def _load_metadata(self, here: Path, filenames: list[str],
-                       into: dict[str, tuple[str, dict[str, Any]]]) -> None:
+    def _load_metadata(self, here: Path, filenames: list[str], into: Metadata) -> None:
         present = [m for m in METADATA_FILES if m in filenames]
         if len(present) > 1:
             raise UserError(
@@ -205,7 +206,10 @@ class FolderSource:
                     "relative to this metadata file, in a `file_name` column."
                 )
             key = posixpath.normpath(posixpath.join(rel_dir, name.strip().replace("\\", "/")))
-            into[key] = (meta_rel, {k: v for k, v in row.items() if k != "file_name"})
+            # Every row naming the image is kept (a row appended again, one in a folder
+            # above): the last alone would hide the others' licence claims from the gate.
+            into.setdefault(key, []).append(
+                (meta_rel, {k: v for k, v in row.items() if k != "file_name"}))
 
     def _sidecar(self, path: Path) -> tuple[Path, dict[str, Any]] | None:
         for side in (path.with_name(path.name + ".json"), path.with_suffix(".json")):
@@ -220,11 +224,9 @@ class FolderSource:
 
     # -- candidate -----------------------------------------------------------
 
-    def _candidate(self, rel: str, path: Path, meta: tuple[str, dict[str, Any]] | None,
+    def _candidate(self, rel: str, path: Path, meta: list[tuple[str, dict[str, Any]]],
                    resume: dict[str, Any]) -> Candidate:
-        layers: list[tuple[str, dict[str, Any]]] = []
-        if meta is not None:
-            layers.append(meta)
+        layers = list(meta)
         sidecar = self._sidecar(path)
         if sidecar is not None:
             layers.append((sidecar[0].relative_to(self.root).as_posix(), sidecar[1]))
@@ -237,7 +239,8 @@ class FolderSource:
             for claim in row_evidence(values, plan_columns(values, {}, aliases=FOLDER_ALIASES)):
                 if claim not in evidence:
                     evidence.append(claim)
-        found_in = [("metadata_from", shown_name(where)) for where, _ in layers]
+        found_in = [("metadata_from", shown_name(where))
+                    for where in dict.fromkeys(where for where, _ in layers)]
         # `local_path` is the file as the OS names it; every name that is recorded (source
         # id, url, extra) is text: a non-UTF-8 name escaped, which the fetch stage refuses.
         shown = shown_name(rel)
@@ -317,7 +320,7 @@ class FolderRecheck:
 
     def __init__(self, name: str, config: Config, context: SourceContext) -> None:
         self.source = FolderSource(name, config, context)
-        self._metadata: dict[str, tuple[str, dict[str, Any]]] | None = None
+        self._metadata: Metadata | None = None
 
     def ask(self, items: Sequence[Item]) -> dict[str, Now]:
         if self._metadata is None:  # the folder's metadata files, read once per recheck
@@ -342,7 +345,7 @@ class FolderRecheck:
         # recipe's licence): a sidecar relicensed after the build is a licence change.
         assert self._metadata is not None
         try:
-            claims = self.source._candidate(rel, path, self._metadata.get(rel), {}).evidence
+            claims = self.source._candidate(rel, path, self._metadata.get(rel, []), {}).evidence
         except UserError as exc:  # a sidecar broken since: nothing known about the licence
             return Now(UNREACHABLE, f"its metadata cannot be read: {exc}",
                        sha256=digest.hexdigest())
