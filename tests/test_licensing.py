@@ -222,6 +222,19 @@ def test_openverse_license_and_version_are_read_as_one_claim() -> None:
     assert pdm.spdx == "CC-PDM-1.0"
 
 
+@pytest.mark.parametrize("pairs", [
+    (("openverse:license", "cc0 but not for AI"),),
+    (("openverse:license", "pdm nc"),),
+    (("openverse:license", "cc0"), ("openverse:license_version", "nc")),
+])
+def test_an_openverse_code_followed_by_more_than_a_version_is_unrecognised(
+        pairs: tuple[tuple[str, str], ...]) -> None:
+    # Only the first word was read: "cc0 but not for AI" was admitted as CC0.
+    r = rejected(decide(ev(*pairs), COMMERCIAL), Reason.LICENSE_UNRECOGNIZED)
+    assert "openverse:license=" in r.detail
+    assert admitted(decide(ev(("openverse:license", "cc0 1.0")), COMMERCIAL)).spdx == "CC0-1.0"
+
+
 def test_museum_flags_decide_by_the_museums_terms() -> None:
     pd = load_policy("public-domain")
     assert admitted(decide(ev(("met:isPublicDomain", "true")), pd)).spdx == "CC0-1.0"

@@ -52,8 +52,10 @@ def read_claims(evidence: tuple[Evidence, ...], cat: Catalogue | None = None) ->
             has_version = any(_VERSION_RE.match(t) for t in key.split())
             if paired and not is_empty(paired) and not has_version:
                 text = f"{clean(value)} {clean(paired)}"
-        head = key.split(" ")[0] if key else key
-        if key in spec.values or (spec.pair and head in spec.values):
+        if spec.pair:  # the code as joined with its version: "cc0 1.0", never "cc0 nc"
+            key = " ".join(clean(text).lower().split())
+        head, _, rest = key.partition(" ")
+        if key in spec.values or (spec.pair and head in spec.values and _VERSION_RE.match(rest)):
             spdx: str | None = spec.values.get(key) or spec.values[head]
         elif spec.exclusive:
             spdx = None
