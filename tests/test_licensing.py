@@ -434,6 +434,16 @@ def test_credit_line_follows_title_author_source_licence() -> None:
     assert html_line.startswith('"A &amp; B" by X is licensed under <a href="https://')
 
 
+def test_credit_line_keeps_a_name_as_written_and_only_drops_markup() -> None:
+    # The licence-claim cleaner was used: "<i>Untitled</i>" became "i>Untitled</i" (read as
+    # an RDF <url>), "Acme Co." lost its full stop, and an escaped "&lt;b&gt;" became a tag.
+    d = admitted(decide(ev(("license", "CC BY 4.0")), COMMERCIAL))
+    line = credit_line("<i>Untitled</i>", "Acme Co.", None, None, d)
+    assert line.startswith('"Untitled" by Acme Co. is licensed under CC BY 4.0')
+    line = credit_line("\u201cDawn\u201d", "<b>Bob</b> &lt;bob@example.org&gt;", None, None, d)
+    assert line.startswith('"Dawn" by Bob <bob@example.org> is licensed')
+
+
 def test_credit_line_links_only_http_urls_and_shows_markup_as_text() -> None:
     d = admitted(decide(ev(("license", "CC BY 4.0")), COMMERCIAL))
     md = credit_line("A [b](c) *x*", "Eve", "javascript:alert(1)", "https://example.org/a b)",

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from builder.display import link_target, md_link, visible
 from builder.licensing.catalogue import LicenseInfo, load_catalogue
-from builder.licensing.normalise import clean
+from builder.licensing.normalise import _INVISIBLE_RE, _TAG_RE
 from builder.records import LicenseDecision
 
 _MARKUPS = ("text", "markdown", "html")
@@ -41,12 +41,22 @@ def _line(title: str | None, creator: str | None, creator_url: str | None,
     if markup not in _MARKUPS:
         raise ValueError(f"markup must be one of {_MARKUPS}, not {markup!r}")
     link = _LINKERS[markup]
-    title_c = clean(title) if title else ""
-    creator_c = clean(creator) if creator else ""
+    title_c = _plain(title).strip("\"'“”‘’ ")
+    creator_c = _plain(creator)
     work = link(f'"{title_c}"' if title_c else "This work", source_url)
     if creator_c:
         work += " by " + link(creator_c, creator_url)
     return f"{work} {_licence_phrase(spdx, license_name, license_url, link)}."
+
+
+def _plain(text: str | None) -> str:
+    """A title or a name as text: tags dropped and entities decoded (a source may send an
+    HTML fragment), whitespace collapsed, and its words and punctuation kept as written
+    (not the licence-claim cleaner, which reads "<i>x</i>" as an RDF <url> and drops a
+    final full stop)."""
+    if not text:
+        return ""
+    return " ".join(_INVISIBLE_RE.sub("", html.unescape(_TAG_RE.sub(" ", text))).split())
 
 
 def _licence_phrase(spdx: str, license_name: str, license_url: str | None,
