@@ -114,6 +114,21 @@ def test_a_with_naming_no_spdx_exception_is_unrecognised_never_admitted(text: st
     assert is_admitted("CC-BY-4.0", COMMERCIAL)
 
 
+@pytest.mark.parametrize("text", ["CC BY 4.0 <NC>", "CC BY 4.0 <non-commercial>",
+                                  "<NoDerivatives> CC BY 4.0", "CC0 <not for AI training>",
+                                  "CC BY 4.0 &lt;NC&gt;", "CC BY 4.0 <!-- NC -->"])
+def test_words_in_angle_brackets_are_not_dropped_as_if_they_were_html(text: str) -> None:
+    # Anything between < and > was removed as a tag: "CC BY 4.0 <NC>" was admitted as CC BY.
+    assert normalise(text) is None
+    rejected(decide(ev(("license", text)), COMMERCIAL), Reason.LICENSE_UNRECOGNIZED)
+
+
+def test_html_markup_around_a_licence_is_still_read_through() -> None:
+    for text in ['<a href="https://e.org/">CC BY 4.0</a>', "<b>CC-BY-4.0</b>",
+                 '<SPAN class="x">CC BY 4.0</SPAN><br/>', "<p>CC BY<br>4.0</p>"]:
+        assert normalise(text) == "CC-BY-4.0", text
+
+
 def test_normalise_returns_none_for_text_that_names_no_licence() -> None:
     for text in ["", "   ", "see website", "Copyright 2019 Jane Doe", "http://example.com/terms",
                  "(", ") OR (", "AND", "<b></b>"]:

@@ -25,7 +25,17 @@ from license_expression import LicenseExpression, Licensing, get_spdx_licensing
 
 from builder.licensing.catalogue import Catalogue, load_catalogue
 
-_TAG_RE = re.compile(r"<\s*/?\s*[a-zA-Z!][^<>]*>")
+# HTML a source may wrap a licence or a name in (Commons' <span class="licensetpl_short">, a
+# link, <br>): only these elements are markup. Other words in angle brackets are text that
+# may restrict the work ("CC BY 4.0 <NC>"), and so is an HTML comment ("<!-- NC -->").
+_HTML_ELEMENTS = (
+    "a", "abbr", "b", "bdi", "bdo", "big", "blockquote", "br", "center", "cite", "code", "dd",
+    "del", "dfn", "div", "dl", "dt", "em", "font", "h[1-6]", "hr", "i", "img", "ins", "kbd",
+    "li", "mark", "nobr", "ol", "p", "pre", "q", "s", "samp", "small", "span", "strike",
+    "strong", "sub", "sup", "table", "tbody", "td", "tfoot", "th", "thead", "time", "tr", "tt",
+    "u", "ul", "var", "wbr",
+)
+_TAG_RE = re.compile(rf"<\s*/?\s*(?:{'|'.join(_HTML_ELEMENTS)})(?=[\s/>])[^<>]*>", re.IGNORECASE)
 _INVISIBLE_RE = re.compile(r"[\u200b-\u200f\u2060\ufeff]")
 _URL_START_RE = re.compile(r"^(?:(?:https?:)?//|www\.|[a-z0-9-]+(?:\.[a-z0-9-]+)+/)")
 _SUFFIX_RE = re.compile(
@@ -53,11 +63,14 @@ _LICENSING = Licensing()
 
 
 def clean(text: object) -> str:
-    """Unescape HTML, drop tags and invisible characters, collapse whitespace, trim quotes."""
+    """Unescape HTML, drop its tags (of `_HTML_ELEMENTS` only) and invisible characters,
+    collapse whitespace, trim quotes."""
     s = text if isinstance(text, str) else str(text)
     s = _INVISIBLE_RE.sub("", html.unescape(s)).strip()
-    if s.startswith("<") and s.endswith(">") and " " not in s and ("/" in s or "." in s):
-        s = s[1:-1]  # <http://...> as written in RDF/XMP
+    inner = s[1:-1]
+    if s.startswith("<") and s.endswith(">") and " " not in s and ("/" in s or "." in s) \
+            and "<" not in inner and ">" not in inner:
+        s = inner  # <http://...> as written in RDF/XMP
     s = _TAG_RE.sub(" ", s)
     s = " ".join(s.split())
     return s.strip("\"'`“”‘’ ").rstrip(".;,").strip()
