@@ -143,6 +143,9 @@ def test_no_claim_at_all_is_license_missing() -> None:
     r = rejected(decide(ev(("license", ""), ("wikimedia:AttributionRequired", "true")),
                         COMMERCIAL), Reason.LICENSE_MISSING)
     assert "wikimedia:AttributionRequired" in r.detail
+    # An empty licence column is not "informational": the detail said it was.
+    assert r.detail.endswith("(informational fields only: wikimedia:AttributionRequired; "
+                             "empty: license)"), r.detail
 
 
 def test_csv_null_markers_are_not_claims() -> None:

@@ -80,8 +80,11 @@ def decide(evidence: tuple[Evidence, ...], policy: Policy,
         stated = source_refusal(evidence, cat, unlicensed=True)
         if stated is not None:
             return Rejection(Reason.LICENSE_NOT_ALLOWED, stated)
-        seen = sorted({e.field for e in evidence})
-        where = f" (only informational fields: {', '.join(seen)})" if seen else ""
+        empty = sorted({e.field for e in evidence if is_empty(str(e.value))})
+        said = sorted({e.field for e in evidence if not is_empty(str(e.value))})
+        parts = ([f"informational fields only: {', '.join(said)}"] if said else []) + \
+            ([f"empty: {', '.join(empty)}"] if empty else [])
+        where = f" ({'; '.join(parts)})" if parts else ""
         return Rejection(Reason.LICENSE_MISSING, f"no licence claim in the metadata{where}")
     unknown = [c for c in claims if c.spdx is None]
     if unknown:
