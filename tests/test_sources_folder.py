@@ -295,3 +295,18 @@ def test_a_recipe_given_by_a_relative_path_finds_its_folder(
         '[dataset]\nname = "t"\n[[sources]]\nkind = "folder"\npath = "images"\n')
     monkeypatch.chdir(tmp_path)
     assert [c.source_id for c in all_of(open_recipe(Path("proj/recipe.toml")))] == ["a.jpg"]
+
+
+def test_a_sidecar_or_metadata_line_naming_a_key_twice_with_two_values_is_refused(
+        tmp_path: Path) -> None:
+    """JSON keeps a repeated key's last value: an NC claim before a CC BY one vanished."""
+    put_image(tmp_path / "images" / "a.jpg", 1)
+    side = tmp_path / "images" / "a.jpg.json"
+    side.write_text('{"license": "CC BY-NC 4.0", "license": "CC BY 4.0"}')
+    with pytest.raises(UserError, match=r"a\.jpg\.json: the sidecar names 'license' twice"):
+        all_of(folder(tmp_path))
+    side.unlink()
+    (tmp_path / "images" / "metadata.jsonl").write_text(
+        '{"file_name": "a.jpg", "license": "CC BY-NC 4.0", "license": "CC BY 4.0"}\n')
+    with pytest.raises(UserError, match=r"metadata\.jsonl: line 1: names 'license' twice"):
+        all_of(folder(tmp_path))

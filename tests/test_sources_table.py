@@ -539,3 +539,19 @@ def test_a_table_s_expected_candidates_come_cheaply_from_its_metadata_or_size(tm
     assert expected_candidates(table(tmp_path, "many.parquet").config) == 1234
     assert 1000 <= expected_candidates(table(tmp_path, "many.csv").config) <= 4000
     assert expected_candidates(table(tmp_path, "few.csv").config) < 128
+
+
+def test_a_jsonl_line_naming_a_key_twice_with_two_values_is_refused_naming_it(
+        tmp_path: Path) -> None:
+    """`{"license": "CC BY-NC 4.0", "license": "CC BY 4.0"}`: JSON keeps the last value, so
+    the NC claim vanished and the image was admitted as CC BY."""
+    (tmp_path / "t.jsonl").write_text(
+        '{"url": "https://e.org/0.jpg", "license": "CC BY 4.0"}\n'
+        '{"url": "https://e.org/1.jpg", "license": "CC BY-NC 4.0", "license": "CC BY 4.0"}\n')
+    with pytest.raises(UserError, match=r"t\.jsonl: line 2: names 'license' twice, with "
+                                        r"different values \('CC BY-NC 4\.0', then 'CC BY 4\.0'\)"):
+        all_of(table(tmp_path, "t.jsonl"))
+    # the same value twice loses nothing
+    (tmp_path / "s.jsonl").write_text(
+        '{"url": "https://e.org/1.jpg", "license": "CC BY 4.0", "license": "CC BY 4.0"}\n')
+    assert len(all_of(table(tmp_path, "s.jsonl"))) == 1

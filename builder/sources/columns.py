@@ -155,6 +155,25 @@ def named_twice(names: Iterable[str], plan: ColumnPlan | None = None) -> str | N
     return None
 
 
+class KeyGivenTwice(ValueError):
+    """A JSON object naming a key twice with two values (see `one_value_per_key`)."""
+
+
+def one_value_per_key(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """`json.loads`' object_pairs_hook for a row or a sidecar: a key repeated with another
+    value (`{"license": "CC BY-NC 4.0", "license": "CC BY 4.0"}`) is refused; read as JSON
+    reads it, the last one alone, the NC claim vanished and the image went in as CC BY."""
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj and obj[key] != value:
+            raise KeyGivenTwice(
+                f"names {key!r} twice, with different values ({obj[key]!r}, then {value!r}); "
+                "JSON keeps only the last, so the other (a licence claim, a creator) would be "
+                "lost unseen.")
+        obj[key] = value
+    return obj
+
+
 def missing_mapped(mapping: Mapping[str, str], names: Iterable[str]) -> list[str]:
     """Explicitly mapped columns the file does not have (a typo in the recipe, usually)."""
     have = set(names)

@@ -53,7 +53,9 @@ from builder.records import Candidate, Evidence
 from builder.sources.base import GONE, PRESENT, UNREACHABLE, Item, Now, SourceContext
 from builder.sources.columns import (
     TABLE_ALIASES,
+    KeyGivenTwice,
     named_twice,
+    one_value_per_key,
     plan_columns,
     row_evidence,
     row_to_candidate,
@@ -262,7 +264,9 @@ def shown_name(name: str) -> str:
 
 def _read_json_object(file: Path) -> dict[str, Any]:
     try:
-        value = json.loads(file.read_bytes().decode("utf-8"))
+        value = json.loads(file.read_bytes().decode("utf-8"), object_pairs_hook=one_value_per_key)
+    except KeyGivenTwice as exc:
+        raise UserError(f"{file}: the sidecar {exc} Keep one of them.") from None
     except UnicodeDecodeError:
         raise UserError(f"{file}: is not UTF-8 text. Re-save the sidecar as UTF-8 JSON.") from None
     except json.JSONDecodeError as exc:
@@ -303,7 +307,9 @@ def _read_jsonl(file: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             if not raw.strip():
                 continue
             try:
-                value = json.loads(raw)
+                value = json.loads(raw, object_pairs_hook=one_value_per_key)
+            except KeyGivenTwice as exc:
+                raise UserError(f"{file}: line {line}: {exc} Keep one of them.") from None
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 raise UserError(
                     f"{file}: line {line}: not valid JSON ({exc}). Fix or delete that line."

@@ -46,9 +46,11 @@ from builder.sources.columns import (
     TABLE_ALIASES,
     TABLE_EXTRA,
     ColumnPlan,
+    KeyGivenTwice,
     check_table_keys,
     missing_mapped,
     named_twice,
+    one_value_per_key,
     plan_columns,
     row_to_candidate,
 )
@@ -356,12 +358,17 @@ class TableSource:
 
     def _json_object(self, text: str, line: int) -> dict[str, Any]:
         try:
-            obj = json.loads(text)
+            obj = json.loads(text, object_pairs_hook=one_value_per_key)
         except json.JSONDecodeError as exc:
             raise UserError(
                 f"{self.path}: line {line}: not valid JSON ({exc.msg} at column {exc.colno}). "
                 "Each line of a JSONL file must be one JSON object; fix or delete that line "
                 "and run the same command again (the build resumes at that line)."
+            ) from None
+        except KeyGivenTwice as exc:
+            raise UserError(
+                f"{self.path}: line {line}: {exc} Fix that line and run the same command again "
+                "(the build resumes at that line)."
             ) from None
         if not isinstance(obj, dict):
             raise UserError(
@@ -426,6 +433,8 @@ class TableSource:
                     continue
                 yield row, cells, plan, {"row": row + 1, "digest": digest}
                 row += 1
+
+
 
 
 def _digest(record: bytes) -> str:
