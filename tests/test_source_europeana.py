@@ -59,7 +59,7 @@ def catalogue(images: list[str]) -> list[dict[str, Any]]:
         item(2, images[1], [CC0]),
         item(3, images[2], [IN_COPYRIGHT]),   # not admitted
         item(4, images[3], None),             # no licence
-        item(5, images[4], [BY_SA, PD]),      # first of the list decides
+        item(5, images[4], [BY_SA, PD]),      # every URI is a claim: they disagree
         item(6, None, [PD]),                  # no media URL: still accounted for
     ]
 
@@ -133,7 +133,9 @@ def test_rights_uri_is_the_evidence_and_the_gate_decides(
         verdict = decide(by_id[f"90402/RP_P_OB_{n}"].evidence, policy)
         assert isinstance(verdict, Rejection) and verdict.reason == reason
     five = by_id["90402/RP_P_OB_5"]
-    assert [e.value for e in five.evidence] == [BY_SA] and ("rights[1]", PD) in five.extra
+    assert [e.value for e in five.evidence] == [BY_SA, PD]
+    verdict = decide(five.evidence, policy)
+    assert isinstance(verdict, Rejection) and verdict.reason == "license_conflict"
     assert by_id["90402/RP_P_OB_6"].url == ""
 
 
@@ -200,7 +202,7 @@ def test_build_ledgers_every_item_and_the_key_appears_in_no_output_or_log(
     assert set(ledger) == {f"europeana:90402/RP_P_OB_{n}" for n in range(1, 7)}
     reasons = {k.rsplit("_", 1)[1]: r["reason"] for k, r in ledger.items()}
     assert reasons == {"1": None, "2": None, "3": "license_not_allowed", "4": "license_missing",
-                       "5": None, "6": "http_error"}
+                       "5": "license_conflict", "6": "http_error"}
     assert files_containing(out, KEY) == []
     assert KEY not in proc.stdout + proc.stderr
 

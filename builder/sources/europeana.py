@@ -8,8 +8,8 @@ named by `api_key_env`; Europeana takes it as the `wskey` query parameter, so it
 stripped from every URL we keep (provenance `api_url`) and scrubbed from fetch logs and
 error messages (sources/_keys).
 
-Each item becomes one Candidate: evidence `europeana:rights` = the first URI of its
-`rights` list (any further ones are kept in extra as `rights[n]`); image `edmIsShownBy[0]`;
+Each item becomes one Candidate: evidence `europeana:rights` = each URI of its `rights`
+list (URIs that disagree are a license_conflict at the gate); image `edmIsShownBy[0]`;
 landing page `edmIsShownAt[0]`, else `guid`; creator `dcCreator[0]`; title `title[0]`;
 caption `dcDescription[0]`; `dataProvider[0]`, `provider[0]`, `country[0]` and the record
 `id` kept as extra. An item without `edmIsShownBy` is still offered (no URL) so it is
@@ -114,10 +114,12 @@ class EuropeanaSource:
                   and r.strip()]
         if isinstance(item.get("rights"), str) and item["rights"].strip():
             rights = [item["rights"].strip()]
-        evidence = (Evidence("europeana:rights", rights[0]),) if rights else ()
+        # Every rights URI is a claim: the item's web resources may carry different ones,
+        # and the first alone admitted [PDM, In Copyright] as public domain. Ones that
+        # disagree are a license_conflict at the gate.
+        evidence = tuple(Evidence("europeana:rights", r) for r in dict.fromkeys(rights))
         record_id = first_text(item.get("id")) or first_text(item.get("guid")) or "unknown"
         extra = [("record_id", record_id)]
-        extra += [(f"rights[{i}]", r) for i, r in enumerate(rights) if i > 0]
         for field in ("dataProvider", "provider", "country"):
             if (value := first_text(item.get(field))) is not None:
                 extra.append((field, value))
