@@ -123,6 +123,18 @@ def test_words_in_angle_brackets_are_not_dropped_as_if_they_were_html(text: str)
     rejected(decide(ev(("license", text)), COMMERCIAL), Reason.LICENSE_UNRECOGNIZED)
 
 
+@pytest.mark.parametrize("text, expected", [
+    ("PD-old-70", "LicenseRef-Public-Domain"), ("PD-old-100-expired", "LicenseRef-Public-Domain"),
+    ("PD-US-no notice", "LicenseRef-PD-US"), ("PD-USGov-NASA", "LicenseRef-US-Government-Work"),
+    # a phrase set off after the template name is not part of it, and may restrict the work
+    ("PD-old-100 - except in the EU", None), ("PD-US - not for AI training", None),
+    ("PD-Art - NC", None),
+])
+def test_a_commons_template_name_is_read_but_a_phrase_after_it_is_not(
+        text: str, expected: str | None) -> None:
+    assert normalise(text) == expected
+
+
 def test_html_markup_around_a_licence_is_still_read_through() -> None:
     for text in ['<a href="https://e.org/">CC BY 4.0</a>', "<b>CC-BY-4.0</b>",
                  '<SPAN class="x">CC BY 4.0</SPAN><br/>', "<p>CC BY<br>4.0</p>"]:
