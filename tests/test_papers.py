@@ -32,6 +32,8 @@ WORKS = [
     ("f.jpg", BYSA4, None, "No creator known", None),
 ]
 BY_KINDS = (BY4, BYSA4)
+# The credit a source gives with a work (a licensor's requested attribution line)
+SOURCE_CREDITS = {"b.jpg": "Photo: Ada Lovelace / Analytical Engine Trust"}
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +45,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
         fmt = "PNG" if name.endswith(".png") else "JPEG"
         (images / name).write_bytes(make_image(100 + seed, (96 + 16 * seed, 64), fmt=fmt))
         sidecar = {"license": lic, "creator": creator, "title": title, "caption": caption,
-                   "landing_url": f"https://example.org/works/{name}"}
+                   "landing_url": f"https://example.org/works/{name}",
+                   "attribution": SOURCE_CREDITS.get(name)}
         (images / f"{name}.json").write_text(
             json.dumps({k: v for k, v in sidecar.items() if v is not None}), encoding="utf-8")
     recipe = write_recipe(root / "recipe.toml", """
@@ -323,7 +326,13 @@ def test_every_by_and_by_sa_sample_is_credited_in_attribution(built: Path) -> No
         assert f"`{key}`" not in markdown, key
     assert "Ada Lovelace" in markdown and "## [Creative Commons Attribution 4.0" in markdown
     with (built / "attribution.csv").open(newline="", encoding="utf-8") as f:
-        assert {r["key"] for r in csv.DictReader(f)} == owed
+        rows = list(csv.DictReader(f))
+    assert {r["key"] for r in rows} == owed
+    # The credit the source gave is owed too, not only the line made from title and creator
+    # (it was kept in provenance only).
+    credit = SOURCE_CREDITS["b.jpg"]
+    assert f"Credit given by the source: {credit}." in markdown
+    assert sorted(r["source_credit"] for r in rows) == ["", "", "", credit]
 
 
 @pytest.mark.parametrize("paper", ["spdx.json", "croissant.json", "README.md",
@@ -571,7 +580,8 @@ def test_ctrl_c_as_a_paper_is_renamed_into_place_leaves_no_temporary(built: Path
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
     assert proc.returncode == 130, proc.stderr
-    assert proc.stderr == "cleanset: interrupted; run the same command again to resume.\n"
+    assert proc.stderr == ("cleanset: interrupted; the report was not written (nothing in the "
+                           "dataset changed); run the same command again to write it.\n")
     assert not list(out.glob("report.html*.tmp"))  # report.html.PID.tmp, its own name
     assert not (out / "report.html").exists()
     assert run_cli("verify", str(out)).returncode == 0

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from builder.exports.papers import Facts
 
 CSV_COLUMNS = ("key", "license", "license_url", "title", "creator", "creator_url",
-               "source_url", "credit")
+               "source_url", "credit", "source_credit")
 _KEY_IN_LINE = re.compile(r"`([0-9a-z_-]+)`\s*$")
 
 
@@ -39,6 +39,9 @@ class Credit:
     creator_url: str | None
     source_url: str | None
     credit: str
+    # The credit the source itself gives (a licensor's requested attribution, a museum's
+    # credit line): kept in provenance, and owed here too, not only the line made from it.
+    source_credit: str | None = None
 
 
 def credits_owed(ledger: Ledger) -> list[Credit]:
@@ -58,8 +61,20 @@ def credits_owed(ledger: Ledger) -> list[Credit]:
             creator_url=attr.get("creator_url"),
             source_url=source.get("landing_url") or source.get("file_url"),
             credit=attr.get("text") or "",
+            source_credit=_source_credit(attr),
         ))
     return out
+
+
+def _source_credit(attr: dict[str, object]) -> str | None:
+    """The source's own credit line, unless it only repeats the creator's name."""
+    credit = attr.get("credit")
+    if not isinstance(credit, str) or not credit.strip():
+        return None
+    creator = attr.get("creator")
+    if isinstance(creator, str) and credit.strip().casefold() == creator.strip().casefold():
+        return None
+    return " ".join(credit.split())
 
 
 def _requires_attribution(license_id: str, recorded: bool | None) -> bool:
@@ -104,7 +119,10 @@ def _md_line(c: Credit) -> str:
     # links only http(s) URLs (a `javascript:` creator_url is shown, never followed).
     work = md_link(c.title or "Untitled", c.source_url)
     creator = md_link(c.creator, c.creator_url) if c.creator else "unknown creator"
-    return f"{work} by {creator}, {md_link(c.license_name, c.license_url)}."
+    line = f"{work} by {creator}, {md_link(c.license_name, c.license_url)}."
+    if c.source_credit:
+        line += f" Credit given by the source: {md_link(c.source_credit, None)}."
+    return line
 
 
 def attribution_csv(credits: list[Credit]) -> str:
@@ -114,7 +132,7 @@ def attribution_csv(credits: list[Credit]) -> str:
     for c in credits:
         writer.writerow([csv_cell(v or "") for v in (
             c.key, c.license, c.license_url, c.title, c.creator, c.creator_url, c.source_url,
-            c.credit)])
+            c.credit, c.source_credit)])
     return buf.getvalue()
 
 
