@@ -126,6 +126,20 @@ def test_category_pages_follow_mediawiki_continuation_exactly(
     assert cands[-1].resume == {"done": True, "count": 7}
 
 
+def test_the_credit_the_licensor_asks_for_is_the_credit(
+        commons: FakeCommons, tmp_path: Path) -> None:
+    """Commons' `Attribution` (a licence template's attribution parameter, the credit the
+    licensor requires) was never asked for: the credit was `Credit`, most often "Own work"."""
+    meta = commons.pages[0]["imageinfo"][0]["extmetadata"]
+    meta["Attribution"] = {"value": "Photo: <b>Example Photographer</b> / CC BY-SA 4.0",
+                           "source": "commons-desc-page"}
+    first, second, *_ = source(commons, tmp_path).candidates(None)
+    assert first.credit == "Photo: Example Photographer / CC BY-SA 4.0"
+    assert second.credit == "Own work"  # no Attribution: Credit, as before
+    sent = [args for _, args, _ in commons.requests]
+    assert "Attribution" in sent[0]["iiextmetadatafilter"].split("|")
+
+
 def test_extmetadata_becomes_evidence_attribution_and_expected_sha1(
         commons: FakeCommons, tmp_path: Path) -> None:
     first, _, missing, pd, *_ = source(commons, tmp_path).candidates(None)

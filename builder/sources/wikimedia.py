@@ -16,7 +16,7 @@ Licence evidence is the raw extmetadata (`wikimedia:LicenseShortName`, `UsageTer
 `NonFree`); values are HTML on Commons and are reduced to text. `NonFree` = "true" (fair use)
 is refused whatever the licence name says, and `Copyrighted` = "True" with no licence field
 is refused too (licenses/fields.toml). Creator from `Artist`
-(its first link becomes `creator_url`), credit from `Credit`, title from `ObjectName`,
+(its first link becomes `creator_url`), credit from `Attribution` (the licensor's requested credit), else `Credit`, title from `ObjectName`,
 caption from `ImageDescription`, landing page from `descriptionurl`, and the API's `sha1`
 becomes `expected_sha1` (the image check rejects a download that differs). `Restrictions`
 (trademarked, personality rights...) is also kept in `extra` so provenance shows it.
@@ -71,7 +71,9 @@ API = "https://commons.wikimedia.org/w/api.php"
 # extmetadata fields that are licence evidence (claims or informational), in this order.
 EVIDENCE_FIELDS = ("LicenseShortName", "UsageTerms", "LicenseUrl", "License",
                    "AttributionRequired", "Copyrighted", "Restrictions", "NonFree")
-DESCRIPTIVE_FIELDS = ("Artist", "Credit", "ObjectName", "ImageDescription")
+# `Attribution`: the credit the licensor asks for (a licence template's attribution
+# parameter); `Credit` is where the file came from, most often "Own work".
+DESCRIPTIVE_FIELDS = ("Artist", "Attribution", "Credit", "ObjectName", "ImageDescription")
 LAG_ERRORS = frozenset({"maxlag", "ratelimited"})
 # Wikimedia's 2026 limits for anonymous traffic answer HTTP 429 (the REST side's body
 # names `request-limit-reached`): handed back by the Fetcher so it is waited out here.
@@ -303,7 +305,7 @@ class WikimediaSource:
             creator_url=first_link(artist_html, base=landing),
             title=values["ObjectName"] or _bare_title(title),
             caption=values["ImageDescription"],
-            credit=values["Credit"],
+            credit=values["Attribution"] or values["Credit"],
             expected_sha1=str(info["sha1"]).lower() if info.get("sha1") else None,
             extra=tuple(extra),
             resume=resume,
