@@ -15,6 +15,7 @@ import pytest
 from builder.fetch import Fetcher
 from builder.licensing import load_policy
 from builder.optout import OptoutConfig, OptoutGate
+from builder.optout import c2pa as c2pa_mod
 from builder.optout.denylist import Denylist
 from builder.recipe import FetchConfig, ImageConfig
 from builder.records import Candidate, Checked, Evidence, Rejection
@@ -94,15 +95,17 @@ def training(label: str, entry: str, use: str) -> dict:
     return {"label": label, "data": {"entries": {entry: {"use": use}}}}
 
 
-def check(httpserver, data: bytes, **options) -> Checked | Rejection:
+def check(httpserver, data: bytes, *, library: bool = True, **options) -> Checked | Rejection:
+    """`library=False`: the gate as a build without the c2pa extra has it."""
+    httpserver.clear_all_handlers()  # a second image of a test is served at the same path
     httpserver.no_handler_status_code = 404
     httpserver.expect_request("/c.jpg").respond_with_data(data, content_type="image/jpeg")
     config = FetchConfig(allow_private_addresses=True, retries=0, timeout_s=5)
     with Fetcher(config) as fetcher:
         policy = load_policy("commercial")
         gate = OptoutGate(OptoutConfig(**options), fetcher=fetcher, denylist=Denylist(),
-                          policy=policy)
-        assert gate.c2pa
+                          policy=policy, c2pa_available=None if library else False)
+        assert gate.c2pa is library
         cand = Candidate(source="t", source_id="c", url=httpserver.url_for("/c.jpg"),
                          evidence=(Evidence("license", CC0),))
         record = licence_gate(cand, policy=policy)
@@ -146,3 +149,42 @@ def test_unsigned_image_records_c2pa_as_absent(httpserver) -> None:
     result = check(httpserver, make_image(3))
     assert isinstance(result, Checked)
     assert dict(result.optout)["c2pa"] == "absent"
+
+
+def damaged(data: bytes, at: bytes, offset: int) -> bytes:
+    """`data` with 8 bytes flipped `offset` bytes after `at`: the store no longer parses."""
+    out = bytearray(data)
+    start = data.find(at) + offset
+    for i in range(start, start + 8):
+        out[i] ^= 0xFF
+    return bytes(out)
+
+
+def test_a_manifest_that_cannot_be_read_is_searched_as_text_for_a_refusal(
+        httpserver, signer) -> None:
+    """A damaged store was recorded "manifest unreadable" and the image admitted, though
+    its bytes still said cawg.ai_training notAllowed."""
+    data = signed_jpeg(signer, [training("cawg.training-mining", "cawg.ai_training",
+                                         "notAllowed")])
+    broken = damaged(data, b"cawg.ai_training", 40)
+    assert c2pa_mod.read(broken, "image/jpeg").problem.startswith("manifest unreadable")
+    result = check(httpserver, broken)
+    assert isinstance(result, Rejection) and result.reason.value == "optout_embedded", result
+    detail = result.detail
+    assert "cawg.ai_training=notAllowed (found as text in a manifest store that cannot be " \
+           "read)" in detail
+
+
+def test_without_the_c2pa_extra_a_refusal_in_the_store_is_still_found(
+        httpserver, signer) -> None:
+    data = signed_jpeg(signer, [training("c2pa.training-mining", "c2pa.ai_generative_training",
+                                         "constrained")])
+    result = check(httpserver, data, library=False)
+    assert isinstance(result, Rejection) and result.reason.value == "optout_embedded", result
+    detail = result.detail
+    assert "c2pa.ai_generative_training=constrained" in detail and "not installed" in detail
+    allowed = signed_jpeg(signer, [training("cawg.training-mining", "cawg.ai_training",
+                                            "allowed")], seed=2)
+    result = check(httpserver, allowed, library=False)
+    assert isinstance(result, Checked), result
+    assert dict(result.optout)["c2pa"].startswith("not checked: c2pa-python missing")

@@ -273,10 +273,17 @@ class OptoutGate:
         if not self.config.c2pa:
             trail.append(("c2pa", "off in the recipe"))
             return None
+        data = checked.fetched.data
         if not self.c2pa:
+            # Without the library a store's refusal is still found in its bytes: missing
+            # the extra must not admit what the image plainly says.
+            found = c2pa_mod.has_marker(data) and c2pa_mod.text_refusals(
+                data, "a manifest store; c2pa-python is not installed")
+            if found:
+                return "c2pa", Rejection(Reason.OPTOUT_EMBEDDED,
+                                         f"C2PA {found[0]} embedded in the image")
             trail.append(("c2pa", f"not checked: c2pa-python missing ({c2pa_mod.INSTALL_HINT})"))
             return None
-        data = checked.fetched.data
         if not c2pa_mod.has_marker(data):
             trail.append(("c2pa", "absent"))
             return None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,12 @@ TRAINING_ENTRIES = frozenset({
     "c2pa.ai_training", "c2pa.ai_generative_training", "c2pa.data_mining",
 })
 REFUSED_USES = frozenset({"notallowed", "constrained"})
+# A training entry refused, as its bytes read in the store whether it is CBOR (`pcawg.
+# ai_training\xa1cusejnotAllowed`) or JSON: what a manifest that cannot be read (damaged,
+# or c2pa-python missing) still says, as an unparseable XMP packet is searched as text.
+_TEXT_REFUSAL = re.compile(
+    rb"((?:cawg|c2pa)\.(?:ai_training|ai_generative_training|data_mining))"
+    rb"(?:(?!(?:cawg|c2pa)\.).){0,400}?use.{1,4}?(notAllowed|constrained)", re.DOTALL)
 MIME_FORMATS = {"image/jpeg": "image/jpeg", "image/png": "image/png", "image/webp": "image/webp",
                 "image/tiff": "image/tiff", "image/gif": "image/gif"}
 
@@ -76,6 +83,7 @@ def read(data: bytes, mime: str) -> C2paFacts:
             facts.problem = "absent (no manifest store)"
         else:
             facts.problem = f"manifest unreadable ({type(exc).__name__}: {str(exc)[:120]})"
+            facts.refusals = text_refusals(data, "a manifest store that cannot be read")
         return facts
     manifests = store.get("manifests") or {}
     facts.manifests = len(manifests)
@@ -83,6 +91,12 @@ def read(data: bytes, mime: str) -> C2paFacts:
         for assertion in manifest.get("assertions") or []:
             _read_assertion(label, assertion, facts)
     return facts
+
+
+def text_refusals(data: bytes, why: str) -> list[str]:
+    """Training refusals found in the bytes as text, for a store that was not parsed."""
+    return [f"{m.group(1).decode()}={m.group(2).decode()} (found as text in {why})"
+            for m in _TEXT_REFUSAL.finditer(data)]
 
 
 def _read_assertion(manifest: str, assertion: dict[str, Any], facts: C2paFacts) -> None:
