@@ -411,6 +411,18 @@ def test_usage_preferences_in_robots_txt_are_honoured(line: str, httpserver: HTT
     assert "line 2" in detail and "robots.txt" in detail
 
 
+@pytest.mark.parametrize("agent", ["User agent", "Useragent", "USER-AGENT"])
+def test_usage_preferences_in_a_group_spelt_another_way_are_ours(
+        agent: str, httpserver: HTTPServer, fetcher: Fetcher) -> None:
+    """Protego reads `User agent: cleanset` as a group, but the usage lines under it were
+    filed under the group before it (here another bot's): the refusal was missed."""
+    serve_text(httpserver, "/robots.txt", "User-agent: otherbot\nContent-Usage: train-ai=y\n\n"
+               f"{agent}: cleanset\nContent-Usage: train-ai=n\nAllow: /\n")
+    detail = rejected(run(make_gate(fetcher), candidate(serve_image(httpserver, "/img/a.jpg")),
+                          fetcher), "optout_robots_txt")
+    assert "line 5" in detail
+
+
 @pytest.mark.parametrize("line", ["Content-Usage: /img/\ttrain-ai=n",
                                   "Content-Usage: /*.jpg train-ai=n",
                                   "Content-Usage: /img/*/a.jpg$ train-ai=n",

@@ -28,7 +28,13 @@ from builder.optout.config import OptoutConfig
 from builder.optout.hostfiles import BUSY_STATUSES, Answer, HostFiles, origin
 from builder.optout.landing import SIGNAL as LANDING
 from builder.optout.landing import LandingPage, read_landing_page
-from builder.optout.robots import RobotsFile, parse_ai_txt, parse_robots, product_token
+from builder.optout.robots import (
+    AGENT_KEYS,
+    RobotsFile,
+    parse_ai_txt,
+    parse_robots,
+    product_token,
+)
 from builder.optout.tdmrep import RESERVED, WELL_KNOWN, location_pattern, parse_tdmrep
 from builder.records import TRANSIENT_REASONS, Exchange, Reason
 
@@ -219,7 +225,7 @@ def _group_rules(text: str, group: str) -> list[tuple[int, str, str, str]]:
         if not sep:
             continue
         key, value = key.strip().lower(), value.strip()
-        if key == "user-agent":
+        if key in AGENT_KEYS:
             if in_rules:
                 agents, in_rules = [], False
             agents.append(product_token(value))

@@ -105,6 +105,10 @@ def parse_robots(answer: Answer, name: str = "robots.txt") -> RobotsFile:
     return RobotsFile(name, answer.url, Protego.parse(tokens_only), agents, usages, "no rules")
 
 
+# A User-agent line as protego reads it, in each spelling sites write it.
+AGENT_KEYS = frozenset({"user-agent", "useragent", "user agent"})
+
+
 def product_token(value: str) -> str:
     """A User-agent line's value as its group is matched: its product token, lower-cased
     (`CleanSet/1.0` -> `cleanset`); `*` and anything without one as it is."""
@@ -124,7 +128,7 @@ def _groups(text: str) -> tuple[frozenset[str], tuple[Usage, ...]]:
         if not sep:
             continue
         key, value = key.strip().lower(), value.strip()
-        if key == "user-agent":
+        if key in AGENT_KEYS:  # "User agent: cleanset": its lines were filed under another
             if in_rules:
                 current, in_rules = [], False
             current.append(product_token(value))
