@@ -154,8 +154,22 @@ def test_every_read_only_command_leaves_a_read_only_copy_byte_identical(
     assert not list(copy.glob("ledger.sqlite-*")) and not (copy / ".lock").exists()
 
 
+def interrupted_as_the_ledger_opens(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """`cleanset ARGV` given a real SIGINT, sent by the process to itself as it opens the
+    ledger."""
+    code = ("import os, signal, sys\n"
+            "def hook(event, args):\n"
+            "    if event == 'sqlite3.connect':\n"
+            "        os.kill(os.getpid(), signal.SIGINT)\n"
+            "sys.addaudithook(hook)\n"
+            "from builder.cli import main\n"
+            f"sys.exit(main({argv!r}))\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+
+
 @pytest.mark.parametrize("name", [name for name, _ in READ_ONLY_COMMANDS
-                                  # a page it writes may resume; manifests open no ledger
+                                  # a page it writes: its own test; manifests open no ledger
                                   if name not in ("report --out", "diff directories")])
 def test_ctrl_c_of_a_read_only_command_says_it_changed_nothing_not_resume(
         name: str, built: Path, tmp_path: Path) -> None:
@@ -164,16 +178,7 @@ def test_ctrl_c_of_a_read_only_command_says_it_changed_nothing_not_resume(
     copy, pics = read_only_copy(built, tmp_path)
     argv = dict(READ_ONLY_COMMANDS)[name](copy, writable_scratch(tmp_path), pics)
     before = snapshot(copy)
-    # A real SIGINT, sent by the process to itself as it opens the ledger.
-    code = ("import os, signal, sys\n"
-            "def hook(event, args):\n"
-            "    if event == 'sqlite3.connect':\n"
-            "        os.kill(os.getpid(), signal.SIGINT)\n"
-            "sys.addaudithook(hook)\n"
-            "from builder.cli import main\n"
-            f"sys.exit(main({argv!r}))\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    proc = interrupted_as_the_ledger_opens(argv)
     assert proc.returncode == 130, proc.stderr
     assert proc.stderr.endswith("cleanset: interrupted; it only reads, so nothing changed.\n")
     assert snapshot(copy) == before
@@ -187,15 +192,7 @@ def test_ctrl_c_of_a_report_says_the_page_was_not_written_not_resume(
     scratch = writable_scratch(tmp_path)
     argv = dict(READ_ONLY_COMMANDS)["report --out"](copy, scratch, pics)
     before = snapshot(copy)
-    code = ("import os, signal, sys\n"
-            "def hook(event, args):\n"
-            "    if event == 'sqlite3.connect':\n"
-            "        os.kill(os.getpid(), signal.SIGINT)\n"
-            "sys.addaudithook(hook)\n"
-            "from builder.cli import main\n"
-            f"sys.exit(main({argv!r}))\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    proc = interrupted_as_the_ledger_opens(argv)
     assert proc.returncode == 130, proc.stderr
     assert proc.stderr.endswith(
         "cleanset: interrupted; the report was not written (nothing in the dataset changed); "
