@@ -249,6 +249,27 @@ def test_a_tdmrep_rule_written_loosely_still_reserves(
     assert "tdm-reservation 1" in detail
 
 
+@pytest.mark.parametrize("text", [
+    '[{"location": "/", "tdm-reservation": 1,}]',           # a trailing comma: read as meant
+    "[{location: '/img/*', 'tdm-reservation': 1}]",         # not JSON at all: its text says it
+    '[{"location": "/", "tdm-reservation": "1"} // ours]',
+])
+def test_a_tdmrep_json_that_is_not_valid_json_but_says_it_reserves_still_reserves(
+        text: str, httpserver: HTTPServer, fetcher: Fetcher) -> None:
+    """A hand-written file with a slip was "unreadable", no rules: its reservation admitted."""
+    serve_text(httpserver, "/.well-known/tdmrep.json", text)
+    detail = rejected(run(make_gate(fetcher), candidate(serve_image(httpserver, "/img/t.jpg")),
+                          fetcher), "optout_tdmrep")
+    assert "tdm-reservation 1" in detail
+
+
+def test_a_tdmrep_json_that_is_not_json_and_reserves_nothing_is_no_rule(
+        httpserver: HTTPServer, fetcher: Fetcher) -> None:
+    serve_text(httpserver, "/.well-known/tdmrep.json", "<html>Not found</html>")
+    result = run(make_gate(fetcher), candidate(serve_image(httpserver, "/img/t.jpg")), fetcher)
+    assert isinstance(result, Checked), result
+
+
 def test_tdm_reservation_header_overrides_tdmrep_json(httpserver: HTTPServer,
                                                       fetcher: Fetcher) -> None:
     serve_tdmrep(httpserver, [{"location": "/", "tdm-reservation": 1}])

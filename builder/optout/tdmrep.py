@@ -75,10 +75,14 @@ def parse_tdmrep(answer: Answer) -> TdmFile:
     if not answer.found:
         why = answer.problem or f"HTTP {answer.status}"
         return TdmFile(answer.url, (), f"absent ({why})")
+    text = answer.text or ""
     try:
-        data: Any = recordable_json(json.loads(answer.text or ""))
+        data: Any = recordable_json(json.loads(text))
     except ValueError as exc:
-        return TdmFile(answer.url, (), f"unreadable ({type(exc).__name__}) at {answer.url}")
+        try:  # a trailing comma, the commonest slip in a hand-written file
+            data = recordable_json(json.loads(_TRAILING_COMMA.sub(r"\1", text)))
+        except ValueError:
+            return _unparseable(answer.url, text, exc)
     if isinstance(data, dict) and "location" in data:
         data = [data]  # one rule written without its array: its reservation still stands
     if not isinstance(data, list):
@@ -101,6 +105,20 @@ def parse_tdmrep(answer: Answer) -> TdmFile:
         rules.append(Rule(location, reservation, policy if isinstance(policy, str) else None,
                           location_pattern(_path_of(location))))
     return TdmFile(answer.url, tuple(rules), f"no rules in {answer.url}")
+
+
+_TRAILING_COMMA = re.compile(r",\s*([\]}])")
+_RESERVES = re.compile(r"""["']?tdm-reservation["']?\s*:\s*["']?1\b""", re.IGNORECASE)
+
+
+def _unparseable(url: str, text: str, exc: ValueError) -> TdmFile:
+    """A file that is not JSON cannot say where it reserves, but it may plainly say that it
+    does: then it is read as reserving every path (unparseable, it admitted them all)."""
+    why = f"unreadable ({type(exc).__name__}) at {url}"
+    if not _RESERVES.search(text):
+        return TdmFile(url, (), why)
+    where = "/ (the file is not valid JSON; its text says tdm-reservation 1)"
+    return TdmFile(url, (Rule(where, 1, None, location_pattern("/")),), why)
 
 
 def _path_of(location: str) -> str:
