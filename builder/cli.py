@@ -82,11 +82,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Declaring the commands imports them (and the build's stages, ~0.25 s): a Ctrl-C
         # in a command's first moments lands here.
         parser = make_parser()
+        args, unknown = parser.parse_known_args(argv)
     except KeyboardInterrupt as exc:
-        return _interrupted(exc)
+        # No command has started: "resume" would have a user wonder what it had begun.
+        return _interrupted(exc, said="it had not started, so nothing changed.")
     except ModuleNotFoundError as exc:
         return _incomplete(exc)
-    args, unknown = parser.parse_known_args(argv)
     if unknown:
         # e.g. `lookup DIR --site HOST IMAGE`: argparse has taken the positionals already
         hint = getattr(args, "unknown_hint", None)

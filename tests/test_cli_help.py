@@ -128,7 +128,8 @@ def test_a_ctrl_c_while_the_commands_are_still_importing_exits_130_with_one_line
                                  text=True, check=False)
 
     assert interrupted.returncode == 130, interrupted.stderr
-    assert interrupted.stderr == "cleanset: interrupted; run the same command again to resume.\n"
+    # not "resume": no command had started (a user wondered what a build had begun)
+    assert interrupted.stderr == "cleanset: interrupted; it had not started, so nothing changed.\n"
 
 
 def test_a_ctrl_c_while_the_program_itself_loads_exits_130_with_one_line() -> None:
