@@ -163,3 +163,20 @@ def test_a_second_build_on_the_same_dir_refuses_while_the_first_holds_the_lock(
         assert "Traceback" not in proc.stderr
         with pytest.raises(BuildLockedError), OutputLock(out):
             pass
+
+
+def test_a_worker_process_killed_mid_build_stops_it_with_one_line_then_it_resumes(
+        recipe: Path, reference: Path, tmp_path: Path) -> None:
+    """The kernel's OOM killer ends a worker process, not the build: the build stopped
+    with multiprocessing's BrokenProcessPool traceback. Now one line says what happened and
+    that the same command resumes, and it does, to the uninterrupted dataset."""
+    out = tmp_path / "worker-killed"
+    args = [*build_args(recipe, out), "--executor", "processes"]
+    env = {"CLEANSET_COMMIT_EVERY": "3"}
+    stopped = run_cli(*args, env={**env, "CLEANSET_CRASH_AT": "worker_batch:1"})
+    assert stopped.returncode == 1, stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    assert "a worker process of this build ended abruptly" in stopped.stderr
+    assert "run the same command again to resume" in stopped.stderr
+    run_cli(*args, env=env, check=True)
+    assert_same_dataset(out, reference)

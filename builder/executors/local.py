@@ -17,11 +17,14 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from typing import Any
 
+from builder.errors import BuildStoppedError
 from builder.executors.batches import Batcher
 from builder.executors.spool import SpooledBatch, receive, spool_images
+from builder.faults import crash_point
 from builder.records import Candidate
 from builder.sources._keys import register_all, registered
 from builder.stages import StagePlan, Workbench
@@ -141,6 +144,7 @@ def _run_batch(candidates: list[Candidate], secrets: tuple[str, ...], spool_dir:
     `secrets`: the API keys the build process knows, scrubbed here too (logs, evidence).
     The images go back through a file in `spool_dir` (builder/executors/spool.py)."""
     assert _WORKER is not None
+    crash_point("worker_batch")  # the OOM killer ending a worker, for the tests
     register_all(secrets)
     bench, pool = _WORKER
     return spool_images(list(pool.map(bench.run, candidates)), spool_dir)
@@ -168,7 +172,8 @@ class ProcessExecutor:
         self.pool = ProcessPoolExecutor(
             self.processes, mp_context=context, initializer=_init_worker,
             initargs=(plan, threads, os.getpid(), self.spool))
-        self.batches = Batcher(self._send, batch_size, receive=receive)
+        self.batches = Batcher(self._send, batch_size, wrap_error=_worker_died,
+                               receive=receive)
         self.max_inflight = self.inflight_for(workers, self.processes, batch_size)
 
     @staticmethod
@@ -188,7 +193,10 @@ class ProcessExecutor:
         # middle of that left a worker half-started, which then printed a traceback when it
         # found the stopped pool's semaphores gone. Held back, it arrives right after.
         with _ctrl_c_held():
-            return self.pool.submit(_run_batch, batch, registered(), self.spool)
+            try:
+                return self.pool.submit(_run_batch, batch, registered(), self.spool)
+            except BrokenProcessPool as exc:
+                raise _worker_died(batch, exc) from None
 
     def close(self, *, wait: bool = True) -> None:
         self.batches.drop_pending()
@@ -213,6 +221,23 @@ class ProcessExecutor:
             return
         for process in list((getattr(self.pool, "_processes", None) or {}).values()):
             process.terminate()
+
+
+class WorkerDiedError(BuildStoppedError):
+    """A worker process ended in the middle of its batch (the kernel's OOM killer, kill -9):
+    the pool is unusable, and the build stops where it had committed."""
+
+
+def _worker_died(batch: list[Candidate], error: BaseException) -> BaseException:
+    """A dead worker breaks the whole pool: every batch in flight fails with
+    multiprocessing's BrokenProcessPool, which reached the user as a traceback."""
+    if not isinstance(error, BrokenProcessPool):
+        return error
+    return WorkerDiedError(
+        "a worker process of this build ended abruptly (killed by the kernel's out-of-memory "
+        "killer, or by kill -9?), so the build stopped. Every decision committed so far is "
+        "kept: run the same command again to resume it; if memory is short, with fewer "
+        "worker processes ([executor] processes) or --executor threads.")
 
 
 def warm_up(kind: str, *, processes: int | None, per_host_connections: int,
