@@ -1264,12 +1264,14 @@ class _Run:
                             source_index=self.cursor.source_index,
                             source_resume=self.cursor.source_resume)
         self.ledger.set_meta("next_key", str(self.next_key))
-        if self.summary.accepted:
+        from builder.versions import build_has_unclaimed_keys, record_build_version
+
+        # Also what a run of this build stopped before this one admitted: a resumed run
+        # that admits nothing more still ends the build that grew the dataset.
+        if self.summary.accepted or build_has_unclaimed_keys(self.ledger, self.row.build):
             # Every change to the dataset's content is a new version (cards, Croissant, diff).
             version = int(self.ledger.get_meta("dataset_version") or 0) + 1
             self.ledger.set_meta("dataset_version", str(version))
-            from builder.versions import record_build_version
-
             record_build_version(self.ledger, note=f"build {self.row.build}")
         record_dataset_meta(self.ledger, self.recipe.dataset)
         # The report states the cap in force (the recipe is not kept beside the dataset).

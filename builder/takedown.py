@@ -680,13 +680,14 @@ def _dry_run(out: Path, sel: Selectors) -> TakedownResult:
 def _make_plan(ledger: Ledger, sel: Selectors, reason: str, matches: list[Match]
                ) -> dict[str, Any]:
     ledger.begin()
-    record_build_version(ledger)  # so the diff knows which version added what we remove
-    if current_version(ledger) == 0 and has_version(ledger, 1):
-        # A first build stopped before it finished (Ctrl-C, a crash) leaves the dataset at
-        # version 0 while the line above records its samples as version 1: planned 0 -> 1,
-        # the takedown took version 1 for its own, already committed, and skipped its ledger
-        # commit (shards rewritten, ledger and papers still listing the removed samples).
-        ledger.set_meta("dataset_version", "1")
+    # So the diff knows which version added what we remove. A build stopped before it
+    # finished (Ctrl-C, a crash) left keys no version claims: they become a version of
+    # their own, and the dataset's version with it (a first build's: 0 -> 1), before the
+    # takedown takes the next (once, planned 0 -> 1, it took version 1, already recorded,
+    # and skipped its ledger commit: shards rewritten, ledger and papers unchanged).
+    latest = ledger.latest_build()
+    record_build_version(ledger, note=f"build {latest.build}, as far as it had gone"
+                         if latest is not None and latest.finished_at is None else None)
     ledger.commit()
     old = current_version(ledger)
     new = old + 1

@@ -57,7 +57,10 @@ def current_version(ledger: Ledger) -> int:
 
 
 def record_build_version(ledger: Ledger, note: str | None = None) -> int:
-    """Attribute every key no version claims yet to the current version (kind `build`).
+    """Attribute every key no version claims yet to the version that claims them (kind
+    `build`), which becomes the dataset's version if it was not yet: a takedown of a dataset
+    whose build stopped half-way writes papers holding that build's keys so far, and its
+    own version comes after theirs.
 
     Runs inside the caller's transaction when there is one. Returns how many keys it recorded.
     """
@@ -66,6 +69,8 @@ def record_build_version(ledger: Ledger, note: str | None = None) -> int:
     if not keys:
         return 0
     version = claiming_version(ledger)
+    if version > current_version(ledger):
+        ledger.set_meta("dataset_version", str(version))
     ledger.db.executemany("INSERT INTO version_keys(key, version, change) VALUES (?, ?, 'added')",
                           [(key, version) for key in keys])
     ledger.db.execute(
@@ -85,9 +90,28 @@ def unclaimed_keys(ledger: Ledger) -> list[str]:
         " AND status IN ('accepted', 'removed')" + claimed + " ORDER BY key")]
 
 
+def build_has_unclaimed_keys(ledger: Ledger, build: int) -> bool:
+    """Whether `build` gave the dataset a key no version claims yet: one key at a time
+    through version_keys' primary key, not a list of every key (a build's end asks it)."""
+    claimed = (" AND NOT EXISTS (SELECT 1 FROM version_keys v WHERE v.key = c.key"
+               " AND v.change = 'added')" if _has_version_tables(ledger) else "")
+    return ledger.db.execute(
+        "SELECT 1 FROM candidates c WHERE c.build = ? AND c.key IS NOT NULL"
+        " AND c.status IN ('accepted', 'removed')" + claimed + " LIMIT 1",
+        (build,)).fetchone() is not None
+
+
 def claiming_version(ledger: Ledger) -> int:
-    """The version that unclaimed keys belong to: the current one (1 before any bump)."""
-    return max(current_version(ledger), 1)
+    """The version that unclaimed keys belong to: the current one while no version row
+    records it (1 before any bump; a build bumps the version before it records its keys),
+    else the next one. Keys unclaimed beside a recorded version are a later build's, stopped
+    half-way: they were counted as that version's, so `diff --from` it left them out for
+    good once a takedown had recorded them so."""
+    current = current_version(ledger)
+    if current >= 1 and _has_version_tables(ledger) and ledger.db.execute(
+            "SELECT 1 FROM versions WHERE version = ?", (current,)).fetchone() is not None:
+        return current + 1
+    return max(current, 1)
 
 
 def _has_version_tables(ledger: Ledger) -> bool:

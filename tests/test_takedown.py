@@ -314,6 +314,79 @@ def test_diff_of_two_different_datasets_says_their_keys_are_not_one_numbering(
     assert json.loads(proc.stdout)["changed"] == dataset["keys"]  # still compared by key
 
 
+
+def _second_build_killed(dataset: dict, httpserver: HTTPServer, *, refused_after: int | None = None
+                         ) -> tuple[list[str], list[str]]:
+    """A second recipe built into the dataset and killed with its first six decisions
+    committed; the build command to resume it, and the keys it had committed."""
+    import signal
+
+    tmp, out = dataset["tmp"], dataset["out"]
+    rows = []
+    for i in range(N):  # other works than the first build's
+        httpserver.expect_request(f"/more{i}.jpg").respond_with_data(
+            image(N + i), content_type="image/jpeg")
+        refused = refused_after is not None and i >= refused_after  # a licence refused
+        rows.append({"id": f"more{i}", "url": httpserver.url_for(f"/more{i}.jpg"),
+                     "license": "https://creativecommons.org/licenses/by-nc/4.0/" if refused
+                     else CC0})
+    recipe = recipe_for(tmp, write_jsonl(tmp / "more.jsonl", rows), name="more",
+                        dataset="takedown-test")
+    args = ["build", str(recipe), "--out", str(out), "--no-progress"]
+    killed = run_cli(*args, env={"CLEANSET_COMMIT_EVERY": "2", "CLEANSET_CRASH_AT": "decide:8"})
+    assert killed.returncode == -signal.SIGKILL
+    with sqlite3.connect(out / "ledger.sqlite") as db:
+        committed = [k for (k,) in db.execute(
+            "SELECT key FROM candidates WHERE build = 2 AND key IS NOT NULL ORDER BY key")]
+    assert len(committed) == 6
+    return args, committed
+
+
+def test_a_build_stopped_half_way_adds_nothing_to_the_version_before_it_even_after_a_takedown(
+        dataset: dict, httpserver: HTTPServer) -> None:
+    """The keys an unfinished second build had committed were counted as the previous
+    version's: `diff` listed them as added by build 1, and a takedown in between wrote that
+    down for good, so a copy synced at version 1 asking `diff --from 1` never heard of them.
+    They are the next version's: no version until the build finishes or a takedown writes
+    the papers with them."""
+    out, keys = dataset["out"], dataset["keys"]
+    args, committed = _second_build_killed(dataset, httpserver)
+    v1 = json.loads(run_cli("diff", str(out), "--json", check=True).stdout)
+    assert v1["added"] == keys and v1["removed"] == []  # 0 -> 1: build 1's keys alone
+
+    takedown(out, "--key", keys[0], "--reason", "request")
+    run_cli(*args, env={"CLEANSET_COMMIT_EVERY": "2"}, check=True)
+    verify_ok(out)
+    with sqlite3.connect(out / "ledger.sqlite") as db:
+        build2 = [k for (k,) in db.execute(
+            "SELECT key FROM candidates WHERE build = 2 AND key IS NOT NULL ORDER BY key")]
+        current = int(db.execute("SELECT value FROM meta WHERE key = 'dataset_version'")
+                      .fetchone()[0])
+    assert len(build2) == N and set(committed) <= set(build2)
+    assert json.loads(run_cli("diff", str(out), "--from", "0", "--to", "1", "--json",
+                              check=True).stdout)["added"] == keys
+    since_v1 = json.loads(run_cli("diff", str(out), "--from", "1", "--to", str(current),
+                                  "--json", check=True).stdout)
+    assert since_v1["added"] == build2 and since_v1["removed"] == [keys[0]]
+    assert sorted(since_v1["added"] + keys[1:]) == manifest_keys(out)
+
+
+def test_a_resumed_build_that_admits_nothing_more_still_makes_a_version_of_what_it_added(
+        dataset: dict, httpserver: HTTPServer) -> None:
+    """Its run before the kill admitted six images; the resumed run refused the rest, and
+    the version stayed 1: the card called the grown dataset version 1 and `diff` put the six
+    in build 1's version."""
+    out, keys = dataset["out"], dataset["keys"]
+    args, committed = _second_build_killed(dataset, httpserver, refused_after=6)
+    run_cli(*args, env={"CLEANSET_COMMIT_EVERY": "2"}, check=True)
+    verify_ok(out)
+    assert json.loads(run_cli("diff", str(out), "--from", "0", "--to", "1", "--json",
+                              check=True).stdout)["added"] == keys
+    latest = json.loads(run_cli("diff", str(out), "--json", check=True).stdout)
+    assert latest["added"] == committed and latest["removed"] == []
+    assert "version 2" in (out / "README.md").read_text(encoding="utf-8").lower()
+
+
 # -- tracking parameters ------------------------------------------------------------------------
 UTM = "utm_source=commons.wikimedia.org&utm_campaign=imageinfo&utm_content=original"
 
