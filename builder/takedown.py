@@ -578,7 +578,8 @@ def _require_shards(out: Path, plan: dict[str, Any], recorded: dict[int, Any]) -
             "takedown must rewrite "
             f"{'it' if len(missing) == 1 else 'them'}. The directory was changed outside "
             "cleanset: restore the shards from a copy (`cleanset verify` lists what differs "
-            "from the ledger), then take down again. Nothing changed.")
+            "from the ledger), then take down again; with no copy, a takedown of every sample "
+            "a shard held deletes it (verify lists them as in no shard). Nothing changed.")
     if changed:
         raise UserError(
             f"{shards}: {_listed(changed)} {'is' if len(changed) == 1 else 'are'} not the "

@@ -370,6 +370,13 @@ def test_a_lost_shard_stops_every_build_until_restored_or_its_samples_are_taken_
     lost = [r["key"] for r in pq.read_table(out / "manifest.parquet").to_pylist()
             if r["shard"] == "shards/000000.tar"]
     assert len(lost) == 3
+    # The build's way on, taken one key at a time (an artist asked for one of them), was
+    # refused with "restore the shards from a copy" alone: for a user with no copy, a circle.
+    one = run_cli("takedown", str(out), "--key", lost[0], "--reason", "request")
+    assert one.returncode == 2, one.stdout + one.stderr
+    assert "000000.tar is missing" in one.stderr
+    assert "with no copy, a takedown of every sample a shard held deletes it" in one.stderr
+    assert dataset_files(out) == before
     # with no copy: a takedown of every sample it held needs nothing from it
     down = run_cli("takedown", str(out), *(a for k in lost for a in ("--key", k)),
                    "--reason", "shard lost")
