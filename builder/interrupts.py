@@ -23,13 +23,14 @@ class Terminated(KeyboardInterrupt):
 
 
 _received: type[KeyboardInterrupt] | None = None
+_took_sigterm = False  # install() set the SIGTERM handler (nobody else had)
 _unraisable = sys.unraisablehook
 
 
 def install() -> None:
     """Take SIGINT and SIGTERM where nobody else has (a host program, a test runner's own
     handler); forget any signal an earlier command in this process received."""
-    global _received
+    global _received, _took_sigterm
     _received = None
     if threading.current_thread() is not threading.main_thread():
         return
@@ -37,10 +38,19 @@ def install() -> None:
         signal.signal(signal.SIGINT, _on_sigint)
     if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _on_sigterm)
+    _took_sigterm = signal.getsignal(signal.SIGTERM) is _on_sigterm
     if sys.unraisablehook is not _quiet_about_ours:
         global _unraisable
         _unraisable = sys.unraisablehook
         sys.unraisablehook = _quiet_about_ours
+
+
+def take_back_sigterm() -> None:
+    """Put cleanset's SIGTERM handler back where a library replaced it since `install`:
+    ray.init sets its own (`sys.exit(15)`) and a native one that prints a stack dump first,
+    so `kill PID` ended a Ray build with that dump, exit 15 and none of the clean-up."""
+    if _took_sigterm and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 def check() -> None:

@@ -246,6 +246,36 @@ def test_a_ray_worker_killed_mid_batch_is_retried_and_the_dataset_is_unchanged(
     assert_same_dataset(out, reference)
 
 
+def test_sigterm_to_a_ray_driver_stops_it_as_ctrl_c_does_and_the_same_command_resumes(
+        recipe: Path, held_image: dict, cluster: tuple[str, int], tmp_path: Path) -> None:
+    """`kill PID` (a scheduler stopping the job) reached a Ray driver through the handler
+    ray.init puts over cleanset's: a native stack dump ("*** SIGTERM received ... PC: @ ...
+    fsync"), exit 15, none of the clean-up. It stops as a local build does now."""
+    out = tmp_path / "terminated"
+    env = {**os.environ, "SOURCE_DATE_EPOCH": "1700000000", "PYTHONPATH": str(REPO),
+           "CLEANSET_COMMIT_EVERY": "3", **TOKEN_AUTH}
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "builder", "build", str(recipe), "--out", str(out),
+         "--no-progress", *on_cluster(cluster)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert held_image["reached"].wait(timeout=120), "the build never fetched the held image"
+        driver.send_signal(signal.SIGTERM)
+        _, stderr = driver.communicate(timeout=120)
+    finally:
+        held_image["release"].set()
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 143, stderr
+    assert "cleanset: terminated (SIGTERM); run the same command again to resume." in stderr
+    assert "SIGTERM received" not in stderr and "Traceback" not in stderr, stderr
+    resumed = build(recipe, out, *on_cluster(cluster), env=TOKEN_AUTH)
+    assert resumed.returncode == 0, resumed.stderr
+    reference = tmp_path / "threads"
+    assert build(recipe, reference).returncode == 0
+    assert_same_dataset(out, reference)
+
+
 def test_a_driver_killed_mid_build_resumes_on_ray_with_nothing_lost_or_doubled(
         recipe: Path, reference: Path, cluster: tuple[str, int], tmp_path: Path) -> None:
     out = tmp_path / "killed-driver"

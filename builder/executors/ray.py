@@ -26,6 +26,7 @@ from typing import Any
 
 import ray
 
+from builder import interrupts
 from builder.errors import UserError
 from builder.executors.batches import Batcher
 from builder.records import Candidate, Checked, Detached
@@ -125,6 +126,7 @@ class RayExecutor:
         self.owns_ray = not ray.is_initialized()
         if self.owns_ray:
             _connect(address, num_cpus)
+            interrupts.take_back_sigterm()  # `kill PID` stops the build as Ctrl-C does
         self.cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self.batch_size = batch_size
         self.threads = workers
