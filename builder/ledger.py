@@ -8,7 +8,9 @@ bytes those rows describe are durable.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
 import sqlite3
 import tempfile
@@ -527,11 +529,8 @@ def _connect_readonly(path: Path) -> tuple[sqlite3.Connection, Path | None]:
         db.execute("PRAGMA query_only=1")
         _check_tables(db, path)
         return db, None
-    scratch = Path(tempfile.mkdtemp(prefix="cleanset-ledger-"))
+    scratch = _private_copy(path, logs)
     try:
-        for source in [path, *logs]:
-            if source.is_file():
-                shutil.copyfile(source, scratch / source.name)
         db = sqlite3.connect(str(scratch / path.name), isolation_level=None,
                              check_same_thread=False)
         db.execute("PRAGMA query_only=1")
@@ -540,6 +539,42 @@ def _connect_readonly(path: Path) -> tuple[sqlite3.Connection, Path | None]:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
     return db, scratch
+
+
+def _private_copy(path: Path, logs: list[Path]) -> Path:
+    """The ledger and its logs copied into a new temporary directory. A copy that fails
+    for want of room there is the temporary directory's fault, not the ledger's: read as
+    the ledger's, it said "cannot be read (No space left on device). Restore it from a good
+    copy", and an older copy put back would lose what the stopped build had committed."""
+    try:
+        scratch = Path(tempfile.mkdtemp(prefix="cleanset-ledger-"))
+    except OSError as exc:  # none of the temporary directories can be written
+        raise _no_room_for_copy(path, logs, exc) from None
+    try:
+        for source in [path, *logs]:
+            if source.is_file():
+                shutil.copyfile(source, scratch / source.name)
+    except OSError as exc:
+        shutil.rmtree(scratch, ignore_errors=True)
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise  # the ledger's own side (unreadable): the command names it
+        raise _no_room_for_copy(path, logs, exc) from None
+    return scratch
+
+
+def _no_room_for_copy(path: Path, logs: list[Path], exc: OSError) -> UserError:
+    need = sum(f.stat().st_size for f in [path, *logs] if f.is_file())
+    try:
+        where = tempfile.gettempdir()
+    except OSError:  # no usable one at all: Python tried TMPDIR, /tmp, /var/tmp, /usr/tmp
+        where = os.environ.get("TMPDIR") or "/tmp"
+    return UserError(
+        f"{path}: a build stopped before it finished left its write-ahead log, which a "
+        "command that only reads replays in a private copy of the ledger in the temporary "
+        f"directory ({where}), and that copy could not be made "
+        f"({exc.strerror or exc}). The ledger is whole: free {need / 1e6:.1f} MB there or "
+        "set TMPDIR to a directory with room, then run the same command again (or resume "
+        "the build first: it folds the log into the ledger). Nothing was changed.")
 
 
 # Every ledger a build ever created holds these (the writer creates them as it opens one).

@@ -203,3 +203,27 @@ def test_a_damaged_ledger_is_a_clear_fatal_error_in_every_command(
         proc = run_cli(*argv, env=ENV)
         assert proc.returncode == 1, (argv, proc.stderr)
         assert_clear_error(proc, "ledger.sqlite", "restore")
+
+
+def test_a_full_temporary_directory_is_named_never_the_ledger_to_restore(
+        recipe: Path, tmp_path: Path, tmpfs: Path) -> None:
+    """A build stopped half-way leaves its write-ahead log, which a command that only reads
+    replays in a private copy of the ledger under $TMPDIR. With no room there, verify,
+    lookup and diff said the ledger "cannot be read (No space left on device). Restore it
+    from a good copy of the dataset": the ledger was whole, and an older copy put back in
+    its place would have lost what the build had committed."""
+    out = tmp_path / "out"
+    killed = run_cli(*build_args(recipe, out), env={**ENV, "CLEANSET_CRASH_AT": "decide:5"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert (out / "ledger.sqlite-wal").stat().st_size > 0
+    room = os.statvfs(tmpfs)
+    with (tmpfs / "filler").open("wb") as f:  # 8 KiB left: enough for Python to pick it
+        f.write(b"\0" * (room.f_bavail * room.f_frsize - 8192))
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    image = str(recipe.parent / "images" / "img0.png")
+    for argv in (["verify", str(out)], ["diff", str(out)], ["lookup", str(out), image]):
+        proc = run_cli(*argv, env={"TMPDIR": str(tmpfs)})
+        assert_clear_error(proc, f"{tmpfs}", "TMPDIR", "No space left on device")
+        assert "Restore" not in proc.stderr and "restore" not in proc.stderr, proc.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert "build 1 is unfinished" in run_cli("verify", str(out)).stdout  # room elsewhere
