@@ -218,6 +218,7 @@ def staged(url: str, stage: Path | None, *, where: str, nothing: str, writing: b
         pulled = prepare_stage(stage, remote, nothing=nothing)
         if pulled is not None:
             say(pulled.line(url, stage))
+        _remember(stage, "url", url.encode("utf-8"))  # for a takedown given the stage alone
         stop_point("staged")
         yield remote, stage
 
@@ -289,6 +290,16 @@ def _remember(stage: Path, name: str, data: bytes | None) -> None:
     tmp = path.with_name(name + ".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+def published_to(stage: Path) -> str | None:
+    """The URL this stage was last used for (pulled, built, published), when it says."""
+    for name in ("url", "publishing.json"):  # "url" since it is kept; stages before, the other
+        try:
+            return (stage / STATE / name).read_text(encoding="utf-8") or None
+        except (OSError, UnicodeDecodeError):
+            continue
+    return None
 
 
 def check_lineage(stage: Path, remote: Remote, current: bytes | None, then: str) -> None:

@@ -767,8 +767,13 @@ def test_a_takedown_that_reached_the_stage_but_not_the_url_is_published_by_runni
     """Killed between the stage and the upload, the same takedown said "already removed ...
     nothing changed" and the work stayed published (verify OK, lookup finding it)."""
     remote, url, stage, _ = published(corpus, tmp_path)
-    run_cli("takedown", str(stage), "--key", "0000000001", "--reason", "request", check=True)
+    local = run_cli("takedown", str(stage), "--key", "0000000001", "--reason", "request",
+                    check=True)
     assert "0000000001.jpg" in tree(remote)["shards/000000.tar"].decode("latin-1")
+    # The stage's takedown said nothing of the URL, which still served the work.
+    assert (f"cleanset: note: {stage} is the stage of the dataset published to {url}: the "
+            "published copy still holds what this takedown removed. Publish it: `cleanset "
+            f"takedown {url} --stage {stage}`") in local.stderr
     proc = run_cli("takedown", url, "--stage", str(stage), "--key", "0000000001",
                    "--reason", "request")
     assert proc.returncode == 0, proc.stderr
@@ -776,6 +781,24 @@ def test_a_takedown_that_reached_the_stage_but_not_the_url_is_published_by_runni
     assert "0000000001.jpg" not in tree(remote)["shards/000000.tar"].decode("latin-1")
     # the form without selectors finishes the same way
     run_cli("takedown", str(stage), "--key", "0000000002", "--reason", "request", check=True)
+    finish = run_cli("takedown", url, "--stage", str(stage))
+    assert finish.returncode == 0 and "published the takedown" in finish.stdout, finish.stderr
+    assert run_cli("verify", url).returncode == 0
+
+
+def test_a_recheck_applied_in_the_stage_says_the_url_still_serves_what_it_took_down(
+        corpus: Path, tmp_path: Path) -> None:
+    """`recheck STAGE --apply` took the work down in the stage alone, with nothing said of
+    the URL that still served it."""
+    remote, url, stage, _ = published(corpus, tmp_path)
+    sidecar = corpus.parent / "images" / "img001.jpg.json"
+    sidecar.write_text(json.dumps({"license": "https://creativecommons.org/licenses/by-nc/4.0/",
+                                   "creator": "Creator 1", "title": "Picture 1"}),
+                       encoding="utf-8")  # the licence changed at the source since
+    proc = run_cli("recheck", str(stage), "--apply", "--reason", "licence changed")
+    assert "license_changed: 1" in proc.stdout, proc.stdout + proc.stderr
+    assert (f"cleanset: note: {stage} is the stage of the dataset published to {url}: the "
+            "published copy still holds what this takedown removed.") in proc.stderr
     finish = run_cli("takedown", url, "--stage", str(stage))
     assert finish.returncode == 0 and "published the takedown" in finish.stdout, finish.stderr
     assert run_cli("verify", url).returncode == 0

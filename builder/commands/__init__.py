@@ -75,3 +75,25 @@ def site_argument(text: str) -> str:
         return site_host(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def note_unpublished_stage(out: Path) -> None:
+    """After a takedown in `out`: when it is a URL output's stage, say that the URL still
+    serves what was taken down (a takedown given the stage changes the stage alone, and the
+    work stayed published with nothing said) and how to publish it."""
+    import sys
+
+    from builder.output_dir import STAGE_STATE
+
+    if not (out / STAGE_STATE).is_dir():
+        return
+    from builder.publish import published_to
+
+    url = published_to(out)
+    how = (f"Publish it: `cleanset takedown {url} --stage {out}` (without a selector it "
+           "publishes what the stage holds and the URL does not)" if url else
+           "Publish it: `cleanset takedown URL --stage DIR` with the URL it came from "
+           "(without a selector it publishes what the stage holds and the URL does not)")
+    print(f"cleanset: note: {out} is the stage of the dataset published to "
+          f"{url or 'a URL'}: the published copy still holds what this takedown removed. "
+          f"{how}.", file=sys.stderr)

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from builder.commands import place_argument
+from builder.commands import note_unpublished_stage, place_argument
 from builder.errors import UserError
 from builder.recipe import is_url
 
@@ -90,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
                                      "keeps what it judged and resumes).")
         raise
     args.output_closed_said = _CLOSED_AFTER if result.recorded else _CLOSED_UNRECORDED
+    if result.takedown is not None and result.takedown.matches:
+        note_unpublished_stage(Path(args.dir))
     return _report(result, say)
 
 

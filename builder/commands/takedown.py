@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from builder.commands import place_argument, site_argument
+from builder.commands import note_unpublished_stage, place_argument, site_argument
 from builder.errors import UserError
 from builder.recipe import is_url
 
@@ -76,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
         args.output_closed_said = ("after the takedown had finished: nothing is left to run, "
                                    "only its listing was cut short (takedowns.jsonl records "
                                    "it).")
+        if result.matches or result.denylisted_sites:
+            note_unpublished_stage(Path(args.dir))
     return _report(result, sel, args.dir)
 
 
