@@ -25,6 +25,7 @@ to the URL since, it refuses rather than overwrite their dataset with an older l
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -789,6 +790,18 @@ def download_published(remote: Remote, into: Path, only: Collection[str] | None 
         except FileNotFoundError:
             problems.append(f"{rel}: listed in {MARKER} but missing at {remote.url}")
             continue
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise PublishError(f"{remote.url}: downloading {rel} failed: "
+                                   f"{_describe(exc)}.") from None
+            # Our side: read as the URL's ("downloading ... failed"), it sent users there.
+            need = sum(e.size for r, e in listed.items()
+                       if only is None or r in only or r in optional)
+            raise UserError(
+                f"{remote.url}: downloading {rel} into the temporary directory {into.parent} "
+                f"failed: {exc.strerror or exc}. The files read from the URL need "
+                f"{need / 1e6:.1f} MB there: free some, or set TMPDIR to a directory with "
+                "room, then run the same command again. Nothing was changed.") from None
         except Exception as exc:  # noqa: BLE001 - a backend failure is fatal, said plainly
             raise PublishError(f"{remote.url}: downloading {rel} failed: {_describe(exc)}.") \
                 from None

@@ -227,3 +227,23 @@ def test_a_full_temporary_directory_is_named_never_the_ledger_to_restore(
         assert "Restore" not in proc.stderr and "restore" not in proc.stderr, proc.stderr
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
     assert "build 1 is unfinished" in run_cli("verify", str(out)).stdout  # room elsewhere
+
+
+def test_verify_of_a_url_with_no_room_in_tmpdir_names_the_temporary_directory(
+        recipe: Path, tmp_path: Path, tmpfs: Path) -> None:
+    """`verify URL` (and `lookup`, `diff` of a URL) download into $TMPDIR; with no room there
+    it said "downloading shards/000000.tar failed: OSError: [Errno 28] No space left on
+    device", read as the published copy failing."""
+    url = (tmp_path / "published").as_uri()
+    run_cli(*build_args(recipe, tmp_path / "stage"), env=ENV, check=True)
+    run_cli("build", str(recipe), "--out", url, "--stage", str(tmp_path / "stage"),
+            "--no-progress", env=ENV, check=True)
+    room = os.statvfs(tmpfs)
+    with (tmpfs / "filler").open("wb") as f:  # 8 KiB left: enough for Python to pick it
+        f.write(b"\0" * (room.f_bavail * room.f_frsize - 8192))
+    image = str(recipe.parent / "images" / "img0.png")
+    for argv in (["verify", url], ["lookup", url, image]):
+        proc = run_cli(*argv, env={"TMPDIR": str(tmpfs)})
+        assert_clear_error(proc, f"temporary directory {tmpfs}", "TMPDIR",
+                           "No space left on device")
+    assert run_cli("verify", url).returncode == 0  # with room, the copy is fine
