@@ -568,13 +568,14 @@ def _no_room_for_copy(path: Path, logs: list[Path], exc: OSError) -> UserError:
         where = tempfile.gettempdir()
     except OSError:  # no usable one at all: Python tried TMPDIR, /tmp, /var/tmp, /usr/tmp
         where = os.environ.get("TMPDIR") or "/tmp"
-    return UserError(
-        f"{path}: a build stopped before it finished left its write-ahead log, which a "
-        "command that only reads replays in a private copy of the ledger in the temporary "
-        f"directory ({where}), and that copy could not be made "
-        f"({exc.strerror or exc}). The ledger is whole: free {need / 1e6:.1f} MB there or "
-        "set TMPDIR to a directory with room, then run the same command again (or resume "
-        "the build first: it folds the log into the ledger). Nothing was changed.")
+    error = UserError(
+        f"{path}: its write-ahead log holds committed rows (a build running, or stopped before "
+        "it finished), which reading it replays in a private copy of the ledger in the "
+        f"temporary directory ({where}); that copy could not be made ({exc.strerror or exc}). "
+        f"The ledger is whole: free {need / 1e6:.1f} MB there or set TMPDIR to a directory "
+        "with room, then run the same command again.")
+    error.exit_code = 1  # not the user's input: the machine's room (a build ends on it too)
+    return error
 
 
 # Every ledger a build ever created holds these (the writer creates them as it opens one).
