@@ -250,6 +250,12 @@ class Ledger:
             self._db.execute("ROLLBACK")
             self._in_tx = False
 
+    def checkpoint(self) -> None:
+        """Commit, and fold the write-ahead log into the ledger file (when no other
+        connection holds an older snapshot: the caller holds the directory's write lock)."""
+        self.commit()
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
     # -- meta ---------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

@@ -227,13 +227,12 @@ def test_a_full_temporary_directory_is_named_never_the_ledger_to_restore(
         assert "estore" not in proc.stderr, proc.stderr  # never "Restore it from a copy"
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
     assert "build 1 is unfinished" in run_cli("verify", str(out)).stdout  # room elsewhere
-    # A build ending beside a report.html rewrites it reading the ledger the same way: it
-    # said "the disk holding OUT is full", the output's disk having room.
+    # A build ending beside a report.html rewrites the report: it read the ledger through
+    # the same private copy of the whole ledger (GBs at scale) in $TMPDIR, and with no room
+    # there stopped at its very end, at every rerun. It folds its log in and reads in place.
     run_cli("report", str(out), check=True)
     ended = run_cli(*build_args(recipe, out), env={**ENV, "TMPDIR": str(tmpfs)})
-    assert_clear_error(ended, f"{tmpfs}", "TMPDIR", "run the same command again")
-    assert ended.returncode == 1 and f"disk holding {out}" not in ended.stderr
-    run_cli(*build_args(recipe, out), env=ENV, check=True)
+    assert ended.returncode == 0, ended.stderr
     assert run_cli("verify", str(out)).returncode == 0
 
 

@@ -98,6 +98,10 @@ def write_papers(ledger: Ledger, out: Path) -> None:
         # build, a takedown) keeps it current: verify holds it to that.
         from builder.exports.report import write_report
 
+        # Its reader opens the ledger file itself: with the log folded in, in place, not
+        # through a private copy of the whole ledger in $TMPDIR (GBs at scale; with no room
+        # there, every build stopped at its very end).
+        ledger.checkpoint()
         write_report(out, lock_held=True)
 
 
