@@ -48,7 +48,7 @@ FIRST_BUILD_LEFTOVERS = frozenset({
 # and takedowns only append to it, so a directory holding it may be built into.
 SEEDED = frozenset({"denylist.jsonl"})
 # Shard temporaries (`NNNNNN.tar.tmp`, a worker's `.tar.TOKEN.tmp`), not complete shards.
-_SHARD_TEMPORARY_RE = re.compile(r"^\d{6}\.tar(\.[A-Za-z0-9_-]+)?\.tmp$")
+_SHARD_TEMPORARY_RE = re.compile(r"^\d{6,}\.tar(\.[A-Za-z0-9_-]+)?\.tmp$")
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
@@ -230,7 +230,7 @@ def check_still_alone(out: Path, *, key: str, was_new: bool) -> None:
 
 def _complete_shards(out: Path) -> int:
     try:
-        return sum(1 for n in os.listdir(out / "shards") if re.fullmatch(r"\d{6}\.tar", n))
+        return sum(1 for n in os.listdir(out / "shards") if re.fullmatch(r"\d{6,}\.tar", n))
     except OSError:
         return 0
 

@@ -62,7 +62,7 @@ STATE = STAGE_STATE  # in the stage: hash cache, the markers it knows, its lock
 UPLOAD_TEMP = ".cleanset-upload-"  # remote temporary names: NAME.cleanset-upload-RANDOM
 UPLOAD_WORKERS = 8
 
-_SHARD_RE = re.compile(r"^shards/\d{6}\.tar$")
+_SHARD_RE = re.compile(r"^shards/\d{6,}\.tar$")  # seven digits from shard 1,000,000
 # Uploads on these appear whole or not at all, and a rename is a full server-side copy.
 _OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oci",
                             "ocilake", "oss", "tos", "tosfs"})

@@ -804,6 +804,29 @@ def test_a_recheck_applied_in_the_stage_says_the_url_still_serves_what_it_took_d
     assert run_cli("verify", url).returncode == 0
 
 
+def test_shards_numbered_past_999999_are_published_like_the_others(
+        corpus: Path, tmp_path: Path) -> None:
+    """Shard names have six digits until shard 1,000,000 (1B images at 1,000 a shard, or
+    fewer a shard, numbers never reused); a publish took only six-digit names for shards,
+    so those past it were never uploaded, and the publish said it had published the
+    dataset."""
+    import sqlite3
+
+    remote, url, stage, _ = published(corpus, tmp_path)
+    with sqlite3.connect(stage / "ledger.sqlite") as db:  # as after 999,999 shards
+        db.execute("UPDATE meta SET value = '999999' WHERE key = 'next_shard'")
+    add_images(tmp_path / "more", [10, 11, 12])
+    more = recipe_for(tmp_path, "more.toml", "more")
+    run_cli("build", str(more), "--out", url, "--stage", str(stage), "--no-progress",
+            check=True)
+    assert {"shards/999999.tar", "shards/1000000.tar"} <= set(
+        json.loads((remote / "_cleanset_published.json").read_text())["files"])
+    assert (remote / "shards" / "1000000.tar").read_bytes() == \
+        (stage / "shards" / "1000000.tar").read_bytes()
+    proc = run_cli("verify", url)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_verify_of_a_url_names_a_shard_its_marker_does_not_list(
         corpus: Path, tmp_path: Path) -> None:
     """A shard a takedown emptied, left when its publish was stopped before removing it: a
