@@ -15,7 +15,7 @@ import pyarrow as pa
 from builder.exports.tables import read_columns
 from builder.ledger import Ledger, reading, require_dataset
 from builder.recipe import is_url
-from builder.shards import file_sha256, read_shard_members, shard_name
+from builder.shards import file_sha256, read_shard_members, shard_name, shard_number
 
 LOST_SHARD = "in the ledger but the file is missing"
 
@@ -113,7 +113,11 @@ def _verify(out: Path, ledger: Ledger) -> tuple[list[str], int]:
     shards_dir = out / "shards"
     files = sorted(p for p in shards_dir.glob("*.tar")) if shards_dir.exists() else []
     for path in files:
-        number = int(path.name.split(".")[0]) if path.name.split(".")[0].isdigit() else -1
+        number = shard_number(path.name)
+        if number is None:  # no name a build gives: someone's file, which a build leaves
+            problems.append(f"shards/{path.name}: not a shard of this dataset; whatever "
+                            "reads shards/ reads it too")
+            continue
         row = shard_rows.get(number)
         if row is None:
             problems.append(f"{path.name}: shard not in the ledger")

@@ -31,6 +31,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import sys
 import time
 import tomllib
@@ -83,7 +84,14 @@ from builder.records import (
     decided_license,
     is_transient,
 )
-from builder.shards import OpenShard, fsync_dir, shard_name, shard_path, temp_path
+from builder.shards import (
+    OpenShard,
+    fsync_dir,
+    shard_name,
+    shard_number,
+    shard_path,
+    temp_path,
+)
 from builder.sources import source_module
 from builder.sources._failures import SourceError
 from builder.sources.base import SourceContext
@@ -111,6 +119,8 @@ MAX_SHARD_WRITES = 2  # shards sent to workers and not yet committed, before the
 # Meta key: the last seq decided by an unfinished retry pass, so a crashed pass resumes after
 # it instead of trying those candidates a second time.
 RETRY_CURSOR = "retry_cursor"
+# A Ray worker's shard being written: NNNNNN.tar.TOKEN.tmp (builder/executors/ray.py).
+_WORKER_TEMPORARY = re.compile(r"\d{6,}\.tar\.[A-Za-z0-9_-]+\.tmp")
 
 
 @dataclass(frozen=True)
@@ -1286,16 +1296,16 @@ class _Run:
         known = {s.shard: s for s in self.ledger.shards()}
         for path in sorted(self.shards_dir.iterdir()):
             name = path.name
-            number_text = name.split(".", 1)[0]
-            if not number_text.isdigit():
-                continue
-            number = int(number_text)
-            row = known.get(number)
+            # Only names a build gives (shards.shard_name, .tmp, a worker's .TOKEN.tmp): a
+            # `2024.tar` someone put there was deleted as a shard no ledger row names.
             is_tmp = name.endswith(".tar.tmp")
-            if name.endswith(".tmp") and not is_tmp:
-                path.unlink()  # a worker's temporary shard from a run that stopped
+            number = shard_number(name.removesuffix(".tmp") if is_tmp else name)
+            if number is None:
+                if _WORKER_TEMPORARY.fullmatch(name):
+                    path.unlink()  # a worker's temporary shard from a run that stopped
                 continue
-            if row is None and name.endswith((".tar", ".tar.tmp")) or row is not None and row.complete and is_tmp:
+            row = known.get(number)
+            if row is None or row.complete and is_tmp:
                 path.unlink()
 
     def _reopen_shard(self) -> None:

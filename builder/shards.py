@@ -37,6 +37,16 @@ def shard_name(shard: int) -> str:
     return f"{shard:06d}.tar"
 
 
+def shard_number(name: str) -> int | None:
+    """The shard a file name of `shard_name`'s names (six digits, seven from shard
+    1,000,000), or None for any other name: `2024.tar` in shards/ is nobody's shard of ours."""
+    stem, dot, ext = name.partition(".")
+    if ext != "tar" or not stem.isascii() or not stem.isdigit():
+        return None
+    number = int(stem)
+    return number if shard_name(number) == name else None
+
+
 def shard_path(shards_dir: Path, shard: int) -> Path:
     return shards_dir / shard_name(shard)
 

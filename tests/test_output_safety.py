@@ -237,6 +237,25 @@ def test_an_output_inside_another_output_is_refused_and_verify_names_a_stranger_
         proc.stdout
 
 
+def test_a_file_in_shards_not_named_as_cleanset_names_shards_is_never_deleted(
+        tmp_path: Path) -> None:
+    """A build clears the shards a stopped build left uncommitted (NNNNNN.tar, six digits
+    or more), and took any name of digits and `.tar` for one: a `2024.tar` put there by hand
+    was deleted by the next build, exit 0. It is named by verify and left alone."""
+    recipe = recipe_in(tmp_path)
+    out = tmp_path / "out"
+    assert build(recipe, "--out", str(out)).returncode == 0
+    (out / "shards" / "2024.tar").write_bytes(b"a tar of the user's")
+    (out / "shards" / "7.tar.tmp").write_bytes(b"another")
+    add_images(tmp_path / "more", range(20, 23))
+    more = recipe_in(tmp_path / "second", source=f'kind = "folder"\npath = "{tmp_path / "more"}"')
+    assert build(more, "--out", str(out)).returncode == 0
+    assert (out / "shards" / "2024.tar").read_bytes() == b"a tar of the user's"
+    assert (out / "shards" / "7.tar.tmp").read_bytes() == b"another"
+    proc = run_cli("verify", str(out))
+    assert "PROBLEM shards/2024.tar: not a shard of this dataset" in proc.stdout, proc.stdout
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
 @pytest.mark.parametrize("first", ["outer", "inner"])
 def test_two_first_builds_started_together_one_inside_the_other_never_nest(
