@@ -142,6 +142,7 @@ def check_output_dir(out: Path, *, key: str) -> None:
     directory that is no cleanset output, a file, a path below a file, an unwritable place.
     `key` is how the user named it (`--out`, `--stage`, the recipe key), for the message.
     Creates nothing."""
+    check_no_link_loop(out, key)
     if out.is_symlink() and not out.exists():
         raise UserError(f"{key} {out}: is a broken symbolic link (to {os.readlink(out)}). "
                         "Remove the link, or choose another directory.")
@@ -165,6 +166,17 @@ def check_output_dir(out: Path, *, key: str) -> None:
             "a build into it as a plain directory would leave that copy and its marker "
             f"disagreeing, and the next publish would undo it. Build into its URL (file://"
             f"{out.resolve()}) or into another directory. Nothing was written.")
+
+
+def check_no_link_loop(path: Path, key: str) -> None:
+    """Refuse a path through a loop of symbolic links (`ln -s loop loop`, then `loop/x`):
+    resolving it raised RuntimeError, a traceback, where a place is checked (Python 3.13
+    resolves it without a word, and what follows finds nothing there)."""
+    try:
+        path.resolve()
+    except RuntimeError:  # "Symlink loop from ..."
+        raise UserError(f"{key} {path}: goes round a loop of symbolic links, so it names no "
+                        "place. Fix or remove the link, or choose another path.") from None
 
 
 def _not_ours(out: Path, names: list[str], key: str) -> str:

@@ -136,6 +136,16 @@ def test_report_out_dash_is_refused_not_a_file_named_dash(built: Path, tmp_path:
     assert not (tmp_path / "-").exists()
 
 
+def test_report_out_below_a_link_to_itself_is_refused_not_a_traceback(
+        built: Path, tmp_path: Path) -> None:
+    """A loop of symbolic links: RuntimeError "Symlink loop from ...", a traceback."""
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    for out in ("loop", "loop/report.html"):
+        proc = run_cli("report", str(built), "--out", str(tmp_path / out))
+        assert proc.returncode == 2, proc.stderr
+        assert "goes round a loop of symbolic links" in proc.stderr, proc.stderr
+
+
 def unreadable(path: Path) -> None:
     path.chmod(0)
 

@@ -155,6 +155,9 @@ def test_a_stranger_ledger_sqlite_does_not_make_a_directory_a_cleanset_output(
     (lambda t: (t / "link").symlink_to(t / "nowhere"), "link", ["broken symbolic link"]),
     (lambda t: (t / "link").symlink_to(t / "nowhere"), "link/out",
      ["link is a broken symbolic link"]),
+    # below a link to itself: RuntimeError "Symlink loop from ...", a traceback
+    (lambda t: (t / "loop").symlink_to(t / "loop"), "loop/out",
+     ["goes round a loop of symbolic links"]),
 ])
 def test_a_file_a_path_below_a_file_and_a_broken_link_are_refused_creating_nothing(
         tmp_path: Path, make: Any, out: str, words: list[str]) -> None:

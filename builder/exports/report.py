@@ -34,6 +34,7 @@ from builder.exports.report_data import (
 )
 from builder.identity import describe_tools, tool_version
 from builder.ledger import Ledger, reading, require_dataset
+from builder.output_dir import check_no_link_loop
 
 TOP_CREATORS = 20
 # The dataset version the page describes, so `verify` can tell a page left from an older
@@ -139,6 +140,7 @@ def _write(path: Path, page: str, out: Path, dest: Path | None) -> None:
 def _destination(out: Path, dest: Path | None) -> Path:
     if dest is None:
         return _replaceable(out / "report.html", "")
+    check_no_link_loop(dest, "--out")
     path = dest / "report.html" if dest.is_dir() else dest
     if not path.parent.is_dir():
         what = "is not a directory" if path.parent.exists() else "does not exist"
