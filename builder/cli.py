@@ -194,6 +194,10 @@ def _output_closed(*, reads_only: bool, said: str | None = None) -> int:
 def _interrupted(exc: KeyboardInterrupt, *, said: str | None = None) -> int:
     """`said`: the command's own word on what a rerun does (`args.interrupted_said`)."""
     said = said or "run the same command again to resume."
+    if isinstance(exc, interrupts.HungUp):
+        with contextlib.suppress(OSError):  # the terminal it wrote to may be gone
+            print(f"cleanset: hung up (SIGHUP: the terminal closed?); {said}", file=sys.stderr)
+        return 128 + signal.SIGHUP  # 129, as a shell reports a process SIGHUP ended
     if isinstance(exc, interrupts.Terminated):
         print(f"cleanset: terminated (SIGTERM); {said}", file=sys.stderr)
         return 128 + signal.SIGTERM  # 143, as a shell reports a process SIGTERM ended

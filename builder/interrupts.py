@@ -1,4 +1,4 @@
-"""Ctrl-C and SIGTERM that a finalizer cannot swallow.
+"""Ctrl-C, SIGTERM and SIGHUP that a finalizer cannot swallow.
 
 Python raises KeyboardInterrupt wherever the main thread is when the signal is handled. When
 that is a finalizer (a `__del__`, a weakref callback; a Ray driver runs them all the time as
@@ -22,6 +22,11 @@ class Terminated(KeyboardInterrupt):
     it stood with multiprocessing's leftovers and no word."""
 
 
+class HungUp(Terminated):
+    """SIGHUP (the terminal closed, an ssh session dropped): stopped as SIGTERM stops it.
+    Left to its default, a build ended there, exit 129, with no clean-up and no word."""
+
+
 _received: type[KeyboardInterrupt] | None = None
 _took_sigterm = False  # install() set the SIGTERM handler (nobody else had)
 _unraisable = sys.unraisablehook
@@ -39,6 +44,9 @@ def install() -> None:
     if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _on_sigterm)
     _took_sigterm = signal.getsignal(signal.SIGTERM) is _on_sigterm
+    # Not where it is ignored: `nohup cleanset build ...` must run on when the terminal goes.
+    if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) == signal.SIG_DFL:
+        signal.signal(signal.SIGHUP, _on_sighup)
     if sys.unraisablehook is not _quiet_about_ours:
         global _unraisable
         _unraisable = sys.unraisablehook
@@ -77,3 +85,9 @@ def _on_sigterm(signum: int, frame: object) -> NoReturn:
     global _received
     _received = Terminated
     raise Terminated
+
+
+def _on_sighup(signum: int, frame: object) -> NoReturn:
+    global _received
+    _received = HungUp
+    raise HungUp

@@ -56,6 +56,7 @@ def child(request: dict[str, Any], fds: list[int], inherited: list[int]) -> None
             os.close(fd)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
         for fd in fds:

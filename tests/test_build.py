@@ -544,7 +544,7 @@ def test_a_ctrl_c_keeps_the_decisions_of_the_last_seconds_not_only_each_256th(
     assert run_cli("verify", str(out)).returncode == 0
 
 
-@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM", "SIGHUP"])
 def test_a_ctrl_c_that_lands_in_a_finalizer_still_stops_the_build(
         tmp_path: Path, signal_name: str) -> None:
     """Python raises KeyboardInterrupt wherever the main thread is; in a finalizer (a
@@ -578,10 +578,12 @@ def test_a_ctrl_c_that_lands_in_a_finalizer_still_stops_the_build(
                           env={**os.environ, "SOURCE_DATE_EPOCH": FIXED_EPOCH,
                                "PYTHONPATH": str(REPO)}, timeout=300)
     assert "in the finalizer" in proc.stdout
-    assert proc.returncode == (130 if signal_name == "SIGINT" else 143), proc.stderr
-    assert proc.stderr == ("cleanset: interrupted; run the same command again to resume.\n"
-                           if signal_name == "SIGINT" else "cleanset: terminated (SIGTERM); "
-                           "run the same command again to resume.\n")  # no "Exception ignored"
+    # SIGHUP (the terminal closed) ended a build with no word and none of the clean-up
+    exit_code, said = {"SIGINT": (130, "interrupted"), "SIGTERM": (143, "terminated (SIGTERM)"),
+                       "SIGHUP": (129, "hung up (SIGHUP: the terminal closed?)")}[signal_name]
+    assert proc.returncode == exit_code, proc.stderr
+    # no "Exception ignored"
+    assert proc.stderr == f"cleanset: {said}; run the same command again to resume.\n"
     assert "dataset:" not in proc.stdout
     rerun = run_cli("build", str(recipe), "--out", str(tmp_path / "out"), "--no-progress")
     assert rerun.returncode == 0, rerun.stderr

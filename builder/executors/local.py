@@ -96,6 +96,7 @@ def _init_worker(plan: StagePlan, threads: int, build_pid: int | None = None,
     # the workers and exits 130); a worker would only print a traceback. (Forked from a
     # server started ignoring it, a worker ignores it already: see _start_fork_server.)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # so is a closed terminal's SIGHUP
     if build_pid is not None:
         threading.Thread(target=_end_with_build, args=(build_pid, spool_dir),
                          name="build-watch", daemon=True).start()
@@ -278,11 +279,16 @@ def _start_fork_server() -> multiprocessing.context.BaseContext:
     context.set_forkserver_preload(list(STAGE_MODULES))
     if not _handles_ctrl_c():
         return context  # the server starts with the first worker, as multiprocessing does it
+    # SIGHUP too (a closed terminal signals the whole group): the build process stops the
+    # build; the server and multiprocessing's resource tracker, started with it, died of it
+    # ("resource_tracker: process died unexpectedly").
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous_hup = signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         multiprocessing.forkserver.ensure_running()
     finally:
         signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGHUP, previous_hup)
     return context
 
 
