@@ -201,6 +201,13 @@ def diff_directories(old: Path, new: Path) -> Diff:
         notes.append(f"note: these are two different datasets ({a_name!r} and {b_name!r}); "
                      "each numbers its keys on its own, so a key in both need not be the "
                      "same work, and 'changed' compares them by key only")
+    elif changed:
+        # One dataset never gives a key another image (takedowns remove, keys are never
+        # reused): two builds that share a name only, each numbering its keys from 0.
+        notes.append(f"note: {len(changed)} key(s) in both hold different images, which no "
+                     "two copies of one dataset do: these look like two different datasets "
+                     f"that share the name {a_name!r}, so a key in both need not be the same "
+                     "work")
     return Diff(old=str(old), new=str(new), removed=sorted(a.keys() - b.keys()),
                 added=sorted(b.keys() - a.keys()), changed=changed, notes=notes)
 

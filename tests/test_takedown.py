@@ -312,6 +312,13 @@ def test_diff_of_two_different_datasets_says_their_keys_are_not_one_numbering(
                 "each numbers its keys on its own") in proc.stderr
         assert "note" not in proc.stdout  # --json's reader gets the JSON alone
     assert json.loads(proc.stdout)["changed"] == dataset["keys"]  # still compared by key
+    # The same again under the same name: the note came only from the names, and was missing.
+    same_name = tmp / "same-name-out"
+    run_cli("build", str(recipe_for(tmp, other, name="takedown-test")), "--out",
+            str(same_name), "--no-progress", check=True)
+    proc = run_cli("diff", str(dataset["out"]), str(same_name), check=True)
+    assert ("hold different images, which no two copies of one dataset do: these look like two "
+            "different datasets that share the name 'takedown-test'") in proc.stderr
 
 
 
