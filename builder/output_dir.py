@@ -158,6 +158,11 @@ def check_output_dir(out: Path, *, key: str) -> None:
     except OSError as exc:
         raise UserError(f"{key} {out}: cannot be read: {exc.strerror or exc}. Fix its "
                         "permissions, or choose another directory.") from None
+    if names == ["lost+found"]:
+        # A fresh disk's mount point: refused as "not empty", with no word of the way on.
+        raise UserError(f"{key} {out}: holds a filesystem's lost+found (a disk's mount point), "
+                        "which a build must not write beside. Build into a new directory on "
+                        f"it, e.g. {key} {out / 'my-dataset'}. Nothing was written.")
     if names and not is_cleanset_output(out):
         raise UserError(_not_ours(out, names, key))
     if PUBLISHED_MARKER in names:

@@ -103,6 +103,16 @@ def test_out_naming_a_non_empty_directory_by_its_path_is_refused_too(project: Pa
     assert snapshot(project) == before
 
 
+def test_out_at_a_disks_mount_point_names_the_way_on(project: Path, tmp_path: Path) -> None:
+    """A fresh ext4 disk's mount point holds lost+found: refused as "not empty" alone."""
+    mount = tmp_path / "disk"
+    (mount / "lost+found").mkdir(parents=True)
+    before = snapshot(mount)
+    assert_refused(build(project / "recipe.toml", "--out", str(mount)), "lost+found",
+                   f"--out {mount / 'my-dataset'}")
+    assert snapshot(mount) == before
+
+
 @pytest.mark.parametrize("flags", [["--out", ""], ["--out", "  "],
                                    ["--out", "file:///nowhere/ds", "--stage", ""]])
 def test_an_empty_out_or_stage_is_a_usage_error_that_creates_nothing(
