@@ -73,7 +73,10 @@ def rewind_unwritten(ledger: Ledger, row: BuildRow, shards_dir: Path) -> bool:
     ledger.set_meta("next_shard", str(first))  # never published: the numbers are reused
     ledger.commit()
     for number in doomed:
+        # The shard and the temporaries a build gives it (.tmp, a worker's .TOKEN.tmp):
+        # a glob of the name deleted a user's `000031.tar.bak` with them.
         for path in shards_dir.glob(f"{shard_name(number)}*"):
-            path.unlink()
+            if path.name == shard_name(number) or path.name.endswith(".tmp"):
+                path.unlink()
     fsync_dir(shards_dir)
     return True

@@ -371,10 +371,17 @@ def test_a_driver_killed_while_workers_write_shards_rewinds_and_resumes_identica
         unwritten = db.execute(
             "SELECT COUNT(*) FROM meta WHERE key LIKE 'unwritten_shard:%'").fetchone()[0]
         committed = db.execute("SELECT COUNT(*) FROM candidates").fetchone()[0]
+        first = min(int(k.rsplit(":", 1)[1]) for (k,) in db.execute(
+            "SELECT key FROM meta WHERE key LIKE 'unwritten_shard:%'"))
     # decisions were committed whose shard no worker had written: the resume must rewind them
     assert unwritten >= 1 and committed > 0
+    # a user's copy named after that shard: the rewind's glob of the name deleted it too
+    mine = out / "shards" / f"{first:06d}.tar.bak"
+    mine.write_bytes(b"my own copy")
     resumed = build(recipe, out, *args, env=TOKEN_AUTH)
     assert resumed.returncode == 0, resumed.stderr
+    assert mine.read_bytes() == b"my own copy"
+    mine.unlink()
     assert_same_dataset(out, reference)
 
 
