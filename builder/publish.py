@@ -210,6 +210,7 @@ def staged(url: str, stage: Path | None, *, where: str, nothing: str, writing: b
     key = "--stage" if stage is not None else f"--stage (the default for {url})"
     stage = stage or default_stage(url)
     check_output_dir(stage, key=key)  # before its lock: a refused stage gets nothing written
+    check_apart(remote, stage)  # so too a stage that is the URL (its lock was left behind)
     try:
         lock = stage_lock(stage)
     except OSError as exc:
@@ -649,17 +650,23 @@ def prepare_stage(stage: Path, remote: Remote, *, nothing: str = "Nothing was bu
                   ) -> Pulled | None:
     """Before a build (or a takedown): check the remote is reachable and ours; pull it into an
     empty stage. `nothing` says, in errors, what was therefore not done."""
-    if isinstance(remote.fs, LocalFileSystem):
-        target, here = Path(remote.root).resolve(), stage.resolve()
-        if target == here:
-            raise UserError(f"{remote.url}: is the stage itself; build into it with a plain "
-                            "--out path, or publish to another location.")
-        if target.is_relative_to(here) or here.is_relative_to(target):
-            raise UserError(f"{remote.url}: is {'inside' if target.is_relative_to(here) else 'around'} "
-                            f"its stage {stage}: each publish would copy the one into the other. "
-                            "Give the URL and --stage places apart.")
+    check_apart(remote, stage)
     with OutputLock(stage):
         return _prepare_locked(stage, remote, nothing)
+
+
+def check_apart(remote: Remote, stage: Path) -> None:
+    """Refuse a local URL that is its stage, or inside or around it."""
+    if not isinstance(remote.fs, LocalFileSystem):
+        return
+    target, here = Path(remote.root).resolve(), stage.resolve()
+    if target == here:
+        raise UserError(f"{remote.url}: is the stage itself; build into it with a plain "
+                        "--out path, or publish to another location. Nothing was written.")
+    if target.is_relative_to(here) or here.is_relative_to(target):
+        raise UserError(f"{remote.url}: is {'inside' if target.is_relative_to(here) else 'around'} "
+                        f"its stage {stage}: each publish would copy the one into the other. "
+                        "Give the URL and --stage places apart. Nothing was written.")
 
 
 def _prepare_locked(stage: Path, remote: Remote, nothing: str) -> Pulled | None:

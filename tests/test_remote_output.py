@@ -678,6 +678,12 @@ def test_a_file_url_naming_the_stage_itself_is_refused(
                        str(stage), "--no-progress")
     assert code == 2
     assert "is the stage itself" in err
+    assert not stage.exists()  # its lock was made before the refusal, and left behind
+    around = tmp_path / "pub"
+    code, _, err = cli(capsys, "build", str(corpus), "--out", around.as_uri(), "--stage",
+                       str(around / "stage"), "--no-progress")
+    assert code == 2 and "is around its stage" in err
+    assert not around.exists()
 
 
 # -- a careless user's URLs (the sweep of 2026-12-06) ------------------------------------------
