@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -585,3 +586,14 @@ def test_a_not_public_domain_flag_is_refused_saying_only_what_the_source_said(
     quoted = rejected(decide(ev((field, "false"), (notice_field, "© 1962 The Estate")),
                              COMMERCIAL), Reason.LICENSE_NOT_ALLOWED)
     assert quoted.detail == f"{bare.detail}; {notice_field.split(':')[1]}='© 1962 The Estate'"
+
+
+def test_a_creator_of_invisible_characters_alone_is_credited_as_unknown() -> None:
+    """A name of U+200B alone was credited in ATTRIBUTION.md as an invisible "by "."""
+    from builder.exports.attribution import Credit, _md_line
+
+    credit = Credit(key="0000000001", license="CC-BY-4.0", license_name="CC BY 4.0",
+                    license_url=None, title="Work", creator="\u200b\u2060", creator_url=None,
+                    source_url=None, credit="")
+    assert _md_line(credit) == "Work by unknown creator, CC BY 4.0."
+    assert _md_line(replace(credit, creator="Ada")) == "Work by Ada, CC BY 4.0."

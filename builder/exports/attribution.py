@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from builder.display import md_link
 from builder.exports.papers import atomic_write, not_text
 from builder.ledger import Ledger
+from builder.licensing.credit import plain_text
 
 if TYPE_CHECKING:
     from builder.exports.papers import Facts
@@ -118,7 +119,8 @@ def _md_line(c: Credit) -> str:
     # Titles, names and URLs are the sources' text: md_link renders each as that text, and
     # links only http(s) URLs (a `javascript:` creator_url is shown, never followed).
     work = md_link(c.title or "Untitled", c.source_url)
-    creator = md_link(c.creator, c.creator_url) if c.creator else "unknown creator"
+    # A name of invisible characters alone (U+200B) was credited as an invisible "by ".
+    creator = md_link(c.creator, c.creator_url) if plain_text(c.creator) else "unknown creator"
     line = f"{work} by {creator}, {md_link(c.license_name, c.license_url)}."
     if c.source_credit:
         line += f" Credit given by the source: {md_link(c.source_credit, None)}."

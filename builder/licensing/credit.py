@@ -41,15 +41,15 @@ def _line(title: str | None, creator: str | None, creator_url: str | None,
     if markup not in _MARKUPS:
         raise ValueError(f"markup must be one of {_MARKUPS}, not {markup!r}")
     link = _LINKERS[markup]
-    title_c = _plain(title).strip("\"'“”‘’ ")
-    creator_c = _plain(creator)
+    title_c = plain_text(title).strip("\"'“”‘’ ")
+    creator_c = plain_text(creator)
     work = link(f'"{title_c}"' if title_c else "This work", source_url)
     if creator_c:
         work += " by " + link(creator_c, creator_url)
     return f"{work} {_licence_phrase(spdx, license_name, license_url, link)}."
 
 
-def _plain(text: str | None) -> str:
+def plain_text(text: str | None) -> str:
     """A title or a name as text: tags dropped and entities decoded (a source may send an
     HTML fragment), whitespace collapsed, and its words and punctuation kept as written
     (not the licence-claim cleaner, which reads "<i>x</i>" as an RDF <url> and drops a
