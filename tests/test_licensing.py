@@ -597,3 +597,12 @@ def test_a_creator_of_invisible_characters_alone_is_credited_as_unknown() -> Non
                     source_url=None, credit="")
     assert _md_line(credit) == "Work by unknown creator, CC BY 4.0."
     assert _md_line(replace(credit, creator="Ada")) == "Work by Ada, CC BY 4.0."
+
+
+def test_a_jurisdiction_given_with_spaces_is_that_jurisdiction() -> None:
+    """`--jurisdiction "us "` refused US-only public domain, "the recipe declares
+    jurisdiction US " (with its space): two names for one country."""
+    policy = load_policy("commercial", jurisdiction=" us ")
+    assert policy.jurisdiction == "US"
+    assert decide(ev(("license", "Public domain in the United States")), policy).spdx \
+        == "LicenseRef-PD-US"

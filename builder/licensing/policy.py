@@ -113,7 +113,7 @@ def _build(data: dict[str, Any], path: Path, jurisdiction: str | None) -> Policy
     return Policy(
         name=str(data.get("name", path.stem)), description=str(data.get("description", "")),
         families=strings("families"), ids=strings("ids"), exclude=strings("exclude"),
-        scoped=scoped, jurisdiction=jurisdiction.upper() if jurisdiction else None)
+        scoped=scoped, jurisdiction=jurisdiction.strip().upper() or None if jurisdiction else None)
 
 
 def _check_references(policy: Policy, path: Path, cat: Catalogue) -> None:
