@@ -102,6 +102,9 @@ def test_spdx_round_trips_through_spdx_tools_with_no_validation_messages(built: 
     assert len(contains) == len(WORKS)
     by = [f for f in document.files if str(f.license_concluded).startswith("CC-BY")]
     assert by and all(f.attribution_texts for f in by)
+    # the credit the source gave is an attribution text of its own, beside the line made
+    credited = [f for f in document.files if SOURCE_CREDITS["b.jpg"] in f.attribution_texts]
+    assert len(credited) == 1 and len(credited[0].attribution_texts) == 2
 
 
 def test_licence_refs_get_extracted_licensing_info_and_ids_stay_valid(tmp_path: Path) -> None:

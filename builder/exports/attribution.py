@@ -62,12 +62,12 @@ def credits_owed(ledger: Ledger) -> list[Credit]:
             creator_url=attr.get("creator_url"),
             source_url=source.get("landing_url") or source.get("file_url"),
             credit=attr.get("text") or "",
-            source_credit=_source_credit(attr),
+            source_credit=source_credit(attr),
         ))
     return out
 
 
-def _source_credit(attr: dict[str, object]) -> str | None:
+def source_credit(attr: dict[str, object]) -> str | None:
     """The source's own credit line, unless it only repeats the creator's name."""
     credit = attr.get("credit")
     if not isinstance(credit, str) or not credit.strip():

@@ -161,12 +161,12 @@ class _FileLines:
         self.messages = messages
         self.check = _FileCheck(head)
         self.valid_id = is_valid_internal_spdx_id
-        self.forms: dict[tuple[str, bool, bool, bool], dict[str, Any] | None] = {}
+        self.forms: dict[tuple[str, bool, bool, bool, bool], dict[str, Any] | None] = {}
 
     def __call__(self, row: Any) -> str:
         values = _FileValues.of(row)
         shape = (row["license"], values.credit is not None, values.comment is not None,
-                 values.creator is not None)
+                 values.creator is not None, values.source_credit is not None)
         form = self.forms.get(shape)
         if form is not None and self._plain(values):
             return _line(values.put_into(form))
@@ -183,8 +183,8 @@ class _FileLines:
         """What spdx-tools checks of a File's own values (besides its licence): a valid
         SPDX id, a relative name, lowercase hex checksums of their lengths; text as text."""
         return (all(isinstance(text, str) for text in (values.name, values.sha1, values.sha256))
-                and all(isinstance(text, str | None)
-                        for text in (values.credit, values.comment, values.creator))
+                and all(isinstance(text, str | None) for text in (
+                    values.credit, values.comment, values.creator, values.source_credit))
                 and self.valid_id(values.spdx_id) and not values.name.startswith("/")
                 and _SHA1.fullmatch(values.sha1) is not None
                 and _SHA256.fullmatch(values.sha256) is not None)
@@ -439,9 +439,13 @@ class _FileValues:
     credit: str | None
     comment: str | None
     creator: str | None
+    # The credit the source gave (attribution.py's source_credit): a second attribution text.
+    source_credit: str | None = None
 
     @classmethod
     def of(cls, row: Any) -> _FileValues:
+        from builder.exports.attribution import source_credit
+
         prov = json.loads(row["provenance"])
         source = prov.get("source") or {}
         comment = "; ".join(f"{label}: {value}" for label, value in (
@@ -452,7 +456,12 @@ class _FileValues:
         return cls(name=f"./shards/{shard_name(row['shard'])}/{row['key']}.{row['ext']}",
                    spdx_id=file_spdx_id(row["key"]), sha1=row["sha1"], sha256=row["sha256"],
                    credit=(prov.get("attribution") or {}).get("text") or None,
-                   comment=comment or None, creator=row["creator"] or None)
+                   comment=comment or None, creator=row["creator"] or None,
+                   source_credit=source_credit(prov.get("attribution") or {}))
+
+    @property
+    def attribution_texts(self) -> list[str]:
+        return [t for t in (self.credit, self.source_credit) if t is not None]
 
     def file(self, license_id: str, licensing: _Licensing) -> Any:
         from spdx_tools.spdx.model import (
@@ -472,7 +481,7 @@ class _FileValues:
             license_info_in_file=licensing.symbols(license_id),
             copyright_text=self.credit or SpdxNoAssertion(),
             comment=self.comment,
-            attribution_texts=[self.credit] if self.credit else [],
+            attribution_texts=self.attribution_texts,
             contributors=[self.creator] if self.creator else [],
         )
 
@@ -484,7 +493,8 @@ class _FileValues:
                                        strict=True)]}
         if self.credit is not None:
             filled["copyrightText"] = self.credit
-            filled["attributionTexts"] = [self.credit]
+        if self.attribution_texts:
+            filled["attributionTexts"] = self.attribution_texts
         if self.comment is not None:
             filled["comment"] = self.comment
         if self.creator is not None:
