@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from builder.display import link_target, md_link, visible
 from builder.licensing.catalogue import LicenseInfo, load_catalogue
-from builder.licensing.normalise import _INVISIBLE_RE, _TAG_RE
+from builder.licensing.normalise import markup_free
 from builder.records import LicenseDecision
 
 _MARKUPS = ("text", "markdown", "html")
@@ -54,9 +54,7 @@ def plain_text(text: str | None) -> str:
     HTML fragment), whitespace collapsed, and its words and punctuation kept as written
     (not the licence-claim cleaner, which reads "<i>x</i>" as an RDF <url> and drops a
     final full stop)."""
-    if not text:
-        return ""
-    return " ".join(_INVISIBLE_RE.sub("", html.unescape(_TAG_RE.sub(" ", text))).split())
+    return markup_free(text) if text else ""
 
 
 def _licence_phrase(spdx: str, license_name: str, license_url: str | None,

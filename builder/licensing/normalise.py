@@ -62,6 +62,12 @@ _OPERATOR_RE = re.compile(r"(\s+(?:or|and|with)\s+|\(|\))", re.IGNORECASE)
 _LICENSING = Licensing()
 
 
+def markup_free(text: str) -> str:
+    """`text` as text: HTML tags (of `_HTML_ELEMENTS`) dropped, entities decoded, invisible
+    characters removed, whitespace collapsed; its words and punctuation as written."""
+    return " ".join(_INVISIBLE_RE.sub("", html.unescape(_TAG_RE.sub(" ", text))).split())
+
+
 def clean(text: object) -> str:
     """Unescape HTML, drop its tags (of `_HTML_ELEMENTS` only) and invisible characters,
     collapse whitespace, trim quotes."""

@@ -28,13 +28,7 @@ from builder.optout.config import OptoutConfig
 from builder.optout.hostfiles import BUSY_STATUSES, Answer, HostFiles, origin
 from builder.optout.landing import SIGNAL as LANDING
 from builder.optout.landing import LandingPage, read_landing_page
-from builder.optout.robots import (
-    AGENT_KEYS,
-    RobotsFile,
-    parse_ai_txt,
-    parse_robots,
-    product_token,
-)
+from builder.optout.robots import RobotsFile, group_lines, parse_ai_txt, parse_robots
 from builder.optout.tdmrep import RESERVED, WELL_KNOWN, location_pattern, parse_tdmrep
 from builder.records import TRANSIENT_REASONS, Exchange, Reason
 
@@ -217,21 +211,6 @@ def disallow_line(text: str, group: str, url: str) -> tuple[int, str] | None:
 
 def _group_rules(text: str, group: str) -> list[tuple[int, str, str, str]]:
     """(line number, line, allow|disallow, pattern) of every rule in groups naming `group`."""
-    rules: list[tuple[int, str, str, str]] = []
-    agents: list[str] = []
-    in_rules = False
-    for number, raw in enumerate(text.splitlines(), 1):
-        key, sep, value = raw.split("#", 1)[0].partition(":")
-        if not sep:
-            continue
-        key, value = key.strip().lower(), value.strip()
-        if key in AGENT_KEYS:
-            if in_rules:
-                agents, in_rules = [], False
-            agents.append(product_token(value))
-            continue
-        in_rules = True
-        if key in ("allow", "disallow") and group in agents:
-            rules.append((number, raw, key, value))
-    return rules
+    return [(number, raw, key, value) for number, raw, agents, key, value in group_lines(text)
+            if key in ("allow", "disallow") and group in agents]
 

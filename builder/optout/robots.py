@@ -12,6 +12,7 @@ carry usage preferences: Cloudflare's `Content-Signal: ai-train=no` and the IETF
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -116,31 +117,41 @@ def product_token(value: str) -> str:
     return (found.group(0) if found else value.strip()).lower()
 
 
-def _groups(text: str) -> tuple[frozenset[str], tuple[Usage, ...]]:
-    """The user-agents named, and usage-preference lines with the group each belongs to."""
-    agents: set[str] = set()
-    usages: list[Usage] = []
-    current: list[str] = []
+def group_lines(text: str) -> Iterator[tuple[int, str, tuple[str, ...], str, str]]:
+    """Each `key: value` line of a robots.txt or ai.txt, comment dropped: (line number, the
+    line as written, the product tokens of the group it is in, key lower-cased, value).
+    A User-agent line (in every spelling protego reads) comes as key `user-agent`, with the
+    group it opens or joins."""
+    group: tuple[str, ...] = ()
     in_rules = False
     for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.split("#", 1)[0].strip()
-        key, sep, value = line.partition(":")
+        key, sep, value = raw.split("#", 1)[0].partition(":")
         if not sep:
             continue
         key, value = key.strip().lower(), value.strip()
         if key in AGENT_KEYS:  # "User agent: cleanset": its lines were filed under another
-            if in_rules:
-                current, in_rules = [], False
-            current.append(product_token(value))
-            agents.add(product_token(value))
+            group = (product_token(value),) if in_rules else (*group, product_token(value))
+            in_rules = False
+            yield number, raw, group, "user-agent", value
             continue
         in_rules = True
+        yield number, raw, group, key, value
+
+
+def _groups(text: str) -> tuple[frozenset[str], tuple[Usage, ...]]:
+    """The user-agents named, and usage-preference lines with the group each belongs to."""
+    agents: set[str] = set()
+    usages: list[Usage] = []
+    for number, _, group, key, value in group_lines(text):
+        if key == "user-agent":
+            agents.add(group[-1])
+            continue
         if key not in ("content-signal", "content-usage"):
             continue
         path = None
         if key == "content-usage" and value.startswith("/"):
             path, _, value = value.replace("\t", " ").partition(" ")  # RFC 9309: WS is SP or TAB
-        for agent in current or [None]:
+        for agent in group or (None,):
             usages.append(Usage(key, agent, path, value.strip(), number))
     return frozenset(agents), tuple(usages)
 

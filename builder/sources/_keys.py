@@ -20,8 +20,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from builder.errors import UserError
@@ -186,6 +187,8 @@ def get_page(fetcher: Fetcher, config: FetchConfig, url: str, *, source: str, re
 
 # One page: the candidates it holds (without `resume`) and the next page's token or None.
 Page = tuple[list[Candidate], Any]
+K = TypeVar("K")
+T = TypeVar("T")
 
 
 def paged(first: Any, fetch: Callable[[Any], Page], resume: dict[str, Any] | None,
@@ -205,20 +208,15 @@ def paged(first: Any, fetch: Callable[[Any], Page], resume: dict[str, Any] | Non
     token = state.get("page", first)
     skip = int(state.get("skip", 0))
     count = int(state.get("count", 0))
-    asked_again = False
     while token is not None:
         if limit is not None and count >= limit:
             return
-        items, following = fetch(token)
+        items, following = asked_again_if_empty(fetch, token, _points_at_itself)
         if not items and following == token:
-            if asked_again:
-                logging.getLogger(__name__).warning(
-                    "source %s: the page at %s was empty twice though the API counts more; "
-                    "taken as the end", source, token)
-                return
-            asked_again = True
-            continue
-        asked_again = False
+            logging.getLogger(__name__).warning(
+                "source %s: the page at %s was empty twice though the API counts more; "
+                "taken as the end", source, token)
+            return
         for index, cand in enumerate(items):
             if index < skip:
                 continue
@@ -236,16 +234,27 @@ def paged(first: Any, fetch: Callable[[Any], Page], resume: dict[str, Any] | Non
         token, skip = following, 0
 
 
+def asked_again_if_empty(ask: Callable[[K], T], token: K, empty: Callable[[T, K], bool]) -> T:
+    """API page `token`, asked once more when `empty` says it holds nothing although the
+    API's own count says more remain: an index's hiccup, taken as the end, silently cut the
+    source short. The second answer stands, empty or not; the caller decides what an empty
+    one means (the end, or a page to pass over)."""
+    answer = ask(token)
+    return ask(token) if empty(answer, token) else answer
+
+
 def asking_again_if_empty(fetch: Callable[[Any], Page]) -> Callable[[Any], Page]:
-    """For a page-numbered API: a page with nothing in it that its count says is not the
-    last is asked once more (an index's hiccup), then passed over (paged goes on to the
-    next one): taken as the end, it silently cut the source short."""
-    def page(token: Any) -> Page:
-        items, following = fetch(token)
-        if not items and following is not None:
-            items, following = fetch(token)
-        return items, following
-    return page
+    """`fetch` of a page-numbered API, each empty page that is not the last asked once more
+    (then passed over: paged goes on to the next one)."""
+    return partial(asked_again_if_empty, fetch, empty=_not_the_last)
+
+
+def _points_at_itself(page: Page, token: Any) -> bool:
+    return not page[0] and page[1] == token
+
+
+def _not_the_last(page: Page, token: Any) -> bool:
+    return not page[0] and page[1] is not None
 
 
 def first_text(value: Any) -> str | None:

@@ -29,13 +29,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from builder.errors import UserError
 from builder.records import Candidate, Evidence
 from builder.sources._failures import api_failed
-from builder.sources._keys import NOT_FOUND, as_dict
+from builder.sources._keys import NOT_FOUND, as_dict, asked_again_if_empty
 from builder.sources._museum import (
     JsonClient,
     api_root,
@@ -100,20 +101,16 @@ class AicSource:
         client = JsonClient(self.name, self.context.fetch, rps=self.config.rps,
                             recipe=self.context.recipe_file,
                             headers={"AIC-User-Agent": agent})
-        empty_in_a_row, asked_again = 0, False
+        empty_in_a_row = 0
         try:
             while True:
-                data = self._page(client, page)
-                items = [d for d in data.get("data") or [] if isinstance(d, dict)]
+                # An empty page before `total_pages` is asked once more, then passed over.
+                # Several in a row: the count is wrong, and the source ends there, saying so.
+                data = asked_again_if_empty(partial(self._page, client), page,
+                                            self._empty_before_the_end)
+                items = _items(data)
                 iiif = str(as_dict(data.get("config")).get("iiif_url") or IIIF).rstrip("/")
                 last_page = self._last_page(data, page, items)
-                # An empty page before `total_pages` (an index hiccup), taken as the end,
-                # silently cut the source short: it is asked once more, then passed over.
-                # Several in a row: the count is wrong, and the source ends there, saying so.
-                if not items and not last_page and not asked_again:
-                    asked_again = True
-                    continue
-                asked_again = False
                 empty_in_a_row = 0 if items else empty_in_a_row + 1
                 if empty_in_a_row >= EMPTY_PAGES_IN_A_ROW and not last_page:
                     log.warning("source %s: pages %d-%d were empty though the API counts "
@@ -152,6 +149,9 @@ class AicSource:
         if not isinstance(data, dict):
             raise api_failed(self.name, f"page {page} is not a JSON object", url)
         return data
+
+    def _empty_before_the_end(self, data: dict[str, Any], page: int) -> bool:
+        return not _items(data) and not self._last_page(data, page, [])
 
     def _last_page(self, data: dict[str, Any], page: int, items: list[Any]) -> bool:
         pagination = as_dict(data.get("pagination"))
@@ -257,6 +257,10 @@ class AicRecheck:
 
 def rechecker(name: str, config: Config, context: SourceContext) -> AicRecheck:
     return AicRecheck(name, config, context)
+
+
+def _items(data: dict[str, Any]) -> list[dict[str, Any]]:
+    return [d for d in data.get("data") or [] if isinstance(d, dict)]
 
 
 SOURCE = AicSource

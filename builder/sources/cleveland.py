@@ -22,13 +22,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
 from builder.errors import UserError
 from builder.records import Candidate, Evidence
 from builder.sources._failures import api_failed
-from builder.sources._keys import NOT_FOUND, as_dict
+from builder.sources._keys import NOT_FOUND, as_dict, asked_again_if_empty
 from builder.sources._museum import (
     JsonClient,
     api_root,
@@ -81,22 +82,15 @@ class ClevelandSource:
         skip, consumed = int(state.get("skip", 0)), int(state.get("index", 0))
         client = JsonClient(self.name, self.context.fetch, rps=self.config.rps,
                             recipe=self.context.recipe_file)
-        asked_again = False
         try:
             while True:
-                data = self._page(client, skip)
+                data = asked_again_if_empty(partial(self._page, client), skip, _short_of_total)
                 items = [d for d in data.get("data") or [] if isinstance(d, dict)]
                 total = as_dict(data.get("info")).get("total")
                 following = skip + len(items)
-                if not items and isinstance(total, int) and skip < total:
-                    # The count says more remain: an index's hiccup, taken as the end,
-                    # silently cut the source short. Asked once more, then the end, said.
-                    if not asked_again:
-                        asked_again = True
-                        continue
+                if _short_of_total(data, skip):  # asked twice: the end, said
                     log.warning("source %s: the page at skip=%d was empty twice though the "
                                 "API counts %d; taken as the end", self.name, skip, total)
-                asked_again = False
                 last_page = not items or (isinstance(total, int) and following >= total)
                 for index, item in enumerate(items):
                     if index < consumed:
@@ -193,6 +187,13 @@ class ClevelandRecheck:
 
 def rechecker(name: str, config: Config, context: SourceContext) -> ClevelandRecheck:
     return ClevelandRecheck(name, config, context)
+
+
+def _short_of_total(data: dict[str, Any], skip: int) -> bool:
+    """An empty page although `info.total` says more remain past `skip`."""
+    total = as_dict(data.get("info")).get("total")
+    return not any(isinstance(d, dict) for d in data.get("data") or []) and \
+        isinstance(total, int) and skip < total
 
 
 SOURCE = ClevelandSource

@@ -142,17 +142,20 @@ def plan_columns(
     return ColumnPlan(fields=fields, evidence=tuple(evidence), extra=kept)
 
 
-def named_twice(names: Iterable[str], plan: ColumnPlan | None = None) -> str | None:
-    """A column name a header gives twice (of those `plan` reads, when given), else None.
-    A row read by name keeps one of the two cells: a licence claim or a creator lost."""
+def check_named_once(names: Iterable[str], where: str, plan: ColumnPlan | None = None) -> None:
+    """Refuse a header (`where`: the file and which header) that names a column twice (of
+    those `plan` reads, when given): a row read by name keeps one of the two cells, and a
+    licence claim or a creator is lost unseen."""
     seen: set[str] = set()
     read = None if plan is None else \
         {c for cols in plan.fields.values() for c in cols} | set(plan.evidence) | set(plan.extra)
     for name in names:
         if name in seen and (read is None or name in read):
-            return name
+            raise UserError(
+                f"{where} names column {name!r} twice, so one of its two cells would be lost "
+                "on every row (a licence claim, or the creator a credit owes). Rename or "
+                "remove one of them.")
         seen.add(name)
-    return None
 
 
 class KeyGivenTwice(ValueError):

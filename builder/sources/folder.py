@@ -54,7 +54,7 @@ from builder.sources.base import GONE, PRESENT, UNREACHABLE, Item, Now, SourceCo
 from builder.sources.columns import (
     TABLE_ALIASES,
     KeyGivenTwice,
-    named_twice,
+    check_named_once,
     one_value_per_key,
     plan_columns,
     row_evidence,
@@ -287,12 +287,7 @@ def _read_csv(file: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         reader = csv.DictReader(fh)
         try:
             names = [n.strip() for n in reader.fieldnames or ()]
-            if (twice := named_twice(names)) is not None:
-                raise UserError(
-                    f"{file}: the header line names column {twice!r} twice, so one of its two "
-                    "cells would be lost on every row (a licence claim, or the creator a "
-                    "credit owes). Rename or remove one of them."
-                )
+            check_named_once(names, f"{file}: the header line")
             for row in reader:
                 yield reader.line_num, {k.strip(): v for k, v in row.items() if k is not None}
         except (csv.Error, UnicodeDecodeError) as exc:

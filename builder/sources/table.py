@@ -47,9 +47,9 @@ from builder.sources.columns import (
     TABLE_EXTRA,
     ColumnPlan,
     KeyGivenTwice,
+    check_named_once,
     check_table_keys,
     missing_mapped,
-    named_twice,
     one_value_per_key,
     plan_columns,
     row_to_candidate,
@@ -177,13 +177,7 @@ class TableSource:
         self._check_delimiter(names, where=where)
         plan = plan_columns(names, self.mapping,
                             extra=TABLE_EXTRA + tuple(self.config.keep_columns))
-        twice = named_twice(names, plan)
-        if twice is not None:
-            raise UserError(
-                f"{self.path}: {where} names column {twice!r} twice, so one of its two cells "
-                "would be lost on every row (a licence claim, or the creator a credit owes). "
-                "Rename or remove one of them."
-            )
+        check_named_once(names, f"{self.path}: {where}", plan)
         wanted = {**self.mapping, **{f"keep:{c}": c for c in self.config.keep_columns}}
         missing = missing_mapped(wanted, names)
         if missing:
@@ -433,8 +427,6 @@ class TableSource:
                     continue
                 yield row, cells, plan, {"row": row + 1, "digest": digest}
                 row += 1
-
-
 
 
 def _digest(record: bytes) -> str:
