@@ -138,6 +138,22 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def one_url_recipe(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A loaded recipe of one table row (a CC0 image URL at example.org, never fetched):
+    for tests that build stages from a plan without running a build."""
+    from builder.recipe import load_recipe
+
+    write_jsonl(tmp_path / "urls.jsonl", [{"url": "https://example.org/a.jpg",
+                                           "license": "CC0-1.0"}])
+    return load_recipe(write_recipe(tmp_path / "recipe.toml", """
+[dataset]
+name = "signals"
+[[sources]]
+kind = "table"
+path = "urls.jsonl"
+"""))
+
+
 def table_recipe(tmp_path: Path, rows: list[dict], dataset: str, *, after: str = "",
                  source: str = "") -> Path:
     """A recipe over `rows` (urls.jsonl, a table source) fetching from the test server:

@@ -15,23 +15,14 @@ from builder.executors.local import _init_worker
 from builder.licensing import load_policy
 from builder.records import Candidate
 from builder.stages import StagePlan
-from tests.conftest import write_jsonl, write_recipe
+from tests.conftest import one_url_recipe, write_jsonl, write_recipe
 
 
 def test_worker_processes_leave_ctrl_c_to_the_build_process(tmp_path) -> None:  # type: ignore[no-untyped-def]
     # A terminal's Ctrl-C reaches every process of the group; an idle worker used to die on
     # it printing a traceback while the build process was stopping the pool itself.
-    from builder.recipe import load_recipe
 
-    write_jsonl(tmp_path / "urls.jsonl", [{"url": "https://example.org/a.jpg",
-                                           "license": "CC0-1.0"}])
-    recipe = load_recipe(write_recipe(tmp_path / "recipe.toml", """
-[dataset]
-name = "signals"
-[[sources]]
-kind = "table"
-path = "urls.jsonl"
-"""))
+    recipe = one_url_recipe(tmp_path)
     plan = StagePlan(recipe=recipe, policy=load_policy("commercial"), out=tmp_path)
     context = multiprocessing.get_context("forkserver")
     with ProcessPoolExecutor(1, mp_context=context, initializer=_init_worker,

@@ -25,7 +25,7 @@ from builder.recipe import FetchConfig, ImageConfig
 from builder.records import Candidate, Checked, Evidence, Rejection
 from builder.stages import StageSpec, fetch_stage, image_check, licence_gate, run_stages
 from tests.api_support import recipe_text
-from tests.conftest import make_image, run_cli, write_jsonl, write_recipe
+from tests.conftest import make_image, one_url_recipe, run_cli, write_jsonl, write_recipe
 from tests.faultserver import fault_server, ok
 from tests.faultserver import redirect as redirect_to
 
@@ -1123,19 +1123,10 @@ def test_a_do_not_train_check_that_fails_unexpectedly_is_never_recorded_as_an_op
     redirect did it) was recorded as that stage's opt-out: `denylisted`, `optout_x_robots_tag`
     or `optout_embedded`, counted in the report as an artist's refusal and never asked again.
     It is `optout_unchecked`: not admitted, not an opt-out, retried by the next run."""
-    from builder.recipe import load_recipe
     from builder.records import Reason, is_transient
     from builder.stages import StagePlan
 
-    write_jsonl(tmp_path / "urls.jsonl", [{"url": "https://example.org/a.jpg",
-                                           "license": "CC0-1.0"}])
-    recipe = load_recipe(write_recipe(tmp_path / "recipe.toml", """
-[dataset]
-name = "signals"
-[[sources]]
-kind = "table"
-path = "urls.jsonl"
-"""))
+    recipe = one_url_recipe(tmp_path)
     bench = StagePlan(recipe=recipe, policy=load_policy("commercial"), out=tmp_path).build()
     try:
         on_error = {s.name: s.on_error for s in bench.stages if s.name.startswith("optout")}
